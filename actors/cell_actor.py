@@ -5,6 +5,14 @@ before anything outside the actor can see its effect (an observer's answer, a to
 dispatch, a notification, a timer firing into JavaScript). Events that have no outside
 effect yet (output, timers set) are batched and appended with the next one that has.
 
+That holds for the admission too: a cell starts running at once and its `CellAdmitted`
+is the first event of its first append. A cell that completes without effects on the
+outside before that (the usual short cell) is admitted, completed, answered and closed
+by one script: one round trip. If the log refuses the admission (shutdown began, the
+session is owned elsewhere), the cell never existed and its caller gets the refusal.
+A cell still running after `ADMIT_WITHIN_S` is admitted anyway, so that the log shows
+it while it runs.
+
 Callers never touch the actor's state: they go through `CellHandle`, which keeps the
 few facts they must decide on synchronously (phase, current observer, a buffered
 completion) behind one lock. The log's first-terminal-wins script is the final arbiter
@@ -24,13 +32,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import pykka
 
 from actors.deadlines import yield_timeout_ms
 from actors.errors import CellAlreadyTerminatingError, CellBusyError, cell_not_found_text
-from actors.pool import ContextPool
+from actors.pool import BACKGROUND_DELAY_S, ContextPool
 from actors.runtime import CellRuntime
 from actors.runtime_protocol import (
     CellSpec,
@@ -47,9 +55,10 @@ from actors.runtime_protocol import (
     YieldRequested,
 )
 from actors.scheduler import Scheduled, Scheduler
+from actors.session_store import SessionStore
 from broker import events as ev
 from broker.dispatch import BrokerDispatcher
-from broker.errors import BrokerError
+from broker.errors import AdmissionRefusedError, BrokerError
 from broker.journal import RedisJournal, add_appends
 from broker.responses import CellAnswer, ContentItem, Result, Terminated, Yielded
 from broker.responses import Pending as PendingAnswer
@@ -57,9 +66,11 @@ from broker.tooldefs import ToolDefinition
 from broker.tooling import CancelHandle, ToolInvocation, ToolOutcome
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 POLL_INTERVAL_S = 0.005
 MAX_UNSAVED_EVENTS = 256
+ADMIT_WITHIN_S = 0.05
 
 
 class Phase(Enum):
@@ -138,7 +149,34 @@ class CellHandle:
         return future
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CellContext:
+    """Everything a cell actor needs from its session."""
+
+    session_id: str
+    call_id: str
+    journal: RedisJournal
+    store: SessionStore
+    pool: ContextPool
+    scheduler: Scheduler
+    dispatcher: BrokerDispatcher
+    tools: Mapping[str, ToolDefinition]  # JS global name -> definition
+    notify: Callable[[str, str, str], None]  # (exec call id, cell id, text)
+    on_closed: Callable[[str], None]
+    clock: Callable[[], float]
+
+
 # -- messages -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Begin:
+    """The cell an actor started ahead of time is for (its first message)."""
+
+    handle: CellHandle
+    spec: CellSpec
+    context: CellContext
+    admitted: ev.CellAdmitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,33 +218,42 @@ class _Release:
 _OWN_MESSAGES = (_Observe, _Terminate, _YieldDue, _TimerDue, _ToolDone, _Poll, _Release)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CellContext:
-    """Everything a cell actor needs from its session."""
+class _Refused(Exception):  # noqa: N818 - control flow, never seen outside this module
+    """The log refused the cell's admission (carries the refusal)."""
 
-    session_id: str
-    call_id: str
-    journal: RedisJournal
-    pool: ContextPool
-    scheduler: Scheduler
-    dispatcher: BrokerDispatcher
-    tools: Mapping[str, ToolDefinition]  # JS global name -> definition
-    notify: Callable[[str, str, str], None]  # (exec call id, cell id, text)
-    on_closed: Callable[[str], None]
-    clock: Callable[[], float]
+    def __init__(self, error: AdmissionRefusedError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class CellActor(pykka.ThreadingActor):
-    """Drives one `CellRuntime`; see the module docstring."""
+    """Drives one `CellRuntime`; see the module docstring.
 
-    def __init__(self, handle: CellHandle, spec: CellSpec, context: CellContext) -> None:
+    Started ahead of time (see `CellActors`), it learns its cell from its first
+    message, `_Begin`.
+    """
+
+    use_daemon_thread = True  # an idle actor started ahead must not hold the process
+
+    def __init__(self) -> None:
         super().__init__()
+        self.cell_id = ""
+        self.runtime: CellRuntime | None = None
+        self._began = False
+
+    def _begin(
+        self, handle: CellHandle, spec: CellSpec, context: CellContext, admitted: ev.CellAdmitted
+    ) -> None:
+        self._began = True
         self.handle = handle
         self.spec = spec
         self.ctx = context
         self.cell_id = spec.cell_id
-        self._seq = 1  # 0 was the admission
-        self._unsaved: list[ev.AnyEvent] = []
+        self._seq = 1  # 0 is the admission
+        self._unsaved: list[ev.AnyEvent] = [admitted]  # appended first, by the admission
+        self._admitted = False
+        self._admit_by = time.monotonic() + ADMIT_WITHIN_S
+        self._closed_logged = False  # `CellClosed` went with the terminal event
         self._incoming: deque[RuntimeEvent] = deque()
         self._accumulated: list[ContentItem] = []
         self._delivered_outputs = 0
@@ -226,39 +273,40 @@ class CellActor(pykka.ThreadingActor):
         self._outbox: list[tuple[Future[CellAnswer], CellAnswer]] = []
         self._release_due = False
         self._failing: list[Any] | None = None  # on_failure collects our messages here
-        self.runtime: CellRuntime | None = None
+        self._start_runtime()
 
     # -- pykka ----------------------------------------------------------------------
 
-    def on_start(self) -> None:
-        try:
-            prepared = self.ctx.pool.acquire(self.spec.tools)
-            self.runtime = CellRuntime(
-                self.spec,
-                prepared,
-                listener=self._incoming.append,
-                sink=self._tell,
-                release=self.ctx.pool.release,
-                memory_limit_bytes=self.ctx.pool.memory_limit_bytes,
-            )
-            self.runtime.start()
-            observer = self.handle.observer
-            if observer is not None and observer.mode == "pending":
-                self.runtime.set_frontier_mode(True)  # spec §4.7: `execute_to_pending`
-            self._process_incoming()
-            self._schedule_poll()
-        except Exception as error:  # pykka calls on_failure only for on_receive
-            self.on_failure(type(error), error, error.__traceback__)
-            raise
+    def _start_runtime(self) -> None:
+        prepared = self.ctx.pool.acquire(self.spec.tools)
+        self.runtime = CellRuntime(
+            self.spec,
+            prepared,
+            listener=self._incoming.append,
+            sink=self._tell,
+            release=self.ctx.pool.release,
+            memory_limit_bytes=self.ctx.pool.memory_limit_bytes,
+        )
+        self.runtime.start()
+        observer = self.handle.observer
+        if observer is not None and observer.mode == "pending":
+            self.runtime.set_frontier_mode(True)  # spec §4.7: `execute_to_pending`
+        self._process_incoming()
+        self._schedule_poll()
 
     def on_failure(self, _type: Any, exception_value: Any, _traceback: Any) -> None:
-        """A failure (e.g. the event log became unreachable) ends the cell with an error.
+        """A failure (e.g. the event log became unreachable) ends the cell with an error."""
+        if not self._began:
+            return
+        self._fail(BrokerError(f"exec cell {self.cell_id} failed: {exception_value}"))
+
+    def _fail(self, error: Exception) -> None:
+        """End the cell with `error` outside its lifecycle (a failure or a refusal).
 
         Everyone waiting gets the error (no traceback: that went to the log), the cell's
         callbacks are cancelled, its runtime is stopped and its context released, and
         the session forgets it.
         """
-        error = BrokerError(f"exec cell {self.cell_id} failed: {exception_value}")
         with self.handle.lock:
             waiting = [*self.handle.terminators]
             self.handle.terminators.clear()
@@ -268,8 +316,8 @@ class CellActor(pykka.ThreadingActor):
             self.handle.phase = Phase.TOMBSTONE
         self._closed = True
         self._release_answers(now=True)  # recorded before the failure: still valid
-        for future in waiting:
-            if future.set_running_or_notify_cancel():
+        for future in waiting:  # a claimed future is running already
+            if not future.done() and (future.running() or future.set_running_or_notify_cancel()):
                 future.set_exception(error)
         for cancel in self._tools.values():
             cancel.cancel()
@@ -299,6 +347,16 @@ class CellActor(pykka.ThreadingActor):
         self._incoming.clear()
 
     def on_receive(self, message: Any) -> None:
+        try:
+            if isinstance(message, _Begin):
+                self._begin(message.handle, message.spec, message.context, message.admitted)
+            else:
+                self._receive(message)
+        except _Refused as refused:
+            self._fail(refused.error)
+            self.stop()
+
+    def _receive(self, message: Any) -> None:
         runtime = self.runtime
         assert runtime is not None
         if self._closed:
@@ -317,6 +375,8 @@ class CellActor(pykka.ThreadingActor):
         elif isinstance(message, _Poll):
             self._polling = False
             runtime.poll()
+            if not self._admitted and time.monotonic() >= self._admit_by:
+                self._flush()
         elif isinstance(message, _Release):
             self._release_answers(now=True)
         else:  # a message from the V8 thread
@@ -402,9 +462,22 @@ class CellActor(pykka.ThreadingActor):
 
     def _flush(self) -> None:
         """Append the batched events; on failure they stay batched (nothing is lost)."""
-        if self._unsaved:
+        if not self._unsaved:
+            return
+        if self._admitted:
             self.ctx.journal.append(self._unsaved)
-            self._unsaved = []
+        else:
+            self._logging(lambda: self.ctx.journal.admit(self._unsaved))
+        self._unsaved = []
+
+    def _logging(self, append: Callable[[], _T]) -> _T:
+        """Run an append that may carry the admission (first in the batch)."""
+        try:
+            result = append()
+        except AdmissionRefusedError as error:
+            raise _Refused(error) from None
+        self._admitted = True
+        return result
 
     def _process_incoming(self) -> None:
         while self._incoming:
@@ -631,6 +704,12 @@ class CellActor(pykka.ThreadingActor):
         calls, self._to_dispatch = self._to_dispatch, []
         if not calls:
             return
+        if not self._admitted:  # a cell is admitted before it reaches out
+            try:
+                self._flush()
+            except BrokerError:
+                self._to_dispatch[0:0] = calls
+                raise
         on_outcome = lambda outcome: self._tell(_ToolDone(outcome))  # noqa: E731
         events, self._unsaved = self._unsaved, []
         try:
@@ -730,12 +809,21 @@ class CellActor(pykka.ThreadingActor):
         # now, so that its delivery is recorded by the same script that commits.
         claimed = self._claim_for_completion()
         after = []
-        if claimed is not None:
+        if claimed is not None:  # and then the cell closes at once: nothing is left
             outputs = self._delivered_outputs + len(self._accumulated)
             after.append(
                 self._make_event(ev.ObservationDelivered, kind="completed", outputs=outputs)
             )
-        won = self.ctx.journal.finish(terminal, before, after)
+            after.append(self._make_event(ev.CellClosed))
+        try:
+            won = self.ctx.store.commit(
+                finished.stored_writes,
+                lambda: self._logging(lambda: self.ctx.journal.finish(terminal, before, after)),
+            )
+        except BaseException:
+            self._unsaved[0:0] = before  # nothing is lost (the cell fails next)
+            raise
+        self._closed_logged = won == "completed" and bool(after)
         if won != "completed":  # the session's shutdown began first: termination wins
             if won == "shutdown":
                 self._terminal_reason = "shutdown"
@@ -871,7 +959,7 @@ class CellActor(pykka.ThreadingActor):
             )
             self._seq += 1
             before, self._unsaved = self._unsaved, []
-            self.ctx.journal.finish(terminal, before)
+            self._logging(lambda: self.ctx.journal.finish(terminal, before))
         items, self._accumulated = self._accumulated, []
         items = [*(self._initial_yield or []), *items]
         self._initial_yield = None
@@ -884,7 +972,53 @@ class CellActor(pykka.ThreadingActor):
         self._cancel_outstanding()
         if self.runtime is not None and not self.runtime.done:
             self.runtime.terminate()
-        self._event(ev.CellClosed)
-        self._flush()
+        if not self._closed_logged:
+            self._event(ev.CellClosed)
+            self._flush()
         self.ctx.on_closed(self.cell_id)
         self.stop()
+
+
+class CellActors:
+    """Starts cell actors, keeping one started ahead of time: starting an actor's thread
+    costs about as much as running a short cell. The next spare is started in the
+    background a moment later, so that it does not compete with the cell just begun."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+        self._lock = threading.Lock()
+        self._spare: pykka.ActorRef[Any] | None = None
+        self._refilling = False
+        self._closed = False
+
+    def start(
+        self, handle: CellHandle, spec: CellSpec, context: CellContext, admitted: ev.CellAdmitted
+    ) -> pykka.ActorRef[Any]:
+        """An actor running the cell `spec` (it starts at once)."""
+        with self._lock:
+            ref, self._spare = self._spare, None
+            refill = not self._refilling and not self._closed
+            self._refilling |= refill
+        if ref is None:
+            ref = CellActor.start()
+        ref.tell(_Begin(handle, spec, context, admitted))
+        if refill:
+            self._scheduler.call_later(BACKGROUND_DELAY_S, self._refill)
+        return ref
+
+    def close(self) -> None:
+        """Stop the spare; actors already handed out end with their cells."""
+        with self._lock:
+            self._closed = True
+            ref, self._spare = self._spare, None
+        if ref is not None:
+            ref.stop()
+
+    def _refill(self) -> None:
+        ref: pykka.ActorRef[Any] | None = CellActor.start()
+        with self._lock:
+            self._refilling = False
+            if self._spare is None and not self._closed:
+                self._spare, ref = ref, None
+        if ref is not None:
+            ref.stop()

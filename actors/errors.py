@@ -17,11 +17,6 @@ class CellAlreadyTerminatingError(ActorError):
         super().__init__(f"exec cell {cell_id} is already terminating")
 
 
-class CellAlreadyExistsError(ActorError):
-    def __init__(self, cell_id: str) -> None:
-        super().__init__(f"exec cell {cell_id} already exists")
-
-
 def cell_not_found_text(cell_id: str) -> str:
     return f"exec cell {cell_id} not found"
 

@@ -18,21 +18,27 @@ from typing import Any
 
 import pykka
 
-from actors.cell_actor import CellActor, CellContext, CellHandle, Observer, missing
+from actors.cell_actor import CellActors, CellContext, CellHandle, Observer, missing
 from actors.deadlines import yield_timeout_ms
-from actors.errors import CellAlreadyExistsError
 from actors.pool import ContextPool
 from actors.runtime_protocol import CellSpec, RuntimeTool
 from actors.scheduler import Scheduler
+from actors.session_store import SessionStore
 from broker import events as ev
 from broker.dispatch import BrokerDispatcher
-from broker.errors import BrokerError, SessionShuttingDownError
+from broker.errors import (
+    BrokerError,
+    CellAlreadyExistsError,
+    CellIdSpaceExhaustedError,
+    SessionShuttingDownError,
+)
 from broker.events import wall_clock_ms
 from broker.inventory import ToolInventory
 from broker.journal import RedisJournal
 from broker.responses import CellAnswer
 
 Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
+MAX_CELL_ID = 2**63 - 1  # Redis's integer limit; the log refuses to count further
 
 
 @dataclass(kw_only=True)
@@ -43,6 +49,7 @@ class SessionServices:
     pool: ContextPool
     scheduler: Scheduler
     dispatcher: BrokerDispatcher
+    cell_actors: CellActors
     clock: Callable[[], float] = wall_clock_ms
 
 
@@ -55,6 +62,15 @@ class SessionConfig:
     on_cell_closed: Callable[[str], None] = field(default=lambda _: None)
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A call of one of the session actor's methods, as a plain message: a pykka proxy
+    inspects the actor on every use, which costs more than the rest of a short exec."""
+
+    method: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
 class SessionActor(pykka.ThreadingActor):
     """Owns a session's cells: `execute`, `observe`, `terminate`, `shutdown`."""
 
@@ -64,7 +80,9 @@ class SessionActor(pykka.ThreadingActor):
         self.config = config
         self.session_id = config.session_id
         self._cells: dict[str, CellHandle] = {}
-        self._last_cell = 0  # the highest cell id this session admitted
+        self._last_cell = 0  # the highest cell id this session created
+        self._cells_by_call: dict[str, str] = {}  # exec call id -> cell id
+        self._store: SessionStore | None = None  # set when the log is open
         self._seq = 0
         self._shutting_down = False
         self._shutdown_error: BrokerError | None = None  # the log refused shutdown_begun
@@ -86,7 +104,8 @@ class SessionActor(pykka.ThreadingActor):
         self._definitions = {e.global_name: e.definition for e in inventory.entries}
 
     def on_start(self) -> None:
-        self.services.journal.open_session(
+        journal = self.services.journal
+        state = journal.open_session(
             ev.SessionOpened(
                 session=self.session_id,
                 seq=self._next_seq(),
@@ -94,6 +113,14 @@ class SessionActor(pykka.ThreadingActor):
                 max_yield_time_ms=self.config.max_yield_time_ms,
             )
         )
+        self._last_cell = state.last_cell
+        self._store = SessionStore(
+            state.stored, state.stored_version, lambda: journal.stored_snapshot(self.session_id)
+        )
+
+    def on_receive(self, message: Any) -> Any:
+        assert isinstance(message, _Call)
+        return message.method(self, *message.args)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -109,12 +136,28 @@ class SessionActor(pykka.ThreadingActor):
         max_output_tokens: int | None,
         mode: str = "yield",
     ) -> tuple[str, Future[CellAnswer]]:
+        """Create a cell and start it; returns its id and its first answer.
+
+        The cell's admission is recorded in the log with its first events, before
+        anything it does is seen outside (see `CellActor`); the log may still refuse it
+        then, and the answer is that refusal.
+        """
         if self._shutting_down:
             raise SessionShuttingDownError
+        if call_id in self._cells_by_call:  # spec §4.10 (defensive): never run twice
+            raise CellAlreadyExistsError(self._cells_by_call[call_id])
+        if self._last_cell >= MAX_CELL_ID:
+            raise CellIdSpaceExhaustedError
+        self._last_cell += 1
+        cell_id = str(self._last_cell)
+        self._cells_by_call[call_id] = cell_id
+        assert self._store is not None
+        stored, stored_version = self._store.snapshot()
         clock = self.services.clock()
         seed = struct.unpack("<4I", os.urandom(16))
         admitted = ev.CellAdmitted(
             session=self.session_id,
+            cell=cell_id,
             seq=0,
             at_ms=clock,
             call_id=call_id,
@@ -124,11 +167,8 @@ class SessionActor(pykka.ThreadingActor):
             tools=self._tool_records,
             seed=seed,
             clock_ms=clock,
+            stored_version=stored_version,
         )
-        cell_id, stored = self.services.journal.admit(admitted)
-        if int(cell_id) <= self._last_cell:  # the call id was admitted before (spec §4.10)
-            raise CellAlreadyExistsError(cell_id)
-        self._last_cell = int(cell_id)
         handle = CellHandle(cell_id, self.config.max_yield_time_ms)
         observer = Observer(mode, yield_timeout_ms(yield_time_ms, handle.max_yield_time_ms))
         observer.admitted = True  # spec §4.2: attached together with the cell
@@ -145,6 +185,7 @@ class SessionActor(pykka.ThreadingActor):
             session_id=self.session_id,
             call_id=call_id,
             journal=self.services.journal,
+            store=self._store,
             pool=self.services.pool,
             scheduler=self.services.scheduler,
             dispatcher=self.services.dispatcher,
@@ -154,7 +195,7 @@ class SessionActor(pykka.ThreadingActor):
             clock=self.services.clock,
         )
         self._cells[cell_id] = handle
-        handle.actor = CellActor.start(handle, spec, context)
+        handle.actor = self.services.cell_actors.start(handle, spec, context, admitted)
         return cell_id, observer.future
 
     def observe(self, cell_id: str, mode: str, yield_time_ms: int) -> Future[CellAnswer]:
@@ -208,7 +249,7 @@ class SessionActor(pykka.ThreadingActor):
     def _tell_closed(self, cell_id: str) -> None:
         """Called by a cell actor; a session already stopped has nothing left to do."""
         with contextlib.suppress(pykka.ActorDeadError):
-            self.actor_ref.proxy().cell_closed(cell_id)
+            self.actor_ref.tell(_Call(SessionActor.cell_closed, (cell_id,)))
 
 
 class ActorSessionBackend:
@@ -221,7 +262,6 @@ class ActorSessionBackend:
     def __init__(self, services: SessionServices, config: SessionConfig) -> None:
         self.session_id = config.session_id
         self._ref = SessionActor.start(services, config)
-        self._proxy = self._ref.proxy()
         self._shutdown_lock = threading.Lock()
 
     def execute(
@@ -233,23 +273,25 @@ class ActorSessionBackend:
         mode: str = "yield",
     ) -> tuple[str, Future[CellAnswer]]:
         try:
-            result: tuple[str, Future[CellAnswer]] = self._proxy.execute(
-                call_id, source, yield_time_ms, max_output_tokens, mode
-            ).get()
+            result: tuple[str, Future[CellAnswer]] = self._ask(
+                SessionActor.execute, call_id, source, yield_time_ms, max_output_tokens, mode
+            )
         except pykka.ActorDeadError:
             raise SessionShuttingDownError from None
         return result
 
     def observe(self, cell_id: str, mode: str, yield_time_ms: int) -> Future[CellAnswer]:
         try:
-            future: Future[CellAnswer] = self._proxy.observe(cell_id, mode, yield_time_ms).get()
+            future: Future[CellAnswer] = self._ask(
+                SessionActor.observe, cell_id, mode, yield_time_ms
+            )
         except pykka.ActorDeadError:
             return missing(cell_id)
         return future
 
     def terminate(self, cell_id: str) -> Future[CellAnswer]:
         try:
-            future: Future[CellAnswer] = self._proxy.terminate(cell_id).get()
+            future: Future[CellAnswer] = self._ask(SessionActor.terminate, cell_id)
         except pykka.ActorDeadError:
             return missing(cell_id)
         return future
@@ -260,10 +302,14 @@ class ActorSessionBackend:
             if not self._ref.is_alive():
                 return
             try:
-                futures: list[Future[Any]] = self._proxy.begin_shutdown().get()
+                futures: list[Future[Any]] = self._ask(SessionActor.begin_shutdown)
                 deadline = time.monotonic() + timeout
                 for future in futures:
                     future.exception(max(0.0, deadline - time.monotonic()))
-                self._proxy.finish_shutdown().get()
+                self._ask(SessionActor.finish_shutdown)
             finally:  # even if the log is unreachable: the session is over
                 self._ref.stop()
+
+    def _ask(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Call `method` on the actor's thread and return its result (or raise)."""
+        return self._ref.ask(_Call(method, args))

@@ -3,8 +3,8 @@
 A stream entry has the fields
   `v`  schema version (decimal)      `t`  event type       `c`  cell id ("" if none)
   `q`  writer sequence (decimal)     `at` wall clock, ms   `d`  the other fields, JSON
-The cell id is a field of its own so that Lua scripts can fill it in (admission
-allocates it). Tuples come back as tuples, so a decoded event equals the original.
+The cell id is a field of its own so that a reader can pick a cell's events without
+decoding the rest. Tuples come back as tuples, so a decoded event equals the original.
 """
 
 from __future__ import annotations

@@ -9,14 +9,30 @@ class BrokerError(Exception):
     retryable = False
 
 
-class SessionShuttingDownError(BrokerError):
+class AdmissionRefusedError(BrokerError):
+    """The log refused to admit a cell: the cell never existed."""
+
+
+class SessionShuttingDownError(AdmissionRefusedError):
     def __init__(self) -> None:
         super().__init__("code mode session is shutting down")
 
 
-class CellIdSpaceExhaustedError(BrokerError):
+class CellIdSpaceExhaustedError(AdmissionRefusedError):
     def __init__(self) -> None:
         super().__init__("code mode session exhausted its cell ID space")
+
+
+class CellAlreadyExistsError(AdmissionRefusedError):
+    def __init__(self, cell_id: str) -> None:
+        super().__init__(f"exec cell {cell_id} already exists")
+
+
+class SessionOwnedElsewhereError(AdmissionRefusedError):
+    """Another process admitted cells of this session (a session has one owner)."""
+
+    def __init__(self, session: str) -> None:
+        super().__init__(f"code mode session {session} is owned by another process")
 
 
 class JournalUnavailableError(BrokerError):

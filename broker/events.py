@@ -62,7 +62,7 @@ class ShutdownFinished(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CellAdmitted(Event):
-    """A cell got its id (`cell`); everything its runtime starts from."""
+    """A cell was created with id `cell`; everything its runtime starts from."""
 
     TYPE: ClassVar[str] = "cell_admitted"
     call_id: str  # the exec tool call that created it
@@ -72,6 +72,9 @@ class CellAdmitted(Event):
     tools: tuple[Mapping[str, JsonValue], ...] = ()  # the enabled nested tools
     seed: tuple[int, int, int, int] = (0, 0, 0, 0)
     clock_ms: float = 0.0
+    # The session's stored values the cell starts from: those after this many merging
+    # completions (`projections.stored` counts them as `version`).
+    stored_version: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,6 +10,7 @@ plain appends carry (cell, seq), which readers use to drop a repeated entry.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -25,8 +26,11 @@ from tenacity import (
 
 from broker import codec, keys
 from broker.errors import (
+    AdmissionRefusedError,
+    CellAlreadyExistsError,
     CellIdSpaceExhaustedError,
     JournalUnavailableError,
+    SessionOwnedElsewhereError,
     SessionShuttingDownError,
 )
 from broker.events import AnyEvent, CellAdmitted, CellCompleted, CellTerminated, ShutdownBegun
@@ -35,15 +39,27 @@ T = TypeVar("T")
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
 
 
-def _script(name: str) -> str:
-    return resources.files("broker").joinpath(f"lua/{name}.lua").read_text("utf-8")
+def _script(name: str, *, lib: bool = False) -> str:
+    def text(file: str) -> str:
+        return resources.files("broker").joinpath(f"lua/{file}.lua").read_text("utf-8")
+
+    return text("lib") + text(name) if lib else text(name)
 
 
 def _retrying(call: Callable[[], T]) -> T:
-    """Run `call`, retrying transient Redis errors; give up with a clear error."""
+    """Run `call`, retrying transient Redis errors; give up with a clear error.
+
+    The first attempt runs bare: building tenacity's machinery costs more than a
+    round trip to Redis, and the usual call succeeds. After a transient failure,
+    tenacity retries three more times with backoff.
+    """
+    try:
+        return call()
+    except _TRANSIENT:
+        pass
     runner = retry(
         retry=retry_if_exception_type(_TRANSIENT),
-        stop=stop_after_attempt(4),
+        stop=stop_after_attempt(3),
         wait=wait_exponential(multiplier=0.02, max=0.5),
         reraise=True,
     )(call)
@@ -68,9 +84,46 @@ def add_appends(pipe: Any, events: Sequence[AnyEvent]) -> None:
             pipe.xadd(stream, codec.encode(event))
 
 
+def _add_batches(args: list[bytes | str], events: Sequence[AnyEvent]) -> None:
+    """Script arguments for `events`: per event, its field count, then its fields."""
+    for event in events:
+        fields = codec.encode(event)
+        args += [str(len(fields)), *_flatten(fields)]
+
+
+def _refusals(admitted: CellAdmitted, call: Callable[[], T]) -> T:
+    """Run a script that admits `admitted`, raising its refusal as a broker error."""
+    try:
+        return call()
+    except redis.ResponseError as error:
+        reason, _, detail = str(error).partition(" ")
+        refusal: AdmissionRefusedError | None = {
+            "SHUTTING_DOWN": SessionShuttingDownError(),
+            "EXHAUSTED": CellIdSpaceExhaustedError(),
+            "EXISTS": CellAlreadyExistsError(detail),
+            "CONFLICT": SessionOwnedElsewhereError(admitted.session),
+        }.get(reason)
+        if refusal is None:
+            raise
+        raise refusal from None
+
+
+def _decoded(flat: dict[bytes, bytes]) -> dict[str, str]:
+    return {key.decode(): value.decode() for key, value in flat.items()}
+
+
 def run_retrying(call: Callable[[], T]) -> T:
     """Run a Redis round trip with the journal's retry policy for transient errors."""
     return _retrying(call)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """Where a session's log stands when a process opens it."""
+
+    last_cell: int  # the highest cell id admitted so far (0: none)
+    stored: dict[str, str]  # stored key -> JSON text
+    stored_version: int  # how many completions merged stored writes
 
 
 class RedisJournal:
@@ -78,8 +131,8 @@ class RedisJournal:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._admit = client.register_script(_script("admit_cell"))
-        self._finish = client.register_script(_script("finish_cell"))
+        self._admit = client.register_script(_script("admit_cell", lib=True))
+        self._finish = client.register_script(_script("finish_cell", lib=True))
         self._shutdown = client.register_script(_script("begin_shutdown"))
 
     @classmethod
@@ -102,33 +155,42 @@ class RedisJournal:
 
         _retrying(run)
 
-    def open_session(self, event: AnyEvent) -> None:
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(keys.SESSIONS, {event.session: event.at_ms}, nx=True)
-            pipe.xadd(keys.SessionKeys(event.session).events, codec.encode(event))  # type: ignore[arg-type]
-            pipe.execute()
-
-        _retrying(run)
-
-    def admit(self, event: CellAdmitted) -> tuple[str, dict[str, str]]:
-        """Allocate a cell id and append `event` with it; returns (id, stored snapshot)."""
+    def open_session(self, event: AnyEvent) -> SessionState:
+        """Record the session's opening; returns what its cells continue from."""
         k = keys.SessionKeys(event.session)
-        args = [event.call_id, *_flatten(codec.encode(event))]
 
         def run() -> Any:
-            return self._admit(keys=[k.meta, k.events, k.stored], args=args)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(keys.SESSIONS, {event.session: event.at_ms}, nx=True)
+            pipe.xadd(k.events, codec.encode(event))  # type: ignore[arg-type]
+            pipe.hmget(k.meta, ["next_cell", "stored_version"])
+            pipe.hgetall(k.stored)
+            return pipe.execute()
 
-        try:
-            cell, flat = _retrying(run)
-        except redis.ResponseError as error:
-            if "SHUTTING_DOWN" in str(error):
-                raise SessionShuttingDownError from None
-            if "EXHAUSTED" in str(error):
-                raise CellIdSpaceExhaustedError from None
-            raise
-        stored = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
-        return cell.decode(), stored
+        _, _, (last_cell, version), stored = _retrying(run)
+        return SessionState(
+            last_cell=int(last_cell or 0),
+            stored=_decoded(stored),
+            stored_version=int(version or 0),
+        )
+
+    def admit(self, events: Sequence[AnyEvent]) -> None:
+        """Admit a cell and append its first events, in one round trip.
+
+        `events[0]` is its `CellAdmitted` (with the id the session chose); a retried
+        admission appends nothing again. Raises an `AdmissionRefusedError` when the log
+        refuses the cell (then nothing was appended).
+        """
+        admitted = events[0]
+        assert isinstance(admitted, CellAdmitted)
+        args: list[bytes | str] = [admitted.call_id, admitted.cell, str(len(events))]
+        _add_batches(args, events)
+        k = keys.SessionKeys(admitted.session)
+
+        def run() -> Any:
+            return self._admit(keys=[k.meta, k.events], args=args)
+
+        _refusals(admitted, lambda: _retrying(run))
 
     def finish(
         self,
@@ -138,6 +200,8 @@ class RedisJournal:
     ) -> str:
         """Append `before`, then the terminal event and `after` unless the cell already has
         a terminal event (`after` records what the winner's answer was delivered to).
+        A `before` that starts with the cell's `CellAdmitted` admits it first, as
+        `admit` does (and raises as it does).
 
         Returns the kind that holds: "completed", "terminated", or "shutdown" (a
         completion refused because the session's shutdown began; only `before` appended).
@@ -145,15 +209,15 @@ class RedisJournal:
         k = keys.SessionKeys(terminal.session)
         kind = "completed" if isinstance(terminal, CellCompleted) else "terminated"
         batch = (*before, terminal, *after)
+        admitted = before[0] if before and isinstance(before[0], CellAdmitted) else None
         args: list[bytes | str] = [
             terminal.cell,
             kind,
-            str(len(batch)).encode(),
-            str(len(before) + 1).encode(),
+            str(len(batch)),
+            str(len(before) + 1),
+            admitted.call_id if admitted else "",
         ]
-        for event in batch:
-            fields = codec.encode(event)
-            args += [str(len(fields)).encode(), *_flatten(fields)]
+        _add_batches(args, batch)
         if isinstance(terminal, CellCompleted):
             for key, value in terminal.stored_writes.items():
                 args += [key, value]
@@ -161,7 +225,10 @@ class RedisJournal:
         def run() -> Any:
             return self._finish(keys=[k.terminal, k.events, k.stored, k.meta], args=args)
 
-        result: bytes = _retrying(run)
+        if admitted is None:
+            result: bytes = _retrying(run)
+        else:
+            result = _refusals(admitted, lambda: _retrying(run))
         return result.decode()
 
     def begin_shutdown(self, event: ShutdownBegun) -> bool:
@@ -171,11 +238,20 @@ class RedisJournal:
         return bool(began)
 
     def stored_values(self, session: str) -> dict[str, str]:
-        def run() -> Any:
-            return self.client.hgetall(keys.SessionKeys(session).stored)
+        return self.stored_snapshot(session)[0]
 
-        flat: dict[bytes, bytes] = _retrying(run)
-        return {key.decode(): value.decode() for key, value in flat.items()}
+    def stored_snapshot(self, session: str) -> tuple[dict[str, str], int]:
+        """The session's stored values and how many merges made them."""
+        k = keys.SessionKeys(session)
+
+        def run() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(k.stored)
+            pipe.hget(k.meta, "stored_version")
+            return pipe.execute()
+
+        flat, version = _retrying(run)
+        return _decoded(flat), int(version or 0)
 
     def read(
         self, session: str, after: str = "0-0", count: int = 1000

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
+from actors.cell_actor import CellActors
 from actors.pool import ContextPool
 from actors.scheduler import Scheduler
 from actors.session_actor import ActorSessionBackend, SessionConfig, SessionServices
@@ -60,6 +61,7 @@ class Host:
             pool=self.pool,
             scheduler=self.scheduler,
             dispatcher=self.dispatcher,
+            cell_actors=CellActors(self.scheduler),
         )
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()  # dropped ones shut down
         self._lock = threading.Lock()
@@ -105,6 +107,7 @@ class Host:
         for worker in self.workers:
             worker.stop()
         self.dispatcher.close()
+        self.services.cell_actors.close()
         self.scheduler.close()
         self.pool.close()
         self.journal.client.close()

@@ -9,14 +9,19 @@ import redis
 
 from broker import codec, keys
 from broker.errors import (
+    CellAlreadyExistsError,
     CellIdSpaceExhaustedError,
     JournalUnavailableError,
+    SessionOwnedElsewhereError,
     SessionShuttingDownError,
 )
 from broker.events import (
     CellAdmitted,
+    CellClosed,
     CellCompleted,
+    CellStarted,
     CellTerminated,
+    ObservationDelivered,
     OutputProduced,
     SessionOpened,
     ShutdownBegun,
@@ -34,8 +39,12 @@ def session() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-def admitted(session: str, call_id: str) -> CellAdmitted:
-    return CellAdmitted(session=session, call_id=call_id, source="text(1)", at_ms=1.0)
+def admitted(session: str, call_id: str, cell: str) -> CellAdmitted:
+    return CellAdmitted(session=session, cell=cell, call_id=call_id, source="text(1)", at_ms=1.0)
+
+
+def kinds(journal: RedisJournal, session: str) -> list[str]:
+    return [type(event).__name__ for _, event in journal.read(session)]
 
 
 def test_codec_round_trip(session):
@@ -59,65 +68,119 @@ def test_codec_rejects_foreign_entries(session):
         codec.decode(session, {**codec.encode(OutputProduced(session=session)), "v": b"99"})
 
 
-def test_admission_allocates_ids_in_order(journal, session):
-    journal.open_session(SessionOpened(session=session))
-    ids = [journal.admit(admitted(session, f"call-{i}"))[0] for i in range(3)]
-    assert ids == ["1", "2", "3"]
+def test_admission_takes_ids_in_order(journal, session):
+    state = journal.open_session(SessionOpened(session=session))
+    assert (state.last_cell, state.stored, state.stored_version) == (0, {}, 0)
+    for i in range(3):
+        journal.admit([admitted(session, f"call-{i}", str(i + 1))])
     events = [event for _, event in journal.read(session)]
     assert [e.cell for e in events if isinstance(e, CellAdmitted)] == ["1", "2", "3"]
     assert session in journal.sessions()
+    assert journal.open_session(SessionOpened(session=session)).last_cell == 3
+
+
+def test_admission_refuses_an_id_out_of_turn(journal, session, redis_client):
+    """Ids have no gaps: a session whose cells another process admitted is refused."""
+    journal.admit([admitted(session, "a", "1")])
+    for cell in ("1", "3"):
+        with pytest.raises(
+            SessionOwnedElsewhereError,
+            match=rf"^code mode session {session} is owned by another process$",
+        ):
+            journal.admit([admitted(session, f"call-{cell}", cell)])
+    assert redis_client.hget(keys.SessionKeys(session).meta, "next_cell") == b"1"
+    assert kinds(journal, session) == ["CellAdmitted"]
 
 
 def test_admission_is_idempotent_per_call(journal, session):
-    assert journal.admit(admitted(session, "same"))[0] == "1"
-    assert journal.admit(admitted(session, "same"))[0] == "1"
-    assert len(list(journal.read(session))) == 1
+    started = CellStarted(session=session, cell="1", seq=1)
+    journal.admit([admitted(session, "same", "1"), started])
+    journal.admit([admitted(session, "same", "1"), started])  # a retry: appends nothing
+    with pytest.raises(CellAlreadyExistsError, match=r"^exec cell 1 already exists$"):
+        journal.admit([admitted(session, "same", "2")])
+    assert kinds(journal, session) == ["CellAdmitted", "CellStarted"]
 
 
 def test_admission_refused_after_shutdown(journal, session):
-    journal.admit(admitted(session, "a"))
+    journal.admit([admitted(session, "a", "1")])
     assert journal.begin_shutdown(ShutdownBegun(session=session)) is True
     assert journal.begin_shutdown(ShutdownBegun(session=session)) is False
     with pytest.raises(SessionShuttingDownError, match=r"^code mode session is shutting down$"):
-        journal.admit(admitted(session, "b"))
+        journal.admit([admitted(session, "b", "2")])
 
 
 def test_cell_ids_never_wrap(journal, session, redis_client):
     redis_client.hset(keys.SessionKeys(session).meta, "next_cell", 2**63 - 2)
-    assert journal.admit(admitted(session, "last"))[0] == str(2**63 - 1)
+    journal.admit([admitted(session, "last", str(2**63 - 1))])
     with pytest.raises(
         CellIdSpaceExhaustedError, match=r"^code mode session exhausted its cell ID space$"
     ):
-        journal.admit(admitted(session, "one-more"))
+        journal.admit([admitted(session, "one-more", str(2**63))])
     assert redis_client.hget(keys.SessionKeys(session).meta, "next_cell") == b"%d" % (2**63 - 1)
 
 
 def test_first_terminal_event_wins_and_merge_goes_with_it(journal, session):
-    journal.admit(admitted(session, "a"))
-    journal.admit(admitted(session, "b"))
+    journal.admit([admitted(session, "a", "1")])
+    journal.admit([admitted(session, "b", "2")])
     terminated = CellTerminated(session=session, cell="1")
     completed = CellCompleted(session=session, cell="1", stored_writes={"k": "1"})
     assert journal.finish(terminated) == "terminated"
     assert journal.finish(completed) == "terminated"  # lost: no merge, no event
-    assert journal.stored_values(session) == {}
+    assert journal.stored_snapshot(session) == ({}, 0)
     won = CellCompleted(session=session, cell="2", stored_writes={"a": "3", "b": '"x"'})
     out = OutputProduced(session=session, cell="2", item={"type": "input_text", "text": "hi"})
     assert journal.finish(won, before=[out]) == "completed"
-    assert journal.stored_values(session) == {"a": "3", "b": '"x"'}
-    kinds = [type(e).__name__ for _, e in journal.read(session)]
-    assert kinds == [
+    assert journal.stored_snapshot(session) == ({"a": "3", "b": '"x"'}, 1)
+    assert kinds(journal, session) == [
         "CellAdmitted",
         "CellAdmitted",
         "CellTerminated",
         "OutputProduced",
         "CellCompleted",
     ]
-    # the snapshot a new cell gets is the merged one
-    assert journal.admit(admitted(session, "c"))[1] == {"a": "3", "b": '"x"'}
+    # what a process opening the session continues from
+    state = journal.open_session(SessionOpened(session=session))
+    assert (state.last_cell, state.stored, state.stored_version) == (2, {"a": "3", "b": '"x"'}, 1)
+
+
+def test_a_short_cell_is_admitted_and_finished_by_one_script(journal, session):
+    """The usual short cell: admission, its events, completion, delivery and close."""
+    cell = "1"
+    before = [admitted(session, "a", cell), CellStarted(session=session, cell=cell, seq=1)]
+    won = CellCompleted(session=session, cell=cell, seq=2, stored_writes={"k": "1"})
+    after = [
+        ObservationDelivered(session=session, cell=cell, seq=3, kind="completed"),
+        CellClosed(session=session, cell=cell, seq=4),
+    ]
+    assert journal.finish(won, before, after) == "completed"
+    expected = [
+        "CellAdmitted",
+        "CellStarted",
+        "CellCompleted",
+        "ObservationDelivered",
+        "CellClosed",
+    ]
+    assert kinds(journal, session) == expected
+    assert journal.finish(won, before, after) == "completed"  # a retry: appends nothing
+    assert kinds(journal, session) == expected
+    assert journal.stored_snapshot(session) == ({"k": "1"}, 1)
+
+
+def test_a_refused_admission_finishes_nothing(journal, session):
+    journal.begin_shutdown(ShutdownBegun(session=session))
+    before = [admitted(session, "a", "1"), CellStarted(session=session, cell="1", seq=1)]
+    completed = CellCompleted(session=session, cell="1", seq=2, stored_writes={"k": "1"})
+    with pytest.raises(SessionShuttingDownError):
+        journal.finish(completed, before)
+    terminated = CellTerminated(session=session, cell="1", seq=2)
+    with pytest.raises(SessionShuttingDownError):
+        journal.finish(terminated, before)
+    assert kinds(journal, session) == ["ShutdownBegun"]
+    assert journal.stored_snapshot(session) == ({}, 0)
 
 
 def test_completion_after_shutdown_began_loses(journal, session):
-    journal.admit(admitted(session, "a"))
+    journal.admit([admitted(session, "a", "1")])
     journal.begin_shutdown(ShutdownBegun(session=session))
     completed = CellCompleted(session=session, cell="1", stored_writes={"k": "1"})
     assert journal.finish(completed) == "shutdown"

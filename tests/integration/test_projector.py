@@ -52,7 +52,10 @@ def runner(client: redis.Redis, session: str, module: Any = cells, **kwargs: Any
 
 
 def admit(journal: RedisJournal, session: str, call_id: str) -> str:
-    cell, _ = journal.admit(CellAdmitted(session=session, call_id=call_id, source="text(1)"))
+    """Admit the session's next cell, as its session actor would."""
+    last = journal.client.hget(keys.SessionKeys(session).meta, "next_cell")
+    cell = str(int(last or 0) + 1)  # type: ignore[arg-type]
+    journal.admit([CellAdmitted(session=session, cell=cell, call_id=call_id, source="text(1)")])
     return cell
 
 

@@ -178,7 +178,8 @@ def test_a_result_still_queued_behind_the_termination_does_not_commit(
     def holding(event: Any) -> bool:
         return any(isinstance(e, NotificationSent) for e in event)
 
-    reached, release = hold_journal(monkeypatch, harness.host.journal, "append", holding)
+    # The notification is the cell's first effect outside: its batch admits the cell.
+    reached, release = hold_journal(monkeypatch, harness.host.journal, "admit", holding)
     cell, initial = harness.start("store('k', 1);\nnotify('hold');\ntext('end')")
     assert reached.wait(TIMEOUT_S)  # the actor is busy with the cell's last events
     terminated = harness.session.backend.terminate(cell)

@@ -1,0 +1,55 @@
+"""A session's stored values (spec §5.1) as the process that owns the session knows them.
+
+The log's `finish_cell` script merges a winning completion's writes into the `stored`
+hash and counts the merge (`stored_version`). This copy follows it under the session's
+store lock: a completion with writes runs its script holding the lock and merges the
+same writes here before anyone sees its answer, so a cell created afterwards starts
+from them. A cell's snapshot is taken without a round trip to Redis; its `CellAdmitted`
+records the version it names.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+Snapshot = tuple[Mapping[str, str], int]  # (stored key -> JSON text, version)
+
+
+class SessionStore:
+    """The stored values and their version; thread-safe (cells commit concurrently)."""
+
+    def __init__(
+        self, values: Mapping[str, str], version: int, reload: Callable[[], Snapshot]
+    ) -> None:
+        self._lock = threading.Lock()
+        self._values: Mapping[str, str] = MappingProxyType(dict(values))
+        self._version = version
+        self._reload = reload
+        self._unsure = False  # a commit failed midway: the log knows better than we do
+
+    def snapshot(self) -> Snapshot:
+        """The current values (never changed afterwards) and their version."""
+        with self._lock:
+            if self._unsure:
+                values, self._version = self._reload()
+                self._values = MappingProxyType(dict(values))
+                self._unsure = False
+            return self._values, self._version
+
+    def commit(self, writes: Mapping[str, str], finish: Callable[[], str]) -> str:
+        """Run `finish`, the terminal script that merges `writes` if its completion wins
+        (it returns the kind that holds), and follow the merge here."""
+        if not writes:
+            return finish()
+        with self._lock:
+            try:
+                won = finish()
+            except BaseException:
+                self._unsure = True
+                raise
+            if won == "completed":
+                self._values = MappingProxyType({**self._values, **writes})
+                self._version += 1
+            return won
