@@ -86,6 +86,7 @@ class SessionActor(pykka.ThreadingActor):
         self._seq = 0
         self._shutting_down = False
         self._shutdown_error: BrokerError | None = None  # the log refused shutdown_begun
+        self._began_shutdown = False  # the log took this actor's shutdown_begun
         self._all_closed: Future[None] = Future()
         inventory = config.inventory
         self._runtime_tools = tuple(
@@ -215,7 +216,7 @@ class SessionActor(pykka.ThreadingActor):
         if not self._shutting_down:
             self._shutting_down = True
             try:
-                self.services.journal.begin_shutdown(
+                self._began_shutdown = self.services.journal.begin_shutdown(
                     ev.ShutdownBegun(
                         session=self.session_id, seq=self._next_seq(), at_ms=self.services.clock()
                     )
@@ -228,8 +229,12 @@ class SessionActor(pykka.ThreadingActor):
         return [*futures, self._all_closed]
 
     def finish_shutdown(self) -> None:
+        """Record the end of the shutdown this actor began (another owner of the session
+        may have begun it: then that one records its end)."""
         if self._shutdown_error is not None:
             raise self._shutdown_error
+        if not self._began_shutdown:
+            return
         self.services.journal.append(
             [
                 ev.ShutdownFinished(

@@ -91,6 +91,12 @@ def _add_batches(args: list[bytes | str], events: Sequence[AnyEvent]) -> None:
         args += [str(len(fields)), *_flatten(fields)]
 
 
+def _admission_token(admitted: CellAdmitted) -> str:
+    """What tells this admission from another of the same call id and cell: its random
+    seed (a retry of the same admission carries the same one)."""
+    return "".join(f"{part:08x}" for part in admitted.seed)
+
+
 def _refusals(admitted: CellAdmitted, call: Callable[[], T]) -> T:
     """Run a script that admits `admitted`, raising its refusal as a broker error."""
     try:
@@ -183,7 +189,12 @@ class RedisJournal:
         """
         admitted = events[0]
         assert isinstance(admitted, CellAdmitted)
-        args: list[bytes | str] = [admitted.call_id, admitted.cell, str(len(events))]
+        args: list[bytes | str] = [
+            admitted.call_id,
+            admitted.cell,
+            _admission_token(admitted),
+            str(len(events)),
+        ]
         _add_batches(args, events)
         k = keys.SessionKeys(admitted.session)
 
@@ -216,6 +227,7 @@ class RedisJournal:
             str(len(batch)),
             str(len(before) + 1),
             admitted.call_id if admitted else "",
+            _admission_token(admitted) if admitted else "",
         ]
         _add_batches(args, batch)
         if isinstance(terminal, CellCompleted):

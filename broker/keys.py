@@ -8,7 +8,7 @@ so one session lives in one slot and its Lua scripts may touch all of them.
 | `cf:{S}:events`            | stream | session and cell actors | projector, CLI, replay   |
 | `cf:{S}:meta`              | hash   | admit/shutdown scripts  | admit script, actors     |
 | `cf:{S}:terminal`          | hash   | finish script           | finish script, projector |
-| `cf:{S}:stored`            | hash   | finish script (merge)   | admit script (snapshot)  |
+| `cf:{S}:stored`            | hash   | finish script (merge)   | session actor (at open)  |
 | `cf:{S}:projection:<name>` | hash   | projector runner        | projector runner, CLI    |
 | `cf:sessions`              | zset   | session actor (open)    | CLI `events`             |
 | `cf:{S}:tools`             | hash   | tool result script      | tool workers (dedupe)    |
@@ -19,7 +19,8 @@ so one session lives in one slot and its Lua scripts may touch all of them.
 
 Retention: every key lives as long as its session's trace is kept (deleting a session
 deletes its keys); `cf:sessions` indexes all sessions by opening time.
-`meta` fields: `next_cell` (last allocated cell id), `shutdown` ("1" once begun).
+`meta` fields: `next_cell` (last admitted cell id), `shutdown` ("1" once begun),
+`stored_version` (merges into `stored` so far), `call:<exec call id>` ("<cell> <token>").
 `terminal` maps a cell id to `completed` or `terminated`. `stored` maps a stored key to
 its JSON text. A projection hash holds `position` (last stream id folded) and `state`.
 `tools` maps a tool call id (`cell/tool-N`) to `done` once its outcome is recorded, or to

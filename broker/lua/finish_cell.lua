@@ -12,16 +12,17 @@
 -- Returns the terminal kind that holds for the cell afterwards, or "shutdown".
 -- KEYS: terminal, events, stored, meta
 -- ARGV: cell, kind ("completed" | "terminated"), n_events, terminal index (1-based),
---       exec call id if the first event is the cell's admission (else ""),
+--       exec call id and admission token if the first event is the cell's admission
+--       (else "" and ""),
 --       then per event: n_fields, field name/value pairs,
 --       then the stored writes as key/value pairs
 local terminal, events, stored, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local cell, kind, call_id = ARGV[1], ARGV[2], ARGV[5]
+local cell, kind, call_id, token = ARGV[1], ARGV[2], ARGV[5], ARGV[6]
 local n_events, at = tonumber(ARGV[3]), tonumber(ARGV[4])
-local batches, pos = read_events(6, n_events)
+local batches, pos = read_events(7, n_events)
 local first = 1
 if call_id ~= '' then
-  local admitted = admit(meta, events, call_id, cell, batches[1])
+  local admitted = admit(meta, events, call_id, cell, token, batches[1])
   if type(admitted) == 'table' then
     return admitted
   end

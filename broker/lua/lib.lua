@@ -15,7 +15,8 @@ local function read_events(pos, n_events)
 end
 
 -- Record the admission of cell `cell` for exec call `call_id` (its event's fields:
--- `fields`). The session actor chose the id; the log holds it to these rules:
+-- `fields`; `token` tells this admission from any other). The session actor chose the
+-- id; the log holds it to these rules:
 --   * idempotent per exec call id: returns 'again' if this very admission is recorded
 --     already (a retried call), error EXISTS <cell> if the call id has another cell;
 --   * refused (error SHUTTING_DOWN) once the session's shutdown began;
@@ -23,11 +24,11 @@ end
 --     `next_cell` (error CONFLICT: another process admitted cells of this session), and
 --     when the counter cannot grow (2^63-1, Redis's integer limit) error EXHAUSTED.
 -- Returns 'admitted' after appending the event.
-local function admit(meta, events, call_id, cell, fields)
+local function admit(meta, events, call_id, cell, token, fields)
   local existing = redis.call('HGET', meta, 'call:' .. call_id)
   if existing then
-    if existing == cell then return 'again' end
-    return redis.error_reply('EXISTS ' .. existing)
+    if existing == cell .. ' ' .. token then return 'again' end
+    return redis.error_reply('EXISTS ' .. string.match(existing, '^%S+'))
   end
   if redis.call('HGET', meta, 'shutdown') == '1' then
     return redis.error_reply('SHUTTING_DOWN')
@@ -42,6 +43,6 @@ local function admit(meta, events, call_id, cell, fields)
     return redis.error_reply('CONFLICT')
   end
   redis.call('XADD', events, '*', unpack(fields))
-  redis.call('HSET', meta, 'call:' .. call_id, cell)
+  redis.call('HSET', meta, 'call:' .. call_id, cell .. ' ' .. token)
   return 'admitted'
 end

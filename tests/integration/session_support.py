@@ -35,6 +35,7 @@ from broker.events import (
     ToolFailed,
     ToolRequested,
 )
+from broker.journal import RedisJournal
 from broker.render import ToolOutput, render_response
 from broker.responses import CellAnswer, ContentItem, Pending, Result, Terminated, Yielded
 from broker.tooldefs import JsonValue, ToolDefinition
@@ -208,6 +209,27 @@ def is_event(cls: type[Any], cell: str | None = None, **fields: Any) -> Callable
     return matches
 
 
+def hold_journal(
+    monkeypatch: Any,
+    journal: RedisJournal,
+    method: str,
+    when: Callable[[Any], bool],
+) -> tuple[threading.Event, threading.Event]:
+    """Make `journal.<method>` block (on the cell actor's thread) when `when(first arg)`:
+    returns (reached, release)."""
+    original = getattr(journal, method)
+    reached, release = threading.Event(), threading.Event()
+
+    def held(first: Any, *args: Any, **kwargs: Any) -> Any:
+        if when(first):
+            reached.set()
+            assert release.wait(TIMEOUT_S)
+        return original(first, *args, **kwargs)
+
+    monkeypatch.setattr(journal, method, held)
+    return reached, release
+
+
 # -- exact outputs ----------------------------------------------------------------------
 
 
@@ -282,6 +304,12 @@ def check_log(events: list[AnyEvent], *, shut_down: bool) -> None:
         assert isinstance(events[-1], ShutdownFinished), events[-1]
         began = kinds.index(ShutdownBegun)
         assert not any(isinstance(e, CellAdmitted) for e in events[began:])
+    merges = 0  # a cell starts from stored values the log already holds
+    for event in events:
+        if isinstance(event, CellAdmitted):
+            assert event.stored_version <= merges, f"cell {event.cell}: {event.stored_version}"
+        elif isinstance(event, CellCompleted) and event.stored_writes:
+            merges += 1  # (a losing completion is never appended)
 
 
 def _check_cell(cell: str, events: list[AnyEvent]) -> None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from broker.events import AnyEvent, CellCompleted, CellTerminated, NotificationSent
-from broker.journal import RedisJournal
 from broker.responses import Terminated
 from tests.integration.conftest import OpenSession
 from tests.integration.session_support import (
@@ -20,30 +18,10 @@ from tests.integration.session_support import (
     assert_not_found,
     assert_output,
     assert_plain_failure,
+    hold_journal,
     is_event,
     render,
 )
-
-
-def hold_journal(
-    monkeypatch: pytest.MonkeyPatch,
-    journal: RedisJournal,
-    method: str,
-    when: Callable[[Any], bool],
-) -> tuple[threading.Event, threading.Event]:
-    """Make `journal.<method>` block (on the cell actor's thread) when `when(first arg)`:
-    returns (reached, release)."""
-    original = getattr(journal, method)
-    reached, release = threading.Event(), threading.Event()
-
-    def held(first: Any, *args: Any, **kwargs: Any) -> Any:
-        if when(first):
-            reached.set()
-            assert release.wait(TIMEOUT_S)
-        return original(first, *args, **kwargs)
-
-    monkeypatch.setattr(journal, method, held)
-    return reached, release
 
 
 def test_terminate_returns_the_output_since_the_last_answer(harness: Harness, gates: Gates) -> None:

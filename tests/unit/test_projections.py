@@ -374,6 +374,30 @@ def test_repeated_completion_does_not_merge_again():
     assert stored.fold(events).values == {"k": "2"}
 
 
+def test_version_counts_the_merges_and_names_a_cells_snapshot():
+    """A cell created before another's merge may be admitted after it: its snapshot is
+    the version it names, not the values at its admission's place in the log."""
+    a, b, c = Writer("1"), Writer("2"), Writer("3")
+    events = [
+        a.admitted(),
+        a.completed(k='"a"'),  # version 1
+        b.admitted(),
+        b.completed(),  # no writes: no merge
+        c.admitted(),  # created at version 1 ...
+        a.terminated(),  # (repeated terminal: ignored)
+    ]
+    assert stored.fold(events).version == 1
+    later = Writer("4")
+    events += [later.admitted(), later.completed(k='"d"')]  # version 2, before C's admission
+    assert stored.fold(events).version == 2
+    assert stored.values_at(events, 0) == {}
+    assert stored.values_at(events, 1) == {"k": '"a"'}
+    assert stored.values_at(events, 2) == {"k": '"d"'}
+    with pytest.raises(ValueError, match="2 merges, not 3"):
+        stored.values_at(events, 3)
+    assert stored.from_json(stored.to_json(stored.fold(events))) == stored.fold(events)
+
+
 def test_completion_of_a_cell_never_admitted_is_ignored():
     state = stored.fold([Writer("7").completed(k="1")])
     assert state == stored.INITIAL

@@ -1,0 +1,164 @@
+"""When and how a cell's admission reaches the log (spec §4.2, §4.10, §5.1).
+
+A cell starts at once; its `CellAdmitted` is the first event of its first append, which
+comes before anything it does is seen outside. A short cell is admitted, completed,
+answered and closed by one script; the log may refuse an admission, and then the cell
+never existed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from broker.events import (
+    CellAdmitted,
+    CellClosed,
+    CellCompleted,
+    CellStarted,
+    ObservationDelivered,
+    OutputProduced,
+    ShutdownBegun,
+    YieldRequested,
+)
+from projections import stored
+from tests.integration.conftest import OpenSession
+from tests.integration.session_support import (
+    TIMEOUT_S,
+    Gates,
+    Harness,
+    assert_output,
+    assert_plain_failure,
+    hold_journal,
+    is_event,
+)
+
+JOURNAL_WRITES = ("append", "admit", "finish", "begin_shutdown")
+
+
+def count_writes(monkeypatch: pytest.MonkeyPatch, harness: Harness) -> Counter[str]:
+    """Count the journal's round trips that write (by method) from now on."""
+    counts: Counter[str] = Counter()
+    journal = harness.host.journal
+    for name in JOURNAL_WRITES:
+        original = getattr(journal, name)
+
+        def counted(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            counts[_name] += 1
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(journal, name, counted)
+    return counts
+
+
+def kinds(harness: Harness, cell: str) -> list[type[Any]]:
+    return [type(event) for event in harness.cell_events(cell)]
+
+
+def test_a_short_cell_is_one_script(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    counts = count_writes(monkeypatch, harness)
+    assert_output(harness.exec("text('hi')"), "Script completed", ["hi"])
+    harness.wait_closed("1")
+    assert counts == Counter(finish=1)
+    assert kinds(harness, "1") == [
+        CellAdmitted,
+        CellStarted,
+        OutputProduced,
+        CellCompleted,
+        ObservationDelivered,
+        CellClosed,
+    ]
+
+
+def test_a_yield_answer_follows_the_admission_in_the_log(harness: Harness, gates: Gates) -> None:
+    out = harness.exec("text('a');\nyield_control();\nawait tools.gate({})")
+    assert_output(out, "Script running with cell ID 1", ["a"])
+    assert kinds(harness, "1")[:5] == [
+        CellAdmitted,
+        CellStarted,
+        OutputProduced,
+        YieldRequested,
+        ObservationDelivered,
+    ]
+
+
+def test_a_cell_that_keeps_running_is_admitted_while_it_runs(harness: Harness) -> None:
+    cell, answer = harness.start("while (true) {}", yield_time_ms=60_000)
+    admitted = harness.wait_event(is_event(CellAdmitted, cell))
+    assert admitted.call_id
+    assert not answer.done()
+    assert_output(harness.terminate(cell), "Script terminated", [])
+    assert answer.result(TIMEOUT_S).content_items == []
+
+
+def test_a_refused_admission_leaves_no_trace(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown begins while a new cell's first append is on its way: the log refuses
+    the cell, its caller gets the shutdown error and its notification never goes out."""
+    reached, release = hold_journal(monkeypatch, harness.host.journal, "admit", lambda events: True)
+    cell, answer = harness.start("notify('never');\ntext('x')")
+    assert reached.wait(TIMEOUT_S)
+    shutdown = threading.Thread(target=harness.session.shutdown)
+    shutdown.start()
+    harness.wait_event(is_event(ShutdownBegun))
+    release.set()
+    with pytest.raises(Exception, match=r"^code mode session is shutting down$"):
+        answer.result(TIMEOUT_S)
+    shutdown.join(TIMEOUT_S)
+    assert not shutdown.is_alive()
+    assert harness.notes == []
+    assert harness.cell_events(cell) == []
+
+
+def test_a_reopened_session_continues_its_ids_and_stored_values(
+    open_session: OpenSession,
+) -> None:
+    first = open_session()
+    assert_output(first.exec("store('k', 1);\ntext('one')"), "Script completed", ["one"])
+    again = open_session(session_id=first.id)
+    out = again.exec("text(String(load('k')))", call_id="again")
+    assert_output(out, "Script completed", ["1"])
+    admitted = [e.cell for e in again.events() if isinstance(e, CellAdmitted)]
+    assert admitted == ["1", "2"]
+
+
+def test_a_session_used_by_two_owners_refuses_the_second(open_session: OpenSession) -> None:
+    """Cell ids have no gaps: a session actor whose ids are taken learns it from the log."""
+    first = open_session()
+    second = open_session(session_id=first.id)  # both start from an empty log
+    assert_output(first.exec("text('mine')"), "Script completed", ["mine"])
+    assert_plain_failure(
+        second.exec("text('theirs')", call_id="other"),
+        f"code mode session {first.id} is owned by another process",
+    )
+    assert [e.cell for e in first.events() if isinstance(e, CellAdmitted)] == ["1"]
+
+
+def test_a_cell_starts_from_the_values_when_it_was_created(
+    harness: Harness, gates: Gates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cell 2 is created before cell 1 merges its write, and admitted after: it sees
+    the values of its creation, and its admission names them by version."""
+    out = harness.exec("store('k', 'a');\nyield_control();\nawait tools.gate({});\ntext('A')")
+    assert_output(out, "Script running with cell ID 1", [])
+    reached, release = hold_journal(
+        monkeypatch, harness.host.journal, "finish", is_event(CellCompleted, "2")
+    )
+    _, answer = harness.start("text(String(load('k')))")
+    assert reached.wait(TIMEOUT_S)
+    gates.open()
+    harness.wait_event(is_event(CellCompleted, "1"))
+    release.set()
+    assert answer.result(TIMEOUT_S).content_items == [{"type": "input_text", "text": "undefined"}]
+    assert_output(harness.exec("text(load('k'))"), "Script completed", ["a"])
+    events = harness.events()
+    admitted = {e.cell: e for e in events if isinstance(e, CellAdmitted)}
+    assert (admitted["2"].stored_version, admitted["3"].stored_version) == (0, 1)
+    order = [(type(e), e.cell) for e in events]
+    assert order.index((CellCompleted, "1")) < order.index((CellAdmitted, "2"))
+    assert stored.values_at(events, 0) == {}
+    assert stored.values_at(events, 1) == {"k": '"a"'}
