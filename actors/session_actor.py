@@ -127,7 +127,7 @@ class SessionActor(pykka.ThreadingActor):
         self._seq += 1
         return self._seq
 
-    # -- called through the proxy ------------------------------------------------------
+    # -- called through `_Call` messages ------------------------------------------------
 
     def execute(
         self,
@@ -136,8 +136,11 @@ class SessionActor(pykka.ThreadingActor):
         yield_time_ms: int,
         max_output_tokens: int | None,
         mode: str = "yield",
+        *,
+        answer: Future[CellAnswer] | None = None,
     ) -> tuple[str, Future[CellAnswer]]:
-        """Create a cell and start it; returns its id and its first answer.
+        """Create a cell and start it; returns its id and its first answer (`answer`,
+        if given).
 
         The cell's admission is recorded in the log with its first events, before
         anything it does is seen outside (see `CellActor`); the log may still refuse it
@@ -172,6 +175,8 @@ class SessionActor(pykka.ThreadingActor):
         )
         handle = CellHandle(cell_id, self.config.max_yield_time_ms)
         observer = Observer(mode, yield_timeout_ms(yield_time_ms, handle.max_yield_time_ms))
+        if answer is not None:
+            observer.future = answer
         observer.admitted = True  # spec §4.2: attached together with the cell
         handle.observer = observer
         spec = CellSpec(
@@ -198,6 +203,14 @@ class SessionActor(pykka.ThreadingActor):
         self._cells[cell_id] = handle
         handle.actor = self.services.cell_actors.start(handle, spec, context, admitted)
         return cell_id, observer.future
+
+    def submit(self, answer: Future[CellAnswer], *args: Any) -> None:
+        """`execute`, answering through `answer` only (errors included)."""
+        try:
+            self.execute(*args, answer=answer)
+        except Exception as error:
+            if answer.set_running_or_notify_cancel():
+                answer.set_exception(error)
 
     def observe(self, cell_id: str, mode: str, yield_time_ms: int) -> Future[CellAnswer]:
         handle = self._cells.get(cell_id)
@@ -284,6 +297,24 @@ class ActorSessionBackend:
         except pykka.ActorDeadError:
             raise SessionShuttingDownError from None
         return result
+
+    def submit(
+        self,
+        call_id: str,
+        source: str,
+        yield_time_ms: int,
+        max_output_tokens: int | None,
+        mode: str = "yield",
+    ) -> Future[CellAnswer]:
+        """`execute` without waiting for the cell's id (its answers carry it): the
+        caller goes straight to waiting for the answer."""
+        answer: Future[CellAnswer] = Future()
+        args = (answer, call_id, source, yield_time_ms, max_output_tokens, mode)
+        try:
+            self._ref.tell(_Call(SessionActor.submit, args))
+        except pykka.ActorDeadError:
+            raise SessionShuttingDownError from None
+        return answer
 
     def observe(self, cell_id: str, mode: str, yield_time_ms: int) -> Future[CellAnswer]:
         try:

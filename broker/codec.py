@@ -25,11 +25,15 @@ class DecodeError(ValueError):
     """A stream entry is not an event this version can read."""
 
 
+_DATA_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE)
+    for cls in EVENT_TYPES.values()
+}
+
+
 def encode(event: AnyEvent) -> dict[str, bytes]:
     """Stream fields for `event`."""
-    data = {
-        f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name not in _ENVELOPE
-    }
+    data = {name: getattr(event, name) for name in _DATA_FIELDS[type(event)]}
     return {
         "v": b"%d" % SCHEMA_VERSION,
         "t": event.TYPE.encode(),

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 
+import hiredis
 import redis
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 from tenacity import (
     retry,
@@ -123,6 +126,33 @@ def run_retrying(call: Callable[[], T]) -> T:
     return _retrying(call)
 
 
+class _LeanScript:
+    """A registered Lua script, called without redis-py's per-command machinery.
+
+    redis-py wraps each command in a retry helper and observability hooks and packs its
+    arguments one by one; for the scripts of a short exec (dozens of arguments) that
+    cost several times the round trip itself. This packs with hiredis in one call and
+    talks to a pooled connection directly. Error replies are raised as redis-py's
+    `ResponseError`s; a script the server forgot is loaded again by redis-py.
+    """
+
+    def __init__(self, client: redis.Redis, text: str) -> None:
+        self._script: Script = client.register_script(text)
+        self._pool = client.connection_pool
+
+    def __call__(self, keys: Sequence[str], args: Sequence[bytes | str]) -> Any:
+        parts = ("EVALSHA", self._script.sha, len(keys), *keys, *args)
+        command = hiredis.pack_command(parts)  # type: ignore[arg-type]  # stub: tuple[T]
+        connection = self._pool.get_connection()
+        try:
+            connection.send_packed_command([command], check_health=False)  # type: ignore[no-untyped-call]
+            return connection.read_response()
+        except NoScriptError:
+            return self._script(keys=keys, args=args)  # SCRIPT LOAD, then EVALSHA
+        finally:
+            self._pool.release(connection)
+
+
 @dataclass(frozen=True, slots=True)
 class SessionState:
     """Where a session's log stands when a process opens it."""
@@ -137,8 +167,8 @@ class RedisJournal:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._admit = client.register_script(_script("admit_cell", lib=True))
-        self._finish = client.register_script(_script("finish_cell", lib=True))
+        self._admit = _LeanScript(client, _script("admit_cell", lib=True))
+        self._finish = _LeanScript(client, _script("finish_cell", lib=True))
         self._shutdown = client.register_script(_script("begin_shutdown"))
 
     @classmethod
@@ -199,7 +229,7 @@ class RedisJournal:
         k = keys.SessionKeys(admitted.session)
 
         def run() -> Any:
-            return self._admit(keys=[k.meta, k.events], args=args)
+            return self._admit([k.meta, k.events], args)
 
         _refusals(admitted, lambda: _retrying(run))
 
@@ -235,7 +265,7 @@ class RedisJournal:
                 args += [key, value]
 
         def run() -> Any:
-            return self._finish(keys=[k.terminal, k.events, k.stored, k.meta], args=args)
+            return self._finish([k.terminal, k.events, k.stored, k.meta], args)
 
         if admitted is None:
             result: bytes = _retrying(run)
