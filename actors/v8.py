@@ -53,6 +53,24 @@ class EvalOutcome:
         )
 
 
+_first_isolate_lock = threading.Lock()
+_first_isolate_made = False
+
+
+def _init_context(dll: Any, c_callback: Any) -> Any:
+    """Create an isolate and context. V8 initializes process-wide memory pools lazily
+    with the first isolate and aborts the process when two threads do it at once
+    (`Check failed: !IsConfigurablePoolInitialized()`), so the first creation is
+    serialized; later ones run in parallel."""
+    global _first_isolate_made  # noqa: PLW0603 - a process-wide one-time fact
+    if _first_isolate_made:
+        return dll.mr_init_context(c_callback)
+    with _first_isolate_lock:
+        context = dll.mr_init_context(c_callback)
+        _first_isolate_made = True
+        return context
+
+
 class V8Context:
     """A fresh isolate+context; `eval_async` and `dispose` may be called from any thread."""
 
@@ -69,7 +87,7 @@ class V8Context:
 
         c_callback = mr_callback_func(cast("Any", callback))
         self._c_callback = c_callback  # keep alive: V8 calls it until dispose()
-        self._ctx = self._dll.mr_init_context(c_callback)
+        self._ctx = _init_context(self._dll, c_callback)
         if memory_limit_bytes:
             self._dll.mr_set_hard_memory_limit(self._ctx, memory_limit_bytes)
 
