@@ -999,11 +999,11 @@ class CellActors:
             ref, self._spare = self._spare, None
             refill = not self._refilling and not self._closed
             self._refilling |= refill
+        if refill:  # first: scheduling may wake the scheduler's thread
+            self._scheduler.call_later(BACKGROUND_DELAY_S, self._refill)
         if ref is None:
             ref = CellActor.start()
         ref.tell(_Begin(handle, spec, context, admitted))
-        if refill:
-            self._scheduler.call_later(BACKGROUND_DELAY_S, self._refill)
         return ref
 
     def close(self) -> None:

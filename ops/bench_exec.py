@@ -4,7 +4,8 @@ Script `text("bench");` with 0, 32 and 128 nested tools. `cold_exec`: the first 
 a fresh process (a child process per sample). `warm_exec`: one warm-up exec, then 25
 execs per sample, 10 samples; a sample is the mean of its 25. Timed from `Session.exec`
 to its completed output, every event up to that answer acknowledged by Redis (AOF on).
-Baseline in the same run: the bare runtime (ops/bench_runtime.py) measured the same way.
+Baseline in the same run: the bare runtime (ops/bench_runtime.py) measured the same way,
+its samples interleaved with the warm execs' (the machine's speed drifts).
 The benchmark runs its own redis-server in a temporary directory.
 """
 
@@ -17,12 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from actors.pool import ContextPool
+from broker.client import Session
 from broker.tooldefs import ToolDefinition
 from ops import bench_runtime
 from ops.host import Host
@@ -56,42 +59,47 @@ def _summary(name: str, tools: int, values: list[float], rss: list[int]) -> dict
     )
 
 
-def warm_exec(url: str, count: int) -> tuple[list[float], list[int]]:
+Samples = tuple[list[float], list[int]]  # (sample means in seconds, RSS deltas in KiB)
+
+
+def warm(url: str, count: int) -> tuple[Samples, Samples]:
+    """Warm execs and the warm bare runtime, their samples interleaved: this machine's
+    speed drifts over seconds, and the overhead is their difference."""
     host = Host(url, pool_size=4)
     session = host.open_session(_tools(count))
     session.exec("warmup", 'text("bench");')
-    means, rss = [], []
-    for sample in range(SAMPLES):
-        before = _max_rss_kib()
-        total = 0.0
-        for i in range(WARM_ITERATIONS):
-            host.pool.wait_ready(host.pool.size)
-            began = time.perf_counter()
-            output = session.exec(f"s{sample}-{i}", 'text("bench");')
-            total += time.perf_counter() - began
-            if not output.success or len(output.items) != 2:
-                raise RuntimeError(f"benchmark exec failed: {output}")
-        means.append(total / WARM_ITERATIONS)
-        rss.append(_max_rss_kib() - before)
-    host.close()
-    return means, rss
-
-
-def warm_runtime(count: int) -> tuple[list[float], list[int]]:
     pool = ContextPool(4)
     tools = bench_runtime.bench_tools(count)
     bench_runtime.run_once(pool, tools)
-    means, rss = [], []
+    execs: Samples = ([], [])
+    bare: Samples = ([], [])
+    calls = (f"s{i}" for i in range(SAMPLES * WARM_ITERATIONS))
     for _ in range(SAMPLES):
-        before = _max_rss_kib()
-        total = 0.0
-        for _ in range(WARM_ITERATIONS):
-            pool.wait_ready(pool.size)
-            total += bench_runtime.run_once(pool, tools)
-        means.append(total / WARM_ITERATIONS)
-        rss.append(_max_rss_kib() - before)
+        _sample(execs, host.pool, lambda: _exec_once(session, next(calls)))
+        _sample(bare, pool, lambda: bench_runtime.run_once(pool, tools))
     pool.close()
-    return means, rss
+    host.close()
+    return execs, bare
+
+
+def _exec_once(session: Session, call_id: str) -> float:
+    began = time.perf_counter()
+    output = session.exec(call_id, 'text("bench");')
+    seconds = time.perf_counter() - began
+    if not output.success or len(output.items) != 2:
+        raise RuntimeError(f"benchmark exec failed: {output}")
+    return seconds
+
+
+def _sample(into: Samples, pool: ContextPool, once: Callable[[], float]) -> None:
+    """One sample: the mean of `WARM_ITERATIONS` runs, each with a full context pool."""
+    before = _max_rss_kib()
+    total = 0.0
+    for _ in range(WARM_ITERATIONS):
+        pool.wait_ready(pool.size)
+        total += once()
+    into[0].append(total / WARM_ITERATIONS)
+    into[1].append(_max_rss_kib() - before)
 
 
 def cold_exec(url: str, count: int) -> tuple[list[float], list[int]]:
@@ -130,8 +138,9 @@ def run(samples: int = SAMPLES) -> dict[str, Any]:
             scenarios, baseline = [], []
             for count in TOOL_COUNTS:
                 scenarios.append(_summary("cold_exec", count, *cold_exec(server.url, count)))
-                scenarios.append(_summary("warm_exec", count, *warm_exec(server.url, count)))
-                baseline.append(_summary("warm_runtime", count, *warm_runtime(count)))
+                execs, bare = warm(server.url, count)
+                scenarios.append(_summary("warm_exec", count, *execs))
+                baseline.append(_summary("warm_runtime", count, *bare))
         finally:
             server.stop()
     return {"scenarios": scenarios, "baseline": baseline}
