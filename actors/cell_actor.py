@@ -59,7 +59,7 @@ from actors.session_store import SessionStore
 from broker import events as ev
 from broker.dispatch import BrokerDispatcher
 from broker.errors import AdmissionRefusedError, BrokerError
-from broker.journal import RedisJournal, add_appends
+from broker.journal import RedisJournal, appends
 from broker.responses import CellAnswer, ContentItem, Result, Terminated, Yielded
 from broker.responses import Pending as PendingAnswer
 from broker.tooldefs import ToolDefinition
@@ -715,7 +715,7 @@ class CellActor(pykka.ThreadingActor):
         try:
             handles = self.ctx.dispatcher.dispatch_batch(
                 [(call, on_outcome) for call in calls],
-                before=lambda pipe: add_appends(pipe, events),
+                before=appends(events),
             )
         except BrokerError:
             self._unsaved[0:0] = events  # kept: nothing is lost

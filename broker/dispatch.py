@@ -26,11 +26,12 @@ import orjson
 import redis
 
 from broker import keys
-from broker.journal import run_retrying
+from broker.journal import Command, run_commands, run_retrying
 from broker.tooling import CancelHandle, ToolInvocation, ToolOutcome, payload_error
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_IN_FLIGHT_PER_SESSION = 256
+TRIM_EVERY = 128  # replies; an idle reader (a block that timed out) trims at once
 
 
 def ensure_group(client: redis.Redis) -> None:
@@ -90,11 +91,10 @@ class BrokerDispatcher:
     def dispatch_batch(
         self,
         calls: Sequence[tuple[ToolInvocation, Callable[[ToolOutcome], None]]],
-        before: Callable[[Any], None] | None = None,
+        before: Sequence[Command] = (),
     ) -> list[CancelHandle]:
-        """Send calls in one round trip; `before` queues commands ahead of them on the same
-        pipeline (the cell's `tool_requested` events: recorded before any worker sees
-        the call)."""
+        """Send calls in one round trip; the commands `before` go ahead of them (the
+        cell's `tool_requested` events: recorded before any worker sees the call)."""
         handles: list[CancelHandle] = []
         accepted: list[tuple[ToolInvocation, _Waiting]] = []
         for invocation, on_outcome in calls:
@@ -115,16 +115,12 @@ class BrokerDispatcher:
             if problem is not None:
                 on_outcome(ToolOutcome(invocation.call_id, error=problem))
 
-        def run() -> Any:
-            pipe = self.client.pipeline(transaction=False)
-            if before is not None:
-                before(pipe)
-            for invocation, _ in accepted:
-                pipe.xadd(keys.TOOL_CALLS, _call_fields(invocation, self.replies))
-            return pipe.execute()
-
-        if accepted or before is not None:
-            replies = run_retrying(run)
+        commands = [
+            *before,
+            *(_call_command(invocation, self.replies) for invocation, _ in accepted),
+        ]
+        if commands:
+            replies = run_retrying(lambda: run_commands(self.client, commands))
             with self._lock:
                 for (_, waiting), entry_id in zip(
                     accepted, replies[len(replies) - len(accepted) :], strict=True
@@ -156,6 +152,7 @@ class BrokerDispatcher:
 
     def _read_replies(self) -> None:
         position = "$"
+        untrimmed = 0  # replies read since the stream was last trimmed
         while not self._closed.is_set():
             try:
                 answer: Any = self.client.xread({self.replies: position}, block=500, count=256)
@@ -167,8 +164,12 @@ class BrokerDispatcher:
                 for entry_id, fields in entries:
                     position = entry_id.decode()
                     self._route(fields)
-                if entries:
-                    self.client.xtrim(self.replies, minid=position, approximate=False)
+                untrimmed += len(entries)
+            # Trimming now and then, not after every reply: the trim would compete with
+            # the cells just told of their results.
+            if untrimmed >= TRIM_EVERY or (untrimmed and not answer):
+                self.client.xtrim(self.replies, minid=position, approximate=False)
+                untrimmed = 0
 
     def _route(self, fields: dict[bytes, bytes]) -> None:
         reply = orjson.loads(fields[b"reply"])
@@ -194,7 +195,12 @@ def _call_key(invocation: ToolInvocation) -> str:
     return invocation.idempotency_key
 
 
-def _call_fields(invocation: ToolInvocation, replies: str) -> dict[Any, Any]:
+def _call_command(invocation: ToolInvocation, replies: str) -> Command:
+    fields = _call_fields(invocation, replies)
+    return ("XADD", keys.TOOL_CALLS, "*", *(part for pair in fields.items() for part in pair))
+
+
+def _call_fields(invocation: ToolInvocation, replies: str) -> dict[str, str | bytes]:
     return {
         "session": invocation.session,
         "cell": invocation.cell,

@@ -79,12 +79,44 @@ def _flatten(fields: dict[str, bytes]) -> list[bytes | str]:
     return out
 
 
-def add_appends(pipe: Any, events: Sequence[AnyEvent]) -> None:
-    """Queue the appends of `events` (of one session) on a pipeline, in order."""
-    if events:
-        stream = keys.SessionKeys(events[0].session).events
-        for event in events:
-            pipe.xadd(stream, codec.encode(event))
+Command = tuple[bytes | str | int, ...]
+
+
+def appends(events: Sequence[AnyEvent]) -> list[Command]:
+    """The commands that append `events` (of one session), in order."""
+    if not events:
+        return []
+    stream = keys.SessionKeys(events[0].session).events
+    return [("XADD", stream, "*", *_flatten(codec.encode(event))) for event in events]
+
+
+def run_commands(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
+    """Send `commands` in one round trip and return their replies, in order.
+
+    This skips redis-py's per-command machinery (a retry wrapper, observability hooks,
+    argument-by-argument packing), which costs several times the round trip itself for
+    the dozens of arguments of a cell's events: hiredis packs each command in one call,
+    and they go to a pooled connection directly. An error reply is raised (as redis-py's
+    `ResponseError`) after every reply was read, so the connection stays usable.
+    """
+    packed = [hiredis.pack_command(command) for command in commands]  # type: ignore[arg-type]
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
+        replies: list[Any] = []
+        failure: redis.ResponseError | None = None
+        for _ in commands:
+            try:
+                replies.append(connection.read_response())
+            except redis.ResponseError as error:
+                failure = failure or error
+                replies.append(error)
+        if failure is not None:
+            raise failure
+        return replies
+    finally:
+        pool.release(connection)
 
 
 def _add_batches(args: list[bytes | str], events: Sequence[AnyEvent]) -> None:
@@ -127,30 +159,19 @@ def run_retrying(call: Callable[[], T]) -> T:
 
 
 class _LeanScript:
-    """A registered Lua script, called without redis-py's per-command machinery.
-
-    redis-py wraps each command in a retry helper and observability hooks and packs its
-    arguments one by one; for the scripts of a short exec (dozens of arguments) that
-    cost several times the round trip itself. This packs with hiredis in one call and
-    talks to a pooled connection directly. Error replies are raised as redis-py's
-    `ResponseError`s; a script the server forgot is loaded again by redis-py.
-    """
+    """A registered Lua script, called through `run_commands`; a script the server
+    forgot (restarted without its AOF) is loaded again by redis-py."""
 
     def __init__(self, client: redis.Redis, text: str) -> None:
+        self._client = client
         self._script: Script = client.register_script(text)
-        self._pool = client.connection_pool
 
     def __call__(self, keys: Sequence[str], args: Sequence[bytes | str]) -> Any:
-        parts = ("EVALSHA", self._script.sha, len(keys), *keys, *args)
-        command = hiredis.pack_command(parts)  # type: ignore[arg-type]  # stub: tuple[T]
-        connection = self._pool.get_connection()
+        command = ("EVALSHA", self._script.sha, len(keys), *keys, *args)
         try:
-            connection.send_packed_command([command], check_health=False)  # type: ignore[no-untyped-call]
-            return connection.read_response()
+            return run_commands(self._client, [command])[0]
         except NoScriptError:
             return self._script(keys=keys, args=args)  # SCRIPT LOAD, then EVALSHA
-        finally:
-            self._pool.release(connection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,12 +205,8 @@ class RedisJournal:
         if not events:
             return
 
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            add_appends(pipe, events)
-            pipe.execute()
-
-        _retrying(run)
+        commands = appends(events)
+        _retrying(lambda: run_commands(self.client, commands))
 
     def open_session(self, event: AnyEvent) -> SessionState:
         """Record the session's opening; returns what its cells continue from."""
