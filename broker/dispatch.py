@@ -26,7 +26,8 @@ import orjson
 import redis
 
 from broker import keys
-from broker.journal import Command, run_commands, run_retrying
+from broker.journal import run_retrying
+from broker.link import Command, RedisLink
 from broker.tooling import CancelHandle, ToolInvocation, ToolOutcome, payload_error
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class BrokerDispatcher:
         max_in_flight_per_session: int = DEFAULT_MAX_IN_FLIGHT_PER_SESSION,
     ) -> None:
         self.client = client
+        self._link = RedisLink(client)
         self.host_id = host_id or uuid.uuid4().hex[:12]
         self.replies = keys.host_replies(self.host_id)
         self.max_in_flight_per_session = max_in_flight_per_session
@@ -120,7 +122,7 @@ class BrokerDispatcher:
             *(_call_command(invocation, self.replies) for invocation, _ in accepted),
         ]
         if commands:
-            replies = run_retrying(lambda: run_commands(self.client, commands))
+            replies = run_retrying(lambda: self._link.run(commands))
             with self._lock:
                 for (_, waiting), entry_id in zip(
                     accepted, replies[len(replies) - len(accepted) :], strict=True
@@ -189,6 +191,7 @@ class BrokerDispatcher:
     def close(self) -> None:
         self._closed.set()
         self._reader.join(timeout=2)
+        self._link.close()
 
 
 def _call_key(invocation: ToolInvocation) -> str:

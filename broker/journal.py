@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 
-import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
@@ -37,6 +36,7 @@ from broker.errors import (
     SessionShuttingDownError,
 )
 from broker.events import AnyEvent, CellAdmitted, CellCompleted, CellTerminated, ShutdownBegun
+from broker.link import Command, RedisLink
 
 T = TypeVar("T")
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
@@ -79,44 +79,12 @@ def _flatten(fields: dict[str, bytes]) -> list[bytes | str]:
     return out
 
 
-Command = tuple[bytes | str | int, ...]
-
-
 def appends(events: Sequence[AnyEvent]) -> list[Command]:
     """The commands that append `events` (of one session), in order."""
     if not events:
         return []
     stream = keys.SessionKeys(events[0].session).events
     return [("XADD", stream, "*", *_flatten(codec.encode(event))) for event in events]
-
-
-def run_commands(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
-    """Send `commands` in one round trip and return their replies, in order.
-
-    This skips redis-py's per-command machinery (a retry wrapper, observability hooks,
-    argument-by-argument packing), which costs several times the round trip itself for
-    the dozens of arguments of a cell's events: hiredis packs each command in one call,
-    and they go to a pooled connection directly. An error reply is raised (as redis-py's
-    `ResponseError`) after every reply was read, so the connection stays usable.
-    """
-    packed = [hiredis.pack_command(command) for command in commands]  # type: ignore[arg-type]
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    try:
-        connection.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
-        replies: list[Any] = []
-        failure: redis.ResponseError | None = None
-        for _ in commands:
-            try:
-                replies.append(connection.read_response())
-            except redis.ResponseError as error:
-                failure = failure or error
-                replies.append(error)
-        if failure is not None:
-            raise failure
-        return replies
-    finally:
-        pool.release(connection)
 
 
 def _add_batches(args: list[bytes | str], events: Sequence[AnyEvent]) -> None:
@@ -159,17 +127,17 @@ def run_retrying(call: Callable[[], T]) -> T:
 
 
 class _LeanScript:
-    """A registered Lua script, called through `run_commands`; a script the server
+    """A registered Lua script, called through a `RedisLink`; a script the server
     forgot (restarted without its AOF) is loaded again by redis-py."""
 
-    def __init__(self, client: redis.Redis, text: str) -> None:
-        self._client = client
+    def __init__(self, client: redis.Redis, link: RedisLink, text: str) -> None:
+        self._link = link
         self._script: Script = client.register_script(text)
 
     def __call__(self, keys: Sequence[str], args: Sequence[bytes | str]) -> Any:
         command = ("EVALSHA", self._script.sha, len(keys), *keys, *args)
         try:
-            return run_commands(self._client, [command])[0]
+            return self._link.run([command])[0]
         except NoScriptError:
             return self._script(keys=keys, args=args)  # SCRIPT LOAD, then EVALSHA
 
@@ -188,8 +156,9 @@ class RedisJournal:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._admit = _LeanScript(client, _script("admit_cell", lib=True))
-        self._finish = _LeanScript(client, _script("finish_cell", lib=True))
+        self.link = RedisLink(client)
+        self._admit = _LeanScript(client, self.link, _script("admit_cell", lib=True))
+        self._finish = _LeanScript(client, self.link, _script("finish_cell", lib=True))
         self._shutdown = client.register_script(_script("begin_shutdown"))
 
     @classmethod
@@ -200,13 +169,17 @@ class RedisJournal:
         )
         return cls(client)
 
+    def close(self) -> None:
+        self.link.close()
+        self.client.close()
+
     def append(self, events: Sequence[AnyEvent]) -> None:
         """Append events (of one session) in order, in one round trip."""
         if not events:
             return
 
         commands = appends(events)
-        _retrying(lambda: run_commands(self.client, commands))
+        _retrying(lambda: self.link.run(commands))
 
     def open_session(self, event: AnyEvent) -> SessionState:
         """Record the session's opening; returns what its cells continue from."""

@@ -110,4 +110,4 @@ class Host:
         self.services.cell_actors.close()
         self.scheduler.close()
         self.pool.close()
-        self.journal.client.close()
+        self.journal.close()
