@@ -14,15 +14,23 @@ local function read_events(pos, n_events)
   return batches, pos
 end
 
+-- Whether decimal text `a` (no leading zeros) is a greater number than `b`: ids go up
+-- to 2^63-1, which Lua numbers (doubles) cannot hold exactly.
+local function greater(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+
 -- Record the admission of cell `cell` for exec call `call_id` (its event's fields:
 -- `fields`; `token` tells this admission from any other). The session actor chose the
 -- id; the log holds it to these rules:
 --   * idempotent per exec call id: returns 'again' if this very admission is recorded
 --     already (a retried call), error EXISTS <cell> if the call id has another cell;
 --   * refused (error SHUTTING_DOWN) once the session's shutdown began;
---   * ids are "1", "2", ... with no gap and never wrap: the id must be the one after
---     `next_cell` (error CONFLICT: another process admitted cells of this session), and
---     when the counter cannot grow (2^63-1, Redis's integer limit) error EXHAUSTED.
+--   * ids grow and never wrap: the id must be above `next_cell` (error CONFLICT:
+--     another process admitted that id for this session) and at most 2^63-1, Redis's
+--     integer limit (error EXHAUSTED). An id is skipped only when a cell that had it
+--     failed before it could be admitted, as the session's counter had counted it.
 -- Returns 'admitted' after appending the event.
 local function admit(meta, events, call_id, cell, token, fields)
   local existing = redis.call('HGET', meta, 'call:' .. call_id)
@@ -33,15 +41,13 @@ local function admit(meta, events, call_id, cell, token, fields)
   if redis.call('HGET', meta, 'shutdown') == '1' then
     return redis.error_reply('SHUTTING_DOWN')
   end
-  local grown = redis.pcall('HINCRBY', meta, 'next_cell', 1)
-  if type(grown) == 'table' and grown.err then
+  if greater(cell, '9223372036854775807') then
     return redis.error_reply('EXHAUSTED')
   end
-  -- compared as text: Lua numbers are doubles, ids go up to 2^63-1
-  if redis.call('HGET', meta, 'next_cell') ~= cell then
-    redis.call('HINCRBY', meta, 'next_cell', -1)
+  if not greater(cell, redis.call('HGET', meta, 'next_cell') or '0') then
     return redis.error_reply('CONFLICT')
   end
+  redis.call('HSET', meta, 'next_cell', cell)
   redis.call('XADD', events, '*', unpack(fields))
   redis.call('HSET', meta, 'call:' .. call_id, cell .. ' ' .. token)
   return 'admitted'

@@ -79,17 +79,19 @@ def test_admission_takes_ids_in_order(journal, session):
     assert journal.open_session(SessionOpened(session=session)).last_cell == 3
 
 
-def test_admission_refuses_an_id_out_of_turn(journal, session, redis_client):
-    """Ids have no gaps: a session whose cells another process admitted is refused."""
-    journal.admit([admitted(session, "a", "1")])
+def test_admission_refuses_an_id_taken_before(journal, session, redis_client):
+    """A session actor whose ids another process took learns it from the log."""
+    journal.admit([admitted(session, "a", "3")])  # 1 and 2 failed before their admission
     for cell in ("1", "3"):
         with pytest.raises(
             SessionOwnedElsewhereError,
             match=rf"^code mode session {session} is owned by another process$",
         ):
             journal.admit([admitted(session, f"call-{cell}", cell)])
-    assert redis_client.hget(keys.SessionKeys(session).meta, "next_cell") == b"1"
+    assert redis_client.hget(keys.SessionKeys(session).meta, "next_cell") == b"3"
     assert kinds(journal, session) == ["CellAdmitted"]
+    journal.admit([admitted(session, "b", "10")])  # compared as numbers, not as text
+    assert redis_client.hget(keys.SessionKeys(session).meta, "next_cell") == b"10"
 
 
 def test_admission_is_idempotent_per_call(journal, session):

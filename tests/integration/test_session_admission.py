@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from broker.errors import JournalUnavailableError
 from broker.events import (
     CellAdmitted,
     CellClosed,
@@ -127,7 +128,7 @@ def test_a_reopened_session_continues_its_ids_and_stored_values(
 
 
 def test_a_session_used_by_two_owners_refuses_the_second(open_session: OpenSession) -> None:
-    """Cell ids have no gaps: a session actor whose ids are taken learns it from the log."""
+    """A session actor whose ids another process took learns it from the log."""
     first = open_session()
     second = open_session(session_id=first.id)  # both start from an empty log
     assert_output(first.exec("text('mine')"), "Script completed", ["mine"])
@@ -162,3 +163,27 @@ def test_a_cell_starts_from_the_values_when_it_was_created(
     assert order.index((CellCompleted, "1")) < order.index((CellAdmitted, "2"))
     assert stored.values_at(events, 0) == {}
     assert stored.values_at(events, 1) == {"k": '"a"'}
+
+
+def test_a_cell_lost_before_its_admission_does_not_stop_the_session(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log was unreachable when cell 1 would have been admitted: it fails with a
+    clear error, and the next cell (id 2: the session counted 1) runs."""
+    journal = harness.host.journal
+    original = journal.finish
+    calls = []
+
+    def unreachable_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:
+            raise JournalUnavailableError("connection refused")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(journal, "finish", unreachable_once)
+    assert_plain_failure(
+        harness.exec("text('lost')"),
+        "exec cell 1 failed: cellfleet event log is unavailable: connection refused",
+    )
+    assert_output(harness.exec("text('next')"), "Script completed", ["next"])
+    assert [e.cell for e in harness.events() if isinstance(e, CellAdmitted)] == ["2"]
