@@ -96,6 +96,7 @@ class ContextPool:
         self._closed = False
         self._tools: tuple[RuntimeTool, ...] = ()  # what the next cells are expected to use
         self._graveyard: queue.SimpleQueue[V8Context | None] = queue.SimpleQueue()
+        self._disposing = 0  # contexts released and not yet disposed
         self._filler = threading.Thread(target=self._fill, name="v8-pool", daemon=True)
         self._reaper = threading.Thread(target=self._reap, name="v8-reaper", daemon=True)
         if size > 0:
@@ -120,12 +121,22 @@ class ContextPool:
 
     def release(self, context: V8Context) -> None:
         """Dispose a used context in the background."""
+        with self._cond:  # (reentrant: also called with it held)
+            self._disposing += 1
         self._graveyard.put(context)
 
     def wait_ready(self, count: int, timeout: float = 30.0) -> bool:
         """Block until `count` contexts are in stock (for benchmarks and tests)."""
         with self._cond:
             return self._cond.wait_for(lambda: len(self._ready) >= count, timeout)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until the stock is full and every released context is disposed, i.e.
+        the pool has no background work left (for benchmarks)."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: len(self._ready) >= self.size and not self._disposing, timeout
+            )
 
     def close(self) -> None:
         with self._cond:
@@ -134,7 +145,7 @@ class ContextPool:
             self._ready.clear()
             self._cond.notify_all()
         for prepared in stock:
-            self._graveyard.put(prepared.context)
+            self.release(prepared.context)
         self._graveyard.put(None)
         self._reaper.join()
 
@@ -154,7 +165,7 @@ class ContextPool:
                 return
             with self._cond:
                 if self._closed:
-                    self._graveyard.put(prepared.context)
+                    self.release(prepared.context)
                     return
                 self._ready.append(prepared)
                 self._cond.notify_all()
@@ -167,3 +178,6 @@ class ContextPool:
                 context.dispose()
             except Exception:
                 log.exception("could not dispose a V8 context")
+            with self._cond:
+                self._disposing -= 1
+                self._cond.notify_all()

@@ -75,8 +75,13 @@ def warm(url: str, count: int) -> tuple[Samples, Samples]:
     bare: Samples = ([], [])
     calls = (f"s{i}" for i in range(SAMPLES * WARM_ITERATIONS))
     for _ in range(SAMPLES):
-        _sample(execs, host.pool, lambda: _exec_once(session, next(calls)))
-        _sample(bare, pool, lambda: bench_runtime.run_once(pool, tools))
+        for measured, into, once in (
+            (host.pool, execs, lambda: _exec_once(session, next(calls))),
+            (pool, bare, lambda: bench_runtime.run_once(pool, tools)),
+        ):
+            host.pool.wait_idle()  # the other half's background work is done
+            pool.wait_idle()
+            _sample(into, measured, once)
     pool.close()
     host.close()
     return execs, bare
