@@ -13,9 +13,9 @@ session is owned elsewhere), the cell never existed and its caller gets the refu
 A cell still running after `ADMIT_WITHIN_S` is admitted anyway, so that the log shows
 it while it runs.
 
-Callers never touch the actor's state: they go through `CellHandle`, which keeps the
-few facts they must decide on synchronously (phase, current observer, a buffered
-completion) behind one lock. The log's first-terminal-wins script is the final arbiter
+Callers never touch the actor's state: they go through `CellHandle` (cell_handle.py),
+which keeps the few facts they must decide on synchronously (phase, current observer,
+a buffered completion) behind one lock. The log's first-terminal-wins script is the final arbiter
 between completion and termination.
 """
 
@@ -29,15 +29,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 import pykka
 
-from actors.deadlines import yield_timeout_ms
-from actors.errors import CellAlreadyTerminatingError, CellBusyError, cell_not_found_text
+from actors.cell_handle import (
+    CellHandle,
+    Observer,
+    ObserveRequest,
+    Phase,
+    TerminateRequest,
+    missing,
+)
 from actors.pool import BACKGROUND_DELAY_S, ContextPool
 from actors.runtime import CellRuntime
 from actors.runtime_protocol import (
@@ -73,82 +78,6 @@ MAX_UNSAVED_EVENTS = 256
 ADMIT_WITHIN_S = 0.05
 
 
-class Phase(Enum):
-    RUNNING = "running"
-    TERMINATING = "terminating"
-    COMPLETED = "completed"  # committed, buffered until someone observes it
-    CLAIMED = "claimed"
-    TOMBSTONE = "tombstone"
-
-
-@dataclass(eq=False)
-class Observer:
-    """The one caller waiting for a cell's next answer."""
-
-    mode: str  # "yield" | "pending"
-    yield_ms: int = 0
-    future: Future[CellAnswer] = field(default_factory=Future)
-    deadline: float | None = None
-    timer: Scheduled | None = None
-    # The actor took it on (an exec's observer from the start; a wait's once its request
-    # is processed): only then can a `yield_control()` answer it.
-    admitted: bool = False
-
-    @property
-    def gone(self) -> bool:
-        return self.future.cancelled()
-
-
-def missing(cell_id: str) -> Future[CellAnswer]:
-    """The answer for a cell that does not exist (any more)."""
-    future: Future[CellAnswer] = Future()
-    future.set_result(Result(cell_id=cell_id, error_text=cell_not_found_text(cell_id)))
-    return future
-
-
-class CellHandle:
-    """What callers of a cell share with its actor, behind one lock (spec §4.1)."""
-
-    def __init__(self, cell_id: str, max_yield_time_ms: int | None) -> None:
-        self.cell_id = cell_id
-        self.max_yield_time_ms = max_yield_time_ms
-        self.lock = threading.Lock()
-        self.phase = Phase.RUNNING
-        self.observer: Observer | None = None
-        self.terminators: list[Future[CellAnswer]] = []
-        self.actor: pykka.ActorRef[Any] | None = None
-
-    def observe(self, mode: str, yield_time_ms: int = 0) -> Future[CellAnswer]:
-        """Attach an observer (caller thread); raises `CellBusyError`."""
-        observer = Observer(mode, yield_timeout_ms(yield_time_ms, self.max_yield_time_ms))
-        with self.lock:
-            if self.phase in (Phase.TERMINATING, Phase.CLAIMED, Phase.TOMBSTONE):
-                return missing(self.cell_id)
-            if self.observer is not None and not self.observer.gone:
-                raise CellBusyError(self.cell_id)
-            self.observer = observer
-        assert self.actor is not None
-        self.actor.tell(_Observe(observer))
-        return observer.future
-
-    def terminate(self, reason: str = "terminate") -> Future[CellAnswer]:
-        """Request termination (caller thread); raises `CellAlreadyTerminatingError`."""
-        future: Future[CellAnswer] = Future()
-        with self.lock:
-            if self.phase is Phase.TOMBSTONE:
-                return missing(self.cell_id)
-            if self.phase in (Phase.TERMINATING, Phase.CLAIMED):
-                if reason == "shutdown":  # already ending; the session waits for its close
-                    return missing(self.cell_id)
-                raise CellAlreadyTerminatingError(self.cell_id)
-            claims_completion = self.phase is Phase.COMPLETED
-            self.phase = Phase.CLAIMED if claims_completion else Phase.TERMINATING
-            self.terminators.append(future)
-        assert self.actor is not None
-        self.actor.tell(_Terminate(reason))
-        return future
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CellContext:
     """Everything a cell actor needs from its session."""
@@ -180,16 +109,6 @@ class _Begin:
 
 
 @dataclass(frozen=True, slots=True)
-class _Observe:
-    observer: Observer
-
-
-@dataclass(frozen=True, slots=True)
-class _Terminate:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class _YieldDue:
     observer: Observer
 
@@ -215,7 +134,7 @@ class _Release:
     """Hand out held answers even though JavaScript is still running."""
 
 
-_OWN_MESSAGES = (_Observe, _Terminate, _YieldDue, _TimerDue, _ToolDone, _Poll, _Release)
+_OWN_MESSAGES = (ObserveRequest, TerminateRequest, _YieldDue, _TimerDue, _ToolDone, _Poll, _Release)
 
 
 class _Refused(Exception):  # noqa: N818 - control flow, never seen outside this module
@@ -362,9 +281,9 @@ class CellActor(pykka.ThreadingActor):
         if self._closed:
             self._after_close(message)
             return
-        if isinstance(message, _Observe):
+        if isinstance(message, ObserveRequest):
             self._on_observe(message.observer)
-        elif isinstance(message, _Terminate):
+        elif isinstance(message, TerminateRequest):
             self._on_terminate(message.reason)
         elif isinstance(message, _YieldDue):
             self._on_yield_due(message.observer)
@@ -421,7 +340,7 @@ class CellActor(pykka.ThreadingActor):
         registered before the cell closed) is answered as for a missing cell."""
         runtime = self.runtime
         assert runtime is not None
-        if isinstance(message, _Observe):
+        if isinstance(message, ObserveRequest):
             future = message.observer.future
             if not future.done() and future.set_running_or_notify_cancel():
                 future.set_result(missing(self.cell_id).result())

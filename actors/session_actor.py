@@ -18,7 +18,8 @@ from typing import Any
 
 import pykka
 
-from actors.cell_actor import CellActors, CellContext, CellHandle, Observer, missing
+from actors.cell_actor import CellActors, CellContext
+from actors.cell_handle import CellHandle, Observer, missing
 from actors.deadlines import yield_timeout_ms
 from actors.pool import ContextPool
 from actors.runtime_protocol import CellSpec, RuntimeTool
