@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -43,6 +43,7 @@ from actors.cell_handle import (
     TerminateRequest,
     missing,
 )
+from actors.notifications import Notifications, Outcome
 from actors.pool import BACKGROUND_DELAY_S, ContextPool
 from actors.runtime import CellRuntime
 from actors.runtime_protocol import (
@@ -91,6 +92,7 @@ class CellContext:
     dispatcher: BrokerDispatcher
     tools: Mapping[str, ToolDefinition]  # JS global name -> definition
     notify: Callable[[str, str, str], None]  # (exec call id, cell id, text)
+    notifier: Executor  # where notifications are handed to `notify`
     on_closed: Callable[[str], None]
     clock: Callable[[], float]
 
@@ -130,11 +132,25 @@ class _Poll:
 
 
 @dataclass(frozen=True, slots=True)
+class _NotificationsSettled:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class _Release:
     """Hand out held answers even though JavaScript is still running."""
 
 
-_OWN_MESSAGES = (ObserveRequest, TerminateRequest, _YieldDue, _TimerDue, _ToolDone, _Poll, _Release)
+_OWN_MESSAGES = (
+    ObserveRequest,
+    TerminateRequest,
+    _YieldDue,
+    _TimerDue,
+    _ToolDone,
+    _Poll,
+    _Release,
+    _NotificationsSettled,
+)
 
 
 class _Refused(Exception):  # noqa: N818 - control flow, never seen outside this module
@@ -185,6 +201,13 @@ class CellActor(pykka.ThreadingActor):
         self._to_dispatch: list[ToolInvocation] = []  # requested, sent at the batch's end
         self._timers: dict[int, Scheduled] = {}
         self._next_notification = 1
+        self._notifications = Notifications(
+            context.notifier,
+            context.notify,
+            context.call_id,
+            spec.cell_id,
+            on_settled=lambda: self._tell(_NotificationsSettled()),
+        )
         self._polling = False
         self._completion: Result | None = None
         self._terminal_reason = "terminate"
@@ -238,6 +261,7 @@ class CellActor(pykka.ThreadingActor):
         for future in waiting:  # a claimed future is running already
             if not future.done() and (future.running() or future.set_running_or_notify_cancel()):
                 future.set_exception(error)
+        self._notifications.cancel()
         for cancel in self._tools.values():
             cancel.cancel()
         self._tools.clear()
@@ -298,6 +322,8 @@ class CellActor(pykka.ThreadingActor):
                 self._flush()
         elif isinstance(message, _Release):
             self._release_answers(now=True)
+        elif isinstance(message, _NotificationsSettled):
+            self._record_notifications(self._notifications.take_settled())
         else:  # a message from the V8 thread
             self._preempt_with_due_yield()
             runtime.handle(message)
@@ -685,12 +711,15 @@ class CellActor(pykka.ThreadingActor):
             text=text,
         )
         self._flush()
-        try:
-            self.ctx.notify(self.ctx.call_id, self.cell_id, text)
-        except Exception:  # spec §4.8: a failed delivery is logged only
-            log.exception("cell %s: notification %d not delivered", self.cell_id, notification_id)
-            return
-        self._event(ev.NotificationDelivered, notification_id=notification_id)
+        self._notifications.send(notification_id, text)
+
+    def _record_notifications(self, settled: list[tuple[int, Outcome]]) -> None:
+        """Record what became of notifications (a failed one is only logged)."""
+        for notification_id, outcome in settled:
+            if outcome is Outcome.DELIVERED:
+                self._event(ev.NotificationDelivered, notification_id=notification_id)
+            elif outcome is Outcome.CANCELLED:
+                self._event(ev.NotificationCancelled, notification_id=notification_id)
 
     def _cancel_outstanding(self) -> None:
         """Spec §4.5: outstanding tool calls are cancelled before the terminal answer."""
@@ -713,6 +742,7 @@ class CellActor(pykka.ThreadingActor):
         if requested:  # spec §4.4: a result still queued here does not beat termination
             self._finish_terminated(log=True)
             return
+        self._record_notifications(self._notifications.drain())  # spec §4.5(1)
         self._cancel_outstanding()
         terminal = ev.CellCompleted(
             session=self.ctx.session_id,
@@ -867,6 +897,7 @@ class CellActor(pykka.ThreadingActor):
         self._finish_terminated(log=True)
 
     def _finish_terminated(self, *, log: bool, claimed: Future[CellAnswer] | None = None) -> None:
+        self._record_notifications(self._notifications.drain(cancel=True))  # spec §4.8
         self._cancel_outstanding()
         if log:
             terminal = ev.CellTerminated(

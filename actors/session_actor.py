@@ -12,7 +12,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ class SessionServices:
     scheduler: Scheduler
     dispatcher: BrokerDispatcher
     cell_actors: CellActors
+    notifier: Executor  # hands notifications to the sessions' `notify` callbacks
     clock: Callable[[], float] = wall_clock_ms
 
 
@@ -198,6 +199,7 @@ class SessionActor(pykka.ThreadingActor):
             dispatcher=self.services.dispatcher,
             tools=self._definitions,
             notify=self.config.notify,
+            notifier=self.services.notifier,
             on_closed=self._tell_closed,
             clock=self.services.clock,
         )

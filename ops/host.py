@@ -7,6 +7,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
@@ -23,6 +24,7 @@ from broker.toolkit import ToolRegistry
 from broker.worker import ToolWorker
 
 Notify = Callable[[str, str, str], None]
+NOTIFY_THREADS = 4  # callbacks delivering notifications at once (one per cell at a time)
 
 
 class Host:
@@ -62,6 +64,7 @@ class Host:
             scheduler=self.scheduler,
             dispatcher=self.dispatcher,
             cell_actors=CellActors(self.scheduler),
+            notifier=ThreadPoolExecutor(NOTIFY_THREADS, thread_name_prefix="notify"),
         )
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()  # dropped ones shut down
         self._lock = threading.Lock()
@@ -108,6 +111,7 @@ class Host:
             worker.stop()
         self.dispatcher.close()
         self.services.cell_actors.close()
+        self.services.notifier.shutdown()
         self.scheduler.close()
         self.pool.close()
         self.journal.close()

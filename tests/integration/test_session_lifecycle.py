@@ -8,11 +8,14 @@ import time
 
 import pytest
 
+from actors.notifications import Notifications
 from broker.events import (
     CellAdmitted,
     CellClosed,
     CellCompleted,
     CellStarted,
+    CellTerminated,
+    NotificationCancelled,
     NotificationDelivered,
     NotificationSent,
     ObservationDelivered,
@@ -235,6 +238,74 @@ def test_a_failing_notify_callback_does_not_fail_the_cell(open_session: OpenSess
     harness = open_session(notify=broken)
     out = harness.exec("notify('lost');\ntext('still running')")
     assert_output(out, "Script completed", ["still running"])
+
+
+class HeldNotify:
+    """A harness `notify` callback that holds the first notification until released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.texts: list[str] = []
+
+    def __call__(self, call_id: str, cell_id: str, text: str) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(TIMEOUT_S)
+        self.texts.append(text)
+
+
+def test_a_slow_notify_callback_does_not_hold_the_cell_up(
+    open_session: OpenSession, gates: Gates
+) -> None:
+    """Spec §4.8: `notify` starts a delivery and the cell goes on (here: it yields and
+    its answer goes out while the callback still holds the notification)."""
+    notify = HeldNotify()
+    harness = open_session(notify=notify)
+    out = harness.exec("notify('slow');\ntext('a');\nyield_control();\nawait tools.gate({})")
+    assert_output(out, "Script running with cell ID 1", ["a"])
+    assert notify.entered.is_set()
+    assert notify.texts == []
+    notify.release.set()
+    gates.open()
+    assert_output(harness.wait("1"), "Script completed", [])
+    assert notify.texts == ["slow"]
+    kinds = [type(e) for e in harness.cell_events("1")]
+    assert kinds.index(NotificationDelivered) < kinds.index(CellCompleted)
+
+
+def test_termination_cancels_queued_notifications_and_waits_for_the_one_in_delivery(
+    open_session: OpenSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notify = HeldNotify()
+    harness = open_session(notify=notify)
+    cancelled = threading.Event()
+    original = Notifications.cancel
+
+    def watched(self: Notifications) -> None:
+        original(self)
+        cancelled.set()
+
+    monkeypatch.setattr(Notifications, "cancel", watched)
+    source = "notify('one');\nnotify('two');\nyield_control();\nawait new Promise(() => {})"
+    assert_output(harness.exec(source), "Script running with cell ID 1", [])
+    assert notify.entered.wait(TIMEOUT_S)  # 'one' is in the callback, 'two' queued
+    terminated = harness.session.backend.terminate("1")
+    assert cancelled.wait(TIMEOUT_S)  # the termination dropped 'two' and waits for 'one'
+    assert not terminated.done()
+    notify.release.set()
+    assert_output(render(terminated.result(TIMEOUT_S)), "Script terminated", [])
+    assert notify.texts == ["one"]
+    events = harness.cell_events("1")
+    outcomes = [
+        (type(e), e.notification_id)  # type: ignore[attr-defined]
+        for e in events
+        if isinstance(e, NotificationDelivered | NotificationCancelled)
+    ]
+    # 'two' was dropped while 'one' was still in the callback
+    assert outcomes == [(NotificationCancelled, 2), (NotificationDelivered, 1)]
+    kinds = [type(e) for e in events]
+    assert kinds.index(NotificationDelivered) < kinds.index(CellTerminated)
 
 
 def test_outstanding_tool_calls_are_cancelled_before_the_terminal_event(

@@ -1,0 +1,104 @@
+"""A cell's notifications on their way to the harness (spec §4.8).
+
+`notify()` must not hold the cell up: each notification is handed to the harness's
+callback on a shared executor while the cell actor goes on, one at a time per cell and
+in order. At the cell's end they are drained (natural completion: every one is
+delivered before the result) or cancelled and drained (termination: those not started
+yet are dropped, one already in the callback finishes) before the terminal answer. A
+callback that fails is logged only.
+
+The cell actor records the outcomes (`NotificationDelivered`, `NotificationCancelled`):
+`on_settled` tells it when there is one to take.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from enum import Enum
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
+
+
+class Outcome(Enum):
+    DELIVERED = "delivered"
+    FAILED = "failed"  # the callback raised (logged)
+    CANCELLED = "cancelled"  # never handed over: the cell was terminated first
+
+
+class Notifications:
+    """The notifications of one cell; thread-safe."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        notify: Notify,
+        call_id: str,
+        cell_id: str,
+        on_settled: Callable[[], None],
+    ) -> None:
+        self._executor = executor
+        self._notify = notify
+        self._call_id = call_id
+        self._cell_id = cell_id
+        self._on_settled = on_settled
+        self._cond = threading.Condition()
+        self._queued: deque[tuple[int, str]] = deque()
+        self._running = False
+        self._settled: list[tuple[int, Outcome]] = []  # not yet taken by the actor
+
+    def send(self, notification_id: int, text: str) -> None:
+        """Deliver `text` after the cell's earlier notifications."""
+        with self._cond:
+            self._queued.append((notification_id, text))
+            if self._running:
+                return
+            self._running = True
+        self._executor.submit(self._deliver_queued)
+
+    def take_settled(self) -> list[tuple[int, Outcome]]:
+        """The outcomes since the last call, in order."""
+        with self._cond:
+            settled, self._settled = self._settled, []
+        return settled
+
+    def drain(self, *, cancel: bool = False) -> list[tuple[int, Outcome]]:
+        """Wait until nothing is queued or in the callback (first dropping what is
+        queued, if `cancel`); returns the outcomes not taken yet."""
+        if cancel:
+            self.cancel()
+        with self._cond:
+            self._cond.wait_for(lambda: not self._running)
+            settled, self._settled = self._settled, []
+        return settled
+
+    def cancel(self) -> None:
+        """Drop what is queued: those notifications are never handed over."""
+        with self._cond:
+            self._settled += [(nid, Outcome.CANCELLED) for nid, _ in self._queued]
+            self._queued.clear()
+
+    def _deliver_queued(self) -> None:  # executor thread
+        while True:
+            with self._cond:
+                if not self._queued:
+                    self._running = False
+                    self._cond.notify_all()
+                    return
+                notification_id, text = self._queued.popleft()
+            outcome = Outcome.DELIVERED
+            try:
+                self._notify(self._call_id, self._cell_id, text)
+            except Exception:  # spec §4.8: a failed delivery is logged only
+                log.exception(
+                    "cell %s: notification %d not delivered", self._cell_id, notification_id
+                )
+                outcome = Outcome.FAILED
+            with self._cond:
+                self._settled.append((notification_id, outcome))
+            self._on_settled()
