@@ -93,7 +93,7 @@ class CellContext:
     tools: Mapping[str, ToolDefinition]  # JS global name -> definition
     notify: Callable[[str, str, str], None]  # (exec call id, cell id, text)
     notifier: Executor  # where notifications are handed to `notify`
-    on_closed: Callable[[str], None]
+    on_closed: Callable[[str, bool], None]  # (cell id, whether the log admitted it)
     clock: Callable[[], float]
 
 
@@ -137,6 +137,11 @@ class _NotificationsSettled:
 
 
 @dataclass(frozen=True, slots=True)
+class _AdmitDue:
+    """The cell has run for `ADMIT_WITHIN_S`: admit it if nothing did yet."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Release:
     """Hand out held answers even though JavaScript is still running."""
 
@@ -150,6 +155,7 @@ _OWN_MESSAGES = (
     _Poll,
     _Release,
     _NotificationsSettled,
+    _AdmitDue,
 )
 
 
@@ -187,7 +193,6 @@ class CellActor(pykka.ThreadingActor):
         self._seq = 1  # 0 is the admission
         self._unsaved: list[ev.AnyEvent] = [admitted]  # appended first, by the admission
         self._admitted = False
-        self._admit_by = time.monotonic() + ADMIT_WITHIN_S
         self._closed_logged = False  # `CellClosed` went with the terminal event
         self._incoming: deque[RuntimeEvent] = deque()
         self._accumulated: list[ContentItem] = []
@@ -235,6 +240,8 @@ class CellActor(pykka.ThreadingActor):
             self.runtime.set_frontier_mode(True)  # spec §4.7: `execute_to_pending`
         self._process_incoming()
         self._schedule_poll()
+        if not self._admitted:  # whatever it waits for (JavaScript, a timer, a tool)
+            self.ctx.scheduler.call_later(ADMIT_WITHIN_S, partial(self._tell, _AdmitDue()))
 
     def on_failure(self, _type: Any, exception_value: Any, _traceback: Any) -> None:
         """A failure (e.g. the event log became unreachable) ends the cell with an error."""
@@ -269,7 +276,7 @@ class CellActor(pykka.ThreadingActor):
             timer.cancel()
         self._timers.clear()
         self._stop_runtime_after_failure()
-        self.ctx.on_closed(self.cell_id)
+        self.ctx.on_closed(self.cell_id, self._admitted)
 
     def _stop_runtime_after_failure(self) -> None:
         """Stop the runtime without the (stopped) actor loop: handle its messages here."""
@@ -318,7 +325,8 @@ class CellActor(pykka.ThreadingActor):
         elif isinstance(message, _Poll):
             self._polling = False
             runtime.poll()
-            if not self._admitted and time.monotonic() >= self._admit_by:
+        elif isinstance(message, _AdmitDue):
+            if not self._admitted:
                 self._flush()
         elif isinstance(message, _Release):
             self._release_answers(now=True)
@@ -615,6 +623,9 @@ class CellActor(pykka.ThreadingActor):
                 self._accumulated[0:0] = items
             self._delivered_outputs -= len(items)
             return False
+        except _Refused as refused:  # the cell never existed: this caller learns why
+            observer.future.set_exception(refused.error)
+            raise
         self._observed = True
         self._outbox.append((observer.future, answer))
         return True
@@ -810,7 +821,12 @@ class CellActor(pykka.ThreadingActor):
                 return None  # answered already (held), gone, or not simply ours to end
         if observer.timer is not None:
             observer.timer.cancel()
-        return observer.future if observer.future.set_running_or_notify_cancel() else None
+        if observer.future.set_running_or_notify_cancel():
+            return observer.future
+        with self.handle.lock:  # the caller left just now: forget it, as `_current` does
+            if self.handle.observer is observer:
+                self.handle.observer = None
+        return None
 
     def _deliver_completion(self, observer: Observer) -> None:
         """Answer `observer` with the buffered completion, or first with a kept yield."""
@@ -925,7 +941,7 @@ class CellActor(pykka.ThreadingActor):
         if not self._closed_logged:
             self._event(ev.CellClosed)
             self._flush()
-        self.ctx.on_closed(self.cell_id)
+        self.ctx.on_closed(self.cell_id, True)
         self.stop()
 
 

@@ -138,11 +138,8 @@ class SessionActor(pykka.ThreadingActor):
         yield_time_ms: int,
         max_output_tokens: int | None,
         mode: str = "yield",
-        *,
-        answer: Future[CellAnswer] | None = None,
     ) -> tuple[str, Future[CellAnswer]]:
-        """Create a cell and start it; returns its id and its first answer (`answer`,
-        if given).
+        """Create a cell and start it; returns its id and its first answer.
 
         The cell's admission is recorded in the log with its first events, before
         anything it does is seen outside (see `CellActor`); the log may still refuse it
@@ -154,11 +151,11 @@ class SessionActor(pykka.ThreadingActor):
             raise CellAlreadyExistsError(self._cells_by_call[call_id])
         if self._last_cell >= MAX_CELL_ID:
             raise CellIdSpaceExhaustedError
+        assert self._store is not None
+        stored, stored_version = self._store.snapshot()  # (may fail: nothing taken yet)
         self._last_cell += 1
         cell_id = str(self._last_cell)
         self._cells_by_call[call_id] = cell_id
-        assert self._store is not None
-        stored, stored_version = self._store.snapshot()
         clock = self.services.clock()
         seed = struct.unpack("<4I", os.urandom(16))
         admitted = ev.CellAdmitted(
@@ -177,8 +174,6 @@ class SessionActor(pykka.ThreadingActor):
         )
         handle = CellHandle(cell_id, self.config.max_yield_time_ms)
         observer = Observer(mode, yield_timeout_ms(yield_time_ms, handle.max_yield_time_ms))
-        if answer is not None:
-            observer.future = answer
         observer.admitted = True  # spec §4.2: attached together with the cell
         handle.observer = observer
         spec = CellSpec(
@@ -206,14 +201,6 @@ class SessionActor(pykka.ThreadingActor):
         self._cells[cell_id] = handle
         handle.actor = self.services.cell_actors.start(handle, spec, context, admitted)
         return cell_id, observer.future
-
-    def submit(self, answer: Future[CellAnswer], *args: Any) -> None:
-        """`execute`, answering through `answer` only (errors included)."""
-        try:
-            self.execute(*args, answer=answer)
-        except Exception as error:
-            if answer.set_running_or_notify_cancel():
-                answer.set_exception(error)
 
     def observe(self, cell_id: str, mode: str, yield_time_ms: int) -> Future[CellAnswer]:
         handle = self._cells.get(cell_id)
@@ -259,18 +246,20 @@ class SessionActor(pykka.ThreadingActor):
             ]
         )
 
-    def cell_closed(self, cell_id: str) -> None:
-        """A cell reached its end and cleaned up: forget it, then tell the delegate."""
+    def cell_closed(self, cell_id: str, existed: bool = True) -> None:
+        """A cell reached its end and cleaned up: forget it, then tell the delegate
+        (unless the log refused the cell: then it never existed)."""
         if self._cells.pop(cell_id, None) is None:
             return
-        self.config.on_cell_closed(cell_id)
+        if existed:
+            self.config.on_cell_closed(cell_id)
         if self._shutting_down and not self._cells and not self._all_closed.done():
             self._all_closed.set_result(None)
 
-    def _tell_closed(self, cell_id: str) -> None:
+    def _tell_closed(self, cell_id: str, existed: bool) -> None:
         """Called by a cell actor; a session already stopped has nothing left to do."""
         with contextlib.suppress(pykka.ActorDeadError):
-            self.actor_ref.tell(_Call(SessionActor.cell_closed, (cell_id,)))
+            self.actor_ref.tell(_Call(SessionActor.cell_closed, (cell_id, existed)))
 
 
 class ActorSessionBackend:
@@ -300,24 +289,6 @@ class ActorSessionBackend:
         except pykka.ActorDeadError:
             raise SessionShuttingDownError from None
         return result
-
-    def submit(
-        self,
-        call_id: str,
-        source: str,
-        yield_time_ms: int,
-        max_output_tokens: int | None,
-        mode: str = "yield",
-    ) -> Future[CellAnswer]:
-        """`execute` without waiting for the cell's id (its answers carry it): the
-        caller goes straight to waiting for the answer."""
-        answer: Future[CellAnswer] = Future()
-        args = (answer, call_id, source, yield_time_ms, max_output_tokens, mode)
-        try:
-            self._ref.tell(_Call(SessionActor.submit, args))
-        except pykka.ActorDeadError:
-            raise SessionShuttingDownError from None
-        return answer
 
     def observe(self, cell_id: str, mode: str, yield_time_ms: int) -> Future[CellAnswer]:
         try:

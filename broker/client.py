@@ -36,15 +36,6 @@ class SessionBackend(Protocol):
         mode: str = ...,
     ) -> tuple[str, Future[CellAnswer]]: ...
 
-    def submit(
-        self,
-        call_id: str,
-        source: str,
-        yield_time_ms: int,
-        max_output_tokens: int | None,
-        mode: str = ...,
-    ) -> Future[CellAnswer]: ...
-
     def observe(self, cell_id: str, mode: str, yield_time_ms: int) -> Future[CellAnswer]: ...
 
     def terminate(self, cell_id: str) -> Future[CellAnswer]: ...
@@ -83,7 +74,9 @@ class Session:
         if yield_ms is None:
             yield_ms = self.default_exec_yield_time_ms
         try:
-            future = self.backend.submit(call_id, parsed.code, yield_ms, parsed.max_output_tokens)
+            _, future = self.backend.execute(
+                call_id, parsed.code, yield_ms, parsed.max_output_tokens
+            )
             answer = future.result(self._answer_timeout_s)
         except Exception as error:  # lifecycle and log errors are plain failures
             return failure_output(str(error))
@@ -116,7 +109,7 @@ class Session:
 
     def execute_to_pending(self, call_id: str, source: str) -> CellAnswer:
         """Run until completion or the first pending frontier (no yield timer)."""
-        future = self.backend.submit(call_id, source, 0, None, "pending")
+        _, future = self.backend.execute(call_id, source, 0, None, "pending")
         return future.result(self._answer_timeout_s)
 
     def wait_to_pending(self, cell_id: str) -> CellAnswer:

@@ -170,8 +170,11 @@ class BrokerDispatcher:
             # Trimming now and then, not after every reply: the trim would compete with
             # the cells just told of their results.
             if untrimmed >= TRIM_EVERY or (untrimmed and not answer):
-                self.client.xtrim(self.replies, minid=position, approximate=False)
-                untrimmed = 0
+                try:
+                    self.client.xtrim(self.replies, minid=position, approximate=False)
+                    untrimmed = 0
+                except (redis.ConnectionError, redis.TimeoutError) as error:
+                    log.warning("tool replies not trimmed: %s", error)  # next time, then
 
     def _route(self, fields: dict[bytes, bytes]) -> None:
         reply = orjson.loads(fields[b"reply"])

@@ -5,7 +5,8 @@ arguments one by one, and checks a pooled connection for stray data (a `poll` sy
 call) each time it lends it out. For the dozens of arguments of a short cell's events
 that costs several times the round trip itself. A `RedisLink` packs each command with
 hiredis in one call and keeps its own idle connections (made by the client's pool, so
-with its settings); a connection that failed mid-exchange is closed, never reused.
+with its settings). A connection that failed mid-exchange is closed, never reused, and
+a connection error closes the idle ones too (after a server restart they are all dead).
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class RedisLink:
             if failure is not None:
                 raise failure
             return replies
+        except (redis.ConnectionError, redis.TimeoutError):
+            # The server went away (or restarted): the idle connections are as dead as
+            # this one, and a retry must not take them one by one.
+            self.close()
+            raise
         finally:
             if in_step:
                 with self._lock:

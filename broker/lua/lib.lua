@@ -27,10 +27,11 @@ end
 --   * idempotent per exec call id: returns 'again' if this very admission is recorded
 --     already (a retried call), error EXISTS <cell> if the call id has another cell;
 --   * refused (error SHUTTING_DOWN) once the session's shutdown began;
---   * ids grow and never wrap: the id must be above `next_cell` (error CONFLICT:
---     another process admitted that id for this session) and at most 2^63-1, Redis's
---     integer limit (error EXHAUSTED). An id is skipped only when a cell that had it
---     failed before it could be admitted, as the session's counter had counted it.
+--   * an id is admitted once (error CONFLICT: another process admitted it for this
+--     session) and is at most 2^63-1, Redis's integer limit (error EXHAUSTED). Cells
+--     may be admitted out of creation order (each at its first append); `next_cell`
+--     keeps the highest id. An id is skipped only when a cell that had it failed
+--     before it could be admitted, as the session's counter had counted it.
 -- Returns 'admitted' after appending the event.
 local function admit(meta, events, call_id, cell, token, fields)
   local existing = redis.call('HGET', meta, 'call:' .. call_id)
@@ -44,10 +45,12 @@ local function admit(meta, events, call_id, cell, token, fields)
   if greater(cell, '9223372036854775807') then
     return redis.error_reply('EXHAUSTED')
   end
-  if not greater(cell, redis.call('HGET', meta, 'next_cell') or '0') then
+  if redis.call('HSETNX', meta, 'cell:' .. cell, call_id) == 0 then
     return redis.error_reply('CONFLICT')
   end
-  redis.call('HSET', meta, 'next_cell', cell)
+  if greater(cell, redis.call('HGET', meta, 'next_cell') or '0') then
+    redis.call('HSET', meta, 'next_cell', cell)
+  end
   redis.call('XADD', events, '*', unpack(fields))
   redis.call('HSET', meta, 'call:' .. call_id, cell .. ' ' .. token)
   return 'admitted'

@@ -113,6 +113,7 @@ def test_a_refused_admission_leaves_no_trace(
     assert not shutdown.is_alive()
     assert harness.notes == []
     assert harness.cell_events(cell) == []
+    assert not harness._closed_event(cell).is_set()  # the delegate hears of no such cell
 
 
 def test_a_reopened_session_continues_its_ids_and_stored_values(
@@ -187,3 +188,73 @@ def test_a_cell_lost_before_its_admission_does_not_stop_the_session(
     )
     assert_output(harness.exec("text('next')"), "Script completed", ["next"])
     assert [e.cell for e in harness.events() if isinstance(e, CellAdmitted)] == ["2"]
+
+
+def test_cells_are_admitted_in_the_order_they_reach_the_log(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cell 1 was created first but is still on its way to the log when cell 2 is
+    admitted and completes: both are admitted, each with its own id."""
+    reached, release = hold_journal(
+        monkeypatch, harness.host.journal, "finish", is_event(CellCompleted, "1")
+    )
+    _, first = harness.start("text('one')")
+    assert reached.wait(TIMEOUT_S)
+    assert_output(harness.exec("text('two')"), "Script completed", ["two"])
+    release.set()
+    assert first.result(TIMEOUT_S).content_items == [{"type": "input_text", "text": "one"}]
+    admitted = [e.cell for e in harness.events() if isinstance(e, CellAdmitted)]
+    assert admitted == ["2", "1"]
+    assert_output(harness.exec("text('three')"), "Script completed", ["three"])
+
+
+def test_a_refused_admission_answers_a_yield_with_the_refusal(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The yield's answer is the cell's first effect outside; the log refuses the cell
+    (shutdown began): the exec gets the shutdown error instead of a yield."""
+    reached, release = hold_journal(monkeypatch, harness.host.journal, "admit", lambda events: True)
+    _, answer = harness.start("text('x');\nyield_control();\nawait new Promise(() => {})")
+    assert reached.wait(TIMEOUT_S)
+    shutdown = threading.Thread(target=harness.session.shutdown)
+    shutdown.start()
+    harness.wait_event(is_event(ShutdownBegun))
+    release.set()
+    with pytest.raises(Exception, match=r"^code mode session is shutting down$"):
+        answer.result(TIMEOUT_S)
+    shutdown.join(TIMEOUT_S)
+    assert not shutdown.is_alive()
+
+
+def test_a_cell_waiting_on_a_timer_is_admitted_while_it_waits(harness: Harness) -> None:
+    cell, answer = harness.start(
+        "text('waiting');\nawait new Promise((r) => setTimeout(r, 60000))", yield_time_ms=60_000
+    )
+    harness.wait_event(is_event(CellAdmitted, cell))
+    assert not answer.done()
+    assert_output(harness.terminate(cell), "Script terminated", ["waiting"])
+
+
+def test_execs_racing_a_shutdown_all_get_an_answer(open_session: OpenSession) -> None:
+    harness = open_session()
+    outputs: list[Any] = []
+    start = threading.Barrier(5)
+
+    def keep_executing(worker: int) -> None:
+        start.wait(TIMEOUT_S)
+        for i in range(200):
+            out = harness.session.exec(f"w{worker}-{i}", "text('x')")
+            outputs.append(out)
+            if not out.success:
+                return
+
+    threads = [threading.Thread(target=keep_executing, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    start.wait(TIMEOUT_S)
+    harness.session.shutdown()
+    for thread in threads:
+        thread.join(TIMEOUT_S)
+        assert not thread.is_alive()  # every exec was answered
+    failures = {out.items[0]["text"] for out in outputs if not out.success}
+    assert failures <= {"code mode session is shutting down"}
