@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
@@ -197,3 +198,23 @@ def test_outage_gives_a_clear_error(session):
     dead = RedisJournal.from_url("redis://127.0.0.1:1/0")
     with pytest.raises(JournalUnavailableError, match=r"^cellfleet event log is unavailable"):
         dead.append([OutputProduced(session=session, cell="1")])
+
+
+def test_appends_recover_when_every_connection_was_dropped(journal, session, redis_client):
+    """After a Redis restart every idle connection is dead: a retry must not take them
+    one by one (all four attempts would fail)."""
+    start = threading.Barrier(6)
+
+    def hold_a_connection() -> None:
+        start.wait(10)
+        journal.link.run([("BLPOP", f"cf:test:{session}:never", "0.2")])
+
+    threads = [threading.Thread(target=hold_a_connection) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(journal.link._idle) >= 4  # several connections to be found dead
+    redis_client.client_kill_filter(_type="normal", skipme=True)
+    journal.append([OutputProduced(session=session, cell="1")])
+    assert kinds(journal, session) == ["OutputProduced"]
