@@ -3,7 +3,8 @@
 It keeps its append-only file in a data directory (`--data-dir`, default
 `$XDG_DATA_HOME/cellfleet` or `~/.local/share/cellfleet`) and keeps running after the
 command that started it, so later commands (`cellfleet events`, another `run`) reuse
-it: its port is in `redis.port`, its pid in `redis.pid`.
+it: its URL is in `redis.url` (its Unix socket, `redis.sock`, where the path fits), its
+pid in `redis.pid`.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ def redis_url(data_dir: Path | None = None) -> str:
 
 
 def ensure_embedded(data_dir: Path) -> str:
-    port_file = data_dir / "redis.port"
-    if port_file.exists():
-        url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
+    url_file, port_file = data_dir / "redis.url", data_dir / "redis.port"
+    known = [url_file.read_text().strip()] if url_file.exists() else []
+    if port_file.exists():  # written by earlier versions, whose server may still run
+        known.append(f"redis://127.0.0.1:{port_file.read_text().strip()}/0")
+    for url in known:
         if _answers(url):
             return url
+    port_file.unlink(missing_ok=True)
     server = start_redis(data_dir, append_only=True, daemonize=True)
-    port_file.write_text(str(server.port))
+    url_file.write_text(server.url)
     return server.url
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis
 
+MAX_SOCKET_PATH = 100  # bytes; sockaddr_un holds 108 with the terminating NUL
+
 
 class RedisUnavailableError(RuntimeError):
     """No redis-server could be found, installed or started."""
@@ -53,14 +55,24 @@ def free_port() -> int:
 
 @dataclass
 class RedisProcess:
-    """A redis-server child process listening on loopback."""
+    """A redis-server child process listening on loopback and, where the path fits, on
+    a Unix socket in its data directory."""
 
     process: subprocess.Popen[bytes]
     port: int
     data_dir: Path
+    socket_path: Path | None = None
 
     @property
     def url(self) -> str:
+        """The URL clients on this machine should use: the Unix socket if there is one
+        (a round trip costs about a third of one over loopback TCP here)."""
+        if self.socket_path is not None:
+            return f"unix://{self.socket_path}?db=0"
+        return self.tcp_url
+
+    @property
+    def tcp_url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
@@ -106,11 +118,16 @@ def start_redis(
         "--logfile",
         str(data_dir / "redis.log"),
     ]
+    socket_path: Path | None = (data_dir / "redis.sock").absolute()
+    if len(str(socket_path).encode()) > MAX_SOCKET_PATH:
+        socket_path = None  # too long for sockaddr_un: loopback TCP only
+    else:
+        args += ["--unixsocket", str(socket_path), "--unixsocketperm", "700"]
     if daemonize:
         args += ["--daemonize", "yes", "--pidfile", str(data_dir / "redis.pid")]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisProcess(process, port, data_dir)
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    server = RedisProcess(process, port, data_dir, socket_path)
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=0.2)
     deadline = time.monotonic() + timeout
     while True:
         try:
