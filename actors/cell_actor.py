@@ -10,13 +10,13 @@ is the first event of its first append. A cell that completes without effects on
 outside before that (the usual short cell) is admitted, completed, answered and closed
 by one script: one round trip. If the log refuses the admission (shutdown began, the
 session is owned elsewhere), the cell never existed and its caller gets the refusal.
-A cell still running after `ADMIT_WITHIN_S` is admitted anyway, so that the log shows
-it while it runs.
+A cell still running or waiting after `ADMIT_WITHIN_S` is admitted anyway, so that the
+log shows it meanwhile.
 
 Callers never touch the actor's state: they go through `CellHandle` (cell_handle.py),
 which keeps the few facts they must decide on synchronously (phase, current observer,
-a buffered completion) behind one lock. The log's first-terminal-wins script is the final arbiter
-between completion and termination.
+a buffered completion) behind one lock. The log's first-terminal-wins script is the
+final arbiter between completion and termination.
 """
 
 from __future__ import annotations

@@ -100,8 +100,9 @@ def _admission_token(admitted: CellAdmitted) -> str:
     return "".join(f"{part:08x}" for part in admitted.seed)
 
 
-def _refusals(admitted: CellAdmitted, call: Callable[[], T]) -> T:
-    """Run a script that admits `admitted`, raising its refusal as a broker error."""
+def _refusals(session: str, call: Callable[[], T]) -> T:
+    """Run a script that may admit a cell of `session`, raising a refusal of the
+    admission as a broker error."""
     try:
         return call()
     except redis.ResponseError as error:
@@ -110,7 +111,7 @@ def _refusals(admitted: CellAdmitted, call: Callable[[], T]) -> T:
             "SHUTTING_DOWN": SessionShuttingDownError(),
             "EXHAUSTED": CellIdSpaceExhaustedError(),
             "EXISTS": CellAlreadyExistsError(detail),
-            "CONFLICT": SessionOwnedElsewhereError(admitted.session),
+            "CONFLICT": SessionOwnedElsewhereError(session),
         }.get(reason)
         if refusal is None:
             raise
@@ -203,9 +204,10 @@ class RedisJournal:
     def admit(self, events: Sequence[AnyEvent]) -> None:
         """Admit a cell and append its first events, in one round trip.
 
-        `events[0]` is its `CellAdmitted` (with the id the session chose); a retried
-        admission appends nothing again. Raises an `AdmissionRefusedError` when the log
-        refuses the cell (then nothing was appended).
+        `events[0]` is its `CellAdmitted` (with the id the session chose); a retry
+        records the admission once and appends the later events again (readers drop a
+        repeated (cell, seq)). Raises an `AdmissionRefusedError` when the log refuses
+        the cell (then nothing was appended).
         """
         admitted = events[0]
         assert isinstance(admitted, CellAdmitted)
@@ -221,7 +223,7 @@ class RedisJournal:
         def run() -> Any:
             return self._admit([k.meta, k.events], args)
 
-        _refusals(admitted, lambda: _retrying(run))
+        _refusals(admitted.session, lambda: _retrying(run))
 
     def finish(
         self,
@@ -257,10 +259,7 @@ class RedisJournal:
         def run() -> Any:
             return self._finish([k.terminal, k.events, k.stored, k.meta], args)
 
-        if admitted is None:
-            result: bytes = _retrying(run)
-        else:
-            result = _refusals(admitted, lambda: _retrying(run))
+        result: bytes = _refusals(terminal.session, lambda: _retrying(run))
         return result.decode()
 
     def begin_shutdown(self, event: ShutdownBegun) -> bool:

@@ -95,13 +95,11 @@ def test_a_cell_that_keeps_running_is_admitted_while_it_runs(harness: Harness) -
     assert answer.result(TIMEOUT_S).content_items == []
 
 
-def test_a_refused_admission_leaves_no_trace(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Shutdown begins while a new cell's first append is on its way: the log refuses
-    the cell, its caller gets the shutdown error and its notification never goes out."""
+def start_refused(harness: Harness, monkeypatch: pytest.MonkeyPatch, source: str) -> str:
+    """Start a cell whose first append is held until the session's shutdown began:
+    the log refuses it, and its caller gets the shutdown error. Returns its id."""
     reached, release = hold_journal(monkeypatch, harness.host.journal, "admit", lambda events: True)
-    cell, answer = harness.start("notify('never');\ntext('x')")
+    cell, answer = harness.start(source)
     assert reached.wait(TIMEOUT_S)
     shutdown = threading.Thread(target=harness.session.shutdown)
     shutdown.start()
@@ -111,6 +109,15 @@ def test_a_refused_admission_leaves_no_trace(
         answer.result(TIMEOUT_S)
     shutdown.join(TIMEOUT_S)
     assert not shutdown.is_alive()
+    return cell
+
+
+def test_a_refused_admission_leaves_no_trace(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown begins while a new cell's first append is on its way: the log refuses
+    the cell, its caller gets the shutdown error and its notification never goes out."""
+    cell = start_refused(harness, monkeypatch, "notify('never');\ntext('x')")
     assert harness.notes == []
     assert harness.cell_events(cell) == []
     assert not harness._closed_event(cell).is_set()  # the delegate hears of no such cell
@@ -213,17 +220,7 @@ def test_a_refused_admission_answers_a_yield_with_the_refusal(
 ) -> None:
     """The yield's answer is the cell's first effect outside; the log refuses the cell
     (shutdown began): the exec gets the shutdown error instead of a yield."""
-    reached, release = hold_journal(monkeypatch, harness.host.journal, "admit", lambda events: True)
-    _, answer = harness.start("text('x');\nyield_control();\nawait new Promise(() => {})")
-    assert reached.wait(TIMEOUT_S)
-    shutdown = threading.Thread(target=harness.session.shutdown)
-    shutdown.start()
-    harness.wait_event(is_event(ShutdownBegun))
-    release.set()
-    with pytest.raises(Exception, match=r"^code mode session is shutting down$"):
-        answer.result(TIMEOUT_S)
-    shutdown.join(TIMEOUT_S)
-    assert not shutdown.is_alive()
+    start_refused(harness, monkeypatch, "text('x');\nyield_control();\nawait new Promise(() => {})")
 
 
 def test_a_cell_waiting_on_a_timer_is_admitted_while_it_waits(harness: Harness) -> None:
