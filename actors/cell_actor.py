@@ -146,6 +146,11 @@ class _Release:
     """Hand out held answers even though JavaScript is still running."""
 
 
+@dataclass(frozen=True, slots=True)
+class _CleanUp:
+    """The terminal answer went out a moment ago: finish closing the cell."""
+
+
 _OWN_MESSAGES = (
     ObserveRequest,
     TerminateRequest,
@@ -156,6 +161,7 @@ _OWN_MESSAGES = (
     _Release,
     _NotificationsSettled,
     _AdmitDue,
+    _CleanUp,
 )
 
 
@@ -374,7 +380,9 @@ class CellActor(pykka.ThreadingActor):
         registered before the cell closed) is answered as for a missing cell."""
         runtime = self.runtime
         assert runtime is not None
-        if isinstance(message, ObserveRequest):
+        if isinstance(message, _CleanUp):
+            self._clean_up()
+        elif isinstance(message, ObserveRequest):
             future = message.observer.future
             if not future.done() and future.set_running_or_notify_cancel():
                 future.set_result(missing(self.cell_id).result())
@@ -933,11 +941,20 @@ class CellActor(pykka.ThreadingActor):
 
     def _close(self) -> None:
         """Spec §4.5(4): clean up, record, then let the session forget us (the phase is
-        already TOMBSTONE: the terminal answer went out)."""
+        already TOMBSTONE: the terminal answer went out).
+
+        Only what must precede anything else happens at once; the rest (recording the
+        close, telling the session, ending the actor's thread) waits
+        `BACKGROUND_DELAY_S`: done right away, it competes with the caller that was just
+        answered for the GIL and the cores.
+        """
         self._closed = True
         self._cancel_outstanding()
         if self.runtime is not None and not self.runtime.done:
             self.runtime.terminate()
+        self.ctx.scheduler.call_later(BACKGROUND_DELAY_S, partial(self._tell, _CleanUp()))
+
+    def _clean_up(self) -> None:
         if not self._closed_logged:
             self._event(ev.CellClosed)
             self._flush()
