@@ -76,6 +76,10 @@ class _Call:
 class SessionActor(pykka.ThreadingActor):
     """Owns a session's cells: `execute`, `observe`, `terminate`, `shutdown`."""
 
+    # A harness that exits (or crashes) without shutting its sessions down must not
+    # hang: to the log, that is a worker that died, which it is built to survive.
+    use_daemon_thread = True
+
     def __init__(self, services: SessionServices, config: SessionConfig) -> None:
         super().__init__()
         self.services = services

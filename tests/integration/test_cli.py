@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from broker.client import Session
+from broker.journal import RedisJournal
 from broker.toolkit import ToolRegistry
 from ops.host import Host
 from ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
@@ -192,3 +193,36 @@ def test_run_prints_outputs_and_session_id(redis_url, tmp_path):
     assert types[0] == "session_opened"
     assert types.count("cell_completed") == 1
     assert types[-1] == "shutdown_finished"
+
+
+def test_a_harness_that_exits_without_shutting_down_ends(redis_url):
+    """A harness that crashes with a live session (a cell still waiting) must exit, not
+    hang on the session's threads; the log keeps what happened until then."""
+    harness = (
+        "import sys\n"
+        "from ops.host import Host\n"
+        f"host = Host({redis_url!r}, pool_size=1)\n"
+        "session = host.open_session([])\n"
+        "output = session.exec('a', 'text(1); yield_control(); await new Promise(() => {})')\n"
+        "print(session.id, output.success, flush=True)\n"
+        "raise SystemExit('harness crashed')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", harness],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a hang fails the test here
+        check=False,
+    )
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.strip().endswith("harness crashed")
+    session, success = run.stdout.split()
+    assert success == "True"
+    journal = RedisJournal.from_url(redis_url)
+    try:
+        types = [event.TYPE for _, event in journal.read(session)]
+    finally:
+        journal.close()
+    assert types[:3] == ["session_opened", "cell_admitted", "cell_started"]
+    assert "observation_delivered" in types
