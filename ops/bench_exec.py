@@ -4,20 +4,26 @@ Script `text("bench");` with 0, 32 and 128 nested tools. `cold_exec`: the first 
 a fresh process (a child process per sample). `warm_exec`: one warm-up exec, then 25
 execs per sample, 10 samples; a sample is the mean of its 25. Timed from `Session.exec`
 to its completed output, every event up to that answer acknowledged by Redis (AOF on).
-Baseline in the same run: the bare runtime (ops/bench_runtime.py) measured the same way,
-its samples interleaved with the warm execs' (the machine's speed drifts).
+Baselines in the same run, their samples interleaved with the warm execs' (the
+machine's speed drifts): `warm_runtime`, the bare runtime (ops/bench_runtime.py), and
+`warm_runtime_append`, the bare runtime followed by the one durable append a short cell
+needs (the journal's `finish` with the same six events). The first is the issue's
+baseline; the second splits the overhead into the log's round trip and the rest.
 The benchmark runs its own redis-server in a temporary directory.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,11 @@ from typing import Any
 import orjson
 
 from actors.pool import ContextPool
+from actors.runtime_protocol import RuntimeTool
+from broker import events as ev
 from broker.client import Session
+from broker.events import wall_clock_ms
+from broker.journal import RedisJournal
 from broker.tooldefs import ToolDefinition
 from ops import bench_runtime
 from ops.host import Host
@@ -62,29 +72,83 @@ def _summary(name: str, tools: int, values: list[float], rss: list[int]) -> dict
 Samples = tuple[list[float], list[int]]  # (sample means in seconds, RSS deltas in KiB)
 
 
-def warm(url: str, count: int) -> tuple[Samples, Samples]:
-    """Warm execs and the warm bare runtime, their samples interleaved: this machine's
-    speed drifts over seconds, and the overhead is their difference."""
+def warm(url: str, count: int) -> tuple[Samples, Samples, Samples]:
+    """Warm execs, the warm bare runtime, and the bare runtime plus one durable append,
+    their samples interleaved: this machine's speed drifts over seconds, and the
+    overhead is their difference."""
     host = Host(url, pool_size=4)
-    session = host.open_session(_tools(count))
+    definitions = _tools(count)
+    session = host.open_session(definitions)
     session.exec("warmup", 'text("bench");')
     pool = ContextPool(4)
     tools = bench_runtime.bench_tools(count)
     bench_runtime.run_once(pool, tools)
+    appender = _Appender(host.journal, definitions)
+    appender.run_once(pool, tools)
     execs: Samples = ([], [])
     bare: Samples = ([], [])
+    appended: Samples = ([], [])
     calls = (f"s{i}" for i in range(SAMPLES * WARM_ITERATIONS))
     for _ in range(SAMPLES):
         for measured, into, once in (
             (host.pool, execs, lambda: _exec_once(session, next(calls))),
             (pool, bare, lambda: bench_runtime.run_once(pool, tools)),
+            (pool, appended, lambda: appender.run_once(pool, tools)),
         ):
-            host.pool.wait_idle()  # the other half's background work is done
+            host.pool.wait_idle()  # the others' background work is done
             pool.wait_idle()
             _sample(into, measured, once)
     pool.close()
     host.close()
-    return execs, bare
+    return execs, bare, appended
+
+
+class _Appender:
+    """The bare runtime, then what the log needs of a short cell: its six events
+    (admitted, started, output, completed, delivered, closed) in one `finish` script,
+    in a session of its own."""
+
+    def __init__(self, journal: RedisJournal, definitions: list[ToolDefinition]) -> None:
+        self._journal = journal
+        self._session = f"bench-append-{uuid.uuid4().hex[:12]}"
+        self._records = tuple(
+            {"name": d.name, "namespace": d.namespace, "global_name": d.name, "kind": str(d.kind)}
+            for d in definitions
+        )
+        self._cells = itertools.count(1)
+
+    def run_once(self, pool: ContextPool, tools: list[RuntimeTool]) -> float:
+        began = time.perf_counter()
+        bench_runtime.run_once(pool, tools)
+        cell = str(next(self._cells))
+        at = wall_clock_ms()
+
+        def event(cls: type[Any], seq: int, **fields: Any) -> Any:
+            return cls(session=self._session, cell=cell, seq=seq, at_ms=at, **fields)
+
+        admitted = event(
+            ev.CellAdmitted,
+            0,
+            call_id=f"call-{cell}",
+            source='text("bench");',
+            yield_time_ms=10_000,
+            tools=self._records,
+            seed=struct.unpack("<4I", os.urandom(16)),
+            clock_ms=at,
+        )
+        item = {"type": "input_text", "text": "bench"}
+        won = self._journal.finish(
+            event(ev.CellCompleted, 3),
+            before=[admitted, event(ev.CellStarted, 1), event(ev.OutputProduced, 2, item=item)],
+            after=[
+                event(ev.ObservationDelivered, 4, kind="completed", outputs=1),
+                event(ev.CellClosed, 5),
+            ],
+        )
+        seconds = time.perf_counter() - began
+        if won != "completed":
+            raise RuntimeError(f"benchmark append refused: {won}")
+        return seconds
 
 
 def _exec_once(session: Session, call_id: str) -> float:
@@ -143,9 +207,10 @@ def run(samples: int = SAMPLES) -> dict[str, Any]:
             scenarios, baseline = [], []
             for count in TOOL_COUNTS:
                 scenarios.append(_summary("cold_exec", count, *cold_exec(server.url, count)))
-                execs, bare = warm(server.url, count)
+                execs, bare, appended = warm(server.url, count)
                 scenarios.append(_summary("warm_exec", count, *execs))
                 baseline.append(_summary("warm_runtime", count, *bare))
+                baseline.append(_summary("warm_runtime_append", count, *appended))
         finally:
             server.stop()
     return {"scenarios": scenarios, "baseline": baseline}
@@ -161,13 +226,22 @@ def table(report: dict[str, Any]) -> str:
             f"| {row['name']} | {row['tools']} | {row['samples']} | {row['p50_us']} | "
             f"{row['p95_us']} | {row['rss_delta_p50_kib']} | {row['rss_delta_max_kib']} |"
         )
-    warm = {r["tools"]: r["p50_us"] for r in report["scenarios"] if r["name"] == "warm_exec"}
-    bare = {r["tools"]: r["p50_us"] for r in report["baseline"]}
+
+    def p50(rows: list[dict[str, Any]], name: str) -> dict[int, float]:
+        return {r["tools"]: r["p50_us"] for r in rows if r["name"] == name}
+
+    warm = p50(report["scenarios"], "warm_exec")
+    bare = p50(report["baseline"], "warm_runtime")
+    appended = p50(report["baseline"], "warm_runtime_append")
     lines.append("")
-    lines += [
-        f"log + actors over the bare runtime, {n} tools: {warm[n] - bare[n]:.1f} µs"
-        for n in TOOL_COUNTS
-    ]
+    for n in TOOL_COUNTS:
+        line = f"log + actors over the bare runtime, {n} tools: {warm[n] - bare[n]:.1f} µs"
+        if n in appended:
+            line += (
+                f" (the log's one append alone: {appended[n] - bare[n]:.1f} µs;"
+                f" the rest: {warm[n] - appended[n]:.1f} µs)"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 
