@@ -72,26 +72,22 @@ def _retrying(call: Callable[[], T]) -> T:
         raise JournalUnavailableError(str(error) or type(error).__name__) from error
 
 
-def _flatten(fields: dict[str, bytes]) -> list[bytes | str]:
-    out: list[bytes | str] = []
-    for name, value in fields.items():
-        out += [name, value]
-    return out
-
-
 def appends(events: Sequence[AnyEvent]) -> list[Command]:
     """The commands that append `events` (of one session), in order."""
     if not events:
         return []
     stream = keys.SessionKeys(events[0].session).events
-    return [("XADD", stream, "*", *_flatten(codec.encode(event))) for event in events]
+    return [("XADD", stream, "*", *codec.encode_flat(event)) for event in events]
+
+
+_FIELD_COUNT = str(codec.FIELD_COUNT)
 
 
 def _add_batches(args: list[bytes | str], events: Sequence[AnyEvent]) -> None:
     """Script arguments for `events`: per event, its field count, then its fields."""
     for event in events:
-        fields = codec.encode(event)
-        args += [str(len(fields)), *_flatten(fields)]
+        args.append(_FIELD_COUNT)
+        args += codec.encode_flat(event)
 
 
 def _admission_token(admitted: CellAdmitted) -> str:
@@ -264,7 +260,7 @@ class RedisJournal:
 
     def begin_shutdown(self, event: ShutdownBegun) -> bool:
         k = keys.SessionKeys(event.session)
-        args = _flatten(codec.encode(event))
+        args = codec.encode_flat(event)
         began: int = _retrying(lambda: self._shutdown(keys=[k.meta, k.events], args=args))
         return bool(began)
 

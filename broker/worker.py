@@ -360,9 +360,7 @@ class ToolWorker:
         )
         session_keys = keys.SessionKeys(invocation.session)
         call_key = f"{invocation.cell}/{invocation.call_id}"
-        flat: list[Any] = [call_key]
-        for name, value in codec.encode(event).items():
-            flat += [name, value]
+        flat: list[Any] = [call_key, *codec.encode_flat(event)]
         reply = {
             "key": invocation.idempotency_key,
             "call_id": invocation.call_id,
