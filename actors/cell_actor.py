@@ -81,10 +81,9 @@ ADMIT_WITHIN_S = 0.05
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CellContext:
-    """Everything a cell actor needs from its session."""
+    """Everything a cell actor needs from its session (one per session)."""
 
     session_id: str
-    call_id: str
     journal: RedisJournal
     store: SessionStore
     pool: ContextPool
@@ -196,6 +195,7 @@ class CellActor(pykka.ThreadingActor):
         self.spec = spec
         self.ctx = context
         self.cell_id = spec.cell_id
+        self.call_id = admitted.call_id  # the exec call that created the cell
         self._seq = 1  # 0 is the admission
         self._unsaved: list[ev.AnyEvent] = [admitted]  # appended first, by the admission
         self._admitted = False
@@ -215,7 +215,7 @@ class CellActor(pykka.ThreadingActor):
         self._notifications = Notifications(
             context.notifier,
             context.notify,
-            context.call_id,
+            admitted.call_id,
             spec.cell_id,
             on_settled=lambda: self._tell(_NotificationsSettled()),
         )
@@ -726,7 +726,7 @@ class CellActor(pykka.ThreadingActor):
         self._event(
             ev.NotificationSent,
             notification_id=notification_id,
-            call_id=self.ctx.call_id,
+            call_id=self.call_id,
             text=text,
         )
         self._flush()

@@ -124,6 +124,20 @@ class SessionActor(pykka.ThreadingActor):
         self._store = SessionStore(
             state.stored, state.stored_version, lambda: journal.stored_snapshot(self.session_id)
         )
+        services = self.services
+        self._context = CellContext(
+            session_id=self.session_id,
+            journal=journal,
+            store=self._store,
+            pool=services.pool,
+            scheduler=services.scheduler,
+            dispatcher=services.dispatcher,
+            tools=self._definitions,
+            notify=self.config.notify,
+            notifier=services.notifier,
+            on_closed=self._tell_closed,
+            clock=services.clock,
+        )
 
     def on_receive(self, message: Any) -> Any:
         assert isinstance(message, _Call)
@@ -188,22 +202,8 @@ class SessionActor(pykka.ThreadingActor):
             clock_ms=clock,
             stored=stored,
         )
-        context = CellContext(
-            session_id=self.session_id,
-            call_id=call_id,
-            journal=self.services.journal,
-            store=self._store,
-            pool=self.services.pool,
-            scheduler=self.services.scheduler,
-            dispatcher=self.services.dispatcher,
-            tools=self._definitions,
-            notify=self.config.notify,
-            notifier=self.services.notifier,
-            on_closed=self._tell_closed,
-            clock=self.services.clock,
-        )
         self._cells[cell_id] = handle
-        handle.actor = self.services.cell_actors.start(handle, spec, context, admitted)
+        handle.actor = self.services.cell_actors.start(handle, spec, self._context, admitted)
         return cell_id, observer.future
 
     def observe(self, cell_id: str, mode: str, yield_time_ms: int) -> Future[CellAnswer]:
