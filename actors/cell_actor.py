@@ -215,7 +215,7 @@ class CellActor(pykka.ThreadingActor):
         self._notifications = Notifications(
             context.notifier,
             context.notify,
-            admitted.call_id,
+            self.call_id,
             spec.cell_id,
             on_settled=lambda: self._tell(_NotificationsSettled()),
         )

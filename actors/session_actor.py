@@ -99,15 +99,7 @@ class SessionActor(pykka.ThreadingActor):
             RuntimeTool(name=e.global_name, description=e.description, kind=e.definition.kind)
             for e in inventory.entries
         )
-        self._tool_records = tuple(
-            {
-                "name": e.definition.name,
-                "namespace": e.definition.namespace,
-                "global_name": e.global_name,
-                "kind": str(e.definition.kind),
-            }
-            for e in inventory.entries
-        )
+        self._tool_records = inventory.records()
         self._definitions = {e.global_name: e.definition for e in inventory.entries}
 
     def on_start(self) -> None:

@@ -32,7 +32,6 @@ _DATA_FIELDS: dict[type[Any], tuple[str, ...]] = {
 
 
 _VERSION = b"%d" % SCHEMA_VERSION
-FIELD_COUNT = 6  # stream fields per event
 
 
 def encode_flat(event: AnyEvent) -> list[bytes]:

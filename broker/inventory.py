@@ -185,6 +185,18 @@ class ToolInventory:
         """The JS `ALL_TOOLS` array: `{name, description}` per tool, deferred ones too."""
         return [{"name": e.global_name, "description": e.description} for e in self.entries]
 
+    def records(self) -> tuple[dict[str, str | None], ...]:
+        """The tools as a cell's admission records them (`CellAdmitted.tools`)."""
+        return tuple(
+            {
+                "name": e.definition.name,
+                "namespace": e.definition.namespace,
+                "global_name": e.global_name,
+                "kind": str(e.definition.kind),
+            }
+            for e in self.entries
+        )
+
     def enabled(self) -> tuple[InventoryEntry, ...]:
         """The tools documented in the `exec` description (not deferred)."""
         return tuple(entry for entry in self.entries if not entry.deferred)

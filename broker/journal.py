@@ -80,14 +80,12 @@ def appends(events: Sequence[AnyEvent]) -> list[Command]:
     return [("XADD", stream, "*", *codec.encode_flat(event)) for event in events]
 
 
-_FIELD_COUNT = str(codec.FIELD_COUNT)
-
-
 def _add_batches(args: list[bytes | str], events: Sequence[AnyEvent]) -> None:
     """Script arguments for `events`: per event, its field count, then its fields."""
     for event in events:
-        args.append(_FIELD_COUNT)
-        args += codec.encode_flat(event)
+        fields = codec.encode_flat(event)
+        args.append(str(len(fields) // 2))
+        args += fields
 
 
 def _admission_token(admitted: CellAdmitted) -> str:

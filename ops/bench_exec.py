@@ -35,6 +35,7 @@ from actors.runtime_protocol import RuntimeTool
 from broker import events as ev
 from broker.client import Session
 from broker.events import wall_clock_ms
+from broker.inventory import build_inventory
 from broker.journal import RedisJournal
 from broker.tooldefs import ToolDefinition
 from ops import bench_runtime
@@ -111,10 +112,7 @@ class _Appender:
     def __init__(self, journal: RedisJournal, definitions: list[ToolDefinition]) -> None:
         self._journal = journal
         self._session = f"bench-append-{uuid.uuid4().hex[:12]}"
-        self._records = tuple(
-            {"name": d.name, "namespace": d.namespace, "global_name": d.name, "kind": str(d.kind)}
-            for d in definitions
-        )
+        self._records = build_inventory(definitions).records()
         self._cells = itertools.count(1)
 
     def run_once(self, pool: ContextPool, tools: list[RuntimeTool]) -> float:
