@@ -188,7 +188,7 @@ class ToolWorker:
     def _cancel_loop(self) -> None:
         """Hear cancellations; survives Redis outages by subscribing again."""
         while not self._stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(keys.TOOL_CANCEL_CHANNEL)
                 while not self._stop.is_set():
