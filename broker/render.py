@@ -53,6 +53,7 @@ class ToolOutput:
     items: list[ContentItem]
     success: bool
     plain: bool = False  # a failure with no header: sent to the model as a plain string
+    running_cell_id: str | None = None  # the cell still runs (it yielded): `wait` on it
 
     @property
     def text(self) -> str:
@@ -127,7 +128,8 @@ def render_response(
         success = False
     items = truncate_code_mode_result(items, max_output_tokens)
     items.insert(0, _text(format_header(script_status(response), wall_time_s)))
-    return ToolOutput(items=items, success=success)
+    running = response.cell_id if isinstance(response, Yielded) else None
+    return ToolOutput(items=items, success=success, running_cell_id=running)
 
 
 # ---------------------------------------------------------------------- truncation

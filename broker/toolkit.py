@@ -34,6 +34,7 @@ import asyncio
 import importlib.util
 import inspect
 import threading
+import traceback
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -52,6 +53,7 @@ __all__ = [
     "ToolContext",
     "ToolRegistry",
     "ToolSpec",
+    "ToolsFileError",
     "load_tools_file",
 ]
 
@@ -295,14 +297,35 @@ def _is_call_mismatch(error: TypeError, handler: Callable[..., Any]) -> bool:
     return f"{name}()" in str(error) and "argument" in str(error)
 
 
+class ToolsFileError(ValueError):
+    """A tools file that cannot be used: the message says which file and why."""
+
+
 def load_tools_file(path: Path) -> ToolRegistry:
     """Import a tools file and return its `ToolRegistry` (the first one it defines)."""
     spec = importlib.util.spec_from_file_location(f"cellfleet_tools_{path.stem}", path)
     if spec is None or spec.loader is None:
-        raise ValueError(f"cannot load tools file {path}")
+        raise ToolsFileError(f"bad tools file {path}: not a Python file (.py)")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise ToolsFileError(f"bad tools file {path}: line {error.lineno}: {error.msg}") from error
+    except Exception as error:  # the file's own code failed while loading
+        raise ToolsFileError(f"bad tools file {path}: {_failure_in(path, error)}") from error
     for value in vars(module).values():
         if isinstance(value, ToolRegistry):
             return value
-    raise ValueError(f"{path} defines no ToolRegistry")
+    raise ToolsFileError(f"bad tools file {path}: it defines no ToolRegistry")
+
+
+def _failure_in(path: Path, error: Exception) -> str:
+    """`line N: Error: message`, N being the file's last line on the traceback."""
+    described = f"{type(error).__name__}: {error}"
+    target = path.resolve()
+    lines = [
+        frame.lineno
+        for frame in traceback.extract_tb(error.__traceback__)
+        if Path(frame.filename).resolve() == target
+    ]
+    return f"line {lines[-1]}: {described}" if lines else described

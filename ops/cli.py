@@ -7,30 +7,31 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
 from broker.client import Session
 from broker.journal import RedisJournal
 from broker.render import ToolOutput
-from broker.toolkit import ToolRegistry, load_tools_file
+from broker.toolkit import ToolRegistry
 from broker.worker import run_worker
-from ops.embedded import redis_url
 from ops.host import Host
+from ops.inputs import InputError, load_tools, open_text, reachable_redis, read_text
 from ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
 
-RUNNING = re.compile(r"\AScript running with cell ID (\S+)\n")
+USAGE_ERROR = 2  # the exit status of a bad command line or input, as argparse's
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `cellfleet events S | head` ends quietly
     parser = argparse.ArgumentParser(prog="cellfleet", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"cellfleet {version('cellfleet')}")
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -70,13 +71,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--samples", type=int, default=None)
 
     args = parser.parse_args(argv)
+    try:
+        return run_command(args)
+    except InputError as error:
+        print(f"cellfleet: {error}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command; every input is checked before anything starts."""
     if args.command == "bench":
         return run_bench(args.suite, as_json=args.json, samples=args.samples)
-    url = redis_url(args.data_dir)
     if args.command == "events":
-        return print_events(RedisJournal.from_url(url), args.session)
-    registry = load_tools_file(args.tools) if args.tools else ToolRegistry()
+        return print_events(RedisJournal.from_url(reachable_redis(args.data_dir)), args.session)
+    registry = load_tools(args.tools)
     if args.command == "tools":
+        url = reachable_redis(args.data_dir)
         run_worker(
             url,
             registry,
@@ -85,27 +95,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_deliveries=args.max_deliveries,
         )
         return 0
-    host = Host(url, tools=registry)
-    try:
-        if args.command == "run":
-            return run_file(host, registry, args.file, args.yield_time_ms)
-        return play_transcript(host, registry, args.transcript)
-    finally:
-        host.close()
+    if args.command == "run":
+        source = read_text(args.file)
+        host = Host(reachable_redis(args.data_dir), tools=registry)
+        try:
+            return run_file(host, registry, source, args.yield_time_ms)
+        finally:
+            host.close()
+    with open_text(args.transcript) as transcript:
+        host = Host(reachable_redis(args.data_dir), tools=registry)
+        try:
+            return play_transcript(host, registry, transcript, args.transcript)
+        finally:
+            host.close()
 
 
-def run_file(host: Host, registry: ToolRegistry, path: Path, yield_time_ms: int) -> int:
-    """Run the file as one `exec`, `wait` until the cell ends, print what the model sees."""
+def run_file(host: Host, registry: ToolRegistry, source: str, yield_time_ms: int) -> int:
+    """Run `source` as one `exec`, `wait` until the cell ends, print what the model sees."""
     session = host.open_session(
         registry.definitions,
         default_exec_yield_time_ms=yield_time_ms,
         notify=_print_notification,
     )
     print(f"session {session.id}")
-    output = session.exec("call-1", path.read_text("utf-8"))
+    output = session.exec("call-1", source)
     _print_output(output)
-    while not output.plain and (running := RUNNING.match(output.items[0]["text"])):
-        output = session.wait(orjson.dumps({"cell_id": running.group(1)}).decode())
+    while output.running_cell_id is not None:
+        output = session.wait(orjson.dumps({"cell_id": output.running_cell_id}).decode())
         _print_output(output)
     return 0 if output.success else 1
 
@@ -120,7 +136,7 @@ def _print_output(output: ToolOutput) -> None:
     print()
 
 
-def play_transcript(host: Host, registry: ToolRegistry, path: Path) -> int:
+def play_transcript(host: Host, registry: ToolRegistry, transcript: IO[str], path: Path) -> int:
     def open_session(name: str, notify: Callable[[str, str, str], None]) -> Session:
         del name  # every run uses fresh sessions
         return host.open_session(
@@ -129,8 +145,7 @@ def play_transcript(host: Host, registry: ToolRegistry, path: Path) -> int:
 
     player = Player(open_session)
     try:
-        with path.open(encoding="utf-8") as lines:
-            player.play(lines)
+        player.play(transcript)
     except TranscriptError as error:
         print(f"cellfleet play: {path}: {error}", file=sys.stderr)
         return 2

@@ -7,16 +7,19 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
 from pathlib import Path
 
 import orjson
 import pytest
+import redis
 
 from broker.client import Session
 from broker.journal import RedisJournal
 from broker.toolkit import ToolRegistry
 from ops.host import Host
 from ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
+from ops.redis_server import RedisProcess, free_port
 
 REPO = Path(__file__).parents[2]
 
@@ -226,3 +229,119 @@ def test_a_harness_that_exits_without_shutting_down_ends(redis_url):
         journal.close()
     assert types[:3] == ["session_opened", "cell_admitted", "cell_started"]
     assert "observation_delivered" in types
+
+
+def _tools_file(body: str, name: str = "tools.py") -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        (tmp / name).write_text(body)
+        (tmp / "ok.js").write_text("text(1)")
+        return ["run", "ok.js", "--tools", name]
+
+    return make
+
+
+def _file(name: str, content: bytes | None) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        if content is None:
+            (tmp / name).mkdir()
+        else:
+            (tmp / name).write_bytes(content)
+        return ["run", name]
+
+    return make
+
+
+BAD_INPUTS = {
+    "missing file": (lambda tmp: ["run", "missing.js"], "cellfleet: no such file: missing.js"),
+    "directory": (_file("cells", None), "cellfleet: cannot read cells: Is a directory"),
+    "not UTF-8": (
+        _file("bad.js", b'text("\xff")'),
+        "cellfleet: cannot read bad.js: not UTF-8 text (invalid byte at offset 6)",
+    ),
+    "tools syntax error": (
+        _tools_file("x = 1\nreturn x\n"),
+        "cellfleet: bad tools file tools.py: line 2: 'return' outside function",
+    ),
+    "tools without registry": (
+        _tools_file("x = 1\n"),
+        "cellfleet: bad tools file tools.py: it defines no ToolRegistry",
+    ),
+    "tools that raise": (
+        _tools_file("def f():\n    return 1 / 0\n\n\nf()\n"),
+        "cellfleet: bad tools file tools.py: line 2: ZeroDivisionError: division by zero",
+    ),
+    "tools not Python": (
+        _tools_file("", name="tools.js"),
+        "cellfleet: bad tools file tools.js: not a Python file (.py)",
+    ),
+    "missing tools file": (
+        lambda tmp: ["tools", "--tools", "nope.py"],
+        "cellfleet: no such file: nope.py",
+    ),
+    "missing transcript": (
+        lambda tmp: ["play", "calls.jsonl"],
+        "cellfleet: no such file: calls.jsonl",
+    ),
+}
+
+
+def _cellfleet(args: list[str], cwd: Path, redis_url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def empty_db_url(redis_server: RedisProcess) -> Iterator[str]:
+    """A database of the suite's Redis that nothing else uses: it must stay empty."""
+    url = f"redis://127.0.0.1:{redis_server.port}/9"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.close()
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_2_before_anything_starts(
+    case: str, tmp_path: Path, empty_db_url: str
+) -> None:
+    make_args, line = BAD_INPUTS[case]
+    run = _cellfleet(make_args(tmp_path), tmp_path, empty_db_url)
+    assert (run.returncode, run.stderr, run.stdout) == (2, line + "\n", "")
+    assert redis.Redis.from_url(empty_db_url).dbsize() == 0  # no session was opened
+
+
+@pytest.mark.parametrize("command", [["run", "ok.js"], ["events", "some-session"]])
+def test_unreachable_redis_is_named_in_one_line(command: list[str], tmp_path: Path) -> None:
+    (tmp_path / "ok.js").write_text("text(1)")
+    port = free_port()  # nothing listens there
+    run = _cellfleet(command, tmp_path, f"redis://:secret@127.0.0.1:{port}/0")
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == (
+        f"cellfleet: cannot reach Redis at redis://:***@127.0.0.1:{port}/0: "
+        f"Error 111 connecting to 127.0.0.1:{port}. Connection refused.\n"
+    )
+
+
+def test_a_url_that_is_not_redis_is_refused(tmp_path: Path) -> None:
+    run = _cellfleet(["events", "s"], tmp_path, "http://127.0.0.1/0")
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == (
+        "cellfleet: bad Redis URL http://127.0.0.1/0: Redis URL must specify one of the "
+        "following schemes (redis://, rediss://, unix://)\n"
+    )
+
+
+def test_version(tmp_path: Path, empty_db_url: str) -> None:
+    run = _cellfleet(["--version"], tmp_path, empty_db_url)
+    assert (run.returncode, run.stdout, run.stderr) == (
+        0,
+        f"cellfleet {version('cellfleet')}\n",
+        "",
+    )

@@ -56,16 +56,16 @@ HEADER = re.compile(r"\A(?P<status>.*)\nWall time \d+\.\d seconds\nOutput:\n\Z")
 
 
 @pytest.mark.parametrize(
-    ("response", "status", "success"),
+    ("response", "status", "success", "running"),
     [
-        (Yielded(cell_id="12"), "Script running with cell ID 12", True),
-        (Terminated(cell_id="3"), "Script terminated", True),
-        (Result(cell_id="3"), "Script completed", True),
-        (Result(cell_id="3", error_text="Error: boom"), "Script failed", False),
+        (Yielded(cell_id="12"), "Script running with cell ID 12", True, "12"),
+        (Terminated(cell_id="3"), "Script terminated", True, None),
+        (Result(cell_id="3"), "Script completed", True, None),
+        (Result(cell_id="3", error_text="Error: boom"), "Script failed", False, None),
     ],
 )
 def test_status_header_and_success(
-    response: Yielded | Terminated | Result, status: str, success: bool
+    response: Yielded | Terminated | Result, status: str, success: bool, running: str | None
 ) -> None:
     output = render_response(response, wall_time_s=0.0, max_output_tokens=None)
     match = HEADER.match(output.items[0]["text"])
@@ -73,6 +73,7 @@ def test_status_header_and_success(
     assert match["status"] == status
     assert output.items[0]["type"] == "input_text"
     assert output.success is success
+    assert output.running_cell_id == running  # what a harness reads instead of the text
 
 
 def test_completed_cell_with_no_output_has_only_the_header() -> None:

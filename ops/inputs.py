@@ -1,0 +1,85 @@
+"""What the command line reads before anything starts; every failure is one clear line.
+
+Each function raises `InputError`, whose message `cellfleet` prints after `cellfleet: `
+before exiting with status 2: a missing or unreadable file, a file that is not UTF-8, a
+tools file that does not load or defines no registry, a Redis that cannot be reached.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import IO
+
+import redis
+
+from broker.toolkit import ToolRegistry, ToolsFileError, load_tools_file
+from ops.embedded import redis_url
+from ops.redis_server import RedisUnavailableError
+
+REDIS_CHECK_TIMEOUT_S = 2.0
+
+
+class InputError(Exception):
+    """An input of the command line is unusable; the message says which and why."""
+
+
+def read_text(path: Path) -> str:
+    """The whole UTF-8 text of `path`."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"cannot read {path}: not UTF-8 text (invalid byte at offset {error.start})"
+        ) from None
+
+
+def open_text(path: Path) -> IO[str]:
+    """`path` opened for reading UTF-8 lines (a transcript may be long: read lazily)."""
+    read_text(path)  # every check up front, so that nothing starts on a bad file
+    return path.open(encoding="utf-8")
+
+
+def load_tools(path: Path | None) -> ToolRegistry:
+    """The `ToolRegistry` of a tools file (`--tools`), or an empty one without a file."""
+    if path is None:
+        return ToolRegistry()
+    read_text(path)
+    try:
+        return load_tools_file(path)
+    except ToolsFileError as error:
+        raise InputError(str(error)) from None
+
+
+def reachable_redis(data_dir: Path | None) -> str:
+    """The URL of a Redis that answers: REDIS_URL, or the embedded server (started)."""
+    try:
+        url = redis_url(data_dir)
+    except (RedisUnavailableError, OSError) as error:
+        raise InputError(f"cannot start the embedded Redis: {error}") from None
+    try:
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=REDIS_CHECK_TIMEOUT_S,
+            socket_timeout=REDIS_CHECK_TIMEOUT_S,
+        )
+    except ValueError as error:
+        raise InputError(f"bad Redis URL {_redacted(url)}: {error}") from None
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        raise InputError(f"cannot reach Redis at {_redacted(url)}: {error}") from None
+    finally:
+        client.close()
+    return url
+
+
+def _redacted(url: str) -> str:
+    """`url` without its password."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url, count=1)
