@@ -7,6 +7,8 @@ through one C callback. This module keeps that interface small and explicit:
   with an `EvalOutcome`, so it must only hand the outcome over (e.g. put it in a queue).
 * `make_post_function()` creates the JS function `post()`; calling it from JavaScript
   runs `on_post` synchronously on the V8 thread while JavaScript waits.
+* Isolates are created on one thread of the process and freed on another, both with
+  access to V8's memory protection key (`create_isolate`, `free_isolate`).
 * `dispose()` stops any running JavaScript (also inside a microtask checkpoint, which
   task cancellation cannot reach) and frees the isolate. It blocks for a few
   milliseconds, so callers run it off their hot path.
@@ -18,16 +20,21 @@ This is the only module that touches mini-racer internals; they are pinned to th
 from __future__ import annotations
 
 import itertools
+import logging
+import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from py_mini_racer import JSEvalException, JSOOMException, JSParseException
 from py_mini_racer._dll import init_mini_racer, mr_callback_func
 from py_mini_racer._exc import JSTerminatedException
 from py_mini_racer._objects import ObjectFactoryImpl
 from py_mini_racer._value_handle import ValueHandle
+
+log = logging.getLogger(__name__)
 
 _POST_CALLBACK_ID = 1
 _FACTORY = ObjectFactoryImpl()
@@ -53,29 +60,122 @@ class EvalOutcome:
         )
 
 
-_first_isolate_lock = threading.Lock()
-_first_isolate_made = False
+T = TypeVar("T")
+_Jobs = queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]]
 
 
-def _init_context(dll: Any, c_callback: Any) -> Any:
-    """Create an isolate and context. V8 initializes process-wide memory pools lazily
-    with the first isolate and aborts the process when two threads do it at once
-    (`Check failed: !IsConfigurablePoolInitialized()`), so the first creation is
-    serialized; later ones run in parallel."""
-    global _first_isolate_made  # noqa: PLW0603 - a process-wide one-time fact
-    if _first_isolate_made:
-        return dll.mr_init_context(c_callback)
-    with _first_isolate_lock:
-        context = dll.mr_init_context(c_callback)
-        _first_isolate_made = True
-        return context
+class _IsolateThreads:
+    """The two threads that create and free every isolate of the process.
+
+    On CPUs with memory protection keys (`pku` in /proc/cpuinfo) V8 guards its code
+    space with a key that only the thread which created the first isolate may use;
+    threads inherit that right from the thread that starts them. Creating, running or
+    freeing (once it holds compiled code) an isolate on a thread started before the
+    first isolate existed (the context pool's threads, any thread of an embedding
+    harness) crashes the process with SIGSEGV.
+
+    So the creating thread starts by initializing V8 and making (and freeing) the
+    process's first isolate: it holds the key from then on. It then starts the freeing
+    thread, which inherits the key; each isolate's own thread, where its JavaScript
+    runs, is started by the creating thread and inherits it too. V8's hardening stays
+    on, and freeing one isolate runs in parallel with creating the next. Creating
+    isolates one at a time also avoids V8's abort when two threads create the first
+    ones at once.
+    """
+
+    def __init__(self) -> None:
+        self._creations: _Jobs = queue.SimpleQueue()
+        self._disposals: _Jobs = queue.SimpleQueue()
+        self._start_lock = threading.Lock()
+        self._ready = threading.Event()
+        self._creator: threading.Thread | None = None
+        self._freer: threading.Thread | None = None
+
+    def create(self, action: Callable[[], T]) -> T:
+        """Run `action` on the creating thread; return its result (or raise its error)."""
+        return self._run(self._creations, action)
+
+    def free(self, action: Callable[[], T]) -> T:
+        """Run `action` on the freeing thread; return its result (or raise its error)."""
+        return self._run(self._disposals, action)
+
+    def _run(self, jobs: _Jobs, action: Callable[[], T]) -> T:
+        with self._start_lock:
+            if self._creator is None:
+                self._creator = threading.Thread(
+                    target=self._create_loop, name="v8-create", daemon=True
+                )
+                self._creator.start()
+        self._ready.wait()
+        if threading.current_thread() in (self._creator, self._freer):
+            return action()  # nested: queueing it would wait forever
+        future: Future[T] = Future()
+        jobs.put((action, future))
+        return future.result()
+
+    def _create_loop(self) -> None:
+        try:
+            _make_first_isolate()
+        except Exception:  # each later creation reports its own error to its caller
+            log.exception("V8 could not make its first isolate")
+        self._freer = threading.Thread(
+            target=_serve, args=(self._disposals,), name="v8-free", daemon=True
+        )
+        self._freer.start()
+        self._ready.set()
+        _serve(self._creations)
+
+
+def _serve(jobs: _Jobs) -> None:
+    while True:
+        action, future = jobs.get()
+        try:
+            future.set_result(action())
+        except BaseException as error:  # handed to the caller, who re-raises it
+            future.set_exception(error)
+
+
+def _make_first_isolate() -> None:
+    dll = init_mini_racer(ignore_duplicate_init=True)
+    callback = mr_callback_func(cast("Any", _ignore_result))
+    dll.mr_free_context(dll.mr_init_context(callback))
+
+
+def _new_context(c_callback: Any) -> tuple[Any, Any]:
+    """mini-racer's library and a new isolate+context reporting to `c_callback`."""
+    dll = init_mini_racer(ignore_duplicate_init=True)
+    return dll, dll.mr_init_context(c_callback)
+
+
+def _ignore_result(callback_id: int, raw: Any) -> None:
+    del callback_id, raw
+
+
+_ISOLATE_THREADS = _IsolateThreads()
+
+
+def create_isolate(factory: Callable[[], T]) -> T:
+    """Run `factory`, which creates a mini-racer isolate (`MiniRacer`, `V8Context`'s
+    `mr_init_context`), on the thread of the process that creates them all.
+
+    Code of this process that creates an isolate must do it through here (`V8Context`
+    does); see `_IsolateThreads`."""
+    return _ISOLATE_THREADS.create(factory)
+
+
+def free_isolate(action: Callable[[], T]) -> T:
+    """Run `action`, which frees a mini-racer isolate (`MiniRacer.close`), on the thread
+    of the process that frees them all.
+
+    A `MiniRacer` must be closed through here, never left to the garbage collector,
+    which may free it on any thread."""
+    return _ISOLATE_THREADS.free(action)
 
 
 class V8Context:
     """A fresh isolate+context; `eval_async` and `dispose` may be called from any thread."""
 
     def __init__(self, *, memory_limit_bytes: int) -> None:
-        self._dll = init_mini_racer(ignore_duplicate_init=True)
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[Callable[[EvalOutcome], None], ValueHandle]] = {}
         self._ids = itertools.count(_POST_CALLBACK_ID + 1)
@@ -87,7 +187,7 @@ class V8Context:
 
         c_callback = mr_callback_func(cast("Any", callback))
         self._c_callback = c_callback  # keep alive: V8 calls it until dispose()
-        self._ctx = _init_context(self._dll, c_callback)
+        self._dll, self._ctx = create_isolate(lambda: _new_context(c_callback))
         if memory_limit_bytes:
             self._dll.mr_set_hard_memory_limit(self._ctx, memory_limit_bytes)
 
@@ -170,7 +270,7 @@ class V8Context:
                 return
             self._disposed = True
             self._pending.clear()
-        self._dll.mr_free_context(self._ctx)
+        free_isolate(lambda: self._dll.mr_free_context(self._ctx))
 
     # -- the V8 thread ------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from py_mini_racer import MiniRacer
 from actors.pool import ContextPool, prepare_context
 from actors.runtime import CellRuntime, RuntimeMessage
 from actors.runtime_protocol import CellSpec, Finished, RuntimeEvent, RuntimeTool, Stopped
+from actors.v8 import create_isolate, free_isolate
 from broker.inventory import build_inventory
 from broker.tooldefs import ToolDefinition
 
@@ -152,16 +153,16 @@ def run(samples: int = 200) -> dict[str, Any]:
     warm_pool.close()
 
     def bare_create_and_eval() -> None:
-        racer = MiniRacer()
+        racer = create_isolate(MiniRacer)
         racer.eval('"bench"')
-        racer.close()
+        free_isolate(racer.close)
 
-    live = MiniRacer()
+    live = create_isolate(MiniRacer)
     baseline = [
         summarize("bare_context_eval", 0, _time(bare_create_and_eval, max(20, samples // 5))),
         summarize("bare_eval", 0, _time(lambda: live.eval('"bench"'), samples)),
     ]
-    live.close()
+    free_isolate(live.close)
     return {
         "scenarios": scenarios,
         "baseline": baseline,

@@ -8,12 +8,14 @@ with V8 that each case compiles as cellfleet runs it, so the answers are meaning
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from py_mini_racer import MiniRacer
 
 from actors.js_scan import has_top_level_return
 from actors.source import module_compile_error, prepare
+from actors.v8 import create_isolate, free_isolate
 from tests.reference.cases import CASES
 
 TOP_LEVEL: dict[str, str] = {
@@ -186,8 +188,10 @@ def test_malformed_source_is_false(source: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def v8() -> MiniRacer:
-    return MiniRacer()
+def v8() -> Iterator[MiniRacer]:
+    racer = create_isolate(MiniRacer)
+    yield racer
+    free_isolate(racer.close)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,64 +14,80 @@ import pytest
 from actors import v8
 from actors.v8 import V8Context
 
-
-class _BlockingDll:
-    """Stands in for mini-racer's library: the first `mr_init_context` blocks until
-    released, and records how many calls overlapped it."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.calls = 0
-        self.overlapped = 0
-        self._lock = threading.Lock()
-
-    def mr_init_context(self, _callback: Any) -> int:
-        with self._lock:
-            self.calls += 1
-            first = self.calls == 1
-            if not first and not self.release.is_set():
-                self.overlapped += 1
-        if first:
-            self.entered.set()
-            assert self.release.wait(10)
-        return self.calls
+REPO = Path(__file__).parents[2]
 
 
-class _WatchedLock:
-    """A lock that tells when a second thread starts waiting for it."""
+def test_isolates_are_created_on_one_thread_and_freed_on_another_whoever_asks() -> None:
+    """Every creation runs on the same thread, also when asked from several at once;
+    every freeing on one other thread."""
+    seen: list[tuple[threading.Thread, threading.Thread]] = []
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.contended = threading.Event()
+    def ask() -> None:
+        seen.append(
+            (
+                v8.create_isolate(threading.current_thread),
+                v8.free_isolate(threading.current_thread),
+            )
+        )
 
-    def __enter__(self) -> None:
-        if not self._lock.acquire(blocking=False):
-            self.contended.set()
-            self._lock.acquire()
+    askers = [threading.Thread(target=ask) for _ in range(4)]
+    for asker in askers:
+        asker.start()
+    ask()
+    for asker in askers:
+        asker.join(10)
+    assert len(seen) == 5
+    assert len(set(seen)) == 1
+    creator, freer = seen[0]
+    assert creator is not freer
+    assert {creator, freer}.isdisjoint([*askers, threading.current_thread()])
 
-    def __exit__(self, *_: object) -> None:
-        self._lock.release()
+
+class _RecordingDll:
+    """mini-racer's library, recording on which thread isolates are made and freed."""
+
+    def __init__(self, dll: Any) -> None:
+        self._dll = dll
+        self.threads: dict[str, threading.Thread] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        function = getattr(self._dll, name)
+        if name not in {"mr_init_context", "mr_free_context"}:
+            return function
+
+        def recorded(*args: Any) -> Any:
+            self.threads[name] = threading.current_thread()
+            return function(*args)
+
+        return recorded
 
 
-def test_the_first_isolate_is_created_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    """V8 aborts the process when two threads create the first isolates at once."""
-    lock = _WatchedLock()
-    monkeypatch.setattr(v8, "_first_isolate_made", False)
-    monkeypatch.setattr(v8, "_first_isolate_lock", lock)
-    dll = _BlockingDll()
-    first = threading.Thread(target=v8._init_context, args=(dll, None))
-    first.start()
-    assert dll.entered.wait(10)
-    second = threading.Thread(target=v8._init_context, args=(dll, None))
-    second.start()
-    assert lock.contended.wait(10)  # the second waits for the first to finish
-    dll.release.set()
-    first.join(10)
-    second.join(10)
-    assert (dll.calls, dll.overlapped) == (2, 0)
-    v8._init_context(dll, None)  # later creations do not wait for one another
-    assert dll.calls == 3
+def test_contexts_are_made_and_freed_on_the_isolate_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dll = _RecordingDll(v8.init_mini_racer(ignore_duplicate_init=True))
+    monkeypatch.setattr(v8, "init_mini_racer", lambda **_: dll)
+    context = V8Context(memory_limit_bytes=0)
+    assert context.eval_sync("6 * 7") == 42
+    context.dispose()
+    assert dll.threads == {
+        "mr_init_context": v8.create_isolate(threading.current_thread),
+        "mr_free_context": v8.free_isolate(threading.current_thread),
+    }
+
+
+def test_isolate_threads_hand_back_errors_and_run_nested_calls_inline() -> None:
+    def fail() -> None:
+        raise ValueError("no isolate for you")
+
+    with pytest.raises(ValueError, match="no isolate for you"):
+        v8.create_isolate(fail)
+    with pytest.raises(ValueError, match="no isolate for you"):
+        v8.free_isolate(fail)
+    outer = v8.create_isolate(
+        lambda: (threading.current_thread(), v8.create_isolate(threading.current_thread))
+    )
+    assert outer[0] is outer[1]  # a nested call would deadlock if it queued
 
 
 def test_contexts_made_in_parallel_all_work() -> None:
@@ -87,3 +107,39 @@ def test_contexts_made_in_parallel_all_work() -> None:
     finally:
         for context in contexts:
             context.dispose()
+
+
+def _cpu_has_memory_protection_keys() -> bool:
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("flags"):
+                return {"pku", "ospke"} <= set(line.split(":", 1)[1].split())
+    return False
+
+
+def _child(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run tests/unit/children/threads_before_v8.py: a crash fails the test, not pytest."""
+    return subprocess.run(
+        [sys.executable, "-m", "tests.unit.children.threads_before_v8", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_threads_started_before_the_first_isolate_run_cells() -> None:
+    """On CPUs with memory protection keys, a thread started before V8's first isolate
+    crashed the process when it created or ran one (the pool's own threads included)."""
+    child = _child()
+    assert child.returncode == 0, f"exit {child.returncode}\n{child.stderr}"
+    assert child.stdout.splitlines() == ["cell 1: 6765", "cell 2: 6765", "cell 3: 6765"]
+
+
+@pytest.mark.skipif(
+    not _cpu_has_memory_protection_keys(), reason="the CPU has no memory protection keys"
+)
+def test_plain_mini_racer_crashes_there_so_the_test_above_means_something() -> None:
+    child = _child("--bare")
+    assert child.returncode == -signal.SIGSEGV, (child.returncode, child.stdout, child.stderr)
