@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import pykka
 
-from actors.cell_handle import (
+from cellfleet.actors.cell_handle import (
     CellHandle,
     Observer,
     ObserveRequest,
@@ -43,10 +43,10 @@ from actors.cell_handle import (
     TerminateRequest,
     missing,
 )
-from actors.notifications import Notifications, Outcome
-from actors.pool import BACKGROUND_DELAY_S, ContextPool
-from actors.runtime import CellRuntime
-from actors.runtime_protocol import (
+from cellfleet.actors.notifications import Notifications, Outcome
+from cellfleet.actors.pool import BACKGROUND_DELAY_S, ContextPool
+from cellfleet.actors.runtime import CellRuntime
+from cellfleet.actors.runtime_protocol import (
     CellSpec,
     Finished,
     NotificationSent,
@@ -60,16 +60,16 @@ from actors.runtime_protocol import (
     ToolCallRequested,
     YieldRequested,
 )
-from actors.scheduler import Scheduled, Scheduler
-from actors.session_store import SessionStore
-from broker import events as ev
-from broker.dispatch import BrokerDispatcher
-from broker.errors import AdmissionRefusedError, BrokerError
-from broker.journal import RedisJournal, appends
-from broker.responses import CellAnswer, ContentItem, Result, Terminated, Yielded
-from broker.responses import Pending as PendingAnswer
-from broker.tooldefs import ToolDefinition
-from broker.tooling import CancelHandle, ToolInvocation, ToolOutcome
+from cellfleet.actors.scheduler import Scheduled, Scheduler
+from cellfleet.actors.session_store import SessionStore
+from cellfleet.broker import events as ev
+from cellfleet.broker.dispatch import BrokerDispatcher
+from cellfleet.broker.errors import AdmissionRefusedError, BrokerError
+from cellfleet.broker.journal import RedisJournal, appends
+from cellfleet.broker.responses import CellAnswer, ContentItem, Result, Terminated, Yielded
+from cellfleet.broker.responses import Pending as PendingAnswer
+from cellfleet.broker.tooldefs import ToolDefinition
+from cellfleet.broker.tooling import CancelHandle, ToolInvocation, ToolOutcome
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

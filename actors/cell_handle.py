@@ -15,10 +15,10 @@ from typing import Any
 
 import pykka
 
-from actors.deadlines import yield_timeout_ms
-from actors.errors import CellAlreadyTerminatingError, CellBusyError, cell_not_found_text
-from actors.scheduler import Scheduled
-from broker.responses import CellAnswer, Result
+from cellfleet.actors.deadlines import yield_timeout_ms
+from cellfleet.actors.errors import CellAlreadyTerminatingError, CellBusyError, cell_not_found_text
+from cellfleet.actors.scheduler import Scheduled
+from cellfleet.broker.responses import CellAnswer, Result
 
 
 class Phase(Enum):

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from actors.pool import DEFAULT_MEMORY_LIMIT_BYTES, ContextPool
-from actors.runtime import CellRuntime, RuntimeMessage
-from actors.runtime_protocol import (
+from cellfleet.actors.pool import DEFAULT_MEMORY_LIMIT_BYTES, ContextPool
+from cellfleet.actors.runtime import CellRuntime, RuntimeMessage
+from cellfleet.actors.runtime_protocol import (
     CellSpec,
     Finished,
     RuntimeEvent,
@@ -27,9 +27,9 @@ from actors.runtime_protocol import (
     TimerSet,
     ToolCallRequested,
 )
-from broker.events import wall_clock_ms
-from broker.tooldefs import JsonValue
-from broker.tooling import ToolCallError, ToolHandler
+from cellfleet.broker.events import wall_clock_ms
+from cellfleet.broker.tooldefs import JsonValue
+from cellfleet.broker.tooling import ToolCallError, ToolHandler
 
 POLL_INTERVAL_S = 0.005
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import orjson
 
-from actors import source as src
-from actors.pool import PreparedContext
-from actors.runtime_protocol import (
+from cellfleet.actors import source as src
+from cellfleet.actors.pool import PreparedContext
+from cellfleet.actors.runtime_protocol import (
     CellSpec,
     Finished,
     NotificationSent,
@@ -40,8 +40,8 @@ from actors.runtime_protocol import (
     YieldRequested,
     tools_payload,
 )
-from actors.v8 import EvalOutcome, V8Context
-from broker.tooldefs import JsonValue, ToolKind
+from cellfleet.actors.v8 import EvalOutcome, V8Context
+from cellfleet.broker.tooldefs import JsonValue, ToolKind
 
 MAX_INPUTS_IN_FLIGHT = 32
 OUT_OF_MEMORY_TEXT = "exec cell exceeded its memory limit of {mib} MiB"

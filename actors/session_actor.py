@@ -18,25 +18,25 @@ from typing import Any
 
 import pykka
 
-from actors.cell_actor import CellActors, CellContext
-from actors.cell_handle import CellHandle, Observer, missing
-from actors.deadlines import yield_timeout_ms
-from actors.pool import ContextPool
-from actors.runtime_protocol import CellSpec, RuntimeTool
-from actors.scheduler import Scheduler
-from actors.session_store import SessionStore
-from broker import events as ev
-from broker.dispatch import BrokerDispatcher
-from broker.errors import (
+from cellfleet.actors.cell_actor import CellActors, CellContext
+from cellfleet.actors.cell_handle import CellHandle, Observer, missing
+from cellfleet.actors.deadlines import yield_timeout_ms
+from cellfleet.actors.pool import ContextPool
+from cellfleet.actors.runtime_protocol import CellSpec, RuntimeTool
+from cellfleet.actors.scheduler import Scheduler
+from cellfleet.actors.session_store import SessionStore
+from cellfleet.broker import events as ev
+from cellfleet.broker.dispatch import BrokerDispatcher
+from cellfleet.broker.errors import (
     BrokerError,
     CellAlreadyExistsError,
     CellIdSpaceExhaustedError,
     SessionShuttingDownError,
 )
-from broker.events import wall_clock_ms
-from broker.inventory import ToolInventory
-from broker.journal import RedisJournal
-from broker.responses import CellAnswer
+from cellfleet.broker.events import wall_clock_ms
+from cellfleet.broker.inventory import ToolInventory
+from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.responses import CellAnswer
 
 Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
 MAX_CELL_ID = 2**63 - 1  # Redis's integer limit; the log refuses to count further

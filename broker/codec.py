@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from broker.events import EVENT_TYPES, AnyEvent
+from cellfleet.broker.events import EVENT_TYPES, AnyEvent
 
 SCHEMA_VERSION = 1
 _ENVELOPE = frozenset({"session", "cell", "seq", "at_ms"})

@@ -25,10 +25,10 @@ from typing import Any
 import orjson
 import redis
 
-from broker import keys
-from broker.journal import run_retrying
-from broker.link import Command, RedisLink
-from broker.tooling import CancelHandle, ToolInvocation, ToolOutcome, payload_error
+from cellfleet.broker import keys
+from cellfleet.broker.journal import run_retrying
+from cellfleet.broker.link import Command, RedisLink
+from cellfleet.broker.tooling import CancelHandle, ToolInvocation, ToolOutcome, payload_error
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_IN_FLIGHT_PER_SESSION = 256

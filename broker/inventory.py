@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from broker.rust_text import rust_trim
-from broker.schema_ts import normalize_identifier, render_json_schema_to_typescript
-from broker.tooldefs import JsonValue, NamespaceInfo, ToolDefinition, ToolKind
+from cellfleet.broker.rust_text import rust_trim
+from cellfleet.broker.schema_ts import normalize_identifier, render_json_schema_to_typescript
+from cellfleet.broker.tooldefs import JsonValue, NamespaceInfo, ToolDefinition, ToolKind
 
 __all__ = [
     "DEFAULT_FUNCTION_NAMESPACE",

@@ -26,8 +26,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from broker import codec, keys
-from broker.errors import (
+from cellfleet.broker import codec, keys
+from cellfleet.broker.errors import (
     AdmissionRefusedError,
     CellAlreadyExistsError,
     CellIdSpaceExhaustedError,
@@ -35,8 +35,14 @@ from broker.errors import (
     SessionOwnedElsewhereError,
     SessionShuttingDownError,
 )
-from broker.events import AnyEvent, CellAdmitted, CellCompleted, CellTerminated, ShutdownBegun
-from broker.link import Command, RedisLink
+from cellfleet.broker.events import (
+    AnyEvent,
+    CellAdmitted,
+    CellCompleted,
+    CellTerminated,
+    ShutdownBegun,
+)
+from cellfleet.broker.link import Command, RedisLink
 
 T = TypeVar("T")
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
@@ -44,7 +50,7 @@ _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
 
 def _script(name: str, *, lib: bool = False) -> str:
     def text(file: str) -> str:
-        return resources.files("broker").joinpath(f"lua/{file}.lua").read_text("utf-8")
+        return resources.files("cellfleet.broker").joinpath(f"lua/{file}.lua").read_text("utf-8")
 
     return text("lib") + text(name) if lib else text(name)
 

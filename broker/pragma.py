@@ -13,9 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from broker.rust_text import rust_trim, rust_trim_start
-from broker.serde_json import SerdeJsonError, parse_value, value_unexpected, visit_unsigned
-from broker.tooldefs import JsonValue
+from cellfleet.broker.rust_text import rust_trim, rust_trim_start
+from cellfleet.broker.serde_json import (
+    SerdeJsonError,
+    parse_value,
+    value_unexpected,
+    visit_unsigned,
+)
+from cellfleet.broker.tooldefs import JsonValue
 
 __all__ = [
     "CODE_MODE_PRAGMA_PREFIX",

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
-from broker.responses import ContentItem, Result, RuntimeResponse, Terminated, Yielded
-from broker.rust_text import rust_lines
+from cellfleet.broker.responses import ContentItem, Result, RuntimeResponse, Terminated, Yielded
+from cellfleet.broker.rust_text import rust_lines
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",

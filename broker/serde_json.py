@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, NoReturn, TypeVar
 
-from broker.rust_text import rust_debug_str, ryu_format
-from broker.serde_json_lex import (
+from cellfleet.broker.rust_text import rust_debug_str, ryu_format
+from cellfleet.broker.serde_json_lex import (
     EOF_LIST,
     EOF_OBJECT,
     EOF_VALUE,
@@ -45,7 +45,7 @@ from broker.serde_json_lex import (
     SerdeJsonError,
     is_digit,
 )
-from broker.tooldefs import JsonValue
+from cellfleet.broker.tooldefs import JsonValue
 
 __all__ = [
     "U64_MAX",

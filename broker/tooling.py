@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from broker.tooldefs import JsonValue, ToolKind
+from cellfleet.broker.tooldefs import JsonValue, ToolKind
 
 ToolHandler = Callable[[JsonValue], JsonValue]
 

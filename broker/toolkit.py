@@ -1,6 +1,6 @@
 """Registering Python callables as nested tools: the API a `--tools FILE.py` uses.
 
-    from broker.toolkit import ToolContext, ToolRegistry
+    from cellfleet.broker.toolkit import ToolContext, ToolRegistry
 
     tools = ToolRegistry()
 
@@ -43,8 +43,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from broker.tooldefs import JsonValue, ToolDefinition, ToolKind
-from broker.tooling import ToolCallError
+from cellfleet.broker.tooldefs import JsonValue, ToolDefinition, ToolKind
+from cellfleet.broker.tooling import ToolCallError
 
 __all__ = [
     "RetryPolicy",

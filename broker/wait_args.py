@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, cast
 
-from broker.serde_json import (
+from cellfleet.broker.serde_json import (
     Deserializer,
     SerdeJsonError,
     StructField,

@@ -38,12 +38,12 @@ from tenacity import (
     wait_exponential,
 )
 
-from broker import codec, keys
-from broker.dispatch import ensure_group
-from broker.events import ToolAttemptFailed, ToolCompleted, ToolFailed, wall_clock_ms
-from broker.tooldefs import JsonValue, ToolKind
-from broker.tooling import ToolCallError, ToolInvocation
-from broker.toolkit import RetryableToolError, RetryPolicy, ToolContext, ToolRegistry
+from cellfleet.broker import codec, keys
+from cellfleet.broker.dispatch import ensure_group
+from cellfleet.broker.events import ToolAttemptFailed, ToolCompleted, ToolFailed, wall_clock_ms
+from cellfleet.broker.tooldefs import JsonValue, ToolKind
+from cellfleet.broker.tooling import ToolCallError, ToolInvocation
+from cellfleet.broker.toolkit import RetryableToolError, RetryPolicy, ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class ToolWorker:
         self.max_deliveries = max_deliveries
         self.clock = clock
         self._record = client.register_script(
-            resources.files("broker").joinpath("lua/record_tool_outcome.lua").read_text()
+            resources.files("cellfleet.broker").joinpath("lua/record_tool_outcome.lua").read_text()
         )
         self._running: dict[str, _Running] = {}  # idempotency key -> running call
         # Cancellations heard before their call was read (bounded: oldest dropped first).

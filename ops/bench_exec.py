@@ -30,17 +30,17 @@ from typing import Any
 
 import orjson
 
-from actors.pool import ContextPool
-from actors.runtime_protocol import RuntimeTool
-from broker import events as ev
-from broker.client import Session
-from broker.events import wall_clock_ms
-from broker.inventory import build_inventory
-from broker.journal import RedisJournal
-from broker.tooldefs import ToolDefinition
-from ops import bench_runtime
-from ops.host import Host
-from ops.redis_server import start_redis
+from cellfleet.actors.pool import ContextPool
+from cellfleet.actors.runtime_protocol import RuntimeTool
+from cellfleet.broker import events as ev
+from cellfleet.broker.client import Session
+from cellfleet.broker.events import wall_clock_ms
+from cellfleet.broker.inventory import build_inventory
+from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.tooldefs import ToolDefinition
+from cellfleet.ops import bench_runtime
+from cellfleet.ops.host import Host
+from cellfleet.ops.redis_server import start_redis
 
 TOOL_COUNTS = (0, 32, 128)
 SAMPLES = 10
@@ -174,7 +174,7 @@ def cold_exec(url: str, count: int) -> tuple[list[float], list[int]]:
     values, rss = [], []
     for _ in range(COLD_SAMPLES):
         child = subprocess.run(
-            [sys.executable, "-m", "ops.bench_exec", "--cold-worker", url, str(count)],
+            [sys.executable, "-m", "cellfleet.ops.bench_exec", "--cold-worker", url, str(count)],
             check=True,
             capture_output=True,
             env={**os.environ},

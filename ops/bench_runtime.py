@@ -18,12 +18,12 @@ from typing import Any
 
 from py_mini_racer import MiniRacer
 
-from actors.pool import ContextPool, prepare_context
-from actors.runtime import CellRuntime, RuntimeMessage
-from actors.runtime_protocol import CellSpec, Finished, RuntimeEvent, RuntimeTool, Stopped
-from actors.v8 import create_isolate, free_isolate
-from broker.inventory import build_inventory
-from broker.tooldefs import ToolDefinition
+from cellfleet.actors.pool import ContextPool, prepare_context
+from cellfleet.actors.runtime import CellRuntime, RuntimeMessage
+from cellfleet.actors.runtime_protocol import CellSpec, Finished, RuntimeEvent, RuntimeTool, Stopped
+from cellfleet.actors.v8 import create_isolate, free_isolate
+from cellfleet.broker.inventory import build_inventory
+from cellfleet.broker.tooldefs import ToolDefinition
 
 SCRIPT = 'text("bench");'
 TOOL_COUNTS = (0, 32, 128)

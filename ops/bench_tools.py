@@ -24,10 +24,10 @@ from typing import Any
 
 import redis
 
-from broker import events as ev
-from ops import bench_runtime
-from ops.host import Host
-from ops.redis_server import start_redis
+from cellfleet.broker import events as ev
+from cellfleet.ops import bench_runtime
+from cellfleet.ops.host import Host
+from cellfleet.ops.redis_server import start_redis
 
 TOOLS_FILE = Path(__file__).parent / "examples" / "echo_tools.py"
 ROUNDTRIP_CALLS = 400
@@ -47,7 +47,7 @@ def _workers(url: str, count: int) -> list[subprocess.Popen[bytes]]:
             [
                 sys.executable,
                 "-m",
-                "ops.cli",
+                "cellfleet.ops.cli",
                 "tools",
                 "--tools",
                 str(TOOLS_FILE),
@@ -116,7 +116,9 @@ def raw_floor(url: str) -> list[float]:
     client = redis.Redis.from_url(url)
     client.delete("bench:req", "bench:rep")
     client.xgroup_create("bench:req", "g", id="0", mkstream=True)
-    echo = subprocess.Popen([sys.executable, "-m", "ops.bench_tools", "--floor-echo", url])
+    echo = subprocess.Popen(
+        [sys.executable, "-m", "cellfleet.ops.bench_tools", "--floor-echo", url]
+    )
     try:
         position = "0"
         samples = []
@@ -147,7 +149,7 @@ def _floor_echo(url: str) -> None:
 
 
 def _registry() -> Any:
-    from broker.toolkit import load_tools_file  # noqa: PLC0415 - the example tools file
+    from cellfleet.broker.toolkit import load_tools_file  # noqa: PLC0415 - the example tools file
 
     return load_tools_file(TOOLS_FILE)
 

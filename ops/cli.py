@@ -16,14 +16,14 @@ from typing import IO, Any
 
 import orjson
 
-from broker.client import Session
-from broker.journal import RedisJournal
-from broker.render import ToolOutput
-from broker.toolkit import ToolRegistry
-from broker.worker import run_worker
-from ops.host import Host
-from ops.inputs import InputError, load_tools, open_text, reachable_redis, read_text
-from ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
+from cellfleet.broker.client import Session
+from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.render import ToolOutput
+from cellfleet.broker.toolkit import ToolRegistry
+from cellfleet.broker.worker import run_worker
+from cellfleet.ops.host import Host
+from cellfleet.ops.inputs import InputError, load_tools, open_text, reachable_redis, read_text
+from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
 
 USAGE_ERROR = 2  # the exit status of a bad command line or input, as argparse's
 
@@ -166,7 +166,7 @@ def print_events(journal: RedisJournal, session: str) -> int:
 
 
 def run_bench(suite: str, *, as_json: bool, samples: int | None) -> int:
-    from ops import bench_exec, bench_runtime, bench_tools  # noqa: PLC0415 - on demand
+    from cellfleet.ops import bench_exec, bench_runtime, bench_tools  # noqa: PLC0415 - on demand
 
     module: Any = {"runtime": bench_runtime, "exec": bench_exec, "tools": bench_tools}[suite]
     report = module.run(samples) if samples else module.run()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from ops.redis_server import start_redis
+from cellfleet.ops.redis_server import start_redis
 
 
 def default_data_dir() -> Path:

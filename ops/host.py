@@ -11,17 +11,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from actors.cell_actor import CellActors
-from actors.pool import ContextPool
-from actors.scheduler import Scheduler
-from actors.session_actor import ActorSessionBackend, SessionConfig, SessionServices
-from broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
-from broker.dispatch import BrokerDispatcher
-from broker.inventory import build_inventory
-from broker.journal import RedisJournal
-from broker.tooldefs import JsonValue, NamespaceInfo, ToolDefinition
-from broker.toolkit import ToolRegistry
-from broker.worker import ToolWorker
+from cellfleet.actors.cell_actor import CellActors
+from cellfleet.actors.pool import ContextPool
+from cellfleet.actors.scheduler import Scheduler
+from cellfleet.actors.session_actor import ActorSessionBackend, SessionConfig, SessionServices
+from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
+from cellfleet.broker.dispatch import BrokerDispatcher
+from cellfleet.broker.inventory import build_inventory
+from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.tooldefs import JsonValue, NamespaceInfo, ToolDefinition
+from cellfleet.broker.toolkit import ToolRegistry
+from cellfleet.broker.worker import ToolWorker
 
 Notify = Callable[[str, str, str], None]
 NOTIFY_THREADS = 4  # callbacks delivering notifications at once (one per cell at a time)

@@ -13,9 +13,9 @@ from typing import IO
 
 import redis
 
-from broker.toolkit import ToolRegistry, ToolsFileError, load_tools_file
-from ops.embedded import redis_url
-from ops.redis_server import RedisUnavailableError
+from cellfleet.broker.toolkit import ToolRegistry, ToolsFileError, load_tools_file
+from cellfleet.ops.embedded import redis_url
+from cellfleet.ops.redis_server import RedisUnavailableError
 
 REDIS_CHECK_TIMEOUT_S = 2.0
 

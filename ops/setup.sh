@@ -23,4 +23,4 @@ EOF
 # Then everything else, exactly as locked; --locked also fails if pyproject.toml changed
 # without a new lock.
 .venv/bin/uv sync --locked --quiet
-.venv/bin/python -c 'from ops.redis_server import find_redis_server; find_redis_server()'
+.venv/bin/python -c 'from cellfleet.ops.redis_server import find_redis_server; find_redis_server()'

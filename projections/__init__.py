@@ -6,13 +6,13 @@ nothing but `broker.events`. `runner` keeps one projection stored in Redis next 
 stream position; `replay` rebuilds all of them from a stream.
 """
 
-from projections import cells, stored, timeline
-from projections.cells import CellsState, CellState, Phase
-from projections.replay import EventSource, SessionView, project, rebuild
-from projections.runner import Projected, ProjectorRunner, stream_id
-from projections.seqset import SeqSet
-from projections.stored import StoredValues
-from projections.timeline import Timeline
+from cellfleet.projections import cells, stored, timeline
+from cellfleet.projections.cells import CellsState, CellState, Phase
+from cellfleet.projections.replay import EventSource, SessionView, project, rebuild
+from cellfleet.projections.runner import Projected, ProjectorRunner, stream_id
+from cellfleet.projections.seqset import SeqSet
+from cellfleet.projections.stored import StoredValues
+from cellfleet.projections.timeline import Timeline
 
 __all__ = [
     "CellState",

@@ -23,7 +23,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from broker.events import (
+from cellfleet.broker.events import (
     AnyEvent,
     CellAdmitted,
     CellClosed,
@@ -44,7 +44,7 @@ from broker.events import (
     ToolRequested,
     YieldRequested,
 )
-from projections.seqset import SeqSet
+from cellfleet.projections.seqset import SeqSet
 
 
 class Phase(StrEnum):

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from broker.events import AnyEvent
-from projections import cells, stored, timeline
-from projections.runner import START
+from cellfleet.broker.events import AnyEvent
+from cellfleet.projections import cells, stored, timeline
+from cellfleet.projections.runner import START
 
 
 class EventSource(Protocol):

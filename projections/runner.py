@@ -19,9 +19,9 @@ from typing import Generic, TypeVar
 
 import redis
 
-from broker import keys
-from broker.events import AnyEvent
-from broker.journal import RedisJournal
+from cellfleet.broker import keys
+from cellfleet.broker.events import AnyEvent
+from cellfleet.broker.journal import RedisJournal
 
 S = TypeVar("S")
 

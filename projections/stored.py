@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from broker.events import AnyEvent, CellAdmitted, CellCompleted, CellTerminated
+from cellfleet.broker.events import AnyEvent, CellAdmitted, CellCompleted, CellTerminated
 
 OPEN = "open"
 COMPLETED = "completed"

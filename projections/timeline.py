@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.events import (
+from cellfleet.broker.events import (
     AnyEvent,
     CellAdmitted,
     CellCompleted,

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import redis
 
-from actors.local import LocalCell, ToolError, ToolHandler
-from actors.pool import ContextPool
-from actors.runtime_protocol import CellSpec, Finished, OutputItem, RuntimeTool, Stopped
-from broker.tooldefs import JsonValue, ToolKind
-from ops.redis_server import RedisProcess, start_redis
+from cellfleet.actors.local import LocalCell, ToolError, ToolHandler
+from cellfleet.actors.pool import ContextPool
+from cellfleet.actors.runtime_protocol import CellSpec, Finished, OutputItem, RuntimeTool, Stopped
+from cellfleet.broker.tooldefs import JsonValue, ToolKind
+from cellfleet.ops.redis_server import RedisProcess, start_redis
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.toolkit import ToolCallError, ToolRegistry
+from cellfleet.broker.toolkit import ToolCallError, ToolRegistry
 
 tools = ToolRegistry()
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from actors.local import LocalCell, ToolHandler
-from actors.pool import ContextPool
-from actors.runtime_protocol import (
+from cellfleet.actors.local import LocalCell, ToolHandler
+from cellfleet.actors.pool import ContextPool
+from cellfleet.actors.runtime_protocol import (
     CellSpec,
     Finished,
     NotificationSent,
@@ -27,8 +27,8 @@ from actors.runtime_protocol import (
     RuntimeTool,
     ToolCallRequested,
 )
-from broker.inventory import normalize_identifier
-from broker.tooldefs import ToolKind
+from cellfleet.broker.inventory import normalize_identifier
+from cellfleet.broker.tooldefs import ToolKind
 from tests.reference.behaviors import handler_for
 
 RECORDED = json.loads(

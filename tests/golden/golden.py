@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from broker import codec
-from broker.events import AnyEvent
-from projections import SessionView, cells, project, stored, timeline
+from cellfleet.broker import codec
+from cellfleet.broker.events import AnyEvent
+from cellfleet.projections import SessionView, cells, project, stored, timeline
 
 HERE = Path(__file__).resolve().parent
 SESSION = "golden-1"

@@ -21,8 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from broker import codec  # noqa: E402
-from broker.events import (  # noqa: E402
+from cellfleet.broker import codec  # noqa: E402
+from cellfleet.broker.events import (  # noqa: E402
     AnyEvent,
     CellAdmitted,
     CellClosed,
@@ -146,7 +146,7 @@ def lines() -> list[str]:
 
 def write_expectations() -> None:
     """Rewrite expected_* from the current projections of the trace (review them!)."""
-    from projections import cells, stored, timeline
+    from cellfleet.projections import cells, stored, timeline
     from tests.golden.golden import load_trace
 
     view = load_trace()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from projections import cells, stored, stream_id, timeline
+from cellfleet.projections import cells, stored, stream_id, timeline
 from tests.golden.golden import (
     assert_matches_expectations,
     decoded,

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from ops.host import Host
-from ops.redis_server import RedisProcess
+from cellfleet.ops.host import Host
+from cellfleet.ops.redis_server import RedisProcess
 from tests.integration.session_support import (
     TIMEOUT_S,
     TOOLS,

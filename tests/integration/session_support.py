@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from broker import codec, keys
-from broker.client import Session
-from broker.events import (
+from cellfleet.broker import codec, keys
+from cellfleet.broker.client import Session
+from cellfleet.broker.events import (
     AnyEvent,
     CellAdmitted,
     CellClosed,
@@ -35,12 +35,12 @@ from broker.events import (
     ToolFailed,
     ToolRequested,
 )
-from broker.journal import RedisJournal
-from broker.render import ToolOutput, render_response
-from broker.responses import CellAnswer, ContentItem, Pending, Result, Terminated, Yielded
-from broker.tooldefs import JsonValue, ToolDefinition
-from broker.tooling import ToolCallError
-from ops.host import Host
+from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.render import ToolOutput, render_response
+from cellfleet.broker.responses import CellAnswer, ContentItem, Pending, Result, Terminated, Yielded
+from cellfleet.broker.tooldefs import JsonValue, ToolDefinition
+from cellfleet.broker.tooling import ToolCallError
+from cellfleet.ops.host import Host
 from tests.reference import behaviors
 
 TIMEOUT_S = 10.0  # an answer or event that takes longer than this is a failure

@@ -14,12 +14,12 @@ import orjson
 import pytest
 import redis
 
-from broker.client import Session
-from broker.journal import RedisJournal
-from broker.toolkit import ToolRegistry
-from ops.host import Host
-from ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
-from ops.redis_server import RedisProcess, free_port
+from cellfleet.broker.client import Session
+from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.toolkit import ToolRegistry
+from cellfleet.ops.host import Host
+from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
+from cellfleet.ops.redis_server import RedisProcess, free_port
 
 REPO = Path(__file__).parents[2]
 
@@ -168,7 +168,7 @@ def test_run_prints_outputs_and_session_id(redis_url, tmp_path):
     )
     env = {**os.environ, "REDIS_URL": redis_url}
     run = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "run", str(script), "--yield-time-ms", "10"],
+        [sys.executable, "-m", "cellfleet.ops.cli", "run", str(script), "--yield-time-ms", "10"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -184,7 +184,7 @@ def test_run_prints_outputs_and_session_id(redis_url, tmp_path):
     assert "hi" in lines
     assert "bye" in lines
     events = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "events", session],
+        [sys.executable, "-m", "cellfleet.ops.cli", "events", session],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -203,7 +203,7 @@ def test_a_harness_that_exits_without_shutting_down_ends(redis_url):
     hang on the session's threads; the log keeps what happened until then."""
     harness = (
         "import sys\n"
-        "from ops.host import Host\n"
+        "from cellfleet.ops.host import Host\n"
         f"host = Host({redis_url!r}, pool_size=1)\n"
         "session = host.open_session([])\n"
         "output = session.exec('a', 'text(1); yield_control(); await new Promise(() => {})')\n"
@@ -287,7 +287,7 @@ BAD_INPUTS = {
 
 def _cellfleet(args: list[str], cwd: Path, redis_url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *args],
+        [sys.executable, "-m", "cellfleet.ops.cli", *args],
         cwd=cwd,
         env={**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO)},
         capture_output=True,

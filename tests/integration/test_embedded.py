@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from ops.embedded import ensure_embedded
-from ops.redis_server import start_redis
+from cellfleet.ops.embedded import ensure_embedded
+from cellfleet.ops.redis_server import start_redis
 
 
 def _shutdown(url: str) -> None:

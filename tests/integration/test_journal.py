@@ -8,15 +8,15 @@ import uuid
 import pytest
 import redis
 
-from broker import codec, keys
-from broker.errors import (
+from cellfleet.broker import codec, keys
+from cellfleet.broker.errors import (
     CellAlreadyExistsError,
     CellIdSpaceExhaustedError,
     JournalUnavailableError,
     SessionOwnedElsewhereError,
     SessionShuttingDownError,
 )
-from broker.events import (
+from cellfleet.broker.events import (
     CellAdmitted,
     CellClosed,
     CellCompleted,
@@ -27,7 +27,7 @@ from broker.events import (
     SessionOpened,
     ShutdownBegun,
 )
-from broker.journal import RedisJournal
+from cellfleet.broker.journal import RedisJournal
 
 
 @pytest.fixture

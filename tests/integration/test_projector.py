@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from broker import codec, keys
-from broker.events import (
+from cellfleet.broker import codec, keys
+from cellfleet.broker.events import (
     AnyEvent,
     CellAdmitted,
     CellClosed,
@@ -24,8 +24,8 @@ from broker.events import (
     ToolCancelled,
     ToolRequested,
 )
-from broker.journal import RedisJournal
-from projections import ProjectorRunner, SessionView, cells, rebuild, stored, timeline
+from cellfleet.broker.journal import RedisJournal
+from cellfleet.projections import ProjectorRunner, SessionView, cells, rebuild, stored, timeline
 from tests.golden.golden import assert_matches_expectations, trace_entries
 
 

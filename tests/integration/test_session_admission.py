@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from broker.errors import JournalUnavailableError
-from broker.events import (
+from cellfleet.broker.errors import JournalUnavailableError
+from cellfleet.broker.events import (
     CellAdmitted,
     CellClosed,
     CellCompleted,
@@ -25,7 +25,7 @@ from broker.events import (
     ShutdownBegun,
     YieldRequested,
 )
-from projections import stored
+from cellfleet.projections import stored
 from tests.integration.conftest import OpenSession
 from tests.integration.session_support import (
     TIMEOUT_S,

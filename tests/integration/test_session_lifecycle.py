@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from actors.notifications import Notifications
-from broker.events import (
+from cellfleet.actors.notifications import Notifications
+from cellfleet.broker.events import (
     CellAdmitted,
     CellClosed,
     CellCompleted,
@@ -22,7 +22,7 @@ from broker.events import (
     ToolCancelled,
     ToolRequested,
 )
-from broker.responses import Result, Terminated, Yielded
+from cellfleet.broker.responses import Result, Terminated, Yielded
 from tests.integration.conftest import OpenSession
 from tests.integration.session_support import (
     TIMEOUT_S,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from broker.client import Session
-from broker.events import TimerFired, ToolCompleted
-from broker.responses import Pending, Result, Terminated, Yielded
+from cellfleet.broker.client import Session
+from cellfleet.broker.events import TimerFired, ToolCompleted
+from cellfleet.broker.responses import Pending, Result, Terminated, Yielded
 from tests.integration.session_support import (
     TIMEOUT_S,
     Gates,

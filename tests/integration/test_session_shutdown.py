@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from broker.errors import JournalUnavailableError
-from broker.events import (
+from cellfleet.broker.errors import JournalUnavailableError
+from cellfleet.broker.events import (
     CellAdmitted,
     CellCompleted,
     CellTerminated,
     ShutdownBegun,
     ShutdownFinished,
 )
-from broker.responses import Result, Terminated
-from ops.host import Host
-from ops.redis_server import start_redis
+from cellfleet.broker.responses import Result, Terminated
+from cellfleet.ops.host import Host
+from cellfleet.ops.redis_server import start_redis
 from tests.integration.conftest import OpenSession
 from tests.integration.session_support import (
     TIMEOUT_S,
@@ -255,8 +255,8 @@ def test_dropping_a_session_shuts_it_down(redis_url: str) -> None:
     """Spec §5.2: dropping the session object also starts shutdown (cells terminate)."""
     import gc
 
-    from broker.events import CellTerminated, ShutdownFinished
-    from ops.host import Host
+    from cellfleet.broker.events import CellTerminated, ShutdownFinished
+    from cellfleet.ops.host import Host
 
     host = Host(redis_url, workers=0)
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.events import CellCompleted
+from cellfleet.broker.events import CellCompleted
 from tests.integration.conftest import OpenSession
 from tests.integration.session_support import Gates, Harness, assert_output, is_event
 

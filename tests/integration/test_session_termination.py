@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from broker.events import AnyEvent, CellCompleted, CellTerminated, NotificationSent
-from broker.responses import Terminated
+from cellfleet.broker.events import AnyEvent, CellCompleted, CellTerminated, NotificationSent
+from cellfleet.broker.responses import Terminated
 from tests.integration.conftest import OpenSession
 from tests.integration.session_support import (
     TIMEOUT_S,

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from broker import events as ev
-from broker.render import ToolOutput
-from broker.toolkit import load_tools_file
-from ops.host import Host
+from cellfleet.broker import events as ev
+from cellfleet.broker.render import ToolOutput
+from cellfleet.broker.toolkit import load_tools_file
+from cellfleet.ops.host import Host
 
 REPO = Path(__file__).parents[2]
 TOOLS_FILE = Path(__file__).parent / "fixtures" / "worker_tools.py"
@@ -43,7 +43,7 @@ def start_worker(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen
             [
                 sys.executable,
                 "-m",
-                "ops.cli",
+                "cellfleet.ops.cli",
                 "tools",
                 "--tools",
                 str(TOOLS_FILE),

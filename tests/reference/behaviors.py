@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from broker.tooldefs import JsonValue
-from broker.tooling import ToolCallError
+from cellfleet.broker.tooldefs import JsonValue
+from cellfleet.broker.tooling import ToolCallError
 
 Handler = Callable[[JsonValue], JsonValue]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from broker.inventory import (
+from cellfleet.broker.inventory import (
     augmented_description,
     build_inventory,
     code_mode_name,
@@ -16,7 +16,7 @@ from broker.inventory import (
     normalize_identifier,
     tool_declaration,
 )
-from broker.tooldefs import NamespaceInfo, ToolDefinition, ToolKind
+from cellfleet.broker.tooldefs import NamespaceInfo, ToolDefinition, ToolKind
 
 FENCE = "```"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from broker.events import (
+from cellfleet.broker.events import (
     AnyEvent,
     CellAdmitted,
     CellClosed,
@@ -30,7 +30,16 @@ from broker.events import (
     ToolRequested,
     YieldRequested,
 )
-from projections import Phase, SeqSet, cells, project, rebuild, stored, stream_id, timeline
+from cellfleet.projections import (
+    Phase,
+    SeqSet,
+    cells,
+    project,
+    rebuild,
+    stored,
+    stream_id,
+    timeline,
+)
 
 SESSION = "unit"
 

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from actors.local import LocalCell
-from actors.pool import ContextPool
-from actors.runtime import CellRuntime
-from actors.runtime_protocol import (
+from cellfleet.actors.local import LocalCell
+from cellfleet.actors.pool import ContextPool
+from cellfleet.actors.runtime import CellRuntime
+from cellfleet.actors.runtime_protocol import (
     CellSpec,
     Finished,
     NotificationSent,
@@ -22,7 +22,7 @@ from actors.runtime_protocol import (
     ToolCallRequested,
     YieldRequested,
 )
-from broker.tooldefs import JsonValue, ToolKind
+from cellfleet.broker.tooldefs import JsonValue, ToolKind
 from tests.conftest import runtime_tools, texts
 
 

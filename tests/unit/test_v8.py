@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from actors import v8
-from actors.v8 import V8Context
+from cellfleet.actors import v8
+from cellfleet.actors.v8 import V8Context
 
 REPO = Path(__file__).parents[2]
 
