@@ -63,13 +63,13 @@ from cellfleet.actors.runtime_protocol import (
 from cellfleet.actors.scheduler import Scheduled, Scheduler
 from cellfleet.actors.session_store import SessionStore
 from cellfleet.broker import events as ev
-from cellfleet.broker.dispatch import BrokerDispatcher
+from cellfleet.broker.contract.responses import CellAnswer, ContentItem, Result, Terminated, Yielded
+from cellfleet.broker.contract.responses import Pending as PendingAnswer
+from cellfleet.broker.contract.tools import ToolDefinition
 from cellfleet.broker.errors import AdmissionRefusedError, BrokerError
 from cellfleet.broker.journal import RedisJournal, appends
-from cellfleet.broker.responses import CellAnswer, ContentItem, Result, Terminated, Yielded
-from cellfleet.broker.responses import Pending as PendingAnswer
-from cellfleet.broker.tooldefs import ToolDefinition
-from cellfleet.broker.tooling import CancelHandle, ToolInvocation, ToolOutcome
+from cellfleet.broker.tools.dispatch import BrokerDispatcher
+from cellfleet.broker.tools.invocation import CancelHandle, ToolInvocation, ToolOutcome
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

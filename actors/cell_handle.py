@@ -18,7 +18,7 @@ import pykka
 from cellfleet.actors.deadlines import yield_timeout_ms
 from cellfleet.actors.errors import CellAlreadyTerminatingError, CellBusyError, cell_not_found_text
 from cellfleet.actors.scheduler import Scheduled
-from cellfleet.broker.responses import CellAnswer, Result
+from cellfleet.broker.contract.responses import CellAnswer, Result
 
 
 class Phase(Enum):

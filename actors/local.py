@@ -27,9 +27,9 @@ from cellfleet.actors.runtime_protocol import (
     TimerSet,
     ToolCallRequested,
 )
+from cellfleet.broker.contract.tools import JsonValue
 from cellfleet.broker.events import wall_clock_ms
-from cellfleet.broker.tooldefs import JsonValue
-from cellfleet.broker.tooling import ToolCallError, ToolHandler
+from cellfleet.broker.tools.invocation import ToolCallError, ToolHandler
 
 POLL_INTERVAL_S = 0.005
 

@@ -41,7 +41,7 @@ from cellfleet.actors.runtime_protocol import (
     tools_payload,
 )
 from cellfleet.actors.v8 import EvalOutcome, V8Context
-from cellfleet.broker.tooldefs import JsonValue, ToolKind
+from cellfleet.broker.contract.tools import JsonValue, ToolKind
 
 MAX_INPUTS_IN_FLIGHT = 32
 OUT_OF_MEMORY_TEXT = "exec cell exceeded its memory limit of {mib} MiB"

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from cellfleet.broker.responses import ContentItem
-from cellfleet.broker.tooldefs import JsonValue, ToolKind
+from cellfleet.broker.contract.responses import ContentItem
+from cellfleet.broker.contract.tools import JsonValue, ToolKind
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

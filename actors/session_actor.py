@@ -26,7 +26,8 @@ from cellfleet.actors.runtime_protocol import CellSpec, RuntimeTool
 from cellfleet.actors.scheduler import Scheduler
 from cellfleet.actors.session_store import SessionStore
 from cellfleet.broker import events as ev
-from cellfleet.broker.dispatch import BrokerDispatcher
+from cellfleet.broker.contract.inventory import ToolInventory
+from cellfleet.broker.contract.responses import CellAnswer
 from cellfleet.broker.errors import (
     BrokerError,
     CellAlreadyExistsError,
@@ -34,9 +35,8 @@ from cellfleet.broker.errors import (
     SessionShuttingDownError,
 )
 from cellfleet.broker.events import wall_clock_ms
-from cellfleet.broker.inventory import ToolInventory
 from cellfleet.broker.journal import RedisJournal
-from cellfleet.broker.responses import CellAnswer
+from cellfleet.broker.tools.dispatch import BrokerDispatcher
 
 Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
 MAX_CELL_ID = 2**63 - 1  # Redis's integer limit; the log refuses to count further

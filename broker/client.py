@@ -15,10 +15,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Protocol
 
-from cellfleet.broker.pragma import PragmaError, parse_exec_source
-from cellfleet.broker.render import ToolOutput, failure_output, render_response
-from cellfleet.broker.responses import CellAnswer, Pending, Result
-from cellfleet.broker.wait_args import WaitArgumentsError, parse_wait_arguments
+from cellfleet.broker.contract.exec_input import PragmaError, parse_exec_source
+from cellfleet.broker.contract.render import ToolOutput, failure_output, render_response
+from cellfleet.broker.contract.responses import CellAnswer, Pending, Result
+from cellfleet.broker.contract.wait_input import WaitArgumentsError, parse_wait_arguments
 
 DEFAULT_EXEC_YIELD_TIME_MS = 10_000  # the library default; Codex's product uses 30 000
 DEFAULT_WAIT_YIELD_TIME_MS = 10_000

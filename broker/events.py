@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeAlias
 
-from cellfleet.broker.responses import ContentItem
-from cellfleet.broker.tooldefs import JsonValue
+from cellfleet.broker.contract.responses import ContentItem
+from cellfleet.broker.contract.tools import JsonValue
 
 
 def wall_clock_ms() -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, TypeVar
 
 import redis
@@ -42,17 +41,11 @@ from cellfleet.broker.events import (
     CellTerminated,
     ShutdownBegun,
 )
-from cellfleet.broker.link import Command, RedisLink
+from cellfleet.broker.redis.link import Command, RedisLink
+from cellfleet.broker.redis.scripts import script_source
 
 T = TypeVar("T")
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
-
-
-def _script(name: str, *, lib: bool = False) -> str:
-    def text(file: str) -> str:
-        return resources.files("cellfleet.broker").joinpath(f"lua/{file}.lua").read_text("utf-8")
-
-    return text("lib") + text(name) if lib else text(name)
 
 
 def _retrying(call: Callable[[], T]) -> T:
@@ -158,9 +151,9 @@ class RedisJournal:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.link = RedisLink(client)
-        self._admit = _LeanScript(client, self.link, _script("admit_cell", lib=True))
-        self._finish = _LeanScript(client, self.link, _script("finish_cell", lib=True))
-        self._shutdown = client.register_script(_script("begin_shutdown"))
+        self._admit = _LeanScript(client, self.link, script_source("admit_cell", lib=True))
+        self._finish = _LeanScript(client, self.link, script_source("finish_cell", lib=True))
+        self._shutdown = client.register_script(script_source("begin_shutdown"))
 
     @classmethod
     def from_url(cls, url: str) -> RedisJournal:

@@ -34,10 +34,10 @@ from cellfleet.actors.pool import ContextPool
 from cellfleet.actors.runtime_protocol import RuntimeTool
 from cellfleet.broker import events as ev
 from cellfleet.broker.client import Session
+from cellfleet.broker.contract.inventory import build_inventory
+from cellfleet.broker.contract.tools import ToolDefinition
 from cellfleet.broker.events import wall_clock_ms
-from cellfleet.broker.inventory import build_inventory
 from cellfleet.broker.journal import RedisJournal
-from cellfleet.broker.tooldefs import ToolDefinition
 from cellfleet.ops import bench_runtime
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis

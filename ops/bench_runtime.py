@@ -22,8 +22,8 @@ from cellfleet.actors.pool import ContextPool, prepare_context
 from cellfleet.actors.runtime import CellRuntime, RuntimeMessage
 from cellfleet.actors.runtime_protocol import CellSpec, Finished, RuntimeEvent, RuntimeTool, Stopped
 from cellfleet.actors.v8 import create_isolate, free_isolate
-from cellfleet.broker.inventory import build_inventory
-from cellfleet.broker.tooldefs import ToolDefinition
+from cellfleet.broker.contract.inventory import build_inventory
+from cellfleet.broker.contract.tools import ToolDefinition
 
 SCRIPT = 'text("bench");'
 TOOL_COUNTS = (0, 32, 128)

@@ -149,7 +149,7 @@ def _floor_echo(url: str) -> None:
 
 
 def _registry() -> Any:
-    from cellfleet.broker.toolkit import load_tools_file  # noqa: PLC0415 - the example tools file
+    from cellfleet.broker.tools.registry import load_tools_file  # noqa: PLC0415 - the example tools file
 
     return load_tools_file(TOOLS_FILE)
 

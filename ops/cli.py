@@ -17,10 +17,10 @@ from typing import IO, Any
 import orjson
 
 from cellfleet.broker.client import Session
+from cellfleet.broker.contract.render import ToolOutput
 from cellfleet.broker.journal import RedisJournal
-from cellfleet.broker.render import ToolOutput
-from cellfleet.broker.toolkit import ToolRegistry
-from cellfleet.broker.worker import run_worker
+from cellfleet.broker.tools.registry import ToolRegistry
+from cellfleet.broker.tools.worker import run_worker
 from cellfleet.ops.host import Host
 from cellfleet.ops.inputs import InputError, load_tools, open_text, reachable_redis, read_text
 from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError

@@ -16,12 +16,12 @@ from cellfleet.actors.pool import ContextPool
 from cellfleet.actors.scheduler import Scheduler
 from cellfleet.actors.session_actor import ActorSessionBackend, SessionConfig, SessionServices
 from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
-from cellfleet.broker.dispatch import BrokerDispatcher
-from cellfleet.broker.inventory import build_inventory
+from cellfleet.broker.contract.inventory import build_inventory
+from cellfleet.broker.contract.tools import JsonValue, NamespaceInfo, ToolDefinition
 from cellfleet.broker.journal import RedisJournal
-from cellfleet.broker.tooldefs import JsonValue, NamespaceInfo, ToolDefinition
-from cellfleet.broker.toolkit import ToolRegistry
-from cellfleet.broker.worker import ToolWorker
+from cellfleet.broker.tools.dispatch import BrokerDispatcher
+from cellfleet.broker.tools.registry import ToolRegistry
+from cellfleet.broker.tools.worker import ToolWorker
 
 Notify = Callable[[str, str, str], None]
 NOTIFY_THREADS = 4  # callbacks delivering notifications at once (one per cell at a time)

@@ -13,7 +13,7 @@ from typing import IO
 
 import redis
 
-from cellfleet.broker.toolkit import ToolRegistry, ToolsFileError, load_tools_file
+from cellfleet.broker.tools.registry import ToolRegistry, ToolsFileError, load_tools_file
 from cellfleet.ops.embedded import redis_url
 from cellfleet.ops.redis_server import RedisUnavailableError
 

@@ -4,7 +4,7 @@ Only a winning completion commits: a cell's `CellCompleted` merges its `stored_w
 key by key into the map (a later completion overwrites a key an earlier one wrote) if
 it is the cell's first terminal event. `CellTerminated` never contributes, and a
 completion after the cell's termination, a repeated completion, or a completion of a
-cell that was never admitted changes nothing. This mirrors `broker/lua/finish_cell.lua`,
+cell that was never admitted changes nothing. This mirrors `broker/redis/lua/finish_cell.lua`,
 which merges the same writes into the `stored` hash together with the terminal event.
 
 `version` counts the merges (winning completions that wrote something). A cell starts

@@ -14,7 +14,7 @@ import redis
 from cellfleet.actors.local import LocalCell, ToolError, ToolHandler
 from cellfleet.actors.pool import ContextPool
 from cellfleet.actors.runtime_protocol import CellSpec, Finished, OutputItem, RuntimeTool, Stopped
-from cellfleet.broker.tooldefs import JsonValue, ToolKind
+from cellfleet.broker.contract.tools import JsonValue, ToolKind
 from cellfleet.ops.redis_server import RedisProcess, start_redis
 
 

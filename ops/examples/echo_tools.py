@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cellfleet.broker.toolkit import ToolCallError, ToolRegistry
+from cellfleet.broker.tools.registry import ToolCallError, ToolRegistry
 
 tools = ToolRegistry()
 

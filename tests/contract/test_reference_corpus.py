@@ -27,8 +27,8 @@ from cellfleet.actors.runtime_protocol import (
     RuntimeTool,
     ToolCallRequested,
 )
-from cellfleet.broker.inventory import normalize_identifier
-from cellfleet.broker.tooldefs import ToolKind
+from cellfleet.broker.contract.inventory import normalize_identifier
+from cellfleet.broker.contract.tools import ToolKind
 from tests.reference.behaviors import handler_for
 
 RECORDED = json.loads(

@@ -19,6 +19,16 @@ import orjson
 
 from cellfleet.broker import codec, keys
 from cellfleet.broker.client import Session
+from cellfleet.broker.contract.render import ToolOutput, render_response
+from cellfleet.broker.contract.responses import (
+    CellAnswer,
+    ContentItem,
+    Pending,
+    Result,
+    Terminated,
+    Yielded,
+)
+from cellfleet.broker.contract.tools import JsonValue, ToolDefinition
 from cellfleet.broker.events import (
     AnyEvent,
     CellAdmitted,
@@ -36,10 +46,7 @@ from cellfleet.broker.events import (
     ToolRequested,
 )
 from cellfleet.broker.journal import RedisJournal
-from cellfleet.broker.render import ToolOutput, render_response
-from cellfleet.broker.responses import CellAnswer, ContentItem, Pending, Result, Terminated, Yielded
-from cellfleet.broker.tooldefs import JsonValue, ToolDefinition
-from cellfleet.broker.tooling import ToolCallError
+from cellfleet.broker.tools.invocation import ToolCallError
 from cellfleet.ops.host import Host
 from tests.reference import behaviors
 

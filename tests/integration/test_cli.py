@@ -16,7 +16,7 @@ import redis
 
 from cellfleet.broker.client import Session
 from cellfleet.broker.journal import RedisJournal
-from cellfleet.broker.toolkit import ToolRegistry
+from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.ops.host import Host
 from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
 from cellfleet.ops.redis_server import RedisProcess, free_port

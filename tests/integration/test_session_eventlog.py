@@ -8,13 +8,13 @@ by `session_support.check_log` when its sessions shut down.)
 
 from __future__ import annotations
 
+from cellfleet.broker.contract.responses import CellAnswer, Pending, Result, Terminated, Yielded
 from cellfleet.broker.events import (
     CellCompleted,
     CellTerminated,
     ObservationDelivered,
     ToolCompleted,
 )
-from cellfleet.broker.responses import CellAnswer, Pending, Result, Terminated, Yielded
 from tests.integration.session_support import (
     TIMEOUT_S,
     Gates,

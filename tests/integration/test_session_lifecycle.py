@@ -9,6 +9,7 @@ import time
 import pytest
 
 from cellfleet.actors.notifications import Notifications
+from cellfleet.broker.contract.responses import Result, Terminated, Yielded
 from cellfleet.broker.events import (
     CellAdmitted,
     CellClosed,
@@ -22,7 +23,6 @@ from cellfleet.broker.events import (
     ToolCancelled,
     ToolRequested,
 )
-from cellfleet.broker.responses import Result, Terminated, Yielded
 from tests.integration.conftest import OpenSession
 from tests.integration.session_support import (
     TIMEOUT_S,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cellfleet.broker.client import Session
+from cellfleet.broker.contract.responses import Pending, Result, Terminated, Yielded
 from cellfleet.broker.events import TimerFired, ToolCompleted
-from cellfleet.broker.responses import Pending, Result, Terminated, Yielded
 from tests.integration.session_support import (
     TIMEOUT_S,
     Gates,

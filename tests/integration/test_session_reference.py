@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from cellfleet.broker.contract.responses import CellAnswer, Result
+from cellfleet.broker.contract.tools import ToolDefinition, ToolKind
 from cellfleet.broker.events import ToolRequested
-from cellfleet.broker.responses import CellAnswer, Result
-from cellfleet.broker.tooldefs import ToolDefinition, ToolKind
 from tests.integration.conftest import OpenSession
 from tests.integration.session_support import TIMEOUT_S, answer_kind
 

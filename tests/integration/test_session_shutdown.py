@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cellfleet.broker.contract.responses import Result, Terminated
 from cellfleet.broker.errors import JournalUnavailableError
 from cellfleet.broker.events import (
     CellAdmitted,
@@ -17,7 +18,6 @@ from cellfleet.broker.events import (
     ShutdownBegun,
     ShutdownFinished,
 )
-from cellfleet.broker.responses import Result, Terminated
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
 from tests.integration.conftest import OpenSession

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from cellfleet.broker.contract.responses import Terminated
 from cellfleet.broker.events import AnyEvent, CellCompleted, CellTerminated, NotificationSent
-from cellfleet.broker.responses import Terminated
 from tests.integration.conftest import OpenSession
 from tests.integration.session_support import (
     TIMEOUT_S,

@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from cellfleet.broker import events as ev
-from cellfleet.broker.render import ToolOutput
-from cellfleet.broker.toolkit import load_tools_file
+from cellfleet.broker.contract.render import ToolOutput
+from cellfleet.broker.tools.registry import load_tools_file
 from cellfleet.ops.host import Host
 
 REPO = Path(__file__).parents[2]

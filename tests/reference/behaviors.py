@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from cellfleet.broker.tooldefs import JsonValue
-from cellfleet.broker.tooling import ToolCallError
+from cellfleet.broker.contract.tools import JsonValue
+from cellfleet.broker.tools.invocation import ToolCallError
 
 Handler = Callable[[JsonValue], JsonValue]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cellfleet.broker.description import (
+from cellfleet.broker.contract.description import (
     DEFERRED_NESTED_TOOLS_GUIDANCE,
     EXEC_DESCRIPTION_TEMPLATE,
     MCP_TYPESCRIPT_PREAMBLE,
@@ -15,8 +15,8 @@ from cellfleet.broker.description import (
     build_wait_tool_description,
     wait_tool_description,
 )
-from cellfleet.broker.inventory import ToolInventory, build_inventory
-from cellfleet.broker.tooldefs import NamespaceInfo, ToolDefinition
+from cellfleet.broker.contract.inventory import ToolInventory, build_inventory
+from cellfleet.broker.contract.tools import NamespaceInfo, ToolDefinition
 
 FENCE = "```"
 EMPTY_OBJECT = {"type": "object", "properties": {}, "additionalProperties": False}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cellfleet.broker.inventory import (
+from cellfleet.broker.contract.inventory import (
     augmented_description,
     build_inventory,
     code_mode_name,
@@ -16,7 +16,7 @@ from cellfleet.broker.inventory import (
     normalize_identifier,
     tool_declaration,
 )
-from cellfleet.broker.tooldefs import NamespaceInfo, ToolDefinition, ToolKind
+from cellfleet.broker.contract.tools import NamespaceInfo, ToolDefinition, ToolKind
 
 FENCE = "```"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cellfleet.broker.pragma import (
+from cellfleet.broker.contract.exec_input import (
     CODE_MODE_PRAGMA_PREFIX,
     EXEC_NON_CUSTOM_PAYLOAD_ERROR,
     MAX_JS_SAFE_INTEGER,

@@ -10,7 +10,7 @@ import wave
 
 import pytest
 
-from cellfleet.broker.render import (
+from cellfleet.broker.contract.render import (
     ToolOutput,
     approx_token_count,
     estimate_audio_token_count,
@@ -21,7 +21,7 @@ from cellfleet.broker.render import (
     truncate_code_mode_result,
     truncate_middle_with_token_budget,
 )
-from cellfleet.broker.responses import ContentItem, Result, Terminated, Yielded
+from cellfleet.broker.contract.responses import ContentItem, Result, Terminated, Yielded
 
 
 def text(value: str) -> ContentItem:

@@ -22,7 +22,7 @@ from cellfleet.actors.runtime_protocol import (
     ToolCallRequested,
     YieldRequested,
 )
-from cellfleet.broker.tooldefs import JsonValue, ToolKind
+from cellfleet.broker.contract.tools import JsonValue, ToolKind
 from tests.conftest import runtime_tools, texts
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cellfleet.broker.schema_ts import (
+from cellfleet.broker.contract.typescript import (
     MAX_RENDER_WORK_BYTES,
     MAX_RENDERED_SCHEMA_BYTES,
     MAX_TOTAL_LOCAL_REF_EXPANSIONS,

@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from cellfleet.broker.rust_text import (
+from cellfleet.broker.contract.rust.serde_json import SerdeJsonError, parse_value, quote, to_string
+from cellfleet.broker.contract.rust.text import (
     rust_debug_str,
     rust_lines,
     rust_trim,
     rust_trim_start,
     ryu_format,
 )
-from cellfleet.broker.serde_json import SerdeJsonError, parse_value, quote, to_string
-from cellfleet.broker.wait_args import WaitArgumentsError, parse_wait_arguments
+from cellfleet.broker.contract.wait_input import WaitArgumentsError, parse_wait_arguments
 
 
 def parse_error(text: str) -> str:

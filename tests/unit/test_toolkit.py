@@ -6,8 +6,8 @@ from typing import Literal
 
 import pytest
 
-from cellfleet.broker.tooldefs import ToolKind
-from cellfleet.broker.toolkit import RetryPolicy, ToolCallError, ToolContext, ToolRegistry
+from cellfleet.broker.contract.tools import ToolKind
+from cellfleet.broker.tools.registry import RetryPolicy, ToolCallError, ToolContext, ToolRegistry
 
 
 def test_function_tool_schema_from_type_hints() -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 
-from cellfleet.broker.description import wait_tool_description
-from cellfleet.broker.toolspecs import CODE_MODE_FREEFORM_GRAMMAR, exec_tool_spec, wait_tool_spec
+from cellfleet.broker.contract.description import wait_tool_description
+from cellfleet.broker.contract.tool_specs import (
+    CODE_MODE_FREEFORM_GRAMMAR,
+    exec_tool_spec,
+    wait_tool_spec,
+)
 
 
 def test_grammar_is_codex_text_verbatim() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cellfleet.broker.wait_args import (
+from cellfleet.broker.contract.wait_input import (
     DEFAULT_WAIT_YIELD_TIME_MS,
     WAIT_NON_FUNCTION_PAYLOAD_ERROR,
     WaitArguments,

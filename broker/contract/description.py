@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from cellfleet.broker.inventory import (
+from cellfleet.broker.contract.inventory import (
     PUBLIC_TOOL_NAME,
     InventoryEntry,
     ToolInventory,
@@ -24,7 +24,7 @@ from cellfleet.broker.inventory import (
     is_mcp_shaped,
     namespace_display_name,
 )
-from cellfleet.broker.rust_text import rust_trim
+from cellfleet.broker.contract.rust.text import rust_trim
 
 __all__ = [
     "DEFERRED_NESTED_TOOLS_GUIDANCE",

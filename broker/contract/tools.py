@@ -1,7 +1,7 @@
 """Nested tool definitions: what a harness hands to code mode (spec §3.1).
 
 These records are the single description of a nested tool. The tool inventory
-(`broker.inventory`) derives code-mode names, JS globals and the model-facing
+(`broker.contract.inventory`) derives code-mode names, JS globals and the model-facing
 declarations from them; the runtime installs `tools.*` and `ALL_TOOLS` from the
 inventory; tool workers dispatch on the same records, so what the model is told and
 what runs cannot drift apart.

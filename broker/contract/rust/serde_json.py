@@ -15,7 +15,7 @@ serde_json 1.0.14x (default features) for what code mode needs:
 Value model: objects are `dict` (keys iterate in `BTreeMap` order, i.e. sorted, where
 it matters), integers that serde_json keeps as `u64` / `i64` are `int`, everything it
 parses as `f64` is `float` (so `-0`, `1.0` and integers beyond `u64` are floats, as in
-Rust). The token layer (numbers, strings, positions) is `broker.serde_json_lex`.
+Rust). The token layer (numbers, strings, positions) is `broker.contract.rust.serde_json_lex`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, NoReturn, TypeVar
 
-from cellfleet.broker.rust_text import rust_debug_str, ryu_format
-from cellfleet.broker.serde_json_lex import (
+from cellfleet.broker.contract.rust.serde_json_lex import (
     EOF_LIST,
     EOF_OBJECT,
     EOF_VALUE,
@@ -45,7 +44,8 @@ from cellfleet.broker.serde_json_lex import (
     SerdeJsonError,
     is_digit,
 )
-from cellfleet.broker.tooldefs import JsonValue
+from cellfleet.broker.contract.rust.text import rust_debug_str, ryu_format
+from cellfleet.broker.contract.tools import JsonValue
 
 __all__ = [
     "U64_MAX",

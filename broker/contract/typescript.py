@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from cellfleet.broker.rust_text import rust_lines, rust_trim, utf8_len
-from cellfleet.broker.serde_json import quote, to_string
-from cellfleet.broker.tooldefs import JsonValue
+from cellfleet.broker.contract.rust.serde_json import quote, to_string
+from cellfleet.broker.contract.rust.text import rust_lines, rust_trim, utf8_len
+from cellfleet.broker.contract.tools import JsonValue
 
 __all__ = [
     "MAX_LOCAL_REF_EXPANSIONS_PER_PATH",

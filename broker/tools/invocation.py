@@ -1,6 +1,6 @@
 """How a cell's nested tool calls reach their handlers (spec §3.2, §3.3).
 
-A dispatcher (`broker.dispatch.BrokerDispatcher`) takes a `ToolInvocation` and later
+A dispatcher (`broker.tools.dispatch.BrokerDispatcher`) takes a `ToolInvocation` and later
 reports its `ToolOutcome` through a callback; the host-side payload rules of spec §3.2
 are checked here, before any handler runs.
 """
@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cellfleet.broker.tooldefs import JsonValue, ToolKind
+from cellfleet.broker.contract.tools import JsonValue, ToolKind
 
 ToolHandler = Callable[[JsonValue], JsonValue]
 

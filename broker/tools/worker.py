@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import orjson
@@ -39,11 +38,17 @@ from tenacity import (
 )
 
 from cellfleet.broker import codec, keys
-from cellfleet.broker.dispatch import ensure_group
+from cellfleet.broker.contract.tools import JsonValue, ToolKind
 from cellfleet.broker.events import ToolAttemptFailed, ToolCompleted, ToolFailed, wall_clock_ms
-from cellfleet.broker.tooldefs import JsonValue, ToolKind
-from cellfleet.broker.tooling import ToolCallError, ToolInvocation
-from cellfleet.broker.toolkit import RetryableToolError, RetryPolicy, ToolContext, ToolRegistry
+from cellfleet.broker.redis.scripts import script_source
+from cellfleet.broker.tools.dispatch import ensure_group
+from cellfleet.broker.tools.invocation import ToolCallError, ToolInvocation
+from cellfleet.broker.tools.registry import (
+    RetryableToolError,
+    RetryPolicy,
+    ToolContext,
+    ToolRegistry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +80,7 @@ class ToolWorker:
         self.lease_s = lease_s
         self.max_deliveries = max_deliveries
         self.clock = clock
-        self._record = client.register_script(
-            resources.files("cellfleet.broker").joinpath("lua/record_tool_outcome.lua").read_text()
-        )
+        self._record = client.register_script(script_source("record_tool_outcome"))
         self._running: dict[str, _Running] = {}  # idempotency key -> running call
         # Cancellations heard before their call was read (bounded: oldest dropped first).
         self._cancelled: dict[str, None] = {}

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from cellfleet.broker.description import wait_tool_description
-from cellfleet.broker.inventory import PUBLIC_TOOL_NAME, WAIT_TOOL_NAME
-from cellfleet.broker.tooldefs import JsonValue
+from cellfleet.broker.contract.description import wait_tool_description
+from cellfleet.broker.contract.inventory import PUBLIC_TOOL_NAME, WAIT_TOOL_NAME
+from cellfleet.broker.contract.tools import JsonValue
 
 __all__ = ["CODE_MODE_FREEFORM_GRAMMAR", "exec_tool_spec", "wait_tool_spec"]
 

@@ -1,7 +1,7 @@
 """serde_json's lexer: the byte cursor, positions, error texts, numbers and strings.
 
 A port of serde_json 1.0.14x `de.rs` / `read.rs` (`StrRead`, default features, so no
-`float_roundtrip` and no `arbitrary_precision`). `broker.serde_json` builds values and
+`float_roundtrip` and no `arbitrary_precision`). `broker.contract.rust.serde_json` builds values and
 structs on top of it. Positions are serde_json's: 1-based line, and the column is the
 number of bytes of that line before the position (so multi-byte characters count as
 several columns).

@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from cellfleet.broker.rust_text import rust_trim
-from cellfleet.broker.schema_ts import normalize_identifier, render_json_schema_to_typescript
-from cellfleet.broker.tooldefs import JsonValue, NamespaceInfo, ToolDefinition, ToolKind
+from cellfleet.broker.contract.rust.text import rust_trim
+from cellfleet.broker.contract.tools import JsonValue, NamespaceInfo, ToolDefinition, ToolKind
+from cellfleet.broker.contract.typescript import (
+    normalize_identifier,
+    render_json_schema_to_typescript,
+)
 
 __all__ = [
     "DEFAULT_FUNCTION_NAMESPACE",

@@ -23,8 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
-from cellfleet.broker.responses import ContentItem, Result, RuntimeResponse, Terminated, Yielded
-from cellfleet.broker.rust_text import rust_lines
+from cellfleet.broker.contract.responses import (
+    ContentItem,
+    Result,
+    RuntimeResponse,
+    Terminated,
+    Yielded,
+)
+from cellfleet.broker.contract.rust.text import rust_lines
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",

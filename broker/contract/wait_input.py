@@ -11,8 +11,8 @@ Codex deserializes them with `serde_json::from_str` into
     }
 
 (no `deny_unknown_fields`: other keys are skipped) and answers a failure with
-`failed to parse function arguments: {serde error}`; `broker.serde_json` reproduces the
-serde texts and positions.
+`failed to parse function arguments: {serde error}`; `contract.rust.serde_json`
+reproduces the serde texts and positions.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, cast
 
-from cellfleet.broker.serde_json import (
+from cellfleet.broker.contract.rust.serde_json import (
     Deserializer,
     SerdeJsonError,
     StructField,

@@ -13,14 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from cellfleet.broker.rust_text import rust_trim, rust_trim_start
-from cellfleet.broker.serde_json import (
+from cellfleet.broker.contract.rust.serde_json import (
     SerdeJsonError,
     parse_value,
     value_unexpected,
     visit_unsigned,
 )
-from cellfleet.broker.tooldefs import JsonValue
+from cellfleet.broker.contract.rust.text import rust_trim, rust_trim_start
+from cellfleet.broker.contract.tools import JsonValue
 
 __all__ = [
     "CODE_MODE_PRAGMA_PREFIX",

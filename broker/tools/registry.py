@@ -1,6 +1,6 @@
 """Registering Python callables as nested tools: the API a `--tools FILE.py` uses.
 
-    from cellfleet.broker.toolkit import ToolContext, ToolRegistry
+    from cellfleet.broker.tools.registry import ToolContext, ToolRegistry
 
     tools = ToolRegistry()
 
@@ -43,8 +43,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from cellfleet.broker.tooldefs import JsonValue, ToolDefinition, ToolKind
-from cellfleet.broker.tooling import ToolCallError
+from cellfleet.broker.contract.tools import JsonValue, ToolDefinition, ToolKind
+from cellfleet.broker.tools.invocation import ToolCallError
 
 __all__ = [
     "RetryPolicy",

@@ -1,4 +1,4 @@
-"""A host's side of nested tool calls over Redis (the worker side is broker/worker.py).
+"""A host's side of nested tool calls over Redis (the worker side is broker/tools/worker.py).
 
 `dispatch` puts the call on the `cf:tools:calls` stream (read by the worker fleet's
 consumer group) and remembers whom to tell. Workers record the outcome in the
@@ -27,8 +27,13 @@ import redis
 
 from cellfleet.broker import keys
 from cellfleet.broker.journal import run_retrying
-from cellfleet.broker.link import Command, RedisLink
-from cellfleet.broker.tooling import CancelHandle, ToolInvocation, ToolOutcome, payload_error
+from cellfleet.broker.redis.link import Command, RedisLink
+from cellfleet.broker.tools.invocation import (
+    CancelHandle,
+    ToolInvocation,
+    ToolOutcome,
+    payload_error,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_IN_FLIGHT_PER_SESSION = 256
