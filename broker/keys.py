@@ -40,6 +40,11 @@ TOOL_CANCEL_CHANNEL = f"{PREFIX}:tools:cancel"
 TOOL_WORKERS_GROUP = "workers"
 
 
+def tool_call_field(cell: str, call_id: str) -> str:
+    """A nested tool call's field in its session's `tools` hash (`cell/tool-N`)."""
+    return f"{cell}/{call_id}"
+
+
 def host_replies(host: str) -> str:
     """The stream through which tool workers answer one host's calls."""
     return f"{PREFIX}:host:{{{host}}}:replies"

@@ -26,6 +26,7 @@ from cellfleet.broker.journal import RedisJournal
 S = TypeVar("S")
 
 START = "0-0"
+MAX_BLOCK_MS = 1000  # redis-py 8 gives clients a 5 s socket timeout by default
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +106,9 @@ class ProjectorRunner(Generic[S]):
     def wait_for(self, position: str | bytes, timeout: float) -> Projected[S]:
         """Catch up until the projection has folded stream entry `position`.
 
-        Blocks on the stream (`XREAD BLOCK`) between attempts, never sleeps; raises
-        `TimeoutError` if `position` is not reached within `timeout` seconds. The
-        client's socket timeout, if any, must be longer than `timeout`.
+        Blocks on the stream (`XREAD BLOCK`, at most `MAX_BLOCK_MS` at a time: less than
+        any client socket timeout) between attempts, never sleeps; raises
+        `TimeoutError` if `position` is not reached within `timeout` seconds.
         """
         target = stream_id(position)
         deadline = time.monotonic() + timeout
@@ -121,7 +122,8 @@ class ProjectorRunner(Generic[S]):
                     f"projection {self.name} of {self.session} is at {current.position}, "
                     f"not {position!r}, after {timeout} s"
                 )
-            self.client.xread({self._stream: current.position}, count=1, block=remaining_ms)
+            block_ms = min(remaining_ms, MAX_BLOCK_MS)
+            self.client.xread({self._stream: current.position}, count=1, block=block_ms)
 
     def _store(self, projected: Projected[S]) -> None:
         state = self._to_json(projected.state)

@@ -47,7 +47,9 @@ def redis_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    # Tests block on lists and streams with timeouts of their own, longer than
+    # redis-py's default socket timeout (5 s).
+    client = redis.Redis.from_url(redis_url, socket_timeout=60)
     yield client
     client.close()
 

@@ -142,7 +142,11 @@ class BrokerDispatcher:
             return  # already answered
         session_keys = keys.SessionKeys(invocation.session)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hsetnx(session_keys.tools, f"{invocation.cell}/{invocation.call_id}", "cancelled")
+        pipe.hsetnx(
+            session_keys.tools,
+            keys.tool_call_field(invocation.cell, invocation.call_id),
+            "cancelled",
+        )
         if waiting.entry_id is not None:
             pipe.xdel(keys.TOOL_CALLS, waiting.entry_id)
         pipe.publish(keys.TOOL_CANCEL_CHANNEL, invocation.idempotency_key)

@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 class _Running:
     entry_id: str
     context: ToolContext
+    session: str
+    call_key: str  # its field in the session's `tools` hash
 
 
 class ToolWorker:
@@ -87,6 +89,7 @@ class ToolWorker:
         self._slots = threading.Semaphore(concurrency)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._listening = threading.Event()  # subscribed to cancellations (or stopping)
         self._pool = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix=f"tool-{self.name}"
         )
@@ -95,13 +98,17 @@ class ToolWorker:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> ToolWorker:
+        """Start serving; returns once cancellations are heard, before any call is read
+        (a cancellation published earlier would be lost to this worker)."""
         ensure_group(self.client)
-        for target in (self._read_loop, self._lease_loop, self._cancel_loop):
+        for target in (self._cancel_loop, self._read_loop, self._lease_loop):
             thread = threading.Thread(
                 target=target, name=f"{target.__name__}-{self.name}", daemon=True
             )
             thread.start()
             self._threads.append(thread)
+            if target == self._cancel_loop:
+                self._listening.wait()
         return self
 
     def stop(self) -> None:
@@ -152,7 +159,12 @@ class ToolWorker:
         invocation = _invocation(fields)
         context = ToolContext(idempotency_key=invocation.idempotency_key)
         with self._lock:
-            self._running[invocation.idempotency_key] = _Running(entry_id, context)
+            self._running[invocation.idempotency_key] = _Running(
+                entry_id,
+                context,
+                invocation.session,
+                keys.tool_call_field(invocation.cell, invocation.call_id),
+            )
         self._pool.submit(self._handle, entry_id, invocation, fields, deliveries, context)
 
     # -- leases ----------------------------------------------------------------------
@@ -168,6 +180,7 @@ class ToolWorker:
                     self.client.xclaim(
                         keys.TOOL_CALLS, keys.TOOL_WORKERS_GROUP, self.name, 0, ids, justid=True
                     )
+                self._reconcile_cancellations()
                 free = self._free_slots()
                 if free:
                     self._take_over(lease_ms, free)
@@ -189,20 +202,40 @@ class ToolWorker:
             self._submit(entry, fields, deliveries)
 
     def _cancel_loop(self) -> None:
-        """Hear cancellations; survives Redis outages by subscribing again."""
+        """Hear cancellations; survives Redis outages by subscribing again (what was
+        published meanwhile, `_reconcile_cancellations` finds in the calls' records)."""
         while not self._stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub()
             try:
                 pubsub.subscribe(keys.TOOL_CANCEL_CHANNEL)
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.2)
-                    if message is not None:
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self._listening.set()
+                    elif message["type"] == "message":
                         self._heard_cancel(message["data"].decode())
             except (redis.ConnectionError, redis.TimeoutError) as error:
                 log.warning("tool cancellations unavailable: %s", error)
                 self._stop.wait(0.2)
             finally:
                 pubsub.close()
+        self._listening.set()  # stopping: nobody waits for the subscription any more
+
+    def _reconcile_cancellations(self) -> None:
+        """Tell running handlers of cancellations that were published while this
+        worker did not listen: a cancelled call is marked in its session's `tools`."""
+        with self._lock:
+            running = list(self._running.items())
+        if not running:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for _, call in running:
+            pipe.hget(keys.SessionKeys(call.session).tools, call.call_key)
+        for (_, call), state in zip(running, pipe.execute(), strict=True):
+            if state == b"cancelled":
+                call.context.cancelled.set()
 
     def _heard_cancel(self, key: str) -> None:
         with self._lock:
@@ -241,7 +274,7 @@ class ToolWorker:
         context: ToolContext,
     ) -> None:
         session_keys = keys.SessionKeys(invocation.session)
-        call_key = f"{invocation.cell}/{invocation.call_id}"
+        call_key = keys.tool_call_field(invocation.cell, invocation.call_id)
         with self._lock:
             heard_cancelled = self._cancelled.pop(invocation.idempotency_key, 0) is None
         if heard_cancelled:
@@ -362,7 +395,7 @@ class ToolWorker:
             )
         )
         session_keys = keys.SessionKeys(invocation.session)
-        call_key = f"{invocation.cell}/{invocation.call_id}"
+        call_key = keys.tool_call_field(invocation.cell, invocation.call_id)
         flat: list[Any] = [call_key, *codec.encode_flat(event)]
         reply = {
             "key": invocation.idempotency_key,

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from cellfleet.broker import events as ev
+from cellfleet.broker import keys
 from cellfleet.broker.contract.render import ToolOutput
 from cellfleet.broker.tools.registry import load_tools_file
 from cellfleet.ops.host import Host
@@ -181,6 +182,21 @@ def test_cancellation_on_termination(host, start_worker, redis_client, r):
     assert redis_client.blpop([r("cancelled", "t")], timeout=15) is not None
     kinds = [type(e).__name__ for e in log(host, session.id)]
     assert kinds.index("ToolCancelled") < kinds.index("CellTerminated")
+
+
+def test_a_cancellation_the_worker_did_not_hear_still_reaches_the_handler(
+    host, start_worker, redis_client, r
+):
+    """A worker that was not listening when a call was cancelled (not yet subscribed,
+    or reconnecting) finds the cancellation in the call's record within a lease tick."""
+    start_worker(lease_s=0.3)
+    session = host.open_session()
+    session.backend.execute("c", 'await tools.gate({name: "q"})', 60_000, None)
+    wait_started(redis_client, r("started", "q"))
+    requested = [e for e in log(host, session.id) if isinstance(e, ev.ToolRequested)]
+    field = keys.tool_call_field(requested[0].cell, requested[0].call_id)
+    redis_client.hsetnx(keys.SessionKeys(session.id).tools, field, "cancelled")  # unpublished
+    assert redis_client.blpop([r("cancelled", "q")], timeout=15) is not None
 
 
 def test_kill_9_mid_call_is_taken_over_once(host, start_worker, redis_client, r):
