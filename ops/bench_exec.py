@@ -30,8 +30,8 @@ from typing import Any
 
 import orjson
 
-from cellfleet.actors.pool import ContextPool
-from cellfleet.actors.runtime_protocol import RuntimeTool
+from cellfleet.actors.runtime.pool import ContextPool
+from cellfleet.actors.runtime.protocol import RuntimeTool
 from cellfleet.broker import events as ev
 from cellfleet.broker.client import Session
 from cellfleet.broker.contract.inventory import build_inventory

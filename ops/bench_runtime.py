@@ -18,10 +18,10 @@ from typing import Any
 
 from py_mini_racer import MiniRacer
 
-from cellfleet.actors.pool import ContextPool, prepare_context
-from cellfleet.actors.runtime import CellRuntime, RuntimeMessage
-from cellfleet.actors.runtime_protocol import CellSpec, Finished, RuntimeEvent, RuntimeTool, Stopped
-from cellfleet.actors.v8 import create_isolate, free_isolate
+from cellfleet.actors.runtime.pool import ContextPool, prepare_context
+from cellfleet.actors.runtime.protocol import CellSpec, Finished, RuntimeEvent, RuntimeTool, Stopped
+from cellfleet.actors.runtime.runtime import CellRuntime, RuntimeMessage
+from cellfleet.actors.runtime.v8 import create_isolate, free_isolate
 from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.tools import ToolDefinition
 

@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from cellfleet.actors.cell_actor import CellActors
-from cellfleet.actors.pool import ContextPool
+from cellfleet.actors.cell.actor import CellActors
+from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.scheduler import Scheduler
-from cellfleet.actors.session_actor import ActorSessionBackend, SessionConfig, SessionServices
+from cellfleet.actors.session.actor import ActorSessionBackend, SessionConfig, SessionServices
 from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
 from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.tools import JsonValue, NamespaceInfo, ToolDefinition

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import redis
 
-from cellfleet.actors.local import LocalCell, ToolError, ToolHandler
-from cellfleet.actors.pool import ContextPool
-from cellfleet.actors.runtime_protocol import CellSpec, Finished, OutputItem, RuntimeTool, Stopped
+from cellfleet.actors.runtime.local import LocalCell, ToolError, ToolHandler
+from cellfleet.actors.runtime.pool import ContextPool
+from cellfleet.actors.runtime.protocol import CellSpec, Finished, OutputItem, RuntimeTool, Stopped
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
 from cellfleet.ops.redis_server import RedisProcess, start_redis
 

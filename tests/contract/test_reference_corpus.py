@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from cellfleet.actors.local import LocalCell, ToolHandler
-from cellfleet.actors.pool import ContextPool
-from cellfleet.actors.runtime_protocol import (
+from cellfleet.actors.runtime.local import LocalCell, ToolHandler
+from cellfleet.actors.runtime.pool import ContextPool
+from cellfleet.actors.runtime.protocol import (
     CellSpec,
     Finished,
     NotificationSent,

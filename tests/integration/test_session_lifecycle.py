@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cellfleet.actors.notifications import Notifications
+from cellfleet.actors.cell.notifications import Notifications
 from cellfleet.broker.contract.responses import Result, Terminated, Yielded
 from cellfleet.broker.events import (
     CellAdmitted,

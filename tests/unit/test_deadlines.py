@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cellfleet.actors.deadlines import yield_timeout_ms
+from cellfleet.actors.cell.deadlines import yield_timeout_ms
 
 U64_MAX = 2**64 - 1
 

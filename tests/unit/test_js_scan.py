@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 from py_mini_racer import MiniRacer
 
-from cellfleet.actors.js_scan import has_top_level_return
-from cellfleet.actors.source import module_compile_error, prepare
-from cellfleet.actors.v8 import create_isolate, free_isolate
+from cellfleet.actors.runtime.js_scan import has_top_level_return
+from cellfleet.actors.runtime.source import module_compile_error, prepare
+from cellfleet.actors.runtime.v8 import create_isolate, free_isolate
 from tests.reference.cases import CASES
 
 TOP_LEVEL: dict[str, str] = {

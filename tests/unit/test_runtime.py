@@ -7,10 +7,9 @@ import time
 
 import pytest
 
-from cellfleet.actors.local import LocalCell
-from cellfleet.actors.pool import ContextPool
-from cellfleet.actors.runtime import CellRuntime
-from cellfleet.actors.runtime_protocol import (
+from cellfleet.actors.runtime.local import LocalCell
+from cellfleet.actors.runtime.pool import ContextPool
+from cellfleet.actors.runtime.protocol import (
     CellSpec,
     Finished,
     NotificationSent,
@@ -22,6 +21,7 @@ from cellfleet.actors.runtime_protocol import (
     ToolCallRequested,
     YieldRequested,
 )
+from cellfleet.actors.runtime.runtime import CellRuntime
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
 from tests.conftest import runtime_tools, texts
 

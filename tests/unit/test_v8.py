@@ -1,4 +1,4 @@
-"""The raw mini-racer driver (`actors/v8.py`)."""
+"""The raw mini-racer driver (`actors/runtime/v8.py`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from cellfleet.actors import v8
-from cellfleet.actors.v8 import V8Context
+from cellfleet.actors.runtime import v8
+from cellfleet.actors.runtime.v8 import V8Context
 
 REPO = Path(__file__).parents[2]
 

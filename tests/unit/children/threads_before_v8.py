@@ -14,9 +14,9 @@ import threading
 
 from py_mini_racer import MiniRacer, _dll
 
-from cellfleet.actors.local import LocalCell
-from cellfleet.actors.pool import ContextPool
-from cellfleet.actors.runtime_protocol import CellSpec, Finished, OutputItem, RuntimeTool
+from cellfleet.actors.runtime.local import LocalCell
+from cellfleet.actors.runtime.pool import ContextPool
+from cellfleet.actors.runtime.protocol import CellSpec, Finished, OutputItem, RuntimeTool
 from cellfleet.broker.contract.tools import ToolKind
 
 # Hot enough for V8 to compile machine code: freeing an isolate that has some is what

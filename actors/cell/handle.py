@@ -1,7 +1,7 @@
 """What callers of a cell share with its actor (spec §4.1): phase, observer, terminators.
 
 Callers (the session actor, `wait`s) decide synchronously on these few facts, behind the
-handle's lock; everything else about a cell belongs to its actor (`actors.cell_actor`),
+handle's lock; everything else about a cell belongs to its actor (`actors.cell.actor`),
 which they reach with the two requests defined here.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pykka
 
-from cellfleet.actors.deadlines import yield_timeout_ms
+from cellfleet.actors.cell.deadlines import yield_timeout_ms
 from cellfleet.actors.errors import CellAlreadyTerminatingError, CellBusyError, cell_not_found_text
 from cellfleet.actors.scheduler import Scheduled
 from cellfleet.broker.contract.responses import CellAnswer, Result

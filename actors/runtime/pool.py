@@ -22,13 +22,13 @@ from typing import Any
 
 import orjson
 
-from cellfleet.actors.mailbox import Mailbox
-from cellfleet.actors.runtime_protocol import RuntimeTool, tools_payload
-from cellfleet.actors.v8 import V8Context
+from cellfleet.actors.runtime.mailbox import Mailbox
+from cellfleet.actors.runtime.protocol import RuntimeTool, tools_payload
+from cellfleet.actors.runtime.v8 import V8Context
 
 log = logging.getLogger(__name__)
 
-PRELUDE_SOURCE = resources.files("cellfleet.actors").joinpath("prelude.js").read_text("utf-8")
+PRELUDE_SOURCE = resources.files(__package__).joinpath("prelude.js").read_text("utf-8")
 DEFAULT_MEMORY_LIMIT_BYTES = 256 * 1024 * 1024
 MAILBOX_BYTES = 256 * 1024
 

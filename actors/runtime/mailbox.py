@@ -2,7 +2,7 @@
 
 JavaScript appends records to an ArrayBuffer that Python reads directly through a
 memoryview, so Python sees a cell's output even while its JavaScript is busy and
-never needs a round trip into V8 to collect it (layout: actors/prelude.js).
+never needs a round trip into V8 to collect it (layout: actors/runtime/prelude.js).
 
 Only committed records are read: JavaScript publishes the log length with
 `Atomics.store` after writing a record. The log is reset (length 0) only while

@@ -7,7 +7,7 @@
 // globalThis, so the global object holds exactly the contract's names.
 //
 // Everything the cell does is written as a record into a shared-memory log that the
-// Python side reads without JavaScript's cooperation (see actors/mailbox.py). `post()`
+// Python side reads without JavaScript's cooperation (see actors/runtime/mailbox.py). `post()`
 // is a synchronous callback into Python: JavaScript calls it when the log is full and
 // for events that cannot wait (yield_control, exit). Records are JSON arrays:
 //   ["i", item]                   content item (already in model-facing shape)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from cellfleet.actors.js_scan import has_top_level_return
+from cellfleet.actors.runtime.js_scan import has_top_level_return
 
 MAIN_FILE = "exec_main.mjs"
 HOST_FILE = "cellfleet-host.js"

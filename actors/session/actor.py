@@ -18,13 +18,13 @@ from typing import Any
 
 import pykka
 
-from cellfleet.actors.cell_actor import CellActors, CellContext
-from cellfleet.actors.cell_handle import CellHandle, Observer, missing
-from cellfleet.actors.deadlines import yield_timeout_ms
-from cellfleet.actors.pool import ContextPool
-from cellfleet.actors.runtime_protocol import CellSpec, RuntimeTool
+from cellfleet.actors.cell.actor import CellActors, CellContext
+from cellfleet.actors.cell.deadlines import yield_timeout_ms
+from cellfleet.actors.cell.handle import CellHandle, Observer, missing
+from cellfleet.actors.runtime.pool import ContextPool
+from cellfleet.actors.runtime.protocol import CellSpec, RuntimeTool
 from cellfleet.actors.scheduler import Scheduler
-from cellfleet.actors.session_store import SessionStore
+from cellfleet.actors.session.store import SessionStore
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract.inventory import ToolInventory
 from cellfleet.broker.contract.responses import CellAnswer

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import pykka
 
-from cellfleet.actors.cell_handle import (
+from cellfleet.actors.cell.handle import (
     CellHandle,
     Observer,
     ObserveRequest,
@@ -43,10 +43,9 @@ from cellfleet.actors.cell_handle import (
     TerminateRequest,
     missing,
 )
-from cellfleet.actors.notifications import Notifications, Outcome
-from cellfleet.actors.pool import BACKGROUND_DELAY_S, ContextPool
-from cellfleet.actors.runtime import CellRuntime
-from cellfleet.actors.runtime_protocol import (
+from cellfleet.actors.cell.notifications import Notifications, Outcome
+from cellfleet.actors.runtime.pool import BACKGROUND_DELAY_S, ContextPool
+from cellfleet.actors.runtime.protocol import (
     CellSpec,
     Finished,
     NotificationSent,
@@ -60,8 +59,9 @@ from cellfleet.actors.runtime_protocol import (
     ToolCallRequested,
     YieldRequested,
 )
+from cellfleet.actors.runtime.runtime import CellRuntime
 from cellfleet.actors.scheduler import Scheduled, Scheduler
-from cellfleet.actors.session_store import SessionStore
+from cellfleet.actors.session.store import SessionStore
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract.responses import CellAnswer, ContentItem, Result, Terminated, Yielded
 from cellfleet.broker.contract.responses import Pending as PendingAnswer

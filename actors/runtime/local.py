@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cellfleet.actors.pool import DEFAULT_MEMORY_LIMIT_BYTES, ContextPool
-from cellfleet.actors.runtime import CellRuntime, RuntimeMessage
-from cellfleet.actors.runtime_protocol import (
+from cellfleet.actors.runtime.pool import DEFAULT_MEMORY_LIMIT_BYTES, ContextPool
+from cellfleet.actors.runtime.protocol import (
     CellSpec,
     Finished,
     RuntimeEvent,
@@ -27,6 +26,7 @@ from cellfleet.actors.runtime_protocol import (
     TimerSet,
     ToolCallRequested,
 )
+from cellfleet.actors.runtime.runtime import CellRuntime, RuntimeMessage
 from cellfleet.broker.contract.tools import JsonValue
 from cellfleet.broker.events import wall_clock_ms
 from cellfleet.broker.tools.invocation import ToolCallError, ToolHandler

@@ -23,9 +23,9 @@ from typing import Any
 
 import orjson
 
-from cellfleet.actors import source as src
-from cellfleet.actors.pool import PreparedContext
-from cellfleet.actors.runtime_protocol import (
+from cellfleet.actors.runtime import source as src
+from cellfleet.actors.runtime.pool import PreparedContext
+from cellfleet.actors.runtime.protocol import (
     CellSpec,
     Finished,
     NotificationSent,
@@ -40,7 +40,7 @@ from cellfleet.actors.runtime_protocol import (
     YieldRequested,
     tools_payload,
 )
-from cellfleet.actors.v8 import EvalOutcome, V8Context
+from cellfleet.actors.runtime.v8 import EvalOutcome, V8Context
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
 
 MAX_INPUTS_IN_FLIGHT = 32
