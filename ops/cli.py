@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -20,10 +21,10 @@ from cellfleet.broker.client import Session
 from cellfleet.broker.contract.render import ToolOutput
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.tools.registry import ToolRegistry
-from cellfleet.broker.tools.worker import run_worker
 from cellfleet.ops.host import Host
 from cellfleet.ops.inputs import InputError, load_tools, open_text, reachable_redis, read_text
 from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
+from cellfleet.ops.tools_worker import run_worker
 
 USAGE_ERROR = 2  # the exit status of a bad command line or input, as argparse's
 
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     tools.add_argument("--max-deliveries", type=int, default=3)
 
-    bench = commands.add_parser("bench", help="benchmarks (ops/bench_*.py)")
+    bench = commands.add_parser("bench", help="benchmarks (ops/bench/)")
     bench.add_argument("suite", choices=["runtime", "exec", "tools"])
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--samples", type=int, default=None)
@@ -166,9 +167,8 @@ def print_events(journal: RedisJournal, session: str) -> int:
 
 
 def run_bench(suite: str, *, as_json: bool, samples: int | None) -> int:
-    from cellfleet.ops import bench_exec, bench_runtime, bench_tools  # noqa: PLC0415 - on demand
-
-    module: Any = {"runtime": bench_runtime, "exec": bench_exec, "tools": bench_tools}[suite]
+    # Imported on demand: the benchmarks are not part of the other commands.
+    module: Any = importlib.import_module(f"cellfleet.ops.bench.{suite}")
     report = module.run(samples) if samples else module.run()
     print(orjson.dumps(report).decode() if as_json else module.table(report))
     return 0

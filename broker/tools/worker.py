@@ -17,7 +17,6 @@ Bounds: a worker reads no more entries than it has free slots (`concurrency`).
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import threading
 import time
@@ -442,27 +441,4 @@ def _invocation(fields: dict[bytes, bytes]) -> ToolInvocation:
     )
 
 
-def run_worker(
-    url: str,
-    registry: ToolRegistry,
-    *,
-    concurrency: int = 8,
-    lease_s: float = 5.0,
-    max_deliveries: int = 3,
-) -> None:
-    """Run a worker until interrupted or terminated (the `cellfleet tools` command)."""
-    client = redis.Redis.from_url(url)
-    worker = ToolWorker(
-        client, registry, concurrency=concurrency, lease_s=lease_s, max_deliveries=max_deliveries
-    ).start()
-    signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
-    try:
-        worker.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        worker.stop()
-        client.close()
-
-
-__all__ = ["ToolWorker", "run_worker"]
+__all__ = ["ToolWorker"]

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from cellfleet.broker import events as ev
-from cellfleet.ops import bench_runtime
+from cellfleet.ops.bench import runtime as bench_runtime
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
 
@@ -117,7 +117,7 @@ def raw_floor(url: str) -> list[float]:
     client.delete("bench:req", "bench:rep")
     client.xgroup_create("bench:req", "g", id="0", mkstream=True)
     echo = subprocess.Popen(
-        [sys.executable, "-m", "cellfleet.ops.bench_tools", "--floor-echo", url]
+        [sys.executable, "-m", "cellfleet.ops.bench.tools", "--floor-echo", url]
     )
     try:
         position = "0"

@@ -5,7 +5,7 @@ a fresh process (a child process per sample). `warm_exec`: one warm-up exec, the
 execs per sample, 10 samples; a sample is the mean of its 25. Timed from `Session.exec`
 to its completed output, every event up to that answer acknowledged by Redis (AOF on).
 Baselines in the same run, their samples interleaved with the warm execs' (the
-machine's speed drifts): `warm_runtime`, the bare runtime (ops/bench_runtime.py), and
+machine's speed drifts): `warm_runtime`, the bare runtime (ops/bench/runtime.py), and
 `warm_runtime_append`, the bare runtime followed by the one durable append a short cell
 needs (the journal's `finish` with the same six events). The first is the issue's
 baseline; the second splits the overhead into the log's round trip and the rest.
@@ -38,7 +38,7 @@ from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.tools import ToolDefinition
 from cellfleet.broker.events import wall_clock_ms
 from cellfleet.broker.journal import RedisJournal
-from cellfleet.ops import bench_runtime
+from cellfleet.ops.bench import runtime as bench_runtime
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
 
@@ -174,7 +174,7 @@ def cold_exec(url: str, count: int) -> tuple[list[float], list[int]]:
     values, rss = [], []
     for _ in range(COLD_SAMPLES):
         child = subprocess.run(
-            [sys.executable, "-m", "cellfleet.ops.bench_exec", "--cold-worker", url, str(count)],
+            [sys.executable, "-m", "cellfleet.ops.bench.exec", "--cold-worker", url, str(count)],
             check=True,
             capture_output=True,
             env={**os.environ},

@@ -1,0 +1,33 @@
+"""The `cellfleet tools` process: one tool-dispatch worker until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+
+import redis
+
+from cellfleet.broker.tools.registry import ToolRegistry
+from cellfleet.broker.tools.worker import ToolWorker
+
+
+def run_worker(
+    url: str,
+    registry: ToolRegistry,
+    *,
+    concurrency: int = 8,
+    lease_s: float = 5.0,
+    max_deliveries: int = 3,
+) -> None:
+    """Serve `registry`'s tools until interrupted or terminated."""
+    client = redis.Redis.from_url(url)
+    worker = ToolWorker(
+        client, registry, concurrency=concurrency, lease_s=lease_s, max_deliveries=max_deliveries
+    ).start()
+    signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
+    try:
+        worker.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.stop()
+        client.close()
