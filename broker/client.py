@@ -17,7 +17,7 @@ from typing import Protocol
 
 from cellfleet.broker.contract.exec_input import PragmaError, parse_exec_source
 from cellfleet.broker.contract.render import ToolOutput, failure_output, render_response
-from cellfleet.broker.contract.responses import CellAnswer, Pending, Result
+from cellfleet.broker.contract.responses import CellAnswer, ObserveMode, Pending, Result
 from cellfleet.broker.contract.wait_input import WaitArgumentsError, parse_wait_arguments
 
 DEFAULT_EXEC_YIELD_TIME_MS = 10_000  # the library default; Codex's product uses 30 000
@@ -33,10 +33,12 @@ class SessionBackend(Protocol):
         source: str,
         yield_time_ms: int,
         max_output_tokens: int | None,
-        mode: str = ...,
+        mode: ObserveMode = ...,
     ) -> tuple[str, Future[CellAnswer]]: ...
 
-    def observe(self, cell_id: str, mode: str, yield_time_ms: int) -> Future[CellAnswer]: ...
+    def observe(
+        self, cell_id: str, mode: ObserveMode, yield_time_ms: int
+    ) -> Future[CellAnswer]: ...
 
     def terminate(self, cell_id: str) -> Future[CellAnswer]: ...
 
@@ -93,7 +95,7 @@ class Session:
             if args.terminate:
                 future = self.backend.terminate(args.cell_id)
             else:
-                future = self.backend.observe(args.cell_id, "yield", args.yield_time_ms)
+                future = self.backend.observe(args.cell_id, ObserveMode.YIELD, args.yield_time_ms)
             answer = future.result(self._answer_timeout_s)
         except Exception as error:
             return failure_output(str(error))
@@ -109,11 +111,11 @@ class Session:
 
     def execute_to_pending(self, call_id: str, source: str) -> CellAnswer:
         """Run until completion or the first pending frontier (no yield timer)."""
-        _, future = self.backend.execute(call_id, source, 0, None, "pending")
+        _, future = self.backend.execute(call_id, source, 0, None, ObserveMode.PENDING)
         return future.result(self._answer_timeout_s)
 
     def wait_to_pending(self, cell_id: str) -> CellAnswer:
-        return self.backend.observe(cell_id, "pending", 0).result(self._answer_timeout_s)
+        return self.backend.observe(cell_id, ObserveMode.PENDING, 0).result(self._answer_timeout_s)
 
     @staticmethod
     def _render(answer: CellAnswer, began: float, max_tokens: int | None) -> ToolOutput:

@@ -4,13 +4,15 @@ A stream entry has the fields
   `v`  schema version (decimal)      `t`  event type       `c`  cell id ("" if none)
   `q`  writer sequence (decimal)     `at` wall clock, ms   `d`  the other fields, JSON
 The cell id is a field of its own so that a reader can pick a cell's events without
-decoding the rest. Tuples come back as tuples, so a decoded event equals the original.
+decoding the rest. Tuples and enums come back as such, so a decoded event equals the original.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Mapping
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -27,6 +29,26 @@ class DecodeError(ValueError):
 
 _DATA_FIELDS: dict[type[Any], tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE)
+    for cls in EVENT_TYPES.values()
+}
+
+
+def _restorer(hint: Any) -> Callable[[Any], Any] | None:
+    """How a field's JSON value becomes its typed value again, if it needs to."""
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint
+    if typing.get_origin(hint) is tuple:
+        return tuple
+    return None
+
+
+# Per event type: the data fields whose JSON value is converted back (enums, tuples).
+_RESTORERS: dict[type[Any], dict[str, Callable[[Any], Any]]] = {
+    cls: {
+        name: restore
+        for name, hint in typing.get_type_hints(cls).items()
+        if name in _DATA_FIELDS[cls] and (restore := _restorer(hint)) is not None
+    }
     for cls in EVENT_TYPES.values()
 }
 
@@ -71,11 +93,11 @@ def decode(session: str, fields: Mapping[bytes, bytes] | Mapping[str, Any]) -> A
             raise DecodeError(f"event schema version {version} is newer than {SCHEMA_VERSION}")
         cls = EVENT_TYPES[get("t")]
         data = orjson.loads(get("d"))
-        kwargs = {
-            f.name: _restore(f.type, data[f.name])
-            for f in dataclasses.fields(cls)
-            if f.name in data
-        }
+        fields_ = _DATA_FIELDS[cls]
+        kwargs = {name: value for name, value in data.items() if name in fields_}
+        for name, restore in _RESTORERS[cls].items():
+            if name in kwargs:
+                kwargs[name] = restore(kwargs[name])
         return cls(
             session=session, cell=get("c"), seq=int(get("q")), at_ms=float(get("at")), **kwargs
         )
@@ -91,9 +113,3 @@ def _getter(fields: Mapping[Any, Any]) -> Any:
         return value.decode() if isinstance(value, bytes) else str(value)
 
     return get
-
-
-def _restore(annotation: Any, value: Any) -> Any:
-    if isinstance(value, list) and str(annotation).startswith("tuple"):
-        return tuple(value)
-    return value

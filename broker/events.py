@@ -16,7 +16,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, TypeAlias
+from enum import StrEnum
+from typing import ClassVar, TypeAlias, TypedDict
 
 from cellfleet.broker.contract.responses import ContentItem
 from cellfleet.broker.contract.tools import JsonValue
@@ -25,6 +26,31 @@ from cellfleet.broker.contract.tools import JsonValue
 def wall_clock_ms() -> float:
     """The clock events are stamped with (and inputs carry into JavaScript): ms since epoch."""
     return time.time() * 1000.0
+
+
+class ObservationKind(StrEnum):
+    """What an observer was answered with (`ObservationDelivered.kind`)."""
+
+    YIELDED = "yielded"
+    PENDING = "pending"
+    COMPLETED = "completed"
+    TERMINATED = "terminated"
+
+
+class TerminationReason(StrEnum):
+    """Why a cell was terminated (`CellTerminated.reason`)."""
+
+    TERMINATE = "terminate"  # `wait {terminate: true}`
+    SHUTDOWN = "shutdown"  # the session shut down
+
+
+class Envelope(TypedDict):
+    """The envelope fields of an event, for `SomeEvent(**envelope, ...)`."""
+
+    session: str
+    cell: str
+    seq: int
+    at_ms: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,7 +124,7 @@ class ObservationDelivered(Event):
     """An observer was answered; `outputs` is how many outputs it had seen in all."""
 
     TYPE: ClassVar[str] = "observation_delivered"
-    kind: str  # "yielded" | "pending" | "completed" | "terminated"
+    kind: ObservationKind
     outputs: int = 0
     pending_tool_call_ids: tuple[str, ...] = ()
 
@@ -117,7 +143,7 @@ class CellTerminated(Event):
     """Terminal: stopped by `wait {terminate: true}` or shutdown; writes discarded."""
 
     TYPE: ClassVar[str] = "cell_terminated"
-    reason: str = "terminate"  # "terminate" | "shutdown"
+    reason: TerminationReason = TerminationReason.TERMINATE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

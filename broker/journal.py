@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypeVar
 
 import redis
@@ -46,6 +47,14 @@ from cellfleet.broker.redis.scripts import script_source
 
 T = TypeVar("T")
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+
+
+class FinishOutcome(StrEnum):
+    """What holds after `RedisJournal.finish`: the first terminal event wins."""
+
+    COMPLETED = "completed"
+    TERMINATED = "terminated"
+    SHUTDOWN = "shutdown"  # a completion refused: the session's shutdown began first
 
 
 def _retrying(call: Callable[[], T]) -> T:
@@ -223,14 +232,13 @@ class RedisJournal:
         terminal: CellCompleted | CellTerminated,
         before: Sequence[AnyEvent] = (),
         after: Sequence[AnyEvent] = (),
-    ) -> str:
+    ) -> FinishOutcome:
         """Append `before`, then the terminal event and `after` unless the cell already has
         a terminal event (`after` records what the winner's answer was delivered to).
         A `before` that starts with the cell's `CellAdmitted` admits it first, as
         `admit` does (and raises as it does).
 
-        Returns the kind that holds: "completed", "terminated", or "shutdown" (a
-        completion refused because the session's shutdown began; only `before` appended).
+        Returns what holds (`FinishOutcome`); on `SHUTDOWN` only `before` was appended.
         """
         k = keys.SessionKeys(terminal.session)
         kind = "completed" if isinstance(terminal, CellCompleted) else "terminated"
@@ -253,7 +261,7 @@ class RedisJournal:
             return self._finish([k.terminal, k.events, k.stored, k.meta], args)
 
         result: bytes = _refusals(terminal.session, lambda: _retrying(run))
-        return result.decode()
+        return FinishOutcome(result.decode())
 
     def begin_shutdown(self, event: ShutdownBegun) -> bool:
         k = keys.SessionKeys(event.session)

@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from cellfleet.actors.cell.actor import CellActors
+from cellfleet.actors.cell.facts import CellFacts
+from cellfleet.actors.cell.spares import CellActors
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.scheduler import Scheduler
 from cellfleet.actors.session.actor import ActorSessionBackend, SessionConfig, SessionServices
@@ -32,6 +33,7 @@ class Host:
 
     Nested tool calls go through the broker (`cf:tools:calls`); `workers` in-process
     tool workers serve `tools` (0: only external `cellfleet tools` processes do).
+    `audit` is told every closed cell's final facts (tests check them against the log).
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class Host:
         handlers: Mapping[str, Callable[[JsonValue], JsonValue]] | None = None,
         workers: int = 1,
         worker_concurrency: int = 16,
+        audit: Callable[[str, str, CellFacts], None] | None = None,
     ) -> None:
         self.journal = RedisJournal.from_url(redis_url)
         self.registry = tools or ToolRegistry.from_handlers(handlers or {})
@@ -65,6 +68,7 @@ class Host:
             dispatcher=self.dispatcher,
             cell_actors=CellActors(self.scheduler),
             notifier=ThreadPoolExecutor(NOTIFY_THREADS, thread_name_prefix="notify"),
+            audit=audit,
         )
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()  # dropped ones shut down
         self._lock = threading.Lock()

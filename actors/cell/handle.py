@@ -18,7 +18,8 @@ import pykka
 from cellfleet.actors.cell.deadlines import yield_timeout_ms
 from cellfleet.actors.errors import CellAlreadyTerminatingError, CellBusyError, cell_not_found_text
 from cellfleet.actors.scheduler import Scheduled
-from cellfleet.broker.contract.responses import CellAnswer, Result
+from cellfleet.broker.contract.responses import CellAnswer, ObserveMode, Result
+from cellfleet.broker.events import TerminationReason
 
 
 class Phase(Enum):
@@ -33,7 +34,7 @@ class Phase(Enum):
 class Observer:
     """The one caller waiting for a cell's next answer."""
 
-    mode: str  # "yield" | "pending"
+    mode: ObserveMode
     yield_ms: int = 0
     future: Future[CellAnswer] = field(default_factory=Future)
     deadline: float | None = None
@@ -66,7 +67,7 @@ class CellHandle:
         self.terminators: list[Future[CellAnswer]] = []
         self.actor: pykka.ActorRef[Any] | None = None
 
-    def observe(self, mode: str, yield_time_ms: int = 0) -> Future[CellAnswer]:
+    def observe(self, mode: ObserveMode, yield_time_ms: int = 0) -> Future[CellAnswer]:
         """Attach an observer (caller thread); raises `CellBusyError`."""
         observer = Observer(mode, yield_timeout_ms(yield_time_ms, self.max_yield_time_ms))
         with self.lock:
@@ -79,14 +80,18 @@ class CellHandle:
         self.actor.tell(ObserveRequest(observer))
         return observer.future
 
-    def terminate(self, reason: str = "terminate") -> Future[CellAnswer]:
+    def terminate(
+        self, reason: TerminationReason = TerminationReason.TERMINATE
+    ) -> Future[CellAnswer]:
         """Request termination (caller thread); raises `CellAlreadyTerminatingError`."""
         future: Future[CellAnswer] = Future()
         with self.lock:
             if self.phase is Phase.TOMBSTONE:
                 return missing(self.cell_id)
             if self.phase in (Phase.TERMINATING, Phase.CLAIMED):
-                if reason == "shutdown":  # already ending; the session waits for its close
+                if (
+                    reason == TerminationReason.SHUTDOWN
+                ):  # already ending; the session waits for its close
                     return missing(self.cell_id)
                 raise CellAlreadyTerminatingError(self.cell_id)
             claims_completion = self.phase is Phase.COMPLETED
@@ -106,4 +111,4 @@ class ObserveRequest:
 
 @dataclass(frozen=True, slots=True)
 class TerminateRequest:
-    reason: str  # "terminate" | "shutdown"
+    reason: TerminationReason

@@ -14,27 +14,30 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pykka
 
-from cellfleet.actors.cell.actor import CellActors, CellContext
+from cellfleet.actors.cell.context import CellContext
 from cellfleet.actors.cell.deadlines import yield_timeout_ms
+from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.actors.cell.handle import CellHandle, Observer, missing
+from cellfleet.actors.cell.spares import CellActors
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.runtime.protocol import CellSpec, RuntimeTool
 from cellfleet.actors.scheduler import Scheduler
 from cellfleet.actors.session.store import SessionStore
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract.inventory import ToolInventory
-from cellfleet.broker.contract.responses import CellAnswer
+from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
 from cellfleet.broker.errors import (
     BrokerError,
     CellAlreadyExistsError,
     CellIdSpaceExhaustedError,
     SessionShuttingDownError,
 )
-from cellfleet.broker.events import wall_clock_ms
+from cellfleet.broker.events import TerminationReason, wall_clock_ms
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 
@@ -53,6 +56,8 @@ class SessionServices:
     cell_actors: CellActors
     notifier: Executor  # hands notifications to the sessions' `notify` callbacks
     clock: Callable[[], float] = wall_clock_ms
+    # Told every closed cell's final facts (session, cell, facts); for tests.
+    audit: Callable[[str, str, CellFacts], None] | None = None
 
 
 @dataclass(kw_only=True)
@@ -129,6 +134,7 @@ class SessionActor(pykka.ThreadingActor):
             notifier=services.notifier,
             on_closed=self._tell_closed,
             clock=services.clock,
+            audit=None if services.audit is None else partial(services.audit, self.session_id),
         )
 
     def on_receive(self, message: Any) -> Any:
@@ -147,7 +153,7 @@ class SessionActor(pykka.ThreadingActor):
         source: str,
         yield_time_ms: int,
         max_output_tokens: int | None,
-        mode: str = "yield",
+        mode: ObserveMode = ObserveMode.YIELD,
     ) -> tuple[str, Future[CellAnswer]]:
         """Create a cell and start it; returns its id and its first answer.
 
@@ -198,7 +204,7 @@ class SessionActor(pykka.ThreadingActor):
         handle.actor = self.services.cell_actors.start(handle, spec, self._context, admitted)
         return cell_id, observer.future
 
-    def observe(self, cell_id: str, mode: str, yield_time_ms: int) -> Future[CellAnswer]:
+    def observe(self, cell_id: str, mode: ObserveMode, yield_time_ms: int) -> Future[CellAnswer]:
         handle = self._cells.get(cell_id)
         return missing(cell_id) if handle is None else handle.observe(mode, yield_time_ms)
 
@@ -222,7 +228,9 @@ class SessionActor(pykka.ThreadingActor):
                 )
             except BrokerError as error:
                 self._shutdown_error = error
-        futures: list[Future[Any]] = [h.terminate("shutdown") for h in self._cells.values()]
+        futures: list[Future[Any]] = [
+            h.terminate(TerminationReason.SHUTDOWN) for h in self._cells.values()
+        ]
         if not self._cells and not self._all_closed.done():
             self._all_closed.set_result(None)
         return [*futures, self._all_closed]
@@ -276,7 +284,7 @@ class ActorSessionBackend:
         source: str,
         yield_time_ms: int,
         max_output_tokens: int | None,
-        mode: str = "yield",
+        mode: ObserveMode = ObserveMode.YIELD,
     ) -> tuple[str, Future[CellAnswer]]:
         try:
             result: tuple[str, Future[CellAnswer]] = self._ask(
@@ -286,7 +294,7 @@ class ActorSessionBackend:
             raise SessionShuttingDownError from None
         return result
 
-    def observe(self, cell_id: str, mode: str, yield_time_ms: int) -> Future[CellAnswer]:
+    def observe(self, cell_id: str, mode: ObserveMode, yield_time_ms: int) -> Future[CellAnswer]:
         try:
             future: Future[CellAnswer] = self._ask(
                 SessionActor.observe, cell_id, mode, yield_time_ms

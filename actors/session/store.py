@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
+from cellfleet.broker.journal import FinishOutcome
+
 Snapshot = tuple[Mapping[str, str], int]  # (stored key -> JSON text, version)
 
 
@@ -38,7 +40,9 @@ class SessionStore:
                 self._unsure = False
             return self._values, self._version
 
-    def commit(self, writes: Mapping[str, str], finish: Callable[[], str]) -> str:
+    def commit(
+        self, writes: Mapping[str, str], finish: Callable[[], FinishOutcome]
+    ) -> FinishOutcome:
         """Run `finish`, the terminal script that merges `writes` if its completion wins
         (it returns the kind that holds), and follow the merge here."""
         if not writes:
@@ -49,7 +53,7 @@ class SessionStore:
             except BaseException:
                 self._unsure = True
                 raise
-            if won == "completed":
+            if won is FinishOutcome.COMPLETED:
                 self._values = MappingProxyType({**self._values, **writes})
                 self._version += 1
             return won

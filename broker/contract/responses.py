@@ -10,9 +10,18 @@ adapter as plain dicts, so nothing converts them back and forth.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TypeAlias
 
 ContentItem: TypeAlias = dict[str, str]
+
+
+class ObserveMode(StrEnum):
+    """How an observer waits (spec §4.7): until a yield or the end (`wait`, `exec`),
+    or until the next pending frontier (`execute_to_pending`, `wait_to_pending`)."""
+
+    YIELD = "yield"
+    PENDING = "pending"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

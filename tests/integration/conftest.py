@@ -20,6 +20,7 @@ from cellfleet.ops.redis_server import RedisProcess
 from tests.integration.session_support import (
     TIMEOUT_S,
     TOOLS,
+    FactsAudit,
     Gates,
     Harness,
     check_log,
@@ -41,6 +42,7 @@ class _GateBoard(Gates):
 
 
 _BOARD = _GateBoard()
+_AUDIT = FactsAudit()  # every cell the shared hosts close
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def shared_host(request: pytest.FixtureRequest) -> Iterator[Host]:
     if not url:
         server: RedisProcess = request.getfixturevalue("redis_server")
         url = server.url
-    host = Host(url, handlers=handlers(_BOARD))
+    host = Host(url, handlers=handlers(_BOARD), audit=_AUDIT.record)
     yield host
     host.close()
 
@@ -88,7 +90,9 @@ def open_session(host: Host, gates: Gates) -> Iterator[OpenSession]:
     gates.open_all()
     for harness in opened:
         harness.session.shutdown()
-        check_log(harness.events(), shut_down=True)
+        events = harness.events()
+        check_log(events, shut_down=True)
+        _AUDIT.check(harness.id, events)
 
 
 @pytest.fixture

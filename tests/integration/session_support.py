@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from cellfleet.actors.cell.facts import CellFacts
+from cellfleet.actors.cell.facts import fold as fold_facts
 from cellfleet.broker import codec, keys
 from cellfleet.broker.client import Session
 from cellfleet.broker.contract.render import ToolOutput, render_response
@@ -294,6 +296,27 @@ def wall_seconds(output: ToolOutput) -> float:
 
 _TOOL_ENDS = (ToolCompleted, ToolFailed, ToolCancelled)
 _WORKER_EVENTS = (ToolCompleted, ToolFailed, ToolAttemptFailed)
+
+
+class FactsAudit:
+    """The final `CellFacts` of every cell a host closed, by (session, cell): what each
+    cell actor believed about its cell, to check against the cell's events."""
+
+    def __init__(self) -> None:
+        self._facts: dict[tuple[str, str], CellFacts] = {}
+        self._lock = threading.Lock()
+
+    def record(self, session: str, cell: str, facts: CellFacts) -> None:
+        with self._lock:
+            self._facts[(session, cell)] = facts.copy()
+
+    def check(self, session: str, events: list[AnyEvent]) -> None:
+        """Each closed cell's facts are what its events in the log say."""
+        with self._lock:
+            audited = {c: f for (s, c), f in self._facts.items() if s == session}
+        for cell, facts in audited.items():
+            logged = fold_facts(e for e in events if e.cell == cell)
+            assert facts == logged, f"cell {cell}: the actor's {facts}, the log's {logged}"
 
 
 def check_log(events: list[AnyEvent], *, shut_down: bool) -> None:

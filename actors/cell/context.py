@@ -1,0 +1,35 @@
+"""What a cell actor gets from its session: one `CellContext` per session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from cellfleet.actors.cell.facts import CellFacts
+from cellfleet.actors.runtime.pool import ContextPool
+from cellfleet.actors.scheduler import Scheduler
+from cellfleet.actors.session.store import SessionStore
+from cellfleet.broker.contract.tools import ToolDefinition
+from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.tools.dispatch import BrokerDispatcher
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CellContext:
+    """Everything a cell actor needs from its session."""
+
+    session_id: str
+    journal: RedisJournal
+    store: SessionStore
+    pool: ContextPool
+    scheduler: Scheduler
+    dispatcher: BrokerDispatcher
+    tools: Mapping[str, ToolDefinition]  # JS global name -> definition
+    notify: Callable[[str, str, str], None]  # (exec call id, cell id, text)
+    notifier: Executor  # where notifications are handed to `notify`
+    on_closed: Callable[[str, bool], None]  # (cell id, whether the log admitted it)
+    clock: Callable[[], float]
+    # Told each closed cell's final facts (cell id, facts): tests check them against
+    # the cell's events in the log.
+    audit: Callable[[str, CellFacts], None] | None = None

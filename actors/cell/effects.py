@@ -1,0 +1,231 @@
+"""What a cell does outside itself: nested tool calls, timers, notifications.
+
+Each effect is recorded before anything outside sees it: a tool call's
+`ToolRequested` goes in the same round trip as the call (ahead of it), a timer's
+firing and a tool's outcome are recorded before JavaScript gets them, a notification
+before it is handed to the harness. Outcomes come back to the actor as messages
+(`ToolDone`, `TimerDue`, `NotificationsSettled`) through `tell`. Runs on the cell
+actor's thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from cellfleet.actors.cell.context import CellContext
+from cellfleet.actors.cell.log import CellLog
+from cellfleet.actors.cell.messages import NotificationsSettled, TimerDue, ToolDone
+from cellfleet.actors.cell.notifications import Notifications, Outcome
+from cellfleet.actors.runtime.protocol import TimerCleared, TimerSet, ToolCallRequested
+from cellfleet.actors.runtime.runtime import CellRuntime
+from cellfleet.actors.scheduler import Scheduled
+from cellfleet.broker import events as ev
+from cellfleet.broker.errors import BrokerError
+from cellfleet.broker.tools.invocation import CancelHandle, ToolInvocation, ToolOutcome
+
+
+class Effects:
+    """One cell's tool calls, timers and notifications in flight."""
+
+    def __init__(
+        self,
+        ctx: CellContext,
+        log: CellLog,
+        tell: Callable[[Any], None],
+        *,
+        cell_id: str,
+        call_id: str,
+    ) -> None:
+        self._ctx = ctx
+        self._log = log
+        self._tell = tell
+        self._cell_id = cell_id
+        self._call_id = call_id  # the exec call: notifications belong to it
+        self._tools: dict[str, CancelHandle] = {}  # sent, outcome not yet delivered
+        self._to_send: list[ToolInvocation] = []  # requested, sent at the batch's end
+        self._timers: dict[int, Scheduled] = {}
+        self._notifications = Notifications(
+            ctx.notifier,
+            ctx.notify,
+            call_id,
+            cell_id,
+            on_settled=lambda: tell(NotificationsSettled()),
+        )
+
+    # -- nested tools -----------------------------------------------------------------
+
+    def request_tool(self, call: ToolCallRequested) -> None:
+        """Record a tool call; it is sent with the batch (`send_requested_tools`)."""
+        definition = self._ctx.tools.get(call.name)
+        invocation = ToolInvocation(
+            session=self._ctx.session_id,
+            cell=self._cell_id,
+            call_id=call.call_id,
+            name=call.name,
+            raw_name=definition.name if definition else call.name,
+            kind=call.kind,
+            input=call.input,
+        )
+        self._log.add(
+            ev.ToolRequested(
+                **self._log.stamp(),
+                call_id=call.call_id,
+                name=call.name,
+                kind=str(call.kind),
+                input=call.input,
+                idempotency_key=invocation.idempotency_key,
+            )
+        )
+        self._to_send.append(invocation)
+
+    def send_requested_tools(self) -> None:
+        """Send the batch's tool calls with the batched events (their `ToolRequested`
+        among them) queued first on the same pipeline: one round trip."""
+        calls, self._to_send = self._to_send, []
+        if not calls:
+            return
+        if not self._log.admitted:  # a cell is admitted before it reaches out
+            try:
+                self._log.flush()
+            except BrokerError:
+                self._to_send[0:0] = calls
+                raise
+        on_outcome = lambda outcome: self._tell(ToolDone(outcome))  # noqa: E731
+        events, commands = self._log.take_commands()
+        try:
+            handles = self._ctx.dispatcher.dispatch_batch(
+                [(call, on_outcome) for call in calls], before=commands
+            )
+        except BrokerError:
+            self._log.put_back(events)  # kept: nothing is lost
+            raise
+        for call, handle in zip(calls, handles, strict=True):
+            self._tools[call.call_id] = handle
+
+    def tool_done(self, outcome: ToolOutcome, runtime: CellRuntime) -> None:
+        """Record a call's outcome (unless a worker did) and hand it to JavaScript."""
+        if self._tools.pop(outcome.call_id, None) is None:
+            return  # cancelled, or the cell already finished: dropped (spec §3.3)
+        log = self._log
+        if outcome.recorded and outcome.clock_ms is not None:
+            # A worker already appended the outcome; record only when (in input order)
+            # and with which clock JavaScript saw it. Nothing outside sees its effect
+            # before the next flush, so it rides along with the next batch.
+            clock = outcome.clock_ms
+            log.add(ev.ToolResultDelivered(**log.stamp(), call_id=outcome.call_id, clock_ms=clock))
+        else:
+            clock = self._ctx.clock()
+            if outcome.error is None:
+                log.add(
+                    ev.ToolCompleted(
+                        **log.stamp(),
+                        call_id=outcome.call_id,
+                        result=outcome.result,
+                        clock_ms=clock,
+                    )
+                )
+            else:
+                log.add(
+                    ev.ToolFailed(
+                        **log.stamp(), call_id=outcome.call_id, error=outcome.error, clock_ms=clock
+                    )
+                )
+            log.flush()
+        if outcome.error is None:
+            runtime.deliver_tool_result(outcome.call_id, outcome.result, clock)
+        else:
+            runtime.deliver_tool_error(outcome.call_id, outcome.error, clock)
+
+    # -- timers -----------------------------------------------------------------------
+
+    def set_timer(self, event: TimerSet) -> None:
+        self._log.add(
+            ev.TimerSet(
+                **self._log.stamp(),
+                timer_id=event.timer_id,
+                delay_ms=event.delay_ms,
+                due_clock_ms=event.due_clock_ms,
+            )
+        )
+        due = TimerDue(event.timer_id, event.due_clock_ms)
+        self._timers[event.timer_id] = self._ctx.scheduler.call_later(
+            event.delay_ms / 1000, partial(self._tell, due)
+        )
+
+    def clear_timer(self, event: TimerCleared) -> None:
+        self._log.add(ev.TimerCleared(**self._log.stamp(), timer_id=event.timer_id))
+        timer = self._timers.pop(event.timer_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def timer_due(self, due: TimerDue, runtime: CellRuntime) -> None:
+        """Record a timer's firing, then fire it in JavaScript."""
+        if self._timers.pop(due.timer_id, None) is None:
+            return
+        clock = max(self._ctx.clock(), due.due_clock_ms)
+        self._log.add(ev.TimerFired(**self._log.stamp(), timer_id=due.timer_id, clock_ms=clock))
+        self._log.flush()
+        runtime.deliver_timer(due.timer_id, clock)
+
+    # -- notifications ----------------------------------------------------------------
+
+    def notify(self, text: str) -> None:
+        """Record a notification, then hand it to the harness (spec §4.8)."""
+        notification_id = self._log.facts.notifications + 1
+        self._log.add(
+            ev.NotificationSent(
+                **self._log.stamp(),
+                notification_id=notification_id,
+                call_id=self._call_id,
+                text=text,
+            )
+        )
+        self._log.flush()
+        self._notifications.send(notification_id, text)
+
+    def record_settled_notifications(self) -> None:
+        self._record(self._notifications.take_settled())
+
+    def drain_notifications(self, *, cancel: bool) -> None:
+        """Wait for the notifications on their way (dropping those not started, if
+        `cancel`) and record what became of them: before a terminal answer."""
+        self._record(self._notifications.drain(cancel=cancel))
+
+    def _record(self, settled: list[tuple[int, Outcome]]) -> None:
+        """Record what became of notifications (a failed one is only logged)."""
+        log = self._log
+        for notification_id, outcome in settled:
+            if outcome is Outcome.DELIVERED:
+                log.add(ev.NotificationDelivered(**log.stamp(), notification_id=notification_id))
+            elif outcome is Outcome.CANCELLED:
+                log.add(ev.NotificationCancelled(**log.stamp(), notification_id=notification_id))
+
+    # -- the end ----------------------------------------------------------------------
+
+    def cancel_outstanding(self) -> None:
+        """Spec §4.5: outstanding tool calls are cancelled before the terminal answer;
+        timers never fire after it."""
+        log = self._log
+        for call_id, cancel in self._tools.items():
+            cancel.cancel()
+            log.add(ev.ToolCancelled(**log.stamp(), call_id=call_id))
+        self._tools.clear()
+        for call in self._to_send:  # requested in this batch, never sent
+            log.add(ev.ToolCancelled(**log.stamp(), call_id=call.call_id))
+        self._to_send.clear()
+        self._drop_timers()
+
+    def abandon(self) -> None:
+        """Stop every effect without recording anything (the cell failed)."""
+        self._notifications.cancel()
+        for cancel in self._tools.values():
+            cancel.cancel()
+        self._tools.clear()
+        self._drop_timers()
+
+    def _drop_timers(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()

@@ -1,0 +1,84 @@
+"""What a cell actor is told besides its callers' requests (`handle.py`): its cell, and
+what its timers, tools and helpers report. Every message is a small frozen record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cellfleet.actors.cell.context import CellContext
+from cellfleet.actors.cell.handle import CellHandle, Observer, ObserveRequest, TerminateRequest
+from cellfleet.actors.runtime.protocol import CellSpec
+from cellfleet.broker import events as ev
+from cellfleet.broker.tools.invocation import ToolOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    """The cell an actor started ahead of time is for (its first message)."""
+
+    handle: CellHandle
+    spec: CellSpec
+    context: CellContext
+    admitted: ev.CellAdmitted
+
+
+@dataclass(frozen=True, slots=True)
+class YieldDue:
+    """`observer`'s yield deadline passed."""
+
+    observer: Observer
+
+
+@dataclass(frozen=True, slots=True)
+class TimerDue:
+    """A JavaScript timer is due."""
+
+    timer_id: int
+    due_clock_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDone:
+    """A nested tool call has its outcome."""
+
+    outcome: ToolOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """JavaScript is still running: collect what it reported."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationsSettled:
+    """Some notifications were delivered (or failed): record them."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitDue:
+    """The cell has run for `ADMIT_WITHIN_S`: admit it if nothing did yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Hand out held answers even though JavaScript is still running."""
+
+
+@dataclass(frozen=True, slots=True)
+class CleanUp:
+    """The terminal answer went out a moment ago: finish closing the cell."""
+
+
+# Every message but the runtime's own (those come from the V8 thread).
+OWN_MESSAGES = (
+    ObserveRequest,
+    TerminateRequest,
+    YieldDue,
+    TimerDue,
+    ToolDone,
+    Poll,
+    Release,
+    NotificationsSettled,
+    AdmitDue,
+    CleanUp,
+)
