@@ -1,10 +1,16 @@
-"""The one place that knows how events are stored: stream fields with orjson data.
+"""The one place that knows how records are stored: events, tool calls, tool replies.
 
-A stream entry has the fields
+An event's stream entry has the fields
   `v`  schema version (decimal)      `t`  event type       `c`  cell id ("" if none)
   `q`  writer sequence (decimal)     `at` wall clock, ms   `d`  the other fields, JSON
 The cell id is a field of its own so that a reader can pick a cell's events without
-decoding the rest. Tuples and enums come back as such, so a decoded event equals the original.
+decoding the rest. Tuples and enums come back as such, so a decoded event equals the
+original.
+
+A nested tool call's entry on the calls stream has the fields `session`, `cell`,
+`call_id`, `name`, `raw_name`, `kind`, `input` (JSON) and `reply` (the stream its host
+reads replies from). A reply is one JSON object: `key` (the call's idempotency key),
+`call_id`, `clock_ms`, and `result` or `error`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from typing import Any
 
 import orjson
 
+from cellfleet.broker.contract.tools import ToolKind
 from cellfleet.broker.events import EVENT_TYPES, AnyEvent
+from cellfleet.broker.tools.invocation import ToolInvocation, ToolOutcome, ToolReply
 
 SCHEMA_VERSION = 1
 _ENVELOPE = frozenset({"session", "cell", "seq", "at_ms"})
@@ -113,3 +121,77 @@ def _getter(fields: Mapping[Any, Any]) -> Any:
         return value.decode() if isinstance(value, bytes) else str(value)
 
     return get
+
+
+# -- nested tool calls ------------------------------------------------------------------
+
+
+def encode_tool_call(invocation: ToolInvocation, reply_to: str) -> list[bytes | str]:
+    """The fields of a call's entry on the calls stream, as XADD takes them."""
+    return [
+        "session",
+        invocation.session,
+        "cell",
+        invocation.cell,
+        "call_id",
+        invocation.call_id,
+        "name",
+        invocation.name,
+        "raw_name",
+        invocation.raw_name,
+        "kind",
+        str(invocation.kind),
+        "input",
+        orjson.dumps(invocation.input),
+        "reply",
+        reply_to,
+    ]
+
+
+def decode_tool_call(fields: Mapping[bytes, bytes]) -> tuple[ToolInvocation, str]:
+    """The call in an entry of the calls stream, and the stream to reply to."""
+    try:
+        text = {name.decode(): value.decode() for name, value in fields.items()}
+        invocation = ToolInvocation(
+            session=text["session"],
+            cell=text["cell"],
+            call_id=text["call_id"],
+            name=text["name"],
+            raw_name=text["raw_name"],
+            kind=ToolKind(text["kind"]),
+            input=orjson.loads(fields[b"input"]),
+        )
+        return invocation, text["reply"]
+    except (KeyError, ValueError) as error:
+        raise DecodeError(f"not a cellfleet tool call: {error!r}") from error
+
+
+def encode_tool_reply(reply: ToolReply) -> bytes:
+    """A reply as JSON: what the host is sent and the call's record keeps."""
+    outcome = reply.outcome
+    data: dict[str, Any] = {
+        "key": reply.key,
+        "call_id": outcome.call_id,
+        "clock_ms": outcome.clock_ms,
+    }
+    if outcome.error is None:
+        data["result"] = outcome.result
+    else:
+        data["error"] = outcome.error
+    return orjson.dumps(data)
+
+
+def decode_tool_reply(data: bytes) -> ToolReply:
+    """A reply `encode_tool_reply` wrote; its outcome is recorded in the log already."""
+    try:
+        reply = orjson.loads(data)
+        outcome = ToolOutcome(
+            reply["call_id"],
+            result=reply.get("result"),
+            error=reply.get("error"),
+            clock_ms=reply["clock_ms"],
+            recorded=True,
+        )
+        return ToolReply(reply["key"], outcome)
+    except (KeyError, TypeError, ValueError) as error:
+        raise DecodeError(f"not a cellfleet tool reply: {error!r}") from error

@@ -26,7 +26,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from cellfleet.broker import codec, keys
+from cellfleet.broker import codec
 from cellfleet.broker.errors import (
     AdmissionRefusedError,
     CellAlreadyExistsError,
@@ -41,9 +41,13 @@ from cellfleet.broker.events import (
     CellCompleted,
     CellTerminated,
     ShutdownBegun,
+    ToolCompleted,
+    ToolFailed,
 )
+from cellfleet.broker.keys import DEFAULT_KEYS, Keys, tool_call_field
 from cellfleet.broker.redis.link import Command, RedisLink
 from cellfleet.broker.redis.scripts import script_source
+from cellfleet.broker.tools.invocation import ToolInvocation, ToolReply
 
 T = TypeVar("T")
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
@@ -78,14 +82,6 @@ def _retrying(call: Callable[[], T]) -> T:
         return runner()
     except _TRANSIENT as error:
         raise JournalUnavailableError(str(error) or type(error).__name__) from error
-
-
-def appends(events: Sequence[AnyEvent]) -> list[Command]:
-    """The commands that append `events` (of one session), in order."""
-    if not events:
-        return []
-    stream = keys.SessionKeys(events[0].session).events
-    return [("XADD", stream, "*", *codec.encode_flat(event)) for event in events]
 
 
 def _add_batches(args: list[bytes | str], events: Sequence[AnyEvent]) -> None:
@@ -157,20 +153,30 @@ class SessionState:
 class RedisJournal:
     """The event log of every session, on one Redis (or Redis Cluster) connection."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys = DEFAULT_KEYS) -> None:
         self.client = client
+        self.keys = keys
         self.link = RedisLink(client)
         self._admit = _LeanScript(client, self.link, script_source("admit_cell", lib=True))
         self._finish = _LeanScript(client, self.link, script_source("finish_cell", lib=True))
         self._shutdown = client.register_script(script_source("begin_shutdown"))
+        self._record_tool = client.register_script(script_source("record_tool_outcome"))
 
     @classmethod
-    def from_url(cls, url: str) -> RedisJournal:
+    def from_url(cls, url: str, keys: Keys = DEFAULT_KEYS) -> RedisJournal:
         """A journal on its own connection pool; retries are ours (tenacity), not redis-py's."""
         client = redis.Redis.from_url(
             url, socket_timeout=5, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
         )
-        return cls(client)
+        return cls(client, keys)
+
+    def appends(self, events: Sequence[AnyEvent]) -> list[Command]:
+        """The commands that append `events` (of one session), in order: for a caller
+        that sends them in a round trip of its own."""
+        if not events:
+            return []
+        stream = self.keys.session(events[0].session).events
+        return [("XADD", stream, "*", *codec.encode_flat(event)) for event in events]
 
     def close(self) -> None:
         self.link.close()
@@ -181,16 +187,16 @@ class RedisJournal:
         if not events:
             return
 
-        commands = appends(events)
+        commands = self.appends(events)
         _retrying(lambda: self.link.run(commands))
 
     def open_session(self, event: AnyEvent) -> SessionState:
         """Record the session's opening; returns what its cells continue from."""
-        k = keys.SessionKeys(event.session)
+        k = self.keys.session(event.session)
 
         def run() -> Any:
             pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(keys.SESSIONS, {event.session: event.at_ms}, nx=True)
+            pipe.zadd(self.keys.sessions, {event.session: event.at_ms}, nx=True)
             pipe.xadd(k.events, codec.encode(event))  # type: ignore[arg-type]
             pipe.hmget(k.meta, ["next_cell", "stored_version"])
             pipe.hgetall(k.stored)
@@ -220,7 +226,7 @@ class RedisJournal:
             str(len(events)),
         ]
         _add_batches(args, events)
-        k = keys.SessionKeys(admitted.session)
+        k = self.keys.session(admitted.session)
 
         def run() -> Any:
             return self._admit([k.meta, k.events], args)
@@ -240,7 +246,7 @@ class RedisJournal:
 
         Returns what holds (`FinishOutcome`); on `SHUTDOWN` only `before` was appended.
         """
-        k = keys.SessionKeys(terminal.session)
+        k = self.keys.session(terminal.session)
         kind = "completed" if isinstance(terminal, CellCompleted) else "terminated"
         batch = (*before, terminal, *after)
         admitted = before[0] if before and isinstance(before[0], CellAdmitted) else None
@@ -264,17 +270,34 @@ class RedisJournal:
         return FinishOutcome(result.decode())
 
     def begin_shutdown(self, event: ShutdownBegun) -> bool:
-        k = keys.SessionKeys(event.session)
+        k = self.keys.session(event.session)
         args = codec.encode_flat(event)
         began: int = _retrying(lambda: self._shutdown(keys=[k.meta, k.events], args=args))
         return bool(began)
+
+    def record_tool_outcome(
+        self, invocation: ToolInvocation, event: ToolCompleted | ToolFailed, reply: ToolReply
+    ) -> bytes:
+        """Append a nested tool call's outcome and keep the host's `reply` with the call,
+        unless an outcome is recorded already or the call was cancelled (Lua, atomic).
+
+        Returns what holds afterwards: the reply recorded first, or `b"cancelled"`.
+        """
+        k = self.keys.session(invocation.session)
+        args: list[bytes | str] = [
+            tool_call_field(invocation.cell, invocation.call_id),
+            codec.encode_tool_reply(reply),
+            *codec.encode_flat(event),
+        ]
+        state: bytes = _retrying(lambda: self._record_tool(keys=[k.tools, k.events], args=args))
+        return state
 
     def stored_values(self, session: str) -> dict[str, str]:
         return self.stored_snapshot(session)[0]
 
     def stored_snapshot(self, session: str) -> tuple[dict[str, str], int]:
         """The session's stored values and how many merges made them."""
-        k = keys.SessionKeys(session)
+        k = self.keys.session(session)
 
         def run() -> Any:
             pipe = self.client.pipeline(transaction=False)
@@ -289,7 +312,7 @@ class RedisJournal:
         self, session: str, after: str = "0-0", count: int = 1000
     ) -> Iterator[tuple[str, AnyEvent]]:
         """The session's events after stream id `after`, in order, as (id, event)."""
-        stream = keys.SessionKeys(session).events
+        stream = self.keys.session(session).events
         position = after
         while True:
 
@@ -305,7 +328,7 @@ class RedisJournal:
 
     def sessions(self) -> list[str]:
         def run() -> Any:
-            return self.client.zrange(keys.SESSIONS, 0, -1)
+            return self.client.zrange(self.keys.sessions, 0, -1)
 
         names: list[bytes] = _retrying(run)
         return [name.decode() for name in names]

@@ -1,5 +1,8 @@
 """Every Redis key cellfleet uses. No key string is built anywhere else.
 
+Keys start with a prefix (`cf` unless a `Keys` is made with another), so that tenants
+and test runs can share one Redis.
+
 All keys of a session carry the session id as a Redis Cluster hash tag (`{session}`),
 so one session lives in one slot and its Lua scripts may touch all of them.
 
@@ -23,21 +26,50 @@ deletes its keys); `cf:sessions` indexes all sessions by opening time.
 `stored_version` (merges into `stored` so far), `call:<exec call id>` ("<cell> <token>").
 `terminal` maps a cell id to `completed` or `terminated`. `stored` maps a stored key to
 its JSON text. A projection hash holds `position` (last stream id folded) and `state`.
-`tools` maps a tool call id (`cell/tool-N`) to `done` once its outcome is recorded, or to
-`cancelled`. Tool calls are read by the consumer group `workers`; a host's replies
-stream is trimmed by that host.
+`tools` maps a tool call (`cell/tool-N`, `tool_call_field`) to the reply its host was
+sent once its outcome is recorded, or to `cancelled`. Tool calls are read by the
+consumer group `workers`; a host's replies stream is trimmed by that host.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-PREFIX = "cf"
-SESSIONS = f"{PREFIX}:sessions"
-TOOL_CALLS = f"{PREFIX}:tools:calls"
-TOOL_DEAD_LETTERS = f"{PREFIX}:tools:dead"
-TOOL_CANCEL_CHANNEL = f"{PREFIX}:tools:cancel"
-TOOL_WORKERS_GROUP = "workers"
+DEFAULT_PREFIX = "cf"
+TOOL_WORKERS_GROUP = "workers"  # the consumer group of tool workers on the calls stream
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The keys of one installation; `prefix` lets tenants and test runs share a Redis."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def sessions(self) -> str:
+        return f"{self.prefix}:sessions"
+
+    @property
+    def tool_calls(self) -> str:
+        return f"{self.prefix}:tools:calls"
+
+    @property
+    def tool_dead_letters(self) -> str:
+        return f"{self.prefix}:tools:dead"
+
+    @property
+    def tool_cancel_channel(self) -> str:
+        return f"{self.prefix}:tools:cancel"
+
+    def host_replies(self, host: str) -> str:
+        """The stream through which tool workers answer one host's calls."""
+        return f"{self.prefix}:host:{{{host}}}:replies"
+
+    def session(self, session: str) -> SessionKeys:
+        return SessionKeys(session, self.prefix)
+
+
+DEFAULT_KEYS = Keys()
 
 
 def tool_call_field(cell: str, call_id: str) -> str:
@@ -45,20 +77,16 @@ def tool_call_field(cell: str, call_id: str) -> str:
     return f"{cell}/{call_id}"
 
 
-def host_replies(host: str) -> str:
-    """The stream through which tool workers answer one host's calls."""
-    return f"{PREFIX}:host:{{{host}}}:replies"
-
-
 @dataclass(frozen=True, slots=True)
 class SessionKeys:
     """The keys of one session."""
 
     session: str
+    prefix: str = DEFAULT_PREFIX
 
     @property
     def _base(self) -> str:
-        return f"{PREFIX}:{{{self.session}}}"
+        return f"{self.prefix}:{{{self.session}}}"
 
     @property
     def events(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ import orjson
 from cellfleet.broker.client import Session
 from cellfleet.broker.contract.render import ToolOutput
 from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.keys import DEFAULT_PREFIX, Keys
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.ops.host import Host
 from cellfleet.ops.inputs import InputError, load_tools, open_text, reachable_redis, read_text
@@ -38,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         default=None,
         help="embedded Redis data directory (default: per-user)",
+    )
+    parser.add_argument(
+        "--key-prefix",
+        default=os.environ.get("CELLFLEET_KEY_PREFIX", DEFAULT_PREFIX),
+        help="prefix of every Redis key (default: $CELLFLEET_KEY_PREFIX or cf); processes "
+        "with different prefixes share a Redis without seeing each other",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -83,8 +91,10 @@ def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command; every input is checked before anything starts."""
     if args.command == "bench":
         return run_bench(args.suite, as_json=args.json, samples=args.samples)
+    keys = Keys(args.key_prefix)
     if args.command == "events":
-        return print_events(RedisJournal.from_url(reachable_redis(args.data_dir)), args.session)
+        journal = RedisJournal.from_url(reachable_redis(args.data_dir), keys)
+        return print_events(journal, args.session)
     registry = load_tools(args.tools)
     if args.command == "tools":
         url = reachable_redis(args.data_dir)
@@ -94,17 +104,18 @@ def run_command(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             lease_s=args.lease_s,
             max_deliveries=args.max_deliveries,
+            keys=keys,
         )
         return 0
     if args.command == "run":
         source = read_text(args.file)
-        host = Host(reachable_redis(args.data_dir), tools=registry)
+        host = Host(reachable_redis(args.data_dir), tools=registry, keys=keys)
         try:
             return run_file(host, registry, source, args.yield_time_ms)
         finally:
             host.close()
     with open_text(args.transcript) as transcript:
-        host = Host(reachable_redis(args.data_dir), tools=registry)
+        host = Host(reachable_redis(args.data_dir), tools=registry, keys=keys)
         try:
             return play_transcript(host, registry, transcript, args.transcript)
         finally:

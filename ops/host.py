@@ -20,6 +20,7 @@ from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
 from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.tools import JsonValue, NamespaceInfo, ToolDefinition
 from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
@@ -33,7 +34,8 @@ class Host:
 
     Nested tool calls go through the broker (`cf:tools:calls`); `workers` in-process
     tool workers serve `tools` (0: only external `cellfleet tools` processes do).
-    `audit` is told every closed cell's final facts (tests check them against the log).
+    `audit` is told every closed cell's final facts (tests check them against the log);
+    `keys` are the Redis keys (their prefix lets several installations share a Redis).
     """
 
     def __init__(
@@ -46,18 +48,20 @@ class Host:
         workers: int = 1,
         worker_concurrency: int = 16,
         audit: Callable[[str, str, CellFacts], None] | None = None,
+        keys: Keys = DEFAULT_KEYS,
     ) -> None:
-        self.journal = RedisJournal.from_url(redis_url)
+        self.journal = RedisJournal.from_url(redis_url, keys)
         self.registry = tools or ToolRegistry.from_handlers(handlers or {})
         self.pool = ContextPool(pool_size)
         self.scheduler = Scheduler()
-        self.dispatcher = BrokerDispatcher(redis.Redis.from_url(redis_url))
+        self.dispatcher = BrokerDispatcher(redis.Redis.from_url(redis_url), keys=keys)
         self.workers = [
             ToolWorker(
                 redis.Redis.from_url(redis_url),
                 self.registry,
                 name=f"{self.dispatcher.host_id}-{index}",
                 concurrency=worker_concurrency,
+                keys=keys,
             ).start()
             for index in range(workers)
         ]

@@ -6,6 +6,7 @@ import signal
 
 import redis
 
+from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
 
@@ -17,11 +18,17 @@ def run_worker(
     concurrency: int = 8,
     lease_s: float = 5.0,
     max_deliveries: int = 3,
+    keys: Keys = DEFAULT_KEYS,
 ) -> None:
     """Serve `registry`'s tools until interrupted or terminated."""
     client = redis.Redis.from_url(url)
     worker = ToolWorker(
-        client, registry, concurrency=concurrency, lease_s=lease_s, max_deliveries=max_deliveries
+        client,
+        registry,
+        concurrency=concurrency,
+        lease_s=lease_s,
+        max_deliveries=max_deliveries,
+        keys=keys,
     ).start()
     signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
     try:

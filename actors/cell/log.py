@@ -17,7 +17,7 @@ from cellfleet.actors.cell.facts import CellFacts, advance
 from cellfleet.actors.session.store import SessionStore
 from cellfleet.broker import events as ev
 from cellfleet.broker.errors import AdmissionRefusedError
-from cellfleet.broker.journal import FinishOutcome, RedisJournal, appends
+from cellfleet.broker.journal import FinishOutcome, RedisJournal
 from cellfleet.broker.redis.link import Command
 
 _T = TypeVar("_T")
@@ -83,7 +83,7 @@ class CellLog:
         """The batch, as the commands that append it, for a caller that sends them in
         its own round trip (tool calls); `put_back` if that fails."""
         events, self._unsaved = self._unsaved, []
-        return events, appends(events)
+        return events, self._journal.appends(events)
 
     def put_back(self, events: Sequence[ev.AnyEvent]) -> None:
         """Batch `events` again, ahead of anything batched since they were taken."""

@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
 
-from cellfleet.broker import keys
+from cellfleet.broker import codec
 from cellfleet.broker.journal import run_retrying
+from cellfleet.broker.keys import DEFAULT_KEYS, TOOL_WORKERS_GROUP, Keys, tool_call_field
 from cellfleet.broker.redis.link import Command, RedisLink
 from cellfleet.broker.tools.invocation import (
     CancelHandle,
@@ -40,10 +40,10 @@ DEFAULT_MAX_IN_FLIGHT_PER_SESSION = 256
 TRIM_EVERY = 128  # replies; an idle reader (a block that timed out) trims at once
 
 
-def ensure_group(client: redis.Redis) -> None:
+def ensure_group(client: redis.Redis, keys: Keys) -> None:
     """Create the workers' consumer group on the calls stream (idempotent)."""
     try:
-        client.xgroup_create(keys.TOOL_CALLS, keys.TOOL_WORKERS_GROUP, id="0", mkstream=True)
+        client.xgroup_create(keys.tool_calls, TOOL_WORKERS_GROUP, id="0", mkstream=True)
     except redis.ResponseError as error:
         if "BUSYGROUP" not in str(error):
             raise
@@ -75,9 +75,11 @@ class BrokerDispatcher:
         client: redis.Redis,
         *,
         host_id: str | None = None,
+        keys: Keys = DEFAULT_KEYS,
         max_in_flight_per_session: int = DEFAULT_MAX_IN_FLIGHT_PER_SESSION,
     ) -> None:
         self.client = client
+        self.keys = keys
         self._link = RedisLink(client)
         self.host_id = host_id or uuid.uuid4().hex[:12]
         self.replies = keys.host_replies(self.host_id)
@@ -86,7 +88,7 @@ class BrokerDispatcher:
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        ensure_group(client)
+        ensure_group(client, keys)
         self._reader = threading.Thread(target=self._read_replies, name="tool-replies", daemon=True)
         self._reader.start()
 
@@ -124,7 +126,7 @@ class BrokerDispatcher:
 
         commands = [
             *before,
-            *(_call_command(invocation, self.replies) for invocation, _ in accepted),
+            *(self._call_command(invocation) for invocation, _ in accepted),
         ]
         if commands:
             replies = run_retrying(lambda: self._link.run(commands))
@@ -140,16 +142,14 @@ class BrokerDispatcher:
         waiting = self._forget(_call_key(invocation))
         if waiting is None:
             return  # already answered
-        session_keys = keys.SessionKeys(invocation.session)
+        session_keys = self.keys.session(invocation.session)
         pipe = self.client.pipeline(transaction=False)
         pipe.hsetnx(
-            session_keys.tools,
-            keys.tool_call_field(invocation.cell, invocation.call_id),
-            "cancelled",
+            session_keys.tools, tool_call_field(invocation.cell, invocation.call_id), "cancelled"
         )
         if waiting.entry_id is not None:
-            pipe.xdel(keys.TOOL_CALLS, waiting.entry_id)
-        pipe.publish(keys.TOOL_CANCEL_CHANNEL, invocation.idempotency_key)
+            pipe.xdel(self.keys.tool_calls, waiting.entry_id)
+        pipe.publish(self.keys.tool_cancel_channel, invocation.idempotency_key)
         pipe.execute()
 
     def _forget(self, key: str) -> _Waiting | None:
@@ -186,19 +186,19 @@ class BrokerDispatcher:
                     log.warning("tool replies not trimmed: %s", error)  # next time, then
 
     def _route(self, fields: dict[bytes, bytes]) -> None:
-        reply = orjson.loads(fields[b"reply"])
-        waiting = self._forget(reply["key"])
+        try:
+            reply = codec.decode_tool_reply(fields[b"reply"])
+        except (KeyError, codec.DecodeError) as error:
+            log.warning("dropped a tool reply that is not one: %s", error)
+            return
+        waiting = self._forget(reply.key)
         if waiting is None:
             return  # cancelled, or the cell is gone: dropped (spec §3.3)
-        waiting.on_outcome(
-            ToolOutcome(
-                reply["call_id"],
-                result=reply.get("result"),
-                error=reply.get("error"),
-                clock_ms=reply["clock_ms"],
-                recorded=True,
-            )
-        )
+        waiting.on_outcome(reply.outcome)
+
+    def _call_command(self, invocation: ToolInvocation) -> Command:
+        fields = codec.encode_tool_call(invocation, self.replies)
+        return ("XADD", self.keys.tool_calls, "*", *fields)
 
     def close(self) -> None:
         self._closed.set()
@@ -208,21 +208,3 @@ class BrokerDispatcher:
 
 def _call_key(invocation: ToolInvocation) -> str:
     return invocation.idempotency_key
-
-
-def _call_command(invocation: ToolInvocation, replies: str) -> Command:
-    fields = _call_fields(invocation, replies)
-    return ("XADD", keys.TOOL_CALLS, "*", *(part for pair in fields.items() for part in pair))
-
-
-def _call_fields(invocation: ToolInvocation, replies: str) -> dict[str, str | bytes]:
-    return {
-        "session": invocation.session,
-        "cell": invocation.cell,
-        "call_id": invocation.call_id,
-        "name": invocation.name,
-        "raw_name": invocation.raw_name,
-        "kind": str(invocation.kind),
-        "input": orjson.dumps(invocation.input),
-        "reply": replies,
-    }

@@ -47,6 +47,14 @@ class ToolOutcome:
     recorded: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ToolReply:
+    """What a worker answers the calling host with (and keeps with the call's record)."""
+
+    key: str  # the call's idempotency key
+    outcome: ToolOutcome
+
+
 class CancelHandle:
     """Tells a running handler that its result is no longer wanted."""
 

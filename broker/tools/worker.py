@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
 from tenacity import (
     RetryCallState,
@@ -36,12 +35,13 @@ from tenacity import (
     wait_exponential,
 )
 
-from cellfleet.broker import codec, keys
-from cellfleet.broker.contract.tools import JsonValue, ToolKind
+from cellfleet.broker import codec
+from cellfleet.broker.contract.tools import JsonValue
 from cellfleet.broker.events import ToolAttemptFailed, ToolCompleted, ToolFailed, wall_clock_ms
-from cellfleet.broker.redis.scripts import script_source
+from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.keys import DEFAULT_KEYS, TOOL_WORKERS_GROUP, Keys, tool_call_field
 from cellfleet.broker.tools.dispatch import ensure_group
-from cellfleet.broker.tools.invocation import ToolCallError, ToolInvocation
+from cellfleet.broker.tools.invocation import ToolCallError, ToolInvocation, ToolOutcome, ToolReply
 from cellfleet.broker.tools.registry import (
     RetryableToolError,
     RetryPolicy,
@@ -72,21 +72,23 @@ class ToolWorker:
         concurrency: int = 8,
         lease_s: float = 5.0,
         max_deliveries: int = 3,
+        keys: Keys = DEFAULT_KEYS,
         clock: Callable[[], float] = wall_clock_ms,
     ) -> None:
         self.client = client
+        self.keys = keys
+        self.journal = RedisJournal(client, keys)  # writes to the sessions' logs
         self.registry = registry
         self.name = name or f"{socket.gethostname()}-{time.monotonic_ns() % 10**9}"
         self.concurrency = concurrency
         self.lease_s = lease_s
         self.max_deliveries = max_deliveries
         self.clock = clock
-        self._record = client.register_script(script_source("record_tool_outcome"))
         self._running: dict[str, _Running] = {}  # idempotency key -> running call
         # Cancellations heard before their call was read (bounded: oldest dropped first).
         self._cancelled: dict[str, None] = {}
-        self._slots = threading.Semaphore(concurrency)
         self._lock = threading.Lock()
+        self._slot_freed = threading.Condition(self._lock)  # a running call ended
         self._stop = threading.Event()
         self._listening = threading.Event()  # subscribed to cancellations (or stopping)
         self._pool = ThreadPoolExecutor(
@@ -99,7 +101,7 @@ class ToolWorker:
     def start(self) -> ToolWorker:
         """Start serving; returns once cancellations are heard, before any call is read
         (a cancellation published earlier would be lost to this worker)."""
-        ensure_group(self.client)
+        ensure_group(self.client, self.keys)
         for target in (self._cancel_loop, self._read_loop, self._lease_loop):
             thread = threading.Thread(
                 target=target, name=f"{target.__name__}-{self.name}", daemon=True
@@ -130,15 +132,15 @@ class ToolWorker:
 
     def _read_loop(self) -> None:
         while not self._stop.is_set():
+            with self._slot_freed:  # every slot busy: wait until a handler frees one
+                if not self._slot_freed.wait_for(self._has_free_slot, timeout=0.2):
+                    continue  # (and look at `_stop` again now and then)
             free = self._free_slots()
-            if free == 0:
-                self._stop.wait(0.001)  # every slot busy: a handler will free one
-                continue
             try:
                 answer: Any = self.client.xreadgroup(
-                    keys.TOOL_WORKERS_GROUP,
+                    TOOL_WORKERS_GROUP,
                     self.name,
-                    {keys.TOOL_CALLS: ">"},
+                    {self.keys.tool_calls: ">"},
                     count=free,
                     block=200,
                 )
@@ -150,21 +152,29 @@ class ToolWorker:
                 for entry_id, fields in entries:
                     self._submit(entry_id.decode(), fields, deliveries=1)
 
+    def _has_free_slot(self) -> bool:  # (with the lock held)
+        return len(self._running) < self.concurrency
+
     def _free_slots(self) -> int:
         with self._lock:
             return self.concurrency - len(self._running)
 
     def _submit(self, entry_id: str, fields: dict[bytes, bytes], deliveries: int) -> None:
-        invocation = _invocation(fields)
+        try:
+            invocation, reply_to = codec.decode_tool_call(fields)
+        except codec.DecodeError as error:  # not ours to run: kept aside for operators
+            log.error("tool call entry %s is not a tool call: %s", entry_id, error)
+            self._dead_letter(entry_id, fields, deliveries)
+            return
         context = ToolContext(idempotency_key=invocation.idempotency_key)
         with self._lock:
             self._running[invocation.idempotency_key] = _Running(
                 entry_id,
                 context,
                 invocation.session,
-                keys.tool_call_field(invocation.cell, invocation.call_id),
+                tool_call_field(invocation.cell, invocation.call_id),
             )
-        self._pool.submit(self._handle, entry_id, invocation, fields, deliveries, context)
+        self._pool.submit(self._handle, entry_id, invocation, reply_to, deliveries, context)
 
     # -- leases ----------------------------------------------------------------------
 
@@ -177,7 +187,7 @@ class ToolWorker:
                     ids: list[Any] = [running.entry_id for running in self._running.values()]
                 if ids:
                     self.client.xclaim(
-                        keys.TOOL_CALLS, keys.TOOL_WORKERS_GROUP, self.name, 0, ids, justid=True
+                        self.keys.tool_calls, TOOL_WORKERS_GROUP, self.name, 0, ids, justid=True
                     )
                 self._reconcile_cancellations()
                 free = self._free_slots()
@@ -188,14 +198,14 @@ class ToolWorker:
 
     def _take_over(self, lease_ms: int, free: int) -> None:
         reply: Any = self.client.xautoclaim(
-            keys.TOOL_CALLS, keys.TOOL_WORKERS_GROUP, self.name, lease_ms, "0-0", count=free
+            self.keys.tool_calls, TOOL_WORKERS_GROUP, self.name, lease_ms, "0-0", count=free
         )
         for entry_id, fields in reply[1]:  # (entries deleted by a cancellation: skipped)
             if not fields:
                 continue
             entry = entry_id.decode()
             pending: Any = self.client.xpending_range(
-                keys.TOOL_CALLS, keys.TOOL_WORKERS_GROUP, min=entry, max=entry, count=1
+                self.keys.tool_calls, TOOL_WORKERS_GROUP, min=entry, max=entry, count=1
             )
             deliveries = int(pending[0]["times_delivered"]) if pending else 1
             self._submit(entry, fields, deliveries)
@@ -206,7 +216,7 @@ class ToolWorker:
         while not self._stop.is_set():
             pubsub = self.client.pubsub()
             try:
-                pubsub.subscribe(keys.TOOL_CANCEL_CHANNEL)
+                pubsub.subscribe(self.keys.tool_cancel_channel)
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.2)
                     if message is None:
@@ -231,7 +241,7 @@ class ToolWorker:
             return
         pipe = self.client.pipeline(transaction=False)
         for _, call in running:
-            pipe.hget(keys.SessionKeys(call.session).tools, call.call_key)
+            pipe.hget(self.keys.session(call.session).tools, call.call_key)
         for (_, call), state in zip(running, pipe.execute(), strict=True):
             if state == b"cancelled":
                 call.context.cancelled.set()
@@ -252,54 +262,59 @@ class ToolWorker:
         self,
         entry_id: str,
         invocation: ToolInvocation,
-        fields: dict[bytes, bytes],
+        reply_to: str,
         deliveries: int,
         context: ToolContext,
     ) -> None:
         try:
-            self._handle_call(entry_id, invocation, fields, deliveries, context)
+            self._handle_call(entry_id, invocation, reply_to, deliveries, context)
         except Exception:  # never lose the worker; the entry stays pending for takeover
             log.exception("tool call %s failed in the worker", invocation.idempotency_key)
         finally:
             with self._lock:
                 self._running.pop(invocation.idempotency_key, None)
+                self._slot_freed.notify()
 
     def _handle_call(
         self,
         entry_id: str,
         invocation: ToolInvocation,
-        fields: dict[bytes, bytes],
+        reply_to: str,
         deliveries: int,
         context: ToolContext,
     ) -> None:
-        session_keys = keys.SessionKeys(invocation.session)
-        call_key = keys.tool_call_field(invocation.cell, invocation.call_id)
+        tools = self.keys.session(invocation.session).tools
+        call_key = tool_call_field(invocation.cell, invocation.call_id)
         with self._lock:
             heard_cancelled = self._cancelled.pop(invocation.idempotency_key, 0) is None
         if heard_cancelled:
-            self.client.xack(keys.TOOL_CALLS, keys.TOOL_WORKERS_GROUP, entry_id)
+            self._ack(entry_id)
             return
         # A redelivered call may have been cancelled, or recorded by a worker that died
         # before answering; a first delivery skips this round trip (the record script
         # still refuses a cancelled call).
-        state: Any = self.client.hget(session_keys.tools, call_key) if deliveries > 1 else None
+        state: Any = self.client.hget(tools, call_key) if deliveries > 1 else None
         if state is not None:
-            self._answer(entry_id, fields, state)
+            self._answer(entry_id, reply_to, state)
             return
         if deliveries > self.max_deliveries:
-            dead: dict[Any, Any] = {**fields, "deliveries": deliveries}
-            self.client.xadd(keys.TOOL_DEAD_LETTERS, dead)
+            self._dead_letter(
+                entry_id,
+                dict(_pairs(codec.encode_tool_call(invocation, reply_to))),
+                deliveries,
+                ack=False,
+            )
             abandoned = (
                 f"nested tool call `{invocation.raw_name}` was abandoned after "
                 f"{deliveries - 1} deliveries"
             )
-            self._finish(entry_id, invocation, fields, None, abandoned)
+            self._finish(entry_id, invocation, reply_to, None, abandoned)
             return
         result, error = self._run(invocation, context)
-        if context.cancelled.is_set() and self.client.hget(session_keys.tools, call_key):
-            self.client.xack(keys.TOOL_CALLS, keys.TOOL_WORKERS_GROUP, entry_id)
+        if context.cancelled.is_set() and self.client.hget(tools, call_key):
+            self._ack(entry_id)
             return
-        self._finish(entry_id, invocation, fields, result, error)
+        self._finish(entry_id, invocation, reply_to, result, error)
 
     def _run(
         self, invocation: ToolInvocation, context: ToolContext
@@ -361,17 +376,17 @@ class ToolWorker:
             attempt=state.attempt_number,
             error=str(error),
         )
-        self.client.xadd(keys.SessionKeys(invocation.session).events, codec.encode(event))  # type: ignore[arg-type]
+        self.journal.append([event])
 
     def _finish(
         self,
         entry_id: str,
         invocation: ToolInvocation,
-        fields: dict[bytes, bytes],
+        reply_to: str,
         result: JsonValue,
         error: str | None,
     ) -> None:
-        """Record the outcome (first wins), answer the host, acknowledge: one round trip."""
+        """Record the outcome (first wins), answer the host, acknowledge."""
         clock = self.clock()
         session, cell, call_id = invocation.session, invocation.cell, invocation.call_id
         event: ToolCompleted | ToolFailed = (
@@ -393,26 +408,29 @@ class ToolWorker:
                 clock_ms=clock,
             )
         )
-        session_keys = keys.SessionKeys(invocation.session)
-        call_key = keys.tool_call_field(invocation.cell, invocation.call_id)
-        flat: list[Any] = [call_key, *codec.encode_flat(event)]
-        reply = {
-            "key": invocation.idempotency_key,
-            "call_id": invocation.call_id,
-            "clock_ms": clock,
-            **({"result": result} if error is None else {"error": error}),
-        }
-        flat.insert(1, orjson.dumps(reply))
-        state: Any = self._record(keys=[session_keys.tools, session_keys.events], args=flat)
-        self._answer(entry_id, fields, state)
+        outcome = ToolOutcome(call_id, result=result, error=error, clock_ms=clock)
+        reply = ToolReply(invocation.idempotency_key, outcome)
+        state = self.journal.record_tool_outcome(invocation, event, reply)
+        self._answer(entry_id, reply_to, state)
 
-    def _answer(self, entry_id: str, fields: dict[bytes, bytes], state: Any) -> None:
+    def _answer(self, entry_id: str, reply_to: str, state: bytes) -> None:
         """Send the recorded reply to the calling host and acknowledge the entry."""
         pipe = self.client.pipeline(transaction=False)
         if state != b"cancelled":
-            pipe.xadd(fields[b"reply"].decode(), {"reply": state})
-        pipe.xack(keys.TOOL_CALLS, keys.TOOL_WORKERS_GROUP, entry_id)
+            pipe.xadd(reply_to, {"reply": state})
+        pipe.xack(self.keys.tool_calls, TOOL_WORKERS_GROUP, entry_id)
         pipe.execute()
+
+    def _ack(self, entry_id: str) -> None:
+        self.client.xack(self.keys.tool_calls, TOOL_WORKERS_GROUP, entry_id)
+
+    def _dead_letter(
+        self, entry_id: str, fields: dict[Any, Any], deliveries: int, *, ack: bool = True
+    ) -> None:
+        """Keep a call that is not to be run again aside for operators."""
+        self.client.xadd(self.keys.tool_dead_letters, {**fields, "deliveries": deliveries})
+        if ack:
+            self._ack(entry_id)
 
 
 def _retrying(policy: RetryPolicy, on_retry: Callable[[RetryCallState], None]) -> Retrying:
@@ -428,17 +446,8 @@ def _retrying(policy: RetryPolicy, on_retry: Callable[[RetryCallState], None]) -
     )
 
 
-def _invocation(fields: dict[bytes, bytes]) -> ToolInvocation:
-    text = {name.decode(): value.decode() for name, value in fields.items() if name != b"input"}
-    return ToolInvocation(
-        session=text["session"],
-        cell=text["cell"],
-        call_id=text["call_id"],
-        name=text["name"],
-        raw_name=text["raw_name"],
-        kind=ToolKind(text["kind"]),
-        input=orjson.loads(fields[b"input"]),
-    )
+def _pairs(flat: list[bytes | str]) -> list[tuple[bytes | str, bytes | str]]:
+    return list(zip(flat[::2], flat[1::2], strict=True))
 
 
 __all__ = ["ToolWorker"]

@@ -8,7 +8,7 @@ import uuid
 import pytest
 import redis
 
-from cellfleet.broker import codec, keys
+from cellfleet.broker import keys
 from cellfleet.broker.errors import (
     CellAlreadyExistsError,
     CellIdSpaceExhaustedError,
@@ -46,27 +46,6 @@ def admitted(session: str, call_id: str, cell: str) -> CellAdmitted:
 
 def kinds(journal: RedisJournal, session: str) -> list[str]:
     return [type(event).__name__ for _, event in journal.read(session)]
-
-
-def test_codec_round_trip(session):
-    event = CellAdmitted(
-        session=session,
-        cell="3",
-        seq=2,
-        at_ms=12.5,
-        call_id="c",
-        source="x",
-        tools=({"name": "t"},),
-        seed=(1, 2, 3, 4),
-    )
-    assert codec.decode(session, codec.encode(event)) == event
-
-
-def test_codec_rejects_foreign_entries(session):
-    with pytest.raises(codec.DecodeError):
-        codec.decode(session, {b"v": b"1", b"t": b"nope", b"d": b"{}"})
-    with pytest.raises(codec.DecodeError, match="newer"):
-        codec.decode(session, {**codec.encode(OutputProduced(session=session)), "v": b"99"})
 
 
 def test_admission_takes_ids_in_order(journal, session):

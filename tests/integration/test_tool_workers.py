@@ -30,7 +30,13 @@ def prefix() -> str:
 
 @pytest.fixture
 def env(redis_url: str, prefix: str) -> dict[str, str]:
-    return {**os.environ, "REDIS_URL": redis_url, "TEST_PREFIX": prefix}
+    # Each test's host and workers have keys of their own: no call reaches another's.
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "TEST_PREFIX": prefix,
+        "CELLFLEET_KEY_PREFIX": prefix,
+    }
 
 
 @pytest.fixture
@@ -73,7 +79,7 @@ def host(redis_url: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("TEST_PREFIX", env["TEST_PREFIX"])
     registry = load_tools_file(TOOLS_FILE)
-    host = Host(redis_url, tools=registry, workers=0)
+    host = Host(redis_url, tools=registry, workers=0, keys=keys.Keys(env["TEST_PREFIX"]))
     yield host
     host.close()
 
@@ -146,6 +152,24 @@ def test_parallel_calls_overlap(host, start_worker, redis_client, r):
     assert [item["text"] for item in result.content_items] == ["2"]
 
 
+def test_a_busy_worker_reads_the_next_call_once_a_slot_frees(host, start_worker, redis_client, r):
+    start_worker(concurrency=1)
+    session = host.open_session()
+    _, answer = session.backend.execute(
+        "c",
+        'const rs = await Promise.all([tools.gate({name: "p"}), tools.gate({name: "q"})]);'
+        " text(rs.map((g) => g.gate).join())",
+        30_000,
+        None,
+    )
+    wait_started(redis_client, r("started", "p"))
+    assert redis_client.llen(r("started", "q")) == 0  # its one slot is taken
+    redis_client.set(r("open", "p"), 1)
+    wait_started(redis_client, r("started", "q"))
+    redis_client.set(r("open", "q"), 1)
+    assert [item["text"] for item in answer.result(15).content_items] == ["p,q"]
+
+
 def test_cancellation_on_completion_tells_the_handler(host, start_worker, redis_client, r):
     start_worker()
     session = host.open_session()
@@ -195,7 +219,8 @@ def test_a_cancellation_the_worker_did_not_hear_still_reaches_the_handler(
     wait_started(redis_client, r("started", "q"))
     requested = [e for e in log(host, session.id) if isinstance(e, ev.ToolRequested)]
     field = keys.tool_call_field(requested[0].cell, requested[0].call_id)
-    redis_client.hsetnx(keys.SessionKeys(session.id).tools, field, "cancelled")  # unpublished
+    tools = host.journal.keys.session(session.id).tools
+    redis_client.hsetnx(tools, field, "cancelled")  # unpublished
     assert redis_client.blpop([r("cancelled", "q")], timeout=15) is not None
 
 
@@ -254,7 +279,7 @@ def test_dead_letter_after_too_many_deliveries(host, start_worker, redis_client,
     output = session.exec("c", 'try { await tools.die({name: "d"}) } catch (e) { text(e) }')
     assert texts(output)[1:] == ["nested tool call `die` was abandoned after 2 deliveries"]
     assert redis_client.llen(r("died", "d")) == 2
-    dead = redis_client.xrange("cf:tools:dead")
+    dead = redis_client.xrange(host.journal.keys.tool_dead_letters)
     assert any(
         fields[b"call_id"] == b"tool-1" and fields[b"session"] == session.id.encode()
         for _, fields in dead
