@@ -1,4 +1,7 @@
-"""The `cellfleet tools` process: one tool-dispatch worker until SIGTERM or Ctrl-C."""
+"""The `cellfleet tools` process: one tool-dispatch worker until SIGTERM or Ctrl-C.
+
+It prints one line to standard output once it takes calls, and nothing else there.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ def run_worker(
         keys=keys,
     ).start()
     signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
+    # One line when calls are being taken (what scripts and tests wait for).
+    names = ", ".join(sorted(registry.handlers)) or "no tools"
+    print(f"cellfleet tools: worker {worker.name} serves {names}", flush=True)
     try:
         worker.wait()
     except KeyboardInterrupt:

@@ -63,8 +63,12 @@ def start_worker(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen
             ],
             cwd=REPO,
             env=env,
+            stdout=subprocess.PIPE,
         )
         started.append(process)
+        assert process.stdout is not None
+        ready = process.stdout.readline()  # blocks until the worker takes calls
+        assert ready.startswith(b"cellfleet tools: worker "), ready
         return process
 
     yield start
