@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -50,6 +50,7 @@ from cellfleet.broker.redis.scripts import script_source
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolReply
 
 T = TypeVar("T")
+MAX_BLOCK_S = 1.0  # a blocking read's longest wait: redis-py 8's socket timeout is 5 s
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
 
 
@@ -92,7 +93,7 @@ def _add_batches(args: list[bytes | str], events: Sequence[AnyEvent]) -> None:
         args += fields
 
 
-def _admission_token(admitted: CellAdmitted) -> str:
+def admission_token(admitted: CellAdmitted) -> str:
     """What tells this admission from another of the same call id and cell: its random
     seed (a retry of the same admission carries the same one)."""
     return "".join(f"{part:08x}" for part in admitted.seed)
@@ -148,6 +149,43 @@ class SessionState:
     last_cell: int  # the highest cell id admitted so far (0: none)
     stored: dict[str, str]  # stored key -> JSON text
     stored_version: int  # how many completions merged stored writes
+
+
+class Journal(Protocol):
+    """The event log of every session: what the actors, the tool workers, replay and
+    projections use. `RedisJournal` is the real one, `broker.memory.MemoryJournal` one
+    for fast tests; tests/contract/test_journal_contract.py holds both to it."""
+
+    def append(self, events: Sequence[AnyEvent]) -> None: ...
+
+    def open_session(self, event: AnyEvent) -> SessionState: ...
+
+    def admit(self, events: Sequence[AnyEvent]) -> None: ...
+
+    def finish(
+        self,
+        terminal: CellCompleted | CellTerminated,
+        before: Sequence[AnyEvent] = (),
+        after: Sequence[AnyEvent] = (),
+    ) -> FinishOutcome: ...
+
+    def begin_shutdown(self, event: ShutdownBegun) -> bool: ...
+
+    def record_tool_outcome(
+        self, invocation: ToolInvocation, event: ToolCompleted | ToolFailed, reply: ToolReply
+    ) -> bytes: ...
+
+    def stored_snapshot(self, session: str) -> tuple[dict[str, str], int]: ...
+
+    def read(
+        self, session: str, after: str = "0-0", count: int = 1000
+    ) -> Iterator[tuple[str, AnyEvent]]: ...
+
+    def wait_after(self, session: str, after: str, timeout: float) -> None: ...
+
+    def sessions(self) -> list[str]: ...
+
+    def close(self) -> None: ...
 
 
 class RedisJournal:
@@ -222,7 +260,7 @@ class RedisJournal:
         args: list[bytes | str] = [
             admitted.call_id,
             admitted.cell,
-            _admission_token(admitted),
+            admission_token(admitted),
             str(len(events)),
         ]
         _add_batches(args, events)
@@ -256,7 +294,7 @@ class RedisJournal:
             str(len(batch)),
             str(len(before) + 1),
             admitted.call_id if admitted else "",
-            _admission_token(admitted) if admitted else "",
+            admission_token(admitted) if admitted else "",
         ]
         _add_batches(args, batch)
         if isinstance(terminal, CellCompleted):
@@ -325,6 +363,13 @@ class RedisJournal:
                 yield position, codec.decode(session, fields)
             if len(entries) < count:
                 return
+
+    def wait_after(self, session: str, after: str, timeout: float) -> None:
+        """Block until the session has an event after stream id `after`, or `timeout`
+        seconds passed, or `MAX_BLOCK_S` (less than any client socket timeout)."""
+        block_ms = max(1, int(min(timeout, MAX_BLOCK_S) * 1000))
+        stream = self.keys.session(session).events
+        _retrying(lambda: self.client.xread({stream: after}, count=1, block=block_ms))
 
     def sessions(self) -> list[str]:
         def run() -> Any:

@@ -44,6 +44,7 @@ from cellfleet.broker.events import (
     ToolRequested,
     YieldRequested,
 )
+from cellfleet.projections.ports import Projection
 from cellfleet.projections.seqset import SeqSet
 
 
@@ -300,3 +301,13 @@ def from_json(text: str | bytes) -> CellsState:
     """The state `to_json` wrote."""
     data: dict[str, Any] = json.loads(text)
     return CellsState({k: _cell_from_data(k, v) for k, v in data.items()})
+
+
+PROJECTION: Projection[CellsState] = Projection(
+    name="cells",
+    version=1,
+    initial=INITIAL,
+    fold=fold,
+    to_json=to_json,
+    from_json=from_json,
+)

@@ -1,27 +1,18 @@
-"""Rebuild every projection of a session from its stream alone."""
+"""Rebuild every projection of a session from its events alone."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from cellfleet.broker.events import AnyEvent
 from cellfleet.projections import cells, stored, timeline
-from cellfleet.projections.runner import START
-
-
-class EventSource(Protocol):
-    """Where a session's events come from (`broker.journal.RedisJournal` is one)."""
-
-    def read(self, session: str, after: str = START) -> Iterable[tuple[str, AnyEvent]]:
-        """The session's events after stream id `after`, in order, as (id, event)."""
-        ...
+from cellfleet.projections.ports import START, EventSource
 
 
 @dataclass(frozen=True, slots=True)
 class SessionView:
-    """Every projection of one session, as of stream entry `position`."""
+    """Every projection of one session, as of the event at `position`."""
 
     session: str
     position: str
@@ -31,7 +22,7 @@ class SessionView:
 
 
 def project(session: str, entries: Iterable[tuple[str, AnyEvent]]) -> SessionView:
-    """Fold a session's stream entries, from the start, into all projections."""
+    """Fold a session's entries, from the start, into all projections."""
     listed = list(entries)
     events = [event for _, event in listed]
     return SessionView(
@@ -43,6 +34,6 @@ def project(session: str, entries: Iterable[tuple[str, AnyEvent]]) -> SessionVie
     )
 
 
-def rebuild(journal: EventSource, session: str) -> SessionView:
-    """The session's projections, rebuilt from its whole stream and nothing else."""
-    return project(session, journal.read(session))
+def rebuild(source: EventSource, session: str) -> SessionView:
+    """The session's projections, rebuilt from all its events and nothing else."""
+    return project(session, source.read(session))

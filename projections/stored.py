@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cellfleet.broker.events import AnyEvent, CellAdmitted, CellCompleted, CellTerminated
+from cellfleet.projections.ports import Projection
 
 OPEN = "open"
 COMPLETED = "completed"
@@ -116,3 +117,13 @@ def from_json(text: str | bytes) -> StoredValues:
     """The state `to_json` wrote."""
     data: dict[str, Any] = json.loads(text)
     return StoredValues(data["values"], data["cells"], data.get("version", 0))
+
+
+PROJECTION: Projection[StoredValues] = Projection(
+    name="stored",
+    version=1,
+    initial=INITIAL,
+    fold=fold,
+    to_json=to_json,
+    from_json=from_json,
+)

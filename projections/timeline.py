@@ -32,6 +32,7 @@ from cellfleet.broker.events import (
     ToolFailed,
     ToolRequested,
 )
+from cellfleet.projections.ports import Projection
 
 _LIMIT = 48
 
@@ -154,3 +155,13 @@ def from_json(text: str | bytes) -> Timeline:
     data: dict[str, Any] = json.loads(text)
     seen = frozenset((cell, kind, seq) for cell, kind, seq in data["seen"])
     return Timeline(data["origin_ms"], tuple(data["lines"]), seen)
+
+
+PROJECTION: Projection[Timeline] = Projection(
+    name="timeline",
+    version=1,
+    initial=INITIAL,
+    fold=fold,
+    to_json=to_json,
+    from_json=from_json,
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from cellfleet.broker.events import (
     ToolRequested,
 )
 from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.projection_store import RedisProjectionStore
 from cellfleet.projections import ProjectorRunner, SessionView, cells, rebuild, stored, timeline
 from tests.golden.golden import assert_matches_expectations, trace_entries
 
@@ -39,16 +41,13 @@ def session() -> str:
     return f"proj-{uuid.uuid4().hex[:12]}"
 
 
-def runner(client: redis.Redis, session: str, module: Any = cells, **kwargs: Any) -> Any:
+def runner(
+    client: redis.Redis, session: str, module: Any = cells, batch: int = 500, **parts: Any
+) -> Any:
     """A runner of projection module `module`, with some of its parts replaced."""
-    options = {
-        "fold": module.fold,
-        "initial": module.INITIAL,
-        "to_json": module.to_json,
-        "from_json": module.from_json,
-        **kwargs,
-    }
-    return ProjectorRunner(client, session, module.__name__.rsplit(".", 1)[-1], **options)
+    projection = dataclasses.replace(module.PROJECTION, **parts)
+    store = RedisProjectionStore(client)
+    return ProjectorRunner(RedisJournal(client), store, session, projection, batch=batch)
 
 
 def admit(journal: RedisJournal, session: str, call_id: str) -> str:
@@ -93,7 +92,8 @@ def test_runner_stores_state_together_with_its_stream_position(redis_client, jou
     projector = runner(redis_client, session)
     projected = projector.catch_up()
     stored_hash = redis_client.hgetall(keys.SessionKeys(session).projection("cells"))
-    assert set(stored_hash) == {b"position", b"state"}
+    assert set(stored_hash) == {b"position", b"state", b"version"}
+    assert stored_hash[b"version"] == b"%d" % cells.PROJECTION.version
     assert stored_hash[b"position"].decode() == projected.position == last_id(redis_client, session)
     assert cells.from_json(stored_hash[b"state"]) == projected.state
     assert projected.state.cells["1"].phase == "closed"
@@ -206,3 +206,16 @@ def test_wait_for_an_entry_that_never_comes_times_out(redis_client, journal, ses
     )
     with pytest.raises(TimeoutError, match="projection cells"):
         projector.wait_for("99999999999999-0", 0.2)
+
+
+def test_a_state_stored_by_another_version_is_folded_anew(redis_client, journal, session):
+    cell = admit(journal, session, "call-a")
+    journal.append(outputs(session, cell, [1, 2]))
+    runner(redis_client, session).catch_up()
+    key = keys.SessionKeys(session).projection("cells")
+    redis_client.hset(key, "state", b"not what version 2 reads")
+    upgraded = runner(redis_client, session, version=cells.PROJECTION.version + 1)
+    assert upgraded.catch_up().state == rebuild(journal, session).cells
+    assert redis_client.hget(key, "version") == b"%d" % (cells.PROJECTION.version + 1)
+    redis_client.hdel(key, "version")  # as stored before projections had versions
+    assert runner(redis_client, session).catch_up().state == rebuild(journal, session).cells

@@ -1,0 +1,250 @@
+"""The journal's contract, held against both journals: `MemoryJournal` and `RedisJournal`
+on a real redis-server. What only Redis has (outages, dropped connections, its key
+layout) is tested in tests/integration/test_journal.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from cellfleet.broker.contract.tools import ToolKind
+from cellfleet.broker.errors import (
+    CellAlreadyExistsError,
+    CellIdSpaceExhaustedError,
+    SessionOwnedElsewhereError,
+    SessionShuttingDownError,
+)
+from cellfleet.broker.events import (
+    CellAdmitted,
+    CellClosed,
+    CellCompleted,
+    CellStarted,
+    CellTerminated,
+    ObservationDelivered,
+    ObservationKind,
+    OutputProduced,
+    SessionOpened,
+    ShutdownBegun,
+    ToolCompleted,
+    ToolFailed,
+)
+from cellfleet.broker.journal import FinishOutcome, Journal, RedisJournal
+from cellfleet.broker.keys import Keys
+from cellfleet.broker.memory import MemoryJournal
+from cellfleet.broker.tools.invocation import ToolInvocation, ToolOutcome, ToolReply
+from cellfleet.projections.ports import stream_id
+
+
+@pytest.fixture(params=["memory", "redis"])
+def journal(request: pytest.FixtureRequest) -> Iterator[Journal]:
+    if request.param == "memory":
+        yield MemoryJournal()
+        return
+    client: redis.Redis = request.getfixturevalue("redis_client")
+    yield RedisJournal(client, Keys(f"contract-{uuid.uuid4().hex[:8]}"))
+
+
+@pytest.fixture
+def session() -> str:
+    return f"s-{uuid.uuid4().hex[:12]}"
+
+
+def admitted(session: str, call_id: str, cell: str) -> CellAdmitted:
+    return CellAdmitted(session=session, cell=cell, call_id=call_id, source="text(1)", at_ms=1.0)
+
+
+def kinds(journal: Journal, session: str) -> list[str]:
+    return [type(event).__name__ for _, event in journal.read(session)]
+
+
+def test_admission_takes_ids_in_order(journal: Journal, session: str) -> None:
+    state = journal.open_session(SessionOpened(session=session))
+    assert (state.last_cell, state.stored, state.stored_version) == (0, {}, 0)
+    for i in range(3):
+        journal.admit([admitted(session, f"call-{i}", str(i + 1))])
+    events = [event for _, event in journal.read(session)]
+    assert [e.cell for e in events if isinstance(e, CellAdmitted)] == ["1", "2", "3"]
+    assert session in journal.sessions()
+    assert journal.open_session(SessionOpened(session=session)).last_cell == 3
+
+
+def test_admission_takes_each_id_once_in_any_order(journal: Journal, session: str) -> None:
+    """Cells are admitted at their first append, so out of creation order; an id
+    another process admitted already is refused."""
+    journal.admit([admitted(session, "b", "2")])  # cell 2 finished first
+    journal.admit([admitted(session, "a", "1")])
+    with pytest.raises(
+        SessionOwnedElsewhereError,
+        match=rf"^code mode session {session} is owned by another process$",
+    ):
+        journal.admit([admitted(session, "c", "2")])
+    assert kinds(journal, session) == ["CellAdmitted", "CellAdmitted"]
+    journal.admit([admitted(session, "d", "10")])  # compared as numbers, not as text
+    assert journal.open_session(SessionOpened(session=session)).last_cell == 10
+
+
+def test_admission_is_idempotent_per_call(journal: Journal, session: str) -> None:
+    started = CellStarted(session=session, cell="1", seq=1)
+    journal.admit([admitted(session, "same", "1"), started])
+    # A retry (its reply was lost) admits nothing again; the events after the admission
+    # are appended again, as the batch may have grown meanwhile (readers drop repeats).
+    journal.admit([admitted(session, "same", "1"), started])
+    with pytest.raises(CellAlreadyExistsError, match=r"^exec cell 1 already exists$"):
+        journal.admit([admitted(session, "same", "2")])
+    assert kinds(journal, session) == ["CellAdmitted", "CellStarted", "CellStarted"]
+
+
+def test_admission_refused_after_shutdown(journal: Journal, session: str) -> None:
+    journal.admit([admitted(session, "a", "1")])
+    assert journal.begin_shutdown(ShutdownBegun(session=session)) is True
+    assert journal.begin_shutdown(ShutdownBegun(session=session)) is False
+    with pytest.raises(SessionShuttingDownError, match=r"^code mode session is shutting down$"):
+        journal.admit([admitted(session, "b", "2")])
+    assert kinds(journal, session) == ["CellAdmitted", "ShutdownBegun"]
+
+
+def test_cell_ids_never_wrap(journal: Journal, session: str) -> None:
+    journal.admit([admitted(session, "last", str(2**63 - 1))])
+    with pytest.raises(
+        CellIdSpaceExhaustedError, match=r"^code mode session exhausted its cell ID space$"
+    ):
+        journal.admit([admitted(session, "one-more", str(2**63))])
+    assert journal.open_session(SessionOpened(session=session)).last_cell == 2**63 - 1
+
+
+def test_first_terminal_event_wins_and_merge_goes_with_it(journal: Journal, session: str) -> None:
+    journal.admit([admitted(session, "a", "1")])
+    journal.admit([admitted(session, "b", "2")])
+    terminated = CellTerminated(session=session, cell="1")
+    completed = CellCompleted(session=session, cell="1", stored_writes={"k": "1"})
+    assert journal.finish(terminated) is FinishOutcome.TERMINATED
+    assert journal.finish(completed) is FinishOutcome.TERMINATED  # lost: no merge, no event
+    assert journal.stored_snapshot(session) == ({}, 0)
+    won = CellCompleted(session=session, cell="2", stored_writes={"a": "3", "b": '"x"'})
+    out = OutputProduced(session=session, cell="2", item={"type": "input_text", "text": "hi"})
+    assert journal.finish(won, before=[out]) is FinishOutcome.COMPLETED
+    assert journal.stored_snapshot(session) == ({"a": "3", "b": '"x"'}, 1)
+    assert kinds(journal, session) == [
+        "CellAdmitted",
+        "CellAdmitted",
+        "CellTerminated",
+        "OutputProduced",
+        "CellCompleted",
+    ]
+    # what a process opening the session continues from
+    state = journal.open_session(SessionOpened(session=session))
+    assert (state.last_cell, state.stored, state.stored_version) == (2, {"a": "3", "b": '"x"'}, 1)
+
+
+def test_a_short_cell_is_admitted_and_finished_in_one_call(journal: Journal, session: str) -> None:
+    """The usual short cell: admission, its events, completion, delivery and close."""
+    cell = "1"
+    before = [admitted(session, "a", cell), CellStarted(session=session, cell=cell, seq=1)]
+    won = CellCompleted(session=session, cell=cell, seq=2, stored_writes={"k": "1"})
+    after = [
+        ObservationDelivered(session=session, cell=cell, seq=3, kind=ObservationKind.COMPLETED),
+        CellClosed(session=session, cell=cell, seq=4),
+    ]
+    assert journal.finish(won, before, after) is FinishOutcome.COMPLETED
+    expected = [
+        "CellAdmitted",
+        "CellStarted",
+        "CellCompleted",
+        "ObservationDelivered",
+        "CellClosed",
+    ]
+    assert kinds(journal, session) == expected
+    assert journal.finish(won, before, after) is FinishOutcome.COMPLETED  # a retry
+    assert kinds(journal, session) == expected  # appends nothing
+    assert journal.stored_snapshot(session) == ({"k": "1"}, 1)
+
+
+def test_a_refused_admission_finishes_nothing(journal: Journal, session: str) -> None:
+    journal.begin_shutdown(ShutdownBegun(session=session))
+    before = [admitted(session, "a", "1"), CellStarted(session=session, cell="1", seq=1)]
+    completed = CellCompleted(session=session, cell="1", seq=2, stored_writes={"k": "1"})
+    with pytest.raises(SessionShuttingDownError):
+        journal.finish(completed, before)
+    terminated = CellTerminated(session=session, cell="1", seq=2)
+    with pytest.raises(SessionShuttingDownError):
+        journal.finish(terminated, before)
+    assert kinds(journal, session) == ["ShutdownBegun"]
+    assert journal.stored_snapshot(session) == ({}, 0)
+
+
+def test_completion_after_shutdown_began_loses(journal: Journal, session: str) -> None:
+    journal.admit([admitted(session, "a", "1")])
+    journal.begin_shutdown(ShutdownBegun(session=session))
+    completed = CellCompleted(session=session, cell="1", stored_writes={"k": "1"})
+    assert journal.finish(completed) is FinishOutcome.SHUTDOWN
+    assert journal.stored_snapshot(session) == ({}, 0)
+    assert "CellCompleted" not in kinds(journal, session)
+
+
+def _tool_call(session: str) -> ToolInvocation:
+    return ToolInvocation(
+        session=session,
+        cell="1",
+        call_id="tool-1",
+        name="echo",
+        raw_name="echo",
+        kind=ToolKind.FUNCTION,
+        input={},
+    )
+
+
+def test_the_first_tool_outcome_wins(journal: Journal, session: str) -> None:
+    call = _tool_call(session)
+    first = ToolReply(call.idempotency_key, ToolOutcome("tool-1", result=1, clock_ms=5.0))
+    second = ToolReply(call.idempotency_key, ToolOutcome("tool-1", error="late", clock_ms=6.0))
+    won = journal.record_tool_outcome(
+        call, ToolCompleted(session=session, cell="1", call_id="tool-1", result=1), first
+    )
+    again = journal.record_tool_outcome(
+        call, ToolFailed(session=session, cell="1", call_id="tool-1", error="late"), second
+    )
+    assert won == again  # the first reply, recorded for a worker that takes over
+    assert b'"result":1' in won
+    assert kinds(journal, session) == ["ToolCompleted"]
+
+
+def test_read_resumes_after_a_position_in_order(journal: Journal, session: str) -> None:
+    journal.append([OutputProduced(session=session, cell="1", seq=seq) for seq in range(1, 6)])
+    entries = list(journal.read(session))
+    ids = [entry_id for entry_id, _ in entries]
+    assert ids == sorted(ids, key=stream_id)
+    assert len(set(ids)) == 5
+    rest = list(journal.read(session, after=ids[1]))
+    assert [event.seq for _, event in rest] == [3, 4, 5]
+    assert list(journal.read(session, after=ids[-1])) == []
+    assert list(journal.read("no-such-session")) == []
+
+
+def test_wait_after_returns_when_an_event_arrives(journal: Journal, session: str) -> None:
+    journal.append([OutputProduced(session=session, cell="1", seq=1)])
+    (last, _), *_ = list(journal.read(session))
+    done = threading.Event()
+
+    def wait() -> None:
+        journal.wait_after(session, last, timeout=10.0)
+        done.set()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    journal.append([OutputProduced(session=session, cell="1", seq=2)])
+    waiter.join(10)
+    assert done.is_set()
+    journal.wait_after(session, last, timeout=10.0)  # already there: returns at once
+
+
+def test_wait_after_waits_while_nothing_arrives(journal: Journal, session: str) -> None:
+    journal.append([OutputProduced(session=session, cell="1", seq=1)])
+    (last, _), *_ = list(journal.read(session))
+    began = time.monotonic()
+    journal.wait_after(session, last, timeout=0.2)
+    assert time.monotonic() - began >= 0.19  # it blocked (and then gave up)
