@@ -9,18 +9,25 @@
 // Everything the cell does is written as a record into a shared-memory log that the
 // Python side reads without JavaScript's cooperation (see actors/runtime/mailbox.py). `post()`
 // is a synchronous callback into Python: JavaScript calls it when the log is full and
-// for events that cannot wait (yield_control, exit). Records are JSON arrays:
-//   ["i", item]                   content item (already in model-facing shape)
-//   ["y"]                         yield_control()
-//   ["t", seq, name, input]       nested tool call (input: JSON value, null if absent)
-//   ["n", text]                   notify()
-//   ["s", key, jsonText]          store() write
-//   ["ts", id, delayMs, clock]    setTimeout()    ["tc", id]  clearTimeout()
-//   ["d", errorText | null]       the module promise settled, or a timer callback threw
-//   ["x"]                         exit()
-//   ["b", message]                a defect inside the prelude (never expected)
+// for events that cannot wait (yield_control, exit). Records are JSON arrays whose first
+// element is their kind, from the table RECORD below; actors/runtime/records.py
+// describes each record and holds the same table for Python (a test checks both agree).
 const __cellfleet_host = (function (post, mailbox) {
   "use strict";
+
+  // ---- the kinds of the records this prelude writes (actors/runtime/records.py) ----
+  const RECORD = Object.freeze({
+    ITEM: "i",
+    YIELD: "y",
+    TOOL: "t",
+    NOTIFY: "n",
+    STORE: "s",
+    TIMER_SET: "ts",
+    TIMER_CLEAR: "tc",
+    DONE: "d",
+    EXIT: "x",
+    DEFECT: "b",
+  });
 
   // ---- intrinsics captured before user code can touch them -----------------------
   const G = globalThis;
@@ -241,7 +248,7 @@ const __cellfleet_host = (function (post, mailbox) {
   function emit(item, bytes) {
     if (finished && exited) return;
     charge(bytes);
-    send(["i", item]);
+    send([RECORD.ITEM, item]);
   }
   function emitText(text) {
     text = stringToWellFormed(text);
@@ -479,18 +486,18 @@ const __cellfleet_host = (function (post, mailbox) {
     if (stringTrim(message) === "") throw "notify expects non-empty text";
     const wellFormed = stringToWellFormed(message);
     charge(wellFormed.length);
-    send(["n", wellFormed]);
+    send([RECORD.NOTIFY, wellFormed]);
   }, "");
 
   const yieldControl = native(function () {
-    sendUrgent(["y"]);
+    sendUrgent([RECORD.YIELD]);
   }, "");
 
   // exit() must not be catchable and nothing may run after it: report it, then spin
   // until the host tears the isolate down.
   const exit = native(function () {
     exited = true;
-    sendUrgent(["x"]);
+    sendUrgent([RECORD.EXIT]);
     for (;;) { /* the host terminates execution */ }
   }, "");
 
@@ -518,7 +525,7 @@ const __cellfleet_host = (function (post, mailbox) {
     }
     const json = serialize(value);
     mapSet(storedView, key, json);
-    send(["s", key, json]);
+    send([RECORD.STORE, key, json]);
   }, "");
   const load = native(function (...args) {
     const key = helperKey(args[0], "load");
@@ -540,7 +547,7 @@ const __cellfleet_host = (function (post, mailbox) {
       delay = +args[1];
     } finally {
       delay = NumberIsFinite(delay) && delay > 0 ? MathTrunc(delay) : 0;
-      send(["ts", id, delay, clockMs]);
+      send([RECORD.TIMER_SET, id, delay, clockMs]);
     }
     return id;
   }, "");
@@ -551,7 +558,7 @@ const __cellfleet_host = (function (post, mailbox) {
     try { id = +raw; } catch { throw "clearTimeout expects a numeric timeout id"; }
     if (!NumberIsFinite(id) || id <= 0) return undefined;
     id = MathTrunc(id);
-    if (mapDelete(timers, id)) send(["tc", id]);
+    if (mapDelete(timers, id)) send([RECORD.TIMER_CLEAR, id]);
     return undefined;
   }, "");
 
@@ -561,7 +568,7 @@ const __cellfleet_host = (function (post, mailbox) {
     const seq = nextToolSeq++;
     const { promise, resolve, reject } = PromiseWithResolvers();
     mapSet(pendingTools, seq, { resolve, reject });
-    send(["t", seq, name, input]);
+    send([RECORD.TOOL, seq, name, input]);
     return promise;
   }
   function makeTool(name) {
@@ -720,13 +727,13 @@ const __cellfleet_host = (function (post, mailbox) {
   function finish(errorText) {
     if (finished) return;
     finished = true;
-    send(["d", errorText]);
+    send([RECORD.DONE, errorText]);
   }
   function guard(fn) {
     try {
       fn();
     } catch (error) {
-      send(["b", uncaughtText(error)]);
+      send([RECORD.DEFECT, uncaughtText(error)]);
     }
   }
 

@@ -40,6 +40,7 @@ from cellfleet.actors.runtime.protocol import (
     YieldRequested,
     tools_payload,
 )
+from cellfleet.actors.runtime.records import RecordKind
 from cellfleet.actors.runtime.v8 import EvalOutcome, V8Context
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
 
@@ -316,11 +317,11 @@ class CellRuntime:
 
     def _apply(self, record: list[Any]) -> None:
         kind = record[0]
-        if self._stopping and kind != "i":
+        if self._stopping and kind != RecordKind.ITEM:
             return  # a terminated cell's output still counts; nothing else it does
-        if kind == "i":
+        if kind == RecordKind.ITEM:
             self._emit(OutputItem(_checked_audio(record[1])))
-        elif kind == "t":
+        elif kind == RecordKind.TOOL:
             call_id = f"tool-{record[1]}"
             self._issued_since_pending.append(call_id)
             name = record[2]
@@ -329,23 +330,23 @@ class CellRuntime:
                     call_id, name, self._kinds.get(name, ToolKind.FUNCTION), record[3]
                 )
             )
-        elif kind == "s":
+        elif kind == RecordKind.STORE:
             self._writes.pop(record[1], None)  # keep write order = order of last writes
             self._writes[record[1]] = record[2]
-        elif kind == "n":
+        elif kind == RecordKind.NOTIFY:
             self._emit(NotificationSent(record[1]))
-        elif kind == "y":
+        elif kind == RecordKind.YIELD:
             self._emit(YieldRequested())
-        elif kind == "ts":
+        elif kind == RecordKind.TIMER_SET:
             self._emit(TimerSet(record[1], record[2], record[3] + record[2]))
-        elif kind == "tc":
+        elif kind == RecordKind.TIMER_CLEAR:
             self._emit(TimerCleared(record[1]))
-        elif kind == "d":
+        elif kind == RecordKind.DONE:
             if self._settled is None:
                 self._settled = (record[1],)
-        elif kind == "x":
+        elif kind == RecordKind.EXIT:
             self._finish(None, exited=True)
-        else:  # "b": a defect in the prelude; fail the cell loudly rather than hang
+        else:  # DEFECT: a defect in the prelude; fail the cell loudly rather than hang
             self._finish(f"exec runtime failed: {record[1]}")
 
     # -- endings ---------------------------------------------------------------------
