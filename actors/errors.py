@@ -1,6 +1,9 @@
-"""Errors of the session runtime; their texts are the spec's (§4.11)."""
+"""Errors of the session runtime; the texts that reach the model are in
+`broker/contract/texts.py` (spec §4.11)."""
 
 from __future__ import annotations
+
+from cellfleet.broker.contract import texts
 
 
 class ActorError(Exception):
@@ -9,16 +12,9 @@ class ActorError(Exception):
 
 class CellBusyError(ActorError):
     def __init__(self, cell_id: str) -> None:
-        super().__init__(f"exec cell {cell_id} already has an active observer")
+        super().__init__(texts.cell_busy(cell_id))
 
 
 class CellAlreadyTerminatingError(ActorError):
     def __init__(self, cell_id: str) -> None:
-        super().__init__(f"exec cell {cell_id} is already terminating")
-
-
-def cell_not_found_text(cell_id: str) -> str:
-    return f"exec cell {cell_id} not found"
-
-
-RUNTIME_ENDED_TEXT = "exec runtime ended unexpectedly"
+        super().__init__(texts.cell_already_terminating(cell_id))

@@ -11,17 +11,19 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Protocol
 
+from cellfleet.broker.contract.description import build_exec_tool_description
 from cellfleet.broker.contract.exec_input import PragmaError, parse_exec_source
+from cellfleet.broker.contract.inventory import ToolInventory, build_inventory
 from cellfleet.broker.contract.render import ToolOutput, failure_output, render_response
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode, Pending, Result
+from cellfleet.broker.contract.tool_specs import exec_tool_spec, wait_tool_spec
+from cellfleet.broker.contract.tools import JsonValue
 from cellfleet.broker.contract.wait_input import WaitArgumentsError, parse_wait_arguments
 
 DEFAULT_EXEC_YIELD_TIME_MS = 10_000  # the library default; Codex's product uses 30 000
-DEFAULT_WAIT_YIELD_TIME_MS = 10_000
 
 
 class SessionBackend(Protocol):
@@ -54,8 +56,10 @@ class Session:
         *,
         default_exec_yield_time_ms: int = DEFAULT_EXEC_YIELD_TIME_MS,
         answer_timeout_s: float | None = None,
+        inventory: ToolInventory | None = None,
     ) -> None:
         self.backend = backend
+        self.inventory = inventory or build_inventory([])  # the session's nested tools
         self.id = backend.session_id
         self.default_exec_yield_time_ms = default_exec_yield_time_ms
         self._answer_timeout_s = answer_timeout_s
@@ -107,6 +111,31 @@ class Session:
     def shutdown(self) -> None:
         self.backend.shutdown()
 
+    def tool_specs(
+        self,
+        *,
+        code_mode_only: bool = True,
+        deferred_tools_supported: bool = True,
+        unified_image_budget: bool = False,
+    ) -> list[dict[str, JsonValue]]:
+        """The `exec` and `wait` tools to give the model (spec §1.1-§1.3), as Responses
+        API tool specs: `exec`'s description documents this session's nested tools.
+
+        `code_mode_only`: the model sees no other tools, so the description declares
+        the nested tools (Codex's `code_mode_only`); False when the harness also gives
+        them to the model directly. `deferred_tools_supported`: the model can search
+        tools, so deferred ones are left out with a note. `unified_image_budget`: the
+        `image()` help text of models with one image budget.
+        """
+        description = build_exec_tool_description(
+            self.inventory,
+            default_exec_yield_time_ms=self.default_exec_yield_time_ms,
+            code_mode_only=code_mode_only,
+            deferred_tools_supported=deferred_tools_supported,
+            unified_image_budget=unified_image_budget,
+        )
+        return [exec_tool_spec(description), wait_tool_spec()]
+
     # -- library API (spec §4.7) -------------------------------------------------------
 
     def execute_to_pending(self, call_id: str, source: str) -> CellAnswer:
@@ -135,5 +164,4 @@ def _json_string(text: str) -> str:
     return orjson.dumps(text).decode()
 
 
-NotificationSink = Callable[[str, str, str], None]
 __all__ = ["Result", "Session", "SessionBackend"]

@@ -1,6 +1,8 @@
-"""Errors of the broker. Texts that reach the model are the spec's (§4.11)."""
+"""Errors of the broker; the texts that reach the model are in `contract/texts.py`."""
 
 from __future__ import annotations
+
+from cellfleet.broker.contract import texts
 
 
 class BrokerError(Exception):
@@ -15,24 +17,24 @@ class AdmissionRefusedError(BrokerError):
 
 class SessionShuttingDownError(AdmissionRefusedError):
     def __init__(self) -> None:
-        super().__init__("code mode session is shutting down")
+        super().__init__(texts.SESSION_SHUTTING_DOWN)
 
 
 class CellIdSpaceExhaustedError(AdmissionRefusedError):
     def __init__(self) -> None:
-        super().__init__("code mode session exhausted its cell ID space")
+        super().__init__(texts.CELL_ID_SPACE_EXHAUSTED)
 
 
 class CellAlreadyExistsError(AdmissionRefusedError):
     def __init__(self, cell_id: str) -> None:
-        super().__init__(f"exec cell {cell_id} already exists")
+        super().__init__(texts.cell_already_exists(cell_id))
 
 
 class SessionOwnedElsewhereError(AdmissionRefusedError):
     """Another process admitted cells of this session (a session has one owner)."""
 
     def __init__(self, session: str) -> None:
-        super().__init__(f"code mode session {session} is owned by another process")
+        super().__init__(texts.session_owned_elsewhere(session))
 
 
 class JournalUnavailableError(BrokerError):
@@ -41,4 +43,4 @@ class JournalUnavailableError(BrokerError):
     retryable = True
 
     def __init__(self, detail: str) -> None:
-        super().__init__(f"cellfleet event log is unavailable: {detail}")
+        super().__init__(texts.log_unavailable(detail))

@@ -286,5 +286,3 @@ EVENT_TYPES: Mapping[str, type[AnyEvent]] = {
         NotificationCancelled,
     )
 }  # fmt: skip
-
-TERMINAL_TYPES = frozenset({CellCompleted.TYPE, CellTerminated.TYPE})

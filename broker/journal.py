@@ -50,6 +50,7 @@ from cellfleet.broker.redis.scripts import script_source
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolReply
 
 T = TypeVar("T")
+MAX_CELL_ID = 2**63 - 1  # Redis's integer limit: the log refuses ids above (lib.lua)
 MAX_BLOCK_S = 1.0  # a blocking read's longest wait: redis-py 8's socket timeout is 5 s
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
 

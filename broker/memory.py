@@ -30,12 +30,11 @@ from cellfleet.broker.events import (
     ToolCompleted,
     ToolFailed,
 )
-from cellfleet.broker.journal import FinishOutcome, SessionState, admission_token
+from cellfleet.broker.journal import MAX_CELL_ID, FinishOutcome, SessionState, admission_token
 from cellfleet.broker.keys import tool_call_field
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolReply
 from cellfleet.projections.ports import START, StoredProjection, stream_id
 
-MAX_CELL_ID = 2**63 - 1  # as on Redis, whose integers stop there
 CANCELLED = b"cancelled"
 
 

@@ -103,6 +103,7 @@ class Host:
         session = Session(
             ActorSessionBackend(self.services, config),
             default_exec_yield_time_ms=default_exec_yield_time_ms,
+            inventory=config.inventory,
         )
         with self._lock:
             self._sessions.add(session)

@@ -21,9 +21,11 @@ from typing import IO, Any
 import orjson
 
 from cellfleet.broker.client import Session
-from cellfleet.broker.contract.exec_input import EXEC_NON_CUSTOM_PAYLOAD_ERROR
 from cellfleet.broker.contract.render import ToolOutput, failure_output
-from cellfleet.broker.contract.wait_input import WAIT_NON_FUNCTION_PAYLOAD_ERROR
+from cellfleet.broker.contract.texts import (
+    EXEC_NON_CUSTOM_PAYLOAD_ERROR,
+    WAIT_NON_FUNCTION_PAYLOAD_ERROR,
+)
 
 PLAY_EXEC_YIELD_TIME_MS = 30_000  # Codex's product default
 

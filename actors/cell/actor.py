@@ -53,7 +53,7 @@ from cellfleet.actors.cell.messages import (
     ToolDone,
     YieldDue,
 )
-from cellfleet.actors.cell.observers import POLL_INTERVAL_S, Answers
+from cellfleet.actors.cell.observers import Answers
 from cellfleet.actors.runtime.pool import BACKGROUND_DELAY_S
 from cellfleet.actors.runtime.protocol import (
     CellSpec,
@@ -69,8 +69,9 @@ from cellfleet.actors.runtime.protocol import (
     ToolCallRequested,
     YieldRequested,
 )
-from cellfleet.actors.runtime.runtime import CellRuntime
+from cellfleet.actors.runtime.runtime import POLL_INTERVAL_S, CellRuntime
 from cellfleet.broker import events as ev
+from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
 from cellfleet.broker.errors import BrokerError
 from cellfleet.broker.journal import FinishOutcome
@@ -148,7 +149,7 @@ class CellActor(pykka.ThreadingActor):
         """A failure (e.g. the event log became unreachable) ends the cell with an error."""
         if not self._began:
             return
-        self._fail(BrokerError(f"exec cell {self.cell_id} failed: {exception_value}"))
+        self._fail(BrokerError(texts.cell_failed(self.cell_id, exception_value)))
 
     def _tell(self, message: Any) -> None:
         """Send this actor a message from another thread; a finished cell drops it."""

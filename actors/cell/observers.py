@@ -19,7 +19,7 @@ from typing import Any
 from cellfleet.actors.cell.handle import CellHandle, Observer, Phase
 from cellfleet.actors.cell.log import CellLog, Refused
 from cellfleet.actors.cell.messages import Release, YieldDue
-from cellfleet.actors.runtime.runtime import CellRuntime
+from cellfleet.actors.runtime.runtime import POLL_INTERVAL_S, CellRuntime
 from cellfleet.actors.scheduler import Scheduler
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract.responses import (
@@ -32,8 +32,6 @@ from cellfleet.broker.contract.responses import (
 )
 from cellfleet.broker.contract.responses import Pending as PendingAnswer
 from cellfleet.broker.errors import BrokerError
-
-POLL_INTERVAL_S = 0.005
 
 
 class Answers:

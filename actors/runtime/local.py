@@ -26,13 +26,11 @@ from cellfleet.actors.runtime.protocol import (
     TimerSet,
     ToolCallRequested,
 )
-from cellfleet.actors.runtime.runtime import CellRuntime, RuntimeMessage
+from cellfleet.actors.runtime.runtime import POLL_INTERVAL_S, CellRuntime, RuntimeMessage
+from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.tools import JsonValue
 from cellfleet.broker.events import wall_clock_ms
 from cellfleet.broker.tools.invocation import ToolCallError, ToolHandler
-
-POLL_INTERVAL_S = 0.005
-
 
 # Raised by an in-process tool handler: the JS promise rejects with its message.
 ToolError = ToolCallError
@@ -207,7 +205,7 @@ class LocalCell:
         def run() -> None:
             try:
                 if handler is None:
-                    raise ToolError(f"no handler registered for tool `{call.name}`")
+                    raise ToolError(texts.no_handler(call.name))
                 value: Any = handler(call.input)
                 self._inbox.put(_ToolDone(call.call_id, value, None))
             except ToolError as failure:

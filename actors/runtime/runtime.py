@@ -14,8 +14,6 @@ cell's behaviour a function of its recorded inputs.
 
 from __future__ import annotations
 
-import base64
-import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,11 +40,14 @@ from cellfleet.actors.runtime.protocol import (
 )
 from cellfleet.actors.runtime.records import RecordKind
 from cellfleet.actors.runtime.v8 import EvalOutcome, V8Context
+from cellfleet.broker.contract import texts
+from cellfleet.broker.contract.audio import clip_duration_ms
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
 
+# While JavaScript runs, its owner collects what it reports this often.
+POLL_INTERVAL_S = 0.005
+
 MAX_INPUTS_IN_FLIGHT = 32
-OUT_OF_MEMORY_TEXT = "exec cell exceeded its memory limit of {mib} MiB"
-SHORT_AUDIO_TEXT = "Audio output omitted because the clip is shorter than 25 ms; use a longer clip."
 
 
 # -- messages from the V8 thread to the owner -----------------------------------------
@@ -263,7 +264,7 @@ class CellRuntime:
         elif outcome.out_of_memory:
             self._finish_out_of_memory()
         elif outcome.error is not None:
-            self._finish(f"exec runtime failed: {outcome.error}")
+            self._finish(texts.runtime_failed(str(outcome.error)))
 
     def _on_compile_error(self, text: str) -> None:
         """The start script did not compile: find the text a module parse would give.
@@ -281,7 +282,7 @@ class CellRuntime:
                     src.diagnosed_error(self._context.compile_error(src.diagnosis_script(stripped)))
                 )
             elif specifiers:
-                self._finish(f"Unsupported import in exec: {specifiers[0]}")
+                self._finish(texts.unsupported_import(specifiers[0]))
             elif stripped != source:  # only exports: run the cell without them
                 self._source = stripped
                 self._submit(src.wrap(self._config_literal, stripped))
@@ -347,12 +348,12 @@ class CellRuntime:
         elif kind == RecordKind.EXIT:
             self._finish(None, exited=True)
         else:  # DEFECT: a defect in the prelude; fail the cell loudly rather than hang
-            self._finish(f"exec runtime failed: {record[1]}")
+            self._finish(texts.runtime_failed(str(record[1])))
 
     # -- endings ---------------------------------------------------------------------
 
     def _finish_out_of_memory(self) -> None:
-        self._finish(OUT_OF_MEMORY_TEXT.format(mib=self._memory_limit_bytes // (1024 * 1024)))
+        self._finish(texts.out_of_memory(self._memory_limit_bytes // (1024 * 1024)))
 
     def _finish(self, error_text: str | None, *, exited: bool = False) -> None:
         self._finish_with(Finished(error_text, dict(self._writes), exited))
@@ -381,31 +382,7 @@ def _checked_audio(item: dict[str, str]) -> dict[str, str]:
     """Replace an audio clip shorter than 25 ms by the reference's explanatory text."""
     if item.get("type") != "input_audio":
         return item
-    duration = _wav_duration_ms(item["audio_url"])
+    duration = clip_duration_ms(item["audio_url"])
     if duration is not None and duration < 25:
-        return {"type": "input_text", "text": SHORT_AUDIO_TEXT}
+        return {"type": "input_text", "text": texts.SHORT_AUDIO}
     return item
-
-
-def _wav_duration_ms(url: str) -> float | None:
-    head, sep, payload = url.partition(",")
-    if not sep or not head.lower().endswith(";base64"):
-        return None
-    try:
-        data = base64.b64decode(payload, validate=False)
-    except ValueError:
-        return None
-    if len(data) < 12 or data[0:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None
-    offset, byte_rate, data_size = 12, None, None
-    while offset + 8 <= len(data):
-        chunk, size = data[offset : offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
-        if chunk == b"fmt " and size >= 16:
-            byte_rate = struct.unpack_from("<I", data, offset + 16)[0]
-        elif chunk == b"data":
-            data_size = min(size, len(data) - offset - 8)
-            break
-        offset += 8 + size + (size & 1)
-    if not byte_rate or data_size is None:
-        return None
-    return float(data_size * 1000 / byte_rate)

@@ -24,14 +24,10 @@ from __future__ import annotations
 import re
 
 from cellfleet.actors.runtime.js_scan import has_top_level_return
+from cellfleet.broker.contract import texts
 
 MAIN_FILE = "exec_main.mjs"
 HOST_FILE = "cellfleet-host.js"
-_IMPORT_ERROR = "SyntaxError: Cannot use import statement outside a module"
-_EXPORT_ERROR = "SyntaxError: Unexpected token 'export'"
-_SCRIPT_AWAIT_ERROR = (
-    "SyntaxError: await is only valid in async functions and the top level bodies of modules"
-)
 
 # A static import declaration at statement start: `import x from "m"`, `import "m"`,
 # `import {a as b} from 'm'`, `import * as ns from "m"` (also with `with {...}`).
@@ -93,7 +89,7 @@ def without_module_syntax(source: str) -> str:
 
 
 def is_module_syntax_error(text: str) -> bool:
-    return text in (_IMPORT_ERROR, _EXPORT_ERROR)
+    return text in (texts.IMPORT_OUTSIDE_MODULE, texts.UNEXPECTED_EXPORT)
 
 
 def diagnosis_script(source: str) -> str:
@@ -107,7 +103,7 @@ def diagnosed_error(diagnosis_error: str | None) -> str:
     if diagnosis_error is None:
         return "SyntaxError: Unexpected token '}'"  # the source closes the function early
     text = syntax_error_text(diagnosis_error)
-    return "SyntaxError: Unexpected reserved word" if text == _SCRIPT_AWAIT_ERROR else text
+    return "SyntaxError: Unexpected reserved word" if text == texts.AWAIT_OUTSIDE_ASYNC else text
 
 
 _ILLEGAL_RETURN = "SyntaxError: Illegal return statement"

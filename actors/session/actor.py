@@ -38,11 +38,10 @@ from cellfleet.broker.errors import (
     SessionShuttingDownError,
 )
 from cellfleet.broker.events import TerminationReason, wall_clock_ms
-from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.journal import MAX_CELL_ID, RedisJournal
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 
 Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
-MAX_CELL_ID = 2**63 - 1  # Redis's integer limit; the log refuses to count further
 
 
 @dataclass(kw_only=True)

@@ -20,6 +20,16 @@ from cellfleet.broker.contract.rust.serde_json import (
     visit_unsigned,
 )
 from cellfleet.broker.contract.rust.text import rust_trim, rust_trim_start
+from cellfleet.broker.contract.texts import (
+    EMPTY_SOURCE_ERROR,
+    EXEC_NON_CUSTOM_PAYLOAD_ERROR,
+    FIELD_TYPE_ERROR,
+    INVALID_JSON_ERROR,
+    MISSING_SOURCE_ERROR,
+    NOT_AN_OBJECT_ERROR,
+    UNKNOWN_FIELD_ERROR,
+    UNSAFE_INTEGER_ERROR,
+)
 from cellfleet.broker.contract.tools import JsonValue
 
 __all__ = [
@@ -34,30 +44,6 @@ __all__ = [
 CODE_MODE_PRAGMA_PREFIX: Final = "// @exec:"
 MAX_JS_SAFE_INTEGER: Final = (1 << 53) - 1
 
-EXEC_NON_CUSTOM_PAYLOAD_ERROR: Final = "exec expects raw JavaScript source text"
-EMPTY_SOURCE_ERROR: Final = (
-    "exec expects raw JavaScript source text (non-empty). Provide JS only, optionally with "
-    'first-line `// @exec: {"yield_time_ms": 10000, "max_output_tokens": 1000}`.'
-)
-MISSING_SOURCE_ERROR: Final = (
-    "exec pragma must be followed by JavaScript source on subsequent lines"
-)
-NOT_AN_OBJECT_ERROR: Final = (
-    "exec pragma must be a JSON object with supported fields `yield_time_ms` and "
-    "`max_output_tokens`"
-)
-INVALID_JSON_ERROR: Final = (
-    "exec pragma must be valid JSON with supported fields `yield_time_ms` and "
-    "`max_output_tokens`: {error}"
-)
-UNKNOWN_FIELD_ERROR: Final = (
-    "exec pragma only supports `yield_time_ms` and `max_output_tokens`; got `{key}`"
-)
-FIELD_TYPE_ERROR: Final = (
-    "exec pragma fields `yield_time_ms` and `max_output_tokens` must be non-negative safe "
-    "integers: {error}"
-)
-UNSAFE_INTEGER_ERROR: Final = "exec pragma field `{field}` must be a non-negative safe integer"
 
 # Field name -> the Rust type's name in serde's "expected ..." texts. Listed in the
 # order `from_value` visits them: the `Value` map iterates its keys sorted.

@@ -15,14 +15,14 @@ Only the runtime's response is rendered here; images are not re-encoded (a host 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Final
 
+from cellfleet.broker.contract import texts
+from cellfleet.broker.contract.audio import wav_duration_seconds
 from cellfleet.broker.contract.responses import (
     ContentItem,
     Result,
@@ -79,10 +79,10 @@ def failure_output(message: str) -> ToolOutput:
 def script_status(response: RuntimeResponse) -> str:
     """The first header line for a response."""
     if isinstance(response, Yielded):
-        return f"Script running with cell ID {response.cell_id}"
+        return texts.script_running(response.cell_id)
     if isinstance(response, Terminated):
-        return "Script terminated"
-    return "Script completed" if response.error_text is None else "Script failed"
+        return texts.SCRIPT_TERMINATED
+    return texts.SCRIPT_COMPLETED if response.error_text is None else texts.SCRIPT_FAILED
 
 
 def _f32(value: float) -> float:
@@ -101,7 +101,7 @@ def format_header(status: str, wall_time_s: float) -> str:
     seconds = _f32(_f32(whole) + _f32(_f32(nanos) / _f32(1e9)))
     scaled = _f32(seconds * 10.0)
     rounded = _f32(math.floor(scaled + 0.5))  # `f32::round`: half away from zero
-    return f"{status}\nWall time {_f32(rounded / 10.0):.1f} seconds\nOutput:\n"
+    return texts.header(status, _f32(rounded / 10.0))
 
 
 def _convert_item(item: ContentItem, can_request_original_detail: bool) -> ContentItem:
@@ -130,7 +130,7 @@ def render_response(
     items = [_convert_item(item, can_request_original_detail) for item in response.content_items]
     success = True
     if isinstance(response, Result) and response.error_text is not None:
-        items.append(_text(f"Script error:\n{response.error_text}"))
+        items.append(_text(texts.script_error(response.error_text)))
         success = False
     items = truncate_code_mode_result(items, max_output_tokens)
     items.insert(0, _text(format_header(script_status(response), wall_time_s)))
@@ -269,11 +269,6 @@ def truncate_code_mode_result(
 
 # ---------------------------------------------------------------------- audio cost
 
-_WAV_MIMES: Final = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"})
-# WAVE format tags whose frame count is `data bytes / block_align` (PCM, IEEE float,
-# A-law, µ-law, extensible).
-_FRAME_ALIGNED_FORMATS: Final = frozenset({0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE})
-
 
 def estimate_audio_token_count(audio_url: str) -> int:
     """Audio cost: 10 tokens per second of a decodable WAV, else the URL's text cost.
@@ -281,43 +276,7 @@ def estimate_audio_token_count(audio_url: str) -> int:
     Codex measures the duration with symphonia for WAV, MP3, MP4, WebM and Ogg; this port
     measures WAV only and uses the fallback (`ceil(len(url) / 4)`) for the others.
     """
-    duration = _wav_duration_seconds(audio_url)
+    duration = wav_duration_seconds(audio_url)
     if duration is None:
         return approx_token_count(audio_url)
     return math.ceil(duration * AUDIO_TOKENS_PER_SECOND)
-
-
-def _wav_duration_seconds(audio_url: str) -> float | None:
-    metadata, comma, payload = audio_url.partition(",")
-    if not comma or len(metadata) < len("data:"):
-        return None
-    mime, *parameters = metadata[len("data:") :].split(";")
-    if mime.lower() not in _WAV_MIMES or not any(p.lower() == "base64" for p in parameters):
-        return None
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return _riff_wave_duration(data)
-
-
-def _riff_wave_duration(data: bytes) -> float | None:
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None
-    position = 12
-    fmt: tuple[int, int, int, int, int] | None = None
-    while position + 8 <= len(data):
-        chunk_id = data[position : position + 4]
-        size = int.from_bytes(data[position + 4 : position + 8], "little")
-        body = data[position + 8 : position + 8 + size]
-        if chunk_id == b"fmt " and len(body) >= 16:
-            fmt = cast(tuple[int, int, int, int, int], struct.unpack_from("<HHIIH", body))
-        elif chunk_id == b"data":
-            if fmt is None:
-                return None
-            format_tag, _channels, sample_rate, _byte_rate, block_align = fmt
-            if format_tag not in _FRAME_ALIGNED_FORMATS or not sample_rate or not block_align:
-                return None
-            return (size // block_align) / sample_rate
-        position += 8 + size + (size % 2)
-    return None

@@ -30,6 +30,7 @@ from cellfleet.broker.contract.rust.serde_json import (
     read_string,
     read_u64,
 )
+from cellfleet.broker.contract.texts import WAIT_NON_FUNCTION_PAYLOAD_ERROR, WAIT_PARSE_ERROR
 
 __all__ = [
     "DEFAULT_WAIT_YIELD_TIME_MS",
@@ -40,8 +41,6 @@ __all__ = [
 ]
 
 DEFAULT_WAIT_YIELD_TIME_MS: Final = 10_000
-WAIT_NON_FUNCTION_PAYLOAD_ERROR: Final = "wait expects JSON arguments"
-PARSE_ERROR: Final = "failed to parse function arguments: {error}"
 
 
 class WaitArgumentsError(ValueError):
@@ -79,7 +78,7 @@ def parse_wait_arguments(arguments: str) -> WaitArguments:
     try:
         values = from_str_struct(arguments, "ExecWaitArgs", _FIELDS)
     except SerdeJsonError as err:
-        raise WaitArgumentsError(PARSE_ERROR.format(error=err)) from None
+        raise WaitArgumentsError(WAIT_PARSE_ERROR.format(error=err)) from None
     # The field readers above fix each value's type.
     return WaitArguments(
         cell_id=cast(str, values["cell_id"]),

@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from cellfleet.broker import codec
+from cellfleet.broker.contract import texts
 from cellfleet.broker.journal import run_retrying
 from cellfleet.broker.keys import DEFAULT_KEYS, TOOL_WORKERS_GROUP, Keys, tool_call_field
 from cellfleet.broker.redis.link import Command, RedisLink
@@ -113,10 +114,7 @@ class BrokerDispatcher:
             if problem is None:
                 with self._lock:
                     if self._in_flight[invocation.session] >= self.max_in_flight_per_session:
-                        problem = (
-                            "too many nested tool calls in flight in this session "
-                            f"(limit {self.max_in_flight_per_session})"
-                        )
+                        problem = texts.too_many_tool_calls(self.max_in_flight_per_session)
                     else:
                         self._in_flight[invocation.session] += 1
                         self._waiting[_call_key(invocation)] = waiting

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
 
 ToolHandler = Callable[[JsonValue], JsonValue]
@@ -68,10 +69,10 @@ class CancelHandle:
 def payload_error(invocation: ToolInvocation) -> str | None:
     """The host-side input check of spec §3.2, or None if the input is acceptable."""
     if invocation.raw_name == "exec":
-        return "exec cannot invoke itself"
+        return texts.EXEC_CANNOT_INVOKE_ITSELF
     if invocation.kind is ToolKind.FREEFORM:
         if not isinstance(invocation.input, str):
-            return f"tool `{invocation.raw_name}` expects a string input"
+            return texts.tool_expects_string(invocation.raw_name)
     elif invocation.input is not None and not isinstance(invocation.input, dict):
-        return f"tool `{invocation.raw_name}` expects a JSON object for arguments"
+        return texts.tool_expects_object(invocation.raw_name)
     return None

@@ -36,6 +36,7 @@ from tenacity import (
 )
 
 from cellfleet.broker import codec
+from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.tools import JsonValue
 from cellfleet.broker.events import ToolAttemptFailed, ToolCompleted, ToolFailed, wall_clock_ms
 from cellfleet.broker.journal import RedisJournal
@@ -304,10 +305,7 @@ class ToolWorker:
                 deliveries,
                 ack=False,
             )
-            abandoned = (
-                f"nested tool call `{invocation.raw_name}` was abandoned after "
-                f"{deliveries - 1} deliveries"
-            )
+            abandoned = texts.tool_abandoned(invocation.raw_name, deliveries - 1)
             self._finish(entry_id, invocation, reply_to, None, abandoned)
             return
         result, error = self._run(invocation, context)
@@ -321,7 +319,7 @@ class ToolWorker:
     ) -> tuple[JsonValue, str | None]:
         spec = self.registry.spec(invocation.raw_name)
         if spec is None:
-            return None, f"no handler registered for tool `{invocation.raw_name}`"
+            return None, texts.no_handler(invocation.raw_name)
         policy = spec.retry
         try:
             for attempt in _retrying(policy, lambda state: self._record_attempt(invocation, state)):
@@ -331,8 +329,8 @@ class ToolWorker:
         except ToolCallError as error:
             return None, str(error)
         except Exception as error:  # a handler bug is a tool failure, never a crash
-            return None, f"tool `{invocation.raw_name}` failed: {error}"
-        return None, f"tool `{invocation.raw_name}` failed"
+            return None, texts.tool_failed(invocation.raw_name, error)
+        return None, texts.tool_failed(invocation.raw_name)
 
     def _attempt(
         self,
@@ -358,7 +356,7 @@ class ToolWorker:
         if thread.is_alive():
             context.cancelled.set()
             raise RetryableToolError(
-                f"tool `{invocation.raw_name}` timed out after {policy.start_to_close_s:g} s"
+                texts.tool_timed_out(invocation.raw_name, policy.start_to_close_s)
             )
         ok, value = box[0]
         if not ok:

@@ -57,3 +57,18 @@ def test_only_the_cellfleet_namespace_is_installed(
         tmp_path_factory,
     )
     assert "cellfleet" not in _top(loaded)
+
+
+def test_the_lua_scripts_know_the_journals_largest_cell_id() -> None:
+    from cellfleet.broker.journal import MAX_CELL_ID
+    from cellfleet.broker.redis.scripts import script_source
+
+    assert f"greater(cell, '{MAX_CELL_ID}')" in script_source("lib")
+
+
+def test_the_public_names_load_on_first_use(tmp_path_factory: pytest.TempPathFactory) -> None:
+    assert "cellfleet.ops.host" not in _modules_after("import cellfleet", tmp_path_factory)
+    loaded = _modules_after(
+        "import cellfleet; [getattr(cellfleet, n) for n in cellfleet.__all__]", tmp_path_factory
+    )
+    assert "cellfleet.ops.host" in loaded

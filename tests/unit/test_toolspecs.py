@@ -83,3 +83,31 @@ def test_wait_spec_key_order_matches_codex_serialization() -> None:
     properties = parameters["properties"]
     assert isinstance(properties, dict)
     assert list(properties) == ["cell_id", "max_tokens", "terminate", "yield_time_ms"]
+
+
+def test_a_session_gives_the_specs_for_its_own_tools() -> None:
+    """What a harness hands the model, from the session it opened (no Redis needed)."""
+    from cellfleet.broker.client import Session
+    from cellfleet.broker.contract.inventory import build_inventory
+    from cellfleet.broker.contract.tools import ToolDefinition
+
+    inventory = build_inventory(
+        [ToolDefinition(name="lookup", description="Find a word.", input_schema={"type": "object"})]
+    )
+    session = Session(_NoBackend(), inventory=inventory, default_exec_yield_time_ms=30_000)
+    exec_spec, wait_spec = session.tool_specs()
+    assert (exec_spec["name"], wait_spec) == ("exec", wait_tool_spec())
+    description = exec_spec["description"]
+    assert isinstance(description, str)
+    assert "Defaults to 30000 ms." in description
+    assert "lookup" in description  # code_mode_only: the nested tools are declared
+    mixed = session.tool_specs(code_mode_only=False)[0]["description"]
+    assert isinstance(mixed, str)
+    assert "lookup" not in mixed
+
+
+class _NoBackend:
+    session_id = "s"
+
+    def shutdown(self, timeout: float = 0) -> None:
+        return None

@@ -42,7 +42,7 @@ local function admit(meta, events, call_id, cell, token, fields)
   if redis.call('HGET', meta, 'shutdown') == '1' then
     return redis.error_reply('SHUTTING_DOWN')
   end
-  if greater(cell, '9223372036854775807') then
+  if greater(cell, '9223372036854775807') then  -- MAX_CELL_ID in journal.py
     return redis.error_reply('EXHAUSTED')
   end
   if redis.call('HSETNX', meta, 'cell:' .. cell, call_id) == 0 then
