@@ -12,8 +12,9 @@ new owner can rebuild them from the log.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cellfleet.broker import events as ev
 
@@ -46,31 +47,72 @@ class CellFacts:
 
 def advance(facts: CellFacts, event: ev.AnyEvent) -> None:
     """Bring `facts` up to date with `event`, the next event of the cell."""
-    facts.next_seq = max(facts.next_seq, event.seq + 1)
-    if isinstance(event, ev.ObservationDelivered):
-        facts.delivered = event.outputs
-        facts.observed = True
-    elif isinstance(event, ev.ToolRequested):
-        facts.tools.add(event.call_id)
-    elif isinstance(
-        event, ev.ToolCompleted | ev.ToolFailed | ev.ToolResultDelivered | ev.ToolCancelled
-    ):
-        facts.tools.discard(event.call_id)
-    elif isinstance(event, ev.TimerSet):
-        facts.timers.add(event.timer_id)
-    elif isinstance(event, ev.TimerFired | ev.TimerCleared):
-        facts.timers.discard(event.timer_id)
-    elif isinstance(event, ev.NotificationSent):
-        facts.notifications = max(facts.notifications, event.notification_id)
-    elif isinstance(event, ev.CellCompleted | ev.CellTerminated):
-        if facts.outcome is None:  # the first terminal event wins
-            completed = isinstance(event, ev.CellCompleted)
-            facts.outcome = (
-                ev.ObservationKind.COMPLETED if completed else ev.ObservationKind.TERMINATED
-            )
-        facts.timers.clear()  # an ended cell's timers never fire (spec §2.1)
-    elif isinstance(event, ev.CellClosed):
-        facts.closed = True
+    if event.seq >= facts.next_seq:
+        facts.next_seq = event.seq + 1
+    change = _CHANGES.get(type(event))
+    if change is not None:
+        change(facts, event)
+
+
+def _observed(facts: CellFacts, event: Any) -> None:
+    facts.delivered = event.outputs
+    facts.observed = True
+
+
+def _tool_requested(facts: CellFacts, event: Any) -> None:
+    facts.tools.add(event.call_id)
+
+
+def _tool_ended(facts: CellFacts, event: Any) -> None:
+    facts.tools.discard(event.call_id)
+
+
+def _timer_set(facts: CellFacts, event: Any) -> None:
+    facts.timers.add(event.timer_id)
+
+
+def _timer_ended(facts: CellFacts, event: Any) -> None:
+    facts.timers.discard(event.timer_id)
+
+
+def _notification_sent(facts: CellFacts, event: Any) -> None:
+    facts.notifications = max(facts.notifications, event.notification_id)
+
+
+def _completed(facts: CellFacts, _event: Any) -> None:
+    _ended(facts, ev.ObservationKind.COMPLETED)
+
+
+def _terminated(facts: CellFacts, _event: Any) -> None:
+    _ended(facts, ev.ObservationKind.TERMINATED)
+
+
+def _ended(facts: CellFacts, outcome: ev.ObservationKind) -> None:
+    if facts.outcome is None:  # the first terminal event wins
+        facts.outcome = outcome
+    facts.timers.clear()  # an ended cell's timers never fire (spec §2.1)
+
+
+def _closed(facts: CellFacts, _event: Any) -> None:
+    facts.closed = True
+
+
+# What each kind of event changes (a table: the actor applies one per event it writes).
+_CHANGES: dict[type[ev.AnyEvent], Callable[[CellFacts, Any], None]] = {
+    ev.ObservationDelivered: _observed,
+    ev.ToolRequested: _tool_requested,
+    ev.ToolCompleted: _tool_ended,
+    ev.ToolFailed: _tool_ended,
+    ev.ToolResultDelivered: _tool_ended,
+    ev.ToolCancelled: _tool_ended,
+    ev.TimerSet: _timer_set,
+    ev.TimerFired: _timer_ended,
+    ev.TimerCleared: _timer_ended,
+    ev.NotificationSent: _notification_sent,
+    ev.CellCompleted: _completed,
+    ev.CellTerminated: _terminated,
+    ev.CellClosed: _closed,
+}
 
 
 def fold(events: Iterable[ev.AnyEvent]) -> CellFacts:
