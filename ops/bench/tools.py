@@ -29,7 +29,7 @@ from cellfleet.ops.bench import runtime as bench_runtime
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
 
-TOOLS_FILE = Path(__file__).parent / "examples" / "echo_tools.py"
+TOOLS_FILE = Path(__file__).parents[1] / "examples" / "echo_tools.py"
 ROUNDTRIP_CALLS = 400
 THROUGHPUT_SESSIONS = 4
 THROUGHPUT_BATCH = 200

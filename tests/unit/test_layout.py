@@ -72,3 +72,9 @@ def test_the_public_names_load_on_first_use(tmp_path_factory: pytest.TempPathFac
         "import cellfleet; [getattr(cellfleet, n) for n in cellfleet.__all__]", tmp_path_factory
     )
     assert "cellfleet.ops.host" in loaded
+
+
+def test_the_tools_benchmark_finds_its_example_tools() -> None:
+    from cellfleet.ops.bench import tools
+
+    assert tools.TOOLS_FILE.is_file(), tools.TOOLS_FILE
