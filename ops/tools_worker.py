@@ -6,12 +6,33 @@ It prints one line to standard output once it takes calls, and nothing else ther
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 
 import redis
 
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
+
+READY_LINE = "cellfleet tools: worker "  # how the line that says it takes calls starts
+
+
+def start_tools_process(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start `cellfleet tools ARGS` and return once it takes calls."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cellfleet.ops.cli", "tools", *args],
+        env=dict(env),
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    ready = process.stdout.readline().decode()  # its only line on standard output
+    if not ready.startswith(READY_LINE):
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"cellfleet tools did not start (exit {process.returncode})")
+    return process
 
 
 def run_worker(
@@ -36,7 +57,7 @@ def run_worker(
     signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
     # One line when calls are being taken (what scripts and tests wait for).
     names = ", ".join(sorted(registry.handlers)) or "no tools"
-    print(f"cellfleet tools: worker {worker.name} serves {names}", flush=True)
+    print(f"{READY_LINE}{worker.name} serves {names}", flush=True)
     try:
         worker.wait()
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ from cellfleet.broker import events as ev
 from cellfleet.ops.bench import runtime as bench_runtime
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
+from cellfleet.ops.tools_worker import start_tools_process
 
 TOOLS_FILE = Path(__file__).parents[1] / "examples" / "echo_tools.py"
 ROUNDTRIP_CALLS = 400
@@ -42,22 +43,8 @@ def _summary(name: str, seconds: list[float]) -> dict[str, Any]:
 
 
 def _workers(url: str, count: int) -> list[subprocess.Popen[bytes]]:
-    return [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cellfleet.ops.cli",
-                "tools",
-                "--tools",
-                str(TOOLS_FILE),
-                "--concurrency",
-                "16",
-            ],
-            env={**os.environ, "REDIS_URL": url},
-        )
-        for _ in range(count)
-    ]
+    args = ["--tools", str(TOOLS_FILE), "--concurrency", "16"]
+    return [start_tools_process(args, {**os.environ, "REDIS_URL": url}) for _ in range(count)]
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:

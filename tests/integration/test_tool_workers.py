@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from cellfleet.broker import keys
 from cellfleet.broker.contract.render import ToolOutput
 from cellfleet.broker.tools.registry import load_tools_file
 from cellfleet.ops.host import Host
+from cellfleet.ops.tools_worker import start_tools_process
 
 REPO = Path(__file__).parents[2]
 TOOLS_FILE = Path(__file__).parent / "fixtures" / "worker_tools.py"
@@ -46,12 +46,8 @@ def start_worker(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen
     def start(
         *, lease_s: float = 5.0, max_deliveries: int = 3, concurrency: int = 8
     ) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
+        process = start_tools_process(
             [
-                sys.executable,
-                "-m",
-                "cellfleet.ops.cli",
-                "tools",
                 "--tools",
                 str(TOOLS_FILE),
                 "--lease-s",
@@ -61,14 +57,9 @@ def start_worker(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen
                 "--concurrency",
                 str(concurrency),
             ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
+            env,
         )
         started.append(process)
-        assert process.stdout is not None
-        ready = process.stdout.readline()  # blocks until the worker takes calls
-        assert ready.startswith(b"cellfleet tools: worker "), ready
         return process
 
     yield start
