@@ -192,9 +192,12 @@ class Journal(Protocol):
 class RedisJournal:
     """The event log of every session, on one Redis (or Redis Cluster) connection."""
 
-    def __init__(self, client: redis.Redis, keys: Keys = DEFAULT_KEYS) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys = DEFAULT_KEYS, *, max_block_s: float = MAX_BLOCK_S
+    ) -> None:
         self.client = client
         self.keys = keys
+        self.max_block_s = max_block_s  # below the client's socket timeout
         self.link = RedisLink(client)
         self._admit = _LeanScript(client, self.link, script_source("admit_cell", lib=True))
         self._finish = _LeanScript(client, self.link, script_source("finish_cell", lib=True))
@@ -367,8 +370,8 @@ class RedisJournal:
 
     def wait_after(self, session: str, after: str, timeout: float) -> None:
         """Block until the session has an event after stream id `after`, or `timeout`
-        seconds passed, or `MAX_BLOCK_S` (less than any client socket timeout)."""
-        block_ms = max(1, int(min(timeout, MAX_BLOCK_S) * 1000))
+        seconds passed, or `max_block_s` (less than the client's socket timeout)."""
+        block_ms = max(1, int(min(timeout, self.max_block_s) * 1000))
         stream = self.keys.session(session).events
         _retrying(lambda: self.client.xread({stream: after}, count=1, block=block_ms))
 

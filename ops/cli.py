@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = commands.add_parser("run", help="run a JavaScript file as one exec, then wait")
     run.add_argument("file", type=Path)
-    run.add_argument("--yield-time-ms", type=int, default=PLAY_EXEC_YIELD_TIME_MS)
+    run.add_argument("--yield-time-ms", type=_positive(int), default=PLAY_EXEC_YIELD_TIME_MS)
     run.add_argument("--tools", type=Path, help="a Python file defining a ToolRegistry")
 
     play = commands.add_parser("play", help="play a JSON Lines transcript of exec/wait calls")
@@ -65,19 +65,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     tools.add_argument(
         "--tools", type=Path, required=True, help="a Python file defining a ToolRegistry"
     )
-    tools.add_argument("--concurrency", type=int, default=8, help="calls run at once")
+    tools.add_argument("--concurrency", type=_positive(int), default=8, help="calls run at once")
     tools.add_argument(
         "--lease-s",
-        type=float,
+        type=_positive(float),
         default=5.0,
         help="a call idle this long in a dead worker is taken over",
     )
-    tools.add_argument("--max-deliveries", type=int, default=3)
+    tools.add_argument("--max-deliveries", type=_positive(int), default=3)
 
     bench = commands.add_parser("bench", help="benchmarks (ops/bench/)")
     bench.add_argument("suite", choices=["runtime", "exec", "tools"])
     bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.add_argument("--samples", type=int, default=None)
+    bench.add_argument("--samples", type=_positive(int), default=None)
 
     args = parser.parse_args(argv)
     try:
@@ -85,6 +85,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         print(f"cellfleet: {error}", file=sys.stderr)
         return USAGE_ERROR
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` above 0."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
+        return value
+
+    return parse
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -158,6 +173,9 @@ def play_transcript(host: Host, registry: ToolRegistry, transcript: IO[str], pat
     player = Player(open_session)
     try:
         player.play(transcript)
+    except UnicodeDecodeError as error:  # a pipe, checked as it is read
+        print(f"cellfleet play: {path}: not UTF-8 text ({error.reason})", file=sys.stderr)
+        return 2
     except TranscriptError as error:
         print(f"cellfleet play: {path}: {error}", file=sys.stderr)
         return 2

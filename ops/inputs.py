@@ -41,18 +41,32 @@ def read_text(path: Path) -> str:
 
 
 def open_text(path: Path) -> IO[str]:
-    """`path` opened for reading UTF-8 lines (a transcript may be long: read lazily)."""
-    read_text(path)  # every check up front, so that nothing starts on a bad file
-    return path.open(encoding="utf-8")
+    """`path` opened for reading UTF-8 lines (a transcript may be long: read lazily).
+
+    A regular file is checked whole first, so that nothing starts on a bad one; a pipe
+    (`<(...)`, a FIFO) can be read once only, so it is checked as it is read.
+    """
+    try:
+        regular = path.is_file()
+    except OSError:
+        regular = False
+    if regular:
+        read_text(path)
+    try:
+        return path.open(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def load_tools(path: Path | None) -> ToolRegistry:
     """The `ToolRegistry` of a tools file (`--tools`), or an empty one without a file."""
     if path is None:
         return ToolRegistry()
-    read_text(path)
+    source = read_text(path)
     try:
-        return load_tools_file(path)
+        return load_tools_file(path, source)
     except ToolsFileError as error:
         raise InputError(str(error)) from None
 
@@ -70,16 +84,25 @@ def reachable_redis(data_dir: Path | None) -> str:
             socket_timeout=REDIS_CHECK_TIMEOUT_S,
         )
     except ValueError as error:
-        raise InputError(f"bad Redis URL {_redacted(url)}: {error}") from None
+        raise InputError(f"bad Redis URL {_redacted(url)}: {_redacted(url, str(error))}") from None
     try:
         client.ping()
     except redis.RedisError as error:
-        raise InputError(f"cannot reach Redis at {_redacted(url)}: {error}") from None
+        raise InputError(
+            f"cannot reach Redis at {_redacted(url)}: {_redacted(url, str(error))}"
+        ) from None
     finally:
         client.close()
     return url
 
 
-def _redacted(url: str) -> str:
-    """`url` without its password."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url, count=1)
+def _redacted(url: str, text: str | None = None) -> str:
+    """`text` (by default `url` itself) without `url`'s password, wherever it shows."""
+    passwords = [
+        *re.findall(r"//[^/@:]*:([^/@]+)@", url),
+        *re.findall(r"[?&]password=([^&#]+)", url),
+    ]
+    shown = url if text is None else text
+    for password in sorted(passwords, key=len, reverse=True):
+        shown = shown.replace(password, "***")
+    return shown

@@ -6,13 +6,16 @@ package is installed with apt-get (the project's machines run as root).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -39,11 +42,34 @@ def find_redis_server(*, install: bool = True) -> str:
         ["apt-get", "update", "-qq"],
         ["apt-get", "install", "-y", "-qq", "redis-server"],
     ):
-        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+        try:
+            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+        except (OSError, subprocess.CalledProcessError) as error:
+            raise RedisUnavailableError(
+                f"redis-server is not installed and `{' '.join(command)}` failed ({error})"
+            ) from None
     found = shutil.which("redis-server")
     if not found:
         raise RedisUnavailableError("apt-get installed redis-server but it is not on PATH")
     return found
+
+
+def _stop_daemon(data_dir: Path) -> None:
+    """Stop a daemonized server that started but did not answer (its pid file says)."""
+    pid_file = data_dir / "redis.pid"
+    with contextlib.suppress(OSError, ValueError):  # none started, or it has ended
+        os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+
+
+def _daemon_died(data_dir: Path) -> bool:
+    """Whether the daemonized server named in the pid file has exited already."""
+    try:
+        os.kill(int((data_dir / "redis.pid").read_text().strip()), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):
+        return False  # no pid file yet: it is still starting
+    return False
 
 
 def free_port() -> int:
@@ -68,7 +94,7 @@ class RedisProcess:
         """The URL clients on this machine should use: the Unix socket if there is one
         (a round trip costs about a third of one over loopback TCP here)."""
         if self.socket_path is not None:
-            return f"unix://{self.socket_path}?db=0"
+            return f"unix://{quote(str(self.socket_path))}?db=0"
         return self.tcp_url
 
     @property
@@ -136,12 +162,18 @@ def start_redis(
             return server
         except redis.ConnectionError:
             exited = process.poll()
-            failed = exited not in (None, 0) if daemonize else exited is not None
+            if daemonize:  # the launcher exits at once; the server must still be there
+                failed = exited not in (None, 0) or (exited == 0 and _daemon_died(data_dir))
+            else:
+                failed = exited is not None
             if failed or time.monotonic() > deadline:
                 server.stop()
+                _stop_daemon(data_dir)
                 log = data_dir / "redis.log"
-                detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                lines = log.read_text(errors="replace").split("\n") if log.exists() else []
+                last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+                said = f": {last}" if last else ""
                 raise RedisUnavailableError(
-                    f"redis-server did not start on port {port}\n{detail}"
+                    f"redis-server did not start on port {port}{said} (its log: {log})"
                 ) from None
             time.sleep(0.02)  # polling a child process that is starting up

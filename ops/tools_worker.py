@@ -19,10 +19,12 @@ from cellfleet.broker.tools.worker import ToolWorker
 READY_LINE = "cellfleet tools: worker "  # how the line that says it takes calls starts
 
 
-def start_tools_process(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Start `cellfleet tools ARGS` and return once it takes calls."""
+def start_tools_process(
+    args: Sequence[str], env: Mapping[str, str], keys: Keys = DEFAULT_KEYS
+) -> subprocess.Popen[bytes]:
+    """Start `cellfleet tools ARGS` on `keys` and return once it takes calls."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "cellfleet.ops.cli", "tools", *args],
+        [sys.executable, "-m", "cellfleet.ops.cli", "--key-prefix", keys.prefix, "tools", *args],
         env=dict(env),
         stdout=subprocess.PIPE,
     )

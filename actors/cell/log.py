@@ -64,9 +64,9 @@ class CellLog:
         return event
 
     def withdraw(self, event: ev.AnyEvent, facts: CellFacts) -> None:
-        """Take back `event`, the last one added, whose effect did not happen; `facts`
-        are the facts from before it."""
-        self._unsaved.remove(event)
+        """Take back `event`, the last one added (if it was), whose effect did not
+        happen; `facts` are the facts from before it."""
+        self._unsaved = [unsaved for unsaved in self._unsaved if unsaved is not event]
         self.facts = facts
 
     def flush(self) -> None:

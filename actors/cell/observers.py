@@ -207,15 +207,14 @@ class Answers:
             return False
         log = self._log
         before = log.facts.copy()
-        delivered = log.add(
-            ev.ObservationDelivered(
-                **log.stamp(),
-                kind=kind,
-                outputs=before.delivered + len(items),
-                pending_tool_call_ids=ids,
-            )
+        delivered = ev.ObservationDelivered(
+            **log.stamp(),
+            kind=kind,
+            outputs=before.delivered + len(items),
+            pending_tool_call_ids=ids,
         )
         try:
+            log.add(delivered)
             log.flush()
         except BrokerError as error:  # e.g. the log is unreachable: the answer is an error
             log.withdraw(delivered, before)
@@ -356,10 +355,10 @@ class Answers:
         if claimed is not None:
             recipients.append(claimed)
         log = self._log
-        if recipients and not logged:  # else the terminal script already recorded it
-            outputs = log.facts.delivered + len(answer.content_items)
-            log.add(ev.ObservationDelivered(**log.stamp(), kind=kind, outputs=outputs))
         try:
+            if recipients and not logged:  # else the terminal script already recorded it
+                outputs = log.facts.delivered + len(answer.content_items)
+                log.add(ev.ObservationDelivered(**log.stamp(), kind=kind, outputs=outputs))
             log.flush()
         except BrokerError as error:
             for future in recipients:

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from py_mini_racer import JSEvalException, JSOOMException, JSParseException
@@ -84,6 +86,11 @@ class _IsolateThreads:
     """
 
     def __init__(self) -> None:
+        self._reset()
+        # A forked child has none of these threads: it starts its own on first use.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._creations: _Jobs = queue.SimpleQueue()
         self._disposals: _Jobs = queue.SimpleQueue()
         self._start_lock = threading.Lock()
@@ -99,7 +106,14 @@ class _IsolateThreads:
         """Run `action` on the freeing thread; return its result (or raise its error)."""
         return self._run(self._disposals, action)
 
-    def _run(self, jobs: _Jobs, action: Callable[[], T]) -> T:
+    def free_later(self, action: Callable[[], object]) -> None:
+        """Queue `action` for the freeing thread and return at once (its error is logged)."""
+        self._start()
+        future: Future[object] = Future()
+        future.add_done_callback(_log_failure)
+        self._disposals.put((action, future))
+
+    def _start(self) -> None:
         with self._start_lock:
             if self._creator is None:
                 self._creator = threading.Thread(
@@ -107,6 +121,9 @@ class _IsolateThreads:
                 )
                 self._creator.start()
         self._ready.wait()
+
+    def _run(self, jobs: _Jobs, action: Callable[[], T]) -> T:
+        self._start()
         if threading.current_thread() in (self._creator, self._freer):
             return action()  # nested: queueing it would wait forever
         future: Future[T] = Future()
@@ -133,6 +150,12 @@ def _serve(jobs: _Jobs) -> None:
             future.set_result(action())
         except BaseException as error:  # handed to the caller, who re-raises it
             future.set_exception(error)
+
+
+def _log_failure(future: Future[object]) -> None:
+    error = future.exception()
+    if error is not None:
+        log.error("could not free a V8 isolate: %s", error)
 
 
 def _make_first_isolate() -> None:
@@ -181,6 +204,7 @@ class V8Context:
         self._ids = itertools.count(_POST_CALLBACK_ID + 1)
         self._on_post: Callable[[], None] = _ignore
         self._disposed = False
+        self._v8_thread: int | None = None  # the isolate's own thread, once known
 
         def callback(callback_id: int, raw: Any) -> None:
             self._dispatch(callback_id, raw)
@@ -264,17 +288,26 @@ class V8Context:
         return bool(self._dll.mr_hard_memory_limit_reached(self._ctx))
 
     def dispose(self) -> None:
-        """Stop all JavaScript and free the isolate (blocks until its thread ended)."""
+        """Stop all JavaScript and free the isolate (blocks until its thread ended).
+
+        On the isolate's own thread (from a callback) freeing cannot wait for that
+        thread to end: it is handed to the freeing thread, and this returns at once.
+        """
         with self._lock:
             if self._disposed:
                 return
             self._disposed = True
             self._pending.clear()
-        free_isolate(lambda: self._dll.mr_free_context(self._ctx))
+        free = partial(self._dll.mr_free_context, self._ctx)
+        if threading.get_ident() == self._v8_thread:
+            _ISOLATE_THREADS.free_later(free)
+        else:
+            free_isolate(free)
 
     # -- the V8 thread ------------------------------------------------------------------
 
     def _dispatch(self, callback_id: int, raw: Any) -> None:
+        self._v8_thread = threading.get_ident()  # (callbacks run on it)
         if callback_id == _POST_CALLBACK_ID:
             self._dll.mr_free_value(self._ctx, raw)  # the arguments array: unused
             self._on_post()

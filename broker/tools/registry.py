@@ -31,7 +31,6 @@ runs cannot drift apart.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import inspect
 import threading
 import traceback
@@ -301,14 +300,21 @@ class ToolsFileError(ValueError):
     """A tools file that cannot be used: the message says which file and why."""
 
 
-def load_tools_file(path: Path) -> ToolRegistry:
-    """Import a tools file and return its `ToolRegistry` (the first one it defines)."""
-    spec = importlib.util.spec_from_file_location(f"cellfleet_tools_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise ToolsFileError(f"bad tools file {path}: not a Python file (.py)")
-    module = importlib.util.module_from_spec(spec)
+def load_tools_file(path: Path, source: str | None = None) -> ToolRegistry:
+    """Run a tools file and return its `ToolRegistry` (the first one it defines).
+
+    `source` is the file's text if the caller read it already: a file that can be read
+    once only (a pipe, `<(...)`) is read once.
+    """
+    if source is None:
+        try:
+            source = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ToolsFileError(f"bad tools file {path}: {error}") from error
+    module = types.ModuleType(f"cellfleet_tools_{path.stem}")
+    module.__file__ = str(path)
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source, str(path), "exec"), module.__dict__)
     except SyntaxError as error:
         raise ToolsFileError(f"bad tools file {path}: line {error.lineno}: {error.msg}") from error
     except Exception as error:  # the file's own code failed while loading

@@ -51,6 +51,7 @@ from cellfleet.broker.tools.registry import (
 )
 
 log = logging.getLogger(__name__)
+LISTEN_WITHIN_S = 5.0  # how long `start` waits for the subscription to cancellations
 
 
 @dataclass(slots=True)
@@ -100,8 +101,9 @@ class ToolWorker:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> ToolWorker:
-        """Start serving; returns once cancellations are heard, before any call is read
-        (a cancellation published earlier would be lost to this worker)."""
+        """Start serving; returns once cancellations are heard (or `LISTEN_WITHIN_S`
+        passed), before any call is read. A cancellation the worker misses meanwhile is
+        found in the call's record within a lease tick (`_reconcile_cancellations`)."""
         ensure_group(self.client, self.keys)
         for target in (self._cancel_loop, self._read_loop, self._lease_loop):
             thread = threading.Thread(
@@ -109,8 +111,8 @@ class ToolWorker:
             )
             thread.start()
             self._threads.append(thread)
-            if target == self._cancel_loop:
-                self._listening.wait()
+            if target == self._cancel_loop and not self._listening.wait(LISTEN_WITHIN_S):
+                log.warning("tool cancellations not heard yet; serving calls anyway")
         return self
 
     def stop(self) -> None:
@@ -134,9 +136,10 @@ class ToolWorker:
     def _read_loop(self) -> None:
         while not self._stop.is_set():
             with self._slot_freed:  # every slot busy: wait until a handler frees one
-                if not self._slot_freed.wait_for(self._has_free_slot, timeout=0.2):
-                    continue  # (and look at `_stop` again now and then)
-            free = self._free_slots()
+                self._slot_freed.wait_for(self._has_free_slot, timeout=0.2)
+                free = self.concurrency - len(self._running)  # (the lease loop may take
+            if free <= 0:  # slots too, between our wait and the read)
+                continue  # look at `_stop` again now and then
             try:
                 answer: Any = self.client.xreadgroup(
                     TOOL_WORKERS_GROUP,
@@ -145,7 +148,7 @@ class ToolWorker:
                     count=free,
                     block=200,
                 )
-            except (redis.ConnectionError, redis.TimeoutError) as error:
+            except redis.RedisError as error:  # the loop lives on: it is the worker
                 log.warning("tool calls unavailable: %s", error)
                 self._stop.wait(0.2)
                 continue
@@ -194,7 +197,7 @@ class ToolWorker:
                 free = self._free_slots()
                 if free:
                     self._take_over(lease_ms, free)
-            except (redis.ConnectionError, redis.TimeoutError) as error:
+            except redis.RedisError as error:
                 log.warning("lease upkeep failed: %s", error)
 
     def _take_over(self, lease_ms: int, free: int) -> None:
@@ -229,6 +232,9 @@ class ToolWorker:
             except (redis.ConnectionError, redis.TimeoutError) as error:
                 log.warning("tool cancellations unavailable: %s", error)
                 self._stop.wait(0.2)
+            except redis.RedisError as error:  # e.g. an ACL user without channel access
+                log.error("tool cancellations cannot be heard: %s; found by lease", error)
+                break
             finally:
                 pubsub.close()
         self._listening.set()  # stopping: nobody waits for the subscription any more

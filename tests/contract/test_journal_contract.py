@@ -45,8 +45,10 @@ def journal(request: pytest.FixtureRequest) -> Iterator[Journal]:
     if request.param == "memory":
         yield MemoryJournal()
         return
-    client: redis.Redis = request.getfixturevalue("redis_client")
-    yield RedisJournal(client, Keys(f"contract-{uuid.uuid4().hex[:8]}"))
+    client: redis.Redis = request.getfixturevalue("redis_client")  # (socket timeout: 60 s)
+    # Blocking reads may last as long as the tests ask: a wait that ignored arrivals
+    # would then show, instead of ending at a cap of a second.
+    yield RedisJournal(client, Keys(f"contract-{uuid.uuid4().hex[:8]}"), max_block_s=30.0)
 
 
 @pytest.fixture
@@ -228,18 +230,23 @@ def test_read_resumes_after_a_position_in_order(journal: Journal, session: str) 
 def test_wait_after_returns_when_an_event_arrives(journal: Journal, session: str) -> None:
     journal.append([OutputProduced(session=session, cell="1", seq=1)])
     (last, _), *_ = list(journal.read(session))
+    waiting = threading.Event()
     done = threading.Event()
 
     def wait() -> None:
-        journal.wait_after(session, last, timeout=10.0)
+        waiting.set()
+        journal.wait_after(session, last, timeout=20.0)
         done.set()
 
     waiter = threading.Thread(target=wait)
     waiter.start()
+    assert waiting.wait(10)
     journal.append([OutputProduced(session=session, cell="1", seq=2)])
+    assert done.wait(10)  # long before its 20 s
     waiter.join(10)
-    assert done.is_set()
-    journal.wait_after(session, last, timeout=10.0)  # already there: returns at once
+    began = time.monotonic()
+    journal.wait_after(session, last, timeout=20.0)  # already there: returns at once
+    assert time.monotonic() - began < 10
 
 
 def test_wait_after_waits_while_nothing_arrives(journal: Journal, session: str) -> None:

@@ -271,8 +271,8 @@ BAD_INPUTS = {
         "cellfleet: bad tools file tools.py: line 2: ZeroDivisionError: division by zero",
     ),
     "tools not Python": (
-        _tools_file("", name="tools.js"),
-        "cellfleet: bad tools file tools.js: not a Python file (.py)",
+        _tools_file("const x = 1;\n", name="tools.js"),
+        "cellfleet: bad tools file tools.js: line 1: invalid syntax",
     ),
     "missing tools file": (
         lambda tmp: ["tools", "--tools", "nope.py"],
@@ -327,6 +327,42 @@ def test_unreachable_redis_is_named_in_one_line(command: list[str], tmp_path: Pa
         f"cellfleet: cannot reach Redis at redis://:***@127.0.0.1:{port}/0: "
         f"Error 111 connecting to 127.0.0.1:{port}. Connection refused.\n"
     )
+
+
+def test_a_password_in_the_query_is_not_shown_either(tmp_path: Path) -> None:
+    socket = tmp_path / "no.sock"
+    run = _cellfleet(["events", "s"], tmp_path, f"unix://{socket}?password=hunter2&db=0")
+    assert (run.returncode, run.stdout) == (2, "")
+    assert "hunter2" not in run.stderr
+    assert run.stderr.startswith(
+        f"cellfleet: cannot reach Redis at unix://{socket}?password=***&db=0: "
+    )
+
+
+def test_a_transcript_and_tools_from_pipes_are_read_once(redis_url: str, tmp_path: Path) -> None:
+    """`play <(...)` and `--tools /dev/stdin`: files that can be read only once."""
+    fifo = tmp_path / "calls.jsonl"
+    os.mkfifo(fifo)
+    line = orjson.dumps(exec_line("c1", "text(String(await tools.add({a: 2, b: 3})))"))
+    tools = (REPO / "ops" / "examples" / "echo_tools.py").read_text()
+    with subprocess.Popen(
+        [sys.executable, "-m", "cellfleet.ops.cli", "play", str(fifo), "--tools", "/dev/stdin"],
+        cwd=tmp_path,
+        env={**os.environ, "REDIS_URL": redis_url},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as play:
+        assert play.stdin is not None
+        play.stdin.write(tools.encode())
+        play.stdin.close()
+        with fifo.open("wb") as writer:  # blocks until `play` opens it
+            writer.write(line + b"\n")
+        play.stdin = None  # closed above: nothing left to send
+        out, err = play.communicate(timeout=60)
+    assert play.returncode == 0, err
+    record = orjson.loads(out)
+    assert texts(record)[1:] == ["5"]
 
 
 def test_a_url_that_is_not_redis_is_refused(tmp_path: Path) -> None:

@@ -8,7 +8,13 @@ by `session_support.check_log` when its sessions shut down.)
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
+from cellfleet.actors.cell import log as cell_log
 from cellfleet.broker.contract.responses import CellAnswer, Pending, Result, Terminated, Yielded
+from cellfleet.broker.errors import JournalUnavailableError
 from cellfleet.broker.events import (
     CellCompleted,
     CellTerminated,
@@ -19,6 +25,7 @@ from tests.integration.session_support import (
     TIMEOUT_S,
     Gates,
     Harness,
+    assert_plain_failure,
     delivered_items,
     is_event,
     text,
@@ -134,3 +141,22 @@ def test_completion_and_termination_racing_agree_with_the_log(
             assert isinstance(answer, Terminated)
             assert f"k{index}" not in stored
         assert_recorded(harness, answer)
+
+
+def test_an_answer_whose_record_fails_in_a_full_batch_is_that_error(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that fills up is appended at once, also when the answer's own record
+    fills it: if that append fails, the caller gets the error, not silence."""
+    monkeypatch.setattr(cell_log, "MAX_UNSAVED_EVENTS", 1)  # every event appends
+    journal = harness.host.journal
+    original = journal.append
+
+    def refuse_answers(events: Any) -> None:
+        if any(isinstance(event, ObservationDelivered) for event in events):
+            raise JournalUnavailableError("connection refused")
+        original(events)
+
+    monkeypatch.setattr(journal, "append", refuse_answers)
+    output = harness.exec("text('a');\nyield_control();\nawait new Promise(() => {})")
+    assert_plain_failure(output, "cellfleet event log is unavailable: connection refused")

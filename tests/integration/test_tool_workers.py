@@ -58,6 +58,7 @@ def start_worker(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen
                 str(concurrency),
             ],
             env,
+            keys.Keys(env["TEST_PREFIX"]),
         )
         started.append(process)
         return process
@@ -158,7 +159,8 @@ def test_a_busy_worker_reads_the_next_call_once_a_slot_frees(host, start_worker,
         None,
     )
     wait_started(redis_client, r("started", "p"))
-    assert redis_client.llen(r("started", "q")) == 0  # its one slot is taken
+    # Its one slot is taken: q must not start meanwhile (a second to show that it would).
+    assert redis_client.blpop([r("started", "q")], timeout=1) is None
     redis_client.set(r("open", "p"), 1)
     wait_started(redis_client, r("started", "q"))
     redis_client.set(r("open", "q"), 1)
@@ -317,3 +319,60 @@ def test_worker_runs_no_more_than_its_concurrency(host, start_worker, redis_clie
     redis_client.set(r("open", "w1"), 1)
     redis_client.set(r("open", "w2"), 1)
     assert [i["text"] for i in answer.result(15).content_items] == ["both"]
+
+
+def test_a_worker_without_access_to_the_cancel_channel_still_serves_and_cancels(
+    host, start_worker, redis_client, env, r
+):
+    """An ACL user may not subscribe to channels (Redis 7's default for new users):
+    the worker starts at once, serves calls, and learns of cancellations by lease."""
+    user = f"nochan{r('x').replace(':', '')}"
+    redis_client.acl_setuser(
+        user, enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all"], reset_channels=True
+    )
+    try:
+        scheme, rest = env["REDIS_URL"].split("://", 1)
+        env["REDIS_URL"] = f"{scheme}://{user}:pw@{rest}"
+        start_worker(lease_s=0.3)
+        session = host.open_session()
+        cell_id, _ = session.backend.execute("c", 'await tools.gate({name: "n"})', 60_000, None)
+        wait_started(redis_client, r("started", "n"))
+        assert type(session.backend.terminate(cell_id).result(15)).__name__ == "Terminated"
+        assert redis_client.blpop([r("cancelled", "n")], timeout=15) is not None
+    finally:
+        redis_client.acl_deluser(user)
+
+
+class _FailingOnce:
+    """A Redis client whose first XREADGROUP fails with an error that is not a
+    connection error (redis-py raises DataError for a bad COUNT, for one)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self.failed = False
+
+    def __getattr__(self, name: str) -> object:
+        if name == "xreadgroup" and not self.failed:
+            self.failed = True
+
+            def fail(*args: object, **kwargs: object) -> object:
+                raise redis.DataError("refused once")
+
+            return fail
+        return getattr(self._client, name)
+
+
+def test_the_read_loop_outlives_an_error_of_redis(host, redis_url, env):
+    from cellfleet.broker.keys import Keys
+    from cellfleet.broker.tools.worker import ToolWorker
+
+    client = _FailingOnce(redis.Redis.from_url(redis_url))
+    registry = load_tools_file(TOOLS_FILE)
+    worker = ToolWorker(client, registry, keys=Keys(env["TEST_PREFIX"])).start()  # type: ignore[arg-type]
+    try:
+        session = host.open_session()
+        output = session.exec("c", "text(JSON.stringify(await tools.echo({x: 1})))")
+        assert client.failed
+        assert texts(output)[1:] == ['{"x":1}']
+    finally:
+        worker.stop()

@@ -104,13 +104,19 @@ def test_tool_calls_resolve_and_reject(start_cell):
 
 
 def test_parallel_tool_calls_overlap(run_cell):
-    started = time.monotonic()
+    """Both calls are in flight at once: each handler waits for the other to start."""
+    both = threading.Barrier(2, timeout=10)
+
+    def meet(value: object) -> object:
+        both.wait()  # a sequential second call would never come: BrokenBarrierError
+        return value
+
     items, _ = run_cell(
-        "const r = await Promise.all([tools.sleep({ms: 300}), tools.sleep({ms: 300})]);"
-        " text(r.length)"
+        "const r = await Promise.all([tools.meet({a: 1}), tools.meet({b: 2})]);"
+        " text(JSON.stringify(r))",
+        handlers={"meet": meet},
     )
-    assert texts(items) == ["2"]
-    assert time.monotonic() - started < 0.55  # sequential would take 0.6 s
+    assert texts(items) == ['[{"a":1},{"b":2}]']
 
 
 def test_freeform_kind_is_reported(start_cell):

@@ -143,3 +143,44 @@ def test_threads_started_before_the_first_isolate_run_cells() -> None:
 def test_plain_mini_racer_crashes_there_so_the_test_above_means_something() -> None:
     child = _child("--bare")
     assert child.returncode == -signal.SIGSEGV, (child.returncode, child.stdout, child.stderr)
+
+
+def test_a_context_disposed_from_its_own_v8_thread_frees_without_blocking_others() -> None:
+    context = V8Context(memory_limit_bytes=0)
+    disposed = threading.Event()
+
+    def on_result(outcome: v8.EvalOutcome) -> None:  # runs on the context's V8 thread
+        context.dispose()
+        disposed.set()
+
+    context.eval_async("1", on_result)
+    assert disposed.wait(10)
+    other = V8Context(memory_limit_bytes=0)
+    done = threading.Thread(target=other.dispose)
+    done.start()
+    done.join(10)
+    assert not done.is_alive()  # the freeing thread is not stuck behind the first
+
+
+FORKED = """
+import os, threading
+from cellfleet.actors.runtime.v8 import V8Context
+V8Context(memory_limit_bytes=0).dispose()
+pid = os.fork()
+if pid == 0:
+    result = []
+    t = threading.Thread(target=lambda: result.append(
+        V8Context(memory_limit_bytes=0).eval_sync("2 + 2")), daemon=True)
+    t.start()
+    t.join(20)
+    os._exit(0 if result == [4] else 1)
+_, status = os.waitpid(pid, 0)
+raise SystemExit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_makes_isolates_of_its_own() -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", FORKED], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert child.returncode == 0, child.stderr
