@@ -205,9 +205,11 @@ def _truncate_text_items(items: list[ContentItem], max_tokens: int) -> list[Cont
     """All-text output: over budget, the joined text becomes one truncated item."""
     if not items:
         return items
-    combined = ""
-    for item in items:
-        combined = f"{combined}\n{item['text']}" if combined else item["text"]
+    # Codex appends `\n` + text to a non-empty accumulator: texts join with newlines,
+    # leading empty ones leave no trace. (Joined once: appending is quadratic.)
+    texts = [item["text"] for item in items]
+    first = next((index for index, text in enumerate(texts) if text), len(texts))
+    combined = "\n".join(texts[first:])
     if len(_utf8(combined)) <= max_tokens * APPROX_BYTES_PER_TOKEN:
         return items
     return [_text(formatted_truncate_text(combined, max_tokens))]

@@ -183,6 +183,33 @@ def test_text_within_budget_is_unchanged_and_the_join_counts_newlines() -> None:
     assert truncate_code_mode_result([], 0) == []
 
 
+@pytest.mark.parametrize(
+    ("texts", "joined"),
+    [
+        (["", "", "abcdef"], "abcdef"),  # leading empty texts leave no trace
+        (["abc", "", "def"], "abc\n\ndef"),  # later ones leave their newline
+        (["abcdef", ""], "abcdef\n"),
+    ],
+)
+def test_the_joined_text_follows_codexs_accumulator(texts: list[str], joined: str) -> None:
+    """Codex appends `\n` + text to a non-empty accumulator (a quadratic loop once)."""
+    [item] = truncate_code_mode_result([text(t) for t in texts], 1)
+    assert item["text"].startswith(
+        f"Warning: truncated output (original token count: {-(-len(joined) // 4)})\n"
+        f"Total output lines: {len(joined.splitlines()) or 1}\n\n"
+    )
+
+
+def test_many_text_items_are_joined_once() -> None:
+    """60,000 items render as one truncated text (the join is linear; the time it takes
+    is in `cellfleet bench hostile`)."""
+    items = [text("x" * 200) for _ in range(60_000)]
+    [item] = truncate_code_mode_result(items, None)
+    assert item["text"].startswith(
+        "Warning: truncated output (original token count: 3015000)\nTotal output lines: 60000"
+    )
+
+
 def test_default_budget_is_10000_tokens() -> None:
     fits = [text("x" * 40_000)]
     assert truncate_code_mode_result(fits, None) == fits
