@@ -126,6 +126,18 @@ def _getter(fields: Mapping[Any, Any]) -> Any:
 # -- nested tool calls ------------------------------------------------------------------
 
 
+def json_problem(value: Any) -> str | None:
+    """Why `value` cannot be stored and handed to JavaScript as JSON, or None if it can.
+
+    Integers must be ones JavaScript holds exactly (up to 2^53 - 1 in size).
+    """
+    try:
+        orjson.dumps(value, option=orjson.OPT_STRICT_INTEGER)
+    except (TypeError, orjson.JSONEncodeError) as error:
+        return str(error)
+    return None
+
+
 def encode_tool_call(invocation: ToolInvocation, reply_to: str) -> list[bytes | str]:
     """The fields of a call's entry on the calls stream, as XADD takes them."""
     return [

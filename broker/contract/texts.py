@@ -149,6 +149,10 @@ def tool_failed(tool: str, error: object | None = None) -> str:
     return f"tool `{tool}` failed" if error is None else f"tool `{tool}` failed: {error}"
 
 
+def tool_result_not_json(tool: str, problem: str) -> str:
+    return f"tool `{tool}` returned a value that is not JSON: {problem}"
+
+
 def tool_timed_out(tool: str, seconds: float) -> str:
     return f"tool `{tool}` timed out after {seconds:g} s"
 

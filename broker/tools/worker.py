@@ -331,7 +331,11 @@ class ToolWorker:
             for attempt in _retrying(policy, lambda state: self._record_attempt(invocation, state)):
                 with attempt:
                     context.attempt = attempt.retry_state.attempt_number
-                    return self._attempt(spec.invoke, invocation, context, policy), None
+                    result = self._attempt(spec.invoke, invocation, context, policy)
+                    problem = codec.json_problem(result)
+                    if problem is not None:  # recorded as the call's failure: never rerun
+                        return None, texts.tool_result_not_json(invocation.raw_name, problem)
+                    return result, None
         except ToolCallError as error:
             return None, str(error)
         except Exception as error:  # a handler bug is a tool failure, never a crash

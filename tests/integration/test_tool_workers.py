@@ -376,3 +376,26 @@ def test_the_read_loop_outlives_an_error_of_redis(host, redis_url, env):
         assert texts(output)[1:] == ['{"x":1}']
     finally:
         worker.stop()
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("set", "Type is not JSON serializable: set"),
+        ("bytes", "Type is not JSON serializable: bytes"),
+        ("object", "Type is not JSON serializable: _Opaque"),
+        ("big", "Integer exceeds 53-bit range"),
+    ],
+)
+def test_a_result_that_is_not_json_fails_the_call_once(
+    host, start_worker, redis_client, r, kind, problem
+):
+    start_worker()
+    session = host.open_session()
+    output = session.exec(
+        "c", f'try {{ await tools.unjson({{kind: "{kind}"}}) }} catch (e) {{ text(e) }}'
+    )
+    assert texts(output)[1:] == [f"tool `unjson` returned a value that is not JSON: {problem}"]
+    assert int(redis_client.get(r("unjson", kind))) == 1  # never run again
+    failed = [e for e in log(host, session.id) if isinstance(e, ev.ToolFailed)]
+    assert len(failed) == 1
