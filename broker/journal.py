@@ -9,6 +9,7 @@ plain appends carry (cell, seq), which readers use to drop a repeated entry.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -49,6 +50,7 @@ from cellfleet.broker.redis.link import Command, RedisLink
 from cellfleet.broker.redis.scripts import script_source
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolReply
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_CELL_ID = 2**63 - 1  # Redis's integer limit: the log refuses ids above (lib.lua)
 MAX_BLOCK_S = 1.0  # a blocking read's longest wait: redis-py 8's socket timeout is 5 s
@@ -83,7 +85,10 @@ def _retrying(call: Callable[[], T]) -> T:
     try:
         return runner()
     except _TRANSIENT as error:
-        raise JournalUnavailableError(str(error) or type(error).__name__) from error
+        # The model sees the reason; the address (a socket path, a host) is for logs.
+        log.warning("the event log is unreachable: %s", error)
+        reason = "timed out" if isinstance(error, redis.TimeoutError) else "connection failed"
+        raise JournalUnavailableError(reason) from error
 
 
 def _add_batches(args: list[bytes | str], events: Sequence[AnyEvent]) -> None:

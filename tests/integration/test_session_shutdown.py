@@ -210,10 +210,10 @@ def test_a_cell_that_cannot_record_its_progress_fails_clearly_and_closes(
         error = observer.exception(TIMEOUT_S)
         assert error is not None
         message = str(error)
-        assert message.startswith("exec cell 1 failed: cellfleet event log is unavailable: "), (
-            message
+        assert (
+            message == "exec cell 1 failed: cellfleet event log is unavailable: connection failed"
         )
-        assert "Traceback" not in message
+        assert str(tmp_path) not in message  # where Redis lives is not the model's business
         assert closed.wait(TIMEOUT_S)
         assert released.wait(TIMEOUT_S)  # its V8 context was stopped and given back
         restarted = start_redis(tmp_path / "redis", port=server.port)
