@@ -23,6 +23,7 @@ from enum import Enum
 log = logging.getLogger(__name__)
 
 Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
+DRAIN_TIMEOUT_S = 10.0  # how long a cell's end waits for the harness's notify callback
 
 
 class Outcome(Enum):
@@ -69,11 +70,23 @@ class Notifications:
 
     def drain(self, *, cancel: bool = False) -> list[tuple[int, Outcome]]:
         """Wait until nothing is queued or in the callback (first dropping what is
-        queued, if `cancel`); returns the outcomes not taken yet."""
+        queued, if `cancel`); returns the outcomes not taken yet.
+
+        A callback that has not returned within `DRAIN_TIMEOUT_S` does not hold the cell
+        any longer: what is still queued behind it is dropped (cancelled), and the one
+        in the callback is left to finish on its own.
+        """
         if cancel:
             self.cancel()
         with self._cond:
-            self._cond.wait_for(lambda: not self._running)
+            if not self._cond.wait_for(lambda: not self._running, DRAIN_TIMEOUT_S):
+                log.warning(
+                    "cell %s: a notify callback has not returned in %s s; the cell goes on",
+                    self._cell_id,
+                    DRAIN_TIMEOUT_S,
+                )
+                self._settled += [(nid, Outcome.CANCELLED) for nid, _ in self._queued]
+                self._queued.clear()
             settled, self._settled = self._settled, []
         return settled
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from cellfleet.actors.cell import notifications
 from cellfleet.actors.cell.notifications import Notifications
 from cellfleet.broker.contract.responses import Result, Terminated, Yielded
 from cellfleet.broker.events import (
@@ -416,3 +417,21 @@ def test_answers_are_the_runtime_responses(harness: Harness, gates: Gates) -> No
     assert first.result(TIMEOUT_S) == Yielded(cell_id=cell, content_items=[text("a")])
     gates.wait_entered()
     assert harness.session.backend.terminate(cell).result(TIMEOUT_S) == Terminated(cell_id=cell)
+
+
+def test_a_notify_callback_that_never_returns_does_not_hold_the_cell_for_ever(
+    open_session: OpenSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The completion waits for the callback a while (`DRAIN_TIMEOUT_S`), then goes out;
+    what was queued behind the stuck notification is dropped."""
+    monkeypatch.setattr(notifications, "DRAIN_TIMEOUT_S", 0.2)
+    notify = HeldNotify()  # holds the first one until the test ends
+    harness = open_session(notify=notify)
+    try:
+        out = harness.exec("notify('stuck');\nnotify('behind');\ntext('done')")
+        assert_output(out, "Script completed", ["done"])
+        assert notify.texts == []  # 'stuck' is still in the callback
+        events = harness.cell_events("1")
+        assert [e.notification_id for e in events if isinstance(e, NotificationCancelled)] == [2]
+    finally:
+        notify.release.set()
