@@ -100,7 +100,8 @@ class MemoryJournal:
             log = self._session(terminal.session)
             rest = list(before)
             if rest and isinstance(rest[0], CellAdmitted):
-                again = self._admit(rest.pop(0))
+                ending = kind is FinishOutcome.TERMINATED  # it ran: the shutdown ends it
+                again = self._admit(rest.pop(0), ending_by_shutdown=ending)
                 if again and terminal.cell in log.terminal:
                     return log.terminal[terminal.cell]  # this very call, retried
             for event in rest:
@@ -199,7 +200,7 @@ class MemoryJournal:
         self._session(event.session).events.append((entry_id, fields))
         self._changed.notify_all()
 
-    def _admit(self, admitted: AnyEvent) -> bool:
+    def _admit(self, admitted: AnyEvent, *, ending_by_shutdown: bool = False) -> bool:
         """Record an admission by `admit_cell`'s rules; True if it was recorded already
         (a retry). Raises the refusals `RedisJournal` raises."""
         assert isinstance(admitted, CellAdmitted)
@@ -210,7 +211,7 @@ class MemoryJournal:
             if existing == f"{cell} {token}":
                 return True
             raise CellAlreadyExistsError(existing.split(" ", 1)[0])
-        if log.meta.get("shutdown") == "1":
+        if log.meta.get("shutdown") == "1" and not ending_by_shutdown:
             raise SessionShuttingDownError
         if int(cell) > MAX_CELL_ID:
             raise CellIdSpaceExhaustedError

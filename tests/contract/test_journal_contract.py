@@ -172,11 +172,26 @@ def test_a_refused_admission_finishes_nothing(journal: Journal, session: str) ->
     completed = CellCompleted(session=session, cell="1", seq=2, stored_writes={"k": "1"})
     with pytest.raises(SessionShuttingDownError):
         journal.finish(completed, before)
-    terminated = CellTerminated(session=session, cell="1", seq=2)
-    with pytest.raises(SessionShuttingDownError):
-        journal.finish(terminated, before)
     assert kinds(journal, session) == ["ShutdownBegun"]
     assert journal.stored_snapshot(session) == ({}, 0)
+
+
+def test_a_cell_the_shutdown_ends_is_admitted_with_its_termination(
+    journal: Journal, session: str
+) -> None:
+    """It ran before the shutdown began (its admission was still to be recorded)."""
+    journal.begin_shutdown(ShutdownBegun(session=session))
+    before = [admitted(session, "a", "1"), CellStarted(session=session, cell="1", seq=1)]
+    terminated = CellTerminated(session=session, cell="1", seq=2)
+    assert journal.finish(terminated, before) is FinishOutcome.TERMINATED
+    assert kinds(journal, session) == [
+        "ShutdownBegun",
+        "CellAdmitted",
+        "CellStarted",
+        "CellTerminated",
+    ]
+    with pytest.raises(SessionShuttingDownError):  # a new cell is refused all the same
+        journal.admit([admitted(session, "b", "2")])
 
 
 def test_completion_after_shutdown_began_loses(journal: Journal, session: str) -> None:

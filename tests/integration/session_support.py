@@ -333,7 +333,15 @@ def check_log(events: list[AnyEvent], *, shut_down: bool) -> None:
         assert kinds.count(ShutdownFinished) == 1, kinds
         assert isinstance(events[-1], ShutdownFinished), events[-1]
         began = kinds.index(ShutdownBegun)
-        assert not any(isinstance(e, CellAdmitted) for e in events[began:])
+        # After the shutdown began, a cell is admitted only with its termination (it
+        # ran before; the shutdown, or a terminate, ends it).
+        for event in events[began:]:
+            if isinstance(event, CellAdmitted):
+                ends = [e for e in events if e.cell == event.cell]
+                assert any(isinstance(e, CellTerminated) for e in ends), (
+                    f"cell {event.cell} admitted after the shutdown began"
+                )
+                assert not any(isinstance(e, CellCompleted) for e in ends)
     merges = 0  # a cell starts from stored values the log already holds
     for event in events:
         if isinstance(event, CellAdmitted):

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cellfleet.actors.cell import actor as cell_actor
 from cellfleet.broker.contract.responses import Result, Terminated
 from cellfleet.broker.errors import JournalUnavailableError
 from cellfleet.broker.events import (
@@ -278,3 +279,19 @@ def test_dropping_a_session_shuts_it_down(redis_url: str) -> None:
         assert any(isinstance(e, CellTerminated) and e.reason == "shutdown" for e in seen)
     finally:
         host.close()
+
+
+def test_a_cell_shut_down_before_its_admission_was_recorded_is_terminated(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cell is admitted at its first append; one the shutdown ends before that existed
+    all the same (it ran): the model sees `Script terminated`, and the log says so."""
+    monkeypatch.setattr(cell_actor, "ADMIT_WITHIN_S", 60.0)  # not admitted meanwhile
+    cell_id, answer = harness.session.backend.execute(
+        "c", "text('started');\nawait new Promise(() => {})", 60_000, None
+    )
+    harness.session.shutdown()
+    assert answer.result(TIMEOUT_S) == Terminated(cell_id=cell_id, content_items=[text("started")])
+    kinds = [(type(e), getattr(e, "reason", None)) for e in harness.cell_events(cell_id)]
+    assert kinds[0] == (CellAdmitted, None)
+    assert (CellTerminated, "shutdown") in kinds

@@ -8,7 +8,7 @@
 --       then per event: n_fields, field name/value pairs (the first is the admission)
 local meta, events = KEYS[1], KEYS[2]
 local batches = read_events(5, tonumber(ARGV[4]))
-local admitted = admit(meta, events, ARGV[1], ARGV[2], ARGV[3], batches[1])
+local admitted = admit(meta, events, ARGV[1], ARGV[2], ARGV[3], batches[1], false)
 if type(admitted) == 'table' then
   return admitted
 end

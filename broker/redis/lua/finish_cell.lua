@@ -1,7 +1,8 @@
 -- finish_cell: record a cell's terminal event; the first terminal event wins.
 -- Guarantees, atomically on the session's slot:
 --   * a cell not admitted yet is admitted first (`admit` in lib.lua): when that is
---     refused nothing is appended and the error is returned;
+--     refused nothing is appended and the error is returned. A termination admits it
+--     even after the session's shutdown began: the cell existed (it ran);
 --   * at most one terminal event per cell is appended (completed or terminated);
 --   * a completion after shutdown began loses (nothing appended; "shutdown" returned);
 --   * the completion's stored writes are merged into the session's stored values
@@ -22,7 +23,7 @@ local n_events, at = tonumber(ARGV[3]), tonumber(ARGV[4])
 local batches, pos = read_events(7, n_events)
 local first = 1
 if call_id ~= '' then
-  local admitted = admit(meta, events, call_id, cell, token, batches[1])
+  local admitted = admit(meta, events, call_id, cell, token, batches[1], kind == 'terminated')
   if type(admitted) == 'table' then
     return admitted
   end

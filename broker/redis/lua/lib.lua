@@ -26,20 +26,22 @@ end
 -- id; the log holds it to these rules:
 --   * idempotent per exec call id: returns 'again' if this very admission is recorded
 --     already (a retried call), error EXISTS <cell> if the call id has another cell;
---   * refused (error SHUTTING_DOWN) once the session's shutdown began;
+--   * refused (error SHUTTING_DOWN) once the session's shutdown began, unless
+--     `ending_by_shutdown`: the cell existed before (it ran) and the shutdown ends it,
+--     so its admission goes in the log with its termination;
 --   * an id is admitted once (error CONFLICT: another process admitted it for this
 --     session) and is at most 2^63-1, Redis's integer limit (error EXHAUSTED). Cells
 --     may be admitted out of creation order (each at its first append); `next_cell`
 --     keeps the highest id. An id is skipped only when a cell that had it failed
 --     before it could be admitted, as the session's counter had counted it.
 -- Returns 'admitted' after appending the event.
-local function admit(meta, events, call_id, cell, token, fields)
+local function admit(meta, events, call_id, cell, token, fields, ending_by_shutdown)
   local existing = redis.call('HGET', meta, 'call:' .. call_id)
   if existing then
     if existing == cell .. ' ' .. token then return 'again' end
     return redis.error_reply('EXISTS ' .. string.match(existing, '^%S+'))
   end
-  if redis.call('HGET', meta, 'shutdown') == '1' then
+  if redis.call('HGET', meta, 'shutdown') == '1' and not ending_by_shutdown then
     return redis.error_reply('SHUTTING_DOWN')
   end
   if greater(cell, '9223372036854775807') then  -- MAX_CELL_ID in journal.py
