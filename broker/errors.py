@@ -25,11 +25,6 @@ class CellIdSpaceExhaustedError(AdmissionRefusedError):
         super().__init__(texts.CELL_ID_SPACE_EXHAUSTED)
 
 
-class CellAlreadyExistsError(AdmissionRefusedError):
-    def __init__(self, cell_id: str) -> None:
-        super().__init__(texts.cell_already_exists(cell_id))
-
-
 class SessionOwnedElsewhereError(AdmissionRefusedError):
     """Another process admitted cells of this session (a session has one owner)."""
 

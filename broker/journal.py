@@ -30,7 +30,6 @@ from tenacity import (
 from cellfleet.broker import codec
 from cellfleet.broker.errors import (
     AdmissionRefusedError,
-    CellAlreadyExistsError,
     CellIdSpaceExhaustedError,
     JournalUnavailableError,
     SessionOwnedElsewhereError,
@@ -111,11 +110,10 @@ def _refusals(session: str, call: Callable[[], T]) -> T:
     try:
         return call()
     except redis.ResponseError as error:
-        reason, _, detail = str(error).partition(" ")
+        reason = str(error).partition(" ")[0]
         refusal: AdmissionRefusedError | None = {
             "SHUTTING_DOWN": SessionShuttingDownError(),
             "EXHAUSTED": CellIdSpaceExhaustedError(),
-            "EXISTS": CellAlreadyExistsError(detail),
             "CONFLICT": SessionOwnedElsewhereError(session),
         }.get(reason)
         if refusal is None:

@@ -23,7 +23,8 @@ so one session lives in one slot and its Lua scripts may touch all of them.
 Retention: every key lives as long as its session's trace is kept (deleting a session
 deletes its keys); `cf:sessions` indexes all sessions by opening time.
 `meta` fields: `next_cell` (last admitted cell id), `shutdown` ("1" once begun),
-`stored_version` (merges into `stored` so far), `call:<exec call id>` ("<cell> <token>").
+`stored_version` (merges into `stored` so far), `cell:<id>` ("<exec call id> <token>"
+of an admitted cell; a retried admission is recognised by its random token).
 `terminal` maps a cell id to `completed` or `terminated`. `stored` maps a stored key to
 its JSON text. A projection hash holds `position` (last stream id folded) and `state`.
 `tools` maps a tool call (`cell/tool-N`, `tool_call_field`) to the reply its host was

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from cellfleet.broker import codec
 from cellfleet.broker.errors import (
-    CellAlreadyExistsError,
     CellIdSpaceExhaustedError,
     SessionOwnedElsewhereError,
     SessionShuttingDownError,
@@ -206,22 +205,19 @@ class MemoryJournal:
         assert isinstance(admitted, CellAdmitted)
         log = self._session(admitted.session)
         cell, token = admitted.cell, admission_token(admitted)
-        existing = log.meta.get(f"call:{admitted.call_id}")
-        if existing is not None:
-            if existing == f"{cell} {token}":
-                return True
-            raise CellAlreadyExistsError(existing.split(" ", 1)[0])
+        existing = log.meta.get(f"cell:{cell}")
+        if existing == f"{admitted.call_id} {token}":
+            return True
         if log.meta.get("shutdown") == "1" and not ending_by_shutdown:
             raise SessionShuttingDownError
         if int(cell) > MAX_CELL_ID:
             raise CellIdSpaceExhaustedError
-        if f"cell:{cell}" in log.meta:
+        if existing is not None:
             raise SessionOwnedElsewhereError(admitted.session)
-        log.meta[f"cell:{cell}"] = admitted.call_id
         if int(cell) > int(log.meta.get("next_cell", 0)):
             log.meta["next_cell"] = cell
         self._add(admitted)
-        log.meta[f"call:{admitted.call_id}"] = f"{cell} {token}"
+        log.meta[f"cell:{cell}"] = f"{admitted.call_id} {token}"
         return False
 
 

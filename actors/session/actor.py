@@ -33,7 +33,6 @@ from cellfleet.broker.contract.inventory import ToolInventory
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
 from cellfleet.broker.errors import (
     BrokerError,
-    CellAlreadyExistsError,
     CellIdSpaceExhaustedError,
     SessionShuttingDownError,
 )
@@ -91,7 +90,6 @@ class SessionActor(pykka.ThreadingActor):
         self.session_id = config.session_id
         self._cells: dict[str, CellHandle] = {}
         self._last_cell = 0  # the highest cell id this session created
-        self._cells_by_call: dict[str, str] = {}  # exec call id -> cell id
         self._store: SessionStore | None = None  # set when the log is open
         self._seq = 0
         self._shutting_down = False
@@ -162,15 +160,12 @@ class SessionActor(pykka.ThreadingActor):
         """
         if self._shutting_down:
             raise SessionShuttingDownError
-        if call_id in self._cells_by_call:  # spec §4.10 (defensive): never run twice
-            raise CellAlreadyExistsError(self._cells_by_call[call_id])
         if self._last_cell >= MAX_CELL_ID:
             raise CellIdSpaceExhaustedError
         assert self._store is not None
         stored, stored_version = self._store.snapshot()  # (may fail: nothing taken yet)
         self._last_cell += 1
         cell_id = str(self._last_cell)
-        self._cells_by_call[call_id] = cell_id
         clock = self.services.clock()
         seed = struct.unpack("<4I", os.urandom(16))
         admitted = ev.CellAdmitted(

@@ -110,10 +110,6 @@ def cell_already_terminating(cell_id: str) -> str:
     return f"exec cell {cell_id} is already terminating"
 
 
-def cell_already_exists(cell_id: str) -> str:
-    return f"exec cell {cell_id} already exists"
-
-
 def cell_failed(cell_id: str, detail: object) -> str:
     """A cell ended outside its lifecycle (e.g. its log became unreachable)."""
     return f"exec cell {cell_id} failed: {detail}"

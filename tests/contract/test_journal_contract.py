@@ -14,7 +14,6 @@ import redis
 
 from cellfleet.broker.contract.tools import ToolKind
 from cellfleet.broker.errors import (
-    CellAlreadyExistsError,
     CellIdSpaceExhaustedError,
     SessionOwnedElsewhereError,
     SessionShuttingDownError,
@@ -56,8 +55,12 @@ def session() -> str:
     return f"s-{uuid.uuid4().hex[:12]}"
 
 
-def admitted(session: str, call_id: str, cell: str) -> CellAdmitted:
-    return CellAdmitted(session=session, cell=cell, call_id=call_id, source="text(1)", at_ms=1.0)
+def admitted(
+    session: str, call_id: str, cell: str, seed: tuple[int, int, int, int] = (1, 2, 3, 4)
+) -> CellAdmitted:
+    return CellAdmitted(
+        session=session, cell=cell, call_id=call_id, source="text(1)", at_ms=1.0, seed=seed
+    )
 
 
 def kinds(journal: Journal, session: str) -> list[str]:
@@ -90,15 +93,20 @@ def test_admission_takes_each_id_once_in_any_order(journal: Journal, session: st
     assert journal.open_session(SessionOpened(session=session)).last_cell == 10
 
 
-def test_admission_is_idempotent_per_call(journal: Journal, session: str) -> None:
+def test_admission_is_idempotent_per_admission(journal: Journal, session: str) -> None:
     started = CellStarted(session=session, cell="1", seq=1)
     journal.admit([admitted(session, "same", "1"), started])
     # A retry (its reply was lost) admits nothing again; the events after the admission
     # are appended again, as the batch may have grown meanwhile (readers drop repeats).
     journal.admit([admitted(session, "same", "1"), started])
-    with pytest.raises(CellAlreadyExistsError, match=r"^exec cell 1 already exists$"):
-        journal.admit([admitted(session, "same", "2")])
     assert kinds(journal, session) == ["CellAdmitted", "CellStarted", "CellStarted"]
+    # The same exec call id again is a new exec: a new cell.
+    journal.admit([admitted(session, "same", "2", seed=(9, 9, 9, 9))])
+    events = [event for _, event in journal.read(session) if isinstance(event, CellAdmitted)]
+    assert [(e.cell, e.call_id) for e in events] == [("1", "same"), ("2", "same")]
+    # Another admission of an admitted cell (another process's) is refused.
+    with pytest.raises(SessionOwnedElsewhereError):
+        journal.admit([admitted(session, "other", "1", seed=(7, 7, 7, 7))])
 
 
 def test_admission_refused_after_shutdown(journal: Journal, session: str) -> None:

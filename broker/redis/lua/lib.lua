@@ -24,8 +24,9 @@ end
 -- Record the admission of cell `cell` for exec call `call_id` (its event's fields:
 -- `fields`; `token` tells this admission from any other). The session actor chose the
 -- id; the log holds it to these rules:
---   * idempotent per exec call id: returns 'again' if this very admission is recorded
---     already (a retried call), error EXISTS <cell> if the call id has another cell;
+--   * idempotent: returns 'again' if this very admission (cell, exec call id and
+--     `token`, which tells one admission from any other) is recorded already (a
+--     retried call). An exec call id may be used again, for a new cell;
 --   * refused (error SHUTTING_DOWN) once the session's shutdown began, unless
 --     `ending_by_shutdown`: the cell existed before (it ran) and the shutdown ends it,
 --     so its admission goes in the log with its termination;
@@ -36,24 +37,21 @@ end
 --     before it could be admitted, as the session's counter had counted it.
 -- Returns 'admitted' after appending the event.
 local function admit(meta, events, call_id, cell, token, fields, ending_by_shutdown)
-  local existing = redis.call('HGET', meta, 'call:' .. call_id)
-  if existing then
-    if existing == cell .. ' ' .. token then return 'again' end
-    return redis.error_reply('EXISTS ' .. string.match(existing, '^%S+'))
-  end
+  local existing = redis.call('HGET', meta, 'cell:' .. cell)
+  if existing == call_id .. ' ' .. token then return 'again' end
   if redis.call('HGET', meta, 'shutdown') == '1' and not ending_by_shutdown then
     return redis.error_reply('SHUTTING_DOWN')
   end
   if greater(cell, '9223372036854775807') then  -- MAX_CELL_ID in journal.py
     return redis.error_reply('EXHAUSTED')
   end
-  if redis.call('HSETNX', meta, 'cell:' .. cell, call_id) == 0 then
+  if existing then
     return redis.error_reply('CONFLICT')
   end
   if greater(cell, redis.call('HGET', meta, 'next_cell') or '0') then
     redis.call('HSET', meta, 'next_cell', cell)
   end
   redis.call('XADD', events, '*', unpack(fields))
-  redis.call('HSET', meta, 'call:' .. call_id, cell .. ' ' .. token)
+  redis.call('HSET', meta, 'cell:' .. cell, call_id .. ' ' .. token)
   return 'admitted'
 end
