@@ -381,3 +381,10 @@ def test_version(tmp_path: Path, empty_db_url: str) -> None:
         f"cellfleet {version('cellfleet')}\n",
         "",
     )
+
+
+def test_a_lone_surrogate_in_a_transcript_line_is_that_lines_error(host):
+    """`\\ud800` in a line's JSON is reported for that line, like any malformed line."""
+    bad = '{"type": "custom_tool_call", "call_id": "b", "name": "exec", "input": "\\ud800"}'
+    with pytest.raises(TranscriptError, match=r"^line 2: not JSON: "):
+        play(host, exec_line("a", "text(1)"), bad)
