@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from cellfleet.actors.runtime.v8 import V8Context
 log = logging.getLogger(__name__)
 
 PRELUDE_SOURCE = resources.files(__package__).joinpath("prelude.js").read_text("utf-8")
+PRELUDE_HOST_BINDING = "const __cellfleet_host ="  # renamed in each context
 DEFAULT_MEMORY_LIMIT_BYTES = 256 * 1024 * 1024
 MAILBOX_BYTES = 256 * 1024
 
@@ -44,6 +46,9 @@ class PreparedContext:
 
     context: V8Context
     mailbox: Mailbox
+    # The global (lexical) name of the prelude's host interface in this context: random,
+    # so that the cell's code cannot name it (it could forge its inputs through it).
+    host_name: str
     tools: tuple[RuntimeTool, ...] = ()  # the tool set installed ahead of time
     on_post: Callable[[], None] = field(default=lambda: None)
 
@@ -57,7 +62,8 @@ def prepare_context(
         buffer = context.eval_sync(
             f"globalThis.__cellfleet_mailbox = new ArrayBuffer({MAILBOX_BYTES})"
         )
-        prepared = PreparedContext(context=context, mailbox=Mailbox(buffer))
+        host_name = f"__cellfleet_host_{secrets.token_hex(16)}"
+        prepared = PreparedContext(context=context, mailbox=Mailbox(buffer), host_name=host_name)
 
         # JS calls post() with the log to drain; route it to whoever owns the context now
         # (looked up at call time: the owner changes when a cell takes the context).
@@ -66,12 +72,12 @@ def prepare_context(
 
         post = context.make_post_function(post_hook)
         context.set_global("__cellfleet_post", post)
-        context.eval_sync(PRELUDE_SOURCE)
+        context.eval_sync(PRELUDE_SOURCE.replace(PRELUDE_HOST_BINDING, f"const {host_name} =", 1))
         # The prelude warmed its hot paths by running them; forget what they wrote.
         prepared.mailbox.drain_into(_discard, reset=True)
         if tools:
             payload = orjson.dumps(orjson.dumps(tools_payload(tools)).decode()).decode()
-            context.eval_sync(f"__cellfleet_host.tools({payload}); 0")
+            context.eval_sync(f"{host_name}.tools({payload}); 0")
             prepared.tools = tools
     except BaseException:
         context.dispose()

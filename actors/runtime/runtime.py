@@ -95,6 +95,7 @@ class CellRuntime:
         self.spec = spec
         self._context = prepared.context
         self._mailbox = prepared.mailbox
+        self._host = prepared.host_name  # the prelude's host interface, by its secret name
         self._listener = listener
         self._sink = sink
         self._release = release
@@ -147,7 +148,7 @@ class CellRuntime:
         if early_error is not None:  # a module would not even start
             self._finish(early_error)
             return
-        self._submit(src.wrap(literal, self._source))
+        self._submit(src.wrap(self._host, literal, self._source))
 
     def deliver_tool_result(self, call_id: str, value: JsonValue, clock_ms: float) -> None:
         text = orjson.dumps(value).decode()
@@ -218,7 +219,7 @@ class CellRuntime:
     def _enqueue(self, call: str) -> None:
         if self._done or self._stopping:
             return
-        self._inputs.append(src.host_script(call))
+        self._inputs.append(src.host_script(self._host, call))
         self._pump()
 
     def _pump(self) -> None:
@@ -285,7 +286,7 @@ class CellRuntime:
                 self._finish(texts.unsupported_import(specifiers[0]))
             elif stripped != source:  # only exports: run the cell without them
                 self._source = stripped
-                self._submit(src.wrap(self._config_literal, stripped))
+                self._submit(src.wrap(self._host, self._config_literal, stripped))
             else:
                 self._finish(text)
             return

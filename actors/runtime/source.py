@@ -51,17 +51,18 @@ def prepare(source: str) -> str:
     return "//" + source[2:] if source.startswith("#!") else source
 
 
-def wrap(config_literal: str, source: str) -> str:
-    """The start script: line 1 configures the cell and hands it the model's code."""
+def wrap(host: str, config_literal: str, source: str) -> str:
+    """The start script: line 1 configures the cell and hands it the model's code;
+    `host` is the context's name for the prelude's host interface."""
     return (
-        f'__cellfleet_host.start({config_literal})(async function () {{"use strict";\n'
+        f'{host}.start({config_literal})(async function () {{"use strict";\n'
         f"{source}\n}})\n//# sourceURL={MAIN_FILE}"
     )
 
 
-def host_script(call: str) -> str:
+def host_script(host: str, call: str) -> str:
     """A host input script; its frames never show in the model's stack traces."""
-    return f"__cellfleet_host.{call}\n//# sourceURL={HOST_FILE}"
+    return f"{host}.{call}\n//# sourceURL={HOST_FILE}"
 
 
 def syntax_error_text(parse_error: str) -> str:
