@@ -70,7 +70,10 @@ class Mailbox:
             if self._partial:
                 text = "".join(self._partial) + text
                 self._partial.clear()
-            records.append(loads(text))
+            try:
+                records.append(loads(text))
+            except ValueError:  # not JSON: the runtime refuses it as an unknown record
+                records.append([None])
 
 
 def loads(text: str) -> Any:

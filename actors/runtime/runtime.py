@@ -38,7 +38,7 @@ from cellfleet.actors.runtime.protocol import (
     YieldRequested,
     tools_payload,
 )
-from cellfleet.actors.runtime.records import RecordKind
+from cellfleet.actors.runtime.records import RecordKind, record_problem
 from cellfleet.actors.runtime.v8 import EvalOutcome, V8Context
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.audio import clip_duration_ms
@@ -314,6 +314,10 @@ class CellRuntime:
     def _process_records(self, records: list[list[Any]]) -> None:
         for record in records:
             if self._done:
+                return
+            problem = record_problem(record)
+            if problem is not None:  # the cell got around the prelude: nothing passes
+                self._finish_with(Finished(texts.malformed_record(problem), {}, False))
                 return
             self._apply(record)
 

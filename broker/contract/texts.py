@@ -87,6 +87,11 @@ def out_of_memory(mib: int) -> str:
     return f"exec cell exceeded its memory limit of {mib} MiB"
 
 
+def malformed_record(problem: str) -> str:
+    """The cell got around its prelude and wrote something the runtime does not take."""
+    return f"exec runtime refused a malformed record from the cell: {problem}"
+
+
 def runtime_failed(detail: str) -> str:
     """A defect of cellfleet's own runtime (never expected)."""
     return f"exec runtime failed: {detail}"
