@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -340,29 +341,34 @@ def test_a_password_in_the_query_is_not_shown_either(tmp_path: Path) -> None:
 
 
 def test_a_transcript_and_tools_from_pipes_are_read_once(redis_url: str, tmp_path: Path) -> None:
-    """`play <(...)` and `--tools /dev/stdin`: files that can be read only once."""
-    fifo = tmp_path / "calls.jsonl"
-    os.mkfifo(fifo)
+    """`play <(...) --tools <(...)`: files that can be read only once (FIFOs here)."""
+    transcript, tools = tmp_path / "calls.jsonl", tmp_path / "tools.py"
     line = orjson.dumps(exec_line("c1", "text(String(await tools.add({a: 2, b: 3})))"))
-    tools = (REPO / "ops" / "examples" / "echo_tools.py").read_text()
-    with subprocess.Popen(
-        [sys.executable, "-m", "cellfleet.ops.cli", "play", str(fifo), "--tools", "/dev/stdin"],
+    contents = {
+        transcript: line + b"\n",
+        tools: (REPO / "ops" / "examples" / "echo_tools.py").read_bytes(),
+    }
+    writers = []
+    for fifo, content in contents.items():
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=fifo.write_bytes, args=(content,))  # blocks until read
+        writer.start()
+        writers.append(writer)
+    play = subprocess.run(
+        [sys.executable, "-m", "cellfleet.ops.cli", "play", str(transcript), "--tools", str(tools)],
         cwd=tmp_path,
         env={**os.environ, "REDIS_URL": redis_url},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as play:
-        assert play.stdin is not None
-        play.stdin.write(tools.encode())
-        play.stdin.close()
-        with fifo.open("wb") as writer:  # blocks until `play` opens it
-            writer.write(line + b"\n")
-        play.stdin = None  # closed above: nothing left to send
-        out, err = play.communicate(timeout=60)
-    assert play.returncode == 0, err
-    record = orjson.loads(out)
-    assert texts(record)[1:] == ["5"]
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    for fifo in contents:  # a writer nobody read from would block for ever
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    for writer in writers:
+        writer.join(10)
+    assert play.returncode == 0, play.stderr
+    assert texts(orjson.loads(play.stdout))[1:] == ["5"]
 
 
 def test_a_url_that_is_not_redis_is_refused(tmp_path: Path) -> None:
