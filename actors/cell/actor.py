@@ -31,6 +31,7 @@ from typing import Any
 
 import pykka
 
+from cellfleet.actors.cell import log as cell_log
 from cellfleet.actors.cell.context import CellContext
 from cellfleet.actors.cell.effects import Effects
 from cellfleet.actors.cell.handle import (
@@ -221,6 +222,10 @@ class CellActor(pykka.ThreadingActor):
     def _process_incoming(self) -> None:
         while self._incoming:
             self._apply(self._incoming.popleft())
+            runtime = self.runtime
+            if self.log.over_budget and runtime is not None and not runtime.done:
+                self._incoming.clear()  # what it did beyond its budget is not recorded
+                runtime.fail(texts.log_budget_exceeded(cell_log.MAX_CELL_EVENTS))
         self.effects.send_requested_tools()
 
     def _apply(self, event: RuntimeEvent) -> None:

@@ -23,6 +23,8 @@ from cellfleet.broker.redis.link import Command
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=ev.AnyEvent)
 MAX_UNSAVED_EVENTS = 256
+# What one cell may write to the log before it is ended (its ending is written still).
+MAX_CELL_EVENTS = 100_000
 
 
 class Refused(Exception):  # noqa: N818 - control flow inside the cell actor
@@ -48,6 +50,7 @@ class CellLog:
         self._next_seq = self.facts.next_seq
         self._unsaved: list[ev.AnyEvent] = [admitted]  # the admission goes first
         self.admitted = False  # the log accepted the admission
+        self._written = 1  # events of the cell, the admission counted
 
     def stamp(self) -> ev.Envelope:
         """The envelope of the cell's next event: `SomeEvent(**log.stamp(), ...)`."""
@@ -55,8 +58,14 @@ class CellLog:
         self._next_seq += 1
         return {"session": self._session, "cell": self._cell, "seq": seq, "at_ms": self._clock()}
 
+    @property
+    def over_budget(self) -> bool:
+        """The cell wrote more events than `MAX_CELL_EVENTS`: it must end."""
+        return self._written > MAX_CELL_EVENTS
+
     def add(self, event: _E) -> _E:
         """Batch `event` (stamped by `stamp`) for the next append."""
+        self._written += 1
         self._unsaved.append(event)
         advance(self.facts, event)
         if len(self._unsaved) >= MAX_UNSAVED_EVENTS:

@@ -183,6 +183,11 @@ class CellRuntime:
         if self.busy:
             self._mailbox.drain_into(self._sink_records, reset=False)
 
+    def fail(self, error_text: str) -> None:
+        """End the cell now with `error_text` (a limit of the host's was reached); its
+        stored writes are not committed, and nothing it does afterwards is reported."""
+        self._finish_with(Finished(error_text, {}, False))
+
     def terminate(self) -> None:
         """Stop the cell: its remaining output is reported, then `Stopped`.
 

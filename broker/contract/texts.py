@@ -92,6 +92,10 @@ def malformed_record(problem: str) -> str:
     return f"exec runtime refused a malformed record from the cell: {problem}"
 
 
+def log_budget_exceeded(events: int) -> str:
+    return f"exec cell wrote more than {events} events to its log"
+
+
 def runtime_failed(detail: str) -> str:
     """A defect of cellfleet's own runtime (never expected)."""
     return f"exec runtime failed: {detail}"
