@@ -71,6 +71,7 @@ from cellfleet.actors.runtime.protocol import (
     YieldRequested,
 )
 from cellfleet.actors.runtime.runtime import POLL_INTERVAL_S, CellRuntime
+from cellfleet.actors.session import store as store_module
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
@@ -264,6 +265,9 @@ class CellActor(pykka.ThreadingActor):
         if requested:  # spec §4.4: a result still queued here does not beat termination
             self._finish_terminated(log=True)
             return
+        if not self.ctx.store.fits(finished.stored_writes):  # nothing of it is committed
+            budget = texts.stored_budget_exceeded(store_module.MAX_STORED_BYTES >> 20)
+            finished = Finished(budget, {}, finished.exited)
         self.effects.drain_notifications(cancel=False)  # spec §4.5(1)
         self.effects.cancel_outstanding()
         log = self.log

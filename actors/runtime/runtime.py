@@ -363,7 +363,9 @@ class CellRuntime:
     # -- endings ---------------------------------------------------------------------
 
     def _finish_out_of_memory(self) -> None:
-        self._finish(texts.out_of_memory(self._memory_limit_bytes // (1024 * 1024)))
+        # Ended by a limit of the host's, not by its own script: its stored writes are
+        # not committed (what it stored on its way to the limit may be what filled it).
+        self.fail(texts.out_of_memory(self._memory_limit_bytes // (1024 * 1024)))
 
     def _finish(self, error_text: str | None, *, exited: bool = False) -> None:
         self._finish_with(Finished(error_text, dict(self._writes), exited))

@@ -16,6 +16,8 @@ from types import MappingProxyType
 
 from cellfleet.broker.journal import FinishOutcome
 
+MAX_STORED_BYTES = 64 * 1024 * 1024  # a session's stored keys and values, as JSON text
+
 Snapshot = tuple[Mapping[str, str], int]  # (stored key -> JSON text, version)
 
 
@@ -27,6 +29,7 @@ class SessionStore:
     ) -> None:
         self._lock = threading.Lock()
         self._values: Mapping[str, str] = MappingProxyType(dict(values))
+        self._bytes = _size(self._values)
         self._version = version
         self._reload = reload
         self._unsure = False  # a commit failed midway: the log knows better than we do
@@ -37,8 +40,20 @@ class SessionStore:
             if self._unsure:
                 values, self._version = self._reload()
                 self._values = MappingProxyType(dict(values))
+                self._bytes = _size(self._values)
                 self._unsure = False
             return self._values, self._version
+
+    def fits(self, writes: Mapping[str, str]) -> bool:
+        """Whether the values would stay within `MAX_STORED_BYTES` with `writes` merged.
+
+        (Two cells that each fit may together go over by what one of them writes.)
+        """
+        with self._lock:
+            replaced = sum(
+                len(key) + len(self._values[key]) for key in writes if key in self._values
+            )
+            return self._bytes - replaced + _size(writes) <= MAX_STORED_BYTES
 
     def commit(
         self, writes: Mapping[str, str], finish: Callable[[], FinishOutcome]
@@ -55,5 +70,10 @@ class SessionStore:
                 raise
             if won is FinishOutcome.COMPLETED:
                 self._values = MappingProxyType({**self._values, **writes})
+                self._bytes = _size(self._values)
                 self._version += 1
             return won
+
+
+def _size(values: Mapping[str, str]) -> int:
+    return sum(len(key) + len(value) for key, value in values.items())

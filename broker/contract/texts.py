@@ -96,6 +96,10 @@ def log_budget_exceeded(events: int) -> str:
     return f"exec cell wrote more than {events} events to its log"
 
 
+def stored_budget_exceeded(mib: int) -> str:
+    return f"exec cell's stored values would exceed the session's budget of {mib} MiB"
+
+
 def runtime_failed(detail: str) -> str:
     """A defect of cellfleet's own runtime (never expected)."""
     return f"exec runtime failed: {detail}"

@@ -298,3 +298,17 @@ def test_timer_set_event_carries_due_clock(start_cell):
     timer = next(e for e in cell.events if isinstance(e, TimerSet))
     assert (timer.timer_id, timer.delay_ms) == (1, 250)
     assert 5_250.0 <= timer.due_clock_ms < 5_251.0
+
+
+def test_a_cell_ended_by_its_memory_limit_commits_nothing(run_cell):
+    """Issue 11, item 4: what it stored on its way to the limit (here 1 MiB values) is
+    not committed; a script that fails on its own still commits, as Codex's does."""
+    _, end = run_cell(
+        'const big = "x".repeat(1 << 20); const keep = [];'
+        " for (let i = 0; ; i++) { store(`k${i}`, big); keep.push(big + i); }",
+        timeout=30,
+    )
+    assert end == Finished("exec cell exceeded its memory limit of 256 MiB", {}, False)
+    _, failed = run_cell('store("k", 1); throw new Error("boom")')
+    assert isinstance(failed, Finished)
+    assert failed.stored_writes == {"k": "1"}
