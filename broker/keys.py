@@ -15,7 +15,7 @@ so one session lives in one slot and its Lua scripts may touch all of them.
 | `cf:{S}:projection:<name>` | hash   | projector runner        | projector runner, CLI    |
 | `cf:sessions`              | zset   | session actor (open)    | CLI `events`             |
 | `cf:{S}:tools`             | hash   | tool result script      | tool workers (dedupe)    |
-| `cf:tools:calls`           | stream | host tool dispatchers   | tool workers (group)     |
+| `cf:tools:{R}:calls`       | stream | host tool dispatchers   | tool workers of tools R  |
 | `cf:tools:dead`            | stream | tool workers            | operators                |
 | `cf:tools:cancel`          | pubsub | host tool dispatchers   | tool workers             |
 | `cf:host:{H}:replies`      | stream | tool workers            | that host's dispatcher   |
@@ -50,9 +50,9 @@ class Keys:
     def sessions(self) -> str:
         return f"{self.prefix}:sessions"
 
-    @property
-    def tool_calls(self) -> str:
-        return f"{self.prefix}:tools:calls"
+    def tool_calls(self, registry: str) -> str:
+        """The calls stream of one set of tools (`ToolRegistry.fingerprint`)."""
+        return f"{self.prefix}:tools:{{{registry}}}:calls"
 
     @property
     def tool_dead_letters(self) -> str:

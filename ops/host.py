@@ -54,7 +54,9 @@ class Host:
         self.registry = tools or ToolRegistry.from_handlers(handlers or {})
         self.pool = ContextPool(pool_size)
         self.scheduler = Scheduler()
-        self.dispatcher = BrokerDispatcher(redis.Redis.from_url(redis_url), keys=keys)
+        self.dispatcher = BrokerDispatcher(
+            redis.Redis.from_url(redis_url), registry=self.registry.fingerprint, keys=keys
+        )
         self.workers = [
             ToolWorker(
                 redis.Redis.from_url(redis_url),

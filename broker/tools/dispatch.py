@@ -41,10 +41,10 @@ DEFAULT_MAX_IN_FLIGHT_PER_SESSION = 256
 TRIM_EVERY = 128  # replies; an idle reader (a block that timed out) trims at once
 
 
-def ensure_group(client: redis.Redis, keys: Keys) -> None:
-    """Create the workers' consumer group on the calls stream (idempotent)."""
+def ensure_group(client: redis.Redis, calls: str) -> None:
+    """Create the workers' consumer group on a calls stream (idempotent)."""
     try:
-        client.xgroup_create(keys.tool_calls, TOOL_WORKERS_GROUP, id="0", mkstream=True)
+        client.xgroup_create(calls, TOOL_WORKERS_GROUP, id="0", mkstream=True)
     except redis.ResponseError as error:
         if "BUSYGROUP" not in str(error):
             raise
@@ -75,12 +75,14 @@ class BrokerDispatcher:
         self,
         client: redis.Redis,
         *,
+        registry: str,
         host_id: str | None = None,
         keys: Keys = DEFAULT_KEYS,
         max_in_flight_per_session: int = DEFAULT_MAX_IN_FLIGHT_PER_SESSION,
     ) -> None:
         self.client = client
         self.keys = keys
+        self.calls = keys.tool_calls(registry)  # read by the workers of these tools
         self._link = RedisLink(client)
         self.host_id = host_id or uuid.uuid4().hex[:12]
         self.replies = keys.host_replies(self.host_id)
@@ -89,7 +91,7 @@ class BrokerDispatcher:
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        ensure_group(client, keys)
+        ensure_group(client, self.calls)
         self._reader = threading.Thread(target=self._read_replies, name="tool-replies", daemon=True)
         self._reader.start()
 
@@ -146,7 +148,7 @@ class BrokerDispatcher:
             session_keys.tools, tool_call_field(invocation.cell, invocation.call_id), "cancelled"
         )
         if waiting.entry_id is not None:
-            pipe.xdel(self.keys.tool_calls, waiting.entry_id)
+            pipe.xdel(self.calls, waiting.entry_id)
         pipe.publish(self.keys.tool_cancel_channel, invocation.idempotency_key)
         pipe.execute()
 
@@ -196,7 +198,7 @@ class BrokerDispatcher:
 
     def _call_command(self, invocation: ToolInvocation) -> Command:
         fields = codec.encode_tool_call(invocation, self.replies)
-        return ("XADD", self.keys.tool_calls, "*", *fields)
+        return ("XADD", self.calls, "*", *fields)
 
     def close(self) -> None:
         self._closed.set()

@@ -31,6 +31,7 @@ runs cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import threading
 import traceback
@@ -41,6 +42,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from cellfleet.broker.contract.tools import JsonValue, ToolDefinition, ToolKind
 from cellfleet.broker.tools.invocation import ToolCallError
@@ -224,6 +227,21 @@ class ToolRegistry:
 
     def spec(self, name: str) -> ToolSpec | None:
         return self._tools.get(name)
+
+    @property
+    def fingerprint(self) -> str:
+        """What tells this set of tools from any other: a digest of their definitions.
+
+        Nested calls are routed by it (`Keys.tool_calls`): a call reaches only workers
+        that serve the very tools its session was given, and processes that load the
+        same tools file share their workers.
+        """
+        described = sorted(
+            (d.name, d.namespace or "", str(d.kind), d.description, d.input_schema, d.output_schema)
+            for d in self.definitions
+        )
+        digest = hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS))
+        return digest.hexdigest()[:16]
 
     @property
     def handlers(self) -> Mapping[str, Callable[[JsonValue], JsonValue]]:

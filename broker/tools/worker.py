@@ -58,7 +58,8 @@ LISTEN_WITHIN_S = 5.0  # how long `start` waits for the subscription to cancella
 class _Running:
     entry_id: str
     context: ToolContext
-    session: str
+    invocation: ToolInvocation
+    reply_to: str
     call_key: str  # its field in the session's `tools` hash
 
 
@@ -79,6 +80,7 @@ class ToolWorker:
     ) -> None:
         self.client = client
         self.keys = keys
+        self.calls = keys.tool_calls(registry.fingerprint)  # the calls of these tools
         self.journal = RedisJournal(client, keys)  # writes to the sessions' logs
         self.registry = registry
         self.name = name or f"{socket.gethostname()}-{time.monotonic_ns() % 10**9}"
@@ -104,7 +106,7 @@ class ToolWorker:
         """Start serving; returns once cancellations are heard (or `LISTEN_WITHIN_S`
         passed), before any call is read. A cancellation the worker misses meanwhile is
         found in the call's record within a lease tick (`_reconcile_cancellations`)."""
-        ensure_group(self.client, self.keys)
+        ensure_group(self.client, self.calls)
         for target in (self._cancel_loop, self._read_loop, self._lease_loop):
             thread = threading.Thread(
                 target=target, name=f"{target.__name__}-{self.name}", daemon=True
@@ -116,13 +118,21 @@ class ToolWorker:
         return self
 
     def stop(self) -> None:
+        """Stop serving. Calls it holds go back to the stream for other workers: those
+        not started yet, and those whose handler gave up when told to stop (a handler
+        that finishes its call meanwhile is answered as usual)."""
         self._stop.set()
+        for thread in self._threads:  # first: no call is read after this
+            thread.join(timeout=5)
         with self._lock:
             for running in self._running.values():
                 running.context.cancelled.set()
-        for thread in self._threads:
-            thread.join(timeout=5)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            never_started = list(self._running.values())
+            self._running.clear()
+        for call in never_started:
+            self._hand_back(call.entry_id, call.invocation, call.reply_to)
 
     def wait(self) -> None:
         self._stop.wait()
@@ -144,7 +154,7 @@ class ToolWorker:
                 answer: Any = self.client.xreadgroup(
                     TOOL_WORKERS_GROUP,
                     self.name,
-                    {self.keys.tool_calls: ">"},
+                    {self.calls: ">"},
                     count=free,
                     block=200,
                 )
@@ -170,12 +180,16 @@ class ToolWorker:
             log.error("tool call entry %s is not a tool call: %s", entry_id, error)
             self._dead_letter(entry_id, fields, deliveries)
             return
+        if self._stop.is_set():  # read as the worker stops: for another worker
+            self._hand_back(entry_id, invocation, reply_to)
+            return
         context = ToolContext(idempotency_key=invocation.idempotency_key)
         with self._lock:
             self._running[invocation.idempotency_key] = _Running(
                 entry_id,
                 context,
-                invocation.session,
+                invocation,
+                reply_to,
                 tool_call_field(invocation.cell, invocation.call_id),
             )
         self._pool.submit(self._handle, entry_id, invocation, reply_to, deliveries, context)
@@ -191,7 +205,7 @@ class ToolWorker:
                     ids: list[Any] = [running.entry_id for running in self._running.values()]
                 if ids:
                     self.client.xclaim(
-                        self.keys.tool_calls, TOOL_WORKERS_GROUP, self.name, 0, ids, justid=True
+                        self.calls, TOOL_WORKERS_GROUP, self.name, 0, ids, justid=True
                     )
                 self._reconcile_cancellations()
                 free = self._free_slots()
@@ -202,14 +216,14 @@ class ToolWorker:
 
     def _take_over(self, lease_ms: int, free: int) -> None:
         reply: Any = self.client.xautoclaim(
-            self.keys.tool_calls, TOOL_WORKERS_GROUP, self.name, lease_ms, "0-0", count=free
+            self.calls, TOOL_WORKERS_GROUP, self.name, lease_ms, "0-0", count=free
         )
         for entry_id, fields in reply[1]:  # (entries deleted by a cancellation: skipped)
             if not fields:
                 continue
             entry = entry_id.decode()
             pending: Any = self.client.xpending_range(
-                self.keys.tool_calls, TOOL_WORKERS_GROUP, min=entry, max=entry, count=1
+                self.calls, TOOL_WORKERS_GROUP, min=entry, max=entry, count=1
             )
             deliveries = int(pending[0]["times_delivered"]) if pending else 1
             self._submit(entry, fields, deliveries)
@@ -248,7 +262,7 @@ class ToolWorker:
             return
         pipe = self.client.pipeline(transaction=False)
         for _, call in running:
-            pipe.hget(self.keys.session(call.session).tools, call.call_key)
+            pipe.hget(self.keys.session(call.invocation.session).tools, call.call_key)
         for (_, call), state in zip(running, pipe.execute(), strict=True):
             if state == b"cancelled":
                 call.context.cancelled.set()
@@ -315,6 +329,9 @@ class ToolWorker:
             self._finish(entry_id, invocation, reply_to, None, abandoned)
             return
         result, error = self._run(invocation, context)
+        if error is not None and self._stop.is_set():  # it gave up because we stop
+            self._hand_back(entry_id, invocation, reply_to)
+            return
         if context.cancelled.is_set() and self.client.hget(tools, call_key):
             self._ack(entry_id)
             return
@@ -426,11 +443,21 @@ class ToolWorker:
         pipe = self.client.pipeline(transaction=False)
         if state != b"cancelled":
             pipe.xadd(reply_to, {"reply": state})
-        pipe.xack(self.keys.tool_calls, TOOL_WORKERS_GROUP, entry_id)
+        pipe.xack(self.calls, TOOL_WORKERS_GROUP, entry_id)
         pipe.execute()
 
+    def _hand_back(self, entry_id: str, invocation: ToolInvocation, reply_to: str) -> None:
+        """Put a call this worker will not answer back on the stream, for another."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xadd(self.calls, dict(_pairs(codec.encode_tool_call(invocation, reply_to))))
+            pipe.xack(self.calls, TOOL_WORKERS_GROUP, entry_id)
+            pipe.execute()
+        except redis.RedisError as error:  # it stays pending: taken over after the lease
+            log.warning("could not hand back tool call %s: %s", invocation.idempotency_key, error)
+
     def _ack(self, entry_id: str) -> None:
-        self.client.xack(self.keys.tool_calls, TOOL_WORKERS_GROUP, entry_id)
+        self.client.xack(self.calls, TOOL_WORKERS_GROUP, entry_id)
 
     def _dead_letter(
         self, entry_id: str, fields: dict[Any, Any], deliveries: int, *, ack: bool = True

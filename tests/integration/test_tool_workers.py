@@ -15,7 +15,7 @@ import redis
 from cellfleet.broker import events as ev
 from cellfleet.broker import keys
 from cellfleet.broker.contract.render import ToolOutput
-from cellfleet.broker.tools.registry import load_tools_file
+from cellfleet.broker.tools.registry import ToolRegistry, load_tools_file
 from cellfleet.ops.host import Host
 from cellfleet.ops.tools_worker import start_tools_process
 
@@ -67,7 +67,12 @@ def start_worker(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen
     for process in started:
         if process.poll() is None:
             process.terminate()
-        process.wait(10)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # a worker that does not stop fails the test
+            process.kill()
+            process.wait(10)
+            raise
 
 
 @pytest.fixture
@@ -399,3 +404,49 @@ def test_a_result_that_is_not_json_fails_the_call_once(
     assert int(redis_client.get(r("unjson", kind))) == 1  # never run again
     failed = [e for e in log(host, session.id) if isinstance(e, ev.ToolFailed)]
     assert len(failed) == 1
+
+
+def test_a_stopping_worker_hands_its_calls_back(host, start_worker, redis_client, r):
+    """Issue 11, item 1: a worker that stops never answers for the handler it stopped
+    (that answer was `cancelled`); the call goes to another worker."""
+    first = start_worker()
+    session = host.open_session()
+    _, answer = session.backend.execute(
+        "c", 'text((await tools.gate({name: "h"})).pid)', 60_000, None
+    )
+    assert wait_started(redis_client, r("started", "h")) == first.pid
+    second = start_worker()
+    first.send_signal(signal.SIGTERM)  # its gate handler is told, and gives up
+    assert first.wait(15) == 0
+    assert wait_started(redis_client, r("started", "h")) == second.pid  # at once, no lease
+    redis_client.set(r("open", "h"), 1)
+    assert [item["text"] for item in answer.result(15).content_items] == [str(second.pid)]
+
+
+def test_calls_reach_only_workers_of_the_sessions_own_tools(redis_url, start_worker, env, r):
+    """Two hosts on one Redis and key prefix, each with its own `echo`: each session's
+    calls are answered by its own tools (a process without them answered `no handler`,
+    another one's `echo` answered for it)."""
+    mine, theirs = ToolRegistry(), ToolRegistry()
+
+    @mine.function(description="Mine.")
+    def echo(value: str) -> str:
+        return f"mine: {value}"
+
+    @theirs.function(name="echo", description="Theirs.")
+    def other_echo(value: str) -> str:
+        return f"theirs: {value}"
+
+    prefix = keys.Keys(env["TEST_PREFIX"])
+    hosts = [Host(redis_url, tools=registry, keys=prefix) for registry in (mine, theirs)]
+    bare = Host(redis_url, keys=prefix)  # no tools: its worker serves nothing
+    try:
+        calls = "for (let i = 0; i < 8; i++) text(await tools.echo({value: `x${i}`}));"
+        outputs = [host.open_session().exec("c", calls) for host in hosts]
+        assert [texts(output)[1:] for output in outputs] == [
+            [f"mine: x{i}" for i in range(8)],
+            [f"theirs: x{i}" for i in range(8)],
+        ]
+    finally:
+        for host in (*hosts, bare):
+            host.close()
