@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tools.add_argument("--max-deliveries", type=_positive(int), default=3)
 
     bench = commands.add_parser("bench", help="benchmarks (ops/bench/)")
-    bench.add_argument("suite", choices=["runtime", "exec", "tools"])
+    bench.add_argument("suite", choices=["runtime", "exec", "tools", "hostile"])
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--samples", type=_positive(int), default=None)
 

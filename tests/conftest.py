@@ -20,6 +20,17 @@ from cellfleet.ops.redis_server import RedisProcess, start_redis
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--redis-url", default=None, help="use this Redis instead of starting one")
+    parser.addoption("--slow", action="store_true", help="run the slow hostile probes too")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow probes run only with `--slow` (`cellfleet bench hostile`): CI stays fast."""
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="a slow probe: `cellfleet bench hostile` runs it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
