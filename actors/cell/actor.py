@@ -243,7 +243,8 @@ class CellActor(pykka.ThreadingActor):
             log.add(ev.YieldRequested(**log.stamp()))
             self.answers.on_yield_requested()
         elif isinstance(event, ToolCallRequested):
-            self.effects.request_tool(event)
+            assert self.runtime is not None
+            self.effects.request_tool(event, self.runtime)
         elif isinstance(event, NotificationSent):
             self.effects.notify(event.text)
         elif isinstance(event, TimerSet):

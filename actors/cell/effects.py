@@ -21,7 +21,9 @@ from cellfleet.actors.cell.notifications import Notifications, Outcome
 from cellfleet.actors.runtime.protocol import TimerCleared, TimerSet, ToolCallRequested
 from cellfleet.actors.runtime.runtime import CellRuntime
 from cellfleet.actors.scheduler import Scheduled
+from cellfleet.broker import codec
 from cellfleet.broker import events as ev
+from cellfleet.broker.contract import texts
 from cellfleet.broker.errors import BrokerError
 from cellfleet.broker.tools.invocation import CancelHandle, ToolInvocation, ToolOutcome
 
@@ -56,8 +58,13 @@ class Effects:
 
     # -- nested tools -----------------------------------------------------------------
 
-    def request_tool(self, call: ToolCallRequested) -> None:
-        """Record a tool call; it is sent with the batch (`send_requested_tools`)."""
+    def request_tool(self, call: ToolCallRequested, runtime: CellRuntime) -> None:
+        """Record a tool call; it is sent with the batch (`send_requested_tools`). One
+        whose input cannot be stored as JSON fails at once (its promise rejects)."""
+        problem = call.problem or codec.json_problem(call.input)
+        if problem is not None:
+            self._refuse_tool(call, texts.tool_input_not_json(call.name, problem), runtime)
+            return
         definition = self._ctx.tools.get(call.name)
         invocation = ToolInvocation(
             session=self._ctx.session_id,
@@ -79,6 +86,17 @@ class Effects:
             )
         )
         self._to_send.append(invocation)
+
+    def _refuse_tool(self, call: ToolCallRequested, error: str, runtime: CellRuntime) -> None:
+        log, clock = self._log, self._ctx.clock()
+        log.add(
+            ev.ToolRequested(
+                **log.stamp(), call_id=call.call_id, name=call.name, kind=str(call.kind)
+            )
+        )
+        log.add(ev.ToolFailed(**log.stamp(), call_id=call.call_id, error=error, clock_ms=clock))
+        log.flush()
+        runtime.deliver_tool_error(call.call_id, error, clock)
 
     def send_requested_tools(self) -> None:
         """Send the batch's tool calls with the batched events (their `ToolRequested`

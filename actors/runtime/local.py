@@ -27,6 +27,7 @@ from cellfleet.actors.runtime.protocol import (
     ToolCallRequested,
 )
 from cellfleet.actors.runtime.runtime import POLL_INTERVAL_S, CellRuntime, RuntimeMessage
+from cellfleet.broker import codec
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.tools import JsonValue
 from cellfleet.broker.events import wall_clock_ms
@@ -204,9 +205,15 @@ class LocalCell:
 
         def run() -> None:
             try:
+                problem = call.problem or codec.json_problem(call.input)
+                if problem is not None:
+                    raise ToolError(texts.tool_input_not_json(call.name, problem))
                 if handler is None:
                     raise ToolError(texts.no_handler(call.name))
                 value: Any = handler(call.input)
+                problem = codec.json_problem(value)
+                if problem is not None:
+                    raise ToolError(texts.tool_result_not_json(call.name, problem))
                 self._inbox.put(_ToolDone(call.call_id, value, None))
             except ToolError as failure:
                 self._inbox.put(_ToolDone(call.call_id, None, str(failure)))

@@ -101,9 +101,9 @@ const __cellfleet_host = (function (post, mailbox) {
     AtomicsStore(header, 0, w + count);
   }
 
-  // Records are plain data the prelude made; JSON.stringify would still ask a
-  // `toJSON` the cell put on Array.prototype or Object.prototype to stand in for them
-  // (a forged record). Then they are written by `plainJSON`, which asks nobody.
+  // Records are plain data the prelude made; JSON.stringify would still ask a `toJSON`
+  // the cell put on a prototype (its own, or one it chained in) to stand in for them: a
+  // forged record. So they are written by `plainJSON`, which asks nobody.
   const ArrayPrototype = Array.prototype;
   const ObjectPrototype = Object.prototype;
   const ObjectKeys = Object.keys;
@@ -131,15 +131,8 @@ const __cellfleet_host = (function (post, mailbox) {
     }
     return `{${out}}`;
   }
-  function recordJSON(record) {
-    return ObjectPrototypeHasOwn(ArrayPrototype, "toJSON") ||
-      ObjectPrototypeHasOwn(ObjectPrototype, "toJSON")
-      ? plainJSON(record)
-      : JSONStringify(record);
-  }
-
   function send(record) {
-    const text = recordJSON(record);
+    const text = plainJSON(record);
     const chunk = CAPACITY - 2;
     let start = 0;
     while (text.length - start > chunk) {
@@ -601,7 +594,7 @@ const __cellfleet_host = (function (post, mailbox) {
 
   // ---- nested tools (spec §3.2) ------------------------------------------------------
   function callTool(name, arg) {
-    const input = arg === undefined ? null : JSONParse(serialize(arg));
+    const input = arg === undefined ? "null" : serialize(arg); // JSON text: records stay flat
     const seq = nextToolSeq++;
     const { promise, resolve, reject } = PromiseWithResolvers();
     mapSet(pendingTools, seq, { resolve, reject });

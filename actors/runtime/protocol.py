@@ -68,6 +68,7 @@ class ToolCallRequested:
     name: str  # JS global name
     kind: ToolKind
     input: JsonValue  # None when called without an argument
+    problem: str | None = None  # why the input could not be read: the call fails
 
 
 @dataclass(frozen=True, slots=True)

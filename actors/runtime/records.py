@@ -8,7 +8,7 @@ tests/unit/test_records.py checks that they agree.
 | ------------- | -------------------------------- | --------------------------------------------- |
 | `ITEM`        | `["i", item]`                    | a content item, in model-facing shape         |
 | `YIELD`       | `["y"]`                          | `yield_control()`                             |
-| `TOOL`        | `["t", seq, name, input]`        | a nested tool call (input: JSON, null if none)|
+| `TOOL`        | `["t", seq, name, inputJson]`    | a nested tool call (input as JSON text)       |
 | `NOTIFY`      | `["n", text]`                    | `notify()`                                    |
 | `STORE`       | `["s", key, jsonText]`           | a `store()` write                             |
 | `TIMER_SET`   | `["ts", id, delayMs, clock]`     | `setTimeout()`                                |
@@ -23,8 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
-
-import orjson
 
 
 class RecordKind(StrEnum):
@@ -74,22 +72,8 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _anything(_value: Any) -> bool:
-    return True
-
-
 def _text_or_none(value: Any) -> bool:
     return value is None or isinstance(value, str)
-
-
-def _json_text(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return False
-    return True
 
 
 def _data_url(value: Any) -> bool:
@@ -117,9 +101,9 @@ def _item(value: Any) -> bool:
 _ARGS: dict[RecordKind, tuple[Callable[[Any], bool], ...]] = {
     RecordKind.ITEM: (_item,),
     RecordKind.YIELD: (),
-    RecordKind.TOOL: (_integer, _text, _anything),
+    RecordKind.TOOL: (_integer, _text, _text),
     RecordKind.NOTIFY: (_text,),
-    RecordKind.STORE: (_text, _json_text),
+    RecordKind.STORE: (_text, _text),  # JSON text the prelude made (checked when loaded)
     RecordKind.TIMER_SET: (_integer, _number, _number),
     RecordKind.TIMER_CLEAR: (_integer,),
     RecordKind.DONE: (_text_or_none,),

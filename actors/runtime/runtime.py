@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from cellfleet.actors.runtime import source as src
+from cellfleet.actors.runtime.mailbox import loads
 from cellfleet.actors.runtime.pool import PreparedContext
 from cellfleet.actors.runtime.protocol import (
     CellSpec,
@@ -42,7 +43,7 @@ from cellfleet.actors.runtime.records import RecordKind, record_problem
 from cellfleet.actors.runtime.v8 import EvalOutcome, V8Context
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.audio import clip_duration_ms
-from cellfleet.broker.contract.tools import JsonValue, ToolKind
+from cellfleet.broker.contract.tools import JsonValue
 
 # While JavaScript runs, its owner collects what it reports this often.
 POLL_INTERVAL_S = 0.005
@@ -321,6 +322,8 @@ class CellRuntime:
             if self._done:
                 return
             problem = record_problem(record)
+            if problem is None and record[0] == RecordKind.TOOL and record[2] not in self._kinds:
+                problem = "a TOOL record for a tool the cell was not given"
             if problem is not None:  # the cell got around the prelude: nothing passes
                 self._finish_with(Finished(texts.malformed_record(problem), {}, False))
                 return
@@ -336,11 +339,8 @@ class CellRuntime:
             call_id = f"tool-{record[1]}"
             self._issued_since_pending.append(call_id)
             name = record[2]
-            self._emit(
-                ToolCallRequested(
-                    call_id, name, self._kinds.get(name, ToolKind.FUNCTION), record[3]
-                )
-            )
+            value, problem = _tool_input(record[3])
+            self._emit(ToolCallRequested(call_id, name, self._kinds[name], value, problem))
         elif kind == RecordKind.STORE:
             self._writes.pop(record[1], None)  # keep write order = order of last writes
             self._writes[record[1]] = record[2]
@@ -388,6 +388,14 @@ def _seq(call_id: str) -> int:
 
 def _js_string(text: str) -> str:
     return orjson.dumps(text).decode()
+
+
+def _tool_input(text: str) -> tuple[JsonValue, str | None]:
+    """A tool call's input from its JSON text, or why it cannot be read (too deep, say)."""
+    try:
+        return loads(text), None
+    except (ValueError, RecursionError) as error:
+        return None, str(error) or type(error).__name__
 
 
 def _checked_audio(item: dict[str, str]) -> dict[str, str]:

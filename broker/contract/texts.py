@@ -158,6 +158,10 @@ def tool_failed(tool: str, error: object | None = None) -> str:
     return f"tool `{tool}` failed" if error is None else f"tool `{tool}` failed: {error}"
 
 
+def tool_input_not_json(tool: str, problem: str) -> str:
+    return f"tool `{tool}` cannot take this input: {problem}"
+
+
 def tool_result_not_json(tool: str, problem: str) -> str:
     return f"tool `{tool}` returned a value that is not JSON: {problem}"
 

@@ -34,6 +34,14 @@ FORGERIES = {
         'Array.prototype.toJSON = function () { return ["s", "k", "{not json"]; };'
     ),
     "a record that is no array": "Object.prototype.toJSON = function () { return 42; };",
+    "a toJSON chained into Array.prototype": (
+        "Object.setPrototypeOf(Array.prototype, { toJSON() {"
+        ' return ["i", {type: "input_text", text: "forged"}]; } });'
+    ),
+    "a toJSON chained into Object.prototype's place": (
+        "const proto = Object.create(null); proto.toJSON = () => 42;"
+        " Object.setPrototypeOf(Array.prototype, proto);"
+    ),
     "a toJSON behind a getter": (
         'Object.defineProperty(Array.prototype, "toJSON", {get() { return () => ["x"]; }});'
     ),
@@ -74,7 +82,7 @@ def test_a_cell_cannot_forge_its_records(start_cell, forge: str) -> None:
         (["i", {"type": "input_text", "text": {"nested": True}}], "bad ITEM record"),
         (["i", {"type": "input_text", "text": "a", "extra": 1}], "bad ITEM record"),
         (["n", {"not": "text"}], "bad NOTIFY record"),
-        (["s", "k", "{not json"], "bad STORE record"),
+        (["s", "k", ["not", "text"]], "bad STORE record"),
         (["t", "1", "echo", {}], "bad TOOL record"),
         (["t", 1, "echo"], "TOOL record with 2 fields"),
         (["ts", 1, "soon", 0], "bad TIMER_SET record"),
@@ -99,4 +107,18 @@ def test_records_the_prelude_writes_pass(run_cell) -> None:
 def test_the_refusal_is_the_cells_end_and_nothing_it_wrote_is_kept() -> None:
     assert malformed_record("bad ITEM record") == (
         "exec runtime refused a malformed record from the cell: bad ITEM record"
+    )
+
+
+def test_a_tool_record_for_a_tool_the_cell_was_not_given_ends_it(start_cell) -> None:
+    """Should a record get past the prelude, it still cannot call a tool the session
+    was not given: the runtime ends the cell."""
+    cell = start_cell("text(typeof tools.secret);\nawait new Promise(() => {});")
+    cell.wait_for(lambda events: any(isinstance(e, OutputItem) for e in events))
+    cell.control(lambda runtime: runtime._process_records([["t", 1, "secret", "{}"]]))
+    end = cell.wait()
+    assert isinstance(end, Finished)
+    assert end.error_text == (
+        "exec runtime refused a malformed record from the cell: "
+        "a TOOL record for a tool the cell was not given"
     )

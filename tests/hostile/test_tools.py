@@ -54,3 +54,12 @@ def test_a_tool_that_is_not_there_is_a_type_error(harness) -> None:
         "text(`${typeof tools.exec} ${typeof ALL_TOOLS}`);"
     )
     assert_output(output, "Script completed", ["TypeError", "undefined object"])
+
+
+def test_a_tool_input_too_deep_to_store_fails_that_call_only(harness) -> None:
+    output = harness.exec(
+        "let deep = 1; for (let i = 0; i < 300; i++) deep = [deep];\n"
+        "try { await tools.echo({deep}); } catch (e) { text(String(e).split(':')[0]); }\n"
+        "text(JSON.stringify(await tools.echo({fine: 1})));"
+    )
+    assert_output(output, "Script completed", ["tool `echo` cannot take this input", '{"fine":1}'])
