@@ -13,6 +13,10 @@ import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
+# The longest single wait: a timer years away (a cell may ask for one) must not make
+# the wait overflow the platform's time type, which would end this thread.
+MAX_WAIT_S = 3600.0
+COMPACT_EVERY = 4096  # pushes between sweeps of cancelled callbacks out of the heap
 
 
 class Scheduled:
@@ -40,7 +44,11 @@ class Scheduler:
         """Run `callback` on the scheduler thread at monotonic time `when`."""
         handle = Scheduled()
         with self._cond:
-            heapq.heappush(self._heap, (when, next(self._order), handle, callback))
+            order = next(self._order)
+            if order % COMPACT_EVERY == COMPACT_EVERY - 1:
+                self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, (when, order, handle, callback))
             if self._heap[0][2] is handle:
                 self._cond.notify()
         return handle
@@ -61,10 +69,13 @@ class Scheduler:
                     if not self._heap:
                         self._cond.wait()
                         continue
+                    if self._heap[0][2].cancelled:  # no need to wait for it
+                        heapq.heappop(self._heap)
+                        continue
                     wait = self._heap[0][0] - time.monotonic()
                     if wait <= 0:
                         break
-                    self._cond.wait(wait)
+                    self._cond.wait(min(wait, MAX_WAIT_S))
                 if self._closed:
                     return
                 _, _, handle, callback = heapq.heappop(self._heap)
