@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any
 
 import pykka
+import redis
 
 from cellfleet.actors.cell import log as cell_log
 from cellfleet.actors.cell.context import CellContext
@@ -79,6 +80,19 @@ from cellfleet.broker.errors import BrokerError
 from cellfleet.broker.journal import FinishOutcome
 
 ADMIT_WITHIN_S = 0.05
+
+
+def _told(error: BaseException) -> str:
+    """What the model is told of a failure: cellfleet's own errors say what happened;
+    anything else (a Redis client error names a socket path or a host) only its kind,
+    its details being in the log."""
+    if isinstance(error, BrokerError):
+        return str(error)
+    if isinstance(error, redis.TimeoutError):
+        return texts.log_unavailable("timed out")
+    if isinstance(error, redis.ConnectionError):
+        return texts.log_unavailable("connection failed")
+    return f"internal error ({type(error).__name__})"
 
 
 class CellActor(pykka.ThreadingActor):
@@ -151,7 +165,7 @@ class CellActor(pykka.ThreadingActor):
         """A failure (e.g. the event log became unreachable) ends the cell with an error."""
         if not self._began:
             return
-        self._fail(BrokerError(texts.cell_failed(self.cell_id, exception_value)))
+        self._fail(BrokerError(texts.cell_failed(self.cell_id, _told(exception_value))))
 
     def _tell(self, message: Any) -> None:
         """Send this actor a message from another thread; a finished cell drops it."""
