@@ -99,8 +99,8 @@ class MemoryJournal:
             log = self._session(terminal.session)
             rest = list(before)
             if rest and isinstance(rest[0], CellAdmitted):
-                ending = kind is FinishOutcome.TERMINATED  # it ran: the shutdown ends it
-                again = self._admit(rest.pop(0), ending_by_shutdown=ending)
+                # It ran: admitted even after the shutdown began (a completion then loses).
+                again = self._admit(rest.pop(0), ending_by_shutdown=True)
                 if again and terminal.cell in log.terminal:
                     return log.terminal[terminal.cell]  # this very call, retried
             for event in rest:

@@ -76,7 +76,7 @@ from cellfleet.actors.session import store as store_module
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
-from cellfleet.broker.errors import BrokerError
+from cellfleet.broker.errors import BrokerError, SessionShuttingDownError
 from cellfleet.broker.journal import FinishOutcome
 
 ADMIT_WITHIN_S = 0.05
@@ -158,8 +158,11 @@ class CellActor(pykka.ThreadingActor):
             else:
                 self._receive(message)
         except Refused as refused:
-            self._fail(refused.error)
-            self.stop()
+            if isinstance(refused.error, SessionShuttingDownError):
+                self._end_by_shutdown()  # it ran: the shutdown ends it, as it ends the rest
+            else:
+                self._fail(refused.error)
+                self.stop()
 
     def on_failure(self, _type: Any, exception_value: Any, _traceback: Any) -> None:
         """A failure (e.g. the event log became unreachable) ends the cell with an error."""
@@ -320,6 +323,17 @@ class CellActor(pykka.ThreadingActor):
         assert runtime is not None
         if not runtime.done:
             runtime.terminate()  # its remaining output arrives, then Stopped
+
+    def _end_by_shutdown(self) -> None:
+        """The log refused the cell's admission because the session's shutdown began
+        (it had not needed to append until now): it is terminated as by the shutdown,
+        and its termination admits it."""
+        self._terminal_reason = ev.TerminationReason.SHUTDOWN
+        runtime = self.runtime
+        if runtime is not None and not runtime.done:
+            runtime.terminate()  # its remaining output arrives, then Stopped
+        else:
+            self._finish_terminated(log=True)
 
     def _finish_terminated(self, *, log: bool, claimed: Future[CellAnswer] | None = None) -> None:
         self.effects.drain_notifications(cancel=True)  # spec §4.8

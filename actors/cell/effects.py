@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from cellfleet.actors.cell.context import CellContext
-from cellfleet.actors.cell.log import CellLog
+from cellfleet.actors.cell.log import CellLog, Refused
 from cellfleet.actors.cell.messages import NotificationsSettled, TimerDue, ToolDone
 from cellfleet.actors.cell.notifications import Notifications, Outcome
 from cellfleet.actors.runtime.protocol import TimerCleared, TimerSet, ToolCallRequested
@@ -107,7 +107,7 @@ class Effects:
         if not self._log.admitted:  # a cell is admitted before it reaches out
             try:
                 self._log.flush()
-            except BrokerError:
+            except (BrokerError, Refused):  # kept: cancelled and recorded at the end
                 self._to_send[0:0] = calls
                 raise
         on_outcome = lambda outcome: self._tell(ToolDone(outcome))  # noqa: E731

@@ -31,7 +31,7 @@ from cellfleet.broker.contract.responses import (
     Yielded,
 )
 from cellfleet.broker.contract.responses import Pending as PendingAnswer
-from cellfleet.broker.errors import BrokerError
+from cellfleet.broker.errors import BrokerError, SessionShuttingDownError
 
 
 class Answers:
@@ -59,6 +59,9 @@ class Answers:
         self.completion: Result | None = None  # committed, not yet handed out
         self._outbox: list[tuple[Future[CellAnswer], CellAnswer]] = []
         self._release_due = False
+        # An answer the log refused because the shutdown began: its caller gets the
+        # cell's termination instead (the future is set running already).
+        self._held_for_termination: Future[CellAnswer] | None = None
 
     def produced(self, item: ContentItem) -> None:
         self._accumulated.append(item)
@@ -222,8 +225,15 @@ class Answers:
             if put_back:
                 self._accumulated[0:0] = items
             return False
-        except Refused as refused:  # the cell never existed: this caller learns why
-            observer.future.set_exception(refused.error)
+        except Refused as refused:
+            if isinstance(refused.error, SessionShuttingDownError):
+                # It ran, and the shutdown ends it: this caller gets its termination.
+                log.withdraw(delivered, before)
+                if put_back:
+                    self._accumulated[0:0] = items
+                self._held_for_termination = observer.future
+            else:  # the cell never existed: this caller learns why
+                observer.future.set_exception(refused.error)
             raise
         self._outbox.append((observer.future, answer))
         return True
@@ -325,6 +335,7 @@ class Answers:
     def terminated(self, claimed: Future[CellAnswer] | None) -> None:
         """The cell was terminated: everyone waiting gets what it produced meanwhile."""
         answer = Terminated(cell_id=self._cell_id, content_items=self.take_output())
+        claimed = claimed or self._held_for_termination
         self.end_with(answer, ev.ObservationKind.TERMINATED, claimed)
 
     def end_with(
@@ -375,6 +386,8 @@ class Answers:
         with self._handle.lock:
             waiting = [*self._handle.terminators]
             self._handle.terminators.clear()
+            if self._held_for_termination is not None:
+                waiting.append(self._held_for_termination)
             if self._handle.observer is not None:
                 waiting.append(self._handle.observer.future)
                 self._handle.observer = None

@@ -174,13 +174,16 @@ def test_a_short_cell_is_admitted_and_finished_in_one_call(journal: Journal, ses
     assert journal.stored_snapshot(session) == ({"k": "1"}, 1)
 
 
-def test_a_refused_admission_finishes_nothing(journal: Journal, session: str) -> None:
+def test_a_completion_after_the_shutdown_began_admits_its_cell_and_loses(
+    journal: Journal, session: str
+) -> None:
+    """The cell ran (its admission was still to be recorded): it is admitted with what it
+    did, its completion loses, and the caller records its termination next."""
     journal.begin_shutdown(ShutdownBegun(session=session))
     before = [admitted(session, "a", "1"), CellStarted(session=session, cell="1", seq=1)]
     completed = CellCompleted(session=session, cell="1", seq=2, stored_writes={"k": "1"})
-    with pytest.raises(SessionShuttingDownError):
-        journal.finish(completed, before)
-    assert kinds(journal, session) == ["ShutdownBegun"]
+    assert journal.finish(completed, before) is FinishOutcome.SHUTDOWN
+    assert kinds(journal, session) == ["ShutdownBegun", "CellAdmitted", "CellStarted"]
     assert journal.stored_snapshot(session) == ({}, 0)
 
 

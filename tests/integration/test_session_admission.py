@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from cellfleet.broker.contract.responses import Terminated
 from cellfleet.broker.errors import JournalUnavailableError
 from cellfleet.broker.events import (
     CellAdmitted,
@@ -35,6 +36,7 @@ from tests.integration.session_support import (
     assert_plain_failure,
     hold_journal,
     is_event,
+    text,
 )
 
 JOURNAL_WRITES = ("append", "admit", "finish", "begin_shutdown")
@@ -95,9 +97,12 @@ def test_a_cell_that_keeps_running_is_admitted_while_it_runs(harness: Harness) -
     assert answer.result(TIMEOUT_S).content_items == []
 
 
-def start_refused(harness: Harness, monkeypatch: pytest.MonkeyPatch, source: str) -> str:
-    """Start a cell whose first append is held until the session's shutdown began:
-    the log refuses it, and its caller gets the shutdown error. Returns its id."""
+def start_refused(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, source: str
+) -> tuple[str, Any]:
+    """Start a cell whose first append is held until the session's shutdown began: the
+    log refuses its admission there, and the shutdown ends the cell (it ran). Returns its
+    id and its first answer."""
     reached, release = hold_journal(monkeypatch, harness.host.journal, "admit", lambda events: True)
     cell, answer = harness.start(source)
     assert reached.wait(TIMEOUT_S)
@@ -105,22 +110,26 @@ def start_refused(harness: Harness, monkeypatch: pytest.MonkeyPatch, source: str
     shutdown.start()
     harness.wait_event(is_event(ShutdownBegun))
     release.set()
-    with pytest.raises(Exception, match=r"^code mode session is shutting down$"):
-        answer.result(TIMEOUT_S)
+    result = answer.result(TIMEOUT_S)
     shutdown.join(TIMEOUT_S)
     assert not shutdown.is_alive()
-    return cell
+    return cell, result
 
 
-def test_a_refused_admission_leaves_no_trace(
+def test_a_cell_whose_first_append_meets_the_shutdown_is_terminated_by_it(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Shutdown begins while a new cell's first append is on its way: the log refuses
-    the cell, its caller gets the shutdown error and its notification never goes out."""
-    cell = start_refused(harness, monkeypatch, "notify('never');\ntext('x')")
+    """Shutdown begins while a new cell's first append (its notification) is on its way:
+    the cell is terminated by the shutdown, its notification never goes out, and the log
+    says it was admitted and terminated."""
+    cell, answer = start_refused(harness, monkeypatch, "notify('never');\ntext('x')")
+    assert answer == Terminated(cell_id=cell, content_items=[])
     assert harness.notes == []
-    assert harness.cell_events(cell) == []
-    assert not harness._closed_event(cell).is_set()  # the delegate hears of no such cell
+    kinds = [(type(e).__name__, getattr(e, "reason", None)) for e in harness.cell_events(cell)]
+    assert kinds[0] == ("CellAdmitted", None)
+    assert ("CellTerminated", "shutdown") in kinds
+    assert ("NotificationSent", None) in kinds  # recorded, never handed over
+    harness.wait_closed(cell)
 
 
 def test_a_reopened_session_continues_its_ids_and_stored_values(
@@ -215,12 +224,15 @@ def test_cells_are_admitted_in_the_order_they_reach_the_log(
     assert_output(harness.exec("text('three')"), "Script completed", ["three"])
 
 
-def test_a_refused_admission_answers_a_yield_with_the_refusal(
+def test_a_yield_that_meets_the_shutdown_is_answered_with_the_termination(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The yield's answer is the cell's first effect outside; the log refuses the cell
-    (shutdown began): the exec gets the shutdown error instead of a yield."""
-    start_refused(harness, monkeypatch, "text('x');\nyield_control();\nawait new Promise(() => {})")
+    """The yield's answer is the cell's first effect outside; the shutdown began before
+    it reached the log: the exec gets the termination, with the output."""
+    cell, answer = start_refused(
+        harness, monkeypatch, "text('x');\nyield_control();\nawait new Promise(() => {})"
+    )
+    assert answer == Terminated(cell_id=cell, content_items=[text("x")])
 
 
 def test_a_cell_waiting_on_a_timer_is_admitted_while_it_waits(harness: Harness) -> None:

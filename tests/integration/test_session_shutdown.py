@@ -33,6 +33,7 @@ from tests.integration.session_support import (
     assert_plain_failure,
     check_log,
     handlers,
+    hold_journal,
     is_event,
     text,
     wait_for_event,
@@ -295,3 +296,38 @@ def test_a_cell_shut_down_before_its_admission_was_recorded_is_terminated(
     kinds = [(type(e), getattr(e, "reason", None)) for e in harness.cell_events(cell_id)]
     assert kinds[0] == (CellAdmitted, None)
     assert (CellTerminated, "shutdown") in kinds
+
+
+def test_a_cell_that_completes_as_the_shutdown_begins_is_terminated(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its completion met a shutdown that began first, before its admission was recorded:
+    the answer is its termination, with its output, not `session is shutting down`."""
+    reached, release = hold_journal(
+        monkeypatch, harness.host.journal, "finish", is_event(CellCompleted, "1")
+    )
+    _, answer = harness.session.backend.execute("c", "text('done')", 60_000, None)
+    assert reached.wait(TIMEOUT_S)
+    shutting = threading.Thread(target=harness.session.shutdown)
+    shutting.start()
+    harness.wait_event(is_event(ShutdownBegun))
+    release.set()
+    assert answer.result(TIMEOUT_S) == Terminated(cell_id="1", content_items=[text("done")])
+    shutting.join(TIMEOUT_S)
+
+
+def test_a_cell_whose_yield_meets_the_shutdown_is_terminated(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cell_actor, "ADMIT_WITHIN_S", 60.0)
+    reached, release = hold_journal(monkeypatch, harness.host.journal, "admit", lambda events: True)
+    _, answer = harness.session.backend.execute(
+        "c", "text('a');\nyield_control();\nawait new Promise(() => {})", 60_000, None
+    )
+    assert reached.wait(TIMEOUT_S)  # the yield's answer is on its way to the log
+    shutting = threading.Thread(target=harness.session.shutdown)
+    shutting.start()
+    harness.wait_event(is_event(ShutdownBegun))
+    release.set()
+    assert answer.result(TIMEOUT_S) == Terminated(cell_id="1", content_items=[text("a")])
+    shutting.join(TIMEOUT_S)

@@ -1,8 +1,9 @@
 -- finish_cell: record a cell's terminal event; the first terminal event wins.
 -- Guarantees, atomically on the session's slot:
 --   * a cell not admitted yet is admitted first (`admit` in lib.lua): when that is
---     refused nothing is appended and the error is returned. A termination admits it
---     even after the session's shutdown began: the cell existed (it ran);
+--     refused nothing is appended and the error is returned. It is admitted even after
+--     the session's shutdown began: the cell existed (it ran), and its completion then
+--     loses to its termination by the shutdown, which the caller records next;
 --   * at most one terminal event per cell is appended (completed or terminated);
 --   * a completion after shutdown began loses (nothing appended; "shutdown" returned);
 --   * the completion's stored writes are merged into the session's stored values
@@ -23,7 +24,7 @@ local n_events, at = tonumber(ARGV[3]), tonumber(ARGV[4])
 local batches, pos = read_events(7, n_events)
 local first = 1
 if call_id ~= '' then
-  local admitted = admit(meta, events, call_id, cell, token, batches[1], kind == 'terminated')
+  local admitted = admit(meta, events, call_id, cell, token, batches[1], true)
   if type(admitted) == 'table' then
     return admitted
   end
