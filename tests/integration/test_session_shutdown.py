@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from cellfleet.actors.cell import actor as cell_actor
+from cellfleet.actors.cell import observers
 from cellfleet.broker.contract.responses import Result, Terminated
 from cellfleet.broker.errors import JournalUnavailableError
 from cellfleet.broker.events import (
@@ -288,9 +289,18 @@ def test_a_cell_shut_down_before_its_admission_was_recorded_is_terminated(
     """A cell is admitted at its first append; one the shutdown ends before that existed
     all the same (it ran): the model sees `Script terminated`, and the log says so."""
     monkeypatch.setattr(cell_actor, "ADMIT_WITHIN_S", 60.0)  # not admitted meanwhile
+    produced = threading.Event()
+    original = observers.Answers.produced
+
+    def producing(answers: observers.Answers, item: Any) -> None:
+        original(answers, item)
+        produced.set()
+
+    monkeypatch.setattr(observers.Answers, "produced", producing)
     cell_id, answer = harness.session.backend.execute(
         "c", "text('started');\nawait new Promise(() => {})", 60_000, None
     )
+    assert produced.wait(TIMEOUT_S)  # it ran, and is still waiting for its admission
     harness.session.shutdown()
     assert answer.result(TIMEOUT_S) == Terminated(cell_id=cell_id, content_items=[text("started")])
     kinds = [(type(e), getattr(e, "reason", None)) for e in harness.cell_events(cell_id)]
