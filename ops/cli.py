@@ -73,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a call idle this long in a dead worker is taken over",
     )
     tools.add_argument("--max-deliveries", type=_positive(int), default=3)
+    tools.add_argument(
+        "--stop-grace-s",
+        type=_positive(float),
+        default=30.0,
+        help="on SIGTERM, running calls get this long to finish before the worker exits",
+    )
 
     bench = commands.add_parser("bench", help="benchmarks (ops/bench/)")
     bench.add_argument("suite", choices=["runtime", "exec", "tools", "hostile"])
@@ -119,6 +125,7 @@ def run_command(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             lease_s=args.lease_s,
             max_deliveries=args.max_deliveries,
+            stop_grace_s=args.stop_grace_s,
             keys=keys,
         )
         return 0

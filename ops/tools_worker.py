@@ -5,6 +5,8 @@ It prints one line to standard output once it takes calls, and nothing else ther
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import subprocess
 import sys
@@ -15,6 +17,8 @@ import redis
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
+
+log = logging.getLogger(__name__)
 
 READY_LINE = "cellfleet tools: worker "  # how the line that says it takes calls starts
 
@@ -44,9 +48,11 @@ def run_worker(
     concurrency: int = 8,
     lease_s: float = 5.0,
     max_deliveries: int = 3,
+    stop_grace_s: float = 30.0,
     keys: Keys = DEFAULT_KEYS,
 ) -> None:
-    """Serve `registry`'s tools until interrupted or terminated."""
+    """Serve `registry`'s tools until interrupted or terminated; then let running
+    calls finish for up to `stop_grace_s`."""
     client = redis.Redis.from_url(url)
     worker = ToolWorker(
         client,
@@ -54,6 +60,7 @@ def run_worker(
         concurrency=concurrency,
         lease_s=lease_s,
         max_deliveries=max_deliveries,
+        stop_grace_s=stop_grace_s,
         keys=keys,
     ).start()
     signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
@@ -67,3 +74,11 @@ def run_worker(
     finally:
         worker.stop()
         client.close()
+    if worker.unfinished:  # their threads would hold the exit; other workers take over
+        log.warning(
+            "%d tool call(s) still running after %.0f s: left to other workers",
+            worker.unfinished,
+            stop_grace_s,
+        )
+        logging.shutdown()
+        os._exit(0)

@@ -230,15 +230,26 @@ class ToolRegistry:
 
     @property
     def fingerprint(self) -> str:
-        """What tells this set of tools from any other: a digest of their definitions.
+        """What tells this set of tools from any other: a digest of their definitions
+        and of their handlers' code.
 
         Nested calls are routed by it (`Keys.tool_calls`): a call reaches only workers
-        that serve the very tools its session was given, and processes that load the
-        same tools file share their workers.
+        that serve the very tools its host was given, and processes that load the same
+        tools file share their workers. (Handlers that differ only in the values their
+        closures hold look alike: give such tools different names or descriptions.)
         """
         described = sorted(
-            (d.name, d.namespace or "", str(d.kind), d.description, d.input_schema, d.output_schema)
-            for d in self.definitions
+            (
+                d.name,
+                d.namespace or "",
+                str(d.kind),
+                d.description,
+                d.input_schema,
+                d.output_schema,
+                _code_identity(spec.handler),
+            )
+            for spec in self._tools.values()
+            for d in (spec.definition,)
         )
         digest = hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS))
         return digest.hexdigest()[:16]
@@ -247,6 +258,44 @@ class ToolRegistry:
     def handlers(self) -> Mapping[str, Callable[[JsonValue], JsonValue]]:
         """Plain `input -> result` callables (for in-process dispatch)."""
         return {name: _plain(spec) for name, spec in self._tools.items()}
+
+
+def _code_identity(handler: Callable[..., Any]) -> str:
+    """Where a handler is defined and a digest of its code: the same in every process
+    that loads the same file, different for different code."""
+    function = inspect.unwrap(handler)
+    while isinstance(function, partial):
+        function = function.func
+    code = getattr(function, "__code__", None)
+    if code is None:  # a callable object: its class
+        function = type(function).__call__
+        code = getattr(function, "__code__", None)
+    where = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', '')}"
+    if code is None:  # a builtin
+        return where
+    digest = hashlib.sha256()
+    _hash_code(digest, code)
+    return f"{where}:{digest.hexdigest()[:16]}"
+
+
+def _hash_code(digest: Any, code: types.CodeType) -> None:
+    digest.update(code.co_code)
+    digest.update(repr(code.co_names).encode())
+    for const in code.co_consts:  # nested functions' code, recursively
+        if isinstance(const, types.CodeType):
+            _hash_code(digest, const)
+        else:
+            digest.update(_stable_repr(const).encode())
+
+
+def _stable_repr(const: object) -> str:
+    """A constant's repr, the same in every process (sets iterate in hash order, and
+    string hashes differ between processes)."""
+    if isinstance(const, frozenset):
+        return "frozenset(" + ",".join(sorted(_stable_repr(item) for item in const)) + ")"
+    if isinstance(const, tuple):
+        return "(" + ",".join(_stable_repr(item) for item in const) + ")"
+    return repr(const)
 
 
 def _plain(spec: ToolSpec) -> Callable[[JsonValue], JsonValue]:

@@ -61,6 +61,11 @@ class _Running:
     invocation: ToolInvocation
     reply_to: str
     call_key: str  # its field in the session's `tools` hash
+    deliveries: int
+    # A redelivered or handed-back call may have been cancelled, or recorded by a
+    # worker that died before answering: it looks its state up first. (A first delivery
+    # skips this round trip: the record script still refuses a cancelled call.)
+    look_up: bool
 
 
 class ToolWorker:
@@ -75,6 +80,7 @@ class ToolWorker:
         concurrency: int = 8,
         lease_s: float = 5.0,
         max_deliveries: int = 3,
+        stop_grace_s: float = 30.0,
         keys: Keys = DEFAULT_KEYS,
         clock: Callable[[], float] = wall_clock_ms,
     ) -> None:
@@ -87,13 +93,16 @@ class ToolWorker:
         self.concurrency = concurrency
         self.lease_s = lease_s
         self.max_deliveries = max_deliveries
+        self.stop_grace_s = stop_grace_s
         self.clock = clock
         self._running: dict[str, _Running] = {}  # idempotency key -> running call
         # Cancellations heard before their call was read (bounded: oldest dropped first).
         self._cancelled: dict[str, None] = {}
         self._lock = threading.Lock()
         self._slot_freed = threading.Condition(self._lock)  # a running call ended
-        self._stop = threading.Event()
+        self._stop_requested = threading.Event()  # `wait()` returns
+        self._draining = threading.Event()  # no call is read any more
+        self._stop = threading.Event()  # every loop ends
         self._listening = threading.Event()  # subscribed to cancellations (or stopping)
         self._pool = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix=f"tool-{self.name}"
@@ -118,33 +127,37 @@ class ToolWorker:
         return self
 
     def stop(self) -> None:
-        """Stop serving. Calls it holds go back to the stream for other workers: those
-        not started yet, and those whose handler gave up when told to stop (a handler
-        that finishes its call meanwhile is answered as usual)."""
+        """Stop serving: read no more calls, let running handlers finish their calls
+        (for `stop_grace_s`, their leases kept fresh), then end. A call read as it
+        stops goes back to the stream for another worker; a handler still running
+        after the grace is left to the others, who take its call over once its lease
+        expired. The worker never answers for a handler it stopped."""
+        self._stop_requested.set()
+        self._draining.set()
+        with self._slot_freed:
+            self._slot_freed.wait_for(lambda: not self._running, self.stop_grace_s)
         self._stop.set()
-        for thread in self._threads:  # first: no call is read after this
+        for thread in self._threads:
             thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def unfinished(self) -> int:
+        """Handlers still running (after `stop`: those that outlived the grace)."""
         with self._lock:
-            for running in self._running.values():
-                running.context.cancelled.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        with self._lock:
-            never_started = list(self._running.values())
-            self._running.clear()
-        for call in never_started:
-            self._hand_back(call.entry_id, call.invocation, call.reply_to)
+            return len(self._running)
 
     def wait(self) -> None:
-        self._stop.wait()
+        self._stop_requested.wait()
 
     def request_stop(self) -> None:
         """Ask `wait()` to return (safe from a signal handler)."""
-        self._stop.set()
+        self._stop_requested.set()
 
     # -- reading ---------------------------------------------------------------------
 
     def _read_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._draining.is_set():
             with self._slot_freed:  # every slot busy: wait until a handler frees one
                 self._slot_freed.wait_for(self._has_free_slot, timeout=0.2)
                 free = self.concurrency - len(self._running)  # (the lease loop may take
@@ -180,19 +193,21 @@ class ToolWorker:
             log.error("tool call entry %s is not a tool call: %s", entry_id, error)
             self._dead_letter(entry_id, fields, deliveries)
             return
-        if self._stop.is_set():  # read as the worker stops: for another worker
+        if self._draining.is_set():  # read as the worker stops: for another worker
             self._hand_back(entry_id, invocation, reply_to)
             return
-        context = ToolContext(idempotency_key=invocation.idempotency_key)
+        running = _Running(
+            entry_id,
+            ToolContext(idempotency_key=invocation.idempotency_key),
+            invocation,
+            reply_to,
+            tool_call_field(invocation.cell, invocation.call_id),
+            deliveries,
+            look_up=deliveries > 1 or b"handed_back" in fields,
+        )
         with self._lock:
-            self._running[invocation.idempotency_key] = _Running(
-                entry_id,
-                context,
-                invocation,
-                reply_to,
-                tool_call_field(invocation.cell, invocation.call_id),
-            )
-        self._pool.submit(self._handle, entry_id, invocation, reply_to, deliveries, context)
+            self._running[invocation.idempotency_key] = running
+        self._pool.submit(self._handle, running)
 
     # -- leases ----------------------------------------------------------------------
 
@@ -279,60 +294,40 @@ class ToolWorker:
 
     # -- running a call ---------------------------------------------------------------
 
-    def _handle(
-        self,
-        entry_id: str,
-        invocation: ToolInvocation,
-        reply_to: str,
-        deliveries: int,
-        context: ToolContext,
-    ) -> None:
+    def _handle(self, call: _Running) -> None:
         try:
-            self._handle_call(entry_id, invocation, reply_to, deliveries, context)
+            self._handle_call(call)
         except Exception:  # never lose the worker; the entry stays pending for takeover
-            log.exception("tool call %s failed in the worker", invocation.idempotency_key)
+            log.exception("tool call %s failed in the worker", call.invocation.idempotency_key)
         finally:
             with self._lock:
-                self._running.pop(invocation.idempotency_key, None)
-                self._slot_freed.notify()
+                self._running.pop(call.invocation.idempotency_key, None)
+                self._slot_freed.notify_all()  # the read loop, or a stopping worker
 
-    def _handle_call(
-        self,
-        entry_id: str,
-        invocation: ToolInvocation,
-        reply_to: str,
-        deliveries: int,
-        context: ToolContext,
-    ) -> None:
+    def _handle_call(self, call: _Running) -> None:
+        entry_id, invocation, reply_to = call.entry_id, call.invocation, call.reply_to
         tools = self.keys.session(invocation.session).tools
-        call_key = tool_call_field(invocation.cell, invocation.call_id)
         with self._lock:
             heard_cancelled = self._cancelled.pop(invocation.idempotency_key, 0) is None
         if heard_cancelled:
             self._ack(entry_id)
             return
-        # A redelivered call may have been cancelled, or recorded by a worker that died
-        # before answering; a first delivery skips this round trip (the record script
-        # still refuses a cancelled call).
-        state: Any = self.client.hget(tools, call_key) if deliveries > 1 else None
+        state: Any = self.client.hget(tools, call.call_key) if call.look_up else None
         if state is not None:
             self._answer(entry_id, reply_to, state)
             return
-        if deliveries > self.max_deliveries:
+        if call.deliveries > self.max_deliveries:
             self._dead_letter(
                 entry_id,
                 dict(_pairs(codec.encode_tool_call(invocation, reply_to))),
-                deliveries,
+                call.deliveries,
                 ack=False,
             )
-            abandoned = texts.tool_abandoned(invocation.raw_name, deliveries - 1)
+            abandoned = texts.tool_abandoned(invocation.raw_name, call.deliveries - 1)
             self._finish(entry_id, invocation, reply_to, None, abandoned)
             return
-        result, error = self._run(invocation, context)
-        if error is not None and self._stop.is_set():  # it gave up because we stop
-            self._hand_back(entry_id, invocation, reply_to)
-            return
-        if context.cancelled.is_set() and self.client.hget(tools, call_key):
+        result, error = self._run(invocation, call.context)
+        if call.context.cancelled.is_set() and self.client.hget(tools, call.call_key):
             self._ack(entry_id)
             return
         self._finish(entry_id, invocation, reply_to, result, error)
@@ -450,7 +445,9 @@ class ToolWorker:
         """Put a call this worker will not answer back on the stream, for another."""
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.xadd(self.calls, dict(_pairs(codec.encode_tool_call(invocation, reply_to))))
+            fields = dict(_pairs(codec.encode_tool_call(invocation, reply_to)))
+            fields["handed_back"] = "1"  # its first delivery must look for a cancellation
+            pipe.xadd(self.calls, fields)  # type: ignore[arg-type]
             pipe.xack(self.calls, TOOL_WORKERS_GROUP, entry_id)
             pipe.execute()
         except redis.RedisError as error:  # it stays pending: taken over after the lease

@@ -44,7 +44,11 @@ def start_worker(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen
     started: list[subprocess.Popen[bytes]] = []
 
     def start(
-        *, lease_s: float = 5.0, max_deliveries: int = 3, concurrency: int = 8
+        *,
+        lease_s: float = 5.0,
+        max_deliveries: int = 3,
+        concurrency: int = 8,
+        stop_grace_s: float = 30.0,
     ) -> subprocess.Popen[bytes]:
         process = start_tools_process(
             [
@@ -56,6 +60,8 @@ def start_worker(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen
                 str(max_deliveries),
                 "--concurrency",
                 str(concurrency),
+                "--stop-grace-s",
+                str(stop_grace_s),
             ],
             env,
             keys.Keys(env["TEST_PREFIX"]),
@@ -406,19 +412,42 @@ def test_a_result_that_is_not_json_fails_the_call_once(
     assert len(failed) == 1
 
 
-def test_a_stopping_worker_hands_its_calls_back(host, start_worker, redis_client, r):
-    """Issue 11, item 1: a worker that stops never answers for the handler it stopped
-    (that answer was `cancelled`); the call goes to another worker."""
-    first = start_worker()
+def test_a_stopping_worker_finishes_the_calls_it_runs(host, start_worker, redis_client, r):
+    """Issue 11, item 1: SIGTERM stops a worker taking calls, not the calls it runs (it
+    answered them `cancelled`, or handed them to another worker to run twice)."""
+    first = start_worker(concurrency=1)  # busy with `h`: every later call is the second's
+    session = host.open_session()
+    _, held = session.backend.execute(
+        "c", 'text((await tools.gate({name: "h"})).pid)', 60_000, None
+    )
+    assert wait_started(redis_client, r("started", "h")) == first.pid
+    second = start_worker()
+    first.send_signal(signal.SIGTERM)
+    _, later = session.backend.execute(
+        "d", 'text((await tools.gate({name: "g"})).pid)', 60_000, None
+    )
+    assert wait_started(redis_client, r("started", "g")) == second.pid
+    redis_client.set(r("open", "g"), 1)
+    assert [item["text"] for item in later.result(15).content_items] == [str(second.pid)]
+    redis_client.set(r("open", "h"), 1)
+    assert [item["text"] for item in held.result(15).content_items] == [str(first.pid)]
+    assert first.wait(15) == 0
+    assert redis_client.get(r("runs", "h")) == b"1"
+
+
+def test_a_call_outliving_the_stop_grace_is_taken_over(host, start_worker, redis_client, r):
+    """A handler still running when the grace ends is left behind: the worker exits
+    without answering, and another worker runs the call once the lease expired."""
+    first = start_worker(stop_grace_s=0.1)
     session = host.open_session()
     _, answer = session.backend.execute(
         "c", 'text((await tools.gate({name: "h"})).pid)', 60_000, None
     )
     assert wait_started(redis_client, r("started", "h")) == first.pid
-    second = start_worker()
-    first.send_signal(signal.SIGTERM)  # its gate handler is told, and gives up
+    second = start_worker(lease_s=0.5)
+    first.send_signal(signal.SIGTERM)
     assert first.wait(15) == 0
-    assert wait_started(redis_client, r("started", "h")) == second.pid  # at once, no lease
+    assert wait_started(redis_client, r("started", "h")) == second.pid
     redis_client.set(r("open", "h"), 1)
     assert [item["text"] for item in answer.result(15).content_items] == [str(second.pid)]
 

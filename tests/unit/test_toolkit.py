@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Literal
 
 import pytest
@@ -113,3 +116,32 @@ def test_duplicate_names_are_refused() -> None:
     tools.function(name="x")(lambda args: args)
     with pytest.raises(ValueError, match="registered twice"):
         tools.function(name="x")(lambda args: args)
+
+
+def _fingerprint_in_a_process(hash_seed: str, source: str) -> str:
+    program = (
+        "from cellfleet.broker.tools.registry import ToolRegistry\n"
+        f"{source}\nprint(registry.fingerprint)\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, check=True, text=True
+    )
+    return done.stdout.strip()
+
+
+def test_the_fingerprint_tells_handlers_apart_and_is_stable_across_processes() -> None:
+    """Calls are routed by the fingerprint: two hosts whose tools look alike but run
+    different code must not share workers; two processes loading the same tools file must
+    (string hashing, and so set constants' order, differs between processes)."""
+    same_definition = "registry = ToolRegistry.from_handlers({{'echo': lambda value: {body}}})"
+    mine = same_definition.format(body="value if value in {'a', 'b', 'c', 'd'} else None")
+    theirs = same_definition.format(body="None")
+    assert _fingerprint_in_a_process("1", mine) == _fingerprint_in_a_process("2", mine)
+    assert _fingerprint_in_a_process("1", mine) != _fingerprint_in_a_process("1", theirs)
+
+    registry = ToolRegistry.from_handlers({"echo": lambda value: value})
+    assert (
+        registry.fingerprint
+        == ToolRegistry.from_handlers({"echo": lambda value: value}).fingerprint
+    )
