@@ -24,7 +24,7 @@ _T = TypeVar("_T")
 _E = TypeVar("_E", bound=ev.AnyEvent)
 MAX_UNSAVED_EVENTS = 256
 # What one cell may write to the log before it is ended (its ending is written still).
-MAX_CELL_EVENTS = 100_000
+MAX_CELL_EVENTS = 300_000
 
 
 class Refused(Exception):  # noqa: N818 - control flow inside the cell actor

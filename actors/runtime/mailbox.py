@@ -8,6 +8,16 @@ Only committed records are read: JavaScript publishes the log length with
 `Atomics.store` after writing a record. The log is reset (length 0) only while
 JavaScript cannot write: during its synchronous `post()` callback, or while the
 isolate is idle between inputs.
+
+The same buffer carries the one question JavaScript asks Python and waits for:
+`load(key)` of a stored value the cell has not seen yet (stored values stay in Python
+until a cell loads them, so a cell's start costs nothing for the values it never
+loads). With the log drained and empty, JavaScript writes the key where records go,
+sets header[1] to `REQUEST_LOAD` and calls `post()`; Python answers in the same place,
+a part at a time (header[2] = units in this part, header[3] = 1 while more follow;
+JavaScript asks for the next with `REQUEST_MORE`), or sets header[1] to `ANSWER_NONE`
+for a key that is not stored. A key longer than the log comes in parts the same way
+(`REQUEST_KEY_PART`, then `REQUEST_LOAD` with its last part).
 """
 
 from __future__ import annotations
@@ -22,6 +32,13 @@ import orjson
 HEADER_BYTES = 16
 _MORE = 0x80000000
 
+# header[1] (prelude.js has the same numbers).
+REQUEST_NONE = 0
+REQUEST_KEY_PART = 1
+REQUEST_LOAD = 2
+REQUEST_MORE = 3
+ANSWER_NONE = -1
+
 
 class Mailbox:
     """Reads the records of one context's log; `drain` is safe from any thread."""
@@ -32,6 +49,10 @@ class Mailbox:
         self._read = 0  # in UTF-16 units
         self._partial: list[str] = []
         self._lock = threading.Lock()
+        self._header = buffer[0:HEADER_BYTES].cast("i")
+        self._key_parts: list[str] = []
+        self._answer = b""  # the value being handed over, UTF-16-LE
+        self._answered = 0  # bytes of it handed over so far
 
     def drain_into(
         self, consumer: Callable[[list[list[Any]]], None], *, reset: bool, always: bool = False
@@ -55,6 +76,40 @@ class Mailbox:
                 self._read = 0
             if records or always:
                 consumer(records)
+
+    def answer_request(self, lookup: Callable[[str], str | None]) -> None:
+        """Answer the question JavaScript asked before its `post()`, if any (V8 thread,
+        JavaScript waiting, log drained): `lookup(key)` gives a stored value's JSON text."""
+        header = self._header
+        request = header[1]
+        if request == REQUEST_NONE:
+            return
+        if request in (REQUEST_KEY_PART, REQUEST_LOAD):
+            self._key_parts.append(self._units(header[2]))
+            if request == REQUEST_KEY_PART:
+                header[1] = REQUEST_NONE
+                return
+            key = "".join(self._key_parts)
+            self._key_parts.clear()
+            value = lookup(key)
+            if value is None:
+                header[1] = ANSWER_NONE
+                return
+            self._answer = value.encode("utf-16-le", "surrogatepass")
+            self._answered = 0
+        part = self._answer[self._answered : self._answered + len(self._buffer) - HEADER_BYTES]
+        self._buffer[HEADER_BYTES : HEADER_BYTES + len(part)] = part
+        self._answered += len(part)
+        more = self._answered < len(self._answer)
+        if not more:
+            self._answer = b""
+        header[2] = len(part) // 2
+        header[3] = int(more)
+        header[1] = REQUEST_NONE
+
+    def _units(self, count: int) -> str:
+        raw = bytes(self._buffer[HEADER_BYTES : HEADER_BYTES + 2 * count])
+        return raw.decode("utf-16-le", "surrogatepass")
 
     def _parse(self, raw: bytes, records: list[list[Any]]) -> None:
         offset = 0

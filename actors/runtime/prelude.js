@@ -147,6 +147,43 @@ const __cellfleet_host = (function (post, mailbox) {
     post();
   }
 
+  // ---- asking Python: a stored value's JSON text (actors/runtime/mailbox.py) --------
+  const REQUEST = ObjectFreeze({ NONE: 0, KEY_PART: 1, LOAD: 2, MORE: 3, ANSWER_NONE: -1 });
+  const StringFromCharCode = String.fromCharCode;
+  const typedArraySubarray = uncurry(Uint16Array.prototype.subarray);
+  function readUnits(count) {
+    let text = "";
+    for (let i = 0; i < count; i += 8192) {
+      const end = i + 8192 < count ? i + 8192 : count;
+      text += ReflectApply(StringFromCharCode, null, typedArraySubarray(units, i, end));
+    }
+    return text;
+  }
+  function askStored(key) {
+    post(); // the log is drained and empty: the question and its answer go there
+    let start = 0;
+    for (;;) {
+      const count = key.length - start < CAPACITY ? key.length - start : CAPACITY;
+      for (let i = 0; i < count; i++) units[i] = charCodeAt(key, start + i);
+      start += count;
+      header[2] = count;
+      header[1] = start < key.length ? REQUEST.KEY_PART : REQUEST.LOAD;
+      post();
+      if (start >= key.length) break;
+    }
+    if (header[1] === REQUEST.ANSWER_NONE) {
+      header[1] = REQUEST.NONE;
+      return undefined;
+    }
+    let json = readUnits(header[2]);
+    while (header[3]) {
+      header[1] = REQUEST.MORE;
+      post();
+      json += readUnits(header[2]);
+    }
+    return json;
+  }
+
   // ---- cell state ------------------------------------------------------------------
   let started = false;
   let finished = false; // the module promise settled (or a timer callback threw)
@@ -158,7 +195,9 @@ const __cellfleet_host = (function (post, mailbox) {
   let nextToolSeq = 1;
   const timers = new MapCtor(); // id -> callback
   const pendingTools = new MapCtor(); // seq -> {resolve, reject}
-  const storedView = new MapCtor(); // key -> JSON text (snapshot + own writes)
+  // key -> JSON text, or null if not stored: the values loaded and the cell's own writes
+  // (the session's values stay in Python until the cell loads them).
+  const storedView = new MapCtor();
 
   // ---- determinism: clock and random -----------------------------------------------
   // Every read of the clock advances it by one microsecond, so busy-waits on Date.now()
@@ -559,8 +598,12 @@ const __cellfleet_host = (function (post, mailbox) {
   }, "");
   const load = native(function (...args) {
     const key = helperKey(args[0], "load");
-    const json = mapGet(storedView, key);
-    return json === undefined ? undefined : JSONParse(json);
+    let json = mapGet(storedView, key);
+    if (json === undefined) {
+      json = askStored(key);
+      mapSet(storedView, key, json === undefined ? null : json);
+    }
+    return json === undefined || json === null ? undefined : JSONParse(json);
   }, "");
 
   // ---- timers (spec §2.8) ------------------------------------------------------------
@@ -721,7 +764,6 @@ const __cellfleet_host = (function (post, mailbox) {
     for (let i = 0; i < 12; i++) random();
     outputBudget = config.outputLimit;
     timerLimit = config.timerLimit;
-    for (const key in config.stored) mapSet(storedView, key, config.stored[key]);
     if (config.tools !== null) installTools(config.tools, install);
   }
 
@@ -745,7 +787,9 @@ const __cellfleet_host = (function (post, mailbox) {
   // empties the log afterwards).
   function warm() {
     configure(JSONStringify({ clock: 0, seed: [1, 2, 3, 4], outputLimit: 1e9,
-      timerLimit: 0, stored: { k: "1" }, tools: ["warm", ""] }), false);
+      timerLimit: 0, tools: ["warm", ""] }), false);
+    mapSet(storedView, "k", "1");
+    load("k");
     text("warm");
     text({ warm: [1] });
     serialize({ warm: 1 });

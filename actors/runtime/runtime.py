@@ -137,7 +137,6 @@ class CellRuntime:
             "seed": list(self.spec.seed),
             "outputLimit": self.spec.output_limit_bytes,
             "timerLimit": self.spec.timer_limit,
-            "stored": dict(self.spec.stored),
             # None: the pool already installed exactly this tool set.
             "tools": None if self._tools_installed else tools_payload(self.spec.tools),
         }
@@ -259,6 +258,7 @@ class CellRuntime:
 
     def _on_post(self) -> None:
         self._mailbox.drain_into(self._sink_records, reset=True)
+        self._mailbox.answer_request(self.spec.stored.get)
 
     def _sink_records(self, records: list[list[Any]]) -> None:
         self._sink(_Records(records))

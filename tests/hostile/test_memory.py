@@ -28,3 +28,40 @@ def test_stored_values_beyond_the_sessions_budget_are_not_committed(
     assert_output(loaded, "Script completed", ["undefined"])
     # The session goes on: overwriting a value with a smaller one always fits.
     assert_output(harness.exec('store("small", 1); text(load("small"))'), "Script completed", ["1"])
+
+
+def test_a_cells_start_does_not_grow_with_the_values_the_session_has_stored(harness) -> None:
+    """50 MB stored (JSON text made of quotes, the costliest to embed in a script) used to
+    make every later cell run out of memory before its first statement: values stay in
+    Python until a cell loads them."""
+    for key in range(5):
+        stored = harness.exec(f'store("q{key}", \'"\'.repeat(5_000_000)); text("stored")')
+        assert_output(stored, "Script completed", ["stored"])
+    for _ in range(3):
+        assert_output(harness.exec('text("x")'), "Script completed", ["x"])
+    loaded = harness.exec('const v = load("q3"); text(v === \'"\'.repeat(5e6))')
+    assert_output(loaded, "Script completed", ["true"])
+
+
+def test_load_hands_over_values_and_keys_larger_than_the_mailbox(harness) -> None:
+    """Astral characters straddle the parts a value is handed over in; the key is longer
+    than the mailbox; a missing key and the cell's own write answer as before."""
+    key = '"k".repeat(300_000)'
+    source = (
+        'const big = { s: "\\u{1F600}a".repeat(200_000), n: [1, 2.5, null, true] };\n'
+        f'store({key}, big); store("plain", 7); text("ok")'
+    )
+    assert_output(harness.exec(source), "Script completed", ["ok"])
+    check = (
+        f"const big = load({key});\n"
+        f"const again = load({key}); again.n.push(9);\n"
+        'text(big.s === "\\u{1F600}a".repeat(200_000));\n'
+        f"text(JSON.stringify(load({key}).n));\n"
+        'text(String(load("nope")));\n'
+        'text(load("plain")); store("plain", 8); text(load("plain"))'
+    )
+    assert_output(
+        harness.exec(check),
+        "Script completed",
+        ["true", "[1,2.5,null,true]", "undefined", "7", "8"],
+    )

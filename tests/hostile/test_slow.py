@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from cellfleet.actors.cell import log as cell_log
 from cellfleet.broker.events import CellCompleted
 from tests.integration.session_support import assert_output, is_event
 
@@ -28,14 +29,16 @@ def test_sixty_thousand_text_items_are_answered_in_the_time_the_cell_took(harnes
     assert output.items[1]["text"].startswith("Warning: truncated output")
 
 
-def test_two_hundred_thousand_yields_meet_the_log_budget(harness) -> None:
-    """Item 8, with the real budget of 100,000 events."""
+def test_yields_beyond_the_log_budget_end_the_cell(harness) -> None:
+    """Item 8, with the real budget (300,000 events): 400,000 yields."""
+    budget = cell_log.MAX_CELL_EVENTS
     output = harness.exec(
-        '// @exec: {"yield_time_ms": 120000}\nfor (let i = 0; i < 200000; i++) yield_control();'
+        '// @exec: {"yield_time_ms": 120000}\n'
+        f"for (let i = 0; i < {budget + 100_000}; i++) yield_control();"
     )
     assert output.items[0]["text"].startswith("Script running with cell ID 1")
-    ended = harness.wait_event(is_event(CellCompleted, "1"), timeout=120)
+    ended = harness.wait_event(is_event(CellCompleted, "1"), timeout=180)
     assert isinstance(ended, CellCompleted)
-    assert ended.error_text == "exec cell wrote more than 100000 events to its log"
-    assert len(harness.cell_events("1")) < 100_010
+    assert ended.error_text == f"exec cell wrote more than {budget} events to its log"
+    assert len(harness.cell_events("1")) < budget + 10
     assert_output(harness.exec("text('next')"), "Script completed", ["next"])
