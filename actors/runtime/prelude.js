@@ -830,6 +830,7 @@ const __cellfleet_host = (function (post, mailbox) {
   define("as_settled", as_settled);
   define("stream_settled", stream_settled);
 
+  post(); // the host learns this isolate, to watch its memory outside the heap (v8.py)
   return ObjectFreeze({
     // Start script, line 1 of exec_main.mjs: configure the cell and return the runner
     // that the wrapped user function is handed to.

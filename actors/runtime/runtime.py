@@ -182,6 +182,8 @@ class CellRuntime:
         """Collect what a long-running input has reported so far (owner thread)."""
         if self.busy:
             self._mailbox.drain_into(self._sink_records, reset=False)
+            if self._context.memory_limit_reached():  # buffers the heap limit misses
+                self._finish_out_of_memory()
 
     def fail(self, error_text: str) -> None:
         """End the cell now with `error_text` (a limit of the host's was reached); its

@@ -19,6 +19,8 @@ This is the only module that touches mini-racer internals; they are pinned to th
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import itertools
 import logging
 import os
@@ -31,7 +33,7 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from py_mini_racer import JSEvalException, JSOOMException, JSParseException
-from py_mini_racer._dll import init_mini_racer, mr_callback_func
+from py_mini_racer._dll import DEFAULT_V8_FLAGS, init_mini_racer, mr_callback_func
 from py_mini_racer._exc import JSTerminatedException
 from py_mini_racer._objects import ObjectFactoryImpl
 from py_mini_racer._value_handle import ValueHandle
@@ -39,6 +41,40 @@ from py_mini_racer._value_handle import ValueHandle
 log = logging.getLogger(__name__)
 
 _POST_CALLBACK_ID = 1
+# JSON.stringify's fast path walks any depth with an explicit stack outside the heap,
+# in time that grows with the square of the depth (3 million levels: 3.7 s and 300 MB
+# the heap limit does not see). Without it, deep values end in V8's usual
+# `RangeError: Maximum call stack size exceeded`.
+V8_FLAGS = (*DEFAULT_V8_FLAGS, "--no-json-stringify-fast-path")
+
+
+_EXTERNAL_MEMORY_SYMBOL = (  # v8::ExternalMemoryAccounter::GetTotalAmountOf...(const Isolate*)
+    "_ZN2v823ExternalMemoryAccounter49GetTotalAmountOf"
+    "ExternalAllocatedMemoryForTestingEPKNS_7IsolateE"
+)
+
+
+class _IsolateApi:
+    """The two calls of V8's own API (exported by mini-racer's library) that let the
+    host watch an isolate's memory outside its heap: ArrayBuffer backing stores, which
+    the heap limit does not see (8 buffers of 256 MiB passed a 256 MiB limit)."""
+
+    def __init__(self, dll: Any) -> None:
+        self.get_current = dll._ZN2v87Isolate10GetCurrentEv
+        self.get_current.restype = ctypes.c_void_p
+        self.get_current.argtypes = []
+        # A static that reads the isolate's external-memory counter (an atomic): safe
+        # from any thread while the isolate lives, also while its JavaScript runs.
+        self.external_bytes = dll[_EXTERNAL_MEMORY_SYMBOL]
+        self.external_bytes.restype = ctypes.c_int64
+        self.external_bytes.argtypes = [ctypes.c_void_p]
+
+
+@functools.cache
+def _isolate_api() -> _IsolateApi:
+    return _IsolateApi(init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True))
+
+
 _FACTORY = ObjectFactoryImpl()
 
 
@@ -159,14 +195,14 @@ def _log_failure(future: Future[object]) -> None:
 
 
 def _make_first_isolate() -> None:
-    dll = init_mini_racer(ignore_duplicate_init=True)
+    dll = init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True)
     callback = mr_callback_func(cast("Any", _ignore_result))
     dll.mr_free_context(dll.mr_init_context(callback))
 
 
 def _new_context(c_callback: Any) -> tuple[Any, Any]:
     """mini-racer's library and a new isolate+context reporting to `c_callback`."""
-    dll = init_mini_racer(ignore_duplicate_init=True)
+    dll = init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True)
     return dll, dll.mr_init_context(c_callback)
 
 
@@ -205,6 +241,8 @@ class V8Context:
         self._on_post: Callable[[], None] = _ignore
         self._disposed = False
         self._v8_thread: int | None = None  # the isolate's own thread, once known
+        self._isolate: int | None = None  # v8::Isolate*, learnt at the first post()
+        self._memory_limit_bytes = memory_limit_bytes
 
         def callback(callback_id: int, raw: Any) -> None:
             self._dispatch(callback_id, raw)
@@ -285,7 +323,20 @@ class V8Context:
         self._dll.mr_free_value(self._ctx, raw)
 
     def memory_limit_reached(self) -> bool:
-        return bool(self._dll.mr_hard_memory_limit_reached(self._ctx))
+        """The heap went over the limit (the isolate stopped its JavaScript), or the
+        memory outside it (ArrayBuffer backing stores) did; any thread."""
+        if self._dll.mr_hard_memory_limit_reached(self._ctx):
+            return True
+        return bool(self._memory_limit_bytes) and (
+            self.external_memory_bytes() > self._memory_limit_bytes
+        )
+
+    def external_memory_bytes(self) -> int:
+        """Bytes the isolate holds outside its heap (0 before its first `post()`)."""
+        with self._lock:  # dispose() cannot free the isolate meanwhile
+            if self._disposed or self._isolate is None:
+                return 0
+            return int(_isolate_api().external_bytes(self._isolate))
 
     def dispose(self) -> None:
         """Stop all JavaScript and free the isolate (blocks until its thread ended).
@@ -310,6 +361,8 @@ class V8Context:
         self._v8_thread = threading.get_ident()  # (callbacks run on it)
         if callback_id == _POST_CALLBACK_ID:
             self._dll.mr_free_value(self._ctx, raw)  # the arguments array: unused
+            if self._isolate is None:  # (JavaScript runs: the isolate is entered)
+                self._isolate = _isolate_api().get_current()
             self._on_post()
             return
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.runtime.protocol import Finished
 from tests.conftest import texts
 
@@ -31,15 +32,56 @@ BOMBS = {
         "new Float64Array(2 ** 32);",
         "RangeError: Invalid typed array length: 4294967296",
     ),
+    # Item 7: JSON.stringify no longer walks any depth outside the heap, for seconds.
+    "a deep JSON.stringify": (
+        "let o = {}; for (let i = 0; i < 3e6; i++) o = { o }; JSON.stringify(o);",
+        "RangeError: Maximum call stack size exceeded",
+    ),
+    "a deep value stored": (
+        "let o = {}; for (let i = 0; i < 3e6; i++) o = { o }; store('deep', o);",
+        "RangeError: Maximum call stack size exceeded",
+    ),
+    "a deep value printed": (
+        "let o = []; for (let i = 0; i < 3e6; i++) o = [o]; text(o);",
+        "RangeError: Maximum call stack size exceeded",
+    ),
+    # Item 5: backing stores live outside the heap; the host watches them too.
+    "array buffers filled": (
+        "const keep = []; for (let i = 0; i < 8; i++) {"
+        " const b = new ArrayBuffer(2 ** 28); new Uint8Array(b).fill(1); keep.push(b); }",
+        OUT_OF_MEMORY,
+    ),
+    "array buffers left empty": (
+        "const keep = []; for (let i = 0; i < 63; i++) keep.push(new ArrayBuffer(2 ** 28));",
+        OUT_OF_MEMORY,
+    ),
+    "typed arrays": (
+        "const keep = []; for (;;) keep.push(new Float64Array(2 ** 22));",
+        OUT_OF_MEMORY,
+    ),
+    "buffers copied by slice": (
+        "const a = new Uint8Array(2 ** 26); const keep = []; for (;;) keep.push(a.slice());",
+        OUT_OF_MEMORY,
+    ),
+    "a resizable buffer grown": (
+        "const b = new ArrayBuffer(1, { maxByteLength: 2 ** 31 }); b.resize(2 ** 30);"
+        " new Uint8Array(b).fill(1); for (;;) {}",
+        OUT_OF_MEMORY,
+    ),
 }
 
 
 @pytest.mark.parametrize(("bomb", "error"), BOMBS.values(), ids=list(BOMBS))
-def test_an_allocation_bomb_ends_its_cell_clearly(run_cell, bomb: str, error: str) -> None:
+def test_an_allocation_bomb_ends_its_cell_clearly(
+    run_cell, pool: ContextPool, bomb: str, error: str
+) -> None:
     _, end = run_cell(bomb, timeout=60)
     assert isinstance(end, Finished)
     assert end.error_text is not None
     assert end.error_text.startswith(error), end.error_text
+    # Until its isolate is freed, a bomb's buffers (up to the process's 16 GiB of
+    # buffer space, taken within one poll) may still fail another cell's allocation.
+    assert pool.wait_idle(60)
     items, after = run_cell('text("still serving")')
     assert (texts(items), after.error_text) == (["still serving"], None)
 
@@ -48,3 +90,19 @@ def test_too_many_timers(run_cell) -> None:
     _, end = run_cell("for (;;) setTimeout(() => {}, 1e9);")
     assert isinstance(end, Finished)
     assert end.error_text == "exec cell has too many pending timeouts"
+
+
+def test_buffers_that_are_let_go_do_not_count(run_cell) -> None:
+    """The limit is on what the cell holds, not on what it ever allocated: 2 GiB of
+    8 MiB buffers, each dropped, pass."""
+    items, end = run_cell(
+        "let sum = 0; for (let i = 0; i < 256; i++) {"
+        " const b = new Uint8Array(2 ** 23); b[i] = 1; sum += b[i]; } text(sum)",
+        timeout=60,
+    )
+    assert (texts(items), end.error_text) == (["256"], None)
+
+
+def test_a_buffer_below_the_limit_is_fine(run_cell) -> None:
+    items, end = run_cell("const b = new Uint8Array(2 ** 27); b.fill(7); text(b[2 ** 27 - 1])")
+    assert (texts(items), end.error_text) == (["7"], None)

@@ -65,7 +65,7 @@ class _RecordingDll:
 def test_contexts_are_made_and_freed_on_the_isolate_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    dll = _RecordingDll(v8.init_mini_racer(ignore_duplicate_init=True))
+    dll = _RecordingDll(v8.init_mini_racer(flags=v8.V8_FLAGS, ignore_duplicate_init=True))
     monkeypatch.setattr(v8, "init_mini_racer", lambda **_: dll)
     context = V8Context(memory_limit_bytes=0)
     assert context.eval_sync("6 * 7") == 42
