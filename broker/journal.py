@@ -64,6 +64,29 @@ class FinishOutcome(StrEnum):
     SHUTDOWN = "shutdown"  # a completion refused: the session's shutdown began first
 
 
+# Redis's refusals the model may be told of (checked in order: some are ConnectionErrors).
+_REASONS: tuple[tuple[type[redis.RedisError], str], ...] = (
+    (redis.BusyLoadingError, "Redis is loading its data"),
+    (redis.AuthenticationError, "Redis refused the credentials"),
+    (redis.TimeoutError, "timed out"),
+    (redis.ConnectionError, "connection failed"),
+    (redis.OutOfMemoryError, "Redis is out of memory (maxmemory)"),
+    (redis.ReadOnlyError, "Redis is a read-only replica"),
+    (redis.exceptions.NoPermissionError, "Redis refused the command (ACL)"),
+)
+
+
+def failure_reason(error: BaseException) -> str | None:
+    """Why Redis did not take a command, in words the model may read (never an address:
+    a socket path or a host is for the logs); None for an error that is not Redis's."""
+    for kind, reason in _REASONS:
+        if isinstance(error, kind):
+            return reason
+    if isinstance(error, redis.ResponseError) and str(error).startswith("MISCONF"):
+        return "Redis cannot save to disk"
+    return None
+
+
 def _retrying(call: Callable[[], T]) -> T:
     """Run `call`, retrying transient Redis errors; give up with a clear error.
 
@@ -86,8 +109,7 @@ def _retrying(call: Callable[[], T]) -> T:
     except _TRANSIENT as error:
         # The model sees the reason; the address (a socket path, a host) is for logs.
         log.warning("the event log is unreachable: %s", error)
-        reason = "timed out" if isinstance(error, redis.TimeoutError) else "connection failed"
-        raise JournalUnavailableError(reason) from error
+        raise JournalUnavailableError(failure_reason(error) or "connection failed") from error
 
 
 def _add_batches(args: list[bytes | str], events: Sequence[AnyEvent]) -> None:

@@ -23,6 +23,7 @@ arbiter between completion and termination.
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 from collections import deque
 from concurrent.futures import Future
@@ -30,7 +31,6 @@ from functools import partial
 from typing import Any
 
 import pykka
-import redis
 
 from cellfleet.actors.cell import log as cell_log
 from cellfleet.actors.cell.context import CellContext
@@ -77,8 +77,9 @@ from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
 from cellfleet.broker.errors import BrokerError, SessionShuttingDownError
-from cellfleet.broker.journal import FinishOutcome
+from cellfleet.broker.journal import FinishOutcome, failure_reason
 
+log = logging.getLogger(__name__)
 ADMIT_WITHIN_S = 0.05
 
 
@@ -88,10 +89,10 @@ def _told(error: BaseException) -> str:
     its details being in the log."""
     if isinstance(error, BrokerError):
         return str(error)
-    if isinstance(error, redis.TimeoutError):
-        return texts.log_unavailable("timed out")
-    if isinstance(error, redis.ConnectionError):
-        return texts.log_unavailable("connection failed")
+    reason = failure_reason(error)
+    if reason is not None:
+        log.warning("a cell failed on Redis: %s", error)
+        return texts.log_unavailable(reason)
     return f"internal error ({type(error).__name__})"
 
 

@@ -162,7 +162,9 @@ class BrokerDispatcher:
             return waiting
 
     def _read_replies(self) -> None:
-        position = "$"
+        # From the start of this host's stream, never "$": a read that a dropped
+        # connection interrupts must resume where it stopped, not at the newest reply.
+        position = "0-0"
         untrimmed = 0  # replies read since the stream was last trimmed
         while not self._closed.is_set():
             try:
