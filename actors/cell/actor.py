@@ -23,6 +23,7 @@ arbiter between completion and termination.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 from collections import deque
@@ -284,9 +285,6 @@ class CellActor(pykka.ThreadingActor):
         if requested:  # spec §4.4: a result still queued here does not beat termination
             self._finish_terminated(log=True)
             return
-        if not self.ctx.store.fits(finished.stored_writes):  # nothing of it is committed
-            budget = texts.stored_budget_exceeded(store_module.MAX_STORED_BYTES >> 20)
-            finished = Finished(budget, {}, finished.exited)
         self.effects.drain_notifications(cancel=False)  # spec §4.5(1)
         self.effects.cancel_outstanding()
         log = self.log
@@ -307,7 +305,13 @@ class CellActor(pykka.ThreadingActor):
                 )
             )
             after.append(ev.CellClosed(**log.stamp()))
-        won = log.finish(self.ctx.store, terminal, after, finished.stored_writes)
+        try:
+            won = log.finish(self.ctx.store, terminal, after, finished.stored_writes)
+        except store_module.OverBudget:  # it fails instead, and commits nothing
+            budget = texts.stored_budget_exceeded(store_module.MAX_STORED_BYTES >> 20)
+            finished = Finished(budget, {}, finished.exited)
+            terminal = dataclasses.replace(terminal, error_text=budget, stored_writes={})
+            won = log.finish(self.ctx.store, terminal, after, {})
         if won is not FinishOutcome.COMPLETED:  # the session's shutdown began first
             if won is FinishOutcome.SHUTDOWN:
                 self._terminal_reason = ev.TerminationReason.SHUTDOWN

@@ -21,6 +21,10 @@ MAX_STORED_BYTES = 64 * 1024 * 1024  # a session's stored keys and values, as JS
 Snapshot = tuple[Mapping[str, str], int]  # (stored key -> JSON text, version)
 
 
+class OverBudget(Exception):  # noqa: N818 - a refusal, handled by the cell actor
+    """A completion's writes would take the session's values beyond their budget."""
+
+
 class SessionStore:
     """The stored values and their version; thread-safe (cells commit concurrently)."""
 
@@ -44,25 +48,25 @@ class SessionStore:
                 self._unsure = False
             return self._values, self._version
 
-    def fits(self, writes: Mapping[str, str]) -> bool:
-        """Whether the values would stay within `MAX_STORED_BYTES` with `writes` merged.
-
-        (Two cells that each fit may together go over by what one of them writes.)
-        """
-        with self._lock:
-            replaced = sum(
-                len(key) + len(self._values[key]) for key in writes if key in self._values
-            )
-            return self._bytes - replaced + _size(writes) <= MAX_STORED_BYTES
-
     def commit(
         self, writes: Mapping[str, str], finish: Callable[[], FinishOutcome]
     ) -> FinishOutcome:
         """Run `finish`, the terminal script that merges `writes` if its completion wins
-        (it returns the kind that holds), and follow the merge here."""
+        (it returns the kind that holds), and follow the merge here.
+
+        Raises `OverBudget` (without running `finish`) if the values would grow beyond
+        `MAX_STORED_BYTES` with `writes` merged: checked under the lock that the merge
+        holds, so that two cells that each fit cannot together go beyond.
+        """
         if not writes:
             return finish()
         with self._lock:
+            replaced = sum(
+                len(key) + len(self._values[key]) for key in writes if key in self._values
+            )
+            after = self._bytes - replaced + _size(writes)
+            if after > MAX_STORED_BYTES and after > self._bytes:  # shrinking always fits
+                raise OverBudget
             try:
                 won = finish()
             except BaseException:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 
 from cellfleet.actors.session import store
-from tests.integration.session_support import assert_output
+from cellfleet.broker.events import CellCompleted
+from tests.integration.session_support import TIMEOUT_S, assert_output, hold_journal, is_event
 
 
 def test_stored_values_beyond_the_sessions_budget_are_not_committed(
@@ -65,3 +69,53 @@ def test_load_hands_over_values_and_keys_larger_than_the_mailbox(harness) -> Non
         "Script completed",
         ["true", "[1,2.5,null,true]", "undefined", "7", "8"],
     )
+
+
+def test_two_cells_that_each_fit_cannot_together_go_beyond_the_budget(
+    harness, gates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cell 2's commit is held while cell 1 (started before) finishes: cell 1's writes
+    are checked against what cell 2 commits, so exactly one of them commits."""
+    monkeypatch.setattr(store, "MAX_STORED_BYTES", 1000)
+    reached, release = hold_journal(
+        monkeypatch, harness.host.journal, "finish", is_event(CellCompleted, "2")
+    )
+    gated = "await tools.gate({}); store('one', 'x'.repeat(600)); text('one')"
+    _, first = harness.session.backend.execute("a", gated, 60_000, None)
+    gates.wait_entered()
+    quick = "store('two', 'x'.repeat(600)); text('two')"
+    _, second = harness.session.backend.execute("b", quick, 60_000, None)
+    assert reached.wait(TIMEOUT_S)
+    committing = threading.Event()
+    original = store.SessionStore.commit
+
+    def commit(self: store.SessionStore, writes: Any, finish: Any) -> Any:
+        if "one" in writes:
+            committing.set()  # and then waits for the lock that cell 2 holds
+        return original(self, writes, finish)
+
+    monkeypatch.setattr(store.SessionStore, "commit", commit)
+    gates.open()
+    assert committing.wait(TIMEOUT_S)
+    release.set()
+    outcomes = sorted(
+        [answer.result(TIMEOUT_S).error_text or "committed" for answer in (first, second)]
+    )
+    assert outcomes == [
+        "committed",
+        "exec cell's stored values would exceed the session's budget of 0 MiB",
+    ]
+    loaded = harness.exec("text(String([load('one'), load('two')].filter(Boolean).length))")
+    assert_output(loaded, "Script completed", ["1"])
+
+
+def test_a_session_over_its_budget_may_still_shrink(
+    harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(The budget was lowered since the values were stored.)"""
+    assert_output(harness.exec("store('k', 'x'.repeat(2000))"), "Script completed", [])
+    monkeypatch.setattr(store, "MAX_STORED_BYTES", 1000)
+    assert_output(harness.exec("store('k', 'x'.repeat(1500))"), "Script completed", [])
+    grown = harness.exec("store('k', 'x'.repeat(1600))")
+    assert grown.success is False
+    assert_output(harness.exec("text(load('k').length)"), "Script completed", ["1500"])
