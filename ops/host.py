@@ -7,11 +7,11 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
 from cellfleet.actors.cell.facts import CellFacts
+from cellfleet.actors.cell.notifications import DeliveryThreads
 from cellfleet.actors.cell.spares import CellActors
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.scheduler import Scheduler
@@ -26,7 +26,6 @@ from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
 
 Notify = Callable[[str, str, str], None]
-NOTIFY_THREADS = 4  # callbacks delivering notifications at once (one per cell at a time)
 
 
 class Host:
@@ -73,7 +72,7 @@ class Host:
             scheduler=self.scheduler,
             dispatcher=self.dispatcher,
             cell_actors=CellActors(self.scheduler),
-            notifier=ThreadPoolExecutor(NOTIFY_THREADS, thread_name_prefix="notify"),
+            notifier=DeliveryThreads(),
             audit=audit,
         )
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()  # dropped ones shut down

@@ -17,13 +17,36 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from enum import Enum
+from typing import ParamSpec, TypeVar
 
 log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
 DRAIN_TIMEOUT_S = 10.0  # how long a cell's end waits for the harness's notify callback
+
+
+class DeliveryThreads(Executor):
+    """Runs each delivery run (one cell's queue, while it has one) on a thread started
+    for it. A harness callback that never returns holds that thread alone: with a fixed
+    pool, as many hung callbacks as threads held back every other cell's notifications."""
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        future: Future[_T] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as error:  # the caller's to see (deliveries log their own)
+                future.set_exception(error)
+
+        threading.Thread(target=run, name="notify", daemon=True).start()
+        return future
 
 
 class Outcome(Enum):

@@ -1,11 +1,15 @@
-"""Hostile probes, family "output floods": what a cell may write is bounded (item 8)."""
+"""Hostile probes, family "output floods": what a cell may write is bounded (item 8), and
+notifications reach the harness whatever its other callbacks do."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 
 from cellfleet.actors.cell import log as cell_log
-from tests.integration.session_support import assert_output
+from cellfleet.actors.cell import notifications
+from tests.integration.session_support import TIMEOUT_S, assert_output
 
 
 @pytest.mark.parametrize(
@@ -33,3 +37,19 @@ def test_a_cell_that_floods_its_log_is_ended(
         {"type": "input_text", "text": "undefined"}  # nothing of it was committed
     ]
     assert_output(harness.exec("text('next')"), "Script completed", ["next"])
+
+
+def test_hung_notify_callbacks_do_not_hold_other_sessions_notifications(
+    open_session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight sessions whose harness callback never returns (until the test ends) do not
+    keep a ninth session's notification from its callback."""
+    monkeypatch.setattr(notifications, "DRAIN_TIMEOUT_S", 0.05)  # their cells go on
+    hung, delivered = threading.Event(), threading.Event()
+    for index in range(8):
+        stuck = open_session(notify=lambda *_: hung.wait(TIMEOUT_S))
+        assert_output(stuck.exec(f"notify('stuck {index}')"), "Script completed", [])
+    healthy = open_session(notify=lambda *_: delivered.set())
+    assert_output(healthy.exec("notify('hello')"), "Script completed", [])
+    assert delivered.wait(TIMEOUT_S)
+    hung.set()
