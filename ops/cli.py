@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import importlib
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
@@ -32,7 +31,6 @@ USAGE_ERROR = 2  # the exit status of a bad command line or input, as argparse's
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `cellfleet events S | head` ends quietly
     parser = argparse.ArgumentParser(prog="cellfleet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"cellfleet {version('cellfleet')}")
     parser.add_argument(
@@ -87,10 +85,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        return run_command(args)
+        status = run_command(args)
+        sys.stdout.flush()  # a reader that left is noticed here, not at the exit
+        return status
     except InputError as error:
         print(f"cellfleet: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except BrokenPipeError:
+        # The reader of our output left (`cellfleet events S | head`): end quietly. Not by
+        # SIGPIPE's default action, which also killed the process when a Redis
+        # connection broke under a write (a restart, a CLIENT KILL).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:

@@ -4,6 +4,9 @@ stays consistent, and the session serves again once Redis is back."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +15,11 @@ import pytest
 import redis
 
 from cellfleet.broker.events import AnyEvent, CellCompleted, ToolCompleted
+from cellfleet.broker.keys import Keys
+from cellfleet.broker.tools.registry import load_tools_file
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import RedisProcess, start_redis
+from cellfleet.ops.tools_worker import start_tools_process
 from tests.integration.session_support import (
     TIMEOUT_S,
     TOOLS,
@@ -238,3 +244,76 @@ def test_terminating_a_cell_while_redis_is_down_names_no_path(tmp_path: Path) ->
             restarted = start_redis(tmp_path / "redis", port=server.port)
         host.close()
         restarted.stop()
+
+
+WORKER_TOOLS = Path(__file__).parents[1] / "integration" / "fixtures" / "worker_tools.py"
+
+
+def test_a_tools_process_lives_through_killed_connections_and_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = tmp_path / "redis"
+    server = start_redis(data_dir)
+    env = {**os.environ, "REDIS_URL": server.url, "TEST_PREFIX": "w"}
+    worker_keys = Keys("w")
+    worker = start_tools_process(["--tools", str(WORKER_TOOLS)], env, worker_keys)
+    monkeypatch.setenv("REDIS_URL", server.url)  # the tools file reads it when loaded
+    registry = load_tools_file(WORKER_TOOLS)  # the host routes calls by its tools
+    host = Host(server.url, tools=registry, workers=0, keys=worker_keys)
+    admin = redis.Redis.from_url(server.url)
+    try:
+        session = host.open_session()
+        for round_ in range(3):
+            source = f"text(JSON.stringify(await tools.echo({{ round: {round_} }})))"
+            output = session.exec(f"c{round_}", source)
+            assert_output(output, "Script completed", [f'{{"round":{round_}}}'])
+            admin.client_kill_filter(_type="normal", skipme=True)
+        server.stop()
+        server = start_redis(data_dir, port=server.port)
+        output = session.exec("last", "text(JSON.stringify(await tools.echo({ last: 1 })))")
+        assert_output(output, "Script completed", ['{"last":1}'])
+        assert worker.poll() is None
+    finally:
+        host.close()
+        worker.terminate()
+        worker.wait(10)
+        server.stop()
+
+
+KILLING_TOOLS = """
+import os
+import redis
+from cellfleet.broker.tools.registry import ToolRegistry
+
+tools = ToolRegistry()
+
+
+@tools.function(input_schema={"type": "object"})
+def kill_connections(args):
+    with redis.Redis.from_url(os.environ["REDIS_URL"]) as admin:
+        return admin.client_kill_filter(_type="normal", skipme=True)
+"""
+
+
+def test_cellfleet_run_lives_through_killed_connections(tmp_path: Path) -> None:
+    """`cellfleet` reset SIGPIPE to its default action (for `events | head`), so the
+    first write on a connection Redis had closed killed `run` without a word (-13)."""
+    (tmp_path / "tools.py").write_text(KILLING_TOOLS)
+    (tmp_path / "cell.js").write_text(
+        "text('before'); await tools.kill_connections({}); text('after')"
+    )
+    server = start_redis(tmp_path / "redis")
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "cellfleet.ops.cli", "run", "cell.js", "--tools", "tools.py"],
+            cwd=tmp_path,
+            env={**os.environ, "REDIS_URL": server.url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        server.stop()
+    assert run.returncode == 0, (run.returncode, run.stderr)
+    assert run.stdout.splitlines()[-4:-1] == ["", "before", "after"], run.stdout

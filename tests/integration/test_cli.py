@@ -394,3 +394,24 @@ def test_a_lone_surrogate_in_a_transcript_line_is_that_lines_error(host):
     bad = '{"type": "custom_tool_call", "call_id": "b", "name": "exec", "input": "\\ud800"}'
     with pytest.raises(TranscriptError, match=r"^line 2: not JSON: "):
         play(host, exec_line("a", "text(1)"), bad)
+
+
+def test_events_into_a_reader_that_leaves_early_end_quietly(redis_url: str, tmp_path: Path):
+    """`cellfleet events S | head -1`: no traceback, no complaint, status 141."""
+    script = tmp_path / "cell.js"
+    script.write_text("for (let i = 0; i < 3000; i++) text('x'.repeat(100))")  # > a pipe
+    run = _cellfleet(["run", str(script)], tmp_path, redis_url)
+    assert run.returncode == 0, run.stderr
+    session = run.stdout.splitlines()[0].removeprefix("session ")
+    events = subprocess.Popen(
+        [sys.executable, "-m", "cellfleet.ops.cli", "events", session],
+        env={**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert events.stdout is not None
+    first = events.stdout.readline()
+    events.stdout.close()  # as `head -1` does after its line
+    _, stderr = events.communicate(timeout=60)
+    assert orjson.loads(first)["type"] == "session_opened"
+    assert (events.returncode, stderr) == (141, b"")
