@@ -3,6 +3,9 @@ and the process lives on (the heap limit, V8's own range limits)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from cellfleet.actors.runtime.pool import ContextPool
@@ -106,3 +109,28 @@ def test_buffers_that_are_let_go_do_not_count(run_cell) -> None:
 def test_a_buffer_below_the_limit_is_fine(run_cell) -> None:
     items, end = run_cell("const b = new Uint8Array(2 ** 27); b.fill(7); text(b[2 ** 27 - 1])")
     assert (texts(items), end.error_text) == (["7"], None)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux's /proc")
+def test_memory_returns_after_the_bombs(run_cell, pool: ContextPool) -> None:
+    """What a bomb took (heap, buffers, the stringifier) is given back with its isolate:
+    after a first round (the allocator keeps some for later), more rounds add nothing."""
+
+    def explode() -> None:
+        for name in ("arrays", "array buffers filled", "typed arrays", "a deep JSON.stringify"):
+            _, end = run_cell(BOMBS[name][0], timeout=60)
+            assert isinstance(end, Finished)
+            assert end.error_text is not None
+            assert pool.wait_idle(60)
+
+    explode()
+    settled = _rss_mib()
+    for _ in range(3):
+        explode()
+    grown = _rss_mib() - settled
+    assert grown < 32, f"RSS grew by {grown:.0f} MiB over three more rounds of bombs"
