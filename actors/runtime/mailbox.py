@@ -32,6 +32,8 @@ import orjson
 HEADER_BYTES = 16
 _MORE = 0x80000000
 
+MAX_STRING_UNITS = 2**29 - 24  # V8's longest string, in UTF-16 units
+
 # header[1] (prelude.js has the same numbers).
 REQUEST_NONE = 0
 REQUEST_KEY_PART = 1
@@ -43,14 +45,19 @@ ANSWER_NONE = -1
 class Mailbox:
     """Reads the records of one context's log; `drain` is safe from any thread."""
 
-    def __init__(self, buffer: memoryview) -> None:
+    def __init__(self, buffer: memoryview, max_units: int = MAX_STRING_UNITS) -> None:
         self._buffer = buffer
+        # No record or key the prelude writes is longer than a string the cell's heap can
+        # hold: past that, parts that say "more follows" are not the prelude's.
+        self._max_units = max_units
+        self._partial_units = 0
         self._length = buffer[0:4].cast("i")
         self._read = 0  # in UTF-16 units
         self._partial: list[str] = []
         self._lock = threading.Lock()
         self._header = buffer[0:HEADER_BYTES].cast("i")
-        self._key_parts: list[str] = []
+        self._key_parts: list[bytes] = []
+        self._key_units = 0
         self._answer = b""  # the value being handed over, UTF-16-LE
         self._answered = 0  # bytes of it handed over so far
 
@@ -85,13 +92,20 @@ class Mailbox:
         if request == REQUEST_NONE:
             return
         if request in (REQUEST_KEY_PART, REQUEST_LOAD):
-            self._key_parts.append(self._units(header[2]))
+            count = min(max(header[2], 0), (len(self._buffer) - HEADER_BYTES) // 2)
+            self._key_units += count
+            if self._key_units <= self._max_units:  # else not the prelude's: not stored
+                self._key_parts.append(bytes(self._buffer[HEADER_BYTES : HEADER_BYTES + 2 * count]))
             if request == REQUEST_KEY_PART:
                 header[1] = REQUEST_NONE
                 return
-            key = "".join(self._key_parts)
+            too_long = self._key_units > self._max_units
+            # Decoded whole (a pair may straddle two parts); a lone surrogate becomes
+            # U+FFFD, as in the keys of the records that stored the values.
+            key = b"".join(self._key_parts).decode("utf-16-le", "replace")
             self._key_parts.clear()
-            value = lookup(key)
+            self._key_units = 0
+            value = None if too_long else lookup(key)
             if value is None:
                 header[1] = ANSWER_NONE
                 return
@@ -107,10 +121,6 @@ class Mailbox:
         header[3] = int(more)
         header[1] = REQUEST_NONE
 
-    def _units(self, count: int) -> str:
-        raw = bytes(self._buffer[HEADER_BYTES : HEADER_BYTES + 2 * count])
-        return raw.decode("utf-16-le", "surrogatepass")
-
     def _parse(self, raw: bytes, records: list[list[Any]]) -> None:
         offset = 0
         while offset < len(raw):
@@ -119,12 +129,19 @@ class Mailbox:
             count = length & ~_MORE
             text = raw[offset + 4 : offset + 4 + 2 * count].decode("utf-16-le", "surrogatepass")
             offset += 4 + 2 * count
+            if self._partial_units + count > self._max_units:  # not the prelude's
+                self._partial.clear()
+                self._partial_units = 0
+                records.append([None])  # refused as an unknown record; the cell ends
+                continue
             if more:
                 self._partial.append(text)
+                self._partial_units += count
                 continue
             if self._partial:
                 text = "".join(self._partial) + text
                 self._partial.clear()
+                self._partial_units = 0
             try:
                 records.append(loads(text))
             except ValueError:  # not JSON: the runtime refuses it as an unknown record

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from cellfleet.actors.runtime.mailbox import Mailbox
+from cellfleet.actors.runtime.mailbox import MAX_STRING_UNITS, Mailbox
 from cellfleet.actors.runtime.protocol import RuntimeTool, tools_payload
 from cellfleet.actors.runtime.v8 import V8Context
 
@@ -63,7 +63,10 @@ def prepare_context(
             f"globalThis.__cellfleet_mailbox = new ArrayBuffer({MAILBOX_BYTES})"
         )
         host_name = f"__cellfleet_host_{secrets.token_hex(16)}"
-        prepared = PreparedContext(context=context, mailbox=Mailbox(buffer), host_name=host_name)
+        # A string as long as the heap limit (in one-byte characters) is the most a
+        # record or a key can be.
+        mailbox = Mailbox(buffer, memory_limit_bytes or MAX_STRING_UNITS)
+        prepared = PreparedContext(context=context, mailbox=mailbox, host_name=host_name)
 
         # JS calls post() with the log to drain; route it to whoever owns the context now
         # (looked up at call time: the owner changes when a cell takes the context).

@@ -150,12 +150,24 @@ const __cellfleet_host = (function (post, mailbox) {
   // ---- asking Python: a stored value's JSON text (actors/runtime/mailbox.py) --------
   const REQUEST = ObjectFreeze({ NONE: 0, KEY_PART: 1, LOAD: 2, MORE: 3, ANSWER_NONE: -1 });
   const StringFromCharCode = String.fromCharCode;
-  const typedArraySubarray = uncurry(Uint16Array.prototype.subarray);
+  // Fixed windows on the mailbox, made now: a typed-array method such as subarray would
+  // build its result through `constructor[Symbol.species]`, which the cell can replace,
+  // and hand it the mailbox.
+  const CHUNK = 8192;
+  // (Their sizes are kept apart: `length` is a getter the cell can replace too.)
+  const windows = [];
+  const windowSizes = [];
+  for (let start = 0; start < CAPACITY; start += CHUNK) {
+    const size = CAPACITY - start < CHUNK ? CAPACITY - start : CHUNK;
+    arrayPush(windows, new Uint16Array(mailbox, 16 + 2 * start, size));
+    arrayPush(windowSizes, size);
+  }
   function readUnits(count) {
     let text = "";
-    for (let i = 0; i < count; i += 8192) {
-      const end = i + 8192 < count ? i + 8192 : count;
-      text += ReflectApply(StringFromCharCode, null, typedArraySubarray(units, i, end));
+    for (let k = 0; k * CHUNK < count; k++) {
+      const part = ReflectApply(StringFromCharCode, null, windows[k]);
+      const n = count - k * CHUNK;
+      text += n >= windowSizes[k] ? part : stringSlice(part, 0, n);
     }
     return text;
   }

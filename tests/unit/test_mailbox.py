@@ -1,0 +1,108 @@
+"""The shared-memory mailbox, driven from Python as the prelude would write to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from cellfleet.actors.runtime.mailbox import (
+    ANSWER_NONE,
+    HEADER_BYTES,
+    REQUEST_KEY_PART,
+    REQUEST_LOAD,
+    REQUEST_MORE,
+    REQUEST_NONE,
+    Mailbox,
+)
+
+CAPACITY_UNITS = 64
+
+
+def _mailbox(max_units: int = 1000) -> tuple[Mailbox, memoryview]:
+    buffer = memoryview(bytearray(HEADER_BYTES + 2 * CAPACITY_UNITS))
+    return Mailbox(buffer, max_units), buffer
+
+
+def _write_part(buffer: memoryview, text_units: bytes, *, more: bool) -> None:
+    """Append one part of a record, as `writeChunk` does."""
+    header = buffer[0:HEADER_BYTES].cast("i")
+    written = header[0]
+    count = len(text_units) // 2
+    length = count | (0x80000000 if more else 0)
+    start = HEADER_BYTES + 2 * written
+    buffer[start : start + 4] = length.to_bytes(4, "little")
+    buffer[start + 4 : start + 4 + 2 * count] = text_units
+    header[0] = written + 2 + count
+
+
+def _drain(mailbox: Mailbox) -> list[list[Any]]:
+    drained: list[list[Any]] = []
+    mailbox.drain_into(drained.extend, reset=True)
+    return drained
+
+
+def _ask(mailbox: Mailbox, buffer: memoryview, key: str, stored: dict[str, str]) -> str | None:
+    """Ask for `key` as `askStored` does, parts of the key and of the answer included."""
+    header = buffer[0:HEADER_BYTES].cast("i")
+    units = key.encode("utf-16-le", "surrogatepass")
+    step = 2 * CAPACITY_UNITS
+    for start in range(0, max(len(units), 1), step):
+        part = units[start : start + step]
+        buffer[HEADER_BYTES : HEADER_BYTES + len(part)] = part
+        header[2] = len(part) // 2
+        header[1] = REQUEST_KEY_PART if start + step < len(units) else REQUEST_LOAD
+        mailbox.answer_request(stored.get)
+    if header[1] == ANSWER_NONE:
+        header[1] = REQUEST_NONE
+        return None
+    answer = b""
+    while True:
+        answer += bytes(buffer[HEADER_BYTES : HEADER_BYTES + 2 * header[2]])
+        if not header[3]:
+            return answer.decode("utf-16-le", "surrogatepass")
+        header[1] = REQUEST_MORE
+        mailbox.answer_request(stored.get)
+
+
+def test_a_record_in_parts_is_read_whole() -> None:
+    mailbox, buffer = _mailbox()
+    record = orjson.dumps(["i", {"type": "input_text", "text": "ab"}]).decode()
+    raw = record.encode("utf-16-le")
+    _write_part(buffer, raw[:10], more=True)
+    _write_part(buffer, raw[10:], more=False)
+    assert _drain(mailbox) == [["i", {"type": "input_text", "text": "ab"}]]
+
+
+def test_parts_longer_than_any_string_the_cell_can_hold_are_refused() -> None:
+    """Parts that keep saying "more follows" are not the prelude's: past the longest
+    string the heap could hold they make one unknown record, and nothing more is kept."""
+    mailbox, buffer = _mailbox(max_units=40)
+    for _ in range(3):
+        _write_part(buffer, b"x\x00" * 15, more=True)
+    drained = _drain(mailbox)
+    assert drained == [[None]]
+    _write_part(buffer, '["y"]'.encode("utf-16-le"), more=False)
+    assert _drain(mailbox) == [["y"]]  # the next record starts afresh
+
+
+def test_values_and_keys_longer_than_the_mailbox_are_handed_over() -> None:
+    mailbox, buffer = _mailbox()
+    key = "k" * 63 + "😀" + "k" * 70  # the emoji's surrogates straddle two key parts
+    value = orjson.dumps("v😀" * 100).decode()  # three parts of answer
+    assert _ask(mailbox, buffer, key, {key: value}) == value
+    assert _ask(mailbox, buffer, "absent", {key: value}) is None
+    assert _ask(mailbox, buffer, "", {"": "1"}) == "1"
+
+
+def test_a_key_with_a_lone_surrogate_finds_the_value_its_record_stored() -> None:
+    """Records turn a lone surrogate into U+FFFD; a later cell's `load` of the same key
+    must find what was stored (as Codex's host, lossy both ways)."""
+    mailbox, buffer = _mailbox()
+    assert _ask(mailbox, buffer, "a\ud800", {"a\ufffd": "1"}) == "1"
+
+
+def test_a_key_longer_than_any_string_the_cell_can_hold_is_not_stored() -> None:
+    mailbox, buffer = _mailbox(max_units=100)
+    assert _ask(mailbox, buffer, "k" * 130, {"k" * 130: "1"}) is None
+    assert _ask(mailbox, buffer, "k", {"k": "2"}) == "2"  # the next question is fine
