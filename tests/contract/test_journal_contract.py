@@ -151,6 +151,15 @@ def test_first_terminal_event_wins_and_merge_goes_with_it(journal: Journal, sess
     assert (state.last_cell, state.stored, state.stored_version) == (2, {"a": "3", "b": '"x"'}, 1)
 
 
+def test_a_completion_with_many_writes_commits_them_all(journal: Journal, session: str) -> None:
+    """More writes than Lua can unpack at once (about 8,000 values): 5,000 keys."""
+    journal.admit([admitted(session, "a", "1")])
+    writes = {f"k{i}": str(i) for i in range(5000)}
+    won = CellCompleted(session=session, cell="1", stored_writes=writes)
+    assert journal.finish(won) is FinishOutcome.COMPLETED
+    assert journal.stored_snapshot(session) == (writes, 1)
+
+
 def test_a_short_cell_is_admitted_and_finished_in_one_call(journal: Journal, session: str) -> None:
     """The usual short cell: admission, its events, completion, delivery and close."""
     cell = "1"

@@ -119,3 +119,12 @@ def test_a_session_over_its_budget_may_still_shrink(
     grown = harness.exec("store('k', 'x'.repeat(1600))")
     assert grown.success is False
     assert_output(harness.exec("text(load('k').length)"), "Script completed", ["1500"])
+
+
+def test_a_cell_storing_thousands_of_keys_commits_them_all(harness) -> None:
+    """4,000 keys made Redis's script fail after it had recorded the completion: the
+    model read `internal error (ResponseError)` and the stored hash missed the writes."""
+    stored = harness.exec("for (let i = 0; i < 5000; i++) store('k' + i, i); text('stored')")
+    assert_output(stored, "Script completed", ["stored"])
+    loaded = harness.exec("text(load('k0') + load('k4999'))")
+    assert_output(loaded, "Script completed", ["4999"])

@@ -44,9 +44,16 @@ end
 for e = at, n_events do redis.call('XADD', events, '*', unpack(batches[e])) end
 redis.call('HSET', terminal, cell, kind)
 if kind == 'completed' and pos <= #ARGV then
-  local writes = {}
-  for i = pos, #ARGV do writes[#writes + 1] = ARGV[i] end
-  redis.call('HSET', stored, unpack(writes))
+  -- In batches: unpack() of more than about 8,000 values fails (Lua's C stack), and a
+  -- script that fails midway keeps what it wrote (the completion, without its writes).
+  local batch = {}
+  for i = pos, #ARGV do
+    batch[#batch + 1] = ARGV[i]
+    if #batch == 2000 or i == #ARGV then
+      redis.call('HSET', stored, unpack(batch))
+      batch = {}
+    end
+  end
   redis.call('HINCRBY', meta, 'stored_version', 1)
 end
 return kind
