@@ -26,6 +26,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -54,6 +55,11 @@ _EXTERNAL_MEMORY_SYMBOL = (  # v8::ExternalMemoryAccounter::GetTotalAmountOf...(
 )
 
 
+_MEMORY_PRESSURE_SYMBOL = "_ZN2v87Isolate26MemoryPressureNotificationENS_19MemoryPressureLevelE"
+_MEMORY_PRESSURE_CRITICAL = 2  # v8::MemoryPressureLevel::kCritical
+COLLECTION_GRACE_S = 0.5  # see V8Context.memory_limit_reached
+
+
 class _IsolateApi:
     """The two calls of V8's own API (exported by mini-racer's library) that let the
     host watch an isolate's memory outside its heap: ArrayBuffer backing stores, which
@@ -66,6 +72,13 @@ class _IsolateApi:
         # A static that reads the isolate's external-memory counter (an atomic): safe
         # from any thread while the isolate lives, also while its JavaScript runs.
         self.external_bytes = dll[_EXTERNAL_MEMORY_SYMBOL]
+        # Isolate::MemoryPressureNotification: callable from any thread while JavaScript
+        # runs (V8 then collects at its next interrupt check).
+        self.memory_pressure = (
+            dll._ZN2v87Isolate26MemoryPressureNotificationENS_19MemoryPressureLevelE
+        )
+        self.memory_pressure.restype = None
+        self.memory_pressure.argtypes = [ctypes.c_void_p, ctypes.c_int]
         self.external_bytes.restype = ctypes.c_int64
         self.external_bytes.argtypes = [ctypes.c_void_p]
 
@@ -243,6 +256,8 @@ class V8Context:
         self._v8_thread: int | None = None  # the isolate's own thread, once known
         self._isolate: int | None = None  # v8::Isolate*, learnt at the first post()
         self._memory_limit_bytes = memory_limit_bytes
+        # Over the limit outside the heap: when a collection was asked for, at what count.
+        self._collection_asked: tuple[float, int] | None = None
 
         def callback(callback_id: int, raw: Any) -> None:
             self._dispatch(callback_id, raw)
@@ -324,12 +339,33 @@ class V8Context:
 
     def memory_limit_reached(self) -> bool:
         """The heap went over the limit (the isolate stopped its JavaScript), or the
-        memory outside it (ArrayBuffer backing stores) did; any thread."""
+        memory outside it (ArrayBuffer backing stores) did (one thread at a time).
+
+        V8's count outside the heap includes buffers that are garbage until its next
+        collection. Over the limit, a collection is asked for (it runs at the
+        JavaScript's next interrupt check, after a builtin such as `fill` returns); the
+        limit is reached if the count is still over it once it has gone down (the
+        collection ran), or has not gone down within `COLLECTION_GRACE_S`, or at once
+        beyond twice the limit.
+        """
         if self._dll.mr_hard_memory_limit_reached(self._ctx):
             return True
-        return bool(self._memory_limit_bytes) and (
-            self.external_memory_bytes() > self._memory_limit_bytes
-        )
+        limit = self._memory_limit_bytes
+        external = self.external_memory_bytes()
+        asked = self._collection_asked
+        if not limit or external <= limit:
+            self._collection_asked = None
+            return False
+        if external > 2 * limit:
+            return True
+        if asked is None:
+            self._collection_asked = (time.monotonic(), external)
+            with self._lock:
+                if not self._disposed and self._isolate is not None:
+                    _isolate_api().memory_pressure(self._isolate, _MEMORY_PRESSURE_CRITICAL)
+            return False
+        asked_at, asked_bytes = asked
+        return external < asked_bytes or time.monotonic() - asked_at > COLLECTION_GRACE_S
 
     def external_memory_bytes(self) -> int:
         """Bytes the isolate holds outside its heap (0 before its first `post()`)."""
