@@ -41,13 +41,16 @@ DEFAULT_MAX_IN_FLIGHT_PER_SESSION = 256
 TRIM_EVERY = 128  # replies; an idle reader (a block that timed out) trims at once
 
 
-def ensure_group(client: redis.Redis, calls: str) -> None:
-    """Create the workers' consumer group on a calls stream (idempotent)."""
+def ensure_group(client: redis.Redis, calls: str) -> bool:
+    """Create the workers' consumer group on a calls stream (idempotent); whether it
+    was missing."""
     try:
         client.xgroup_create(calls, TOOL_WORKERS_GROUP, id="0", mkstream=True)
     except redis.ResponseError as error:
         if "BUSYGROUP" not in str(error):
             raise
+        return False
+    return True
 
 
 @dataclass(slots=True)

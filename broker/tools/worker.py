@@ -12,6 +12,7 @@ slow but healthy handler is never taken over; entries idle longer than the lease
 to a dead worker and are claimed by another (XAUTOCLAIM). An entry delivered more than
 `max_deliveries` times goes to the dead-letter stream and fails with a clear message.
 Bounds: a worker reads no more entries than it has free slots (`concurrency`).
+A consumer group lost with Redis's data is re-created by the loop that finds it gone.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class _Running:
     # worker that died before answering: it looks its state up first. (A first delivery
     # skips this round trip: the record script still refuses a cancelled call.)
     look_up: bool
+    # Whether `stop` gave the call up (its grace ended first): it is another worker's to
+    # run and answer then. Once `settling` (recording, answering), it is never given up.
+    given_up: bool = False
+    settling: bool = False
 
 
 class ToolWorker:
@@ -131,11 +136,14 @@ class ToolWorker:
         (for `stop_grace_s`, their leases kept fresh), then end. A call read as it
         stops goes back to the stream for another worker; a handler still running
         after the grace is left to the others, who take its call over once its lease
-        expired. The worker never answers for a handler it stopped."""
+        expired. The worker never records or answers a call it gave up: its handler's
+        late result is dropped."""
         self._stop_requested.set()
         self._draining.set()
         with self._slot_freed:
             self._slot_freed.wait_for(lambda: not self._running, self.stop_grace_s)
+            for call in self._running.values():  # outlived the grace: the others' now
+                call.given_up = not call.settling
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -172,8 +180,9 @@ class ToolWorker:
                     block=200,
                 )
             except redis.RedisError as error:  # the loop lives on: it is the worker
-                log.warning("tool calls unavailable: %s", error)
-                self._stop.wait(0.2)
+                if not self._regrouped(error):
+                    log.warning("tool calls unavailable: %s", error)
+                    self._stop.wait(0.2)
                 continue
             for _stream, entries in answer or ():
                 for entry_id, fields in entries:
@@ -227,7 +236,24 @@ class ToolWorker:
                 if free:
                     self._take_over(lease_ms, free)
             except redis.RedisError as error:
-                log.warning("lease upkeep failed: %s", error)
+                if not self._regrouped(error):
+                    log.warning("lease upkeep failed: %s", error)
+
+    def _regrouped(self, error: redis.RedisError) -> bool:
+        """Re-create the consumer group if `error` says it is gone; whether it is back.
+        Redis that lost its data (FLUSHALL, a restart without its append-only file, a
+        failover to an empty replica) lost the group too, and only start-up creates it.
+        (UNBLOCKED: the stream was deleted under a blocked read; NOGROUP: no group.)"""
+        gone = str(error).startswith(("NOGROUP", "UNBLOCKED"))
+        if not isinstance(error, redis.ResponseError) or not gone:
+            return False
+        try:
+            if ensure_group(self.client, self.calls):  # (else another loop or worker did)
+                log.warning("tool group on %s was gone (Redis lost data?): re-created", self.calls)
+        except redis.RedisError as again:
+            log.warning("tool calls' consumer group cannot be re-created: %s", again)
+            return False
+        return True
 
     def _take_over(self, lease_ms: int, free: int) -> None:
         reply: Any = self.client.xautoclaim(
@@ -296,7 +322,9 @@ class ToolWorker:
 
     def _handle(self, call: _Running) -> None:
         try:
-            self._handle_call(call)
+            settle = self._handle_call(call)
+            if self._may_settle(call):
+                settle()
         except Exception:  # never lose the worker; the entry stays pending for takeover
             log.exception("tool call %s failed in the worker", call.invocation.idempotency_key)
         finally:
@@ -304,33 +332,43 @@ class ToolWorker:
                 self._running.pop(call.invocation.idempotency_key, None)
                 self._slot_freed.notify_all()  # the read loop, or a stopping worker
 
-    def _handle_call(self, call: _Running) -> None:
+    def _handle_call(self, call: _Running) -> Callable[[], None]:
+        """Run the call; returns what settles it (record, answer, acknowledge)."""
         entry_id, invocation, reply_to = call.entry_id, call.invocation, call.reply_to
         tools = self.keys.session(invocation.session).tools
         with self._lock:
             heard_cancelled = self._cancelled.pop(invocation.idempotency_key, 0) is None
         if heard_cancelled:
-            self._ack(entry_id)
-            return
+            return lambda: self._ack(entry_id)
         state: Any = self.client.hget(tools, call.call_key) if call.look_up else None
         if state is not None:
-            self._answer(entry_id, reply_to, state)
-            return
+            return lambda: self._answer(entry_id, reply_to, state)
         if call.deliveries > self.max_deliveries:
-            self._dead_letter(
-                entry_id,
-                dict(_pairs(codec.encode_tool_call(invocation, reply_to))),
-                call.deliveries,
-                ack=False,
-            )
-            abandoned = texts.tool_abandoned(invocation.raw_name, call.deliveries - 1)
-            self._finish(entry_id, invocation, reply_to, None, abandoned)
-            return
+            return lambda: self._abandon(call)
         result, error = self._run(invocation, call.context)
         if call.context.cancelled.is_set() and self.client.hget(tools, call.call_key):
-            self._ack(entry_id)
-            return
-        self._finish(entry_id, invocation, reply_to, result, error)
+            return lambda: self._ack(entry_id)
+        return lambda: self._finish(entry_id, invocation, reply_to, result, error)
+
+    def _may_settle(self, call: _Running) -> bool:
+        """Whether this worker still records and answers `call`: not once `stop` gave it
+        up, for another worker runs it again (the handler's effect would count twice)."""
+        with self._lock:
+            call.settling = not call.given_up
+        if not call.settling:
+            log.warning(
+                "tool call %s was handed back on stop: its late result is dropped",
+                call.invocation.idempotency_key,
+            )
+        return call.settling
+
+    def _abandon(self, call: _Running) -> None:
+        """Fail a call delivered too often (its handler kills workers, say)."""
+        invocation, reply_to = call.invocation, call.reply_to
+        fields = dict(_pairs(codec.encode_tool_call(invocation, reply_to)))
+        self._dead_letter(call.entry_id, fields, call.deliveries, ack=False)
+        abandoned = texts.tool_abandoned(invocation.raw_name, call.deliveries - 1)
+        self._finish(call.entry_id, invocation, reply_to, None, abandoned)
 
     def _run(
         self, invocation: ToolInvocation, context: ToolContext

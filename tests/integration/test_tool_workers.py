@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
+import queue
 import signal
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +20,9 @@ from cellfleet.broker import events as ev
 from cellfleet.broker import keys
 from cellfleet.broker.contract.render import ToolOutput
 from cellfleet.broker.tools.registry import ToolRegistry, load_tools_file
+from cellfleet.broker.tools.worker import ToolWorker
 from cellfleet.ops.host import Host
+from cellfleet.ops.redis_server import start_redis
 from cellfleet.ops.tools_worker import start_tools_process
 
 REPO = Path(__file__).parents[2]
@@ -375,7 +381,6 @@ class _FailingOnce:
 
 def test_the_read_loop_outlives_an_error_of_redis(host, redis_url, env):
     from cellfleet.broker.keys import Keys
-    from cellfleet.broker.tools.worker import ToolWorker
 
     client = _FailingOnce(redis.Redis.from_url(redis_url))
     registry = load_tools_file(TOOLS_FILE)
@@ -479,3 +484,77 @@ def test_calls_reach_only_workers_of_the_sessions_own_tools(redis_url, start_wor
     finally:
         for host in (*hosts, bare):
             host.close()
+
+
+def test_workers_serve_again_after_redis_lost_its_data(tmp_path, prefix, caplog):
+    """After a FLUSHALL (or a restart without its append-only file, or a failover to an
+    empty replica) the workers' consumer group is gone: a worker re-creates it and
+    serves the calls made since (they logged NOGROUP for ever, the calls hung)."""
+    caplog.set_level(logging.WARNING, logger=ToolWorker.__module__)
+    server = start_redis(tmp_path / "redis")  # its own: FLUSHALL wipes every key
+    admin = redis.Redis.from_url(server.url)
+    registry = ToolRegistry.from_handlers({"echo": lambda value: value})
+    host = Host(server.url, tools=registry, keys=keys.Keys(prefix))
+    try:
+        before = host.open_session().exec("c", "text(JSON.stringify(await tools.echo({x: 1})))")
+        assert texts(before)[1:] == ['{"x":1}']
+        admin.flushall()
+        after = host.open_session().exec("c", "text(JSON.stringify(await tools.echo({x: 2})))")
+        assert texts(after)[1:] == ['{"x":2}']
+        regrouped = [r for r in caplog.records if "re-created" in r.getMessage()]
+        assert [r.levelno for r in regrouped] == [logging.WARNING]  # once, not per read
+    finally:
+        host.close()
+        admin.close()
+        server.stop()
+
+
+def test_a_worker_never_answers_a_call_it_gave_up_on_stopping(redis_url, prefix):
+    """A handler that outlives the stop grace is left to another worker, which runs
+    the call again: the stopped worker's late result is dropped (it was recorded and
+    answered first, so the call took effect twice and the answer came from the worker
+    that had given it up)."""
+    registry = ToolRegistry()
+    runs = itertools.count(1)
+    started: queue.Queue[int] = queue.Queue()  # each run's number, as it starts
+    release = [threading.Event(), threading.Event()]  # each run's end
+
+    @registry.function(description="Hold until the test releases this run.")
+    def hold() -> int:
+        run = next(runs)
+        started.put(run)
+        release[run - 1].wait(30)
+        return run
+
+    prefix_keys = keys.Keys(prefix)
+    host = Host(redis_url, tools=registry, workers=0, keys=prefix_keys)
+    workers: list[ToolWorker] = []
+
+    def worker(**options: float) -> ToolWorker:
+        client = redis.Redis.from_url(redis_url)
+        workers.append(ToolWorker(client, registry, keys=prefix_keys, **options).start())
+        return workers[-1]
+
+    try:
+        first = worker(stop_grace_s=0.1)
+        session = host.open_session()
+        _, answer = session.backend.execute("c", "text(await tools.hold({}))", 60_000, None)
+        assert started.get(timeout=15) == 1
+        first.stop()
+        assert first.unfinished == 1  # run 1 outlived the grace
+        worker(lease_s=0.3)
+        assert started.get(timeout=15) == 2  # taken over once the lease expired
+        release[0].set()
+        with first._slot_freed:  # run 1 ended and the first worker is done with it
+            assert first._slot_freed.wait_for(lambda: not first._running, 15)
+        release[1].set()
+        assert [item["text"] for item in answer.result(15).content_items] == ["2"]
+        completed = [e for e in log(host, session.id) if isinstance(e, ev.ToolCompleted)]
+        assert [e.result for e in completed] == [2]
+    finally:
+        for event in release:
+            event.set()
+        for each in workers:
+            each.stop()
+            each.client.close()
+        host.close()
