@@ -34,7 +34,12 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from py_mini_racer import JSEvalException, JSOOMException, JSParseException
-from py_mini_racer._dll import DEFAULT_V8_FLAGS, init_mini_racer, mr_callback_func
+from py_mini_racer._dll import (
+    DEFAULT_V8_FLAGS,
+    LibAlreadyInitializedError,
+    init_mini_racer,
+    mr_callback_func,
+)
 from py_mini_racer._exc import JSTerminatedException
 from py_mini_racer._objects import ObjectFactoryImpl
 from py_mini_racer._value_handle import ValueHandle
@@ -84,8 +89,23 @@ class _IsolateApi:
 
 
 @functools.cache
+def _v8() -> Any:
+    """mini-racer's library, V8 started with `V8_FLAGS` (or, if something of this process
+    started it before, with that one's flags: then said once, as a warning)."""
+    try:
+        return init_mini_racer(flags=V8_FLAGS)
+    except LibAlreadyInitializedError:
+        log.warning(
+            "V8 was started before cellfleet without its flags %s: JSON.stringify walks"
+            " any depth outside the memory limit",
+            " ".join(V8_FLAGS),
+        )
+        return init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True)
+
+
+@functools.cache
 def _isolate_api() -> _IsolateApi:
-    return _IsolateApi(init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True))
+    return _IsolateApi(_v8())
 
 
 _FACTORY = ObjectFactoryImpl()
@@ -208,14 +228,14 @@ def _log_failure(future: Future[object]) -> None:
 
 
 def _make_first_isolate() -> None:
-    dll = init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True)
+    dll = _v8()
     callback = mr_callback_func(cast("Any", _ignore_result))
     dll.mr_free_context(dll.mr_init_context(callback))
 
 
 def _new_context(c_callback: Any) -> tuple[Any, Any]:
     """mini-racer's library and a new isolate+context reporting to `c_callback`."""
-    dll = init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True)
+    dll = _v8()
     return dll, dll.mr_init_context(c_callback)
 
 

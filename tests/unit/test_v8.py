@@ -65,8 +65,8 @@ class _RecordingDll:
 def test_contexts_are_made_and_freed_on_the_isolate_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    dll = _RecordingDll(v8.init_mini_racer(flags=v8.V8_FLAGS, ignore_duplicate_init=True))
-    monkeypatch.setattr(v8, "init_mini_racer", lambda **_: dll)
+    dll = _RecordingDll(v8._v8())
+    monkeypatch.setattr(v8, "_v8", lambda: dll)
     context = V8Context(memory_limit_bytes=0)
     assert context.eval_sync("6 * 7") == 42
     context.dispose()
@@ -184,3 +184,19 @@ def test_a_forked_child_makes_isolates_of_its_own() -> None:
         [sys.executable, "-c", FORKED], capture_output=True, text=True, timeout=60, check=False
     )
     assert child.returncode == 0, child.stderr
+
+
+def test_v8_started_by_someone_else_first_is_said() -> None:
+    """`--no-json-stringify-fast-path` cannot apply if V8 was started before: a warning."""
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(stream=sys.stdout)\n"
+        "from py_mini_racer import MiniRacer\n"
+        "MiniRacer()\n"
+        "from cellfleet.actors.runtime.v8 import V8Context\n"
+        "V8Context(memory_limit_bytes=0).dispose()\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "V8 was started before cellfleet without its flags" in run.stdout
