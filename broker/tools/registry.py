@@ -31,8 +31,12 @@ runs cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import enum
 import hashlib
 import inspect
+import linecache
+import re
 import threading
 import traceback
 import types
@@ -123,6 +127,7 @@ class ToolRegistry:
 
     def __init__(self) -> None:
         self._tools: dict[str, ToolSpec] = {}
+        self._fingerprint: str | None = None  # computed on first use, reset by `_add`
 
     def function(
         self,
@@ -209,6 +214,7 @@ class ToolRegistry:
             context_parameter,
             inspect.iscoroutinefunction(handler),
         )
+        self._fingerprint = None
         return handler
 
     @classmethod
@@ -230,29 +236,53 @@ class ToolRegistry:
 
     @property
     def fingerprint(self) -> str:
-        """What tells this set of tools from any other: a digest of their definitions
-        and of their handlers' code.
+        """What tells this set of tools from any other: 16 hex digits.
 
         Nested calls are routed by it (`Keys.tool_calls`): a call reaches only workers
-        that serve the very tools its host was given, and processes that load the same
-        tools file share their workers. (Handlers that differ only in the values their
-        closures hold look alike: give such tools different names or descriptions.)
+        whose registry has the same fingerprint. So processes share workers only if they
+        load the same tools files (the same text: the path or name it is read under does
+        not count, a pipe's text matches the file's), and a host is never answered by a
+        worker whose tools' code differs in anything the fingerprint sees.
+
+        It sees, for each tool, its definition (name, namespace, kind, description,
+        schemas), its `RetryPolicy`, and its handler: the source text of the whole file
+        that defines the handler (so the helpers, constants and imports written there
+        count), the handler's qualified name, its default argument values and what a
+        `functools.partial` binds. A tools file run from text (`load_tools_file(path,
+        source)`) counts by that text. Source text rather than bytecode, so that Python
+        versions and `-O` agree; only a handler that has no source (typed at a REPL,
+        `exec`uted from a string) is known by its bytecode instead, which differs between
+        Python versions.
+
+        It cannot see what lies outside that file: the other modules it imports (a
+        library upgraded, a sibling module edited), data files it reads, the environment
+        (variables, services, the clock), values held by closures or by callable objects,
+        nor what a default value's repr does not show. Tools that differ only there look
+        alike: run the same versions of everything everywhere, or give such tools
+        different names or descriptions. A module's file is read when the fingerprint is
+        first asked for (once per registry, again only after a tool is added): a file
+        edited after it was imported counts as edited.
         """
-        described = sorted(
-            (
-                d.name,
-                d.namespace or "",
-                str(d.kind),
-                d.description,
-                d.input_schema,
-                d.output_schema,
-                _code_identity(spec.handler),
+        fingerprint = self._fingerprint
+        if fingerprint is None:
+            sources: dict[str, str | None] = {}  # file name -> digest, read once each
+            described = sorted(
+                (
+                    d.name,
+                    d.namespace or "",
+                    str(d.kind),
+                    d.description,
+                    d.input_schema,
+                    d.output_schema,
+                    _stable_repr(spec.retry),
+                    _code_identity(spec.handler, sources),
+                )
+                for spec in self._tools.values()
+                for d in (spec.definition,)
             )
-            for spec in self._tools.values()
-            for d in (spec.definition,)
-        )
-        digest = hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS))
-        return digest.hexdigest()[:16]
+            digest = hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS))
+            fingerprint = self._fingerprint = digest.hexdigest()[:16]
+        return fingerprint
 
     @property
     def handlers(self) -> Mapping[str, Callable[[JsonValue], JsonValue]]:
@@ -260,22 +290,66 @@ class ToolRegistry:
         return {name: _plain(spec) for name, spec in self._tools.items()}
 
 
-def _code_identity(handler: Callable[..., Any]) -> str:
-    """Where a handler is defined and a digest of its code: the same in every process
-    that loads the same file, different for different code."""
-    function = inspect.unwrap(handler)
+_SOURCE_DIGEST = "__cellfleet_source_sha256__"  # set by `load_tools_file` in the module
+
+
+def _code_identity(
+    handler: Callable[..., Any], sources: dict[str, str | None] | None = None
+) -> list[str]:
+    """A handler's code: the digest of its file's source text, its qualified name, its
+    defaults and bound arguments; the same in every process, Python version and
+    optimization level that loads the same file. A handler without source is known by
+    its module, name and bytecode instead; a builtin by its name.
+
+    `sources` caches the files' digests by file name (handlers share their files).
+    """
+    function: Any = inspect.unwrap(handler)
+    bound: list[str] = []
     while isinstance(function, partial):
-        function = function.func
+        bound.append(_stable_repr((function.args, function.keywords)))
+        function = inspect.unwrap(function.func)
     code = getattr(function, "__code__", None)
-    if code is None:  # a callable object: its class
+    if code is None and hasattr(type(function).__call__, "__code__"):  # an object: its class
         function = type(function).__call__
-        code = getattr(function, "__code__", None)
-    where = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', '')}"
-    if code is None:  # a builtin
-        return where
+        code = function.__code__
+    qualname = str(getattr(function, "__qualname__", ""))
+    where = f"{getattr(function, '__module__', '')}.{qualname}"
+    if not isinstance(code, types.CodeType):  # a builtin
+        return [where, *bound]
+    defaults = _stable_repr(
+        (getattr(function, "__defaults__", None), getattr(function, "__kwdefaults__", None))
+    )
+    namespace = getattr(function, "__globals__", {})
+    source = _source_digest(code, namespace, {} if sources is None else sources)
+    if source is not None:  # the module's name does not count: a pipe's text is the file's
+        return [f"source:{source}", qualname, defaults, *bound]
     digest = hashlib.sha256()
     _hash_code(digest, code)
-    return f"{where}:{digest.hexdigest()[:16]}"
+    return [f"code:{digest.hexdigest()}", where, defaults, *bound]
+
+
+def _source_digest(
+    code: types.CodeType, namespace: Mapping[str, Any], sources: dict[str, str | None]
+) -> str | None:
+    """The digest of the source text `code` was compiled from, or None without one.
+
+    A tools file run by `load_tools_file` left its text's digest in its namespace (a
+    pipe cannot be read again, and the path may hold other text by now); a module's
+    file is read (through its loader if need be: a zip file). Code compiled from a
+    string (`<string>`, `<stdin>`) has no file.
+    """
+    filename = code.co_filename
+    loaded = namespace.get(_SOURCE_DIGEST)
+    if isinstance(loaded, str) and namespace.get("__file__") == filename:
+        return loaded
+    if filename not in sources:
+        lines = linecache.getlines(filename, dict(namespace))
+        sources[filename] = _text_digest("".join(lines)) if lines else None
+    return sources[filename]
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _hash_code(digest: Any, code: types.CodeType) -> None:
@@ -288,14 +362,48 @@ def _hash_code(digest: Any, code: types.CodeType) -> None:
             digest.update(_stable_repr(const).encode())
 
 
-def _stable_repr(const: object) -> str:
-    """A constant's repr, the same in every process (sets iterate in hash order, and
-    string hashes differ between processes)."""
-    if isinstance(const, frozenset):
-        return "frozenset(" + ",".join(sorted(_stable_repr(item) for item in const)) + ")"
-    if isinstance(const, tuple):
-        return "(" + ",".join(_stable_repr(item) for item in const) + ")"
-    return repr(const)
+_ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
+
+
+def _stable_repr(value: object, depth: int = 0) -> str:
+    """A value's repr, the same in every process: sets iterate in hash order and string
+    hashes differ between processes, so sets and dicts are sorted; functions and
+    classes are named; an object's address is left out (a default repr shows only its
+    type then). Deeply nested values are cut short (a list may hold itself)."""
+    if depth > 20:
+        return "..."
+    inner = depth + 1
+    if isinstance(value, frozenset | set):
+        items = ",".join(sorted(_stable_repr(item, inner) for item in value))
+        return f"{type(value).__name__}({items})"
+    if isinstance(value, tuple | list):
+        items = ",".join(_stable_repr(item, inner) for item in value)
+        return f"({items})" if isinstance(value, tuple) else f"[{items}]"
+    if isinstance(value, dict):
+        pairs = (f"{_stable_repr(k, inner)}:{_stable_repr(v, inner)}" for k, v in value.items())
+        return "{" + ",".join(sorted(pairs)) + "}"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = (
+            f"{f.name}={_stable_repr(getattr(value, f.name), inner)}"
+            for f in dataclasses.fields(value)
+        )
+        return f"{type(value).__qualname__}({','.join(fields)})"
+    return _object_repr(value)
+
+
+_ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
+
+
+def _object_repr(value: object) -> str:
+    """`_stable_repr` of a value that holds no others (as far as it knows)."""
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__qualname__}.{value.name}"
+    if isinstance(value, type | types.FunctionType | types.BuiltinFunctionType):
+        return f"<{getattr(value, '__module__', '')}.{value.__qualname__}>"
+    try:
+        return _ADDRESS.sub("", repr(value))
+    except Exception:  # a repr that fails: its type, at least
+        return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
 def _plain(spec: ToolSpec) -> Callable[[JsonValue], JsonValue]:
@@ -380,6 +488,8 @@ def load_tools_file(path: Path, source: str | None = None) -> ToolRegistry:
             raise ToolsFileError(f"bad tools file {path}: {error}") from error
     module = types.ModuleType(f"cellfleet_tools_{path.stem}")
     module.__file__ = str(path)
+    # what `ToolRegistry.fingerprint` knows the file by: this text, not what `path` holds
+    setattr(module, _SOURCE_DIGEST, _text_digest(source))
     try:
         exec(compile(source, str(path), "exec"), module.__dict__)
     except SyntaxError as error:

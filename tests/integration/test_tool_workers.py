@@ -54,7 +54,7 @@ def start_worker(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen
         lease_s: float = 5.0,
         max_deliveries: int = 3,
         concurrency: int = 8,
-        stop_grace_s: float = 30.0,
+        stop_grace_s: float = 5.0,  # a handler a test left blocked ends the worker soon
     ) -> subprocess.Popen[bytes]:
         process = start_tools_process(
             [
@@ -80,7 +80,7 @@ def start_worker(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen
         if process.poll() is None:
             process.terminate()
         try:
-            process.wait(10)
+            process.wait(15)  # its grace, then its handlers handed back
         except subprocess.TimeoutExpired:  # a worker that does not stop fails the test
             process.kill()
             process.wait(10)
