@@ -53,3 +53,20 @@ def test_hung_notify_callbacks_do_not_hold_other_sessions_notifications(
     assert_output(healthy.exec("notify('hello')"), "Script completed", [])
     assert delivered.wait(TIMEOUT_S)
     hung.set()
+
+
+def test_a_flood_of_notifications_reuses_its_delivery_threads(open_session) -> None:
+    """A thread per delivery run started 20,000 threads for 20,000 `notify()` calls."""
+    seen = threading.local()
+    threads: list[int] = []
+
+    def notify(*_: str) -> None:
+        if not getattr(seen, "counted", False):
+            seen.counted = True
+            threads.append(1)
+
+    harness = open_session(notify=notify)
+    output = harness.exec("for (let i = 0; i < 2000; i++) notify(`n${i}`)")
+    assert_output(output, "Script completed", [])
+    # (The host's idle delivery threads, left by earlier tests too, take turns.)
+    assert 1 <= len(threads) <= 20, f"{len(threads)} threads delivered 2000 notifications"
