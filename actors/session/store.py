@@ -16,7 +16,8 @@ from types import MappingProxyType
 
 from cellfleet.broker.journal import FinishOutcome
 
-MAX_STORED_BYTES = 64 * 1024 * 1024  # a session's stored keys and values, as JSON text
+MAX_STORED_BYTES = 64 * 1024 * 1024  # a session's stored keys and values (see `_entry`)
+KEY_OVERHEAD_BYTES = 64  # what a key costs besides its text (Redis's and this copy's)
 
 Snapshot = tuple[Mapping[str, str], int]  # (stored key -> JSON text, version)
 
@@ -61,9 +62,7 @@ class SessionStore:
         if not writes:
             return finish()
         with self._lock:
-            replaced = sum(
-                len(key) + len(self._values[key]) for key in writes if key in self._values
-            )
+            replaced = sum(_entry(key, self._values[key]) for key in writes if key in self._values)
             after = self._bytes - replaced + _size(writes)
             if after > MAX_STORED_BYTES and after > self._bytes:  # shrinking always fits
                 raise OverBudget
@@ -74,10 +73,21 @@ class SessionStore:
                 raise
             if won is FinishOutcome.COMPLETED:
                 self._values = MappingProxyType({**self._values, **writes})
-                self._bytes = _size(self._values)
+                self._bytes = after
                 self._version += 1
             return won
 
 
 def _size(values: Mapping[str, str]) -> int:
-    return sum(len(key) + len(value) for key, value in values.items())
+    return sum(_entry(key, value) for key, value in values.items())
+
+
+def _entry(key: str, value: str) -> int:
+    """What one stored value costs: its key and JSON text in UTF-8, as Redis holds them
+    (an astral character is 4 bytes, not 1), and a key's overhead (400,000 keys of a
+    few characters took 368 MiB, not the 2 MB their text is)."""
+    return _utf8_len(key) + _utf8_len(value) + KEY_OVERHEAD_BYTES
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))

@@ -128,3 +128,20 @@ def test_a_cell_storing_thousands_of_keys_commits_them_all(harness) -> None:
     assert_output(stored, "Script completed", ["stored"])
     loaded = harness.exec("text(load('k0') + load('k4999'))")
     assert_output(loaded, "Script completed", ["4999"])
+
+
+@pytest.mark.parametrize(
+    "writes",
+    [
+        "store('astral', '\\u{1F600}'.repeat(300))",  # 302 characters, 1,202 bytes
+        "for (let i = 0; i < 20; i++) store('k' + i, 1)",  # 60 characters, 20 keys
+    ],
+    ids=["astral characters", "many small keys"],
+)
+def test_the_budget_counts_bytes_and_keys_not_characters(
+    harness, monkeypatch: pytest.MonkeyPatch, writes: str
+) -> None:
+    monkeypatch.setattr(store, "MAX_STORED_BYTES", 1000)
+    output = harness.exec(writes)
+    assert output.success is False
+    assert output.items[-1]["text"].endswith("would exceed the session's budget of 0 MiB")
