@@ -98,6 +98,12 @@ def _retrying(call: Callable[[], T]) -> T:
         return call()
     except _TRANSIENT:
         pass
+    except redis.ResponseError as error:  # a refusal (out of memory, read-only): say so
+        reason = failure_reason(error)
+        if reason is None:
+            raise
+        log.warning("the event log refused a command: %s", error)
+        raise JournalUnavailableError(reason) from error
     runner = retry(
         retry=retry_if_exception_type(_TRANSIENT),
         stop=stop_after_attempt(3),

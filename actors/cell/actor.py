@@ -370,7 +370,7 @@ class CellActor(pykka.ThreadingActor):
             log.flush()
         if self.ctx.audit is not None:
             self.ctx.audit(self.cell_id, log.facts)
-        self.ctx.on_closed(self.cell_id, True)
+        self.ctx.on_closed(self.cell_id, True, None)
         self.stop()
 
     # -- failures ---------------------------------------------------------------------
@@ -383,10 +383,11 @@ class CellActor(pykka.ThreadingActor):
         session forgets it.
         """
         self._closed = True
-        self.answers.fail(error)
+        told = self.answers.fail(error)
         self.effects.abandon()
         self._stop_runtime_after_failure()
-        self.ctx.on_closed(self.cell_id, self.log.admitted)
+        # A cell failing while nobody observes it (yielded, say): the next wait learns why.
+        self.ctx.on_closed(self.cell_id, self.log.admitted, None if told else error)
 
     def _stop_runtime_after_failure(self) -> None:
         """Stop the runtime without the (stopped) actor loop: handle its messages here."""

@@ -28,7 +28,8 @@ class CellContext:
     tools: Mapping[str, ToolDefinition]  # JS global name -> definition
     notify: Callable[[str, str, str], None]  # (exec call id, cell id, text)
     notifier: Executor  # where notifications are handed to `notify`
-    on_closed: Callable[[str, bool], None]  # (cell id, whether the log admitted it)
+    # (cell id, whether the log admitted it, the failure nobody was told of yet)
+    on_closed: Callable[[str, bool, Exception | None], None]
     clock: Callable[[], float]
     # Told each closed cell's final facts (cell id, facts): tests check them against
     # the cell's events in the log.

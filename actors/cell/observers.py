@@ -62,6 +62,8 @@ class Answers:
         # An answer the log refused because the shutdown began: its caller gets the
         # cell's termination instead (the future is set running already).
         self._held_for_termination: Future[CellAnswer] | None = None
+        # An answer whose recording failed unexpectedly: its caller gets the cell's failure.
+        self._held_for_failure: Future[CellAnswer] | None = None
 
     def produced(self, item: ContentItem) -> None:
         self._accumulated.append(item)
@@ -235,6 +237,12 @@ class Answers:
             else:  # the cell never existed: this caller learns why
                 observer.future.set_exception(refused.error)
             raise
+        except Exception:  # the actor fails next: this caller gets that failure
+            log.withdraw(delivered, before)
+            if put_back:
+                self._accumulated[0:0] = items
+            self._held_for_failure = observer.future
+            raise
         self._outbox.append((observer.future, answer))
         return True
 
@@ -380,19 +388,23 @@ class Answers:
             future.set_result(answer)
         self._on_ended()
 
-    def fail(self, error: Exception) -> None:
+    def fail(self, error: Exception) -> bool:
         """Everyone waiting gets `error` (the cell failed outside its lifecycle); answers
-        recorded before the failure still go out."""
+        recorded before the failure still go out. Whether anyone was waiting."""
         with self._handle.lock:
             waiting = [*self._handle.terminators]
             self._handle.terminators.clear()
-            if self._held_for_termination is not None:
-                waiting.append(self._held_for_termination)
+            for held in (self._held_for_termination, self._held_for_failure):
+                if held is not None:
+                    waiting.append(held)
             if self._handle.observer is not None:
                 waiting.append(self._handle.observer.future)
                 self._handle.observer = None
             self._handle.phase = Phase.TOMBSTONE
         self.release(now=True)
+        told = False
         for future in waiting:  # a claimed future is running already
             if not future.done() and (future.running() or future.set_running_or_notify_cancel()):
                 future.set_exception(error)
+                told = True
+        return told

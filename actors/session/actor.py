@@ -43,6 +43,9 @@ from cellfleet.broker.tools.dispatch import BrokerDispatcher
 Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
 
 
+MAX_UNTOLD_FAILURES = 256  # failures of unobserved cells kept for their next wait
+
+
 @dataclass(kw_only=True)
 class SessionServices:
     """What every session of a process shares."""
@@ -89,6 +92,7 @@ class SessionActor(pykka.ThreadingActor):
         self.config = config
         self.session_id = config.session_id
         self._cells: dict[str, CellHandle] = {}
+        self._untold: dict[str, Exception] = {}  # cell id -> failure nobody observed
         self._last_cell = 0  # the highest cell id this session created
         self._store: SessionStore | None = None  # set when the log is open
         self._seq = 0
@@ -200,11 +204,24 @@ class SessionActor(pykka.ThreadingActor):
 
     def observe(self, cell_id: str, mode: ObserveMode, yield_time_ms: int) -> Future[CellAnswer]:
         handle = self._cells.get(cell_id)
-        return missing(cell_id) if handle is None else handle.observe(mode, yield_time_ms)
+        if handle is None:
+            return self._untold_failure(cell_id) or missing(cell_id)
+        return handle.observe(mode, yield_time_ms)
 
     def terminate(self, cell_id: str) -> Future[CellAnswer]:
         handle = self._cells.get(cell_id)
-        return missing(cell_id) if handle is None else handle.terminate()
+        if handle is None:
+            return self._untold_failure(cell_id) or missing(cell_id)
+        return handle.terminate()
+
+    def _untold_failure(self, cell_id: str) -> Future[CellAnswer] | None:
+        """The failure of a cell that ended while nobody observed it, told once."""
+        error = self._untold.pop(cell_id, None)
+        if error is None:
+            return None
+        future: Future[CellAnswer] = Future()
+        future.set_exception(error)
+        return future
 
     def begin_shutdown(self) -> list[Future[Any]]:
         """Refuse new cells, terminate every cell; the futures settle as they end.
@@ -244,20 +261,27 @@ class SessionActor(pykka.ThreadingActor):
             ]
         )
 
-    def cell_closed(self, cell_id: str, existed: bool = True) -> None:
-        """A cell reached its end and cleaned up: forget it, then tell the delegate
-        (unless the log refused the cell: then it never existed)."""
+    def cell_closed(
+        self, cell_id: str, existed: bool = True, untold: Exception | None = None
+    ) -> None:
+        """A cell reached its end and cleaned up: forget it (but a failure nobody was
+        told of, for the next observer), then tell the delegate (unless the log refused
+        the cell: then it never existed)."""
         if self._cells.pop(cell_id, None) is None:
             return
+        if untold is not None:
+            self._untold[cell_id] = untold
+            while len(self._untold) > MAX_UNTOLD_FAILURES:  # the oldest are forgotten
+                del self._untold[next(iter(self._untold))]
         if existed:
             self.config.on_cell_closed(cell_id)
         if self._shutting_down and not self._cells and not self._all_closed.done():
             self._all_closed.set_result(None)
 
-    def _tell_closed(self, cell_id: str, existed: bool) -> None:
+    def _tell_closed(self, cell_id: str, existed: bool, untold: Exception | None) -> None:
         """Called by a cell actor; a session already stopped has nothing left to do."""
         with contextlib.suppress(pykka.ActorDeadError):
-            self.actor_ref.tell(_Call(SessionActor.cell_closed, (cell_id, existed)))
+            self.actor_ref.tell(_Call(SessionActor.cell_closed, (cell_id, existed, untold)))
 
 
 class ActorSessionBackend:

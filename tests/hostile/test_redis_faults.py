@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,3 +318,55 @@ def test_cellfleet_run_lives_through_killed_connections(tmp_path: Path) -> None:
         server.stop()
     assert run.returncode == 0, (run.returncode, run.stderr)
     assert run.stdout.splitlines()[-4:-1] == ["", "before", "after"], run.stdout
+
+
+def test_a_wait_whose_answer_meets_a_redis_refusal_gets_it(private: Fixture) -> None:
+    """Recording a yield's answer met Redis's `OOM` refusal: the caller's `wait` hung
+    for ever (the refusal was no BrokerError, and the answer's future was lost)."""
+    session = private.host.open_session(TOOLS)
+    output = session.exec("c", "text('before'); yield_control(); await tools.gate({})")
+    assert_output(output, "Script running with cell ID 1", ["before"])
+    private.gates.wait_entered()
+    private.admin.config_set("maxmemory-policy", "noeviction")
+    private.admin.config_set("maxmemory", 1)
+    try:
+        failed = session.wait('{"cell_id": "1", "yield_time_ms": 200}')
+    finally:
+        private.admin.config_set("maxmemory", 0)
+    assert failed.success is False
+    text = "\n".join(item["text"] for item in failed.items)
+    assert text == "cellfleet event log is unavailable: Redis is out of memory (maxmemory)"
+    private.gates.open()
+    done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+    assert_output(done, "Script completed", [])  # the cell lived on
+    session.shutdown()
+    check_log(private.events(session.id), shut_down=True)
+
+
+def test_a_yielded_cell_that_fails_unobserved_tells_the_next_wait(private: Fixture) -> None:
+    """Its timer fired while Redis refused writes: the cell failed with nobody waiting,
+    and the next `wait` said `exec cell 1 not found`, never why."""
+    closed = threading.Event()
+    session = private.host.open_session(TOOLS, on_cell_closed=lambda _: closed.set())
+    output = session.exec(
+        "c",
+        '// @exec: {"yield_time_ms": 10}\n'
+        "text('before'); await new Promise((r) => setTimeout(r, 300)); text('after')",
+    )
+    assert_output(output, "Script running with cell ID 1", ["before"])
+    private.admin.config_set("maxmemory-policy", "noeviction")
+    private.admin.config_set("maxmemory", 1)
+    try:
+        assert closed.wait(TIMEOUT_S)  # it failed, with nobody waiting
+        failed = session.wait('{"cell_id": "1"}')
+    finally:
+        private.admin.config_set("maxmemory", 0)
+    assert failed.success is False
+    [item] = failed.items
+    assert item["text"] == (
+        "exec cell 1 failed: cellfleet event log is unavailable: Redis is out of memory (maxmemory)"
+    )
+    assert_plain(item["text"], private.data_dir)
+    again = session.wait('{"cell_id": "1"}')  # told once
+    assert again.items[-1]["text"] == "Script error:\nexec cell 1 not found"
+    assert_output(session.exec("d", "text('next')"), "Script completed", ["next"])

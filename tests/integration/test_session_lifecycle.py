@@ -258,7 +258,7 @@ def test_a_slow_notify_callback_does_not_hold_the_cell_up(
     harness = open_session(notify=notify)
     out = harness.exec("notify('slow');\ntext('a');\nyield_control();\nawait tools.gate({})")
     assert_output(out, "Script running with cell ID 1", ["a"])
-    assert notify.entered.is_set()
+    assert notify.entered.wait(TIMEOUT_S)  # (on its own thread, which may start later)
     assert notify.texts == []
     notify.release.set()
     gates.open()
