@@ -82,9 +82,23 @@ def failure_reason(error: BaseException) -> str | None:
     for kind, reason in _REASONS:
         if isinstance(error, kind):
             return reason
-    if isinstance(error, redis.ResponseError) and str(error).startswith("MISCONF"):
-        return "Redis cannot save to disk"
+    if isinstance(error, redis.ResponseError):
+        if str(error).startswith("MISCONF"):
+            return "Redis cannot save to disk"
+        if str(error).startswith("BUSY"):
+            return "Redis is busy running a script"
     return None
+
+
+def _unavailable(error: redis.ResponseError) -> JournalUnavailableError | None:
+    """The log's unavailability for Redis's refusal `error` if Redis said why (out of
+    memory, read-only, busy, ...); None for a script's own refusal (SHUTTING_DOWN, ...),
+    which is the caller's to read."""
+    reason = failure_reason(error)
+    if reason is None:
+        return None
+    log.warning("the event log refused a command: %s", error)
+    return JournalUnavailableError(reason)
 
 
 def _retrying(call: Callable[[], T]) -> T:
@@ -99,11 +113,9 @@ def _retrying(call: Callable[[], T]) -> T:
     except _TRANSIENT:
         pass
     except redis.ResponseError as error:  # a refusal (out of memory, read-only): say so
-        reason = failure_reason(error)
-        if reason is None:
+        if (unavailable := _unavailable(error)) is None:
             raise
-        log.warning("the event log refused a command: %s", error)
-        raise JournalUnavailableError(reason) from error
+        raise unavailable from error
     runner = retry(
         retry=retry_if_exception_type(_TRANSIENT),
         stop=stop_after_attempt(3),
@@ -112,6 +124,10 @@ def _retrying(call: Callable[[], T]) -> T:
     )(call)
     try:
         return runner()
+    except redis.ResponseError as error:  # a retry met a refusal
+        if (unavailable := _unavailable(error)) is None:
+            raise
+        raise unavailable from error
     except _TRANSIENT as error:
         # The model sees the reason; the address (a socket path, a host) is for logs.
         log.warning("the event log is unreachable: %s", error)

@@ -172,7 +172,8 @@ class BrokerDispatcher:
         while not self._closed.is_set():
             try:
                 answer: Any = self.client.xread({self.replies: position}, block=500, count=256)
-            except (redis.ConnectionError, redis.TimeoutError) as error:
+            except redis.RedisError as error:  # the reader lives on: every reply needs it
+                # (a refusal too: UNBLOCKED by a failover, BUSY behind a long script)
                 log.warning("tool replies unavailable: %s", error)
                 self._closed.wait(0.2)
                 continue
@@ -187,7 +188,7 @@ class BrokerDispatcher:
                 try:
                     self.client.xtrim(self.replies, minid=position, approximate=False)
                     untrimmed = 0
-                except (redis.ConnectionError, redis.TimeoutError) as error:
+                except redis.RedisError as error:
                     log.warning("tool replies not trimmed: %s", error)  # next time, then
 
     def _route(self, fields: dict[bytes, bytes]) -> None:

@@ -370,3 +370,16 @@ def test_a_yielded_cell_that_fails_unobserved_tells_the_next_wait(private: Fixtu
     again = session.wait('{"cell_id": "1"}')  # told once
     assert again.items[-1]["text"] == "Script error:\nexec cell 1 not found"
     assert_output(session.exec("d", "text('next')"), "Script completed", ["next"])
+
+
+def test_tool_replies_flow_again_after_a_failover(private: Fixture) -> None:
+    """Redis turned replica for a moment (a failover) and back: its UNBLOCKED refusal
+    killed the host's reply reader, and every later tool call waited for ever."""
+    session = private.host.open_session(TOOLS)
+    echo = "text(JSON.stringify(await tools.echo({ n: 1 })))"
+    assert_output(session.exec("a", echo), "Script completed", ['{"n":1}'])
+    private.admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # blocked reads: UNBLOCKED
+    private.admin.execute_command("REPLICAOF", "NO", "ONE")
+    assert_output(session.exec("b", echo), "Script completed", ['{"n":1}'])
+    session.shutdown()
+    check_log(private.events(session.id), shut_down=True)
