@@ -10,6 +10,7 @@ import dataclasses
 import importlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -28,6 +29,7 @@ from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
 from cellfleet.ops.tools_worker import run_worker
 
 USAGE_ERROR = 2  # the exit status of a bad command line or input, as argparse's
+READER_GONE = threading.Event()  # standard output's reader left
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = commands.add_parser("run", help="run a JavaScript file as one exec, then wait")
     run.add_argument("file", type=Path)
-    run.add_argument("--yield-time-ms", type=_positive(int), default=PLAY_EXEC_YIELD_TIME_MS)
+    run.add_argument(
+        "--yield-time-ms",
+        type=_positive(int),
+        default=PLAY_EXEC_YIELD_TIME_MS,
+        help="how long the exec, then each wait, waits before it answers",
+    )
     run.add_argument("--tools", type=Path, help="a Python file defining a ToolRegistry")
 
     play = commands.add_parser("play", help="play a JSON Lines transcript of exec/wait calls")
@@ -95,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of our output left (`cellfleet events S | head`): end quietly. Not by
         # SIGPIPE's default action, which also killed the process when a Redis
         # connection broke under a write (a restart, a CLIENT KILL).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _reader_left()
         return 141
 
 
@@ -161,13 +168,27 @@ def run_file(host: Host, registry: ToolRegistry, source: str, yield_time_ms: int
     output = session.exec("call-1", source)
     _print_output(output)
     while output.running_cell_id is not None:
-        output = session.wait(orjson.dumps({"cell_id": output.running_cell_id}).decode())
+        if READER_GONE.is_set():
+            raise BrokenPipeError
+        arguments = {"cell_id": output.running_cell_id, "yield_time_ms": yield_time_ms}
+        output = session.wait(orjson.dumps(arguments).decode())
         _print_output(output)
     return 0 if output.success else 1
 
 
 def _print_notification(call_id: str, cell_id: str, text: str) -> None:
-    print(f"[notify {call_id} cell {cell_id}] {text}")
+    try:
+        print(f"[notify {call_id} cell {cell_id}] {text}", flush=True)
+    except BrokenPipeError:  # (on a delivery thread: the main thread ends the run)
+        _reader_left()
+
+
+def _reader_left() -> None:
+    """Standard output's reader left (`cellfleet run F | head`): what is still written
+    goes nowhere, quietly, and the command ends with status 141."""
+    if not READER_GONE.is_set():
+        READER_GONE.set()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _print_output(output: ToolOutput) -> None:

@@ -49,6 +49,7 @@ class Player:
         self._open_session = open_session
         self._out = out
         self._write_lock = threading.Lock()
+        self._reader_left = False  # a notification found standard output closed
         self._sessions: dict[str, Session] = {}
         self._current = "default"
         self._background: list[Future[None]] = []
@@ -77,6 +78,8 @@ class Player:
             self._out.flush()
 
     def _line(self, number: int, line: str) -> None:
+        if self._reader_left:
+            raise BrokenPipeError
         try:
             item = orjson.loads(line)
         except orjson.JSONDecodeError as error:
@@ -133,9 +136,11 @@ class Player:
 
     def _notify(self, call_id: str, cell_id: str, text: str) -> None:
         del cell_id
-        self.write(
-            {"type": "custom_tool_call_output", "call_id": call_id, "name": "exec", "output": text}
-        )
+        record = {"type": "custom_tool_call_output", "call_id": call_id, "name": "exec"}
+        try:
+            self.write({**record, "output": text})
+        except BrokenPipeError:  # (a delivery thread) the reader left: the next line says so
+            self._reader_left = True
 
 
 def _output(output: ToolOutput) -> Any:

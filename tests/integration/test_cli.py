@@ -415,3 +415,25 @@ def test_events_into_a_reader_that_leaves_early_end_quietly(redis_url: str, tmp_
     _, stderr = events.communicate(timeout=60)
     assert orjson.loads(first)["type"] == "session_opened"
     assert (events.returncode, stderr) == (141, b"")
+
+
+def test_run_into_a_reader_that_leaves_ends_quietly(redis_url: str, tmp_path: Path):
+    """`cellfleet run F | head -1` of a cell that notifies for ever: it printed a
+    traceback per notification and never ended."""
+    script = tmp_path / "cell.js"
+    script.write_text(
+        "for (let i = 0; ; i++) {"
+        " notify('tick ' + i); await new Promise((r) => setTimeout(r, 5)); }"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "cellfleet.ops.cli", "run", str(script), "--yield-time-ms", "100"],
+        env={**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert run.stdout is not None
+    first = run.stdout.readline()
+    run.stdout.close()  # as `head -1` does after its line
+    _, stderr = run.communicate(timeout=60)
+    assert first.startswith(b"session ")
+    assert (run.returncode, b"Traceback" in stderr) == (141, False), stderr[-2000:]
