@@ -394,16 +394,24 @@ def _stable_repr(value: object, depth: int = 0) -> str:
 _ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
 
 
+_TOOLS_MODULE_PREFIX = "cellfleet_tools"
+_TOOLS_MODULE = re.compile(rf"\b{_TOOLS_MODULE_PREFIX}_\w*")
+
+
 def _object_repr(value: object) -> str:
     """`_stable_repr` of a value that holds no others (as far as it knows)."""
     if isinstance(value, enum.Enum):
         return f"{type(value).__qualname__}.{value.name}"
     if isinstance(value, type | types.FunctionType | types.BuiltinFunctionType):
-        return f"<{getattr(value, '__module__', '')}.{value.__qualname__}>"
-    try:
-        return _ADDRESS.sub("", repr(value))
-    except Exception:  # a repr that fails: its type, at least
-        return f"<{type(value).__module__}.{type(value).__qualname__}>"
+        text = f"<{getattr(value, '__module__', '')}.{value.__qualname__}>"
+    else:
+        try:
+            text = _ADDRESS.sub("", repr(value))
+        except Exception:  # a repr that fails: its type, at least
+            text = f"<{type(value).__module__}.{type(value).__qualname__}>"
+    # A tools file's module is named after the file (`load_tools_file`): the same text
+    # read under another name (a symlink, a pipe) must look the same.
+    return _TOOLS_MODULE.sub(_TOOLS_MODULE_PREFIX, text)
 
 
 def _plain(spec: ToolSpec) -> Callable[[JsonValue], JsonValue]:
@@ -486,7 +494,7 @@ def load_tools_file(path: Path, source: str | None = None) -> ToolRegistry:
             source = path.read_text("utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise ToolsFileError(f"bad tools file {path}: {error}") from error
-    module = types.ModuleType(f"cellfleet_tools_{path.stem}")
+    module = types.ModuleType(f"{_TOOLS_MODULE_PREFIX}_{path.stem}")
     module.__file__ = str(path)
     # what `ToolRegistry.fingerprint` knows the file by: this text, not what `path` holds
     setattr(module, _SOURCE_DIGEST, _text_digest(source))

@@ -274,6 +274,27 @@ def test_a_tools_file_read_from_a_pipe_matches_the_file(tmp_path: Path) -> None:
     assert load_tools_file(path, other).fingerprint != from_disk
 
 
+def test_defaults_made_in_the_tools_file_do_not_carry_its_name(tmp_path: Path) -> None:
+    """A default that is a function or class of the file showed the module's name,
+    which is the file's: the same text under another name (a symlink, a pipe) differed."""
+    source = (
+        "from cellfleet.broker.tools.registry import ToolRegistry\n"
+        "tools = ToolRegistry()\n"
+        "class Mode:\n    pass\n"
+        "def helper(x):\n    return x\n"
+        '@tools.function(input_schema={"type": "object"})\n'
+        "def a(args, *, fmt=helper, mode=Mode, made=Mode()):\n    return args\n"
+    )
+    (tmp_path / "tools.py").write_text(source)
+    (tmp_path / "other_name.py").symlink_to(tmp_path / "tools.py")
+    fingerprints = {
+        load_tools_file(tmp_path / "tools.py").fingerprint,
+        load_tools_file(tmp_path / "other_name.py").fingerprint,
+        load_tools_file(Path("/dev/stdin"), source).fingerprint,
+    }
+    assert len(fingerprints) == 1
+
+
 def test_the_fingerprint_follows_tools_added_after_it_was_read() -> None:
     tools = ToolRegistry.from_handlers({"echo": lambda value: value})
     before = tools.fingerprint
