@@ -302,7 +302,8 @@ class CellRuntime:
 
     def _on_quiescent(self, outcome: EvalOutcome) -> None:
         self._in_flight -= 1
-        if outcome.out_of_memory or self._context.memory_limit_reached():
+        idle = not self._in_flight  # nothing queued in the isolate: it may collect now
+        if outcome.out_of_memory or self._context.memory_limit_reached(idle=idle):
             self._finish_out_of_memory()
             return
         if self._settled is not None:  # inputs still queued in V8 no longer matter

@@ -63,6 +63,9 @@ _EXTERNAL_MEMORY_SYMBOL = (  # v8::ExternalMemoryAccounter::GetTotalAmountOf...(
 _MEMORY_PRESSURE_SYMBOL = "_ZN2v87Isolate26MemoryPressureNotificationENS_19MemoryPressureLevelE"
 _MEMORY_PRESSURE_CRITICAL = 2  # v8::MemoryPressureLevel::kCritical
 COLLECTION_GRACE_S = 0.5  # see V8Context.memory_limit_reached
+# Buffers may hold this many times the heap limit: what V8 counts outside the heap
+# lags behind what the cell holds (garbage not yet swept).
+EXTERNAL_FACTOR = 2
 
 
 class _IsolateApi:
@@ -357,20 +360,22 @@ class V8Context:
         )
         self._dll.mr_free_value(self._ctx, raw)
 
-    def memory_limit_reached(self) -> bool:
+    def memory_limit_reached(self, *, idle: bool = False) -> bool:
         """The heap went over the limit (the isolate stopped its JavaScript), or the
-        memory outside it (ArrayBuffer backing stores) did (one thread at a time).
+        memory outside it (ArrayBuffer backing stores) went over `EXTERNAL_FACTOR`
+        times the limit (one thread at a time; `idle`: nothing runs or is queued in the
+        isolate).
 
-        V8's count outside the heap includes buffers that are garbage until its next
-        collection. Over the limit, a collection is asked for (it runs at the
-        JavaScript's next interrupt check, after a builtin such as `fill` returns); the
-        limit is reached if the count is still over it once it has gone down (the
-        collection ran), or has not gone down within `COLLECTION_GRACE_S`, or at once
-        beyond twice the limit.
+        V8's count outside the heap includes buffers that are garbage until a collection
+        and its sweeping. Idle, the host collects at once and counts again. While
+        JavaScript runs, it asks V8 for a collection (run at the JavaScript's next
+        interrupt check, after a builtin such as `fill` returns); the limit is reached if
+        the count is still over it once it has gone down, or has not gone down within
+        `COLLECTION_GRACE_S`, or at once beyond twice that.
         """
         if self._dll.mr_hard_memory_limit_reached(self._ctx):
             return True
-        limit = self._memory_limit_bytes
+        limit = self._memory_limit_bytes * EXTERNAL_FACTOR
         external = self.external_memory_bytes()
         asked = self._collection_asked
         if not limit or external <= limit:
@@ -378,6 +383,9 @@ class V8Context:
             return False
         if external > 2 * limit:
             return True
+        if idle:  # a full collection now, on the isolate's thread (it has nothing to run)
+            self._dll.mr_low_memory_notification(self._ctx)
+            return self.external_memory_bytes() > limit
         if asked is None:
             self._collection_asked = (time.monotonic(), external)
             with self._lock:

@@ -66,8 +66,8 @@ BOMBS = {
         "const a = new Uint8Array(2 ** 26); const keep = []; for (;;) keep.push(a.slice());",
         OUT_OF_MEMORY,
     ),
-    "a buffer held a little over the limit": (
-        "const b = new Uint8Array(300 * 2 ** 20); b.fill(1); for (;;) {}",
+    "buffers held a little over their limit": (
+        "const b = new Uint8Array(600 * 2 ** 20); b.fill(1); for (;;) {}",
         OUT_OF_MEMORY,
     ),
     "a resizable buffer grown": (
@@ -140,3 +140,35 @@ def test_memory_returns_after_the_bombs(run_cell, pool: ContextPool) -> None:
         explode()
     grown = _rss_mib() - settled
     assert grown < 32, f"RSS grew by {grown:.0f} MiB over three more rounds of bombs"
+
+
+def test_buffers_held_over_their_limit_by_a_waiting_cell_end_it(run_cell) -> None:
+    """Idle (here: waiting for a timer), the host collects at once and counts again."""
+    _, end = run_cell(
+        "const b = new Uint8Array(600 * 2 ** 20); b.fill(1);"
+        " await new Promise((r) => setTimeout(r, 60_000)); text('never')",
+        timeout=30,
+    )
+    assert isinstance(end, Finished)
+    assert end.error_text == OUT_OF_MEMORY
+
+
+def test_a_cell_keeping_buffers_and_using_scratch_ones_is_fine(run_cell) -> None:
+    """150 MiB kept and one 48 MiB scratch buffer at a time: V8's count, with the
+    scratch buffers not yet swept, went over 256 MiB and ended the cell."""
+    items, end = run_cell(
+        "const keep = new Uint8Array(150 << 20); keep.fill(2); let s = 0;"
+        " for (let i = 0; i < 100; i++) { const t = new Uint8Array(48 << 20); t.fill(1);"
+        " s += t[i]; } text(s)",
+        timeout=60,
+    )
+    assert (texts(items), end.error_text) == (["100"], None)
+
+
+def test_buffers_dropped_before_a_wait_are_collected_not_counted(run_cell) -> None:
+    items, end = run_cell(
+        "for (let i = 0; i < 6; i++) new Uint8Array(100 << 20).fill(1);"
+        " await new Promise((r) => setTimeout(r, 1)); text('went on')",
+        timeout=30,
+    )
+    assert (texts(items), end.error_text) == (["went on"], None)
