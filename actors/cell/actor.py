@@ -34,7 +34,7 @@ from typing import Any
 import pykka
 
 from cellfleet.actors.cell import log as cell_log
-from cellfleet.actors.cell.context import CellContext
+from cellfleet.actors.cell.context import CellContext, CellEnd
 from cellfleet.actors.cell.effects import Effects
 from cellfleet.actors.cell.handle import (
     CellHandle,
@@ -370,7 +370,7 @@ class CellActor(pykka.ThreadingActor):
             log.flush()
         if self.ctx.audit is not None:
             self.ctx.audit(self.cell_id, log.facts)
-        self.ctx.on_closed(self.cell_id, True, None)
+        self.ctx.on_closed(self.cell_id, CellEnd(existed=True))
         self.stop()
 
     # -- failures ---------------------------------------------------------------------
@@ -384,10 +384,14 @@ class CellActor(pykka.ThreadingActor):
         """
         self._closed = True
         told = self.answers.fail(error)
+        ending = self.log.ending_after_failure(str(error), self.effects.open_tool_calls())
         self.effects.abandon()
         self._stop_runtime_after_failure()
-        # A cell failing while nobody observes it (yielded, say): the next wait learns why.
-        self.ctx.on_closed(self.cell_id, self.log.admitted, None if told else error)
+        # A cell failing while nobody observes it (yielded, say): the next wait learns why;
+        # its end goes to the log when the log takes it (the session retries).
+        self.ctx.on_closed(
+            self.cell_id, CellEnd(self.log.admitted, None if told else error, ending)
+        )
 
     def _stop_runtime_after_failure(self) -> None:
         """Stop the runtime without the (stopped) actor loop: handle its messages here."""

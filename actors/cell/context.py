@@ -7,12 +7,22 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from cellfleet.actors.cell.facts import CellFacts
+from cellfleet.actors.cell.log import FailedEnding
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.scheduler import Scheduler
 from cellfleet.actors.session.store import SessionStore
 from cellfleet.broker.contract.tools import ToolDefinition
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
+
+
+@dataclass(frozen=True, slots=True)
+class CellEnd:
+    """How a cell ended, for its session."""
+
+    existed: bool  # the log admitted it (else it never existed)
+    untold: Exception | None = None  # a failure nobody observed: for the next wait
+    unrecorded: FailedEnding | None = None  # a failed cell's end the log has yet to take
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,8 +38,7 @@ class CellContext:
     tools: Mapping[str, ToolDefinition]  # JS global name -> definition
     notify: Callable[[str, str, str], None]  # (exec call id, cell id, text)
     notifier: Executor  # where notifications are handed to `notify`
-    # (cell id, whether the log admitted it, the failure nobody was told of yet)
-    on_closed: Callable[[str, bool, Exception | None], None]
+    on_closed: Callable[[str, CellEnd], None]  # (cell id, how it ended)
     clock: Callable[[], float]
     # Told each closed cell's final facts (cell id, facts): tests check them against
     # the cell's events in the log.

@@ -235,6 +235,10 @@ class Effects:
         self._to_send.clear()
         self._drop_timers()
 
+    def open_tool_calls(self) -> list[str]:
+        """The calls requested and not ended (sent or still to send)."""
+        return [*self._tools, *(call.call_id for call in self._to_send)]
+
     def abandon(self) -> None:
         """Stop every effect without recording anything (the cell failed)."""
         self._notifications.cancel()

@@ -11,6 +11,7 @@ writer takes also advances the cell's `CellFacts`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from cellfleet.actors.cell.facts import CellFacts, advance
@@ -25,6 +26,18 @@ _E = TypeVar("_E", bound=ev.AnyEvent)
 MAX_UNSAVED_EVENTS = 256
 # What one cell may write to the log before it is ended (its ending is written still).
 MAX_CELL_EVENTS = 300_000
+
+
+@dataclass(frozen=True, slots=True)
+class FailedEnding:
+    """The end of a failed cell, for the session to record once the log takes it."""
+
+    before: list[ev.AnyEvent]
+    terminal: ev.CellCompleted
+    after: list[ev.AnyEvent]
+
+    def record(self, journal: RedisJournal) -> None:
+        journal.finish(self.terminal, self.before, self.after)
 
 
 class Refused(Exception):  # noqa: N818 - control flow inside the cell actor
@@ -87,6 +100,20 @@ class CellLog:
         else:
             self._admitting(lambda: self._journal.admit(self._unsaved))
         self._unsaved = []
+
+    def ending_after_failure(
+        self, error_text: str, open_tool_calls: Sequence[str]
+    ) -> FailedEnding | None:
+        """What an admitted cell that failed outside its lifecycle still owes the log:
+        the batch that could not be appended, its open tool calls cancelled, a
+        completion with `error_text` and its close (None: nothing is owed)."""
+        if not self.admitted or self.facts.outcome is not None:
+            return None
+        before = [*self._unsaved]
+        self._unsaved = []
+        before += [ev.ToolCancelled(**self.stamp(), call_id=call) for call in open_tool_calls]
+        terminal = ev.CellCompleted(**self.stamp(), error_text=error_text)
+        return FailedEnding(before, terminal, [ev.CellClosed(**self.stamp())])
 
     def take_commands(self) -> tuple[list[ev.AnyEvent], list[Command]]:
         """The batch, as the commands that append it, for a caller that sends them in

@@ -7,6 +7,7 @@ futures of the cells' answers; they never wait for a cell inside the actor).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import struct
 import threading
@@ -19,10 +20,11 @@ from typing import Any
 
 import pykka
 
-from cellfleet.actors.cell.context import CellContext
+from cellfleet.actors.cell.context import CellContext, CellEnd
 from cellfleet.actors.cell.deadlines import yield_timeout_ms
 from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.actors.cell.handle import CellHandle, Observer, missing
+from cellfleet.actors.cell.log import FailedEnding
 from cellfleet.actors.cell.spares import CellActors
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.runtime.protocol import CellSpec, RuntimeTool
@@ -43,6 +45,7 @@ from cellfleet.broker.tools.dispatch import BrokerDispatcher
 Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
 
 
+log = logging.getLogger(__name__)
 MAX_UNTOLD_FAILURES = 256  # failures of unobserved cells kept for their next wait
 
 
@@ -93,6 +96,7 @@ class SessionActor(pykka.ThreadingActor):
         self.session_id = config.session_id
         self._cells: dict[str, CellHandle] = {}
         self._untold: dict[str, Exception] = {}  # cell id -> failure nobody observed
+        self._unrecorded: dict[str, FailedEnding] = {}  # failed cells' ends, not logged yet
         self._last_cell = 0  # the highest cell id this session created
         self._store: SessionStore | None = None  # set when the log is open
         self._seq = 0
@@ -166,6 +170,8 @@ class SessionActor(pykka.ThreadingActor):
             raise SessionShuttingDownError
         if self._last_cell >= MAX_CELL_ID:
             raise CellIdSpaceExhaustedError
+        if self._unrecorded:
+            self._record_failed_endings()
         assert self._store is not None
         stored, stored_version = self._store.snapshot()  # (may fail: nothing taken yet)
         self._last_cell += 1
@@ -229,6 +235,7 @@ class SessionActor(pykka.ThreadingActor):
         The cells are stopped even if the log cannot record the shutdown (Redis is
         down); `finish_shutdown` then reports that error.
         """
+        self._record_failed_endings()  # (before the shutdown: these cells ended before)
         if not self._shutting_down:
             self._shutting_down = True
             try:
@@ -261,27 +268,41 @@ class SessionActor(pykka.ThreadingActor):
             ]
         )
 
-    def cell_closed(
-        self, cell_id: str, existed: bool = True, untold: Exception | None = None
-    ) -> None:
+    def cell_closed(self, cell_id: str, end: CellEnd | None = None) -> None:
         """A cell reached its end and cleaned up: forget it (but a failure nobody was
-        told of, for the next observer), then tell the delegate (unless the log refused
-        the cell: then it never existed)."""
+        told of, for the next observer, and a failed cell's end the log has yet to
+        take), then tell the delegate (unless the log refused the cell: then it never
+        existed)."""
+        end = end or CellEnd(existed=True)
         if self._cells.pop(cell_id, None) is None:
             return
-        if untold is not None:
-            self._untold[cell_id] = untold
+        if end.untold is not None:
+            self._untold[cell_id] = end.untold
             while len(self._untold) > MAX_UNTOLD_FAILURES:  # the oldest are forgotten
                 del self._untold[next(iter(self._untold))]
-        if existed:
+        if end.unrecorded is not None:
+            self._unrecorded[cell_id] = end.unrecorded
+            self._record_failed_endings()
+        if end.existed:
             self.config.on_cell_closed(cell_id)
         if self._shutting_down and not self._cells and not self._all_closed.done():
             self._all_closed.set_result(None)
 
-    def _tell_closed(self, cell_id: str, existed: bool, untold: Exception | None) -> None:
+    def _record_failed_endings(self) -> None:
+        """Append the ends of failed cells that the log could not take when they failed
+        (tried again at each exec and at the shutdown)."""
+        for cell_id, ending in list(self._unrecorded.items()):
+            try:
+                ending.record(self.services.journal)
+            except Exception as error:  # the log still refuses: next time
+                log.warning("cell %s: its end is not recorded yet: %s", cell_id, error)
+                return
+            del self._unrecorded[cell_id]
+
+    def _tell_closed(self, cell_id: str, end: CellEnd) -> None:
         """Called by a cell actor; a session already stopped has nothing left to do."""
         with contextlib.suppress(pykka.ActorDeadError):
-            self.actor_ref.tell(_Call(SessionActor.cell_closed, (cell_id, existed, untold)))
+            self.actor_ref.tell(_Call(SessionActor.cell_closed, (cell_id, end)))
 
 
 class ActorSessionBackend:

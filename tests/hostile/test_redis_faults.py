@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from cellfleet.broker.events import AnyEvent, CellCompleted, ToolCompleted
+from cellfleet.broker.events import AnyEvent, CellClosed, CellCompleted, ToolCompleted
 from cellfleet.broker.keys import Keys
 from cellfleet.broker.tools.registry import load_tools_file
 from cellfleet.ops.host import Host
@@ -370,6 +370,13 @@ def test_a_yielded_cell_that_fails_unobserved_tells_the_next_wait(private: Fixtu
     again = session.wait('{"cell_id": "1"}')  # told once
     assert again.items[-1]["text"] == "Script error:\nexec cell 1 not found"
     assert_output(session.exec("d", "text('next')"), "Script completed", ["next"])
+    session.shutdown()
+    events = private.events(session.id)
+    check_log(events, shut_down=True)
+    # The log has its end too, recorded once Redis took writes again.
+    ends = [e for e in events if e.cell == "1" and isinstance(e, CellCompleted)]
+    assert [e.error_text for e in ends] == [item["text"]]
+    assert isinstance([e for e in events if e.cell == "1"][-1], CellClosed)
 
 
 def test_tool_replies_flow_again_after_a_failover(private: Fixture) -> None:
