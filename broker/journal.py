@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import redis
@@ -278,6 +279,19 @@ class RedisJournal:
 
         commands = self.appends(events)
         _retrying(lambda: self.link.run(commands))
+
+    def import_events(self, events: Sequence[AnyEvent]) -> None:
+        """Write the events of a trace as a session of their own (its first event opens
+        it), for the commands that read logs; what its cells decided (cell ids, stored
+        values) stays in the events, not in a live session's state."""
+        if not events:
+            return
+        first = events[0]
+        index: Command = ("ZADD", self.keys.sessions, "NX", repr(first.at_ms), first.session)
+        commands = [index, *self.appends(events)]
+        for start in range(0, len(commands), 10_000):  # round trips of bounded size
+            batch = commands[start : start + 10_000]
+            _retrying(partial(self.link.run, batch))
 
     def open_session(self, event: AnyEvent) -> SessionState:
         """Record the session's opening; returns what its cells continue from."""

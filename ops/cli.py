@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import IO, Any
 
 import orjson
 
+from cellfleet.actors.runtime.v8 import v8_version
+from cellfleet.broker import trace_file
 from cellfleet.broker.client import Session
 from cellfleet.broker.contract.render import ToolOutput
 from cellfleet.broker.journal import RedisJournal
@@ -65,6 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     events = commands.add_parser("events", help="print a session's events as JSON Lines")
     events.add_argument("session")
+
+    export = commands.add_parser("export", help="write a session's trace (JSON Lines)")
+    export.add_argument("session")
+    export.add_argument("-o", "--output", type=Path, help="the trace file (default: stdout)")
+
+    import_ = commands.add_parser("import", help="load a trace as a new session")
+    import_.add_argument("trace", type=Path)
 
     tools = commands.add_parser("tools", help="run a tool-dispatch worker process")
     tools.add_argument(
@@ -126,9 +136,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "bench":
         return run_bench(args.suite, as_json=args.json, samples=args.samples)
     keys = Keys(args.key_prefix)
-    if args.command == "events":
-        journal = RedisJournal.from_url(reachable_redis(args.data_dir), keys)
-        return print_events(journal, args.session)
+    if args.command in ("events", "export", "import"):
+        return run_log_command(args, keys)
     registry = load_tools(args.tools)
     if args.command == "tools":
         url = reachable_redis(args.data_dir)
@@ -226,6 +235,57 @@ def print_events(journal: RedisJournal, session: str) -> int:
     if not found:
         print(f"cellfleet events: no events for session {session}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_log_command(args: argparse.Namespace, keys: Keys) -> int:
+    """The commands that read or write sessions' logs, and nothing else."""
+    trace = read_trace_file(args.trace) if args.command == "import" else None  # checked first
+    journal = RedisJournal.from_url(reachable_redis(args.data_dir), keys)
+    if trace is not None:
+        return import_trace(journal, trace)
+    if args.command == "export":
+        return export_trace(journal, args.session, args.output)
+    return print_events(journal, args.session)
+
+
+def export_trace(journal: RedisJournal, session: str, output: Path | None) -> int:
+    entries = list(journal.read(session))
+    if not entries:
+        print(f"cellfleet export: no events for session {session}", file=sys.stderr)
+        return 1
+    header = trace_file.export_header(session, version("cellfleet"), v8_version())
+    if output is None:
+        trace_file.write_trace(sys.stdout, header, entries)
+        return 0
+    try:
+        with output.open("w", encoding="utf-8") as out:
+            trace_file.write_trace(out, header, entries)
+    except OSError as error:
+        raise InputError(f"cannot write {output}: {error.strerror}") from None
+    print(f"{len(entries)} events of session {session} written to {output}", file=sys.stderr)
+    return 0
+
+
+def read_trace_file(path: Path) -> trace_file.Trace:
+    """A trace file, checked whole; a bad one is an input error naming its line."""
+    with open_text(path) as lines:
+        try:
+            return trace_file.read_trace(lines)
+        except UnicodeDecodeError as error:
+            raise InputError(f"{path}: not UTF-8 text ({error.reason})") from None
+        except trace_file.TraceError as error:
+            raise InputError(f"{path}: {error}") from None
+
+
+def import_trace(journal: RedisJournal, trace: trace_file.Trace) -> int:
+    session = uuid.uuid4().hex
+    journal.import_events(list(trace_file.renamed(trace.entries, session)))
+    print(session)
+    print(
+        f"{len(trace.entries)} events of session {trace.header.session} imported as {session}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -106,6 +106,11 @@ def _v8() -> Any:
         return init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True)
 
 
+def v8_version() -> str:
+    """The version of the V8 that runs cells here (starting V8 if it was not yet)."""
+    return str(_v8().mr_v8_version().decode())
+
+
 @functools.cache
 def _isolate_api() -> _IsolateApi:
     return _IsolateApi(_v8())

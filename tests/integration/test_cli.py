@@ -21,6 +21,7 @@ from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.ops.host import Host
 from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
 from cellfleet.ops.redis_server import RedisProcess, free_port
+from tests.integration.cli_support import run_cellfleet
 
 REPO = Path(__file__).parents[2]
 
@@ -286,16 +287,7 @@ BAD_INPUTS = {
 }
 
 
-def _cellfleet(args: list[str], cwd: Path, redis_url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cellfleet.ops.cli", *args],
-        cwd=cwd,
-        env={**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+_cellfleet = run_cellfleet
 
 
 @pytest.fixture

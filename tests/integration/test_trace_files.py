@@ -1,0 +1,118 @@
+"""Portable traces: `cellfleet export`, `cellfleet import` and the refusals of bad files."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cellfleet.broker import trace_file
+from cellfleet.broker.journal import RedisJournal
+from cellfleet.ops.host import Host
+from tests.integration.cli_support import run_cellfleet
+
+
+def _cellfleet(args: list[str], redis_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_cellfleet(args, cwd, redis_url)
+
+
+@pytest.fixture
+def recorded(redis_url: str) -> str:
+    """A session with output, a yield, a timer, a tool call, a stored value and a
+    notification, shut down: its id."""
+    host = Host(redis_url, handlers={"echo": lambda value: value})
+    try:
+        session = host.open_session()
+        session.exec("a", "store('k', { n: 1 }); text('one'); notify('hi')")
+        session.exec(
+            "b",
+            "yield_control(); await new Promise((r) => setTimeout(r, 5));"
+            " text(JSON.stringify(await tools.echo({ x: load('k') })))",
+        )
+        session.wait('{"cell_id": "2", "yield_time_ms": 10000}')
+        session.shutdown()
+        return session.id
+    finally:
+        host.close()
+
+
+def test_a_trace_exported_and_imported_holds_the_same_events(
+    recorded: str, redis_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "session.jsonl"
+    exported = _cellfleet(["export", recorded, "-o", str(out)], redis_url, tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    header = orjson.loads(out.read_text().splitlines()[0])
+    assert header["format"] == "cellfleet-trace"
+    assert header["version"] == trace_file.VERSION
+    assert header["session"] == recorded
+    assert header["v8"].count(".") == 3
+    imported = _cellfleet(["import", str(out)], redis_url, tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    new_id = imported.stdout.strip()
+    journal = RedisJournal.from_url(redis_url)
+    try:
+        original = [event for _, event in journal.read(recorded)]
+        copy = [event for _, event in journal.read(new_id)]
+        assert new_id != recorded
+        assert [e.__class__ for e in copy] == [e.__class__ for e in original]
+        assert [(e.cell, e.seq, e.at_ms) for e in copy] == [
+            (e.cell, e.seq, e.at_ms) for e in original
+        ]
+        assert {e.session for e in copy} == {new_id}
+        assert new_id in journal.sessions()
+    finally:
+        journal.close()
+    # The export to standard output is the same trace.
+    printed = _cellfleet(["export", recorded], redis_url, tmp_path)
+    assert printed.stdout.splitlines()[1:] == out.read_text().splitlines()[1:]
+
+
+def _refusal(tmp_path: Path, lines: list[str], redis_url: str, name: str = "t.jsonl") -> str:
+    path = tmp_path / name
+    path.write_text("".join(lines))
+    run = _cellfleet(["import", str(path)], redis_url, tmp_path)
+    assert run.returncode == 2, run.stderr
+    [line] = run.stderr.splitlines()
+    return line
+
+
+def test_bad_traces_are_refused_with_the_line_that_is_wrong(
+    recorded: str, redis_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "good.jsonl"
+    assert _cellfleet(["export", recorded, "-o", str(out)], redis_url, tmp_path).returncode == 0
+    good = out.read_text().splitlines(keepends=True)
+    header = orjson.loads(good[0])
+    events = len(good) - 1
+    future = orjson.dumps({**header, "version": trace_file.VERSION + 1}).decode() + "\n"
+    swapped = [good[0], good[2], good[1], *good[3:]]
+    corrupt = [*good[:3], '{"id": "1-0", "fields": {"t": 3}}\n', *good[4:]]
+    cases = {
+        "truncated": (good[:-1], f"line {events + 1}: the header announces {events} events"),
+        "cut mid-line": (
+            [*good[:-1], good[-1][:20]],
+            f"line {events + 1}: cut off (the file ends in the middle of a line)",
+        ),
+        "reordered": (swapped, "line 3: event"),
+        "corrupt": (corrupt, "line 4: not an event: its fields are not an object of strings"),
+        "not JSON": ([*good[:2], "{oops\n", *good[3:]], "line 3: not JSON"),
+        "future version": ([future, *good[1:]], "line 1: trace format version 2 is newer"),
+        "not a trace": (['{"hello": 1}\n'], "line 1: not a cellfleet trace"),
+        "empty": ([], "line 1: not JSON"),
+    }
+    for name, (lines, expected) in cases.items():
+        line = _refusal(tmp_path, lines, redis_url)
+        assert line.startswith("cellfleet: "), (name, line)
+        assert expected in line, (name, line)
+        assert "t.jsonl" in line, (name, line)
+
+
+def test_exporting_a_session_that_has_no_events(redis_url: str, tmp_path: Path) -> None:
+    run = _cellfleet(["export", "no-such-session"], redis_url, tmp_path)
+    assert (run.returncode, run.stderr.strip()) == (
+        1,
+        "cellfleet export: no events for session no-such-session",
+    )
