@@ -436,6 +436,15 @@ class RedisJournal:
         stream = self.keys.session(session).events
         _retrying(lambda: self.client.xread({stream: after}, count=1, block=block_ms))
 
+    def newest_sessions(self, limit: int) -> list[str]:
+        """The `limit` sessions opened last, newest first."""
+
+        def run() -> Any:
+            return self.client.zrevrange(self.keys.sessions, 0, limit - 1)
+
+        names: list[bytes] = _retrying(run)
+        return [name.decode() for name in names]
+
     def sessions(self) -> list[str]:
         def run() -> Any:
             return self.client.zrange(self.keys.sessions, 0, -1)

@@ -1,4 +1,4 @@
-"""The `cellfleet` command line: run, play, events, bench.
+"""The `cellfleet` command line: run, play, events, sessions, export, import, tools, bench.
 
 Without REDIS_URL every command uses the embedded redis-server (see ops/embedded.py).
 """
@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
@@ -30,6 +31,7 @@ from cellfleet.ops.host import Host
 from cellfleet.ops.inputs import InputError, load_tools, open_text, reachable_redis, read_text
 from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
 from cellfleet.ops.tools_worker import run_worker
+from cellfleet.projections.summary import summarize
 
 USAGE_ERROR = 2  # the exit status of a bad command line or input, as argparse's
 READER_GONE = threading.Event()  # standard output's reader left
@@ -68,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     events = commands.add_parser("events", help="print a session's events as JSON Lines")
     events.add_argument("session")
+
+    sessions = commands.add_parser("sessions", help="list sessions, newest first")
+    sessions.add_argument("--limit", type=_positive(int), default=20)
+    sessions.add_argument("--json", action="store_true", help="one JSON object per session")
 
     export = commands.add_parser("export", help="write a session's trace (JSON Lines)")
     export.add_argument("session")
@@ -136,7 +142,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "bench":
         return run_bench(args.suite, as_json=args.json, samples=args.samples)
     keys = Keys(args.key_prefix)
-    if args.command in ("events", "export", "import"):
+    if args.command in ("events", "export", "import", "sessions"):
         return run_log_command(args, keys)
     registry = load_tools(args.tools)
     if args.command == "tools":
@@ -246,7 +252,34 @@ def run_log_command(args: argparse.Namespace, keys: Keys) -> int:
         return import_trace(journal, trace)
     if args.command == "export":
         return export_trace(journal, args.session, args.output)
+    if args.command == "sessions":
+        return list_sessions(journal, args.limit, as_json=args.json)
     return print_events(journal, args.session)
+
+
+def list_sessions(journal: RedisJournal, limit: int, *, as_json: bool) -> int:
+    """The sessions opened last, newest first (each one's log is read)."""
+    summaries = [
+        summarize(session, (event for _, event in journal.read(session)))
+        for session in journal.newest_sessions(limit)
+    ]
+    if as_json:
+        for summary in summaries:
+            print(orjson.dumps(dataclasses.asdict(summary)).decode())
+        return 0
+    print(f"{'SESSION':32}  {'OPENED':20}  {'CELLS':>5}  {'LIVE':>4}  {'STATE':13}  LAST ACTIVITY")
+    for s in summaries:
+        print(
+            f"{s.session:32}  {_when(s.opened_ms):20}  {s.cells:>5}  {s.live_cells:>4}"
+            f"  {s.state:13}  {_when(s.last_activity_ms)}"
+        )
+    return 0
+
+
+def _when(at_ms: float | None) -> str:
+    if at_ms is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at_ms / 1000))
 
 
 def export_trace(journal: RedisJournal, session: str, output: Path | None) -> int:

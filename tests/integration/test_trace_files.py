@@ -1,8 +1,10 @@
-"""Portable traces: `cellfleet export`, `cellfleet import` and the refusals of bad files."""
+"""Portable traces (`cellfleet export`, `cellfleet import`, the refusals of bad files) and
+the list of sessions (`cellfleet sessions`)."""
 
 from __future__ import annotations
 
 import subprocess
+import uuid
 from pathlib import Path
 
 import orjson
@@ -10,6 +12,7 @@ import pytest
 
 from cellfleet.broker import trace_file
 from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.keys import Keys
 from cellfleet.ops.host import Host
 from tests.integration.cli_support import run_cellfleet
 
@@ -116,3 +119,33 @@ def test_exporting_a_session_that_has_no_events(redis_url: str, tmp_path: Path) 
         1,
         "cellfleet export: no events for session no-such-session",
     )
+
+
+def test_sessions_are_listed_newest_first(redis_url: str, tmp_path: Path) -> None:
+    prefix = f"s{uuid.uuid4().hex[:8]}"
+    host = Host(redis_url, keys=Keys(prefix))
+    try:
+        first = host.open_session()
+        first.exec("a", "text(1)")
+        first.shutdown()
+        second = host.open_session()
+        second.exec("b", '// @exec: {"yield_time_ms": 10}\nawait new Promise(() => {})')
+        listed = run_cellfleet(["--key-prefix", prefix, "sessions", "--json"], tmp_path, redis_url)
+        assert listed.returncode == 0, listed.stderr
+        rows = [orjson.loads(line) for line in listed.stdout.splitlines()]
+        assert [(r["session"], r["cells"], r["live_cells"], r["state"]) for r in rows] == [
+            (second.id, 1, 1, "open"),
+            (first.id, 1, 0, "shut down"),
+        ]
+        assert rows[0]["last_activity_ms"] >= rows[0]["opened_ms"] >= rows[1]["opened_ms"]
+        limited = run_cellfleet(
+            ["--key-prefix", prefix, "sessions", "--limit", "1"], tmp_path, redis_url
+        )
+        lines = limited.stdout.splitlines()
+        assert lines[0].startswith("SESSION")
+        assert lines[0].split()[1:] == ["OPENED", "CELLS", "LIVE", "STATE", "LAST", "ACTIVITY"]
+        assert len(lines) == 2
+        assert lines[1].startswith(second.id)
+        second.shutdown()
+    finally:
+        host.close()
