@@ -1,4 +1,5 @@
-"""The `cellfleet` command line: run, play, events, sessions, export, import, tools, bench.
+"""The `cellfleet` command line: run, play, events, sessions, trace, export, import, tools,
+bench.
 
 Without REDIS_URL every command uses the embedded redis-server (see ops/embedded.py).
 """
@@ -31,6 +32,7 @@ from cellfleet.ops.host import Host
 from cellfleet.ops.inputs import InputError, load_tools, open_text, reachable_redis, read_text
 from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
 from cellfleet.ops.tools_worker import run_worker
+from cellfleet.projections import perfetto, timeline
 from cellfleet.projections.summary import summarize
 
 USAGE_ERROR = 2  # the exit status of a bad command line or input, as argparse's
@@ -74,6 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sessions = commands.add_parser("sessions", help="list sessions, newest first")
     sessions.add_argument("--limit", type=_positive(int), default=20)
     sessions.add_argument("--json", action="store_true", help="one JSON object per session")
+
+    trace = commands.add_parser("trace", help="a session's timeline, to read or for Perfetto")
+    trace.add_argument("source", help="a session id, or a trace file (read without Redis)")
+    trace.add_argument("--format", choices=["text", "perfetto"], default="text")
+    trace.add_argument("-o", "--output", type=Path, help="the file to write (default: stdout)")
 
     export = commands.add_parser("export", help="write a session's trace (JSON Lines)")
     export.add_argument("session")
@@ -142,6 +149,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "bench":
         return run_bench(args.suite, as_json=args.json, samples=args.samples)
     keys = Keys(args.key_prefix)
+    if args.command == "trace":
+        return show_trace(args, keys)
     if args.command in ("events", "export", "import", "sessions"):
         return run_log_command(args, keys)
     registry = load_tools(args.tools)
@@ -280,6 +289,32 @@ def _when(at_ms: float | None) -> str:
     if at_ms is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at_ms / 1000))
+
+
+def show_trace(args: argparse.Namespace, keys: Keys) -> int:
+    """`cellfleet trace`: a session's events (from Redis, or a trace file) as a timeline."""
+    path = Path(args.source)
+    if path.is_file() or args.source in ("-", "/dev/stdin"):
+        recorded = read_trace_file(path)
+        session, events = recorded.header.session, [event for _, event in recorded.entries]
+    else:
+        journal = RedisJournal.from_url(reachable_redis(args.data_dir), keys)
+        session, events = args.source, [event for _, event in journal.read(args.source)]
+        if not events:
+            print(f"cellfleet trace: no events for session {session}", file=sys.stderr)
+            return 1
+    if args.format == "perfetto":
+        text = orjson.dumps(perfetto.render(session, events)).decode() + "\n"
+    else:
+        text = timeline.render(timeline.fold(events))
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"cannot write {args.output}: {error.strerror}") from None
+    return 0
 
 
 def export_trace(journal: RedisJournal, session: str, output: Path | None) -> int:

@@ -149,3 +149,64 @@ def test_sessions_are_listed_newest_first(redis_url: str, tmp_path: Path) -> Non
         second.shutdown()
     finally:
         host.close()
+
+
+def _check_trace_events(trace: dict[str, object]) -> list[dict[str, object]]:
+    """The Chrome Trace Event format: each event's phase and fields, timestamps in
+    microseconds, begins matched by ends."""
+    events = trace["traceEvents"]
+    assert isinstance(events, list)
+    open_async: dict[tuple[object, object], float] = {}
+    for event in events:
+        assert event["ph"] in {"M", "X", "i", "b", "e"}, event
+        assert isinstance(event["pid"], int), event
+        assert isinstance(event["tid"], int), event
+        if event["ph"] == "M":
+            assert event["name"] in {"process_name", "thread_name"}
+            continue
+        assert isinstance(event["ts"], int | float), event
+        assert event["ts"] >= 0, event
+        if event["ph"] == "X":
+            assert isinstance(event["dur"], int | float), event
+            assert event["dur"] >= 0, event
+        elif event["ph"] == "b":
+            open_async[(event["cat"], event["id"])] = event["ts"]
+        elif event["ph"] == "e":
+            began = open_async.pop((event["cat"], event["id"]))
+            assert event["ts"] >= began, event
+    assert not open_async, f"async slices never ended: {open_async}"
+    return events
+
+
+def test_a_session_is_traced_as_text_and_for_perfetto(
+    recorded: str, redis_url: str, tmp_path: Path
+) -> None:
+    text = run_cellfleet(["trace", recorded], tmp_path, redis_url)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].endswith("session#1 session_opened")
+    assert any(" cell 2#" in line and "tool_requested" in line and "echo" in line for line in lines)
+    assert lines[-1].endswith("shutdown_finished")
+    out = tmp_path / "session.json"
+    made = run_cellfleet(
+        ["trace", recorded, "--format", "perfetto", "-o", str(out)], tmp_path, redis_url
+    )
+    assert made.returncode == 0, made.stderr
+    events = _check_trace_events(orjson.loads(out.read_bytes()))
+    names = {(event["ph"], event["name"]) for event in events}
+    assert {("X", "cell 1"), ("X", "cell 2"), ("b", "echo"), ("e", "echo")} <= names
+    assert ("X", "yielded") in names
+    assert ("i", "notification") in names
+    tool = next(e for e in events if e["ph"] == "b")
+    assert tool["args"] == {"input": {"x": {"n": 1}}}
+    # From an exported file, without Redis.
+    exported = tmp_path / "session.jsonl"
+    assert (
+        run_cellfleet(["export", recorded, "-o", str(exported)], tmp_path, redis_url).returncode
+        == 0
+    )
+    offline = run_cellfleet(
+        ["trace", str(exported), "--format", "perfetto"], tmp_path, "redis://127.0.0.1:1/0"
+    )
+    assert offline.returncode == 0, offline.stderr
+    assert orjson.loads(offline.stdout) == orjson.loads(out.read_bytes())
