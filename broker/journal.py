@@ -9,11 +9,11 @@ plain appends carry (cell, seq), which readers use to drop a repeated entry.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import redis
@@ -280,18 +280,24 @@ class RedisJournal:
         commands = self.appends(events)
         _retrying(lambda: self.link.run(commands))
 
-    def import_events(self, events: Sequence[AnyEvent]) -> None:
-        """Write the events of a trace as a session of their own (its first event opens
-        it), for the commands that read logs; what its cells decided (cell ids, stored
-        values) stays in the events, not in a live session's state."""
+    def import_events(self, events: Sequence[AnyEvent], at_ms: float) -> None:
+        """Write the events of a trace as a session of their own, indexed as opened at
+        `at_ms` (its import) once all are written: the commands that read logs see it
+        whole or not at all. What its cells decided (cell ids, stored values) stays in
+        the events, not in a live session's state."""
         if not events:
             return
-        first = events[0]
-        index: Command = ("ZADD", self.keys.sessions, "NX", repr(first.at_ms), first.session)
-        commands = [index, *self.appends(events)]
-        for start in range(0, len(commands), 10_000):  # round trips of bounded size
-            batch = commands[start : start + 10_000]
-            _retrying(partial(self.link.run, batch))
+        session = events[0].session
+        commands = self.appends(events)
+        try:
+            for start in range(0, len(commands), 10_000):  # round trips of bounded size
+                self.link.run(commands[start : start + 10_000])  # (a retry could repeat)
+            self.link.run([("ZADD", self.keys.sessions, "NX", repr(at_ms), session)])
+        except redis.RedisError as error:
+            with contextlib.suppress(redis.RedisError):  # what was written goes
+                self.client.delete(self.keys.session(session).events)
+            reason = failure_reason(error) or "connection failed"
+            raise JournalUnavailableError(reason) from error
 
     def open_session(self, event: AnyEvent) -> SessionState:
         """Record the session's opening; returns what its cells continue from."""

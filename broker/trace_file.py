@@ -29,6 +29,7 @@ from cellfleet.broker.events import AnyEvent
 
 FORMAT = "cellfleet-trace"
 VERSION = 1
+MAX_AT_MS = 1e14  # milliseconds since 1970: the year 5138
 
 
 class TraceError(ValueError):
@@ -89,6 +90,8 @@ def read_trace(lines: Iterable[str]) -> Trace:
             raise TraceError(number, f"event {entry_id} comes after a later one (reordered)")
         previous = order
         entries.append((entry_id, event))
+    if not header.events:
+        raise TraceError(1, "the trace has no events")
     if len(entries) != header.events:
         missing = len(entries) + 2  # the line where the next event was due
         raise TraceError(
@@ -114,15 +117,18 @@ def _header(numbered: tuple[int, str]) -> TraceHeader:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise TraceError(number, f'not a cellfleet trace (no "format": "{FORMAT}" header)')
     version = data.get("version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise TraceError(number, f"the header's version is not a version: {version!r}")
     if version > VERSION:
         raise TraceError(
             number, f"trace format version {version} is newer than this cellfleet's ({VERSION})"
         )
+    session = data.get("session")
+    if not isinstance(session, str) or not session or not session.isprintable():
+        raise TraceError(number, "the header's session is not a session id")
     try:
         return TraceHeader(
-            session=_text(data, "session"),
+            session=session,
             cellfleet=_text(data, "cellfleet"),
             v8=_text(data, "v8"),
             exported_at=_text(data, "exported_at"),
@@ -141,9 +147,14 @@ def _entry(number: int, line: str, session: str) -> tuple[str, AnyEvent]:
     if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
         raise TraceError(number, "not an event: its fields are not an object of strings")
     try:
-        return data["id"], codec.decode(session, fields)
+        event = codec.decode(session, fields)
     except codec.DecodeError as error:
         raise TraceError(number, str(error)) from None
+    if not 0 <= event.at_ms < MAX_AT_MS:  # (NaN fails this too)
+        raise TraceError(number, f"not a time: {fields.get('at')!r}")
+    if event.cell and not (event.cell.isascii() and event.cell.isdigit()):
+        raise TraceError(number, f"not a cell id: {event.cell!r}")
+    return data["id"], event
 
 
 def _stream_order(number: int, entry_id: str) -> tuple[int, int]:

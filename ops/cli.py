@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import math
 import os
 import sys
 import threading
@@ -25,6 +26,7 @@ from cellfleet.actors.runtime.v8 import v8_version
 from cellfleet.broker import trace_file
 from cellfleet.broker.client import Session
 from cellfleet.broker.contract.render import ToolOutput
+from cellfleet.broker.errors import BrokerError
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import DEFAULT_PREFIX, Keys
 from cellfleet.broker.tools.registry import ToolRegistry
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     events.add_argument("session")
 
     sessions = commands.add_parser("sessions", help="list sessions, newest first")
-    sessions.add_argument("--limit", type=_positive(int), default=20)
+    sessions.add_argument("--limit", type=_positive(int), default=20, help="(at most 10000)")
     sessions.add_argument("--json", action="store_true", help="one JSON object per session")
 
     trace = commands.add_parser("trace", help="a session's timeline, to read or for Perfetto")
@@ -270,7 +272,7 @@ def list_sessions(journal: RedisJournal, limit: int, *, as_json: bool) -> int:
     """The sessions opened last, newest first (each one's log is read)."""
     summaries = [
         summarize(session, (event for _, event in journal.read(session)))
-        for session in journal.newest_sessions(limit)
+        for session in journal.newest_sessions(min(limit, 10_000))
     ]
     if as_json:
         for summary in summaries:
@@ -286,16 +288,17 @@ def list_sessions(journal: RedisJournal, limit: int, *, as_json: bool) -> int:
 
 
 def _when(at_ms: float | None) -> str:
-    if at_ms is None:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime((at_ms or math.nan) / 1000))
+    except (OverflowError, ValueError, OSError):  # none, or not a time a calendar has
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at_ms / 1000))
 
 
 def show_trace(args: argparse.Namespace, keys: Keys) -> int:
     """`cellfleet trace`: a session's events (from Redis, or a trace file) as a timeline."""
-    path = Path(args.source)
-    if path.is_file() or args.source in ("-", "/dev/stdin"):
-        recorded = read_trace_file(path)
+    path = Path("/dev/stdin" if args.source == "-" else args.source)
+    if path.exists() or "/" in args.source or args.source.endswith(".jsonl"):
+        recorded = read_trace_file(path)  # (a missing file is said so, as for import)
         session, events = recorded.header.session, [event for _, event in recorded.entries]
     else:
         journal = RedisJournal.from_url(reachable_redis(args.data_dir), keys)
@@ -348,7 +351,12 @@ def read_trace_file(path: Path) -> trace_file.Trace:
 
 def import_trace(journal: RedisJournal, trace: trace_file.Trace) -> int:
     session = uuid.uuid4().hex
-    journal.import_events(list(trace_file.renamed(trace.entries, session)))
+    events = list(trace_file.renamed(trace.entries, session))
+    try:
+        journal.import_events(events, time.time() * 1000)  # listed as opened now
+    except BrokerError as error:  # nothing of it is kept
+        print(f"cellfleet import: {error}", file=sys.stderr)
+        return 1
     print(session)
     print(
         f"{len(trace.entries)} events of session {trace.header.session} imported as {session}",

@@ -41,8 +41,13 @@ def render(session: str, events: Iterable[ev.AnyEvent]) -> dict[str, Any]:
     def us(at_ms: float) -> float:
         return round((at_ms - origin) * 1000, 3)
 
+    tids: dict[str, int] = {}  # cell id -> track, in order of appearance (0: the session)
+
+    def tid_of(cell: str) -> int:
+        return tids.setdefault(cell, len(tids) + 1) if cell else 0
+
     for event in listed:
-        tid = _tid(event.cell)
+        tid = tid_of(event.cell)
         if isinstance(event, ev.CellAdmitted):
             admitted[event.cell] = event
             out.append(_meta("thread_name", tid, f"cell {event.cell}"))
@@ -52,31 +57,32 @@ def render(session: str, events: Iterable[ev.AnyEvent]) -> dict[str, Any]:
             yielded.setdefault(event.cell, event.at_ms)
         elif isinstance(event, ev.ToolRequested):
             tools[(event.cell, event.call_id)] = event
-            out.append(_async("b", event, us, args={"input": event.input}))
+            out.append(_async("b", event, us, tid, args={"input": event.input}))
         elif isinstance(event, _TOOL_ENDS) and (event.cell, event.call_id) in tools:
             began = tools.pop((event.cell, event.call_id))
-            out.append(_async("e", event, us, name=began.name, args=_tool_end(event)))
+            out.append(_async("e", event, us, tid, name=began.name, args=_tool_end(event)))
         if isinstance(event, ev.ObservationDelivered) and event.cell in yielded:
-            since = yielded.pop(event.cell)
-            out.append(_slice("yielded", tid, us(since), us(event.at_ms) - us(since)))
+            since = yielded.pop(event.cell)  # (ends with its cell at the latest: below)
+            until = min(event.at_ms, ended.get(event.cell, event.at_ms))
+            out.append(_slice("yielded", tid, us(since), us(until) - us(since)))
         name = _INSTANTS.get(type(event))
         if name is not None:
             out.append(_instant(name, tid, us(event.at_ms), _instant_args(event)))
         if isinstance(event, ev.CellClosed):
             ended.setdefault(event.cell, event.at_ms)
     last = listed[-1].at_ms if listed else origin
+    for cell, since in yielded.items():  # not observed before the end of the log
+        until = ended.get(cell, last)
+        out.append(_slice("yielded", tid_of(cell), us(since), us(until) - us(since)))
     for cell, admission in admitted.items():
         end = ended.get(cell, last)  # still running at the end of the log
         args = {"exec call": admission.call_id, "source": admission.source}
         began_us = us(admission.at_ms)
-        out.append(_slice(f"cell {cell}", _tid(cell), began_us, us(end) - began_us, args))
+        out.append(_slice(f"cell {cell}", tid_of(cell), began_us, us(end) - began_us, args))
     for began in tools.values():  # outstanding at the end of the log
-        out.append(_async("e", began, us, at_ms=last, args={"outcome": "outstanding"}))
+        tid = tid_of(began.cell)
+        out.append(_async("e", began, us, tid, at_ms=last, args={"outcome": "outstanding"}))
     return {"traceEvents": out, "displayTimeUnit": "ms"}
-
-
-def _tid(cell: str) -> int:
-    return int(cell) if cell.isdigit() else 0
 
 
 def _meta(name: str, tid: int, value: str) -> dict[str, Any]:
@@ -101,6 +107,7 @@ def _async(
     phase: str,
     event: ev.ToolRequested | ev.ToolCompleted | ev.ToolFailed | ev.ToolCancelled,
     us: Any,
+    tid: int,
     *,
     name: str | None = None,
     at_ms: float | None = None,
@@ -113,7 +120,7 @@ def _async(
         "name": label,
         "id": f"{event.cell}/{event.call_id}",
         "pid": PID,
-        "tid": _tid(event.cell),
+        "tid": tid,
         "ts": us(event.at_ms if at_ms is None else at_ms),
         "args": args,
     }

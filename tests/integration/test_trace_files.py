@@ -65,7 +65,7 @@ def test_a_trace_exported_and_imported_holds_the_same_events(
             (e.cell, e.seq, e.at_ms) for e in original
         ]
         assert {e.session for e in copy} == {new_id}
-        assert new_id in journal.sessions()
+        assert journal.newest_sessions(1) == [new_id]  # listed as opened at its import
     finally:
         journal.close()
     # The export to standard output is the same trace.
@@ -104,6 +104,17 @@ def test_bad_traces_are_refused_with_the_line_that_is_wrong(
         "not JSON": ([*good[:2], "{oops\n", *good[3:]], "line 3: not JSON"),
         "future version": ([future, *good[1:]], "line 1: trace format version 2 is newer"),
         "not a trace": (['{"hello": 1}\n'], "line 1: not a cellfleet trace"),
+        "a time that is no time": (_edit(good, 3, "at", "inf"), "line 3: not a time: 'inf'"),
+        "a time that is NaN": (_edit(good, 3, "at", "nan"), "line 3: not a time: 'nan'"),
+        "a cell id that is no number": (_edit(good, 3, "c", "²"), "line 3: not a cell id"),
+        "no events": (
+            [orjson.dumps({**header, "events": 0}).decode() + "\n"],
+            "line 1: the trace has no events",
+        ),
+        "a version that is a boolean": (
+            [orjson.dumps({**header, "version": True}).decode() + "\n", *good[1:]],
+            "line 1: the header's version is not a version",
+        ),
         "empty": ([], "line 1: not JSON"),
     }
     for name, (lines, expected) in cases.items():
@@ -111,6 +122,13 @@ def test_bad_traces_are_refused_with_the_line_that_is_wrong(
         assert line.startswith("cellfleet: "), (name, line)
         assert expected in line, (name, line)
         assert "t.jsonl" in line, (name, line)
+
+
+def _edit(lines: list[str], number: int, field: str, value: str) -> list[str]:
+    """`lines` with the event on line `number` given `field` = `value`."""
+    entry = orjson.loads(lines[number - 1])
+    entry["fields"][field] = value
+    return [*lines[: number - 1], orjson.dumps(entry).decode() + "\n", *lines[number:]]
 
 
 def test_exporting_a_session_that_has_no_events(redis_url: str, tmp_path: Path) -> None:
@@ -210,3 +228,8 @@ def test_a_session_is_traced_as_text_and_for_perfetto(
     )
     assert offline.returncode == 0, offline.stderr
     assert orjson.loads(offline.stdout) == orjson.loads(out.read_bytes())
+    missing = run_cellfleet(["trace", "./nope.jsonl"], tmp_path, redis_url)
+    assert (missing.returncode, missing.stderr.strip()) == (
+        2,
+        "cellfleet: no such file: nope.jsonl",
+    )
