@@ -391,9 +391,6 @@ def _stable_repr(value: object, depth: int = 0) -> str:
     return _object_repr(value)
 
 
-_ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
-
-
 _TOOLS_MODULE_PREFIX = "cellfleet_tools"
 _TOOLS_MODULE = re.compile(rf"\b{_TOOLS_MODULE_PREFIX}_\w*")
 

@@ -395,18 +395,9 @@ def test_events_into_a_reader_that_leaves_early_end_quietly(redis_url: str, tmp_
     run = _cellfleet(["run", str(script)], tmp_path, redis_url)
     assert run.returncode == 0, run.stderr
     session = run.stdout.splitlines()[0].removeprefix("session ")
-    events = subprocess.Popen(
-        [sys.executable, "-m", "cellfleet.ops.cli", "events", session],
-        env={**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert events.stdout is not None
-    first = events.stdout.readline()
-    events.stdout.close()  # as `head -1` does after its line
-    _, stderr = events.communicate(timeout=60)
+    returncode, first, stderr = _read_one_line_and_leave(["events", session], redis_url)
     assert orjson.loads(first)["type"] == "session_opened"
-    assert (events.returncode, stderr) == (141, b"")
+    assert (returncode, stderr) == (141, b"")
 
 
 def test_run_into_a_reader_that_leaves_ends_quietly(redis_url: str, tmp_path: Path):
@@ -417,15 +408,22 @@ def test_run_into_a_reader_that_leaves_ends_quietly(redis_url: str, tmp_path: Pa
         "for (let i = 0; ; i++) {"
         " notify('tick ' + i); await new Promise((r) => setTimeout(r, 5)); }"
     )
-    run = subprocess.Popen(
-        [sys.executable, "-m", "cellfleet.ops.cli", "run", str(script), "--yield-time-ms", "100"],
+    args = ["run", str(script), "--yield-time-ms", "100"]
+    returncode, first, stderr = _read_one_line_and_leave(args, redis_url)
+    assert first.startswith(b"session ")
+    assert (returncode, b"Traceback" in stderr) == (141, False), stderr[-2000:]
+
+
+def _read_one_line_and_leave(args: list[str], redis_url: str) -> tuple[int, bytes, bytes]:
+    """`cellfleet ARGS | head -1`: its status, the line read, and its standard error."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cellfleet.ops.cli", *args],
         env={**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert run.stdout is not None
-    first = run.stdout.readline()
-    run.stdout.close()  # as `head -1` does after its line
-    _, stderr = run.communicate(timeout=60)
-    assert first.startswith(b"session ")
-    assert (run.returncode, b"Traceback" in stderr) == (141, False), stderr[-2000:]
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # as `head -1` does after its line
+    _, stderr = process.communicate(timeout=60)
+    return process.returncode, first, stderr
