@@ -352,14 +352,22 @@ def check_log(events: list[AnyEvent], *, shut_down: bool) -> None:
 
 def _check_cell(cell: str, events: list[AnyEvent]) -> None:
     assert isinstance(events[0], CellAdmitted), f"cell {cell}: first event {events[0]}"
-    # Readers drop repeated (cell, seq) entries (a retried append); tool outcomes are
-    # written by tool workers, which carry no cell sequence.
+    # A retried append whose first attempt did land repeats (cell, seq) entries, which
+    # readers drop; each repeat is the same event again, and every other one is newer.
+    # Tool outcomes are written by tool workers, which carry no cell sequence.
     seqs = [e.seq for e in events if not isinstance(e, _WORKER_EVENTS)]
-    assert seqs == sorted(seqs), f"cell {cell}: seqs {seqs}"
-    seen: set[int] = set()
-    events = [
-        e for e in events if isinstance(e, _WORKER_EVENTS) or not (e.seq in seen or seen.add(e.seq))
-    ]
+    first: dict[int, AnyEvent] = {}
+    kept: list[AnyEvent] = []
+    for event in events:
+        if isinstance(event, _WORKER_EVENTS):
+            kept.append(event)
+        elif event.seq in first:
+            assert event == first[event.seq], f"cell {cell}: seq {event.seq} differs on repeat"
+        else:
+            assert not first or event.seq > max(first), f"cell {cell}: seqs {seqs}"
+            first[event.seq] = event
+            kept.append(event)
+    events = kept
     terminals = [i for i, e in enumerate(events) if isinstance(e, CellCompleted | CellTerminated)]
     assert len(terminals) <= 1, f"cell {cell}: {len(terminals)} terminal events"
     closes = [i for i, e in enumerate(events) if isinstance(e, CellClosed)]
