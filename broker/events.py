@@ -71,6 +71,10 @@ class Event:
 class SessionOpened(Event):
     TYPE: ClassVar[str] = "session_opened"
     max_yield_time_ms: int | None = None
+    # What V8 takes from the environment (TZ, LANG/LC_ALL): Date's local time and the
+    # default locale of Intl. A replay runs under the same ("" where not recorded).
+    time_zone: str = ""
+    locale: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +140,7 @@ class CellCompleted(Event):
     TYPE: ClassVar[str] = "cell_completed"
     error_text: str | None = None
     stored_writes: Mapping[str, str] = field(default_factory=dict)  # key -> JSON text
+    by_host: bool = False  # a limit of the host's ended it, not its own script
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -292,6 +292,7 @@ class CellActor(pykka.ThreadingActor):
             **log.stamp(),
             error_text=finished.error_text,
             stored_writes=dict(finished.stored_writes),
+            by_host=finished.by_host,
         )
         # The usual case: an observer is waiting for exactly this completion. Claim it
         # now, so that its delivery is recorded by the same script that commits.
@@ -310,7 +311,9 @@ class CellActor(pykka.ThreadingActor):
         except store_module.OverBudget:  # it fails instead, and commits nothing
             budget = texts.stored_budget_exceeded(store_module.MAX_STORED_BYTES >> 20)
             finished = Finished(budget, {}, finished.exited)
-            terminal = dataclasses.replace(terminal, error_text=budget, stored_writes={})
+            terminal = dataclasses.replace(
+                terminal, error_text=budget, stored_writes={}, by_host=True
+            )
             won = log.finish(self.ctx.store, terminal, after, {})
         if won is not FinishOutcome.COMPLETED:  # the session's shutdown began first
             if won is FinishOutcome.SHUTDOWN:

@@ -112,7 +112,7 @@ class CellLog:
         before = [*self._unsaved]
         self._unsaved = []
         before += [ev.ToolCancelled(**self.stamp(), call_id=call) for call in open_tool_calls]
-        terminal = ev.CellCompleted(**self.stamp(), error_text=error_text)
+        terminal = ev.CellCompleted(**self.stamp(), error_text=error_text, by_host=True)
         return FailedEnding(before, terminal, [ev.CellClosed(**self.stamp())])
 
     def take_commands(self) -> tuple[list[ev.AnyEvent], list[Command]]:

@@ -27,12 +27,15 @@ const __cellfleet_host = (function (post, mailbox) {
     DONE: "d",
     EXIT: "x",
     DEFECT: "b",
+    SITE: "at",
+    NOTE: "nd",
   });
 
   // ---- intrinsics captured before user code can touch them -----------------------
   const G = globalThis;
   const ObjectDefineProperty = Object.defineProperty;
   const ObjectFreeze = Object.freeze;
+  const ObjectCreate = Object.create;
   const ObjectPrototypeHasOwn = Object.hasOwn;
   const ArrayIsArray = Array.isArray;
   const JSONStringify = JSON.stringify;
@@ -51,6 +54,11 @@ const __cellfleet_host = (function (post, mailbox) {
   const WeakMapCtor = WeakMap;
   const ReflectApply = Reflect.apply;
   const ReflectConstruct = Reflect.construct;
+  const ReflectDeleteProperty = Reflect.deleteProperty;
+  const ReflectGetOwnPropertyDescriptor = Reflect.getOwnPropertyDescriptor;
+  const ProxyCtor = Proxy;
+  const ErrorCtor = Error;
+  const ErrorCaptureStackTrace = Error.captureStackTrace;
   const call = Function.prototype.call;
   const uncurry = (fn) => call.bind(fn);
   const charCodeAt = uncurry(String.prototype.charCodeAt);
@@ -132,6 +140,13 @@ const __cellfleet_host = (function (post, mailbox) {
     return `{${out}}`;
   }
   function send(record) {
+    if (siteRecording) {
+      const site = callSite() ?? NO_SITE;
+      write([RECORD.SITE, site[0], site[1]]);
+    }
+    write(record);
+  }
+  function write(record) {
     const text = plainJSON(record);
     const chunk = CAPACITY - 2;
     let start = 0;
@@ -287,6 +302,75 @@ const __cellfleet_host = (function (post, mailbox) {
   ObjectDefineProperty(Error, "prepareStackTrace", {
     value: prepareStackTrace, writable: true, enumerable: false, configurable: true,
   });
+
+  // ---- replay only: where each record was made, and nondeterminism used --------------
+  // (config.sites). Live cells never run this.
+  let siteRecording = false;
+  const NO_SITE = ObjectFreeze([0, 0]); // line 0: no frame of the model's code
+  function rawFrames(_error, frames) { return frames; }
+  function dataProperty(descriptor) {
+    return descriptor === undefined ||
+      (ObjectPrototypeHasOwn(descriptor, "value") && descriptor.configurable === true);
+  }
+  function restore(target, key, descriptor) {
+    if (descriptor === undefined) ReflectDeleteProperty(target, key);
+    else ObjectDefineProperty(target, key, descriptor);
+  }
+  // [line, column] of the innermost frame of the model's code, or null. The hook and
+  // the limit are swapped only while they are plain data properties, so that nothing of
+  // the cell's runs here (a replay must not do what the live cell did not).
+  function callSite() {
+    const hook = ReflectGetOwnPropertyDescriptor(ErrorCtor, "prepareStackTrace");
+    const limit = ReflectGetOwnPropertyDescriptor(ErrorCtor, "stackTraceLimit");
+    if (!dataProperty(hook) || !dataProperty(limit)) return null;
+    let site = null;
+    try {
+      ObjectDefineProperty(ErrorCtor, "prepareStackTrace",
+        { value: rawFrames, writable: true, configurable: true });
+      ObjectDefineProperty(ErrorCtor, "stackTraceLimit",
+        { value: 200, writable: true, configurable: true });
+      const holder = ObjectCreate(null);
+      ErrorCaptureStackTrace(holder, callSite);
+      const frames = holder.stack;
+      for (let i = 0; i < frames.length; i++) {
+        const frame = frames[i];
+        if (frame.getScriptNameOrSourceURL() === MAIN && frame.getLineNumber() > 1) {
+          site = [frame.getLineNumber() - 1, frame.getColumnNumber()];
+          break;
+        }
+      }
+    } catch {
+      site = null;
+    } finally {
+      restore(ErrorCtor, "prepareStackTrace", hook);
+      restore(ErrorCtor, "stackTraceLimit", limit);
+    }
+    return site;
+  }
+  // Features whose behaviour depends on the garbage collector: a cell that uses them
+  // may replay differently; the report names them.
+  const noted = new MapCtor();
+  function note(feature) {
+    if (mapGet(noted, feature)) return;
+    mapSet(noted, feature, true);
+    write([RECORD.NOTE, feature]);
+  }
+  function watchNondeterminism() {
+    for (const name of ["WeakRef", "FinalizationRegistry"]) {
+      const original = G[name];
+      const watched = new ProxyCtor(original, {
+        construct(target, args, newTarget) {
+          note(name);
+          return ReflectConstruct(target, args, newTarget);
+        },
+      });
+      weakMapSet(nativeSource, watched, `function ${name}() { [native code] }`);
+      ObjectDefineProperty(original.prototype, "constructor",
+        { value: watched, writable: true, enumerable: false, configurable: true });
+      ObjectDefineProperty(G, name,
+        { value: watched, writable: true, enumerable: false, configurable: true });
+    }
+  }
 
   // Text of an uncaught value (spec §2.1): a string `stack` if it has one, else ToString.
   function uncaughtText(value) {
@@ -777,6 +861,10 @@ const __cellfleet_host = (function (post, mailbox) {
     outputBudget = config.outputLimit;
     timerLimit = config.timerLimit;
     if (config.tools !== null) installTools(config.tools, install);
+    if (config.sites === true) {
+      siteRecording = true;
+      watchNondeterminism();
+    }
   }
 
   // `names` alternates JS global names and descriptions.

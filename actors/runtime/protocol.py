@@ -42,6 +42,9 @@ class CellSpec:
     stored: Mapping[str, str] = field(default_factory=dict)  # key -> JSON text
     output_limit_bytes: int = 16 * 1024 * 1024
     timer_limit: int = 10_000
+    # Replay only: the prelude reports where in the source each record was made
+    # (`CellRuntime.site`) and which nondeterministic features the cell used.
+    record_sites: bool = False
 
 
 # -- events -----------------------------------------------------------------------------
@@ -102,6 +105,7 @@ class Finished:
     error_text: str | None
     stored_writes: Mapping[str, str]  # key -> JSON text, last write per key
     exited: bool = False
+    by_host: bool = False  # a limit of the host's ended it (`CellRuntime.fail`)
 
 
 @dataclass(frozen=True, slots=True)

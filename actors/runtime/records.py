@@ -16,6 +16,11 @@ tests/unit/test_records.py checks that they agree.
 | `DONE`        | `["d", errorText or null]`       | the module settled, or a timer callback threw |
 | `EXIT`        | `["x"]`                          | `exit()`                                      |
 | `DEFECT`      | `["b", message]`                 | a defect inside the prelude (never expected)  |
+| `SITE`        | `["at", line, column]`           | replay only: where the next record was made   |
+| `NOTE`        | `["nd", feature]`                | replay only: a nondeterministic feature used  |
+
+`SITE` and `NOTE` are written only when a cell is replayed (`CellSpec.record_sites`);
+a live cell that writes one has got around its prelude.
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ class RecordKind(StrEnum):
     DONE = "d"
     EXIT = "x"
     DEFECT = "b"
+    SITE = "at"
+    NOTE = "nd"
+
+
+REPLAY_ONLY = frozenset({RecordKind.SITE, RecordKind.NOTE})
 
 
 _DETAILS = frozenset({"auto", "low", "high", "original"})
@@ -109,4 +119,6 @@ _ARGS: dict[RecordKind, tuple[Callable[[Any], bool], ...]] = {
     RecordKind.DONE: (_text_or_none,),
     RecordKind.EXIT: (),
     RecordKind.DEFECT: (_text,),
+    RecordKind.SITE: (_integer, _integer),
+    RecordKind.NOTE: (_text,),
 }

@@ -39,7 +39,7 @@ from cellfleet.actors.runtime.protocol import (
     YieldRequested,
     tools_payload,
 )
-from cellfleet.actors.runtime.records import RecordKind, record_problem
+from cellfleet.actors.runtime.records import REPLAY_ONLY, RecordKind, record_problem
 from cellfleet.actors.runtime.v8 import EvalOutcome, V8Context
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.audio import clip_duration_ms
@@ -112,6 +112,10 @@ class CellRuntime:
         self._writes: dict[str, str] = {}
         self._done = False
         self._stopping = False
+        # Replay only (`spec.record_sites`): the source location (line, column) of the
+        # record being applied, for the listener; nondeterministic features used.
+        self.site: tuple[int, int] | None = None
+        self.notes: set[str] = set()
         prepared.on_post = self._on_post  # V8 thread: JS waits while we drain
 
     # -- owner-thread API ------------------------------------------------------------
@@ -140,6 +144,8 @@ class CellRuntime:
             # None: the pool already installed exactly this tool set.
             "tools": None if self._tools_installed else tools_payload(self.spec.tools),
         }
+        if self.spec.record_sites:
+            config["sites"] = True
         literal = orjson.dumps(orjson.dumps(config).decode()).decode()
         self._config_literal = literal
         self._source = src.prepare(self.spec.source)
@@ -188,7 +194,7 @@ class CellRuntime:
     def fail(self, error_text: str) -> None:
         """End the cell now with `error_text` (a limit of the host's was reached); its
         stored writes are not committed, and nothing it does afterwards is reported."""
-        self._finish_with(Finished(error_text, {}, False))
+        self._finish_with(Finished(error_text, {}, False, by_host=True))
 
     def terminate(self) -> None:
         """Stop the cell: its remaining output is reported, then `Stopped`.
@@ -327,10 +333,21 @@ class CellRuntime:
             problem = record_problem(record)
             if problem is None and record[0] == RecordKind.TOOL and record[2] not in self._kinds:
                 problem = "a TOOL record for a tool the cell was not given"
+            if problem is None and record[0] in REPLAY_ONLY and not self.spec.record_sites:
+                problem = "a replay record in a live cell"
             if problem is not None:  # the cell got around the prelude: nothing passes
                 self._finish_with(Finished(texts.malformed_record(problem), {}, False))
                 return
-            self._apply(record)
+            if record[0] in REPLAY_ONLY:
+                self._note_replay(record)
+            else:
+                self._apply(record)
+
+    def _note_replay(self, record: list[Any]) -> None:
+        if record[0] == RecordKind.SITE:  # line 0: made where none of the model's code is
+            self.site = (record[1], record[2]) if record[1] else None
+        else:
+            self.notes.add(record[1])
 
     def _apply(self, record: list[Any]) -> None:
         kind = record[0]

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
 
+import orjson
 from py_mini_racer import JSEvalException, JSOOMException, JSParseException
 from py_mini_racer._dll import (
     DEFAULT_V8_FLAGS,
@@ -109,6 +110,23 @@ def _v8() -> Any:
 def v8_version() -> str:
     """The version of the V8 that runs cells here (starting V8 if it was not yet)."""
     return str(_v8().mr_v8_version().decode())
+
+
+@functools.cache
+def environment() -> tuple[str, str]:
+    """The time zone and the default locale V8 took from this process's environment
+    (`TZ`, `LC_ALL`/`LANG`; read once, when V8 first needs them): what Date's local
+    time and Intl use. Asked of a throwaway isolate, once per process."""
+    context = V8Context(memory_limit_bytes=0)
+    try:
+        found = context.eval_sync(
+            "const o = Intl.DateTimeFormat().resolvedOptions();"
+            " JSON.stringify([o.timeZone, o.locale])"
+        )
+    finally:
+        context.dispose()
+    time_zone, locale = orjson.loads(found)
+    return str(time_zone), str(locale)
 
 
 @functools.cache

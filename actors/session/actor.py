@@ -26,6 +26,7 @@ from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.actors.cell.handle import CellHandle, Observer, missing
 from cellfleet.actors.cell.log import FailedEnding
 from cellfleet.actors.cell.spares import CellActors
+from cellfleet.actors.runtime import v8
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.runtime.protocol import CellSpec, RuntimeTool
 from cellfleet.actors.scheduler import Scheduler
@@ -114,12 +115,15 @@ class SessionActor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         journal = self.services.journal
+        time_zone, locale = v8.environment()
         state = journal.open_session(
             ev.SessionOpened(
                 session=self.session_id,
                 seq=self._next_seq(),
                 at_ms=self.services.clock(),
                 max_yield_time_ms=self.config.max_yield_time_ms,
+                time_zone=time_zone,
+                locale=locale,
             )
         )
         self._last_cell = state.last_cell

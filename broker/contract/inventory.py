@@ -196,6 +196,7 @@ class ToolInventory:
                 "namespace": e.definition.namespace,
                 "global_name": e.global_name,
                 "kind": str(e.definition.kind),
+                "description": e.description,  # `ALL_TOOLS` shows it: replay needs it
             }
             for e in self.entries
         )

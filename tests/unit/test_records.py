@@ -19,8 +19,8 @@ def test_the_prelude_and_python_know_the_same_record_kinds() -> None:
 
 
 def test_the_prelude_writes_records_only_through_the_table() -> None:
-    """Every `send([...])` names its kind from RECORD, never as a bare string."""
-    sends = re.findall(r"send(?:Urgent)?\(\[([^,\]]+)", PRELUDE)
+    """Every `send([...])` (or `write`) names its kind from RECORD, never a bare string."""
+    sends = re.findall(r"(?:send(?:Urgent)?|write)\(\[([^,\]]+)", PRELUDE)
     assert sends, "no records written?"
     assert all(kind.startswith("RECORD.") for kind in sends), sends
     used = {kind.removeprefix("RECORD.") for kind in sends}

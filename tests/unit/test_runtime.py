@@ -199,7 +199,8 @@ def test_terminated_cell_keeps_its_output(start_cell):
 
 def test_memory_bomb_fails_cell_and_process_lives_on(pool, run_cell):
     _, end = run_cell("const a = []; while (true) a.push(new Array(1e5).fill(1.5));", timeout=30)
-    assert end == Finished("exec cell exceeded its memory limit of 256 MiB", {}, False)
+    limit = "exec cell exceeded its memory limit of 256 MiB"
+    assert end == Finished(limit, {}, False, by_host=True)
     items, _ = run_cell('text("still alive")')
     assert texts(items) == ["still alive"]
 
@@ -308,7 +309,8 @@ def test_a_cell_ended_by_its_memory_limit_commits_nothing(run_cell):
         " for (let i = 0; ; i++) { store(`k${i}`, big); keep.push(big + i); }",
         timeout=30,
     )
-    assert end == Finished("exec cell exceeded its memory limit of 256 MiB", {}, False)
+    limit = "exec cell exceeded its memory limit of 256 MiB"
+    assert end == Finished(limit, {}, False, by_host=True)
     _, failed = run_cell('store("k", 1); throw new Error("boom")')
     assert isinstance(failed, Finished)
     assert failed.stored_writes == {"k": "1"}
