@@ -1,7 +1,8 @@
 #!/bin/sh
 # Prepare a clone for running and testing: a virtualenv holding exactly the versions
-# locked in uv.lock (cellfleet, its dependencies and its dev tools), and a redis-server
-# binary (Debian's package, installed if none is on PATH).
+# locked in uv.lock (cellfleet, its dependencies and its dev tools), a redis-server
+# binary (Debian's package, installed if none is on PATH) and, for the browser tests
+# only, Debian's chromium (the same way).
 #
 # Refresh the lock after changing dependencies: .venv/bin/uv lock (--upgrade for newer).
 set -eu
@@ -24,3 +25,14 @@ EOF
 # without a new lock.
 .venv/bin/uv sync --locked --quiet
 .venv/bin/python -c 'from cellfleet.ops.redis_server import find_redis_server; find_redis_server()'
+
+# The browser tests drive /usr/bin/chromium through Playwright (which never downloads a
+# browser of its own). Elsewhere than on a Debian machine as root, install it by hand.
+if ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "ops/setup.sh: no chromium on PATH; the browser tests will fail without it" >&2
+    fi
+fi
