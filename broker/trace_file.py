@@ -25,7 +25,7 @@ from typing import IO, Any
 import orjson
 
 from cellfleet.broker import codec
-from cellfleet.broker.events import AnyEvent
+from cellfleet.broker.events import AnyEvent, SessionOpened
 
 FORMAT = "cellfleet-trace"
 VERSION = 1
@@ -86,8 +86,12 @@ def read_trace(lines: Iterable[str]) -> Trace:
             raise TraceError(number, "cut off (the file ends in the middle of a line)")
         entry_id, event = _entry(number, line, header.session)
         order = _stream_order(number, entry_id)
-        if previous is not None and order <= previous:
+        if previous is not None and order == previous:
+            raise TraceError(number, f"event {entry_id} appears twice (a repeated line)")
+        if previous is not None and order < previous:
             raise TraceError(number, f"event {entry_id} comes after a later one (reordered)")
+        if not entries and not isinstance(event, SessionOpened):
+            raise TraceError(number, "the first event is not the session's opening (cut off?)")
         previous = order
         entries.append((entry_id, event))
     if not header.events:

@@ -1,5 +1,5 @@
-"""The `cellfleet` command line: run, play, events, sessions, trace, export, import, tools,
-bench.
+"""The `cellfleet` command line: run, play, events, sessions, trace, replay, export, import,
+tools, bench.
 
 Without REDIS_URL every command uses the embedded redis-server (see ops/embedded.py).
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import math
 import os
@@ -22,11 +23,13 @@ from typing import IO, Any
 
 import orjson
 
+from cellfleet.actors.replay import replay, use_environment_of
 from cellfleet.actors.runtime.v8 import v8_version
 from cellfleet.broker import trace_file
 from cellfleet.broker.client import Session
 from cellfleet.broker.contract.render import ToolOutput
 from cellfleet.broker.errors import BrokerError
+from cellfleet.broker.events import AnyEvent
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import DEFAULT_PREFIX, Keys
 from cellfleet.broker.tools.registry import ToolRegistry
@@ -34,14 +37,39 @@ from cellfleet.ops.host import Host
 from cellfleet.ops.inputs import InputError, load_tools, open_text, reachable_redis, read_text
 from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
 from cellfleet.ops.tools_worker import run_worker
-from cellfleet.projections import perfetto, timeline
+from cellfleet.projections import html, perfetto, timeline
 from cellfleet.projections.summary import summarize
 
 USAGE_ERROR = 2  # the exit status of a bad command line or input, as argparse's
+_OUTPUT_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 READER_GONE = threading.Event()  # standard output's reader left
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        status = run_command(args)
+        sys.stdout.flush()  # a reader that left is noticed here, not at the exit
+        return status
+    except InputError as error:
+        print(f"cellfleet: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except BrokenPipeError:
+        # The reader of our output left (`cellfleet events S | head`): end quietly. Not by
+        # SIGPIPE's default action, which also killed the process when a Redis
+        # connection broke under a write (a restart, a CLIENT KILL).
+        _reader_left()
+        return 141
+    except OSError as error:
+        if error.errno not in _OUTPUT_ERRORS:
+            raise
+        # Standard output cannot take more (`> /dev/full`, a full disk): say so, once.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"cellfleet: cannot write the output: {error.strerror}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cellfleet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"cellfleet {version('cellfleet')}")
     parser.add_argument(
@@ -81,8 +109,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     trace = commands.add_parser("trace", help="a session's timeline, to read or for Perfetto")
     trace.add_argument("source", help="a session id, or a trace file (read without Redis)")
-    trace.add_argument("--format", choices=["text", "perfetto"], default="text")
+    trace.add_argument("--format", choices=["text", "perfetto", "html"], default="text")
     trace.add_argument("-o", "--output", type=Path, help="the file to write (default: stdout)")
+
+    replay = commands.add_parser(
+        "replay", help="re-execute a session's cells from their recorded inputs and compare"
+    )
+    replay.add_argument("source", help="a session id, or a trace file (read without Redis)")
+    replay.add_argument("--cell", help="replay only this cell (by id)")
+    replay.add_argument("--json", action="store_true", help="the report as one JSON object")
+    replay.add_argument(
+        "--time-limit-s",
+        type=_positive(float),
+        default=None,
+        help="per cell (default: 10 s plus twice its recorded duration)",
+    )
 
     export = commands.add_parser("export", help="write a session's trace (JSON Lines)")
     export.add_argument("session")
@@ -111,24 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     bench = commands.add_parser("bench", help="benchmarks (ops/bench/)")
-    bench.add_argument("suite", choices=["runtime", "exec", "tools", "hostile"])
+    bench.add_argument("suite", choices=["runtime", "exec", "tools", "hostile", "replay"])
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--samples", type=_positive(int), default=None)
 
-    args = parser.parse_args(argv)
-    try:
-        status = run_command(args)
-        sys.stdout.flush()  # a reader that left is noticed here, not at the exit
-        return status
-    except InputError as error:
-        print(f"cellfleet: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except BrokenPipeError:
-        # The reader of our output left (`cellfleet events S | head`): end quietly. Not by
-        # SIGPIPE's default action, which also killed the process when a Redis
-        # connection broke under a write (a restart, a CLIENT KILL).
-        _reader_left()
-        return 141
+    return parser
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
@@ -151,8 +179,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "bench":
         return run_bench(args.suite, as_json=args.json, samples=args.samples)
     keys = Keys(args.key_prefix)
-    if args.command == "trace":
-        return show_trace(args, keys)
+    if args.command in ("trace", "replay"):  # from a trace file, or from Redis
+        return (show_trace if args.command == "trace" else replay_session)(args, keys)
     if args.command in ("events", "export", "import", "sessions"):
         return run_log_command(args, keys)
     registry = load_tools(args.tools)
@@ -296,18 +324,14 @@ def _when(at_ms: float | None) -> str:
 
 def show_trace(args: argparse.Namespace, keys: Keys) -> int:
     """`cellfleet trace`: a session's events (from Redis, or a trace file) as a timeline."""
-    path = Path("/dev/stdin" if args.source == "-" else args.source)
-    if path.exists() or "/" in args.source or args.source.endswith(".jsonl"):
-        recorded = read_trace_file(path)  # (a missing file is said so, as for import)
-        session, events = recorded.header.session, [event for _, event in recorded.entries]
-    else:
-        journal = RedisJournal.from_url(reachable_redis(args.data_dir), keys)
-        session, events = args.source, [event for _, event in journal.read(args.source)]
-        if not events:
-            print(f"cellfleet trace: no events for session {session}", file=sys.stderr)
-            return 1
+    loaded = read_session(args.source, args, keys)
+    if loaded is None:
+        return 1
+    session, events = loaded
     if args.format == "perfetto":
         text = orjson.dumps(perfetto.render(session, events)).decode() + "\n"
+    elif args.format == "html":
+        text = html.render(session, events)
     else:
         text = timeline.render(timeline.fold(events))
     if args.output is None:
@@ -318,6 +342,41 @@ def show_trace(args: argparse.Namespace, keys: Keys) -> int:
     except OSError as error:
         raise InputError(f"cannot write {args.output}: {error.strerror}") from None
     return 0
+
+
+def read_session(
+    source: str, args: argparse.Namespace, keys: Keys
+) -> tuple[str, list[AnyEvent]] | None:
+    """A session's id and events: from a trace file (a path, or "-"), else from Redis
+    (None, said on stderr, when it has no events)."""
+    path = Path("/dev/stdin" if source == "-" else source)
+    if path.exists() or "/" in source or source.endswith(".jsonl"):
+        recorded = read_trace_file(path)  # (a missing file is said so, as for import)
+        return recorded.header.session, [event for _, event in recorded.entries]
+    journal = RedisJournal.from_url(reachable_redis(args.data_dir), keys)
+    try:
+        events = [event for _, event in journal.read(source)]
+    finally:
+        journal.close()
+    if not events:
+        print(f"cellfleet {args.command}: no events for session {source}", file=sys.stderr)
+        return None
+    return source, events
+
+
+def replay_session(args: argparse.Namespace, keys: Keys) -> int:
+    """`cellfleet replay`: 0 when every cell replays identically, 1 otherwise."""
+    loaded = read_session(args.source, args, keys)
+    if loaded is None:
+        return 1
+    _, events = loaded
+    if args.cell is not None and not any(event.cell == args.cell for event in events):
+        raise InputError(f"{args.source}: no cell {args.cell}")
+    use_environment_of(events)  # (V8 has not started yet: it reads them at its start)
+    cells = None if args.cell is None else {args.cell}
+    report = replay(events, cells=cells, time_limit_s=args.time_limit_s)
+    print(report.to_json() if args.json else report.render())
+    return 0 if report.identical else 1
 
 
 def export_trace(journal: RedisJournal, session: str, output: Path | None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,6 +17,12 @@ from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.runtime.protocol import CellSpec, Finished, OutputItem, RuntimeTool, Stopped
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
 from cellfleet.ops.redis_server import RedisProcess, start_redis
+from cellfleet.ops.replay_corpus import CORPUS_ENVIRONMENT
+
+# V8 takes the time zone and the locale from the environment once, when it starts (not
+# yet: nothing has run). The suite runs in those the replay corpus was recorded in, on
+# any machine; tests that need others run a `cellfleet` process with them.
+os.environ.update(CORPUS_ENVIRONMENT)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

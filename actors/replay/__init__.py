@@ -54,7 +54,10 @@ def replay(
     finally:
         if own_pool:
             pool.close()
-    return ReplayReport(record.session, reports, tuple(environment_notes(record)))
+    notes = environment_notes(record)
+    if isinstance(trace, Trace) and trace.header.v8 != v8.v8_version():
+        notes.append(f"recorded with V8 {trace.header.v8}, replayed with V8 {v8.v8_version()}")
+    return ReplayReport(record.session, reports, tuple(notes))
 
 
 def environment_notes(record: SessionRecord) -> list[str]:

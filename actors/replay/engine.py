@@ -112,7 +112,7 @@ class CellReplayer:
                 self._diverge(
                     self._expected(),
                     None,
-                    f"the replay did not get there within {self._limit_s:.0f} s",
+                    f"the replay did not get there within {self._limit_s:g} s",
                 )
                 break
             try:

@@ -91,7 +91,8 @@ def test_bad_traces_are_refused_with_the_line_that_is_wrong(
     header = orjson.loads(good[0])
     events = len(good) - 1
     future = orjson.dumps({**header, "version": trace_file.VERSION + 1}).decode() + "\n"
-    swapped = [good[0], good[2], good[1], *good[3:]]
+    swapped = [*good[:2], good[3], good[2], *good[4:]]
+    one_less = orjson.dumps({**header, "events": events - 1}).decode() + "\n"
     corrupt = [*good[:3], '{"id": "1-0", "fields": {"t": 3}}\n', *good[4:]]
     cases = {
         "truncated": (good[:-1], f"line {events + 1}: the header announces {events} events"),
@@ -99,7 +100,9 @@ def test_bad_traces_are_refused_with_the_line_that_is_wrong(
             [*good[:-1], good[-1][:20]],
             f"line {events + 1}: cut off (the file ends in the middle of a line)",
         ),
-        "reordered": (swapped, "line 3: event"),
+        "reordered": (swapped, "line 4: event"),
+        "a line twice": ([*good[:4], good[3], *good[4:]], "appears twice (a repeated line)"),
+        "no opening": ([one_less, *good[2:]], "line 2: the first event is not the session's"),
         "corrupt": (corrupt, "line 4: not an event: its fields are not an object of strings"),
         "not JSON": ([*good[:2], "{oops\n", *good[3:]], "line 3: not JSON"),
         "future version": ([future, *good[1:]], "line 1: trace format version 2 is newer"),
