@@ -21,6 +21,11 @@ from cellfleet.broker.tools.worker import ToolWorker
 log = logging.getLogger(__name__)
 
 READY_LINE = "cellfleet tools: worker "  # how the line that says it takes calls starts
+# How long after SIGTERM (or Ctrl-C) the process may live beyond its stop grace: the
+# loops' ends, closing, the interpreter's exit. Past it the kernel ends the process
+# (SIGALRM's default action), whatever held it: a thread the exit waits for (a handler
+# the worker lost track of, one a tools file started), a Redis call without a timeout.
+STOP_SLACK_S = 5.0
 
 
 def start_tools_process(
@@ -52,7 +57,23 @@ def run_worker(
     keys: Keys = DEFAULT_KEYS,
 ) -> None:
     """Serve `registry`'s tools until interrupted or terminated; then let running
-    calls finish for up to `stop_grace_s`."""
+    calls finish for up to `stop_grace_s`; the process is gone `STOP_SLACK_S` later."""
+    # The handler only notes the signal and arms the deadline: a system call, no lock.
+    # (It called `worker.request_stop()`, whose `Event.set` takes the lock the
+    # interrupted main thread may hold inside `Event.wait`: the worker hung for good.
+    # Ctrl-C's KeyboardInterrupt, raised there, could leave that lock taken as well.)
+    # Installed before `start`, which may take `LISTEN_WITHIN_S` and more: a signal
+    # meanwhile stops the worker once it started, and the deadline runs already.
+    signalled: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if not signalled:
+            signal.setitimer(signal.ITIMER_REAL, stop_grace_s + STOP_SLACK_S)
+        signalled.append(signum)
+
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the deadline ends the process
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     client = redis.Redis.from_url(url)
     worker = ToolWorker(
         client,
@@ -63,14 +84,12 @@ def run_worker(
         stop_grace_s=stop_grace_s,
         keys=keys,
     ).start()
-    signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
     # One line when calls are being taken (what scripts and tests wait for).
     names = ", ".join(sorted(registry.handlers)) or "no tools"
     print(f"{READY_LINE}{worker.name} serves {names}", flush=True)
     try:
-        worker.wait()
-    except KeyboardInterrupt:
-        pass
+        while not signalled and not worker.wait(0.1):  # (noticed within 0.1 s)
+            pass
     finally:
         worker.stop()
         client.close()

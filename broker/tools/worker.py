@@ -53,6 +53,10 @@ from cellfleet.broker.tools.registry import (
 
 log = logging.getLogger(__name__)
 LISTEN_WITHIN_S = 5.0  # how long `start` waits for the subscription to cancellations
+# How long `stop` waits, after the grace, for its loops to end: all of them together, not
+# each (they wake every 0.2 s; one stuck in a Redis call without a timeout is a daemon
+# thread, left behind rather than holding the stop for 5 s a thread, as it did).
+JOIN_WITHIN_S = 2.0
 
 
 @dataclass(slots=True)
@@ -139,14 +143,20 @@ class ToolWorker:
         expired. The worker never records or answers a call it gave up: its handler's
         late result is dropped."""
         self._stop_requested.set()
-        self._draining.set()
         with self._slot_freed:
+            # Under the lock `_submit` checks it with: a call read as the worker stops
+            # is either in `_running` now (waited for, or given up, below) or handed
+            # back, never started after the wait found `_running` empty (it was then
+            # neither waited for nor counted in `unfinished`, and its pool thread held
+            # the process's exit).
+            self._draining.set()
             self._slot_freed.wait_for(lambda: not self._running, self.stop_grace_s)
             for call in self._running.values():  # outlived the grace: the others' now
                 call.given_up = not call.settling
         self._stop.set()
+        joined_by = time.monotonic() + JOIN_WITHIN_S
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.0, joined_by - time.monotonic()))
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -155,11 +165,13 @@ class ToolWorker:
         with self._lock:
             return len(self._running)
 
-    def wait(self) -> None:
-        self._stop_requested.wait()
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until a stop is requested (or `timeout` passed); whether it was."""
+        return self._stop_requested.wait(timeout)
 
     def request_stop(self) -> None:
-        """Ask `wait()` to return (safe from a signal handler)."""
+        """Ask `wait()` to return. (Not from a signal handler: `Event.set` takes the
+        lock that the interrupted `wait` may hold; `run_worker` polls a flag instead.)"""
         self._stop_requested.set()
 
     # -- reading ---------------------------------------------------------------------
@@ -202,9 +214,6 @@ class ToolWorker:
             log.error("tool call entry %s is not a tool call: %s", entry_id, error)
             self._dead_letter(entry_id, fields, deliveries)
             return
-        if self._draining.is_set():  # read as the worker stops: for another worker
-            self._hand_back(entry_id, invocation, reply_to)
-            return
         running = _Running(
             entry_id,
             ToolContext(idempotency_key=invocation.idempotency_key),
@@ -214,8 +223,13 @@ class ToolWorker:
             deliveries,
             look_up=deliveries > 1 or b"handed_back" in fields,
         )
-        with self._lock:
-            self._running[invocation.idempotency_key] = running
+        with self._lock:  # (`stop` sets `_draining` under it: see there)
+            draining = self._draining.is_set()
+            if not draining:
+                self._running[invocation.idempotency_key] = running
+        if draining:  # read as the worker stops: for another worker
+            self._hand_back(entry_id, invocation, reply_to)
+            return
         self._pool.submit(self._handle, running)
 
     # -- leases ----------------------------------------------------------------------

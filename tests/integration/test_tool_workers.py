@@ -9,6 +9,7 @@ import queue
 import signal
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,10 +21,10 @@ from cellfleet.broker import events as ev
 from cellfleet.broker import keys
 from cellfleet.broker.contract.render import ToolOutput
 from cellfleet.broker.tools.registry import ToolRegistry, load_tools_file
-from cellfleet.broker.tools.worker import ToolWorker
+from cellfleet.broker.tools.worker import JOIN_WITHIN_S, ToolWorker
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
-from cellfleet.ops.tools_worker import start_tools_process
+from cellfleet.ops.tools_worker import STOP_SLACK_S, start_tools_process
 
 REPO = Path(__file__).parents[2]
 TOOLS_FILE = Path(__file__).parent / "fixtures" / "worker_tools.py"
@@ -558,3 +559,78 @@ def test_a_worker_never_answers_a_call_it_gave_up_on_stopping(redis_url, prefix)
             each.stop()
             each.client.close()
         host.close()
+
+
+class _Stuck:
+    """A Redis client whose XREADGROUP and XAUTOCLAIM hang once `stuck` is set, as on
+    a connection that stopped answering (the worker's client has no socket timeout)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self.stuck = threading.Event()
+        self.release = threading.Event()
+        self.hanging: set[str] = set()
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self._client, name)
+        if name not in ("xreadgroup", "xautoclaim"):
+            return attribute
+
+        def call(*args: object, **kwargs: object) -> object:
+            if self.stuck.is_set():
+                self.hanging.add(name)
+                self.release.wait(60)
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+def test_stop_takes_its_grace_and_a_bounded_join_with_loops_stuck_in_redis(redis_url, prefix):
+    """Loops stuck in Redis calls are left behind after `JOIN_WITHIN_S` in all (the stop
+    waited 5 s for each: with the grace, past the 15 s a worker process is given)."""
+    client = _Stuck(redis.Redis.from_url(redis_url))
+    registry = ToolRegistry.from_handlers({"echo": lambda value: value})
+    worker = ToolWorker(
+        client,  # type: ignore[arg-type]
+        registry,
+        keys=keys.Keys(prefix),
+        lease_s=0.3,
+        stop_grace_s=0.1,
+    ).start()
+    try:
+        client.stuck.set()
+        deadline = time.monotonic() + 15
+        while client.hanging != {"xreadgroup", "xautoclaim"}:  # the read and lease loops
+            assert time.monotonic() < deadline, f"only {client.hanging} hang"
+            client.release.wait(0.01)
+        began = time.monotonic()
+        worker.stop()
+        assert time.monotonic() - began < 0.1 + JOIN_WITHIN_S + 1
+    finally:
+        client.release.set()
+        worker.stop()
+        client.close()
+
+
+def test_a_terminated_worker_ends_even_if_a_thread_holds_its_exit(env, prefix, tmp_path):
+    """Whatever holds the interpreter's exit after the stop (here a thread that is not
+    a daemon, as a handler the worker lost track of was, or one a tools file started),
+    the process is gone `STOP_SLACK_S` after its grace (it waited for the thread)."""
+    tools = tmp_path / "lingering_tools.py"
+    tools.write_text(
+        "import threading\n"
+        "from cellfleet.broker.tools.registry import ToolRegistry\n"
+        "tools = ToolRegistry.from_handlers({'echo': lambda value: value})\n"
+        "threading.Thread(target=threading.Event().wait, name='lingers').start()\n"
+    )
+    grace = 0.1
+    process = start_tools_process(
+        ["--tools", str(tools), "--stop-grace-s", str(grace)], env, keys.Keys(prefix)
+    )
+    try:
+        process.terminate()
+        assert process.wait(grace + STOP_SLACK_S + 5) == -signal.SIGALRM  # the deadline's
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
