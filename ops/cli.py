@@ -12,6 +12,8 @@ import errno
 import importlib
 import math
 import os
+import shlex
+import shutil
 import sys
 import threading
 import time
@@ -34,6 +36,7 @@ from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import DEFAULT_PREFIX, Keys
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.ops.host import Host
+from cellfleet.ops.host_server import serve_stdio
 from cellfleet.ops.inputs import InputError, load_tools, open_text, reachable_redis, read_text
 from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
 from cellfleet.ops.tools_worker import run_worker
@@ -132,6 +135,20 @@ def _parser() -> argparse.ArgumentParser:
     import_ = commands.add_parser("import", help="load a trace as a new session")
     import_.add_argument("trace", type=Path)
 
+    host = commands.add_parser(
+        "host", help="Codex's code-mode host protocol over stdio (how Codex starts its host)"
+    )
+    host.add_argument("--listen", default="stdio", help="only stdio (the default) for now")
+    host.add_argument(
+        "--install-next-to",
+        type=Path,
+        metavar="CODEX",
+        help="make a folder where this `codex` binary runs its code mode on cellfleet",
+    )
+    host.add_argument(
+        "--into", type=Path, default=None, help="that folder (default: ./codex-on-cellfleet)"
+    )
+
     tools = commands.add_parser("tools", help="run a tool-dispatch worker process")
     tools.add_argument(
         "--tools", type=Path, required=True, help="a Python file defining a ToolRegistry"
@@ -159,6 +176,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _without_tools() -> dict[str, Callable[[argparse.Namespace, Keys], int]]:
+    """The commands that take no tools file."""
+    logs = dict.fromkeys(("events", "export", "import", "sessions"), run_log_command)
+    return {"trace": show_trace, "replay": replay_session, "host": run_host, **logs}
+
+
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
     """An argparse type: a number of `kind` above 0."""
 
@@ -179,10 +202,9 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "bench":
         return run_bench(args.suite, as_json=args.json, samples=args.samples)
     keys = Keys(args.key_prefix)
-    if args.command in ("trace", "replay"):  # from a trace file, or from Redis
-        return (show_trace if args.command == "trace" else replay_session)(args, keys)
-    if args.command in ("events", "export", "import", "sessions"):
-        return run_log_command(args, keys)
+    command = _without_tools().get(args.command)
+    if command is not None:
+        return command(args, keys)
     registry = load_tools(args.tools)
     if args.command == "tools":
         url = reachable_redis(args.data_dir)
@@ -377,6 +399,48 @@ def replay_session(args: argparse.Namespace, keys: Keys) -> int:
     report = replay(events, cells=cells, time_limit_s=args.time_limit_s)
     print(report.to_json() if args.json else report.render())
     return 0 if report.identical else 1
+
+
+def run_host(args: argparse.Namespace, keys: Keys) -> int:
+    """`cellfleet host`: serve Codex's host protocol on stdin/stdout, or install it."""
+    if args.install_next_to is not None:
+        return install_next_to(args.install_next_to, args.into or Path("codex-on-cellfleet"))
+    if args.listen != "stdio":
+        raise InputError(
+            f"--listen {args.listen}: only stdio is served (JSON frames; start Codex with"
+            " --disable code_mode_host_grpc, which makes it start its host with no arguments)"
+        )
+    url = reachable_redis(args.data_dir)  # (checked before the first frame is read)
+    return serve_stdio(lambda: Host(url, workers=0, keys=keys))
+
+
+def install_next_to(codex: Path, folder: Path) -> int:
+    """A folder holding a hard link of `codex` and, beside it, the `codex-code-mode-host`
+    it starts (Codex looks next to its own executable, symlinks resolved)."""
+    if not codex.is_file():
+        raise InputError(f"{codex}: no such file (the path of the codex binary)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        linked = folder / "codex"
+        if linked.exists():
+            linked.unlink()
+        try:
+            os.link(codex.resolve(), linked)
+        except OSError:  # another file system: a copy works as well
+            shutil.copy2(codex.resolve(), linked)
+        launcher = folder / "codex-code-mode-host"
+        launcher.write_text(
+            "#!/bin/sh\n# Codex's code-mode host, served by cellfleet (REDIS_URL, else the"
+            " embedded Redis).\n"
+            f'exec {shlex.quote(sys.executable)} -m cellfleet.ops.cli host "$@"\n'
+        )
+        launcher.chmod(0o755)
+    except OSError as error:
+        raise InputError(f"cannot install into {folder}: {error.strerror}") from None
+    where = shlex.quote(str(folder.resolve()))
+    print(f"Codex in {where} now runs its code mode on cellfleet:")
+    print(f"  {where}/codex --enable code_mode --disable code_mode_host_grpc")
+    return 0
 
 
 def export_trace(journal: RedisJournal, session: str, output: Path | None) -> int:

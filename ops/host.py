@@ -22,6 +22,7 @@ from cellfleet.broker.contract.tools import JsonValue, NamespaceInfo, ToolDefini
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
+from cellfleet.broker.tools.invocation import ToolDispatcher
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
 
@@ -88,14 +89,20 @@ class Host:
         default_exec_yield_time_ms: int = DEFAULT_EXEC_YIELD_TIME_MS,
         notify: Notify | None = None,
         on_cell_closed: Callable[[str], None] | None = None,
+        dispatcher: ToolDispatcher | None = None,
+        memory_limit_bytes: int | None = None,
     ) -> Session:
-        """A new session; its nested tools default to the host's registry."""
+        """A new session; its nested tools default to the host's registry, served by
+        the tool workers (or by `dispatcher`); `memory_limit_bytes` of each cell's heap
+        defaults to the pool's."""
         config = SessionConfig(
             session_id=session_id or uuid.uuid4().hex,
             inventory=build_inventory(
                 self.registry.definitions if tools is None else tools, namespaces or {}
             ),
             max_yield_time_ms=max_yield_time_ms,
+            dispatcher=dispatcher,
+            memory_limit_bytes=memory_limit_bytes,
         )
         if notify is not None:
             config.notify = notify

@@ -134,19 +134,23 @@ class CellActor(pykka.ThreadingActor):
 
     def _start_runtime(self) -> None:
         prepared = self.ctx.pool.acquire(self.spec.tools)
+        limit = self.ctx.memory_limit_bytes
+        if limit != self.ctx.pool.memory_limit_bytes:  # the session's own limit
+            prepared.context.set_memory_limit(limit)
         self.runtime = self.answers.runtime = CellRuntime(
             self.spec,
             prepared,
             listener=self._incoming.append,
             sink=self._tell,
             release=self.ctx.pool.release,
-            memory_limit_bytes=self.ctx.pool.memory_limit_bytes,
+            memory_limit_bytes=limit,
         )
         self.runtime.start()
         observer = self.handle.observer
         if observer is not None and observer.mode == ObserveMode.PENDING:
             self.runtime.set_frontier_mode(True)  # spec §4.7: `execute_to_pending`
         self._process_incoming()
+        self._start_notifications()
         self._schedule_poll()
         if not self.log.admitted:  # whatever it waits for (JavaScript, a timer, a tool)
             self.ctx.scheduler.call_later(ADMIT_WITHIN_S, partial(self._tell, AdmitDue()))
@@ -213,7 +217,14 @@ class CellActor(pykka.ThreadingActor):
             runtime.handle(message)
         self._process_incoming()
         answers.release()
+        self._start_notifications()
         self._schedule_poll()
+
+    def _start_notifications(self) -> None:
+        """Notifications go to the harness once the answers decided before them went
+        out (a yield before a `notify()` is answered first, as Codex's host does)."""
+        if not self.answers.holding:
+            self.effects.start_notifications()
 
     def _schedule_poll(self) -> None:
         """While JavaScript runs, collect what it reports every few milliseconds."""

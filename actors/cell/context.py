@@ -13,7 +13,7 @@ from cellfleet.actors.scheduler import Scheduler
 from cellfleet.actors.session.store import SessionStore
 from cellfleet.broker.contract.tools import ToolDefinition
 from cellfleet.broker.journal import RedisJournal
-from cellfleet.broker.tools.dispatch import BrokerDispatcher
+from cellfleet.broker.tools.invocation import ToolDispatcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,8 @@ class CellContext:
     store: SessionStore
     pool: ContextPool
     scheduler: Scheduler
-    dispatcher: BrokerDispatcher
+    dispatcher: ToolDispatcher
+    memory_limit_bytes: int  # of each cell's heap
     tools: Mapping[str, ToolDefinition]  # JS global name -> definition
     notify: Callable[[str, str, str], None]  # (exec call id, cell id, text)
     notifier: Executor  # where notifications are handed to `notify`

@@ -10,6 +10,7 @@ actor's thread.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -72,6 +73,7 @@ class Effects:
             call_id=call.call_id,
             name=call.name,
             raw_name=definition.name if definition else call.name,
+            namespace=definition.namespace if definition else None,
             kind=call.kind,
             input=call.input,
         )
@@ -203,6 +205,10 @@ class Effects:
         self._log.flush()
         self._notifications.send(notification_id, text)
 
+    def start_notifications(self) -> None:
+        """Hand the notifications recorded so far to the harness."""
+        self._notifications.start()
+
     def record_settled_notifications(self) -> None:
         self._record(self._notifications.take_settled())
 
@@ -226,6 +232,9 @@ class Effects:
         """Spec §4.5: outstanding tool calls are cancelled before the terminal answer;
         timers never fire after it."""
         log = self._log
+        if self._to_send and self._ctx.dispatcher.sends_every_call:
+            with contextlib.suppress(BrokerError, Refused):  # (kept: cancelled below)
+                self.send_requested_tools()
         for call_id, cancel in self._tools.items():
             cancel.cancel()
             log.add(ev.ToolCancelled(**log.stamp(), call_id=call_id))

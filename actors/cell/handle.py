@@ -52,7 +52,9 @@ class Observer:
 def missing(cell_id: str) -> Future[CellAnswer]:
     """The answer for a cell that does not exist (any more)."""
     future: Future[CellAnswer] = Future()
-    future.set_result(Result(cell_id=cell_id, error_text=texts.cell_not_found(cell_id)))
+    future.set_result(
+        Result(cell_id=cell_id, error_text=texts.cell_not_found(cell_id), missing=True)
+    )
     return future
 
 

@@ -120,10 +120,16 @@ class Notifications:
         self._settled: list[tuple[int, Outcome]] = []  # not yet taken by the actor
 
     def send(self, notification_id: int, text: str) -> None:
-        """Deliver `text` after the cell's earlier notifications."""
+        """Queue `text` behind the cell's earlier notifications; `start` hands them over
+        (the actor first sends the answers decided meanwhile: a yield before the
+        `notify()` reaches the harness before the notification)."""
         with self._cond:
             self._queued.append((notification_id, text))
-            if self._running:
+
+    def start(self) -> None:
+        """Hand what is queued to the harness, in order (unless it is on its way)."""
+        with self._cond:
+            if self._running or not self._queued:
                 return
             self._running = True
         self._executor.submit(self._deliver_queued)
@@ -144,6 +150,8 @@ class Notifications:
         """
         if cancel:
             self.cancel()
+        else:
+            self.start()
         with self._cond:
             if not self._cond.wait_for(lambda: not self._running, DRAIN_TIMEOUT_S):
                 log.warning(

@@ -246,6 +246,11 @@ class Answers:
         self._outbox.append((observer.future, answer))
         return True
 
+    @property
+    def holding(self) -> bool:
+        """Answers are decided and not handed out yet (see `release`)."""
+        return bool(self._outbox)
+
     def release(self, *, now: bool = False) -> None:
         """Hand out the answers decided so far (they are recorded in the log already).
 

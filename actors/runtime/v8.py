@@ -314,6 +314,11 @@ class V8Context:
         if memory_limit_bytes:
             self._dll.mr_set_hard_memory_limit(self._ctx, memory_limit_bytes)
 
+    def set_memory_limit(self, memory_limit_bytes: int) -> None:
+        """Change the heap limit (before the context runs anything of a cell's)."""
+        self._memory_limit_bytes = memory_limit_bytes
+        self._dll.mr_set_hard_memory_limit(self._ctx, memory_limit_bytes)
+
     # -- the conversion hooks ObjectFactoryImpl expects of a context ------------------
 
     def create_string_val(self, val: str, typ: int) -> ValueHandle:

@@ -7,6 +7,7 @@ futures of the cells' answers; they never wait for a cell inside the actor).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import struct
@@ -25,6 +26,7 @@ from cellfleet.actors.cell.deadlines import yield_timeout_ms
 from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.actors.cell.handle import CellHandle, Observer, missing
 from cellfleet.actors.cell.log import FailedEnding
+from cellfleet.actors.cell.messages import YieldDue
 from cellfleet.actors.cell.spares import CellActors
 from cellfleet.actors.runtime import v8
 from cellfleet.actors.runtime.pool import ContextPool
@@ -34,6 +36,7 @@ from cellfleet.actors.session.store import SessionStore
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract.inventory import ToolInventory
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
+from cellfleet.broker.contract.tools import ToolDefinition
 from cellfleet.broker.errors import (
     BrokerError,
     CellIdSpaceExhaustedError,
@@ -42,6 +45,7 @@ from cellfleet.broker.errors import (
 from cellfleet.broker.events import TerminationReason, wall_clock_ms
 from cellfleet.broker.journal import MAX_CELL_ID, RedisJournal
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
+from cellfleet.broker.tools.invocation import ToolDispatcher
 
 Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
 
@@ -65,6 +69,27 @@ class SessionServices:
     audit: Callable[[str, str, CellFacts], None] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CellTools:
+    """A cell's nested tools: as the runtime installs them, as its admission records
+    them, and by JS global name (what a call names)."""
+
+    runtime: tuple[RuntimeTool, ...]
+    records: tuple[dict[str, str | None], ...]
+    definitions: dict[str, ToolDefinition]
+
+    @classmethod
+    def of(cls, inventory: ToolInventory) -> CellTools:
+        return cls(
+            tuple(
+                RuntimeTool(name=e.global_name, description=e.description, kind=e.definition.kind)
+                for e in inventory.entries
+            ),
+            inventory.records(),
+            {e.global_name: e.definition for e in inventory.entries},
+        )
+
+
 @dataclass(kw_only=True)
 class SessionConfig:
     session_id: str
@@ -72,6 +97,10 @@ class SessionConfig:
     max_yield_time_ms: int | None = None
     notify: Notify = field(default=lambda *_: None)
     on_cell_closed: Callable[[str], None] = field(default=lambda _: None)
+    # Where its nested tool calls go (default: the services' worker fleet); a harness
+    # that runs the tools itself (`cellfleet host`: the client) gives its own.
+    dispatcher: ToolDispatcher | None = None
+    memory_limit_bytes: int | None = None  # per cell (default: the pool's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +134,7 @@ class SessionActor(pykka.ThreadingActor):
         self._shutdown_error: BrokerError | None = None  # the log refused shutdown_begun
         self._began_shutdown = False  # the log took this actor's shutdown_begun
         self._all_closed: Future[None] = Future()
-        inventory = config.inventory
-        self._runtime_tools = tuple(
-            RuntimeTool(name=e.global_name, description=e.description, kind=e.definition.kind)
-            for e in inventory.entries
-        )
-        self._tool_records = inventory.records()
-        self._definitions = {e.global_name: e.definition for e in inventory.entries}
+        self._tools = CellTools.of(config.inventory)
 
     def on_start(self) -> None:
         journal = self.services.journal
@@ -137,8 +160,9 @@ class SessionActor(pykka.ThreadingActor):
             store=self._store,
             pool=services.pool,
             scheduler=services.scheduler,
-            dispatcher=services.dispatcher,
-            tools=self._definitions,
+            dispatcher=self.config.dispatcher or services.dispatcher,
+            memory_limit_bytes=self.config.memory_limit_bytes or services.pool.memory_limit_bytes,
+            tools=self._tools.definitions,
             notify=self.config.notify,
             notifier=services.notifier,
             on_closed=self._tell_closed,
@@ -163,8 +187,11 @@ class SessionActor(pykka.ThreadingActor):
         yield_time_ms: int,
         max_output_tokens: int | None,
         mode: ObserveMode = ObserveMode.YIELD,
+        *,
+        tools: CellTools | None = None,
     ) -> tuple[str, Future[CellAnswer]]:
-        """Create a cell and start it; returns its id and its first answer.
+        """Create a cell and start it; returns its id and its first answer. `tools`: the
+        cell's own nested tools (default: the session's).
 
         The cell's admission is recorded in the log with its first events, before
         anything it does is seen outside (see `CellActor`); the log may still refuse it
@@ -177,6 +204,11 @@ class SessionActor(pykka.ThreadingActor):
         if self._unrecorded:
             self._record_failed_endings()
         assert self._store is not None
+        context = self._context
+        if tools is None:
+            tools = self._tools
+        else:
+            context = dataclasses.replace(context, tools=tools.definitions)
         stored, stored_version = self._store.snapshot()  # (may fail: nothing taken yet)
         self._last_cell += 1
         cell_id = str(self._last_cell)
@@ -191,7 +223,7 @@ class SessionActor(pykka.ThreadingActor):
             source=source,
             yield_time_ms=yield_time_ms,
             max_output_tokens=max_output_tokens,
-            tools=self._tool_records,
+            tools=tools.records,
             seed=seed,
             clock_ms=clock,
             stored_version=stored_version,
@@ -203,13 +235,13 @@ class SessionActor(pykka.ThreadingActor):
         spec = CellSpec(
             cell_id=cell_id,
             source=source,
-            tools=self._runtime_tools,
+            tools=tools.runtime,
             seed=seed,
             clock_ms=clock,
             stored=stored,
         )
         self._cells[cell_id] = handle
-        handle.actor = self.services.cell_actors.start(handle, spec, self._context, admitted)
+        handle.actor = self.services.cell_actors.start(handle, spec, context, admitted)
         return cell_id, observer.future
 
     def observe(self, cell_id: str, mode: ObserveMode, yield_time_ms: int) -> Future[CellAnswer]:
@@ -223,6 +255,13 @@ class SessionActor(pykka.ThreadingActor):
         if handle is None:
             return self._untold_failure(cell_id) or missing(cell_id)
         return handle.terminate()
+
+    def yield_now(self, cell_id: str) -> None:
+        """Answer the cell's current observer now with its output so far (Codex's
+        `operation/yield`); nothing if it has none."""
+        handle = self._cells.get(cell_id)
+        if handle is not None and handle.observer is not None and handle.actor is not None:
+            handle.actor.tell(YieldDue(handle.observer))
 
     def _untold_failure(self, cell_id: str) -> Future[CellAnswer] | None:
         """The failure of a cell that ended while nobody observed it, told once."""
@@ -328,10 +367,17 @@ class ActorSessionBackend:
         yield_time_ms: int,
         max_output_tokens: int | None,
         mode: ObserveMode = ObserveMode.YIELD,
+        *,
+        tools: CellTools | None = None,
     ) -> tuple[str, Future[CellAnswer]]:
         try:
             result: tuple[str, Future[CellAnswer]] = self._ask(
-                SessionActor.execute, call_id, source, yield_time_ms, max_output_tokens, mode
+                partial(SessionActor.execute, tools=tools),
+                call_id,
+                source,
+                yield_time_ms,
+                max_output_tokens,
+                mode,
             )
         except pykka.ActorDeadError:
             raise SessionShuttingDownError from None
@@ -352,6 +398,10 @@ class ActorSessionBackend:
         except pykka.ActorDeadError:
             return missing(cell_id)
         return future
+
+    def yield_now(self, cell_id: str) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._ask(SessionActor.yield_now, cell_id)
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop every cell and wait for them; idempotent, callers may race."""

@@ -47,6 +47,9 @@ class Result:
     cell_id: str
     content_items: list[ContentItem] = field(default_factory=list)
     error_text: str | None = None
+    # The cell does not exist (any more): `exec cell N not found`. The model sees the
+    # same as for any failure; Codex's host protocol calls it `MissingCell`.
+    missing: bool = field(default=False, compare=False)
 
 
 RuntimeResponse: TypeAlias = Yielded | Terminated | Result

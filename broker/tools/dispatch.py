@@ -74,6 +74,8 @@ class _BrokerCancel(CancelHandle):
 class BrokerDispatcher:
     """Sends tool calls to the worker fleet; routes their outcomes back to cells."""
 
+    sends_every_call = False  # a call withdrawn before it was sent never reaches a worker
+
     def __init__(
         self,
         client: redis.Redis,

@@ -8,8 +8,9 @@ are checked here, before any handler runs.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
@@ -30,6 +31,7 @@ class ToolInvocation:
     raw_name: str  # the harness's tool name
     kind: ToolKind
     input: JsonValue
+    namespace: str | None = None  # the harness's namespace of it (Codex's host protocol)
 
     @property
     def idempotency_key(self) -> str:
@@ -64,6 +66,24 @@ class CancelHandle:
 
     def cancel(self) -> None:
         self.event.set()
+
+
+class ToolDispatcher(Protocol):
+    """Where a session's nested tool calls go: the worker fleet over Redis
+    (`dispatch.BrokerDispatcher`) or the harness itself (`delegate.DelegateDispatcher`)."""
+
+    # Calls a cell requested and no longer needs before they were sent are sent and then
+    # withdrawn (Codex's host does so), rather than never sent.
+    sends_every_call: bool
+
+    def dispatch_batch(
+        self,
+        calls: Sequence[tuple[ToolInvocation, Callable[[ToolOutcome], None]]],
+        before: Sequence[Any] = (),
+    ) -> list[CancelHandle]:
+        """Send `calls` (each outcome reported through its callback), after appending the
+        log commands `before` (their `tool_requested` events): one round trip."""
+        ...
 
 
 def payload_error(invocation: ToolInvocation) -> str | None:

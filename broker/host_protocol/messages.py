@@ -1,0 +1,326 @@
+"""The client's messages of Codex's host protocol v1, decoded as strictly as the reference
+decodes them (serde with `deny_unknown_fields`): an unknown field or variant, a missing
+field or a value of the wrong type is a `DecodeError`, whose text follows serde's.
+
+Casing is the protocol's own: envelopes and session requests camelCase, the execute and
+wait payloads and tool definitions snake_case (`../shared/spec/host-protocol.md`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from cellfleet.broker.contract.tools import JsonValue, ToolKind
+
+I32 = (-(2**31), 2**31 - 1)
+I64 = (-(2**63), 2**63 - 1)
+U64 = (0, 2**64 - 1)
+
+
+class DecodeError(ValueError):
+    """A frame the host cannot decode: the connection ends (the reference exits 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    supported_versions: list[int]
+    required_capabilities: list[str]
+    optional_capabilities: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class WireTool:
+    name: str  # the JS global name
+    tool_name: str  # the harness's name of it, and its namespace
+    namespace: str | None
+    description: str
+    kind: ToolKind
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    session_id: str
+    max_yield_time_ms: int | None = None
+    max_heap_size_bytes: int | None = None
+    server_truncation: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Execute:
+    session_id: str
+    tool_call_id: str
+    tools: list[WireTool]
+    source: str
+    yield_time_ms: int | None
+    max_output_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    session_id: str
+    cell_id: str
+    yield_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    session_id: str
+    cell_id: str
+    max_output_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    session_id: str
+
+
+Request = Open | Execute | Wait | Terminate | Shutdown
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRequest:
+    id: int
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Yield:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DelegateResponse:
+    id: int
+    ok: bool
+    value: JsonValue = None  # a tool's result (ok)
+    message: str = ""  # the error (not ok)
+
+
+ClientMessage = Hello | OperationRequest | Cancel | Yield | DelegateResponse
+
+
+def parse(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        raise DecodeError(str(error)) from None
+
+
+def decode_hello(data: Any) -> Hello | None:
+    """The hello, or None if the first message is another (the host rejects it)."""
+    fields = _struct(data, tag="type")
+    if fields.get("type") != "connection/hello":
+        _variant(fields.get("type"), _MESSAGE_TYPES)
+        return None
+    _known(fields, ("supportedVersions", "requiredCapabilities", "optionalCapabilities"), "type")
+    return Hello(
+        _list(_required(fields, "supportedVersions"), lambda v: _integer(v, U64, "u32")),
+        _list(_required(fields, "requiredCapabilities"), _string),
+        _list(_required(fields, "optionalCapabilities"), _string),
+    )
+
+
+_MESSAGE_TYPES = (
+    "connection/hello",
+    "operation/request",
+    "operation/cancel",
+    "operation/yield",
+    "delegate/response",
+)
+_METHODS = (
+    "session/open",
+    "session/execute",
+    "session/wait",
+    "session/terminate",
+    "session/shutdown",
+)
+
+
+def decode_message(data: Any) -> ClientMessage:
+    """A message after the hello."""
+    fields = _struct(data, tag="type")
+    kind = _variant(fields.get("type"), _MESSAGE_TYPES)
+    if kind == "connection/hello":
+        return decode_hello(data) or Hello([], [], [])
+    if kind == "operation/request":
+        _known(fields, ("id", "request"), "type")
+        return OperationRequest(_id(fields), _request(_required(fields, "request")))
+    if kind in ("operation/cancel", "operation/yield"):
+        _known(fields, ("id",), "type")
+        return (Cancel if kind == "operation/cancel" else Yield)(_id(fields))
+    _known(fields, ("id", "result"), "type")
+    return _delegate_response(_id(fields), _required(fields, "result"))
+
+
+def _request(data: Any) -> Request:
+    fields = _struct(data, tag="method")
+    method = _variant(fields.get("method"), _METHODS)
+    if method == "session/open":
+        _known(fields, ("sessionId", "cellExecutionLimits", "outputTruncation"), "method")
+        limits = _struct(fields.get("cellExecutionLimits") or {})
+        _known(limits, ("maxYieldTimeMs", "maxHeapSizeBytes"))
+        truncation = fields.get("outputTruncation")
+        if truncation is not None:
+            _variant(truncation, ("client", "server"))
+        return Open(
+            _session(fields),
+            _optional(limits.get("maxYieldTimeMs"), lambda v: _integer(v, U64, "u64")),
+            _optional(limits.get("maxHeapSizeBytes"), lambda v: _integer(v, U64, "u64")),
+            truncation == "server",
+        )
+    if method == "session/execute":
+        _known(fields, ("sessionId", "request"), "method")
+        body = _struct(_required(fields, "request"))
+        _known(body, ("tool_call_id", "enabled_tools", "source", "yield_time_ms",
+                      "max_output_tokens"))  # fmt: skip
+        return Execute(
+            _session(fields),
+            _string(_required(body, "tool_call_id")),
+            _list(_required(body, "enabled_tools"), _tool),
+            _string(_required(body, "source")),
+            _optional(body.get("yield_time_ms"), lambda v: _integer(v, U64, "u64")),
+            _optional(body.get("max_output_tokens"), lambda v: _integer(v, I32, "i32")),
+        )
+    if method == "session/wait":
+        _known(fields, ("sessionId", "request"), "method")
+        body = _struct(_required(fields, "request"))
+        _known(body, ("cell_id", "yield_time_ms"))
+        return Wait(
+            _session(fields),
+            _string(_required(body, "cell_id")),
+            _integer(_required(body, "yield_time_ms"), U64, "u64"),
+        )
+    if method == "session/terminate":
+        _known(fields, ("sessionId", "cellId", "maxOutputTokens"), "method")
+        return Terminate(
+            _session(fields),
+            _string(_required(fields, "cellId")),
+            _optional(fields.get("maxOutputTokens"), lambda v: _integer(v, I32, "i32")),
+        )
+    _known(fields, ("sessionId",), "method")
+    return Shutdown(_session(fields))
+
+
+def _tool(data: Any) -> WireTool:
+    fields = _struct(data)
+    _known(fields, ("name", "tool_name", "description", "kind", "input_schema", "output_schema"))
+    name = _struct(_required(fields, "tool_name"))
+    _known(name, ("name", "namespace"))
+    return WireTool(
+        name=_string(_required(fields, "name")),
+        tool_name=_string(_required(name, "name")),
+        namespace=_optional(name.get("namespace"), _string),
+        description=_string(_required(fields, "description")),
+        kind=ToolKind(_variant(_required(fields, "kind"), ("function", "freeform"))),
+    )
+
+
+def _delegate_response(delegate_id: int, data: Any) -> DelegateResponse:
+    fields = _struct(data, tag="status")
+    status = _variant(fields.get("status"), ("ok", "error"))
+    if status == "error":
+        _known(fields, ("message",), "status")
+        return DelegateResponse(delegate_id, False, message=_string(_required(fields, "message")))
+    _known(fields, ("value",), "status")
+    value = _struct(_required(fields, "value"), tag="type")
+    kind = _variant(value.get("type"), ("tool/result", "notification/delivered"))
+    if kind == "notification/delivered":
+        _known(value, (), "type")
+        return DelegateResponse(delegate_id, True)
+    _known(value, ("result",), "type")
+    return DelegateResponse(delegate_id, True, value.get("result"))
+
+
+# -- serde-like checks -------------------------------------------------------------------
+
+
+def _struct(data: Any, *, tag: str | None = None) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise DecodeError(f"invalid type: {_kind(data)}, expected struct")
+    if tag is not None and tag not in data:
+        raise DecodeError(f"missing field `{tag}`")
+    return data
+
+
+def _known(fields: dict[str, Any], names: Sequence[str], tag: str | None = None) -> None:
+    """Every field is one of `names` (or the enum's `tag`)."""
+    for key in fields:
+        if key != tag and key not in names:
+            raise DecodeError(f"unknown field `{key}`, {_expected(names)}")
+
+
+def _expected(names: Sequence[str]) -> str:
+    if not names:
+        return "there are no fields"
+    quoted = [f"`{name}`" for name in names]
+    if len(quoted) == 1:
+        return f"expected {quoted[0]}"
+    if len(quoted) == 2:
+        return f"expected {quoted[0]} or {quoted[1]}"
+    return "expected one of " + ", ".join(quoted)
+
+
+def _required(fields: dict[str, Any], name: str) -> Any:
+    if name not in fields:
+        raise DecodeError(f"missing field `{name}`")
+    return fields[name]
+
+
+def _variant(value: Any, names: Sequence[str]) -> str:
+    if not isinstance(value, str):
+        raise DecodeError(f"invalid type: {_kind(value)}, expected variant identifier")
+    if value not in names:
+        raise DecodeError(f"unknown variant `{value}`, {_expected(names)}")
+    return value
+
+
+def _session(fields: dict[str, Any]) -> str:
+    return _string(_required(fields, "sessionId"))
+
+
+def _id(fields: dict[str, Any]) -> int:
+    return _integer(_required(fields, "id"), I64, "i64")
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise DecodeError(f"invalid type: {_kind(value)}, expected a string")
+    return value
+
+
+def _integer(value: Any, bounds: tuple[int, int], name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DecodeError(f"invalid type: {_kind(value)}, expected {name}")
+    if not bounds[0] <= value <= bounds[1]:
+        raise DecodeError(f"invalid value: integer `{value}`, expected {name}")
+    return value
+
+
+def _optional(value: Any, convert: Any) -> Any:
+    return None if value is None else convert(value)
+
+
+def _list(value: Any, convert: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise DecodeError(f"invalid type: {_kind(value)}, expected a sequence")
+    return [convert(item) for item in value]
+
+
+def _kind(value: Any) -> str:
+    """How serde names an unexpected JSON value."""
+    if value is None or isinstance(value, list | dict):
+        return "null" if value is None else ("sequence" if isinstance(value, list) else "map")
+    if isinstance(value, bool):
+        return f"boolean `{str(value).lower()}`"
+    if isinstance(value, str):
+        return f'string "{value}"'
+    return f"{'integer' if isinstance(value, int) else 'floating point'} `{value}`"

@@ -1,0 +1,441 @@
+"""`cellfleet host`: Codex's code-mode host protocol v1 over stdio, on cellfleet sessions.
+
+Codex (0.169.0) starts `codex-code-mode-host` next to its own binary and speaks length-
+prefixed JSON frames with it (`../shared/spec/host-protocol.md`). This module is that
+host: each protocol session is a cellfleet session (every lifecycle event in Redis), its
+cells get the tools each execute names, and their nested tool calls and notifications
+go back to the client as delegate requests (the client is the tool worker).
+
+Threads: the reader (`serve`) decodes frames and starts operations; answers are written
+from whichever thread settles them (cell actors, the session shutdown), one whole frame
+at a time (`FrameWriter`). Only frames go to standard output: anything else written to
+file descriptor 1 lands on standard error.
+
+A frame the host cannot decode ends the connection as the reference ends it: one
+`Error: ...` on standard error and exit status 1, without a frame.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TextIO, cast
+
+from cellfleet.actors.runtime.protocol import RuntimeTool
+from cellfleet.actors.session.actor import ActorSessionBackend, CellTools
+from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
+from cellfleet.broker.contract.responses import CellAnswer, ObserveMode, Pending
+from cellfleet.broker.contract.tools import ToolDefinition
+from cellfleet.broker.host_protocol import answers, messages
+from cellfleet.broker.host_protocol.frames import FrameError, FrameWriter, read_frame
+from cellfleet.broker.host_protocol.messages import DecodeError
+from cellfleet.broker.tools.delegate import DelegateDispatcher
+from cellfleet.broker.tools.invocation import ToolInvocation
+from cellfleet.ops.host import Host
+
+REMEMBERED_REQUEST_IDS = 4096  # finished ids that still count as used
+NOTIFICATION_TIMEOUT_S = 60.0  # a client that never acknowledges holds a thread no longer
+CLIENT_GONE = "the code-mode client disconnected"
+RANGE_ERROR = "invalid code-mode execute request: out of range integral type conversion attempted"
+
+
+class FatalError(Exception):
+    """The connection cannot go on (the reference exits with status 1)."""
+
+
+@dataclass
+class _Open:
+    session: Session
+    server_shaping: bool
+
+    @property
+    def backend(self) -> ActorSessionBackend:
+        return cast("ActorSessionBackend", self.session.backend)
+
+
+@dataclass
+class _Observation:
+    """A request whose answer is an observation (execute's initial response, wait)."""
+
+    session: _Open
+    cell_id: str
+    future: Future[CellAnswer] | None = None
+    started_execution: bool = False  # an execute past `execution/started`: not cancellable
+
+
+class HostServer:
+    """One client connection over a pair of byte streams."""
+
+    def __init__(self, host: Host, reader: BinaryIO, writer: BinaryIO, errors: TextIO) -> None:
+        self.host = host
+        self._reader = reader
+        self._out = FrameWriter(writer)
+        self._errors = errors
+        self._lock = threading.Lock()
+        self._sessions: dict[str, _Open] = {}
+        self._used_sessions: set[str] = set()
+        self._live_ids: set[int] = set()
+        self._finished_ids: deque[int] = deque(maxlen=REMEMBERED_REQUEST_IDS)
+        self._observations: dict[int, _Observation] = {}
+        self._delegate_ids = itertools.count(1)
+        self._notifications: dict[int, threading.Event] = {}
+        self._client_ids: dict[str, str] = {}  # cellfleet's session id -> the client's
+        self._delegate = DelegateDispatcher(
+            host.journal.link, self._send_tool_call, self._withdraw, self._delegate_ids
+        )
+
+    # -- the connection -----------------------------------------------------------------
+
+    def serve(self) -> int:
+        """Serve until the client closes its end (0) or sends what cannot be decoded (1)."""
+        try:
+            if not self._handshake():
+                return 0
+            while (payload := read_frame(self._reader)) is not None:
+                self._handle(messages.decode_message(messages.parse(payload)))
+        except (DecodeError, FrameError) as error:
+            return self._fatal(
+                "failed to read code-mode client message",
+                f"failed to decode code-mode IPC frame: {error}",
+            )
+        except FatalError as error:
+            return self._fatal(str(error))
+        finally:
+            self._close()
+        return 0
+
+    def _handshake(self) -> bool:
+        """The hello and its answer; False when the connection was rejected."""
+        try:
+            payload = read_frame(self._reader)
+            if payload is None:
+                return False
+            hello = messages.decode_hello(messages.parse(payload))
+        except (DecodeError, FrameError) as error:
+            raise FatalError(
+                "failed to read code-mode client hello\n\nCaused by:\n"
+                f"    failed to decode code-mode IPC frame: {error}"
+            ) from None
+        reason: dict[str, Any]
+        if hello is None:
+            reason = {"type": "invalidHello", "message": "first message must be connection/hello"}
+            self._out.write(answers.rejected(reason))
+            return False
+        if not set(hello.supported_versions) & set(answers.SUPPORTED_VERSIONS):
+            reason = {"type": "noCompatibleVersion", "supportedVersions": [1]}
+            self._out.write(answers.rejected(reason))
+            return False
+        for capability in hello.required_capabilities:
+            if capability not in answers.GRANTED:
+                reason = {"type": "missingRequiredCapability", "capability": capability}
+                self._out.write(answers.rejected(reason))
+                return False
+        offered = [*hello.required_capabilities, *hello.optional_capabilities]
+        granted = [c for c in answers.GRANTED if c in offered]
+        self._out.write(answers.ready(granted))
+        return True
+
+    def _fatal(self, message: str, cause: str | None = None) -> int:
+        text = f"Error: {message}"
+        if cause is not None:
+            text += f"\n\nCaused by:\n    {cause}"
+        print(text, file=self._errors, flush=True)
+        return 1
+
+    def _close(self) -> None:
+        """The client is gone: its tool calls fail, its sessions shut down."""
+        self._out.closed = True
+        self._delegate.fail_all(CLIENT_GONE)
+        with self._lock:
+            waiting, self._notifications = list(self._notifications.values()), {}
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for event in waiting:
+            event.set()
+        for open_session in sessions:
+            open_session.session.shutdown()
+
+    # -- client messages ----------------------------------------------------------------
+
+    def _handle(self, message: messages.ClientMessage) -> None:
+        if isinstance(message, messages.Hello):
+            raise FatalError("received a second code-mode client hello")
+        if isinstance(message, messages.DelegateResponse):
+            self._on_delegate_response(message)
+        elif isinstance(message, messages.Cancel):
+            self._cancel(message.id)
+        elif isinstance(message, messages.Yield):
+            self._yield(message.id)
+        else:
+            self._start(message.id)
+            self._request(message.id, message.request)
+
+    def _start(self, request_id: int) -> None:
+        with self._lock:
+            if request_id in self._live_ids or request_id in self._finished_ids:
+                raise FatalError(f"duplicate code-mode request ID RequestId({request_id})")
+            self._live_ids.add(request_id)
+
+    def _finish(self, request_id: int, frame: dict[str, Any]) -> None:
+        with self._lock:
+            self._live_ids.discard(request_id)
+            self._finished_ids.append(request_id)
+            self._observations.pop(request_id, None)
+        self._out.write(frame)
+
+    def _request(self, request_id: int, request: messages.Request) -> None:
+        began = time.monotonic_ns()
+        if isinstance(request, messages.Open):
+            self._open(request_id, request)
+            return
+        with self._lock:
+            target = self._sessions.get(request.session_id)
+        if target is None:
+            message = f"unknown code-mode session {request.session_id}"
+            self._finish(request_id, answers.error(request_id, message))
+        elif isinstance(request, messages.Execute):
+            self._execute(request_id, target, request, began)
+        elif isinstance(request, messages.Wait):
+            self._observe(
+                request_id, target, request.cell_id, began, yield_ms=request.yield_time_ms
+            )
+        elif isinstance(request, messages.Terminate):
+            self._observe(
+                request_id,
+                target,
+                request.cell_id,
+                began,
+                yield_ms=None,
+                max_tokens=request.max_output_tokens,
+            )
+        else:
+            self._shutdown(request_id, request.session_id, target)
+
+    def _open(self, request_id: int, request: messages.Open) -> None:
+        session_id = request.session_id
+        with self._lock:
+            if session_id in self._sessions:
+                problem = f"code-mode session ID `{session_id}` is already open"
+            elif session_id in self._used_sessions:
+                problem = f"code-mode session ID `{session_id}` was reused"
+            else:
+                problem = None
+                self._used_sessions.add(session_id)
+        if problem is not None:
+            self._finish(request_id, answers.error(request_id, problem))
+            return
+        session = self.host.open_session(
+            [],
+            max_yield_time_ms=request.max_yield_time_ms,
+            memory_limit_bytes=request.max_heap_size_bytes,
+            dispatcher=self._delegate,
+            notify=lambda call_id, cell_id, text: self._notify(session_id, call_id, cell_id, text),
+            on_cell_closed=lambda cell_id: self._out.write(
+                {"type": "cell/closed", "sessionId": session_id, "cellId": cell_id}
+            ),
+        )
+        with self._lock:
+            self._sessions[session_id] = _Open(session, request.server_truncation)
+            self._client_ids[session.id] = session_id
+        ready = {"type": "session/ready", "sessionId": session_id}
+        self._finish(request_id, answers.ok(request_id, ready))
+
+    def _execute(
+        self, request_id: int, target: _Open, request: messages.Execute, began: int
+    ) -> None:
+        if request.max_output_tokens is not None and request.max_output_tokens < 0:
+            self._finish(request_id, answers.error(request_id, RANGE_ERROR))
+            return
+        yield_ms = request.yield_time_ms
+        try:
+            cell_id, future = target.backend.execute(
+                request.tool_call_id,
+                request.source,
+                DEFAULT_EXEC_YIELD_TIME_MS if yield_ms is None else yield_ms,
+                request.max_output_tokens,
+                ObserveMode.YIELD,
+                tools=_cell_tools(request.tools),
+            )
+        except Exception as error:  # refused (shutting down, the log unreachable)
+            self._finish(request_id, answers.error(request_id, str(error)))
+            return
+        observation = _Observation(target, cell_id, future, started_execution=True)
+        with self._lock:
+            self._observations[request_id] = observation
+        started = {"type": "execution/started", "cellId": cell_id}
+        self._out.write(answers.ok(request_id, started))
+        self._when_answered(
+            request_id,
+            observation,
+            began,
+            max_tokens=request.max_output_tokens,
+            frame="execute/initialResponse",
+        )
+
+    def _observe(
+        self,
+        request_id: int,
+        target: _Open,
+        cell_id: str,
+        began: int,
+        *,
+        yield_ms: int | None,
+        max_tokens: int | None = None,
+    ) -> None:
+        """A wait (`yield_ms`), or a terminate (None)."""
+        backend = target.backend
+        terminate = yield_ms is None
+        try:
+            if yield_ms is None:
+                future = backend.terminate(cell_id)
+            else:
+                future = backend.observe(cell_id, ObserveMode.YIELD, yield_ms)
+        except Exception as error:  # busy: an operation error
+            self._finish(request_id, answers.error(request_id, str(error)))
+            return
+        observation = _Observation(target, cell_id, future)
+        if not terminate:
+            with self._lock:
+                self._observations[request_id] = observation
+        self._when_answered(request_id, observation, began, max_tokens=max_tokens, wait=True)
+
+    def _when_answered(
+        self,
+        request_id: int,
+        observation: _Observation,
+        began: int,
+        *,
+        max_tokens: int | None,
+        frame: str = "operation/response",
+        wait: bool = False,
+    ) -> None:
+        shaping = observation.session.server_shaping
+
+        def answered(future: Future[CellAnswer]) -> None:
+            if future.cancelled():
+                self._finish(request_id, answers.error(request_id, "code-mode request cancelled"))
+                return
+            error = future.exception()
+            if error is not None:
+                self._finish(request_id, answers.error(request_id, str(error)))
+                return
+            answer = future.result()
+            assert not isinstance(answer, Pending)
+            response = answers.runtime(
+                answer,
+                duration_ns=time.monotonic_ns() - began,
+                server_shaping=shaping,
+                max_tokens=max_tokens,
+            )
+            missing = bool(getattr(answer, "missing", False))
+            value = answers.wait_completed(response, missing=missing) if wait else response
+            self._finish(request_id, answers.ok(request_id, value, frame))
+
+        assert observation.future is not None
+        observation.future.add_done_callback(answered)
+
+    def _shutdown(self, request_id: int, session_id: str, target: _Open) -> None:
+        with self._lock:
+            self._sessions.pop(session_id, None)
+
+        def run() -> None:
+            target.session.shutdown()
+            closed = {"type": "session/closed", "sessionId": session_id}
+            self._finish(request_id, answers.ok(request_id, closed))
+
+        threading.Thread(target=run, name=f"shutdown-{session_id}", daemon=True).start()
+
+    def _cancel(self, request_id: int) -> None:
+        """Withdraw a wait (an execute past `execution/started` runs on regardless)."""
+        with self._lock:
+            observation = self._observations.get(request_id)
+        if observation is None or observation.started_execution or observation.future is None:
+            return
+        observation.future.cancel()  # (answered by `answered`, if it was not answered yet)
+
+    def _yield(self, request_id: int) -> None:
+        """Answer a pending observation now with what the cell produced so far."""
+        with self._lock:
+            observation = self._observations.get(request_id)
+        if observation is not None:
+            observation.session.backend.yield_now(observation.cell_id)
+
+    # -- requests to the client ---------------------------------------------------------
+
+    def _send_tool_call(self, delegate_id: int, call: ToolInvocation) -> None:
+        session_id = self._client_session(call.session)
+        self._out.write(answers.tool_invoke(delegate_id, session_id, call))
+
+    def _withdraw(self, delegate_id: int) -> None:
+        self._out.write({"type": "delegate/cancel", "id": delegate_id})
+
+    def _notify(self, session_id: str, call_id: str, cell_id: str, text: str) -> None:
+        """Hand a notification to the client and wait until it acknowledged it (the
+        cell's answer waits for its notifications)."""
+        delegate_id = next(self._delegate_ids)
+        delivered = threading.Event()
+        with self._lock:
+            if self._out.closed:
+                return
+            self._notifications[delegate_id] = delivered
+        self._out.write(answers.notification(delegate_id, session_id, call_id, cell_id, text))
+        delivered.wait(NOTIFICATION_TIMEOUT_S)
+        with self._lock:
+            self._notifications.pop(delegate_id, None)
+
+    def _on_delegate_response(self, response: messages.DelegateResponse) -> None:
+        with self._lock:
+            notification = self._notifications.pop(response.id, None)
+        if notification is not None:
+            notification.set()
+            return
+        error = None if response.ok else response.message
+        self._delegate.answer(response.id, response.value, error)  # (unknown ids: ignored)
+
+    def _client_session(self, internal_id: str) -> str:
+        with self._lock:
+            return self._client_ids.get(internal_id, internal_id)
+
+
+def _cell_tools(tools: list[messages.WireTool]) -> CellTools:
+    """The tools an execute names, as the cell installs them: `tools[name]`, with the
+    client's description in `ALL_TOOLS` as given."""
+    definitions = {
+        tool.name: ToolDefinition(
+            name=tool.tool_name, namespace=tool.namespace, description=tool.description,
+            kind=tool.kind,
+        )
+        for tool in tools
+    }  # fmt: skip
+    runtime = tuple(
+        RuntimeTool(name=tool.name, description=tool.description, kind=tool.kind) for tool in tools
+    )
+    records = tuple(
+        {
+            "name": tool.tool_name,
+            "namespace": tool.namespace,
+            "global_name": tool.name,
+            "kind": str(tool.kind),
+            "description": tool.description,
+        }
+        for tool in tools
+    )
+    return CellTools(runtime, records, definitions)
+
+
+def serve_stdio(host_factory: Callable[[], Host]) -> int:
+    """Serve one client on standard input and output; the process's exit status."""
+    frames_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray writes: not into the frames
+    frames_in = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+    host = host_factory()
+    try:
+        return HostServer(host, frames_in, frames_out, sys.stderr).serve()
+    finally:
+        host.close()

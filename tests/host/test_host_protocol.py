@@ -1,0 +1,46 @@
+"""`cellfleet host` answers every scenario of Codex's host protocol frame for frame as the
+reference host did (`recorded.json`, written by `python -m tests.host.record`), durations
+aside; and, where the reference binary is at hand, the reference still answers so."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.host.record import RECORDED, reference_binary
+from tests.host.scenarios import SCENARIOS, load_recorded
+from tests.host.wire import run_scenario
+
+REPO = Path(__file__).parents[2]
+RECORDINGS = load_recorded(RECORDED)
+
+
+def _compared(run: dict[str, Any]) -> dict[str, Any]:
+    return {"frames": run["frames"], "status": run["status"], "stderr_head": run["stderr_head"]}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_cellfleet_host_answers_as_the_reference(name: str, redis_url: str) -> None:
+    recorded = RECORDINGS[name]
+    assert recorded["steps"] == SCENARIOS[name], "stale recording: python -m tests.host.record"
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "CELLFLEET_KEY_PREFIX": f"h{uuid.uuid4().hex[:8]}",
+        "PYTHONPATH": str(REPO),
+    }
+    run = run_scenario([sys.executable, "-m", "cellfleet.ops.cli", "host"], SCENARIOS[name], env)
+    assert _compared(run) == _compared(recorded)
+
+
+@pytest.mark.skipif(reference_binary() is None, reason="no reference host binary here")
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_the_reference_still_answers_as_recorded(name: str) -> None:
+    binary = reference_binary()
+    assert binary is not None
+    assert _compared(run_scenario([binary], SCENARIOS[name])) == _compared(RECORDINGS[name])
