@@ -16,14 +16,16 @@ reads replies from). A reply is one JSON object: `key` (the call's idempotency k
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
+from collections import abc
 from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
 import orjson
 
-from cellfleet.broker.contract.tools import ToolKind
+from cellfleet.broker.contract.tools import JsonValue, ToolKind
 from cellfleet.broker.events import EVENT_TYPES, AnyEvent
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolOutcome, ToolReply
 
@@ -61,6 +63,9 @@ _RESTORERS: dict[type[Any], dict[str, Callable[[Any], Any]]] = {
 }
 
 
+_HINTS: dict[type[Any], dict[str, Any]] = {
+    cls: typing.get_type_hints(cls) for cls in EVENT_TYPES.values()
+}
 _VERSION = b"%d" % SCHEMA_VERSION
 
 
@@ -113,6 +118,51 @@ def decode(session: str, fields: Mapping[bytes, bytes] | Mapping[str, Any]) -> A
         raise
     except (KeyError, ValueError, TypeError) as error:
         raise DecodeError(f"not a cellfleet event: {error!r}") from error
+
+
+def type_problem(event: AnyEvent) -> str | None:
+    """Which field of a decoded event does not hold its type, or None. The log holds
+    what cellfleet wrote; a trace file may hold anything (`trace_file` asks)."""
+    hints = _HINTS[type(event)]
+    for name in _DATA_FIELDS[type(event)]:
+        if not _holds(hints[name], getattr(event, name)):
+            return f"its {name} has the wrong type (expected {_describe(hints[name])})"
+    return None
+
+
+def _holds(hint: Any, value: Any) -> bool:  # noqa: PLR0911 - one case per kind of type
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is JsonValue:
+        return True
+    if origin in (types.UnionType, typing.Union):
+        return any(_holds(arg, value) for arg in args)
+    if hint is type(None):
+        return value is None
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return isinstance(value, hint)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint in (int, str, bool):
+        return isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_holds(args[0], item) for item in value)
+        return len(value) == len(args) and all(map(_holds, args, value))
+    if origin in (dict, Mapping, abc.Mapping):
+        key, item = args
+        return isinstance(value, dict) and all(
+            _holds(key, k) and _holds(item, v) for k, v in value.items()
+        )
+    return True  # (a type this check does not know: taken as it is)
+
+
+def _describe(hint: Any) -> str:
+    text = str(hint).replace("typing.", "").replace("collections.abc.", "")
+    if typing.get_origin(hint) is None or len(text) > 40:  # (JSON values spell out long)
+        return getattr(typing.get_origin(hint) or hint, "__name__", text)
+    return text
 
 
 def _getter(fields: Mapping[Any, Any]) -> Any:

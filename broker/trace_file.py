@@ -154,6 +154,9 @@ def _entry(number: int, line: str, session: str) -> tuple[str, AnyEvent]:
         event = codec.decode(session, fields)
     except codec.DecodeError as error:
         raise TraceError(number, str(error)) from None
+    problem = codec.type_problem(event)
+    if problem is not None:
+        raise TraceError(number, f"not a {event.TYPE} event: {problem}")
     if not 0 <= event.at_ms < MAX_AT_MS:  # (NaN fails this too)
         raise TraceError(number, f"not a time: {fields.get('at')!r}")
     if event.cell and not (event.cell.isascii() and event.cell.isdigit()):

@@ -50,6 +50,9 @@ READER_GONE = threading.Event()  # standard output's reader left
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if sys.stdout is None:  # started with standard output closed (`cellfleet ... >&-`)
+        print("cellfleet: standard output is closed", file=sys.stderr)
+        return USAGE_ERROR
     try:
         status = run_command(args)
         sys.stdout.flush()  # a reader that left is noticed here, not at the exit
@@ -392,7 +395,7 @@ def replay_session(args: argparse.Namespace, keys: Keys) -> int:
     if loaded is None:
         return 1
     _, events = loaded
-    if args.cell is not None and not any(event.cell == args.cell for event in events):
+    if args.cell is not None and not (args.cell and any(e.cell == args.cell for e in events)):
         raise InputError(f"{args.source}: no cell {args.cell}")
     use_environment_of(events)  # (V8 has not started yet: it reads them at its start)
     cells = None if args.cell is None else {args.cell}

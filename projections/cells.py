@@ -215,41 +215,46 @@ _MATCHED_BY_CALL_ID: Mapping[type[AnyEvent], _Handler] = {
 # -- the fold -----------------------------------------------------------------------
 
 
-def _with_cell(state: CellsState, cell: CellState) -> CellsState:
-    return CellsState({**state.cells, cell.cell: cell})
-
-
-def _admit(state: CellsState, event: CellAdmitted) -> CellsState:
-    if not event.cell or event.cell in state.cells:
-        return state
-    cell = CellState(cell=event.cell, call_id=event.call_id, applied=SeqSet.of(event.seq))
-    return _with_cell(state, cell)
-
-
-def apply(state: CellsState, event: AnyEvent) -> CellsState:
-    """The state after `event`."""
+def _apply_into(cells: dict[str, CellState], event: AnyEvent) -> bool:
+    """Fold `event` into `cells` (cell id -> its state), in place; whether it changed."""
     if isinstance(event, CellAdmitted):
-        return _admit(state, event)
-    cell = state.cells.get(event.cell)
+        if not event.cell or event.cell in cells:
+            return False
+        cells[event.cell] = CellState(
+            cell=event.cell, call_id=event.call_id, applied=SeqSet.of(event.seq)
+        )
+        return True
+    cell = cells.get(event.cell)
     if cell is None:
-        return state
+        return False
     by_call_id = _MATCHED_BY_CALL_ID.get(type(event))
     if by_call_id is not None:
         updated = by_call_id(cell, event)
     elif event.seq in cell.applied:
-        return state
+        return False
     else:
         handler = _HANDLERS.get(type(event))
         changed = cell if handler is None else handler(cell, event)
         updated = replace(changed, applied=cell.applied.add(event.seq))
-    return state if updated is cell else _with_cell(state, updated)
+    if updated is cell:
+        return False
+    cells[event.cell] = updated
+    return True
+
+
+def apply(state: CellsState, event: AnyEvent) -> CellsState:
+    """The state after `event` (`state` itself if it changes nothing)."""
+    cells = dict(state.cells)
+    return CellsState(cells) if _apply_into(cells, event) else state
 
 
 def fold(events: Iterable[AnyEvent], state: CellsState = INITIAL) -> CellsState:
-    """The state after applying `events` in order to `state`."""
+    """The state after applying `events` in order to `state`. The cells' map is built in
+    place and frozen once: a frozen copy per event made a session's fold quadratic."""
+    cells, changed = dict(state.cells), False
     for event in events:
-        state = apply(state, event)
-    return state
+        changed = _apply_into(cells, event) or changed
+    return CellsState(cells) if changed else state
 
 
 # -- JSON, for the projector's hash and the golden expectations ---------------------

@@ -15,7 +15,7 @@ when the cell was created, which its admission may be recorded after (`values_at
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -49,58 +49,79 @@ class StoredValues:
 INITIAL = StoredValues()
 
 
-def _admitted(state: StoredValues, event: CellAdmitted) -> StoredValues:
-    if not event.cell or event.cell in state.cells:
-        return state
-    return StoredValues(state.values, {**state.cells, event.cell: OPEN}, state.version)
+class _Folding:
+    """The fold's working state: mutated in place, one dict update per event (folding
+    a frozen state per event copied every map each time: quadratic in the cells)."""
 
+    def __init__(self, state: StoredValues) -> None:
+        self.values = dict(state.values)
+        self.cells = dict(state.cells)
+        self.version = state.version
 
-def _completed(state: StoredValues, event: CellCompleted) -> StoredValues:
-    if state.cells.get(event.cell) != OPEN:
-        return state
-    cells = {**state.cells, event.cell: COMPLETED}
-    if not event.stored_writes:
-        return StoredValues(state.values, cells, state.version)
-    return StoredValues({**state.values, **event.stored_writes}, cells, state.version + 1)
+    def apply(self, event: AnyEvent) -> bool:
+        """Fold `event` in; True if it merged writes (a new version)."""
+        cls = type(event)
+        if cls is CellAdmitted:
+            if event.cell and event.cell not in self.cells:
+                self.cells[event.cell] = OPEN
+        elif cls is CellCompleted or cls is CellTerminated:
+            if self.cells.get(event.cell) != OPEN:
+                return False  # not admitted, or it already ended: changes nothing
+            if cls is CellTerminated:
+                self.cells[event.cell] = TERMINATED
+                return False
+            self.cells[event.cell] = COMPLETED
+            writes = event.stored_writes  # type: ignore[union-attr]
+            if writes:
+                self.values.update(writes)
+                self.version += 1
+                return True
+        return False
 
-
-def _terminated(state: StoredValues, event: CellTerminated) -> StoredValues:
-    if state.cells.get(event.cell) != OPEN:
-        return state
-    return StoredValues(state.values, {**state.cells, event.cell: TERMINATED}, state.version)
-
-
-_HANDLERS: Mapping[type[AnyEvent], Callable[[StoredValues, Any], StoredValues]] = {
-    CellAdmitted: _admitted,
-    CellCompleted: _completed,
-    CellTerminated: _terminated,
-}
+    def state(self) -> StoredValues:
+        return StoredValues(self.values, self.cells, self.version)
 
 
 def apply(state: StoredValues, event: AnyEvent) -> StoredValues:
     """The state after `event`; events other than admission and terminal ones are ignored."""
-    handler = _HANDLERS.get(type(event))
-    return state if handler is None else handler(state, event)
+    if type(event) not in (CellAdmitted, CellCompleted, CellTerminated):
+        return state
+    folding = _Folding(state)
+    folding.apply(event)
+    return folding.state()
 
 
 def fold(events: Iterable[AnyEvent], state: StoredValues = INITIAL) -> StoredValues:
     """The state after applying `events` in order to `state`."""
+    folding = _Folding(state)
     for event in events:
-        state = apply(state, event)
-    return state
+        folding.apply(event)
+    return folding.state()
+
+
+def values_at_versions(
+    events: Iterable[AnyEvent], versions: Collection[int]
+) -> dict[int, Mapping[str, str]]:
+    """The stored values after each of `versions` merges of `events` (a session's log
+    from its start), for those the events reach: what a cell admitted with that
+    `stored_version` started from. One pass; only the asked versions are copied."""
+    wanted = set(versions)
+    folding = _Folding(INITIAL)
+    found: dict[int, Mapping[str, str]] = {0: {}} if 0 in wanted else {}
+    for event in events:
+        if folding.apply(event) and folding.version in wanted:
+            found[folding.version] = dict(folding.values)
+    return found
 
 
 def values_at(events: Iterable[AnyEvent], version: int) -> Mapping[str, str]:
-    """The stored values after the first `version` merges of `events` (a session's log
-    from its start): what a cell admitted with `stored_version=version` started from."""
-    state = INITIAL
-    for event in events:
-        if state.version == version:
-            break
-        state = apply(state, event)
-    if state.version != version:
-        raise ValueError(f"the events hold {state.version} merges, not {version}")
-    return state.values
+    """The stored values after the first `version` merges of `events`."""
+    listed = list(events)
+    found = values_at_versions(listed, {version})
+    if version not in found:
+        merges = fold(listed).version
+        raise ValueError(f"the events hold {merges} merges, not {version}")
+    return found[version]
 
 
 def to_data(state: StoredValues) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import os
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from cellfleet.actors.replay.engine import CellReplayer
+from cellfleet.actors.replay.engine import replay_cell
 from cellfleet.actors.replay.plan import SessionRecord, plan
 from cellfleet.actors.replay.report import CellReport, Divergence, ReplayReport, Status
 from cellfleet.actors.runtime import v8
@@ -42,15 +42,11 @@ def replay(
 
     `time_limit_s` bounds each cell (default: 10 s plus twice its recorded duration).
     """
-    record = plan(_events(trace))
+    record = plan(_events(trace), cells)
     own_pool = pool is None
     pool = pool if pool is not None else ContextPool(size=1)
     try:
-        reports = [
-            CellReplayer(cell, pool, time_limit_s=time_limit_s).run()
-            for cell in record.cells
-            if cells is None or cell.cell in cells
-        ]
+        reports = [replay_cell(cell, pool, time_limit_s=time_limit_s) for cell in record.cells]
     finally:
         if own_pool:
             pool.close()

@@ -11,7 +11,7 @@ not steps: the runtime does not make them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -129,33 +129,26 @@ def produced_view(event: rt.RuntimeEvent) -> View | None:
     return None if view is None else view(event)
 
 
-def plan(events: Iterable[ev.AnyEvent]) -> SessionRecord:
-    """Every cell of a session's events (in log order), ready to replay."""
+def plan(events: Iterable[ev.AnyEvent], cells: Collection[str] | None = None) -> SessionRecord:
+    """The cells of a session's events (all, or those in `cells`), ready to replay."""
     listed = list(events)
     session = listed[0].session if listed else ""
     opened = next((e for e in listed if isinstance(e, ev.SessionOpened)), None)
     by_cell: dict[str, list[ev.AnyEvent]] = {}
     for event in listed:
-        if event.cell:
+        if event.cell and (cells is None or event.cell in cells):
             by_cell.setdefault(event.cell, []).append(event)
-    snapshots = _stored_snapshots(listed)
-    cells = [_cell(cell, cell_events, snapshots) for cell, cell_events in by_cell.items()]
+    versions = {
+        e.stored_version for own in by_cell.values() for e in own if isinstance(e, ev.CellAdmitted)
+    }
+    snapshots = stored.values_at_versions(listed, versions)
+    records = [_cell(cell, cell_events, snapshots) for cell, cell_events in by_cell.items()]
     return SessionRecord(
         session=session,
         time_zone=opened.time_zone if opened else "",
         locale=opened.locale if opened else "",
-        cells=cells,
+        cells=records,
     )
-
-
-def _stored_snapshots(events: Sequence[ev.AnyEvent]) -> dict[int, Mapping[str, str]]:
-    """The stored values at each version (after each merge), from the session's start."""
-    state = stored.INITIAL
-    snapshots: dict[int, Mapping[str, str]] = {0: state.values}
-    for event in events:
-        state = stored.apply(state, event)
-        snapshots.setdefault(state.version, state.values)
-    return snapshots
 
 
 def _deduplicated(events: Sequence[ev.AnyEvent]) -> tuple[list[ev.AnyEvent], dict[str, Any]]:
@@ -209,7 +202,6 @@ def _cell(
         seed=admitted.seed,
         clock_ms=admitted.clock_ms,
         stored=values,
-        record_sites=True,
     )
     span = own[-1].at_ms - admitted.at_ms
     return CellRecord(cell, spec, own, steps, ended, max(0.0, span))

@@ -130,6 +130,7 @@ def _render_divergence(d: Divergence, source: str) -> str:
         lines.append(f"  {lead} {MAIN_FILE}:{line}:{column}")
         text = _source_line(source, line)
         if text is not None:
+            text, column = _window(text, column)
             number = str(line)
             lines.append(f"    {number} | {text}")
             lines.append(f"    {' ' * len(number)} | {_caret(text, column)}")
@@ -147,6 +148,18 @@ def _shown(view: dict[str, Any] | None, nothing: str) -> str:
 def _source_line(source: str, line: int) -> str | None:
     lines = source.split("\n")
     return lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else None
+
+
+def _window(text: str, column: int, reach: int = 60) -> tuple[str, int]:
+    """At most `reach` characters of a long line on each side of `column` (a minified
+    source is one line), and the column within what is shown."""
+    if len(text) <= 2 * reach:
+        return text, column
+    start = max(0, column - 1 - reach)
+    shown = text[start : column - 1 + reach]
+    lead = "…" if start else ""
+    tail = "…" if start + len(shown) < len(text) else ""
+    return lead + shown + tail, column - start + len(lead)
 
 
 def _caret(text: str, column: int) -> str:

@@ -28,7 +28,6 @@ const __cellfleet_host = (function (post, mailbox) {
     EXIT: "x",
     DEFECT: "b",
     SITE: "at",
-    NOTE: "nd",
   });
 
   // ---- intrinsics captured before user code can touch them -----------------------
@@ -54,9 +53,7 @@ const __cellfleet_host = (function (post, mailbox) {
   const WeakMapCtor = WeakMap;
   const ReflectApply = Reflect.apply;
   const ReflectConstruct = Reflect.construct;
-  const ReflectDeleteProperty = Reflect.deleteProperty;
   const ReflectGetOwnPropertyDescriptor = Reflect.getOwnPropertyDescriptor;
-  const ProxyCtor = Proxy;
   const ErrorCtor = Error;
   const ErrorCaptureStackTrace = Error.captureStackTrace;
   const call = Function.prototype.call;
@@ -284,6 +281,7 @@ const __cellfleet_host = (function (post, mailbox) {
         : `${MAIN}:${NumberCtor(line) - 1}:${column}`);
   }
   function prepareStackTrace(error, frames) {
+    if (rawFrames) return frames; // (replay: callSite reads them)
     let head;
     try { head = errorToString(error); } catch { head = "<error>"; }
     const dropped = [];
@@ -303,36 +301,26 @@ const __cellfleet_host = (function (post, mailbox) {
     value: prepareStackTrace, writable: true, enumerable: false, configurable: true,
   });
 
-  // ---- replay only: where each record was made, and nondeterminism used --------------
-  // (config.sites). Live cells never run this.
+  // ---- replay only: where each record was made -------------------------------------
+  // (config.sites). Live cells never run this; a replayed cell must not be able to tell
+  // the difference: nothing of the cell's is called and no property is written here.
   let siteRecording = false;
+  let rawFrames = false; // our own prepareStackTrace hands back the frames themselves
   const NO_SITE = ObjectFreeze([0, 0]); // line 0: no frame of the model's code
-  function rawFrames(_error, frames) { return frames; }
-  function dataProperty(descriptor) {
-    return descriptor === undefined ||
-      (ObjectPrototypeHasOwn(descriptor, "value") && descriptor.configurable === true);
-  }
-  function restore(target, key, descriptor) {
-    if (descriptor === undefined) ReflectDeleteProperty(target, key);
-    else ObjectDefineProperty(target, key, descriptor);
-  }
-  // [line, column] of the innermost frame of the model's code, or null. The hook and
-  // the limit are swapped only while they are plain data properties, so that nothing of
-  // the cell's runs here (a replay must not do what the live cell did not).
+  // [line, column] of the innermost frame of the model's code, or null: taken only
+  // while the stack hook is still ours (the cell's own hook would run otherwise), within
+  // the cell's own `Error.stackTraceLimit`.
   function callSite() {
     const hook = ReflectGetOwnPropertyDescriptor(ErrorCtor, "prepareStackTrace");
-    const limit = ReflectGetOwnPropertyDescriptor(ErrorCtor, "stackTraceLimit");
-    if (!dataProperty(hook) || !dataProperty(limit)) return null;
+    if (hook === undefined || !ObjectPrototypeHasOwn(hook, "value") ||
+        hook.value !== prepareStackTrace) return null;
     let site = null;
+    rawFrames = true;
     try {
-      ObjectDefineProperty(ErrorCtor, "prepareStackTrace",
-        { value: rawFrames, writable: true, configurable: true });
-      ObjectDefineProperty(ErrorCtor, "stackTraceLimit",
-        { value: 200, writable: true, configurable: true });
       const holder = ObjectCreate(null);
       ErrorCaptureStackTrace(holder, callSite);
       const frames = holder.stack;
-      for (let i = 0; i < frames.length; i++) {
+      for (let i = 0; ArrayIsArray(frames) && i < frames.length; i++) {
         const frame = frames[i];
         if (frame.getScriptNameOrSourceURL() === MAIN && frame.getLineNumber() > 1) {
           site = [frame.getLineNumber() - 1, frame.getColumnNumber()];
@@ -340,38 +328,12 @@ const __cellfleet_host = (function (post, mailbox) {
         }
       }
     } catch {
-      site = null;
+      site = null; // (a stack overflow, say: the record goes on without its site)
     } finally {
-      restore(ErrorCtor, "prepareStackTrace", hook);
-      restore(ErrorCtor, "stackTraceLimit", limit);
+      rawFrames = false;
     }
     return site;
   }
-  // Features whose behaviour depends on the garbage collector: a cell that uses them
-  // may replay differently; the report names them.
-  const noted = new MapCtor();
-  function note(feature) {
-    if (mapGet(noted, feature)) return;
-    mapSet(noted, feature, true);
-    write([RECORD.NOTE, feature]);
-  }
-  function watchNondeterminism() {
-    for (const name of ["WeakRef", "FinalizationRegistry"]) {
-      const original = G[name];
-      const watched = new ProxyCtor(original, {
-        construct(target, args, newTarget) {
-          note(name);
-          return ReflectConstruct(target, args, newTarget);
-        },
-      });
-      weakMapSet(nativeSource, watched, `function ${name}() { [native code] }`);
-      ObjectDefineProperty(original.prototype, "constructor",
-        { value: watched, writable: true, enumerable: false, configurable: true });
-      ObjectDefineProperty(G, name,
-        { value: watched, writable: true, enumerable: false, configurable: true });
-    }
-  }
-
   // Text of an uncaught value (spec §2.1): a string `stack` if it has one, else ToString.
   function uncaughtText(value) {
     if ((typeof value === "object" && value !== null) || typeof value === "function") {
@@ -861,10 +823,7 @@ const __cellfleet_host = (function (post, mailbox) {
     outputBudget = config.outputLimit;
     timerLimit = config.timerLimit;
     if (config.tools !== null) installTools(config.tools, install);
-    if (config.sites === true) {
-      siteRecording = true;
-      watchNondeterminism();
-    }
+    siteRecording = config.sites === true;
   }
 
   // `names` alternates JS global names and descriptions.

@@ -17,10 +17,9 @@ tests/unit/test_records.py checks that they agree.
 | `EXIT`        | `["x"]`                          | `exit()`                                      |
 | `DEFECT`      | `["b", message]`                 | a defect inside the prelude (never expected)  |
 | `SITE`        | `["at", line, column]`           | replay only: where the next record was made   |
-| `NOTE`        | `["nd", feature]`                | replay only: a nondeterministic feature used  |
 
-`SITE` and `NOTE` are written only when a cell is replayed (`CellSpec.record_sites`);
-a live cell that writes one has got around its prelude.
+`SITE` is written only when a cell is replayed (`CellSpec.record_sites`); a live cell
+that writes one has got around its prelude.
 """
 
 from __future__ import annotations
@@ -42,10 +41,9 @@ class RecordKind(StrEnum):
     EXIT = "x"
     DEFECT = "b"
     SITE = "at"
-    NOTE = "nd"
 
 
-REPLAY_ONLY = frozenset({RecordKind.SITE, RecordKind.NOTE})
+REPLAY_ONLY = frozenset({RecordKind.SITE})
 
 
 _DETAILS = frozenset({"auto", "low", "high", "original"})
@@ -120,5 +118,4 @@ _ARGS: dict[RecordKind, tuple[Callable[[Any], bool], ...]] = {
     RecordKind.EXIT: (),
     RecordKind.DEFECT: (_text,),
     RecordKind.SITE: (_integer, _integer),
-    RecordKind.NOTE: (_text,),
 }

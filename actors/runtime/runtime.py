@@ -113,9 +113,9 @@ class CellRuntime:
         self._done = False
         self._stopping = False
         # Replay only (`spec.record_sites`): the source location (line, column) of the
-        # record being applied, for the listener; nondeterministic features used.
+        # record being applied, for the listener, and of each key's last `store()`.
         self.site: tuple[int, int] | None = None
-        self.notes: set[str] = set()
+        self.store_sites: dict[str, tuple[int, int] | None] = {}
         prepared.on_post = self._on_post  # V8 thread: JS waits while we drain
 
     # -- owner-thread API ------------------------------------------------------------
@@ -338,16 +338,10 @@ class CellRuntime:
             if problem is not None:  # the cell got around the prelude: nothing passes
                 self._finish_with(Finished(texts.malformed_record(problem), {}, False))
                 return
-            if record[0] in REPLAY_ONLY:
-                self._note_replay(record)
+            if record[0] in REPLAY_ONLY:  # line 0: made where none of the model's code is
+                self.site = (record[1], record[2]) if record[1] else None
             else:
                 self._apply(record)
-
-    def _note_replay(self, record: list[Any]) -> None:
-        if record[0] == RecordKind.SITE:  # line 0: made where none of the model's code is
-            self.site = (record[1], record[2]) if record[1] else None
-        else:
-            self.notes.add(record[1])
 
     def _apply(self, record: list[Any]) -> None:
         kind = record[0]
@@ -362,8 +356,7 @@ class CellRuntime:
             value, problem = _tool_input(record[3])
             self._emit(ToolCallRequested(call_id, name, self._kinds[name], value, problem))
         elif kind == RecordKind.STORE:
-            self._writes.pop(record[1], None)  # keep write order = order of last writes
-            self._writes[record[1]] = record[2]
+            self._store(record[1], record[2])
         elif kind == RecordKind.NOTIFY:
             self._emit(NotificationSent(record[1]))
         elif kind == RecordKind.YIELD:
@@ -379,6 +372,12 @@ class CellRuntime:
             self._finish(None, exited=True)
         else:  # DEFECT: a defect in the prelude; fail the cell loudly rather than hang
             self._finish(texts.runtime_failed(str(record[1])))
+
+    def _store(self, key: str, json_text: str) -> None:
+        self._writes.pop(key, None)  # keep write order = order of last writes
+        self._writes[key] = json_text
+        if self.spec.record_sites:
+            self.store_sites[key] = self.site
 
     # -- endings ---------------------------------------------------------------------
 

@@ -126,6 +126,8 @@ def environment() -> tuple[str, str]:
     finally:
         context.dispose()
     time_zone, locale = orjson.loads(found)
+    if not time_zone:  # ICU could not name it (`TZ=:/path/to/zoneinfo`): the setting itself
+        time_zone = os.environ.get("TZ", "")
     return str(time_zone), str(locale)
 
 

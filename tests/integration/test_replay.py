@@ -233,6 +233,7 @@ def test_replay_command_exit_status_and_outputs(
     for bad, message in (
         (["replay", str(trace), "--cell", "77"], "no cell 77"),
         (["replay", str(tmp_path / "missing.jsonl")], "missing.jsonl"),
+        (["replay", str(trace), "--cell", ""], "no cell"),
     ):
         refused = run_cellfleet(bad, tmp_path, redis_url)
         assert refused.returncode == 2, refused
@@ -289,3 +290,148 @@ def test_a_trace_from_another_v8_says_so(recorded: Recorded, tmp_path: Path) -> 
     report = replay(older, cells={"1"})
     assert report.notes == (f"recorded with V8 1.2.3, replayed with V8 {v8.v8_version()}",)
     assert report.render().startswith("note: recorded with V8 1.2.3")
+
+
+# -- a replayed cell cannot tell, and a record that cannot be is refused -------------------
+
+INVISIBLE = {
+    "a builtin's frame in an error's stack": (
+        "try { new WeakRef(1) } catch (e) { text(e.stack) }\n"
+        "try { new FinalizationRegistry(1) } catch (e) { text(e.stack) }"
+    ),
+    "traps and accessors on Object.prototype": (
+        "let hits = 0;\n"
+        "Object.prototype.get = function (t, k, r) { hits++; return Reflect.get(t, k, r) };\n"
+        "Object.defineProperty(Object.prototype, 'set',\n"
+        "  { get() { hits++; }, configurable: true });\n"
+        "WeakRef.name; text('a'); store('k', 1);\n"
+        "delete Object.prototype.get; delete Object.prototype.set; text(String(hits))"
+    ),
+    "the depth of a stack overflow": (
+        "function f(n) { try { return f(n + 1) } catch (e) { text('deep ' + n); return n } }\nf(0)"
+    ),
+    "a stack hook of the cell's": (
+        "Error.prepareStackTrace = (e, frames) => frames.length; Error.stackTraceLimit = 3;\n"
+        "text(String(new Error('x').stack)); text('after')"
+    ),
+}
+
+
+def test_a_replayed_cell_cannot_tell_it_is_replayed(redis_url: str) -> None:
+    host = Host(redis_url)
+    try:
+        session = host.open_session()
+        for index, source in enumerate(INVISIBLE.values()):
+            session.exec(f"c{index}", source)
+        events = [event for _, event in host.journal.read(session.id)]
+    finally:
+        host.close()
+    report = replay(events)
+    assert report.identical, report.render()
+    notes = report.cells[0].notes
+    assert notes == (
+        "its source names WeakRef, whose deref() depends on the garbage collector",
+        "its source names FinalizationRegistry, whose callbacks depend on the garbage collector",
+    )
+
+
+def _own(recorded: Recorded, cell: str) -> list[ev.AnyEvent]:
+    return [e for e in recorded.events if e.cell == cell]
+
+
+def _later(event: ev.AnyEvent) -> ev.AnyEvent:
+    """The event again, as a later event of its cell (not a retried append's repeat)."""
+    return dataclasses.replace(event, seq=event.seq + 1000)
+
+
+def test_inputs_the_cell_cannot_have_had_are_divergences(recorded: Recorded) -> None:
+    echo = next(e for e in _own(recorded, "2") if isinstance(e, ev.ToolResultDelivered))
+    fired = next(e for e in _own(recorded, "2") if isinstance(e, ev.TimerFired))
+    cases = {
+        "the outcome of tool-1": lambda e: [e, _later(e)] if e is echo else [e],  # twice
+        "the outcome of tool-9": lambda e: (  # (its worker's record too)
+            [dataclasses.replace(e, call_id="tool-9")]
+            if isinstance(e, ev.ToolResultDelivered | ev.ToolCompleted) and e.cell == "2"
+            else [e]
+        ),
+        "timer 1": lambda e: [e, _later(e)] if e is fired else [e],
+        "timer 7": lambda e: [dataclasses.replace(e, timer_id=7)] if e is fired else [e],
+    }
+    for what, change in cases.items():
+        events = [edited for event in recorded.events for edited in change(event)]
+        (cell,) = replay(events, cells={"2"}).cells
+        assert cell.divergence is not None, what
+        assert cell.divergence.reason == (
+            f"the record delivers {what}, which the cell does not wait for"
+        )
+
+
+def test_a_record_that_goes_on_after_the_end_or_forges_a_host_ending_diverges(
+    recorded: Recorded,
+) -> None:
+    completed = next(e for e in _own(recorded, "1") if isinstance(e, ev.CellCompleted))
+    again = dataclasses.replace(completed, seq=900, error_text="other")
+    (cell,) = replay([*recorded.events, again], cells={"1"}).cells
+    assert cell.divergence is not None
+    assert cell.divergence.reason == "the record goes on after the cell's end"
+    forged = [
+        dataclasses.replace(e, by_host=True) if e is completed else e for e in recorded.events
+    ]
+    (cell,) = replay(forged, cells={"1"}).cells  # (it has stored writes and no error)
+    assert cell.divergence is not None
+    assert cell.divergence.reason.startswith("the record has the host end the cell")
+
+
+def test_many_cells_stopped_while_allocating_replay_one_after_the_other(
+    recorded: Recorded,
+) -> None:
+    """Each replayed context is gone before the next cell starts: 40 cells stopped by
+    their time limit mid-allocation do not pile up their heaps."""
+    admitted = next(e for e in _own(recorded, "1") if isinstance(e, ev.CellAdmitted))
+    started = next(e for e in _own(recorded, "1") if isinstance(e, ev.CellStarted))
+    more = ev.OutputProduced(
+        session=recorded.session, seq=2, item={"type": "input_text", "text": "x"}
+    )
+    source = (
+        "const a = [];\n"
+        "while (true) { a.push(new Array(1000).fill(1)); if (a.length > 20000) a.length = 0 }"
+    )
+    events: list[ev.AnyEvent] = [recorded.events[0]]
+    for index in range(1, 41):
+        cell = str(100 + index)
+        events += [
+            dataclasses.replace(admitted, cell=cell, source=source, stored_version=0),
+            dataclasses.replace(started, cell=cell),
+            dataclasses.replace(more, cell=cell),
+        ]
+    report = replay(events, time_limit_s=0.05)
+    assert len(report.cells) == 40
+    assert all(c.divergence and "within 0.05 s" in c.divergence.reason for c in report.cells)
+
+
+def test_a_time_zone_given_as_a_file_is_recorded_and_replayed(
+    redis_url: str, tmp_path: Path
+) -> None:
+    zone = Path("/usr/share/zoneinfo/Asia/Kolkata")
+    if not zone.exists():
+        pytest.skip("no tz database here")
+    script = tmp_path / "zone.js"
+    script.write_text("text(new Date(0).toString())")
+    ran = run_cellfleet(["run", str(script)], tmp_path, redis_url, env={"TZ": f":{zone}"})
+    assert "GMT+0530" in ran.stdout, ran.stdout + ran.stderr
+    listed = run_cellfleet(["sessions", "--limit", "1", "--json"], tmp_path, redis_url)
+    session = orjson.loads(listed.stdout.splitlines()[0])["session"]
+    replayed = run_cellfleet(["replay", session], tmp_path, redis_url, env={"TZ": "UTC"})
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+
+
+def test_a_long_source_line_is_shown_around_the_column(recorded: Recorded) -> None:
+    def change(event: ev.AnyEvent) -> ev.AnyEvent:
+        if isinstance(event, ev.CellAdmitted) and event.cell == "1":
+            return dataclasses.replace(event, source=" " * 5000 + "text('two')")
+        return event
+
+    (cell,) = replay(recorded.edited(change), cells={"1"}).cells
+    shown = cell.render().splitlines()
+    assert shown[4] == "    1 | …" + " " * 60 + "text('two')"
+    assert shown[5] == "      | " + " " * 61 + "^"

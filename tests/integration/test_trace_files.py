@@ -110,6 +110,10 @@ def test_bad_traces_are_refused_with_the_line_that_is_wrong(
         "a time that is no time": (_edit(good, 3, "at", "inf"), "line 3: not a time: 'inf'"),
         "a time that is NaN": (_edit(good, 3, "at", "nan"), "line 3: not a time: 'nan'"),
         "a cell id that is no number": (_edit(good, 3, "c", "²"), "line 3: not a cell id"),
+        "a field of the wrong type": (
+            _edit_data(good, 3, "source", 12),
+            "line 3: not a cell_admitted event: its source has the wrong type (expected str)",
+        ),
         "no events": (
             [orjson.dumps({**header, "events": 0}).decode() + "\n"],
             "line 1: the trace has no events",
@@ -131,6 +135,14 @@ def _edit(lines: list[str], number: int, field: str, value: str) -> list[str]:
     """`lines` with the event on line `number` given `field` = `value`."""
     entry = orjson.loads(lines[number - 1])
     entry["fields"][field] = value
+    return [*lines[: number - 1], orjson.dumps(entry).decode() + "\n", *lines[number:]]
+
+
+def _edit_data(lines: list[str], number: int, field: str, value: object) -> list[str]:
+    """`lines` with the event on line `number` given data field `field` = `value`."""
+    entry = orjson.loads(lines[number - 1])
+    data = orjson.loads(entry["fields"]["d"])
+    entry["fields"]["d"] = orjson.dumps({**data, field: value}).decode()
     return [*lines[: number - 1], orjson.dumps(entry).decode() + "\n", *lines[number:]]
 
 
