@@ -116,7 +116,8 @@ class Session:
         *,
         code_mode_only: bool = True,
         deferred_tools_supported: bool = True,
-        unified_image_budget: bool = False,
+        unified_image_budget: bool = True,
+        tool_availability_note: bool = True,
     ) -> list[dict[str, JsonValue]]:
         """The `exec` and `wait` tools to give the model (spec §1.1-§1.3), as Responses
         API tool specs: `exec`'s description documents this session's nested tools.
@@ -133,6 +134,7 @@ class Session:
             code_mode_only=code_mode_only,
             deferred_tools_supported=deferred_tools_supported,
             unified_image_budget=unified_image_budget,
+            tool_availability_note=tool_availability_note,
         )
         return [exec_tool_spec(description), wait_tool_spec()]
 

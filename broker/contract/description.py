@@ -52,6 +52,10 @@ LEGACY_IMAGE_HELPER_DESCRIPTION: Final = (
     "`detail` argument overrides any detail embedded in the first argument."
 )
 
+# Codex 0.169.0 ends the deferred-tools guidance with this paragraph (checked against the
+# description the real CLI sends its model; tests/host/test_codex_cli.py).
+TOOL_AVAILABILITY_NOTE: Final = "Tool availability can change between calls."
+
 UNIFIED_IMAGE_HELPER_DESCRIPTION: Final = (
     "`image(imageUrlOrItem: string | { image_url: string } | ImageContent)`: Appends an "
     "image item. `image_url` should be a base64-encoded `data:` URL. To forward an MCP tool "
@@ -206,9 +210,13 @@ def build_exec_tool_description(
     default_exec_yield_time_ms: int,
     code_mode_only: bool,
     deferred_tools_supported: bool = True,
-    unified_image_budget: bool = False,
+    unified_image_budget: bool = True,
+    tool_availability_note: bool = True,
 ) -> str:
-    """The `exec` tool's description for this inventory (spec §1.3)."""
+    """The `exec` tool's description for this inventory (spec §1.3), as Codex 0.169.0
+    writes it by default; `unified_image_budget=False` and `tool_availability_note=False`
+    give the earlier texts (the `image()` line with detail controls; the deferred-tools
+    guidance without its last paragraph)."""
     base = EXEC_DESCRIPTION_TEMPLATE.replace(
         "Defaults to 10000 ms.", f"Defaults to {default_exec_yield_time_ms} ms."
     )
@@ -219,6 +227,8 @@ def build_exec_tool_description(
     deferred = inventory.deferred() if deferred_tools_supported else ()
     if deferred:
         sections.append(DEFERRED_NESTED_TOOLS_GUIDANCE)
+        if tool_availability_note:
+            sections.append(TOOL_AVAILABILITY_NOTE)
     if not code_mode_only:
         return "\n\n".join(sections)
     if any(is_mcp_shaped(entry.definition.output_schema) for entry in (*enabled, *deferred)):

@@ -9,7 +9,9 @@ import pytest
 from cellfleet.broker.contract.description import (
     DEFERRED_NESTED_TOOLS_GUIDANCE,
     EXEC_DESCRIPTION_TEMPLATE,
+    LEGACY_IMAGE_HELPER_DESCRIPTION,
     MCP_TYPESCRIPT_PREAMBLE,
+    UNIFIED_IMAGE_HELPER_DESCRIPTION,
     WAIT_DESCRIPTION_TEMPLATE,
     build_exec_tool_description,
     build_wait_tool_description,
@@ -43,11 +45,14 @@ def describe(
     default_exec_yield_time_ms: int = 10_000,
     **options: bool,
 ) -> str:
+    """The description as the spec writes it (its texts predate Codex 0.169.0's: the
+    `image()` line with detail controls, no tool-availability note), unless `options`
+    say otherwise."""
     return build_exec_tool_description(
         inventory,
         default_exec_yield_time_ms=default_exec_yield_time_ms,
         code_mode_only=code_mode_only,
-        **options,
+        **{"unified_image_budget": False, "tool_availability_note": False, **options},
     )
 
 
@@ -301,3 +306,30 @@ def test_wait_descriptions() -> None:
         "- If the cell has already finished, `wait` returns the completed result and closes the "
         "cell."
     )
+
+
+def test_the_default_is_codex_0169s_text() -> None:
+    """What the real Codex CLI 0.169.0 sends its model (tests/host/test_codex_cli.py checks
+    it against the binary): the `image()` line without detail controls, and a last
+    paragraph to the deferred-tools guidance."""
+    inventory = build_inventory(
+        [ToolDefinition(name="shown"), ToolDefinition(name="hidden", deferred=True)]
+    )
+    text = build_exec_tool_description(
+        inventory, default_exec_yield_time_ms=30_000, code_mode_only=False
+    )
+    assert UNIFIED_IMAGE_HELPER_DESCRIPTION in text
+    assert LEGACY_IMAGE_HELPER_DESCRIPTION not in text
+    assert text.endswith(
+        "To find one, filter `ALL_TOOLS` by `name` and `description`.\n\n"
+        "Tool availability can change between calls."
+    )
+    older = build_exec_tool_description(
+        inventory,
+        default_exec_yield_time_ms=30_000,
+        code_mode_only=False,
+        unified_image_budget=False,
+        tool_availability_note=False,
+    )
+    assert LEGACY_IMAGE_HELPER_DESCRIPTION in older
+    assert older.endswith("To find one, filter `ALL_TOOLS` by `name` and `description`.")
