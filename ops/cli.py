@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     bench = commands.add_parser("bench", help="benchmarks (ops/bench/)")
-    bench.add_argument("suite", choices=["runtime", "exec", "tools", "hostile", "replay"])
+    bench.add_argument("suite", choices=["runtime", "exec", "tools", "hostile", "replay", "host"])
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--samples", type=_positive(int), default=None)
 

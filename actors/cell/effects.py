@@ -113,6 +113,12 @@ class Effects:
                 self._to_send[0:0] = calls
                 raise
         on_outcome = lambda outcome: self._tell(ToolDone(outcome))  # noqa: E731
+        if not self._ctx.dispatcher.records_requests_first:
+            # The harness runs the call: its `ToolRequested` goes with the next append
+            # (the outcome's), one durable write per call.
+            handles = self._ctx.dispatcher.dispatch_batch([(call, on_outcome) for call in calls])
+            self._tools.update(zip((call.call_id for call in calls), handles, strict=True))
+            return
         events, commands = self._log.take_commands()
         try:
             handles = self._ctx.dispatcher.dispatch_batch(

@@ -44,6 +44,10 @@ class DelegateDispatcher:
     """
 
     sends_every_call = True
+    # The harness is this process's own client: a call it runs dies with the connection
+    # if this process does, so recording the request first buys nothing; it goes with
+    # the outcome (one durable write per call).
+    records_requests_first = False
 
     def __init__(
         self,

@@ -75,6 +75,7 @@ class BrokerDispatcher:
     """Sends tool calls to the worker fleet; routes their outcomes back to cells."""
 
     sends_every_call = False  # a call withdrawn before it was sent never reaches a worker
+    records_requests_first = True
 
     def __init__(
         self,

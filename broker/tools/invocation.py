@@ -75,6 +75,10 @@ class ToolDispatcher(Protocol):
     # Calls a cell requested and no longer needs before they were sent are sent and then
     # withdrawn (Codex's host does so), rather than never sent.
     sends_every_call: bool
+    # The calls' `ToolRequested` events are appended before any call goes out (a worker
+    # of the fleet may run it while this process dies). False: the harness itself runs
+    # them, and they are appended with the next batch (with the outcome).
+    records_requests_first: bool
 
     def dispatch_batch(
         self,

@@ -1,0 +1,219 @@
+"""`cellfleet bench host`: Codex's host protocol, `cellfleet host` next to Codex's own
+`codex-code-mode-host` measured in the same run (its rows are left out when the binary
+is not at hand: `$CODEX_HOST_BIN`, or `../shared/reference/fetch-codex-host`'s cache).
+
+* `warm_exec`: from writing a `session/execute` of `text("bench");` to reading its
+  `execute/initialResponse`, with 0, 32 and 128 nested tools in the request; each
+  sample after the previous cell closed.
+* `tool_roundtrip`: one nested tool call, from the cell's side: a cell awaits `echo`
+  calls one after another, answered by the client at once; the time from one
+  `delegate/request` to the next.
+
+Targets: `cellfleet host` at most 0.5x the reference's warm exec p50, and at most 2.0x
+its tool round trip. cellfleet's host runs on its own redis-server in a temporary
+directory (every event of its cells is written there).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cellfleet.ops.redis_server import start_redis
+
+SAMPLES = 200
+WARMUP = 20
+TOOL_COUNTS = (0, 32, 128)
+TOOL_CALLS = 200
+WARM_TARGET = 0.5
+TOOL_TARGET = 2.0
+HELLO = {
+    "type": "connection/hello",
+    "supportedVersions": [1],
+    "requiredCapabilities": [],
+    "optionalCapabilities": [
+        "bounded-output-v1",
+        "delegate-capacity-4096",
+        "session-cell-execution-resource-limits",
+        "yield-observation",
+    ],
+}
+
+
+def reference_binary() -> str | None:
+    explicit = os.environ.get("CODEX_HOST_BIN")
+    if explicit:
+        return explicit
+    cache = Path(os.environ.get("CELLFLEET_REFERENCE_CACHE", "~/.cache/cellfleet-reference"))
+    found = sorted(cache.expanduser().glob("codex-*/codex-code-mode-host"))
+    return str(found[-1]) if found else None
+
+
+def _tool(index: int) -> dict[str, Any]:
+    name = "echo" if index == 0 else f"tool_{index}"
+    return {
+        "name": name,
+        "tool_name": {"name": name, "namespace": None},
+        "description": f"Nested tool number {index}.",
+        "kind": "function",
+        "input_schema": {"type": "object", "properties": {"x": {"type": "string"}}},
+        "output_schema": None,
+    }
+
+
+class _Client:
+    """One connection to a host process; frames in order, delegate calls answered."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        self._ids = iter(range(1, 10**9))
+        self.send(HELLO)
+        self.read()
+        self.request({"method": "session/open", "sessionId": "bench"})
+
+    def send(self, message: Any) -> None:
+        payload = json.dumps(message).encode()
+        assert self.process.stdin is not None
+        self.process.stdin.write(struct.pack("<I", len(payload)) + payload)
+        self.process.stdin.flush()
+
+    def read(self) -> Any:
+        assert self.process.stdout is not None
+        head = self.process.stdout.read(4)
+        if len(head) < 4:
+            raise RuntimeError("the host ended")
+        return json.loads(self.process.stdout.read(struct.unpack("<I", head)[0]))
+
+    def request(self, request: dict[str, Any]) -> int:
+        request_id = next(self._ids)
+        self.send({"type": "operation/request", "id": request_id, "request": request})
+        return request_id
+
+    def execute(self, source: str, tools: list[dict[str, Any]]) -> int:
+        body = {"tool_call_id": "b", "enabled_tools": tools, "source": source,
+                "yield_time_ms": 30_000, "max_output_tokens": None}  # fmt: skip
+        return self.request({"method": "session/execute", "sessionId": "bench", "request": body})
+
+    def until(self, kind: str, request_id: int | None = None) -> Any:
+        while True:
+            frame = self.read()
+            if frame.get("type") == "delegate/request":
+                self._answer(frame)
+            if frame.get("type") == kind and request_id in (None, frame.get("id")):
+                return frame
+
+    def _answer(self, frame: Any) -> None:
+        value: dict[str, Any] = {"type": "notification/delivered"}
+        if frame["request"]["type"] == "tool/invoke":
+            value = {"type": "tool/result", "result": frame["request"]["invocation"]["input"]}
+        result = {"status": "ok", "value": value}
+        self.send({"type": "delegate/response", "id": frame["id"], "result": result})
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(30)
+
+
+def warm_exec(client: _Client, tools: int, samples: int) -> list[float]:
+    definitions = [_tool(index) for index in range(tools)]
+    times = []
+    for index in range(WARMUP + samples):
+        began = time.perf_counter()
+        request_id = client.execute('text("bench");', definitions)
+        client.until("execute/initialResponse", request_id)
+        if index >= WARMUP:
+            times.append(time.perf_counter() - began)
+        client.until("cell/closed")
+    return times
+
+
+def tool_roundtrip(client: _Client, calls: int) -> list[float]:
+    source = f"for (let i = 0; i < {calls}; i++) await tools.echo({{x: 'a'}});"
+    request_id = client.execute(source, [_tool(0)])
+    stamps = []
+    while True:
+        frame = client.read()
+        if frame.get("type") == "delegate/request":
+            stamps.append(time.perf_counter())
+            client._answer(frame)
+        elif frame.get("type") == "execute/initialResponse" and frame["id"] == request_id:
+            break
+    client.until("cell/closed")
+    return [later - earlier for earlier, later in itertools.pairwise(stamps)]
+
+
+def _summary(name: str, host: str, tools: int, samples: list[float]) -> dict[str, Any]:
+    ordered = sorted(samples)
+    return {
+        "name": name,
+        "host": host,
+        "tools": tools,
+        "samples": len(samples),
+        "p50_us": round(statistics.median(ordered) * 1e6, 1),
+        "p95_us": round(ordered[(len(ordered) - 1) * 95 // 100] * 1e6, 1),
+    }
+
+
+def _measure(host: str, command: list[str], env: dict[str, str], samples: int) -> list[Any]:
+    rows = []
+    client = _Client(command, env)
+    try:
+        for tools in TOOL_COUNTS:
+            rows.append(_summary("warm_exec", host, tools, warm_exec(client, tools, samples)))
+        rows.append(_summary("tool_roundtrip", host, 1, tool_roundtrip(client, TOOL_CALLS)))
+    finally:
+        client.close()
+    return rows
+
+
+def run(samples: int = SAMPLES) -> dict[str, Any]:
+    rows: list[Any] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        server = start_redis(Path(scratch))
+        try:
+            env = {**os.environ, "REDIS_URL": server.url}
+            command = [sys.executable, "-m", "cellfleet.ops.cli", "host"]
+            rows += _measure("cellfleet", command, env, samples)
+            reference = reference_binary()
+            if reference is not None:
+                rows += _measure("reference", [reference], dict(os.environ), samples)
+        finally:
+            server.stop()
+    return {"rows": rows, "targets": {"warm_exec": WARM_TARGET, "tool_roundtrip": TOOL_TARGET}}
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        "| measure | tools | cellfleet p50 µs | p95 µs | reference p50 µs | p95 µs | ratio p50 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = {(r["name"], r["tools"], r["host"]): r for r in report["rows"]}
+    verdicts = []
+    for name, tools, _ in [key for key in rows if key[2] == "cellfleet"]:
+        ours, theirs = rows[(name, tools, "cellfleet")], rows.get((name, tools, "reference"))
+        ratio = "-" if theirs is None else f"{ours['p50_us'] / theirs['p50_us']:.2f}"
+        lines.append(
+            f"| {name} | {tools} | {ours['p50_us']} | {ours['p95_us']} |"
+            f" {theirs['p50_us'] if theirs else '-'} | {theirs['p95_us'] if theirs else '-'} |"
+            f" {ratio} |"
+        )
+        if theirs is not None:
+            target = report["targets"][name]
+            met = ours["p50_us"] / theirs["p50_us"] <= target
+            verdicts.append(f"{name} ({tools} tools): target at most {target}x: "
+                            f"{'met' if met else 'NOT met'}")  # fmt: skip
+    if not verdicts:
+        verdicts.append("no reference host here: ratios not measured")
+    return "\n".join([*lines, "", *verdicts])
