@@ -109,8 +109,12 @@ class LocalCell:
 
     def wait(self, timeout: float = 10.0) -> Finished | Stopped:
         """Block until the cell finished or was stopped; return that event."""
+
+        def ended() -> bool:  # (its end is reported after the runtime is done)
+            return bool(self.events) and isinstance(self.events[-1], Finished | Stopped)
+
         with self._changed:
-            if not self._changed.wait_for(lambda: self.runtime.done, timeout):
+            if not self._changed.wait_for(ended, timeout):
                 raise TimeoutError("cell did not finish in time")
         last = self.events[-1]
         assert isinstance(last, Finished | Stopped)

@@ -129,7 +129,9 @@ class ContextPool:
         return prepare_context(self.memory_limit_bytes)
 
     def release(self, context: V8Context) -> None:
-        """Dispose a used context in the background."""
+        """Dispose a used context in the background; its JavaScript ends now (a cell
+        terminated while allocating would otherwise allocate until its turn comes)."""
+        context.stop_javascript()
         with self._cond:  # (reentrant: also called with it held)
             self._disposing += 1
         self._graveyard.put(context)

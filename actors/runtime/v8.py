@@ -90,6 +90,11 @@ class _IsolateApi:
         self.memory_pressure.argtypes = [ctypes.c_void_p, ctypes.c_int]
         self.external_bytes.restype = ctypes.c_int64
         self.external_bytes.argtypes = [ctypes.c_void_p]
+        # Isolate::TerminateExecution: thread-safe; the running script (and any it would
+        # run next) ends at V8's next interrupt check.
+        self.terminate = dll._ZN2v87Isolate18TerminateExecutionEv
+        self.terminate.restype = None
+        self.terminate.argtypes = [ctypes.c_void_p]
 
 
 @functools.cache
@@ -431,6 +436,13 @@ class V8Context:
             if self._disposed or self._isolate is None:
                 return 0
             return int(_isolate_api().external_bytes(self._isolate))
+
+    def stop_javascript(self) -> None:
+        """End the JavaScript running in the isolate now, from any thread (its freeing
+        may come later: a cell stopped mid-allocation must not go on allocating)."""
+        with self._lock:
+            if not self._disposed and self._isolate is not None:
+                _isolate_api().terminate(self._isolate)
 
     def dispose(self) -> None:
         """Stop all JavaScript and free the isolate (blocks until its thread ended).

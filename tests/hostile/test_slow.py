@@ -42,3 +42,17 @@ def test_yields_beyond_the_log_budget_end_the_cell(harness) -> None:
     assert ended.error_text == f"exec cell wrote more than {budget} events to its log"
     assert len(harness.cell_events("1")) < budget + 10
     assert_output(harness.exec("text('next')"), "Script completed", ["next"])
+
+
+def test_cells_terminated_while_allocating_do_not_take_the_process_down(harness) -> None:
+    """250 cells, each terminated while it allocates: their JavaScript went on in the
+    contexts waiting to be freed, past 2 GB, until V8 aborted the process."""
+    source = (
+        '// @exec: {"yield_time_ms": 20}\nconst a = [];\n'
+        "while (true) { a.push(new Array(1000).fill(1)); if (a.length > 20000) a.length = 0 }"
+    )
+    for _ in range(250):
+        output = harness.exec(source)
+        assert output.running_cell_id is not None
+        harness.session.wait(f'{{"cell_id": "{output.running_cell_id}", "terminate": true}}')
+    assert_output(harness.exec("text('alive')"), "Script completed", ["alive"])

@@ -200,3 +200,29 @@ def test_v8_started_by_someone_else_first_is_said() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert "V8 was started before cellfleet without its flags" in run.stdout
+
+
+def test_a_released_context_stops_its_javascript_before_it_is_freed() -> None:
+    """A cell terminated while allocating must not go on allocating until the reaper
+    gets to its context: 200 such cells took the process past 2 GB, then V8 aborted
+    it ("Fatal JavaScript out of memory")."""
+    from cellfleet.actors.runtime.pool import prepare_context
+
+    prepared = prepare_context()
+    context = prepared.context
+    ended = threading.Event()
+    outcomes: list[Any] = []
+
+    def on_result(outcome: Any) -> None:
+        outcomes.append(outcome)
+        ended.set()
+
+    context.eval_async(
+        "const a = [];\n"
+        "while (true) { a.push(new Array(100).fill(1)); if (a.length > 1e4) a.length = 0 }",
+        on_result,
+    )
+    context.stop_javascript()
+    assert ended.wait(10)
+    assert outcomes[0].terminated
+    context.dispose()
