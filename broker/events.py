@@ -78,6 +78,16 @@ class SessionOpened(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ToolSetDefined(Event):
+    """A set of nested tools the session's cells may be given, recorded once and named
+    by `digest` (`CellAdmitted.tools_digest`): a cell's admission does not carry it."""
+
+    TYPE: ClassVar[str] = "tool_set_defined"
+    digest: str
+    tools: tuple[Mapping[str, JsonValue], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ShutdownBegun(Event):
     TYPE: ClassVar[str] = "shutdown_begun"
 
@@ -99,7 +109,8 @@ class CellAdmitted(Event):
     source: str
     yield_time_ms: int | None = None
     max_output_tokens: int | None = None
-    tools: tuple[Mapping[str, JsonValue], ...] = ()  # the enabled nested tools
+    tools: tuple[Mapping[str, JsonValue], ...] = ()  # its nested tools (older logs), or
+    tools_digest: str = ""  # the `ToolSetDefined` that lists them
     seed: tuple[int, int, int, int] = (0, 0, 0, 0)
     clock_ms: float = 0.0
     # The session's stored values the cell starts from: those after this many merging
@@ -256,6 +267,7 @@ class NotificationCancelled(Event):
 
 AnyEvent: TypeAlias = (
     SessionOpened
+    | ToolSetDefined
     | ShutdownBegun
     | ShutdownFinished
     | CellAdmitted
@@ -283,7 +295,8 @@ AnyEvent: TypeAlias = (
 EVENT_TYPES: Mapping[str, type[AnyEvent]] = {
     cls.TYPE: cls
     for cls in (
-        SessionOpened, ShutdownBegun, ShutdownFinished, CellAdmitted, CellStarted,
+        SessionOpened, ToolSetDefined, ShutdownBegun, ShutdownFinished, CellAdmitted,
+        CellStarted,
         OutputProduced, YieldRequested, ObservationDelivered, CellCompleted, CellTerminated,
         CellClosed, ToolRequested, ToolCompleted, ToolFailed, ToolAttemptFailed,
         ToolResultDelivered, ToolCancelled, TimerSet,
@@ -291,3 +304,13 @@ EVENT_TYPES: Mapping[str, type[AnyEvent]] = {
         NotificationCancelled,
     )
 }  # fmt: skip
+
+
+def admitted_tools(
+    admitted: CellAdmitted, tool_sets: Mapping[str, tuple[Mapping[str, JsonValue], ...]]
+) -> tuple[Mapping[str, JsonValue], ...] | None:
+    """The nested tools of an admitted cell: inline, or from the `ToolSetDefined` events
+    seen so far (`tool_sets`: digest -> tools); None when its set is not among them."""
+    if not admitted.tools_digest:
+        return admitted.tools
+    return tool_sets.get(admitted.tools_digest)

@@ -207,7 +207,7 @@ class Journal(Protocol):
 
     def append(self, events: Sequence[AnyEvent]) -> None: ...
 
-    def open_session(self, event: AnyEvent) -> SessionState: ...
+    def open_session(self, event: AnyEvent, also: Sequence[AnyEvent] = ()) -> SessionState: ...
 
     def admit(self, events: Sequence[AnyEvent]) -> None: ...
 
@@ -299,19 +299,21 @@ class RedisJournal:
             reason = failure_reason(error) or "connection failed"
             raise JournalUnavailableError(reason) from error
 
-    def open_session(self, event: AnyEvent) -> SessionState:
-        """Record the session's opening; returns what its cells continue from."""
+    def open_session(self, event: AnyEvent, also: Sequence[AnyEvent] = ()) -> SessionState:
+        """Record the session's opening (and the events `also`, in the same round trip);
+        returns what its cells continue from."""
         k = self.keys.session(event.session)
 
         def run() -> Any:
             pipe = self.client.pipeline(transaction=False)
             pipe.zadd(self.keys.sessions, {event.session: event.at_ms}, nx=True)
-            pipe.xadd(k.events, codec.encode(event))  # type: ignore[arg-type]
+            for added in (event, *also):
+                pipe.xadd(k.events, codec.encode(added))  # type: ignore[arg-type]
             pipe.hmget(k.meta, ["next_cell", "stored_version"])
             pipe.hgetall(k.stored)
             return pipe.execute()
 
-        _, _, (last_cell, version), stored = _retrying(run)
+        *_, (last_cell, version), stored = _retrying(run)
         return SessionState(
             last_cell=int(last_cell or 0),
             stored=_decoded(stored),

@@ -65,10 +65,11 @@ class MemoryJournal:
             for event in events:
                 self._add(event)
 
-    def open_session(self, event: AnyEvent) -> SessionState:
+    def open_session(self, event: AnyEvent, also: Sequence[AnyEvent] = ()) -> SessionState:
         with self._changed:
             self._opened.setdefault(event.session, event.at_ms)
-            self._add(event)
+            for added in (event, *also):
+                self._add(added)
             log = self._session(event.session)
             return SessionState(
                 last_cell=int(log.meta.get("next_cell", 0)),

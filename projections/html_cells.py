@@ -43,13 +43,16 @@ def page_data(session: str, events: Iterable[ev.AnyEvent]) -> dict[str, Any]:
         "shutdown_finished": None,
         "marks": [],  # session-level events, for the time axis
     }
+    tool_sets: dict[str, Any] = {}  # digest -> tools (`ToolSetDefined`)
     for event in listed:
         at = _ms(event.at_ms - origin)
+        if isinstance(event, ev.ToolSetDefined):
+            tool_sets.setdefault(event.digest, event.tools)
         if not event.cell:
             _session_event(data, event, at)
             continue
         if isinstance(event, ev.CellAdmitted) and event.cell not in cells:
-            cells[event.cell] = _Cell(event, at)
+            cells[event.cell] = _Cell(event, at, ev.admitted_tools(event, tool_sets) or ())
             seen.add((event.cell, event.seq))
             continue
         cell = cells.get(event.cell)
@@ -85,13 +88,13 @@ def _session_event(data: dict[str, Any], event: ev.AnyEvent, at: float) -> None:
 class _Cell:
     """One cell's record while the fold runs (mutable; `finish` hands out plain data)."""
 
-    def __init__(self, admitted: ev.CellAdmitted, at: float) -> None:
+    def __init__(self, admitted: ev.CellAdmitted, at: float, tools: Any) -> None:
         self.record: dict[str, Any] = {
             "id": admitted.cell,
             "call": admitted.call_id,
             "source": admitted.source,
             "yield_time_ms": admitted.yield_time_ms,
-            "tools": [str(tool.get("global_name") or tool.get("name")) for tool in admitted.tools],
+            "tools": [str(tool.get("global_name") or tool.get("name")) for tool in tools],
             "t0": at,
             "t1": None,
             "closed": None,

@@ -31,6 +31,7 @@ from cellfleet.broker.events import (
     ToolCompleted,
     ToolFailed,
     ToolRequested,
+    ToolSetDefined,
 )
 from cellfleet.projections.ports import Projection
 
@@ -70,8 +71,16 @@ def _opened(event: SessionOpened) -> str:
 
 
 def _admitted(event: CellAdmitted) -> str:
-    tools = ",".join(str(tool.get("name", "?")) for tool in event.tools) or "-"
+    tools = f"set:{event.tools_digest[:8]}" if event.tools_digest else _names(event.tools)
     return f"call={event.call_id} tools={tools} source={_quoted(event.source)}"
+
+
+def _tool_set(event: ToolSetDefined) -> str:
+    return f"set:{event.digest[:8]} tools={_names(event.tools)}"
+
+
+def _names(tools: Iterable[Mapping[str, Any]]) -> str:
+    return ",".join(str(tool.get("name", "?")) for tool in tools) or "-"
 
 
 def _output(event: OutputProduced) -> str:
@@ -95,6 +104,7 @@ def _completed(event: CellCompleted) -> str:
 
 _FACTS: Mapping[type[AnyEvent], Callable[[Any], str]] = {
     SessionOpened: _opened,
+    ToolSetDefined: _tool_set,
     CellAdmitted: _admitted,
     OutputProduced: _output,
     ObservationDelivered: _observed,

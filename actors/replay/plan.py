@@ -142,7 +142,13 @@ def plan(events: Iterable[ev.AnyEvent], cells: Collection[str] | None = None) ->
         e.stored_version for own in by_cell.values() for e in own if isinstance(e, ev.CellAdmitted)
     }
     snapshots = stored.values_at_versions(listed, versions)
-    records = [_cell(cell, cell_events, snapshots) for cell, cell_events in by_cell.items()]
+    tool_sets: dict[str, tuple[Mapping[str, Any], ...]] = {}
+    for event in listed:
+        if isinstance(event, ev.ToolSetDefined):
+            tool_sets.setdefault(event.digest, event.tools)
+    records = [
+        _cell(cell, cell_events, snapshots, tool_sets) for cell, cell_events in by_cell.items()
+    ]
     return SessionRecord(
         session=session,
         time_zone=opened.time_zone if opened else "",
@@ -171,7 +177,10 @@ def _deduplicated(events: Sequence[ev.AnyEvent]) -> tuple[list[ev.AnyEvent], dic
 
 
 def _cell(
-    cell: str, events: Sequence[ev.AnyEvent], snapshots: Mapping[int, Mapping[str, str]]
+    cell: str,
+    events: Sequence[ev.AnyEvent],
+    snapshots: Mapping[int, Mapping[str, str]],
+    tool_sets: Mapping[str, tuple[Mapping[str, Any], ...]],
 ) -> CellRecord:
     own, outcomes = _deduplicated(events)
     admitted = own[0] if own else None
@@ -191,8 +200,11 @@ def _cell(
         if step is not None:
             steps.append(step)
         ended = ended or isinstance(event, ev.CellCompleted | ev.CellTerminated)
+    listed = ev.admitted_tools(admitted, tool_sets)
+    if listed is None:
+        return _unreplayable(cell, own, f"its tool set {admitted.tools_digest} is not recorded")
     try:
-        tools = tuple(_tool(record) for record in admitted.tools)
+        tools = tuple(_tool(record) for record in listed)
     except ValueError as error:  # a kind of tool this version does not know
         return _unreplayable(cell, own, f"its admission names a tool it cannot run: {error}")
     spec = rt.CellSpec(

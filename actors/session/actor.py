@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import struct
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import orjson
 import pykka
 
 from cellfleet.actors.cell.context import CellContext, CellEnd
@@ -71,12 +73,17 @@ class SessionServices:
 
 @dataclass(frozen=True, slots=True)
 class CellTools:
-    """A cell's nested tools: as the runtime installs them, as its admission records
-    them, and by JS global name (what a call names)."""
+    """A cell's nested tools: as the runtime installs them, as the log records them
+    (once per session, named by `digest`), and by JS global name (what a call names)."""
 
     runtime: tuple[RuntimeTool, ...]
     records: tuple[dict[str, str | None], ...]
     definitions: dict[str, ToolDefinition]
+    digest: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        text = orjson.dumps(self.records, option=orjson.OPT_SORT_KEYS)
+        object.__setattr__(self, "digest", hashlib.sha256(text).hexdigest()[:32])
 
     @classmethod
     def of(cls, inventory: ToolInventory) -> CellTools:
@@ -135,20 +142,24 @@ class SessionActor(pykka.ThreadingActor):
         self._began_shutdown = False  # the log took this actor's shutdown_begun
         self._all_closed: Future[None] = Future()
         self._tools = CellTools.of(config.inventory)
+        self._tool_sets: set[str] = set()  # digests of the tool sets the log holds
 
     def on_start(self) -> None:
         journal = self.services.journal
         time_zone, locale = v8.environment()
-        state = journal.open_session(
-            ev.SessionOpened(
-                session=self.session_id,
-                seq=self._next_seq(),
-                at_ms=self.services.clock(),
-                max_yield_time_ms=self.config.max_yield_time_ms,
-                time_zone=time_zone,
-                locale=locale,
-            )
+        opened = ev.SessionOpened(
+            session=self.session_id,
+            seq=self._next_seq(),
+            at_ms=self.services.clock(),
+            max_yield_time_ms=self.config.max_yield_time_ms,
+            time_zone=time_zone,
+            locale=locale,
         )
+        # The session's own tool set goes with its opening: its cells name it.
+        tool_set = self._tool_set(self._tools)
+        state = journal.open_session(opened, () if tool_set is None else (tool_set,))
+        if tool_set is not None:
+            self._tool_sets.add(tool_set.digest)
         self._last_cell = state.last_cell
         self._store = SessionStore(
             state.stored, state.stored_version, lambda: journal.stored_snapshot(self.session_id)
@@ -210,6 +221,7 @@ class SessionActor(pykka.ThreadingActor):
         else:
             context = dataclasses.replace(context, tools=tools.definitions)
         stored, stored_version = self._store.snapshot()  # (may fail: nothing taken yet)
+        self._define(tools)
         self._last_cell += 1
         cell_id = str(self._last_cell)
         clock = self.services.clock()
@@ -223,7 +235,7 @@ class SessionActor(pykka.ThreadingActor):
             source=source,
             yield_time_ms=yield_time_ms,
             max_output_tokens=max_output_tokens,
-            tools=tools.records,
+            tools_digest=tools.digest if tools.records else "",
             seed=seed,
             clock_ms=clock,
             stored_version=stored_version,
@@ -262,6 +274,26 @@ class SessionActor(pykka.ThreadingActor):
         handle = self._cells.get(cell_id)
         if handle is not None and handle.observer is not None and handle.actor is not None:
             handle.actor.tell(YieldDue(handle.observer))
+
+    def _define(self, tools: CellTools) -> None:
+        """Record a tool set the first time a cell of this session gets it (a cell's
+        admission names it by digest: 128 tools' records were 10 KB per admission)."""
+        defined = self._tool_set(tools)
+        if defined is not None:
+            self.services.journal.append([defined])
+            self._tool_sets.add(defined.digest)
+
+    def _tool_set(self, tools: CellTools) -> ev.ToolSetDefined | None:
+        """The event that records `tools`, unless the log has them (or they are none)."""
+        if not tools.records or tools.digest in self._tool_sets:
+            return None
+        return ev.ToolSetDefined(
+            session=self.session_id,
+            seq=self._next_seq(),
+            at_ms=self.services.clock(),
+            digest=tools.digest,
+            tools=tools.records,
+        )
 
     def _untold_failure(self, cell_id: str) -> Future[CellAnswer] | None:
         """The failure of a cell that ended while nobody observed it, told once."""

@@ -20,7 +20,7 @@ import pytest
 from cellfleet.broker.contract.description import build_exec_tool_description
 from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.tools import ToolDefinition, ToolKind
-from cellfleet.broker.events import CellAdmitted
+from cellfleet.broker.events import CellAdmitted, ToolSetDefined, admitted_tools
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import Keys
 from tests.host.codex_cli import codex_folder, exec_call, run_codex, wait_call
@@ -98,6 +98,10 @@ def test_codex_runs_its_code_mode_on_cellfleet_as_on_its_own_host(
         journal.close()
     admitted = [event for event in events if isinstance(event, CellAdmitted)]
     assert [event.cell for event in admitted] == [str(n) for n in range(1, 9)]
+    sets = {e.digest: e.tools for e in events if isinstance(e, ToolSetDefined)}
+    assert len(sets) == 1  # (every execute brought the same tools: recorded once)
+    tools = admitted_tools(admitted[0], sets)
+    assert tools is not None
 
     # The `exec` description cellfleet writes for the same tools is the one Codex sent.
     direct = {tool.get("name") for tool in theirs.requests[0]["tools"]}
@@ -108,7 +112,7 @@ def test_codex_runs_its_code_mode_on_cellfleet_as_on_its_own_host(
             kind=ToolKind(record["kind"]),
             deferred=record["global_name"] not in direct,
         )
-        for record in admitted[0].tools
+        for record in tools
     ]
     assert any(definition.deferred for definition in definitions)
     ours_text = build_exec_tool_description(

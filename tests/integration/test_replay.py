@@ -161,9 +161,10 @@ def test_a_cell_that_cannot_get_there_is_stopped_by_its_time_limit(recorded: Rec
 
 
 def test_repeated_events_of_a_retried_append_replay_once(recorded: Recorded) -> None:
+    session = [e for e in recorded.events if not e.cell]  # (its tool set among them)
     cell = [e for e in recorded.events if e.cell == "1"]
     repeated = [*cell[:3], *cell[1:3], *cell[3:]]  # (cell, seq) again, as a retry leaves
-    report = replay(repeated)
+    report = replay([*session, *repeated])
     assert report.identical, report.render()
 
 
@@ -400,7 +401,9 @@ def test_many_cells_stopped_while_allocating_replay_one_after_the_other(
     for index in range(1, 41):
         cell = str(100 + index)
         events += [
-            dataclasses.replace(admitted, cell=cell, source=source, stored_version=0),
+            dataclasses.replace(
+                admitted, cell=cell, source=source, stored_version=0, tools_digest=""
+            ),
             dataclasses.replace(started, cell=cell),
             dataclasses.replace(more, cell=cell),
         ]
@@ -435,3 +438,13 @@ def test_a_long_source_line_is_shown_around_the_column(recorded: Recorded) -> No
     shown = cell.render().splitlines()
     assert shown[4] == "    1 | …" + " " * 60 + "text('two')"
     assert shown[5] == "      | " + " " * 61 + "^"
+
+
+def test_a_tool_set_is_recorded_once_per_session_and_named_by_each_admission(
+    recorded: Recorded,
+) -> None:
+    (defined,) = [e for e in recorded.events if isinstance(e, ev.ToolSetDefined)]
+    assert [tool["name"] for tool in defined.tools] == ["echo", "fail"]
+    admitted = [e for e in recorded.events if isinstance(e, ev.CellAdmitted)]
+    assert len(admitted) == 9
+    assert all(e.tools == () and e.tools_digest == defined.digest for e in admitted)

@@ -92,6 +92,7 @@ def test_bad_traces_are_refused_with_the_line_that_is_wrong(
     events = len(good) - 1
     future = orjson.dumps({**header, "version": trace_file.VERSION + 1}).decode() + "\n"
     swapped = [*good[:2], good[3], good[2], *good[4:]]
+    admitted = next(n for n, line in enumerate(good, 1) if '"t":"cell_admitted"' in line)
     one_less = orjson.dumps({**header, "events": events - 1}).decode() + "\n"
     corrupt = [*good[:3], '{"id": "1-0", "fields": {"t": 3}}\n', *good[4:]]
     cases = {
@@ -111,8 +112,9 @@ def test_bad_traces_are_refused_with_the_line_that_is_wrong(
         "a time that is NaN": (_edit(good, 3, "at", "nan"), "line 3: not a time: 'nan'"),
         "a cell id that is no number": (_edit(good, 3, "c", "²"), "line 3: not a cell id"),
         "a field of the wrong type": (
-            _edit_data(good, 3, "source", 12),
-            "line 3: not a cell_admitted event: its source has the wrong type (expected str)",
+            _edit_data(good, admitted, "source", 12),
+            f"line {admitted}: not a cell_admitted event: its source has the wrong type"
+            " (expected str)",
         ),
         "no events": (
             [orjson.dumps({**header, "events": 0}).decode() + "\n"],
