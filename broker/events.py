@@ -75,6 +75,7 @@ class SessionOpened(Event):
     # default locale of Intl. A replay runs under the same ("" where not recorded).
     time_zone: str = ""
     locale: str = ""
+    label: str = ""  # the harness's own name for the session (Codex's `sessionId`)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,6 +26,7 @@ from typing import IO, Any
 import orjson
 
 from cellfleet.actors.replay import replay, use_environment_of
+from cellfleet.actors.runtime.pool import DEFAULT_MEMORY_LIMIT_BYTES
 from cellfleet.actors.runtime.v8 import v8_version
 from cellfleet.broker import trace_file
 from cellfleet.broker.client import Session
@@ -142,6 +143,12 @@ def _parser() -> argparse.ArgumentParser:
         "host", help="Codex's code-mode host protocol over stdio (how Codex starts its host)"
     )
     host.add_argument("--listen", default="stdio", help="only stdio (the default) for now")
+    host.add_argument(
+        "--memory-limit-mib",
+        type=_positive(int),
+        default=DEFAULT_MEMORY_LIMIT_BYTES >> 20,
+        help="each cell's heap (Codex's own host sets none; default %(default)s)",
+    )
     host.add_argument(
         "--install-next-to",
         type=Path,
@@ -331,11 +338,14 @@ def list_sessions(journal: RedisJournal, limit: int, *, as_json: bool) -> int:
         for summary in summaries:
             print(orjson.dumps(dataclasses.asdict(summary)).decode())
         return 0
-    print(f"{'SESSION':32}  {'OPENED':20}  {'CELLS':>5}  {'LIVE':>4}  {'STATE':13}  LAST ACTIVITY")
+    print(
+        f"{'SESSION':32}  {'OPENED':20}  {'CELLS':>5}  {'LIVE':>4}  {'STATE':13}"
+        f"  {'LAST ACTIVITY':20}  LABEL"
+    )
     for s in summaries:
         print(
             f"{s.session:32}  {_when(s.opened_ms):20}  {s.cells:>5}  {s.live_cells:>4}"
-            f"  {s.state:13}  {_when(s.last_activity_ms)}"
+            f"  {s.state:13}  {_when(s.last_activity_ms):20}  {s.label}".rstrip()
         )
     return 0
 
@@ -414,7 +424,8 @@ def run_host(args: argparse.Namespace, keys: Keys) -> int:
             " --disable code_mode_host_grpc, which makes it start its host with no arguments)"
         )
     url = reachable_redis(args.data_dir)  # (checked before the first frame is read)
-    return serve_stdio(lambda: Host(url, workers=0, keys=keys))
+    limit = args.memory_limit_mib << 20
+    return serve_stdio(lambda: Host(url, workers=0, keys=keys, memory_limit_bytes=limit))
 
 
 def install_next_to(codex: Path, folder: Path) -> int:

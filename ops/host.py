@@ -13,7 +13,7 @@ import redis
 from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.actors.cell.notifications import DeliveryThreads
 from cellfleet.actors.cell.spares import CellActors
-from cellfleet.actors.runtime.pool import ContextPool
+from cellfleet.actors.runtime.pool import DEFAULT_MEMORY_LIMIT_BYTES, ContextPool
 from cellfleet.actors.scheduler import Scheduler
 from cellfleet.actors.session.actor import ActorSessionBackend, SessionConfig, SessionServices
 from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
@@ -43,6 +43,7 @@ class Host:
         redis_url: str,
         *,
         pool_size: int = 2,
+        memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
         tools: ToolRegistry | None = None,
         handlers: Mapping[str, Callable[[JsonValue], JsonValue]] | None = None,
         workers: int = 1,
@@ -52,7 +53,7 @@ class Host:
     ) -> None:
         self.journal = RedisJournal.from_url(redis_url, keys)
         self.registry = tools or ToolRegistry.from_handlers(handlers or {})
-        self.pool = ContextPool(pool_size)
+        self.pool = ContextPool(pool_size, memory_limit_bytes=memory_limit_bytes)
         self.scheduler = Scheduler()
         self.dispatcher = BrokerDispatcher(
             redis.Redis.from_url(redis_url), registry=self.registry.fingerprint, keys=keys
@@ -91,6 +92,7 @@ class Host:
         on_cell_closed: Callable[[str], None] | None = None,
         dispatcher: ToolDispatcher | None = None,
         memory_limit_bytes: int | None = None,
+        label: str = "",
     ) -> Session:
         """A new session; its nested tools default to the host's registry, served by
         the tool workers (or by `dispatcher`); `memory_limit_bytes` of each cell's heap
@@ -103,6 +105,7 @@ class Host:
             max_yield_time_ms=max_yield_time_ms,
             dispatcher=dispatcher,
             memory_limit_bytes=memory_limit_bytes,
+            label=label,
         )
         if notify is not None:
             config.notify = notify

@@ -33,6 +33,7 @@ from cellfleet.actors.session.actor import ActorSessionBackend, CellTools
 from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode, Pending
 from cellfleet.broker.contract.tools import ToolDefinition
+from cellfleet.broker.contract.typescript import normalize_identifier
 from cellfleet.broker.host_protocol import answers, messages
 from cellfleet.broker.host_protocol.frames import FrameError, FrameWriter, read_frame
 from cellfleet.broker.host_protocol.messages import DecodeError
@@ -44,6 +45,7 @@ REMEMBERED_REQUEST_IDS = 4096  # finished ids that still count as used
 NOTIFICATION_TIMEOUT_S = 60.0  # a client that never acknowledges holds a thread no longer
 CLIENT_GONE = "the code-mode client disconnected"
 RANGE_ERROR = "invalid code-mode execute request: out of range integral type conversion attempted"
+INVALID_TOOL_RESULT = "code-mode client returned an invalid tool result"
 
 
 class FatalError(Exception):
@@ -87,6 +89,12 @@ class HostServer:
         self._delegate_ids = itertools.count(1)
         self._notifications: dict[int, threading.Event] = {}
         self._client_ids: dict[str, str] = {}  # cellfleet's session id -> the client's
+        # A cell's requests to the client wait until its `execution/started` went out.
+        self._started: set[tuple[str, str]] = set()  # (client's session id, cell id)
+        self._held: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        # Requests for a session whose shutdown is under way: answered after it.
+        self._closing: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        self._ending = False  # the client closed its end: answers go nowhere
         self._delegate = DelegateDispatcher(
             host.journal.link, self._send_tool_call, self._withdraw, self._delegate_ids
         )
@@ -143,6 +151,7 @@ class HostServer:
         return True
 
     def _fatal(self, message: str, cause: str | None = None) -> int:
+        self._out.closed = True  # (as the reference: not one frame more)
         text = f"Error: {message}"
         if cause is not None:
             text += f"\n\nCaused by:\n    {cause}"
@@ -150,8 +159,10 @@ class HostServer:
         return 1
 
     def _close(self) -> None:
-        """The client is gone: its tool calls fail, its sessions shut down."""
-        self._out.closed = True
+        """The client closed its end: its tool calls fail and its sessions shut down.
+        Requests still open are not answered (as the reference); what cells were
+        already due to say (`cell/closed`) still goes out."""
+        self._ending = True
         self._delegate.fail_all(CLIENT_GONE)
         with self._lock:
             waiting, self._notifications = list(self._notifications.values()), {}
@@ -160,6 +171,7 @@ class HostServer:
             event.set()
         for open_session in sessions:
             open_session.session.shutdown()
+        self._out.closed = True
 
     # -- client messages ----------------------------------------------------------------
 
@@ -187,7 +199,8 @@ class HostServer:
             self._live_ids.discard(request_id)
             self._finished_ids.append(request_id)
             self._observations.pop(request_id, None)
-        self._out.write(frame)
+        if not self._ending:
+            self._out.write(frame)
 
     def _request(self, request_id: int, request: messages.Request) -> None:
         began = time.monotonic_ns()
@@ -196,8 +209,12 @@ class HostServer:
             return
         with self._lock:
             target = self._sessions.get(request.session_id)
-        if target is None:
+            closing = self._closing.get(request.session_id)
             message = f"unknown code-mode session {request.session_id}"
+            if target is None and closing is not None:  # (its shutdown answers first)
+                closing.append((request_id, answers.error(request_id, message)))
+                return
+        if target is None:
             self._finish(request_id, answers.error(request_id, message))
         elif isinstance(request, messages.Execute):
             self._execute(request_id, target, request, began)
@@ -233,7 +250,9 @@ class HostServer:
         session = self.host.open_session(
             [],
             max_yield_time_ms=request.max_yield_time_ms,
-            memory_limit_bytes=request.max_heap_size_bytes,
+            # (`maxHeapSizeBytes` is not enforced, as by Codex's own host: the cells
+            # have the host's limit, `--memory-limit-mib`.)
+            label=session_id,
             dispatcher=self._delegate,
             notify=lambda call_id, cell_id, text: self._notify(session_id, call_id, cell_id, text),
             on_cell_closed=lambda cell_id: self._out.write(
@@ -266,10 +285,14 @@ class HostServer:
             self._finish(request_id, answers.error(request_id, str(error)))
             return
         observation = _Observation(target, cell_id, future, started_execution=True)
-        with self._lock:
-            self._observations[request_id] = observation
         started = {"type": "execution/started", "cellId": cell_id}
-        self._out.write(answers.ok(request_id, started))
+        key = (request.session_id, cell_id)
+        with self._lock:  # its delegate requests may be waiting for this frame
+            self._observations[request_id] = observation
+            self._out.write(answers.ok(request_id, started))
+            self._started.add(key)
+            for frame in self._held.pop(key, ()):
+                self._out.write(frame)
         self._when_answered(
             request_id,
             observation,
@@ -343,11 +366,17 @@ class HostServer:
     def _shutdown(self, request_id: int, session_id: str, target: _Open) -> None:
         with self._lock:
             self._sessions.pop(session_id, None)
+            self._closing[session_id] = []
 
         def run() -> None:
             target.session.shutdown()
             closed = {"type": "session/closed", "sessionId": session_id}
             self._finish(request_id, answers.ok(request_id, closed))
+            with self._lock:
+                later = self._closing.pop(session_id, [])
+                self._started = {key for key in self._started if key[0] != session_id}
+            for waiting_id, frame in later:
+                self._finish(waiting_id, frame)
 
         threading.Thread(target=run, name=f"shutdown-{session_id}", daemon=True).start()
 
@@ -370,7 +399,16 @@ class HostServer:
 
     def _send_tool_call(self, delegate_id: int, call: ToolInvocation) -> None:
         session_id = self._client_session(call.session)
-        self._out.write(answers.tool_invoke(delegate_id, session_id, call))
+        self._cell_frame(session_id, call.cell, answers.tool_invoke(delegate_id, session_id, call))
+
+    def _cell_frame(self, session_id: str, cell_id: str, frame: dict[str, Any]) -> None:
+        """Write a cell's request to the client, once its `execution/started` is out."""
+        key = (session_id, cell_id)
+        with self._lock:
+            if key not in self._started:
+                self._held.setdefault(key, []).append(frame)
+                return
+            self._out.write(frame)
 
     def _withdraw(self, delegate_id: int) -> None:
         self._out.write({"type": "delegate/cancel", "id": delegate_id})
@@ -384,7 +422,8 @@ class HostServer:
             if self._out.closed:
                 return
             self._notifications[delegate_id] = delivered
-        self._out.write(answers.notification(delegate_id, session_id, call_id, cell_id, text))
+        frame = answers.notification(delegate_id, session_id, call_id, cell_id, text)
+        self._cell_frame(session_id, cell_id, frame)
         delivered.wait(NOTIFICATION_TIMEOUT_S)
         with self._lock:
             self._notifications.pop(delegate_id, None)
@@ -396,6 +435,8 @@ class HostServer:
             notification.set()
             return
         error = None if response.ok else response.message
+        if response.delivered:  # a notification's answer to a tool call
+            error = INVALID_TOOL_RESULT
         self._delegate.answer(response.id, response.value, error)  # (unknown ids: ignored)
 
     def _client_session(self, internal_id: str) -> str:
@@ -404,23 +445,26 @@ class HostServer:
 
 
 def _cell_tools(tools: list[messages.WireTool]) -> CellTools:
-    """The tools an execute names, as the cell installs them: `tools[name]`, with the
+    """The tools an execute names, as the cell installs them: `tools[name]` with the name
+    made a JavaScript identifier (`my-tool` -> `my_tool`, as Codex's host does), and the
     client's description in `ALL_TOOLS` as given."""
     definitions = {
-        tool.name: ToolDefinition(
+        normalize_identifier(tool.name): ToolDefinition(
             name=tool.tool_name, namespace=tool.namespace, description=tool.description,
             kind=tool.kind,
         )
         for tool in tools
     }  # fmt: skip
     runtime = tuple(
-        RuntimeTool(name=tool.name, description=tool.description, kind=tool.kind) for tool in tools
-    )
+        RuntimeTool(name=normalize_identifier(tool.name), description=tool.description,
+                    kind=tool.kind)
+        for tool in tools
+    )  # fmt: skip
     records = tuple(
         {
             "name": tool.tool_name,
             "namespace": tool.namespace,
-            "global_name": tool.name,
+            "global_name": normalize_identifier(tool.name),
             "kind": str(tool.kind),
             "description": tool.description,
         }

@@ -17,6 +17,7 @@ class SessionSummary:
     live_cells: int  # admitted, not ended yet
     state: str  # "open", "shutting down" or "shut down"
     last_activity_ms: float | None  # its last event
+    label: str = ""  # the harness's name for it (`SessionOpened.label`)
 
 
 _LIVE = (cells.Phase.ADMITTED, cells.Phase.RUNNING)
@@ -24,7 +25,8 @@ _LIVE = (cells.Phase.ADMITTED, cells.Phase.RUNNING)
 
 def summarize(session: str, events: Iterable[AnyEvent]) -> SessionSummary:
     listed = list(events)
-    opened = next((e.at_ms for e in listed if isinstance(e, SessionOpened)), None)
+    opening = next((e for e in listed if isinstance(e, SessionOpened)), None)
+    opened = None if opening is None else opening.at_ms
     kinds = {type(e) for e in listed}
     state = (
         "shut down"
@@ -41,4 +43,5 @@ def summarize(session: str, events: Iterable[AnyEvent]) -> SessionSummary:
         live_cells=sum(cell.phase in _LIVE for cell in folded),
         state=state,
         last_activity_ms=listed[-1].at_ms if listed else None,
+        label="" if opening is None else opening.label,
     )

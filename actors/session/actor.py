@@ -108,6 +108,7 @@ class SessionConfig:
     # that runs the tools itself (`cellfleet host`: the client) gives its own.
     dispatcher: ToolDispatcher | None = None
     memory_limit_bytes: int | None = None  # per cell (default: the pool's)
+    label: str = ""  # the harness's own name for the session, recorded at its opening
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class SessionActor(pykka.ThreadingActor):
             max_yield_time_ms=self.config.max_yield_time_ms,
             time_zone=time_zone,
             locale=locale,
+            label=self.config.label,
         )
         # The session's own tool set goes with its opening: its cells name it.
         tool_set = self._tool_set(self._tools)

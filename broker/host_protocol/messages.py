@@ -8,6 +8,7 @@ wait payloads and tool definitions snake_case (`../shared/spec/host-protocol.md`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,16 +104,51 @@ class DelegateResponse:
     ok: bool
     value: JsonValue = None  # a tool's result (ok)
     message: str = ""  # the error (not ok)
+    delivered: bool = False  # ok, as the answer to a notification
 
 
 ClientMessage = Hello | OperationRequest | Cancel | Yield | DelegateResponse
 
 
+MAX_DEPTH = 128  # serde_json's recursion limit
+
+
 def parse(payload: bytes) -> Any:
+    """The frame's JSON, as strictly as serde_json reads it: no NaN, no lone surrogate
+    (orjson refuses both), no key twice in an object, at most `MAX_DEPTH` levels."""
     try:
-        return orjson.loads(payload)
+        data = orjson.loads(payload)
     except orjson.JSONDecodeError as error:
         raise DecodeError(str(error)) from None
+    if b'"' in payload:  # keys (and strings): a key may come twice (orjson keeps the last)
+        try:
+            json.loads(payload, object_pairs_hook=_unique)
+        except (ValueError, RecursionError) as error:  # (DecodeError is a ValueError)
+            raise DecodeError(str(error)) from None
+    if payload.count(b"{") + payload.count(b"[") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
+        raise DecodeError("recursion limit exceeded")
+    return data
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise DecodeError(f"duplicate field `{key}`")
+        found[key] = value
+    return found
+
+
+def _depth(data: Any) -> int:
+    """How deep the containers of `data` nest (iterative: it may be deep)."""
+    deepest, pending = 0, [(data, 1)]
+    while pending:
+        value, level = pending.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, level)
+            items = value.values() if isinstance(value, dict) else value
+            pending.extend((item, level + 1) for item in items)
+    return deepest
 
 
 def decode_hello(data: Any) -> Hello | None:
@@ -204,7 +240,7 @@ def _request(data: Any) -> Request:
         return Terminate(
             _session(fields),
             _string(_required(fields, "cellId")),
-            _optional(fields.get("maxOutputTokens"), lambda v: _integer(v, I32, "i32")),
+            _optional(fields.get("maxOutputTokens"), lambda v: _integer(v, U64, "usize")),
         )
     _known(fields, ("sessionId",), "method")
     return Shutdown(_session(fields))
@@ -235,9 +271,9 @@ def _delegate_response(delegate_id: int, data: Any) -> DelegateResponse:
     kind = _variant(value.get("type"), ("tool/result", "notification/delivered"))
     if kind == "notification/delivered":
         _known(value, (), "type")
-        return DelegateResponse(delegate_id, True)
+        return DelegateResponse(delegate_id, True, delivered=True)
     _known(value, ("result",), "type")
-    return DelegateResponse(delegate_id, True, value.get("result"))
+    return DelegateResponse(delegate_id, True, _required(value, "result"))
 
 
 # -- serde-like checks -------------------------------------------------------------------
@@ -284,7 +320,10 @@ def _variant(value: Any, names: Sequence[str]) -> str:
 
 
 def _session(fields: dict[str, Any]) -> str:
-    return _string(_required(fields, "sessionId"))
+    session = _string(_required(fields, "sessionId"))
+    if not session:
+        raise DecodeError("identifier must not be empty")
+    return session
 
 
 def _id(fields: dict[str, Any]) -> int:

@@ -325,6 +325,66 @@ SCENARIOS: dict[str, list[Step]] = {
         execute(4, "text(1)"),
         answered(4),
     ],
+    # -- found by a hostile review --------------------------------------------------------
+    "tool_names_made_identifiers": [
+        *start(),
+        *run_cell(
+            2,
+            "text(JSON.stringify(ALL_TOOLS.map((t) => t.name))); text(Object.keys(tools).join())",
+            "1",
+            tools=[tool("my-tool"), tool("1x"), tool("a.b"), tool("ünï"), tool("__proto__")],
+        ),
+    ],
+    "tool_answered_as_a_notification": [
+        *start(),
+        *run_cell(2, "await tools.confused({})", "1", tools=[tool("confused")]),
+    ],
+    "terminate_max_tokens_beyond_i32": [
+        *start(outputTruncation="server"),
+        execute(2, "text('x'.repeat(100)); yield_control(); await new Promise(() => {})"),
+        answered(2, "execute/initialResponse"),
+        terminate(3, "1", maxOutputTokens=2**31),
+        answered(3),
+        closed("1"),
+    ],
+    "shutdown_twice": [
+        *start(),
+        ["send", op(2, "session/shutdown", sessionId="s1")],
+        ["send", op(3, "session/shutdown", sessionId="s1")],
+        answered(2),
+        answered(3),
+    ],
+    "tool_call_first_thing": [
+        *start(),
+        *run_cell(2, "text(JSON.stringify(await tools.echo({first: true})))", "1"),
+    ],
+    "closing_input_after_an_answer": [
+        *start(),
+        execute(2, "text('done')"),
+        answered(2, "execute/initialResponse"),
+    ],
+    "duplicate_key": [
+        *start(),
+        raw(
+            b'{"type":"operation/request","id":2,"id":3,"request":{"method":"session/open","sessionId":"s2"}}'
+        ),
+    ],
+    "empty_session_id": [*start(), ["send", op(2, "session/open", sessionId="")]],
+    "tool_result_without_result": [
+        *start(),
+        execute(2, "await tools.bare({})", tools=[tool("bare")]),
+        ["until", {"type": "delegate/request"}],
+    ],
+    "nesting_too_deep": [
+        *start(),
+        raw(
+            b'{"type":"operation/request","id":2,"request":{"method":"session/open","sessionId":"s2","cellExecutionLimits":'
+            + b'{"a":' * 130
+            + b"1"
+            + b"}" * 131
+            + b"}"
+        ),
+    ],
     # -- frames the host cannot decode --------------------------------------------------
     "bad_json": [*start(), raw(b"{oops")],
     "unknown_field": [*start(), ["send", {**op(2, "session/open", sessionId="s2"), "x": 1}]],

@@ -2,9 +2,10 @@
 scenario's frames, waits for the frames each step expects, answers the host's delegate
 requests by a fixed policy, and records every frame the host wrote.
 
-Delegate policy (by the invoked tool's name): `echo` and `free` answer their input, `fail` fails
-with "nope", `hold` is never answered (the host must withdraw it); notifications are
-acknowledged at once.
+Delegate policy (by the invoked tool's name): `echo` and `free` answer their input,
+`fail` fails with "nope", `hold` is never answered (the host must withdraw it),
+`confused` is answered as a notification, `bare` with a result that lacks `result`;
+notifications are acknowledged at once.
 """
 
 from __future__ import annotations
@@ -138,6 +139,10 @@ class WireClient:
                 answer = {"status": "ok", "value": {"type": "tool/result", "result": result}}
             elif name == "fail":
                 answer = {"status": "error", "message": "nope"}
+            elif name == "confused":  # answers a tool call as if it were a notification
+                answer = {"status": "ok", "value": {"type": "notification/delivered"}}
+            elif name == "bare":  # a tool result without its `result`
+                answer = {"status": "ok", "value": {"type": "tool/result"}}
         if answer is not None:
             self.send({"type": "delegate/response", "id": message["id"], "result": answer})
 

@@ -178,7 +178,15 @@ def test_sessions_are_listed_newest_first(redis_url: str, tmp_path: Path) -> Non
         )
         lines = limited.stdout.splitlines()
         assert lines[0].startswith("SESSION")
-        assert lines[0].split()[1:] == ["OPENED", "CELLS", "LIVE", "STATE", "LAST", "ACTIVITY"]
+        assert lines[0].split()[1:] == [
+            "OPENED",
+            "CELLS",
+            "LIVE",
+            "STATE",
+            "LAST",
+            "ACTIVITY",
+            "LABEL",
+        ]
         assert len(lines) == 2
         assert lines[1].startswith(second.id)
         second.shutdown()
