@@ -17,6 +17,7 @@ A frame the host cannot decode ends the connection as the reference ends it: one
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import sys
@@ -445,6 +446,11 @@ class HostServer:
 
 
 def _cell_tools(tools: list[messages.WireTool]) -> CellTools:
+    return _tool_set(tuple(tools))
+
+
+@functools.lru_cache(maxsize=64)
+def _tool_set(tools: tuple[messages.WireTool, ...]) -> CellTools:
     """The tools an execute names, as the cell installs them: `tools[name]` with the name
     made a JavaScript identifier (`my-tool` -> `my_tool`, as Codex's host does), and the
     client's description in `ALL_TOOLS` as given."""

@@ -9,6 +9,7 @@ wait payloads and tool definitions snake_case (`../shared/spec/host-protocol.md`
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,44 +112,70 @@ ClientMessage = Hello | OperationRequest | Cancel | Yield | DelegateResponse
 
 
 MAX_DEPTH = 128  # serde_json's recursion limit
+_TOO_DEEP = re.compile(rb"\n {%d}" % (2 * MAX_DEPTH))  # (in orjson's 2-space indentation)
+_SPACED_KEY_END = re.compile(rb'"\s+:')  # (not compact: judged the slow way)
 
 
 def parse(payload: bytes) -> Any:
     """The frame's JSON, as strictly as serde_json reads it: no NaN, no lone surrogate
-    (orjson refuses both), no key twice in an object, at most `MAX_DEPTH` levels."""
+    (orjson refuses both), no key twice in an object, at most `MAX_DEPTH` levels.
+
+    The last two are first judged cheaply (a frame with Codex's 128 tools is on every
+    execute's path): orjson writes the parsed value back indented, which has as many
+    keys as the frame unless one came twice (or the frame is not compact), and no line
+    indented `MAX_DEPTH` levels unless it is (nearly) too deep. Only then is the frame
+    read again, slowly, to be sure and to name the problem."""
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as error:
         raise DecodeError(str(error)) from None
-    if b'"' in payload:  # keys (and strings): a key may come twice (orjson keeps the last)
+    if b"{" not in payload:  # (no object: no key to repeat, nothing deep enough)
+        return data
+    try:
+        shown = orjson.dumps(data, option=orjson.OPT_INDENT_2)
+    except orjson.JSONEncodeError:  # (too deep for orjson as well)
+        raise DecodeError("recursion limit exceeded") from None
+    if (
+        payload.count(b'":') != shown.count(b'": ')
+        or _TOO_DEEP.search(shown)
+        or _SPACED_KEY_END.search(payload)
+    ):
         try:
-            json.loads(payload, object_pairs_hook=_unique)
+            _depth(json.loads(payload, object_pairs_hook=_Checked))
         except (ValueError, RecursionError) as error:  # (DecodeError is a ValueError)
             raise DecodeError(str(error)) from None
-    if payload.count(b"{") + payload.count(b"[") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
-        raise DecodeError("recursion limit exceeded")
     return data
 
 
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise DecodeError(f"duplicate field `{key}`")
-        found[key] = value
-    return found
+class _Checked(dict[str, Any]):
+    """An object of the slow, exact read: no key twice; knows how deep it nests."""
+
+    depth: int
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        deepest = 0
+        for key, value in pairs:
+            if key in self:
+                raise DecodeError(f"duplicate field `{key}`")
+            self[key] = value
+            deepest = max(deepest, _depth(value))
+        self.depth = deepest + 1
+        if self.depth > MAX_DEPTH:
+            raise DecodeError("recursion limit exceeded")
 
 
-def _depth(data: Any) -> int:
-    """How deep the containers of `data` nest (iterative: it may be deep)."""
-    deepest, pending = 0, [(data, 1)]
-    while pending:
-        value, level = pending.pop()
-        if isinstance(value, dict | list):
-            deepest = max(deepest, level)
-            items = value.values() if isinstance(value, dict) else value
-            pending.extend((item, level + 1) for item in items)
-    return deepest
+def _depth(value: Any) -> int:
+    """How deep a value of the exact read nests (its objects know theirs; each array is
+    looked into once, by its container)."""
+    if isinstance(value, _Checked):
+        return value.depth
+    if not isinstance(value, list):
+        return 0
+    depth = 1 + max((_depth(item) for item in value), default=0)
+    if depth > MAX_DEPTH:
+        raise DecodeError("recursion limit exceeded")
+    return depth
 
 
 def decode_hello(data: Any) -> Hello | None:
