@@ -73,6 +73,7 @@ from cellfleet.actors.runtime.protocol import (
     YieldRequested,
 )
 from cellfleet.actors.runtime.runtime import POLL_INTERVAL_S, CellRuntime
+from cellfleet.actors.scheduler import Scheduled
 from cellfleet.actors.session import store as store_module
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
@@ -130,6 +131,8 @@ class CellActor(pykka.ThreadingActor):
         self._terminal_reason = ev.TerminationReason.TERMINATE
         self._closed = False  # the terminal answer went out; only the runtime's end remains
         self._failing: list[Any] | None = None  # on_failure collects our messages here
+        # The admission's timer and the last poll's: cancelled when the cell is done.
+        self._timers: list[Scheduled | None] = [None, None]
         self._start_runtime()
 
     def _start_runtime(self) -> None:
@@ -153,7 +156,8 @@ class CellActor(pykka.ThreadingActor):
         self._start_notifications()
         self._schedule_poll()
         if not self.log.admitted:  # whatever it waits for (JavaScript, a timer, a tool)
-            self.ctx.scheduler.call_later(ADMIT_WITHIN_S, partial(self._tell, AdmitDue()))
+            admit_due = partial(self._tell, AdmitDue())
+            self._timers[0] = self.ctx.scheduler.call_later(ADMIT_WITHIN_S, admit_due)
 
     # -- pykka ------------------------------------------------------------------------
 
@@ -231,7 +235,8 @@ class CellActor(pykka.ThreadingActor):
         runtime = self.runtime
         if runtime is not None and runtime.busy and not self._polling and not self._closed:
             self._polling = True
-            self.ctx.scheduler.call_later(POLL_INTERVAL_S, partial(self._tell, Poll()))
+            poll = partial(self._tell, Poll())
+            self._timers[1] = self.ctx.scheduler.call_later(POLL_INTERVAL_S, poll)
 
     def _after_close(self, message: Any) -> None:
         """A closed cell: only its runtime's end is processed; a stray observation (one
@@ -385,6 +390,9 @@ class CellActor(pykka.ThreadingActor):
         if self.ctx.audit is not None:
             self.ctx.audit(self.cell_id, log.facts)
         self.ctx.on_closed(self.cell_id, CellEnd(existed=True))
+        for timer in self._timers:  # (firing into a stopped actor cost its scheduler CPU)
+            if timer is not None:
+                timer.cancel()
         self.stop()
 
     # -- failures ---------------------------------------------------------------------
