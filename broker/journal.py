@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import redis
@@ -53,6 +54,7 @@ from cellfleet.broker.tools.invocation import ToolInvocation, ToolReply
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_CELL_ID = 2**63 - 1  # Redis's integer limit: the log refuses ids above (lib.lua)
+DEFAULT_RETENTION_S = 7 * 24 * 3600  # a finished session's keys, as Temporal's default
 MAX_BLOCK_S = 1.0  # a blocking read's longest wait: redis-py 8's socket timeout is 5 s
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
 
@@ -220,6 +222,8 @@ class Journal(Protocol):
 
     def begin_shutdown(self, event: ShutdownBegun) -> bool: ...
 
+    def finish_session(self, event: AnyEvent, retention_s: int) -> None: ...
+
     def record_tool_outcome(
         self, invocation: ToolInvocation, event: ToolCompleted | ToolFailed, reply: ToolReply
     ) -> bytes: ...
@@ -280,7 +284,9 @@ class RedisJournal:
         commands = self.appends(events)
         _retrying(lambda: self.link.run(commands))
 
-    def import_events(self, events: Sequence[AnyEvent], at_ms: float) -> None:
+    def import_events(
+        self, events: Sequence[AnyEvent], at_ms: float, retention_s: int = DEFAULT_RETENTION_S
+    ) -> None:
         """Write the events of a trace as a session of their own, indexed as opened at
         `at_ms` (its import) once all are written: the commands that read logs see it
         whole or not at all. What its cells decided (cell ids, stored values) stays in
@@ -292,7 +298,13 @@ class RedisJournal:
         try:
             for start in range(0, len(commands), 10_000):  # round trips of bounded size
                 self.link.run(commands[start : start + 10_000])  # (a retry could repeat)
-            self.link.run([("ZADD", self.keys.sessions, "NX", repr(at_ms), session)])
+            events_key = self.keys.session(session).events
+            self.link.run(
+                [
+                    ("EXPIRE", events_key, retention_s),  # (kept as long as a finished one)
+                    ("ZADD", self.keys.sessions, "NX", repr(at_ms), session),
+                ]
+            )
         except redis.RedisError as error:
             with contextlib.suppress(redis.RedisError):  # what was written goes
                 self.client.delete(self.keys.session(session).events)
@@ -380,6 +392,14 @@ class RedisJournal:
         result: bytes = _refusals(terminal.session, lambda: _retrying(run))
         return FinishOutcome(result.decode())
 
+    def finish_session(self, event: AnyEvent, retention_s: int) -> None:
+        """Record the end of the session's shutdown; its keys expire `retention_s` later
+        (one round trip)."""
+        k = self.keys.session(event.session)
+        expire = [("EXPIRE", key, retention_s) for key in k.retired_together]
+        commands: list[Command] = [*self.appends([event]), *expire]
+        _retrying(partial(self.link.run, commands))
+
     def begin_shutdown(self, event: ShutdownBegun) -> bool:
         k = self.keys.session(event.session)
         args = codec.encode_flat(event)
@@ -445,13 +465,32 @@ class RedisJournal:
         _retrying(lambda: self.client.xread({stream: after}, count=1, block=block_ms))
 
     def newest_sessions(self, limit: int) -> list[str]:
-        """The `limit` sessions opened last, newest first."""
+        """The `limit` sessions opened last, newest first; sessions whose keys expired
+        leave the index as they are met."""
+        found: list[str] = []
+        start = 0
+        while len(found) < limit:
+            names = self._index_page(start, limit)
+            if not names:
+                break
+            alive = self._with_events(names)
+            gone = [name for name in names if name not in alive]
+            if gone:
+                _retrying(partial(self.link.run, [("ZREM", self.keys.sessions, *gone)]))
+            found += [name for name in names if name in alive]
+            start += len(names) - len(gone)
+        return found[:limit]
 
-        def run() -> Any:
-            return self.client.zrevrange(self.keys.sessions, 0, limit - 1)
+    def _index_page(self, first: int, count: int) -> list[str]:
+        command: Command = ("ZREVRANGE", self.keys.sessions, first, first + count - 1)
+        (page,) = _retrying(partial(self.link.run, [command]))
+        return [name.decode() for name in page]
 
-        names: list[bytes] = _retrying(run)
-        return [name.decode() for name in names]
+    def _with_events(self, names: list[str]) -> set[str]:
+        """Those of `names` whose events stream exists."""
+        commands: list[Command] = [("EXISTS", self.keys.session(n).events) for n in names]
+        exists = _retrying(partial(self.link.run, commands))
+        return {name for name, present in zip(names, exists, strict=True) if present}
 
     def sessions(self) -> list[str]:
         def run() -> Any:

@@ -20,8 +20,10 @@ so one session lives in one slot and its Lua scripts may touch all of them.
 | `cf:tools:cancel`          | pubsub | host tool dispatchers   | tool workers             |
 | `cf:host:{H}:replies`      | stream | tool workers            | that host's dispatcher   |
 
-Retention: every key lives as long as its session's trace is kept (deleting a session
-deletes its keys); `cf:sessions` indexes all sessions by opening time.
+Retention: a session's keys expire together a retention (7 days by default) after its
+shutdown finished, or after its import; a projection's hash takes the events stream's
+time to live when it is saved. `cf:sessions` indexes all sessions by opening time; a
+listing drops the sessions whose keys expired.
 `meta` fields: `next_cell` (last admitted cell id), `shutdown` ("1" once begun),
 `stored_version` (merges into `stored` so far), `cell:<id>` ("<exec call id> <token>"
 of an admitted cell; a retried admission is recognised by its random token).
@@ -111,3 +113,9 @@ class SessionKeys:
 
     def projection(self, name: str) -> str:
         return f"{self._base}:projection:{name}"
+
+    @property
+    def retired_together(self) -> tuple[str, ...]:
+        """The keys that expire together when the session is done (its projections take
+        the events stream's time to live when they are saved)."""
+        return (self.events, self.meta, self.terminal, self.stored, self.tools)

@@ -119,6 +119,10 @@ class MemoryJournal:
                 log.meta["stored_version"] = str(int(log.meta.get("stored_version", 0)) + 1)
             return kind
 
+    def finish_session(self, event: AnyEvent, retention_s: int) -> None:
+        del retention_s  # (nothing here outlives the process)
+        self.append([event])
+
     def begin_shutdown(self, event: ShutdownBegun) -> bool:
         with self._changed:
             log = self._session(event.session)

@@ -18,6 +18,14 @@ class RedisProjectionStore:
     def __init__(self, client: redis.Redis, keys: Keys = DEFAULT_KEYS) -> None:
         self.client = client
         self.keys = keys
+        # HSET the state, and give the hash the events stream's time to live (a
+        # finished session's keys expire together; one script: one slot, one trip).
+        self._save = client.register_script(
+            "redis.call('HSET', KEYS[1], unpack(ARGV))\n"
+            "local ttl = redis.call('PTTL', KEYS[2])\n"
+            "if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end\n"
+            "return 1"
+        )
 
     def position(self, session: str, name: str) -> str | None:
         raw: Any = self.client.hget(self._key(session, name), "position")
@@ -32,8 +40,10 @@ class RedisProjectionStore:
         return StoredProjection(position.decode(), state, int(version or 0))
 
     def save(self, session: str, name: str, stored: StoredProjection) -> None:
-        mapping = {"position": stored.position, "state": stored.state, "version": stored.version}
-        self.client.hset(self._key(session, name), mapping=mapping)  # type: ignore[arg-type]
+        args: list[str | bytes | int] = ["position", stored.position, "state", stored.state]
+        args += ["version", stored.version]
+        events = self.keys.session(session).events
+        self._save(keys=[self._key(session, name), events], args=args)
 
     def _key(self, session: str, name: str) -> str:
         return self.keys.session(session).projection(name)

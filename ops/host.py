@@ -19,7 +19,7 @@ from cellfleet.actors.session.actor import ActorSessionBackend, SessionConfig, S
 from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
 from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.tools import JsonValue, NamespaceInfo, ToolDefinition
-from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.journal import DEFAULT_RETENTION_S, RedisJournal
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.broker.tools.invocation import ToolDispatcher
@@ -44,6 +44,7 @@ class Host:
         *,
         pool_size: int = 2,
         memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
+        retention_s: int = DEFAULT_RETENTION_S,
         tools: ToolRegistry | None = None,
         handlers: Mapping[str, Callable[[JsonValue], JsonValue]] | None = None,
         workers: int = 1,
@@ -75,6 +76,7 @@ class Host:
             dispatcher=self.dispatcher,
             cell_actors=CellActors(self.scheduler),
             notifier=DeliveryThreads(),
+            retention_s=retention_s,
             audit=audit,
         )
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()  # dropped ones shut down

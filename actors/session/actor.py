@@ -45,7 +45,7 @@ from cellfleet.broker.errors import (
     SessionShuttingDownError,
 )
 from cellfleet.broker.events import TerminationReason, wall_clock_ms
-from cellfleet.broker.journal import MAX_CELL_ID, RedisJournal
+from cellfleet.broker.journal import DEFAULT_RETENTION_S, MAX_CELL_ID, RedisJournal
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.broker.tools.invocation import ToolDispatcher
 
@@ -67,6 +67,7 @@ class SessionServices:
     cell_actors: CellActors
     notifier: Executor  # hands notifications to the sessions' `notify` callbacks
     clock: Callable[[], float] = wall_clock_ms
+    retention_s: int = DEFAULT_RETENTION_S  # a finished session's keys expire this later
     # Told every closed cell's final facts (session, cell, facts); for tests.
     audit: Callable[[str, str, CellFacts], None] | None = None
 
@@ -337,13 +338,10 @@ class SessionActor(pykka.ThreadingActor):
             raise self._shutdown_error
         if not self._began_shutdown:
             return
-        self.services.journal.append(
-            [
-                ev.ShutdownFinished(
-                    session=self.session_id, seq=self._next_seq(), at_ms=self.services.clock()
-                )
-            ]
+        finished = ev.ShutdownFinished(
+            session=self.session_id, seq=self._next_seq(), at_ms=self.services.clock()
         )
+        self.services.journal.finish_session(finished, self.services.retention_s)
 
     def cell_closed(self, cell_id: str, end: CellEnd | None = None) -> None:
         """A cell reached its end and cleaned up: forget it (but a failure nobody was

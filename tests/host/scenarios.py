@@ -358,11 +358,6 @@ SCENARIOS: dict[str, list[Step]] = {
         *start(),
         *run_cell(2, "text(JSON.stringify(await tools.echo({first: true})))", "1"),
     ],
-    "closing_input_after_an_answer": [
-        *start(),
-        execute(2, "text('done')"),
-        answered(2, "execute/initialResponse"),
-    ],
     "duplicate_key": [
         *start(),
         raw(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.host.record import RECORDED, reference_binary
-from tests.host.scenarios import SCENARIOS, load_recorded
+from tests.host.scenarios import SCENARIOS, answered, execute, load_recorded, start
 from tests.host.wire import run_scenario
 
 REPO = Path(__file__).parents[2]
@@ -44,3 +44,14 @@ def test_the_reference_still_answers_as_recorded(name: str) -> None:
     binary = reference_binary()
     assert binary is not None
     assert _compared(run_scenario([binary], SCENARIOS[name])) == _compared(RECORDINGS[name])
+
+
+def test_closing_the_input_still_sends_what_was_due(redis_url: str) -> None:
+    """The client closes its end right after an answer: the cell's `cell/closed`, due
+    then, still goes out (the reference sends it too, unless it is slow to)."""
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO),
+           "CELLFLEET_KEY_PREFIX": f"h{uuid.uuid4().hex[:8]}"}  # fmt: skip
+    steps = [*start(), execute(2, "text('done')"), answered(2, "execute/initialResponse")]
+    run = run_scenario([sys.executable, "-m", "cellfleet.ops.cli", "host"], steps, env)
+    assert run["status"] == 0
+    assert run["frames"][-1] == {"type": "cell/closed", "sessionId": "s1", "cellId": "1"}
