@@ -57,6 +57,7 @@ LISTEN_WITHIN_S = 5.0  # how long `start` waits for the subscription to cancella
 # each (they wake every 0.2 s; one stuck in a Redis call without a timeout is a daemon
 # thread, left behind rather than holding the stop for 5 s a thread, as it did).
 JOIN_WITHIN_S = 2.0
+DEAD_LETTERS_KEPT = 10_000  # (about: trimmed approximately)
 
 
 @dataclass(slots=True)
@@ -249,6 +250,7 @@ class ToolWorker:
                 free = self._free_slots()
                 if free:
                     self._take_over(lease_ms, free)
+                self._trim()
             except redis.RedisError as error:
                 if not self._regrouped(error):
                     log.warning("lease upkeep failed: %s", error)
@@ -268,6 +270,24 @@ class ToolWorker:
             log.warning("tool calls' consumer group cannot be re-created: %s", again)
             return False
         return True
+
+    def _trim(self) -> None:
+        """Delete the calls every worker is done with: XACK does not delete an entry, and
+        a calls stream nobody trims only grows. Kept: entries still pending (delivered,
+        not acknowledged) and those not delivered yet (Redis 7.0 has no ACKED trim)."""
+        groups: Any = self.client.xinfo_groups(self.calls)
+        group = next((g for g in groups if _text(g["name"]) == TOOL_WORKERS_GROUP), None)
+        if group is None:
+            return
+        last = _text(group["last-delivered-id"])
+        keep_from = _after(last)
+        if int(group["pending"]):
+            summary: Any = self.client.xpending(self.calls, TOOL_WORKERS_GROUP)
+            oldest = summary.get("min")
+            if oldest is not None:
+                keep_from = _text(oldest)
+        if keep_from != "0-1":
+            self.client.xtrim(self.calls, minid=keep_from, approximate=False)
 
     def _take_over(self, lease_ms: int, free: int) -> None:
         reply: Any = self.client.xautoclaim(
@@ -512,7 +532,12 @@ class ToolWorker:
         self, entry_id: str, fields: dict[Any, Any], deliveries: int, *, ack: bool = True
     ) -> None:
         """Keep a call that is not to be run again aside for operators."""
-        self.client.xadd(self.keys.tool_dead_letters, {**fields, "deliveries": deliveries})
+        self.client.xadd(  # (operators read the newest; the oldest go)
+            self.keys.tool_dead_letters,
+            {**fields, "deliveries": deliveries},
+            maxlen=DEAD_LETTERS_KEPT,
+            approximate=True,
+        )
         if ack:
             self._ack(entry_id)
 
@@ -535,3 +560,13 @@ def _pairs(flat: list[bytes | str]) -> list[tuple[bytes | str, bytes | str]]:
 
 
 __all__ = ["ToolWorker"]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _after(entry_id: str) -> str:
+    """The stream id right after `entry_id`."""
+    milliseconds, _, sequence = entry_id.partition("-")
+    return f"{milliseconds}-{int(sequence or 0) + 1}"

@@ -634,3 +634,33 @@ def test_a_terminated_worker_ends_even_if_a_thread_holds_its_exit(env, prefix, t
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def test_the_calls_stream_is_trimmed_once_every_worker_is_done(host, redis_url, env, redis_client):
+    """XACK does not delete: without trimming the calls stream only grows. A worker's
+    upkeep deletes what was acknowledged; an unacknowledged call is kept."""
+    from cellfleet.broker.keys import Keys
+
+    keys = Keys(env["TEST_PREFIX"])
+    registry = load_tools_file(TOOLS_FILE)
+    worker = ToolWorker(redis.Redis.from_url(redis_url), registry, keys=keys, lease_s=0.3).start()
+    calls = keys.tool_calls(registry.fingerprint)
+    try:
+        session = host.open_session()
+        source = "for (let i = 0; i < 50; i++) await tools.echo({i}); text('done')"
+        assert texts(session.exec("c", source))[1:] == ["done"]
+        deadline = time.monotonic() + 15
+        while redis_client.xlen(calls) and time.monotonic() < deadline:
+            worker._stop.wait(0.05)  # (polling the stream, up to a deadline)
+        assert redis_client.xlen(calls) == 0
+    finally:
+        worker.stop()
+    # A call taken and not acknowledged stays, and so does one not delivered yet.
+    taken = redis_client.xadd(calls, {"taken": "1"})
+    redis_client.xreadgroup("workers", "someone-else", {calls: ">"}, count=1)
+    unread = redis_client.xadd(calls, {"unread": "1"})
+    worker._trim()
+    assert [entry for entry, _ in redis_client.xrange(calls)] == [taken, unread]
+    redis_client.xack(calls, "workers", taken)
+    worker._trim()
+    assert [entry for entry, _ in redis_client.xrange(calls)] == [unread]
