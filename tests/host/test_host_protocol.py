@@ -15,6 +15,7 @@ import pytest
 from tests.host.record import RECORDED, reference_binary
 from tests.host.scenarios import SCENARIOS, answered, execute, load_recorded, start
 from tests.host.wire import run_scenario
+from tests.integration.cli_support import run_cellfleet
 
 REPO = Path(__file__).parents[2]
 RECORDINGS = load_recorded(RECORDED)
@@ -55,3 +56,17 @@ def test_closing_the_input_still_sends_what_was_due(redis_url: str) -> None:
     run = run_scenario([sys.executable, "-m", "cellfleet.ops.cli", "host"], steps, env)
     assert run["status"] == 0
     assert run["frames"][-1] == {"type": "cell/closed", "sessionId": "s1", "cellId": "1"}
+
+
+def test_the_host_command_refuses_what_it_cannot_do(redis_url: str, tmp_path: Path) -> None:
+    """Codex starts its host with `--listen grpc+stdio://` unless told otherwise: the
+    refusal says how; an install next to a missing binary names it."""
+    grpc = run_cellfleet(["host", "--listen", "grpc+stdio://"], tmp_path, redis_url)
+    assert grpc.returncode == 2
+    assert grpc.stdout == ""  # (nothing but frames on standard output, and no frame)
+    assert "--disable code_mode_host_grpc" in grpc.stderr
+    missing = run_cellfleet(
+        ["host", "--install-next-to", str(tmp_path / "codex")], tmp_path, redis_url
+    )
+    assert missing.returncode == 2
+    assert f"{tmp_path / 'codex'}: no such file" in missing.stderr
