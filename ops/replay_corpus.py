@@ -91,19 +91,21 @@ def reference_scenarios(path: Path) -> tuple[list[Scenario], list[tuple[str, str
         if reason:
             skipped.append((name, reason))
             continue
-        tools = [
-            ToolDefinition(
-                name=tool["raw_name"],
-                namespace=tool["namespace"],
-                description=tool["description"],
-                kind=ToolKind(tool["kind"]),
-                input_schema=tool["input_schema"],
-            )
-            for tool in case["tools"]
-        ]
+        tools = [reference_tool(tool) for tool in case["tools"]]
         summary = f"reference corpus §{case['section']}: {case['note'] or case['name']}"
         scenarios.append(Scenario(name, summary, program, tools, case["responses"]))
     return scenarios, skipped
+
+
+def reference_tool(tool: dict[str, Any]) -> ToolDefinition:
+    """A nested tool of a reference corpus case (`recorded.json`), as a harness has it."""
+    return ToolDefinition(
+        name=tool["raw_name"],
+        namespace=tool["namespace"],
+        description=tool["description"],
+        kind=ToolKind(tool["kind"]),
+        input_schema=tool["input_schema"],
+    )
 
 
 def _unrecordable(case: dict[str, Any]) -> str | None:

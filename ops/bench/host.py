@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cellfleet.broker.host_protocol.answers import GRANTED
 from cellfleet.ops.redis_server import start_redis
 
 SAMPLES = 200
@@ -36,25 +37,21 @@ TOOL_COUNTS = (0, 32, 128)
 TOOL_CALLS = 200
 WARM_TARGET = 0.5
 TOOL_TARGET = 2.0
+# Codex 0.169.0's hello: it offers the capabilities `cellfleet host` grants.
 HELLO = {
     "type": "connection/hello",
     "supportedVersions": [1],
     "requiredCapabilities": [],
-    "optionalCapabilities": [
-        "bounded-output-v1",
-        "delegate-capacity-4096",
-        "session-cell-execution-resource-limits",
-        "yield-observation",
-    ],
+    "optionalCapabilities": list(GRANTED),
 }
+REFERENCE_CACHE = Path(os.environ.get("CELLFLEET_REFERENCE_CACHE", "~/.cache/cellfleet-reference"))
 
 
 def reference_binary() -> str | None:
     explicit = os.environ.get("CODEX_HOST_BIN")
     if explicit:
         return explicit
-    cache = Path(os.environ.get("CELLFLEET_REFERENCE_CACHE", "~/.cache/cellfleet-reference"))
-    found = sorted(cache.expanduser().glob("codex-*/codex-code-mode-host"))
+    found = sorted(REFERENCE_CACHE.expanduser().glob("codex-*/codex-code-mode-host"))
     return str(found[-1]) if found else None
 
 

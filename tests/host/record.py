@@ -2,7 +2,8 @@
 
     python -m tests.host.record [--check N] [-k NAME]
 
-The binary: env CODEX_HOST_BIN, else `../shared/reference/fetch-codex-host`'s cache.
+The binary: env CODEX_HOST_BIN, else `../shared/reference/fetch-codex-host`'s cache
+(`cellfleet.ops.bench.host.reference_binary`, which the benchmark uses too).
 Each scenario is played `--check` times (default 2); one whose frames differ between
 runs is reported and the file is not written.
 """
@@ -11,23 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+from cellfleet.ops.bench.host import reference_binary
 from tests.host.scenarios import SCENARIOS
 from tests.host.wire import run_scenario
 
 RECORDED = Path(__file__).with_name("recorded.json")
-CACHE = Path(os.environ.get("CELLFLEET_REFERENCE_CACHE", "~/.cache/cellfleet-reference"))
-
-
-def reference_binary() -> str | None:
-    explicit = os.environ.get("CODEX_HOST_BIN")
-    if explicit:
-        return explicit
-    found = sorted(CACHE.expanduser().glob("codex-*/codex-code-mode-host"))
-    return str(found[-1]) if found else None
 
 
 def main(argv: list[str] | None = None) -> int:

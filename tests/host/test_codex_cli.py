@@ -23,11 +23,11 @@ from cellfleet.broker.contract.tools import ToolDefinition, ToolKind
 from cellfleet.broker.events import CellAdmitted, ToolSetDefined, admitted_tools
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import Keys
+from cellfleet.ops.bench.host import REFERENCE_CACHE, reference_binary
 from tests.host.codex_cli import codex_folder, exec_call, run_codex, wait_call
-from tests.host.record import CACHE, reference_binary
 from tests.integration.cli_support import REPO, run_cellfleet
 
-CODEX = next(iter(sorted(CACHE.expanduser().glob("codex-*/codex"))), None)
+CODEX = next(iter(sorted(REFERENCE_CACHE.expanduser().glob("codex-*/codex"))), None)
 pytestmark = pytest.mark.skipif(
     CODEX is None or reference_binary() is None,
     reason="no Codex CLI or reference host here (tests/host/fetch-codex)",

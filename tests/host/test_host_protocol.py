@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.host.record import RECORDED, reference_binary
+from cellfleet.ops.bench.host import reference_binary
+from tests.host.record import RECORDED
 from tests.host.scenarios import SCENARIOS, answered, execute, load_recorded, start
 from tests.host.wire import run_scenario
 from tests.integration.cli_support import run_cellfleet

@@ -20,18 +20,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from cellfleet.ops.bench.host import HELLO
+
 STEP_TIMEOUT_S = 15.0
-HELLO = {
-    "type": "connection/hello",
-    "supportedVersions": [1],
-    "requiredCapabilities": [],
-    "optionalCapabilities": [
-        "bounded-output-v1",
-        "delegate-capacity-4096",
-        "session-cell-execution-resource-limits",
-        "yield-observation",
-    ],
-}
+__all__ = ["HELLO", "WireClient", "run_scenario"]
 
 
 def frame(payload: bytes) -> bytes:

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from cellfleet.broker.contract.responses import CellAnswer, Result
-from cellfleet.broker.contract.tools import ToolDefinition, ToolKind
 from cellfleet.broker.events import ToolRequested
+from cellfleet.ops.replay_corpus import reference_tool
 from tests.integration.conftest import OpenSession
 from tests.integration.session_support import TIMEOUT_S, answer_kind
 
@@ -67,17 +67,7 @@ def _response(step: dict[str, Any], cell: str, answer: CellAnswer) -> dict[str, 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
 def test_reference_program(case: dict[str, Any], open_session: OpenSession) -> None:
-    tools = [
-        ToolDefinition(
-            name=tool["raw_name"],
-            namespace=tool["namespace"],
-            description=tool["description"],
-            kind=ToolKind(tool["kind"]),
-            input_schema=tool["input_schema"],
-        )
-        for tool in case["tools"]
-    ]
-    harness = open_session(tools=tools)
+    harness = open_session(tools=[reference_tool(tool) for tool in case["tools"]])
     backend = harness.session.backend
     cells: list[str] = []
     responses = []
