@@ -32,6 +32,7 @@ from typing import Any, BinaryIO, TextIO, cast
 from cellfleet.actors.runtime.protocol import RuntimeTool
 from cellfleet.actors.session.actor import ActorSessionBackend, CellTools
 from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
+from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode, Pending
 from cellfleet.broker.contract.tools import ToolDefinition
 from cellfleet.broker.contract.typescript import normalize_identifier
@@ -44,9 +45,7 @@ from cellfleet.ops.host import Host
 
 REMEMBERED_REQUEST_IDS = 4096  # finished ids that still count as used
 NOTIFICATION_TIMEOUT_S = 60.0  # a client that never acknowledges holds a thread no longer
-CLIENT_GONE = "the code-mode client disconnected"
 RANGE_ERROR = "invalid code-mode execute request: out of range integral type conversion attempted"
-INVALID_TOOL_RESULT = "code-mode client returned an invalid tool result"
 
 
 class FatalError(Exception):
@@ -164,7 +163,7 @@ class HostServer:
         Requests still open are not answered (as the reference); what cells were
         already due to say (`cell/closed`) still goes out."""
         self._ending = True
-        self._delegate.fail_all(CLIENT_GONE)
+        self._delegate.fail_all(texts.CLIENT_GONE)
         with self._lock:
             waiting, self._notifications = list(self._notifications.values()), {}
             sessions, self._sessions = list(self._sessions.values()), {}
@@ -437,7 +436,7 @@ class HostServer:
             return
         error = None if response.ok else response.message
         if response.delivered:  # a notification's answer to a tool call
-            error = INVALID_TOOL_RESULT
+            error = texts.INVALID_TOOL_RESULT
         self._delegate.answer(response.id, response.value, error)  # (unknown ids: ignored)
 
     def _client_session(self, internal_id: str) -> str:

@@ -176,3 +176,11 @@ def tool_abandoned(tool: str, deliveries: int) -> str:
 
 def too_many_tool_calls(limit: int) -> str:
     return f"too many nested tool calls in flight in this session (limit {limit})"
+
+
+# -- nested tools answered by Codex (`cellfleet host`) -----------------------------------
+
+# The reference host's text for a tool call the client answered as a notification.
+INVALID_TOOL_RESULT = "code-mode client returned an invalid tool result"
+# cellfleet's own: a call still out when the client closed its end.
+CLIENT_GONE = "the code-mode client disconnected"
