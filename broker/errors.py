@@ -28,8 +28,18 @@ class CellIdSpaceExhaustedError(AdmissionRefusedError):
 class SessionOwnedElsewhereError(AdmissionRefusedError):
     """Another process admitted cells of this session (a session has one owner)."""
 
-    def __init__(self, session: str) -> None:
+    def __init__(self, session: str, owner: str | None = None) -> None:
         super().__init__(texts.session_owned_elsewhere(session))
+        self.owner = owner  # the process that holds its lease, when known
+
+
+class SessionFencedError(BrokerError):
+    """This process's lease on the session was taken over by a newer owner (its fencing
+    token is stale): the log refuses its writes, and it must stop serving the session."""
+
+    def __init__(self, session: str) -> None:
+        super().__init__(texts.session_fenced(session))
+        self.session = session
 
 
 class JournalUnavailableError(BrokerError):

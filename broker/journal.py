@@ -32,8 +32,10 @@ from tenacity import (
 from cellfleet.broker import codec
 from cellfleet.broker.errors import (
     AdmissionRefusedError,
+    BrokerError,
     CellIdSpaceExhaustedError,
     JournalUnavailableError,
+    SessionFencedError,
     SessionOwnedElsewhereError,
     SessionShuttingDownError,
 )
@@ -151,25 +153,25 @@ def admission_token(admitted: CellAdmitted) -> str:
     return "".join(f"{part:08x}" for part in admitted.seed)
 
 
-def _refusals(session: str, call: Callable[[], T]) -> T:
-    """Run a script that may admit a cell of `session`, raising a refusal of the
-    admission as a broker error."""
-    try:
-        return call()
-    except redis.ResponseError as error:
-        reason = str(error).partition(" ")[0]
-        refusal: AdmissionRefusedError | None = {
-            "SHUTTING_DOWN": SessionShuttingDownError(),
-            "EXHAUSTED": CellIdSpaceExhaustedError(),
-            "CONFLICT": SessionOwnedElsewhereError(session),
-        }.get(reason)
-        if refusal is None:
-            raise
-        raise refusal from None
+def _refusal(session: str, error: redis.ResponseError) -> BrokerError | None:
+    """The broker error for a script's refusal `error` (None: not a refusal)."""
+    reason = str(error).partition(" ")[0]
+    if reason == "FENCED":
+        return SessionFencedError(session)
+    refusal: AdmissionRefusedError | None = {
+        "SHUTTING_DOWN": SessionShuttingDownError(),
+        "EXHAUSTED": CellIdSpaceExhaustedError(),
+        "CONFLICT": SessionOwnedElsewhereError(session),
+    }.get(reason)
+    return refusal
 
 
 def _decoded(flat: dict[bytes, bytes]) -> dict[str, str]:
     return {key.decode(): value.decode() for key, value in flat.items()}
+
+
+def _raise(error: BaseException) -> None:
+    raise error
 
 
 def run_retrying(call: Callable[[], T]) -> T:
@@ -200,6 +202,7 @@ class SessionState:
     last_cell: int  # the highest cell id admitted so far (0: none)
     stored: dict[str, str]  # stored key -> JSON text
     stored_version: int  # how many completions merged stored writes
+    shutting_down: bool = False  # its shutdown began (a session reopened after it)
 
 
 class Journal(Protocol):
@@ -251,10 +254,18 @@ class RedisJournal:
         self.keys = keys
         self.max_block_s = max_block_s  # below the client's socket timeout
         self.link = RedisLink(client)
+        self._append_text = script_source("append", lib=True)
+        self._append = _LeanScript(client, self.link, self._append_text)
         self._admit = _LeanScript(client, self.link, script_source("admit_cell", lib=True))
         self._finish = _LeanScript(client, self.link, script_source("finish_cell", lib=True))
-        self._shutdown = client.register_script(script_source("begin_shutdown"))
+        self._shutdown = _LeanScript(client, self.link, script_source("begin_shutdown", lib=True))
+        self._finish_session = _LeanScript(
+            client, self.link, script_source("finish_session", lib=True)
+        )
         self._record_tool = client.register_script(script_source("record_tool_outcome"))
+        self._tokens: dict[str, str] = {}  # session -> this process's fencing token
+        self._fenced_off: set[str] = set()  # sessions a newer owner took over
+        self._when_fenced: list[Callable[[str], None]] = []  # told once per session
 
     @classmethod
     def from_url(cls, url: str, keys: Keys = DEFAULT_KEYS) -> RedisJournal:
@@ -264,13 +275,70 @@ class RedisJournal:
         )
         return cls(client, keys)
 
+    # -- fencing ---------------------------------------------------------------------
+
+    def hold(self, session: str, token: int) -> None:
+        """This process owns `session` with fencing token `token` (`broker.leases`): its
+        writes carry the token, and the log refuses them once a newer owner claimed it."""
+        self._tokens[session] = str(token)
+        self._fenced_off.discard(session)
+
+    def let_go(self, session: str) -> None:
+        """This process no longer owns `session` (it released its lease)."""
+        self._tokens.pop(session, None)
+
+    def when_fenced(self, listener: Callable[[str], None]) -> None:
+        """Have `listener(session)` told when a newer owner takes a session over."""
+        self._when_fenced.append(listener)
+
+    def fence_off(self, session: str) -> None:
+        """A newer owner took `session` over: refuse this process's writes from now on,
+        without asking Redis, and tell the `when_fenced` listeners (once)."""
+        if self._tokens.pop(session, None) is None and session in self._fenced_off:
+            return
+        self._fenced_off.add(session)
+        for listener in self._when_fenced:
+            listener(session)
+
+    def token(self, session: str) -> str:
+        """The fencing token this process writes `session` with ("": no lease)."""
+        if session in self._fenced_off:
+            raise SessionFencedError(session)
+        return self._tokens.get(session, "")
+
+    def _guarded(self, session: str, call: Callable[[], T]) -> T:
+        """Run a write of `session`'s log (retrying transient errors), raising a script's
+        refusal as a broker error; a fenced writer is cut off at once."""
+        try:
+            return _retrying(call)
+        except redis.ResponseError as error:
+            refusal = _refusal(session, error)
+            if refusal is None:
+                raise
+            if isinstance(refusal, SessionFencedError):
+                self.fence_off(session)
+            raise refusal from None
+
+    # -- writes ------------------------------------------------------------------------
+
     def appends(self, events: Sequence[AnyEvent]) -> list[Command]:
-        """The commands that append `events` (of one session), in order: for a caller
-        that sends them in a round trip of its own."""
+        """The command that appends `events` (of one session), in order, unless this
+        process was fenced off: for a caller that sends it in a round trip of its own
+        (read its reply with `check_appended`). EVAL, not EVALSHA: a batch must not fail
+        halfway on a script the server forgot."""
         if not events:
             return []
-        stream = self.keys.session(events[0].session).events
-        return [("XADD", stream, "*", *codec.encode_flat(event)) for event in events]
+        session = events[0].session
+        k = self.keys.session(session)
+        args: list[bytes | str] = [self.token(session), str(len(events))]
+        _add_batches(args, events)
+        return [("EVAL", self._append_text, 2, k.meta, k.events, *args)]
+
+    def check_appended(self, session: str, replies: Sequence[Any]) -> None:
+        """Raise the refusal among the replies of `appends` commands, if one is."""
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                self._guarded(session, partial(_raise, reply))
 
     def close(self) -> None:
         self.link.close()
@@ -280,9 +348,11 @@ class RedisJournal:
         """Append events (of one session) in order, in one round trip."""
         if not events:
             return
-
-        commands = self.appends(events)
-        _retrying(lambda: self.link.run(commands))
+        session = events[0].session
+        k = self.keys.session(session)
+        args: list[bytes | str] = [self.token(session), str(len(events))]
+        _add_batches(args, events)
+        self._guarded(session, partial(self._append, [k.meta, k.events], args))
 
     def import_events(
         self, events: Sequence[AnyEvent], at_ms: float, retention_s: int = DEFAULT_RETENTION_S
@@ -321,15 +391,16 @@ class RedisJournal:
             pipe.zadd(self.keys.sessions, {event.session: event.at_ms}, nx=True)
             for added in (event, *also):
                 pipe.xadd(k.events, codec.encode(added))  # type: ignore[arg-type]
-            pipe.hmget(k.meta, ["next_cell", "stored_version"])
+            pipe.hmget(k.meta, ["next_cell", "stored_version", "shutdown"])
             pipe.hgetall(k.stored)
             return pipe.execute()
 
-        *_, (last_cell, version), stored = _retrying(run)
+        *_, (last_cell, version, shutdown), stored = _retrying(run)
         return SessionState(
             last_cell=int(last_cell or 0),
             stored=_decoded(stored),
             stored_version=int(version or 0),
+            shutting_down=shutdown == b"1",
         )
 
     def admit(self, events: Sequence[AnyEvent]) -> None:
@@ -343,6 +414,7 @@ class RedisJournal:
         admitted = events[0]
         assert isinstance(admitted, CellAdmitted)
         args: list[bytes | str] = [
+            self.token(admitted.session),
             admitted.call_id,
             admitted.cell,
             admission_token(admitted),
@@ -351,10 +423,7 @@ class RedisJournal:
         _add_batches(args, events)
         k = self.keys.session(admitted.session)
 
-        def run() -> Any:
-            return self._admit([k.meta, k.events], args)
-
-        _refusals(admitted.session, lambda: _retrying(run))
+        self._guarded(admitted.session, partial(self._admit, [k.meta, k.events], args))
 
     def finish(
         self,
@@ -374,6 +443,7 @@ class RedisJournal:
         batch = (*before, terminal, *after)
         admitted = before[0] if before and isinstance(before[0], CellAdmitted) else None
         args: list[bytes | str] = [
+            self.token(terminal.session),
             terminal.cell,
             kind,
             str(len(batch)),
@@ -386,24 +456,25 @@ class RedisJournal:
             for key, value in terminal.stored_writes.items():
                 args += [key, value]
 
-        def run() -> Any:
-            return self._finish([k.terminal, k.events, k.stored, k.meta], args)
-
-        result: bytes = _refusals(terminal.session, lambda: _retrying(run))
+        keys = [k.terminal, k.events, k.stored, k.meta]
+        result: bytes = self._guarded(terminal.session, partial(self._finish, keys, args))
         return FinishOutcome(result.decode())
 
     def finish_session(self, event: AnyEvent, retention_s: int) -> None:
         """Record the end of the session's shutdown; its keys expire `retention_s` later
         (one round trip)."""
         k = self.keys.session(event.session)
-        expire = [("EXPIRE", key, retention_s) for key in k.retired_together]
-        commands: list[Command] = [*self.appends([event]), *expire]
-        _retrying(partial(self.link.run, commands))
+        others = [key for key in k.retired_together if key not in (k.meta, k.events)]
+        keys = [k.meta, k.events, *others, k.lease]
+        args: list[bytes | str] = [self.token(event.session), str(retention_s)]
+        args += codec.encode_flat(event)
+        self._guarded(event.session, partial(self._finish_session, keys, args))
+        self.let_go(event.session)
 
     def begin_shutdown(self, event: ShutdownBegun) -> bool:
         k = self.keys.session(event.session)
-        args = codec.encode_flat(event)
-        began: int = _retrying(lambda: self._shutdown(keys=[k.meta, k.events], args=args))
+        args: list[bytes | str] = [self.token(event.session), *codec.encode_flat(event)]
+        began: int = self._guarded(event.session, partial(self._shutdown, [k.meta, k.events], args))
         return bool(began)
 
     def record_tool_outcome(

@@ -19,16 +19,28 @@ so one session lives in one slot and its Lua scripts may touch all of them.
 | `cf:tools:dead`            | stream | tool workers            | operators                |
 | `cf:tools:cancel`          | pubsub | host tool dispatchers   | tool workers             |
 | `cf:host:{H}:replies`      | stream | tool workers            | that host's dispatcher   |
+| `cf:{S}:lease`             | string | its owner (lease script)| owners, clients          |
+| `cf:workers`               | zset   | cell workers            | clients (placement), CLI |
+| `cf:worker:{W}:info`       | hash   | that cell worker        | clients (placement), CLI |
+| `cf:worker:{W}:sessions`   | set    | that cell worker        | CLI `fleet`              |
+| `cf:worker:{W}:inbox`      | stream | fleet clients           | that cell worker         |
+| `cf:client:{C}:answers`    | stream | cell workers            | that fleet client        |
 
 Retention: a session's keys expire together a retention (7 days by default) after its
 shutdown finished, or after its import; a projection's hash takes the events stream's
 time to live when it is saved. `cf:sessions` indexes all sessions by opening time; a
 listing drops the sessions whose keys expired.
 `meta` fields: `next_cell` (last admitted cell id), `shutdown` ("1" once begun),
+`finished` ("1" once the shutdown finished), `fence` (the latest fencing token),
 `stored_version` (merges into `stored` so far), `cell:<id>` ("<exec call id> <token>"
 of an admitted cell; a retried admission is recognised by its random token).
 `terminal` maps a cell id to `completed` or `terminated`. `stored` maps a stored key to
 its JSON text. A projection hash holds `position` (last stream id folded) and `state`.
+`lease` holds "<owner> <fencing token>" of the process that serves the session, with
+a time to live that its owner renews (`broker/leases.py`); `meta`'s `fence` is the
+latest token, and every write of an owner checks it. `workers` maps a live cell worker
+to nothing (a list); its `info` (capacity, sessions, draining), `sessions` and `inbox`
+expire unless its heartbeat renews them; a client's `answers` expire when it stops refreshing them.
 `tools` maps a tool call (`cell/tool-N`, `tool_call_field`) to the reply its host was
 sent once its outcome is recorded, or to `cancelled`. Tool calls are read by the
 consumer group `workers`; a host's replies stream is trimmed by that host.
@@ -67,6 +79,24 @@ class Keys:
     def host_replies(self, host: str) -> str:
         """The stream through which tool workers answer one host's calls."""
         return f"{self.prefix}:host:{{{host}}}:replies"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def worker_info(self, worker: str) -> str:
+        return f"{self.prefix}:worker:{{{worker}}}:info"
+
+    def worker_sessions(self, worker: str) -> str:
+        return f"{self.prefix}:worker:{{{worker}}}:sessions"
+
+    def worker_inbox(self, worker: str) -> str:
+        """The stream of requests for one cell worker (of the sessions it serves)."""
+        return f"{self.prefix}:worker:{{{worker}}}:inbox"
+
+    def client_answers(self, client: str) -> str:
+        """The stream through which cell workers answer one fleet client."""
+        return f"{self.prefix}:client:{{{client}}}:answers"
 
     def session(self, session: str) -> SessionKeys:
         return SessionKeys(session, self.prefix)
@@ -110,6 +140,10 @@ class SessionKeys:
     @property
     def tools(self) -> str:
         return f"{self._base}:tools"
+
+    @property
+    def lease(self) -> str:
+        return f"{self._base}:lease"
 
     def projection(self, name: str) -> str:
         return f"{self._base}:projection:{name}"

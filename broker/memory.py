@@ -75,6 +75,7 @@ class MemoryJournal:
                 last_cell=int(log.meta.get("next_cell", 0)),
                 stored=dict(log.stored),
                 stored_version=int(log.meta.get("stored_version", 0)),
+                shutting_down=log.meta.get("shutdown") == "1",
             )
 
     def admit(self, events: Sequence[AnyEvent]) -> None:

@@ -21,6 +21,7 @@ from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.tools import JsonValue, NamespaceInfo, ToolDefinition
 from cellfleet.broker.journal import DEFAULT_RETENTION_S, RedisJournal
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
+from cellfleet.broker.leases import Leases
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.broker.tools.invocation import ToolDispatcher
 from cellfleet.broker.tools.registry import ToolRegistry
@@ -53,6 +54,7 @@ class Host:
         keys: Keys = DEFAULT_KEYS,
     ) -> None:
         self.journal = RedisJournal.from_url(redis_url, keys)
+        self.leases = Leases(self.journal, f"host-{uuid.uuid4().hex[:12]}").start()
         self.registry = tools or ToolRegistry.from_handlers(handlers or {})
         self.pool = ContextPool(pool_size, memory_limit_bytes=memory_limit_bytes)
         self.scheduler = Scheduler()
@@ -77,6 +79,7 @@ class Host:
             cell_actors=CellActors(self.scheduler),
             notifier=DeliveryThreads(),
             retention_s=retention_s,
+            leases=self.leases,
             audit=audit,
         )
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()  # dropped ones shut down
@@ -129,6 +132,7 @@ class Host:
             self._sessions.clear()
         for session in sessions:
             session.shutdown()
+        self.leases.stop()
         for worker in self.workers:
             worker.stop()
         self.dispatcher.close()

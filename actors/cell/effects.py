@@ -122,7 +122,9 @@ class Effects:
         events, commands = self._log.take_commands()
         try:
             handles = self._ctx.dispatcher.dispatch_batch(
-                [(call, on_outcome) for call in calls], before=commands
+                [(call, on_outcome) for call in calls],
+                before=commands,
+                check_before=self._log.check_commands,
             )
         except BrokerError:
             self._log.put_back(events)  # kept: nothing is lost

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cellfleet.actors.cell.facts import CellFacts, advance
 from cellfleet.actors.session.store import SessionStore
@@ -120,6 +120,11 @@ class CellLog:
         its own round trip (tool calls); `put_back` if that fails."""
         events, self._unsaved = self._unsaved, []
         return events, self._journal.appends(events)
+
+    def check_commands(self, replies: Sequence[Any]) -> None:
+        """Raise the log's refusal among the replies of `take_commands`' commands."""
+        if replies:
+            self._journal.check_appended(self._session, replies)
 
     def put_back(self, events: Sequence[ev.AnyEvent]) -> None:
         """Batch `events` again, ahead of anything batched since they were taken."""

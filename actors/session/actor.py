@@ -46,6 +46,7 @@ from cellfleet.broker.errors import (
 )
 from cellfleet.broker.events import TerminationReason, wall_clock_ms
 from cellfleet.broker.journal import DEFAULT_RETENTION_S, MAX_CELL_ID, RedisJournal
+from cellfleet.broker.leases import Leases
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.broker.tools.invocation import ToolDispatcher
 
@@ -68,6 +69,7 @@ class SessionServices:
     notifier: Executor  # hands notifications to the sessions' `notify` callbacks
     clock: Callable[[], float] = wall_clock_ms
     retention_s: int = DEFAULT_RETENTION_S  # a finished session's keys expire this later
+    leases: Leases | None = None  # one owner per session (None: the log alone, in tests)
     # Told every closed cell's final facts (session, cell, facts); for tests.
     audit: Callable[[str, str, CellFacts], None] | None = None
 
@@ -128,7 +130,10 @@ class SessionActor(pykka.ThreadingActor):
     # hang: to the log, that is a worker that died, which it is built to survive.
     use_daemon_thread = True
 
-    def __init__(self, services: SessionServices, config: SessionConfig) -> None:
+    def __init__(
+        self, services: SessionServices, config: SessionConfig, first_seq: int = 0
+    ) -> None:
+        """`first_seq`: the session-level event numbers of this owner start after it."""
         super().__init__()
         self.services = services
         self.config = config
@@ -138,7 +143,7 @@ class SessionActor(pykka.ThreadingActor):
         self._unrecorded: dict[str, FailedEnding] = {}  # failed cells' ends, not logged yet
         self._last_cell = 0  # the highest cell id this session created
         self._store: SessionStore | None = None  # set when the log is open
-        self._seq = 0
+        self._seq = first_seq
         self._shutting_down = False
         self._shutdown_error: BrokerError | None = None  # the log refused shutdown_begun
         self._began_shutdown = False  # the log took this actor's shutdown_begun
@@ -164,6 +169,7 @@ class SessionActor(pykka.ThreadingActor):
         if tool_set is not None:
             self._tool_sets.add(tool_set.digest)
         self._last_cell = state.last_cell
+        self._shutting_down = state.shutting_down  # (its cells are all ended)
         self._store = SessionStore(
             state.stored, state.stored_version, lambda: journal.stored_snapshot(self.session_id)
         )
@@ -343,6 +349,9 @@ class SessionActor(pykka.ThreadingActor):
         )
         self.services.journal.finish_session(finished, self.services.retention_s)
 
+    def live_cells(self) -> int:
+        return len(self._cells)
+
     def cell_closed(self, cell_id: str, end: CellEnd | None = None) -> None:
         """A cell reached its end and cleaned up: forget it (but a failure nobody was
         told of, for the next observer, and a failed cell's end the log has yet to
@@ -388,8 +397,16 @@ class ActorSessionBackend:
     """
 
     def __init__(self, services: SessionServices, config: SessionConfig) -> None:
+        """Serve the session here; raises `SessionOwnedElsewhereError` if another live
+        process serves it."""
         self.session_id = config.session_id
-        self._ref = SessionActor.start(services, config)
+        self._leases = services.leases
+        first_seq = 0
+        if self._leases is not None:
+            # Each owner numbers the session's own events in a range of its own (its
+            # fencing token's), so that (cell, seq) stays unique across owners.
+            first_seq = (self._leases.claim(config.session_id) - 1) << 32
+        self._ref = SessionActor.start(services, config, first_seq)
         self._shutdown_lock = threading.Lock()
 
     def execute(
@@ -447,6 +464,30 @@ class ActorSessionBackend:
                     future.exception(max(0.0, deadline - time.monotonic()))
                 self._ask(SessionActor.finish_shutdown)
             finally:  # even if the log is unreachable: the session is over
+                self._ref.stop()
+                if self._leases is not None:
+                    self._leases.release(self.session_id)
+
+    def live_cells(self) -> int:
+        """How many of its cells have yet to end (0 once it stopped)."""
+        try:
+            count: int = self._ask(SessionActor.live_cells)
+        except pykka.ActorDeadError:
+            return 0
+        return count
+
+    def hand_over(self) -> None:
+        """Stop serving the session here, idle, for another process to adopt: nothing
+        is written, and its lease is released (the next owner's token is newer)."""
+        self.abandon()
+        if self._leases is not None:
+            self._leases.release(self.session_id)
+
+    def abandon(self) -> None:
+        """Stop serving the session here at once, writing nothing (a newer owner took
+        it, or this process stops: its lease then expires). Not on the actor's thread."""
+        with self._shutdown_lock:
+            if self._ref.is_alive():
                 self._ref.stop()
 
     def _ask(self, method: Callable[..., Any], *args: Any) -> Any:

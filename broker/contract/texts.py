@@ -132,6 +132,10 @@ def session_owned_elsewhere(session: str) -> str:
     return f"code mode session {session} is owned by another process"
 
 
+def session_fenced(session: str) -> str:
+    return f"code mode session {session} is now served by another worker"
+
+
 def log_unavailable(detail: str) -> str:
     return f"cellfleet event log is unavailable: {detail}"
 

@@ -29,11 +29,12 @@ class RedisLink:
         self._idle: list[Any] = []
         self._lock = threading.Lock()
 
-    def run(self, commands: Sequence[Command]) -> list[Any]:
+    def run(self, commands: Sequence[Command], *, raise_errors: bool = True) -> list[Any]:
         """Send `commands` in one round trip; their replies, in order.
 
         An error reply is raised (redis-py's `ResponseError`) once every reply was read,
-        so the connection stays in step; connection errors are redis-py's too.
+        so the connection stays in step, unless not `raise_errors`: then it is returned
+        in its place. Connection errors are redis-py's.
         """
         packed = [hiredis.pack_command(command) for command in commands]  # type: ignore[arg-type]
         with self._lock:
@@ -52,7 +53,7 @@ class RedisLink:
                     failure = failure or error
                     replies.append(error)
             in_step = True
-            if failure is not None:
+            if failure is not None and raise_errors:
                 raise failure
             return replies
         except (redis.ConnectionError, redis.TimeoutError):

@@ -67,9 +67,12 @@ class DelegateDispatcher:
         self,
         calls: Sequence[tuple[ToolInvocation, Callable[[ToolOutcome], None]]],
         before: Sequence[Command] = (),
+        check_before: Callable[[Sequence[Any]], None] | None = None,
     ) -> list[CancelHandle]:
         if before:  # the calls' `tool_requested` events: in the log before the harness asks
-            run_retrying(lambda: self._link.run(before))
+            replies = run_retrying(lambda: self._link.run(before, raise_errors=False))
+            if check_before is not None:
+                check_before(replies)
         handles: list[CancelHandle] = []
         for invocation, on_outcome in calls:
             problem = None

@@ -110,9 +110,14 @@ class BrokerDispatcher:
         self,
         calls: Sequence[tuple[ToolInvocation, Callable[[ToolOutcome], None]]],
         before: Sequence[Command] = (),
+        check_before: Callable[[Sequence[Any]], None] | None = None,
     ) -> list[CancelHandle]:
         """Send calls in one round trip; the commands `before` go ahead of them (the
-        cell's `tool_requested` events: recorded before any worker sees the call)."""
+        cell's `tool_requested` events: recorded before any worker sees the call).
+
+        If the log refused `before` (`check_before` raises: this process was fenced
+        off), the calls are withdrawn at once (a worker that read one in between is
+        told to cancel it) and the refusal is raised."""
         handles: list[CancelHandle] = []
         accepted: list[tuple[ToolInvocation, _Waiting]] = []
         for invocation, on_outcome in calls:
@@ -135,12 +140,19 @@ class BrokerDispatcher:
             *(self._call_command(invocation) for invocation, _ in accepted),
         ]
         if commands:
-            replies = run_retrying(lambda: self._link.run(commands))
+            replies = run_retrying(lambda: self._link.run(commands, raise_errors=False))
             with self._lock:
                 for (_, waiting), entry_id in zip(
                     accepted, replies[len(replies) - len(accepted) :], strict=True
                 ):
                     waiting.entry_id = entry_id
+            errors = [reply for reply in replies if isinstance(reply, redis.ResponseError)]
+            if errors:
+                for invocation, _ in accepted:
+                    self.cancel(invocation)
+                if check_before is not None:
+                    check_before(replies[: len(before)])
+                raise errors[0]
         return handles
 
     def cancel(self, invocation: ToolInvocation) -> None:

@@ -84,9 +84,12 @@ class ToolDispatcher(Protocol):
         self,
         calls: Sequence[tuple[ToolInvocation, Callable[[ToolOutcome], None]]],
         before: Sequence[Any] = (),
+        check_before: Callable[[Sequence[Any]], None] | None = None,
     ) -> list[CancelHandle]:
         """Send `calls` (each outcome reported through its callback), after appending the
-        log commands `before` (their `tool_requested` events): one round trip."""
+        log commands `before` (their `tool_requested` events): one round trip.
+        `check_before` raises the log's refusal among the replies of `before` (then no
+        call stays sent)."""
         ...
 
 

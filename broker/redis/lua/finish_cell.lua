@@ -11,17 +11,20 @@
 --     each such merge counts one more `stored_version` in meta;
 --   * the events before the terminal one are appended first, in order, whatever the
 --     outcome; the events after it (its delivery) only with a winning terminal event.
+--   * nothing is written (error FENCED) when the writer's fencing token is not the
+--     session's latest.
 -- Returns the terminal kind that holds for the cell afterwards, or "shutdown".
 -- KEYS: terminal, events, stored, meta
--- ARGV: cell, kind ("completed" | "terminated"), n_events, terminal index (1-based),
---       exec call id and admission token if the first event is the cell's admission
---       (else "" and ""),
+-- ARGV: fencing token, cell, kind ("completed" | "terminated"), n_events, terminal
+--       index (1-based), exec call id and admission token if the first event is the
+--       cell's admission (else "" and ""),
 --       then per event: n_fields, field name/value pairs,
 --       then the stored writes as key/value pairs
 local terminal, events, stored, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local cell, kind, call_id, token = ARGV[1], ARGV[2], ARGV[5], ARGV[6]
-local n_events, at = tonumber(ARGV[3]), tonumber(ARGV[4])
-local batches, pos = read_events(7, n_events)
+if fenced(meta, ARGV[1]) then return redis.error_reply('FENCED') end
+local cell, kind, call_id, token = ARGV[2], ARGV[3], ARGV[6], ARGV[7]
+local n_events, at = tonumber(ARGV[4]), tonumber(ARGV[5])
+local batches, pos = read_events(8, n_events)
 local first = 1
 if call_id ~= '' then
   local admitted = admit(meta, events, call_id, cell, token, batches[1], true)

@@ -1,4 +1,13 @@
--- lib: functions shared by admit_cell and finish_cell (the journal prepends this file).
+-- lib: functions shared by the scripts that write a session's log (the journal prepends
+-- this file).
+
+-- Whether the writer holding fencing token `token` may still write the session: `meta`'s
+-- `fence` counts the changes of owner (claim_lease.lua), and a writer whose token is not
+-- the latest was fenced off by a newer owner. An empty token is a writer without a lease
+-- (an import, a test of the log alone).
+local function fenced(meta, token)
+  return token ~= '' and redis.call('HGET', meta, 'fence') ~= token
+end
 
 -- The event batches in ARGV from `pos` on: per event, its field count, then its stream
 -- field name/value pairs. Returns the batches and the position after them.

@@ -1,0 +1,149 @@
+"""Session leases: one process serves a session at a time, and a stale one cannot write.
+
+A process claims the lease of each session it serves (`cf:{S}:lease`, "<owner> <token>"
+with a time to live). Each claim by a new owner raises the session's fencing token, and
+every write of the log carries the writer's token (`RedisJournal.hold`): the scripts
+refuse a stale one. `Leases` renews the leases of one process in the background, in one
+round trip per renewal; a lease it can no longer renew (a newer owner claimed the
+session while this process was frozen or cut off) fences the session off at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import redis
+
+from cellfleet.broker.errors import SessionOwnedElsewhereError
+from cellfleet.broker.journal import RedisJournal, failure_reason, run_retrying
+from cellfleet.broker.redis.scripts import script_source
+
+log = logging.getLogger(__name__)
+DEFAULT_LEASE_MS = 2_000  # a dead owner's sessions wait this long for a new owner
+RENEWALS_PER_LEASE = 4  # renewals per time to live: one lost round trip is no loss
+
+
+class Leases:
+    """The leases that process `owner` holds; `start` renews them in the background.
+
+    A lease a newer owner took is fenced off in the journal (`RedisJournal.fence_off`,
+    which tells its `when_fenced` listeners): the journal refuses this process's writes
+    of that session from then on.
+    """
+
+    def __init__(
+        self,
+        journal: RedisJournal,
+        owner: str,
+        *,
+        ttl_ms: int = DEFAULT_LEASE_MS,
+    ) -> None:
+        assert " " not in owner, "an owner id is one word (the lease holds '<owner> <token>')"
+        self.journal = journal
+        self.owner = owner
+        self.ttl_ms = ttl_ms
+        client = journal.client
+        self._claim = client.register_script(script_source("claim_lease"))
+        self._renew = client.register_script(script_source("renew_lease"))
+        self._release = client.register_script(script_source("release_lease"))
+        self._held: dict[str, int] = {}  # session -> token
+        self._lock = threading.Lock()  # a release never races a renewal of the same lease
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        journal.when_fenced(self.forget)
+
+    def start(self) -> Leases:
+        self._thread = threading.Thread(target=self._renew_loop, name="leases", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop renewing (the leases expire unless released)."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def owner_of(self, session: str) -> str | None:
+        """Who holds the session's lease now (None: nobody)."""
+        key = self.journal.keys.session(session).lease
+        held: Any = run_retrying(lambda: self.journal.client.get(key))
+        return None if held is None else bytes(held).decode().partition(" ")[0]
+
+    def claim(self, session: str) -> int:
+        """Hold the session's lease (its fencing token); raises
+        `SessionOwnedElsewhereError` (with `.owner`) if another live process holds it,
+        or this one does already (a session is served once)."""
+        if self.holds(session):
+            raise SessionOwnedElsewhereError(session, owner=self.owner)
+        k = self.journal.keys.session(session)
+        state, value = run_retrying(
+            lambda: self._claim(keys=[k.lease, k.meta], args=[self.owner, self.ttl_ms])
+        )
+        if state == b"owned":
+            raise SessionOwnedElsewhereError(session, owner=value.decode())
+        token = int(value)
+        with self._lock:
+            self._held[session] = token
+            self.journal.hold(session, token)
+        return token
+
+    def holds(self, session: str) -> bool:
+        with self._lock:
+            return session in self._held
+
+    def held(self) -> list[str]:
+        with self._lock:
+            return list(self._held)
+
+    def forget(self, session: str) -> None:
+        """Stop renewing a lease this process lost (its writes were refused)."""
+        with self._lock:
+            self._held.pop(session, None)
+
+    def release(self, session: str) -> None:
+        """Give the session up (the next owner's token is newer); a lease lost already,
+        or a session that finished (its lease went with it), is simply forgotten."""
+        with self._lock:
+            token = self._held.pop(session, None)
+            self.journal.let_go(session)
+        if token is None:
+            return
+        key = self.journal.keys.session(session).lease
+        try:
+            run_retrying(lambda: self._release(keys=[key], args=[self.owner, token]))
+        except Exception as error:  # it expires on its own
+            log.warning("session %s: its lease was not released: %s", session, error)
+
+    def renew(self) -> list[str]:
+        """Renew every lease in one round trip; returns the sessions whose lease is lost
+        (each fenced off)."""
+        with self._lock:
+            held = list(self._held.items())
+            if not held:
+                return []
+            pipe = self.journal.client.pipeline(transaction=False)
+            for session, token in held:
+                k = self.journal.keys.session(session)
+                self._renew(
+                    keys=[k.lease, k.meta], args=[self.owner, token, self.ttl_ms], client=pipe
+                )
+            renewed = pipe.execute()
+            lost = [session for (session, _), ok in zip(held, renewed, strict=True) if not ok]
+            for session in lost:
+                del self._held[session]
+        for session in lost:
+            log.warning("session %s: its lease was taken over; no longer served here", session)
+            self.journal.fence_off(session)
+        return lost
+
+    def _renew_loop(self) -> None:
+        period = self.ttl_ms / 1000 / RENEWALS_PER_LEASE
+        while not self._stopped.wait(period):
+            try:
+                self.renew()
+            except redis.RedisError as error:  # the next round tries again
+                log.warning("leases not renewed: %s", failure_reason(error) or error)
+            except Exception:
+                log.exception("leases not renewed")

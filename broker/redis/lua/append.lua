@@ -1,0 +1,11 @@
+-- append: append events of one session in order, unless the writer was fenced off.
+-- Guarantees: all of the events are appended, or none (error FENCED) when the writer's
+-- fencing token is not the session's latest. A retry after a lost reply appends them
+-- again (readers drop a repeated (cell, seq)).
+-- KEYS: meta, events
+-- ARGV: fencing token, n_events, then per event: n_fields, field name/value pairs
+local meta, events = KEYS[1], KEYS[2]
+if fenced(meta, ARGV[1]) then return redis.error_reply('FENCED') end
+local batches = read_events(3, tonumber(ARGV[2]))
+for e = 1, #batches do redis.call('XADD', events, '*', unpack(batches[e])) end
+return #batches

@@ -1,0 +1,201 @@
+"""One owner per session: leases with fencing tokens, against the suite's real Redis.
+
+A process serves a session only while it holds the session's lease; each new owner gets
+a greater fencing token, and the log refuses every write that carries an older one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from functools import partial
+
+import pytest
+import redis
+
+from cellfleet.broker import events as ev
+from cellfleet.broker.contract.tools import ToolKind
+from cellfleet.broker.errors import SessionFencedError, SessionOwnedElsewhereError
+from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.keys import Keys
+from cellfleet.broker.leases import Leases
+from cellfleet.broker.tools.dispatch import BrokerDispatcher
+from cellfleet.broker.tools.invocation import ToolInvocation, ToolOutcome
+from cellfleet.ops.host import Host
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys(f"lease-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def journals(redis_url: str, keys: Keys) -> Iterator[tuple[RedisJournal, RedisJournal]]:
+    """Two processes' journals on one Redis."""
+    first, second = RedisJournal.from_url(redis_url, keys), RedisJournal.from_url(redis_url, keys)
+    yield first, second
+    first.close()
+    second.close()
+
+
+def opened(session: str, seq: int = 1) -> ev.SessionOpened:
+    return ev.SessionOpened(session=session, seq=seq, at_ms=1.0)
+
+
+def output(session: str, seq: int) -> ev.OutputProduced:
+    item = {"type": "input_text", "text": "x"}
+    return ev.OutputProduced(session=session, cell="1", seq=seq, at_ms=1.0, item=item)
+
+
+def stream_length(journal: RedisJournal, session: str) -> int:
+    return int(journal.client.xlen(journal.keys.session(session).events))
+
+
+def test_a_live_owner_keeps_its_session(journals: tuple[RedisJournal, RedisJournal]) -> None:
+    first, second = journals
+    a, b = Leases(first, "a"), Leases(second, "b")
+    assert a.claim("s") == 1
+    with pytest.raises(SessionOwnedElsewhereError):  # served once, even here
+        a.claim("s")
+    with pytest.raises(SessionOwnedElsewhereError) as refused:
+        b.claim("s")
+    assert refused.value.owner == "a"
+    assert str(refused.value) == "code mode session s is owned by another process"
+    assert b.owner_of("s") == "a"
+
+
+def test_a_new_owner_fences_the_old_one_off(journals: tuple[RedisJournal, RedisJournal]) -> None:
+    first, second = journals
+    fenced: list[str] = []
+    first.when_fenced(fenced.append)
+    a, b = Leases(first, "a"), Leases(second, "b")
+    a.claim("s")
+    first.open_session(opened("s"))
+    first.append([output("s", 2)])
+    first.client.delete(first.keys.session("s").lease)  # as if it expired: a froze
+    assert b.claim("s") == 2
+    before = stream_length(first, "s")
+
+    with pytest.raises(SessionFencedError, match=r"^code mode session s is now served by"):
+        first.append([output("s", 3)])
+    assert fenced == ["s"]
+    assert stream_length(first, "s") == before  # nothing of the stale owner's
+    with pytest.raises(SessionFencedError):  # refused at once from now on
+        first.append([output("s", 4)])
+    assert a.renew() == []  # (forgotten: the refusal fenced it off)
+    second.append([output("s", 3)])
+    assert stream_length(second, "s") == before + 1
+
+
+def test_each_write_of_a_stale_owner_is_refused(
+    journals: tuple[RedisJournal, RedisJournal],
+) -> None:
+    """Admission, completion and shutdown check the token as plain appends do."""
+    first, second = journals
+    Leases(first, "a").claim("s")
+    first.open_session(opened("s"))
+    first.client.delete(first.keys.session("s").lease)
+    Leases(second, "b").claim("s")
+    admitted = ev.CellAdmitted(
+        session="s", cell="1", seq=0, at_ms=1.0, call_id="c", source="", yield_time_ms=1,
+        max_output_tokens=None, tools_digest="", seed=(1, 2, 3, 4), clock_ms=1.0,
+        stored_version=0,
+    )  # fmt: skip
+    shutdown = ev.ShutdownBegun(session="s", seq=2, at_ms=1.0)
+    for write in (
+        partial(first.admit, [admitted]),
+        partial(first.begin_shutdown, shutdown),
+        partial(first.finish_session, shutdown, 60),
+    ):
+        first.hold("s", 1)  # as if it had not noticed yet
+        with pytest.raises(SessionFencedError):
+            write()
+    meta = first.client.hgetall(first.keys.session("s").meta)
+    assert b"cell:1" not in meta
+    assert b"shutdown" not in meta
+
+
+def test_renewal_finds_a_lost_lease_and_takes_back_an_expired_one(
+    journals: tuple[RedisJournal, RedisJournal],
+) -> None:
+    first, second = journals
+    fenced: list[str] = []
+    first.when_fenced(fenced.append)
+    a, b = Leases(first, "a"), Leases(second, "b")
+    a.claim("kept")
+    a.claim("lost")
+    for session in ("kept", "lost"):
+        first.client.delete(first.keys.session(session).lease)  # both expired
+    b.claim("lost")
+    assert a.renew() == ["lost"]  # "kept": nobody claimed it, so its token still holds
+    assert fenced == ["lost"]
+    assert a.owner_of("kept") == "a"
+    assert a.held() == ["kept"]
+    first.append([output("kept", 2)])
+    with pytest.raises(SessionFencedError):
+        first.append([output("lost", 2)])
+
+
+def test_a_released_session_goes_to_the_next_owner_with_a_newer_token(
+    journals: tuple[RedisJournal, RedisJournal],
+) -> None:
+    first, second = journals
+    a, b = Leases(first, "a"), Leases(second, "b")
+    a.claim("s")
+    a.release("s")
+    assert a.owner_of("s") is None
+    assert b.claim("s") == 2
+    assert a.renew() == []  # released: not renewed
+
+
+def test_a_fenced_owners_tool_calls_are_withdrawn(
+    journals: tuple[RedisJournal, RedisJournal], redis_url: str, keys: Keys
+) -> None:
+    """Its `tool_requested` is refused, so no worker may run the call it goes with."""
+    first, second = journals
+    Leases(first, "a").claim("s")
+    first.client.delete(first.keys.session("s").lease)
+    Leases(second, "b").claim("s")
+    dispatcher = BrokerDispatcher(redis.Redis.from_url(redis_url), registry="r", keys=keys)
+    try:
+        invocation = ToolInvocation(
+            session="s", cell="1", call_id="tool-1", name="echo", raw_name="echo",
+            kind=ToolKind.FUNCTION, input={},
+        )  # fmt: skip
+        requested = ev.ToolRequested(
+            session="s", cell="1", seq=2, at_ms=1.0, call_id="tool-1", name="echo",
+            kind="function", input={},
+        )  # fmt: skip
+        outcomes: list[ToolOutcome] = []
+        with pytest.raises(SessionFencedError):
+            dispatcher.dispatch_batch(
+                [(invocation, outcomes.append)],
+                before=first.appends([requested]),
+                check_before=partial(first.check_appended, "s"),
+            )
+        assert dispatcher.client.xlen(dispatcher.calls) == 0
+        state = dispatcher.client.hget(keys.session("s").tools, "1/tool-1")
+        assert state == b"cancelled"
+    finally:
+        dispatcher.close()
+
+
+def test_a_second_host_cannot_serve_a_session_another_serves(redis_url: str) -> None:
+    """The measured bug: a second process re-opened a served session and the first
+    one's live cell became `exec cell 1 not found`."""
+    keys = Keys(f"lease-{uuid.uuid4().hex[:8]}")
+    first = Host(redis_url, pool_size=1, workers=0, keys=keys)
+    second = Host(redis_url, pool_size=1, workers=0, keys=keys)
+    try:
+        session = first.open_session()
+        output_ = session.exec("c1", "text(1)")
+        assert output_.success
+        with pytest.raises(SessionOwnedElsewhereError):
+            second.open_session(session_id=session.id)
+        session.shutdown()
+        again = second.open_session(session_id=session.id)  # nobody serves it now
+        assert again.exec("c2", "text(1)").text == "code mode session is shutting down"
+        again.shutdown()
+    finally:
+        first.close()
+        second.close()
