@@ -14,6 +14,7 @@ import weakref
 from concurrent.futures import Future
 from typing import Protocol
 
+from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.description import build_exec_tool_description
 from cellfleet.broker.contract.exec_input import PragmaError, parse_exec_source
 from cellfleet.broker.contract.inventory import ToolInventory, build_inventory
@@ -154,6 +155,15 @@ class Session:
         return render_response(
             answer, wall_time_s=time.monotonic() - began, max_output_tokens=max_tokens
         )
+
+
+def missing_cell(cell_id: str) -> Future[CellAnswer]:
+    """The answer about a cell that does not exist (any more), given at once."""
+    future: Future[CellAnswer] = Future()
+    future.set_result(
+        Result(cell_id=cell_id, error_text=texts.cell_not_found(cell_id), missing=True)
+    )
+    return future
 
 
 def _shutdown_in_background(backend: SessionBackend) -> None:

@@ -166,6 +166,13 @@ def _refusal(session: str, error: redis.ResponseError) -> BrokerError | None:
     return refusal
 
 
+def _pairs(reply: Any) -> dict[str, str]:
+    """A HGETALL reply read through a `RedisLink` (a map, or a flat list in RESP2)."""
+    if not isinstance(reply, dict):
+        reply = dict(zip(reply[::2], reply[1::2], strict=True))
+    return _decoded(reply)
+
+
 def _decoded(flat: dict[bytes, bytes]) -> dict[str, str]:
     return {key.decode(): value.decode() for key, value in flat.items()}
 
@@ -255,6 +262,7 @@ class RedisJournal:
         self.max_block_s = max_block_s  # below the client's socket timeout
         self.link = RedisLink(client)
         self._append_text = script_source("append", lib=True)
+        self._open_text = script_source("open_session", lib=True)
         self._append = _LeanScript(client, self.link, self._append_text)
         self._admit = _LeanScript(client, self.link, script_source("admit_cell", lib=True))
         self._finish = _LeanScript(client, self.link, script_source("finish_cell", lib=True))
@@ -382,23 +390,23 @@ class RedisJournal:
             raise JournalUnavailableError(reason) from error
 
     def open_session(self, event: AnyEvent, also: Sequence[AnyEvent] = ()) -> SessionState:
-        """Record the session's opening (and the events `also`, in the same round trip);
-        returns what its cells continue from."""
-        k = self.keys.session(event.session)
-
-        def run() -> Any:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(self.keys.sessions, {event.session: event.at_ms}, nx=True)
-            for added in (event, *also):
-                pipe.xadd(k.events, codec.encode(added))  # type: ignore[arg-type]
-            pipe.hmget(k.meta, ["next_cell", "stored_version", "shutdown"])
-            pipe.hgetall(k.stored)
-            return pipe.execute()
-
-        *_, (last_cell, version, shutdown), stored = _retrying(run)
+        """Record the session's opening (and the events `also`, in the same round trip;
+        nothing for a session whose shutdown finished); returns what its cells continue
+        from."""
+        session = event.session
+        k = self.keys.session(session)
+        args: list[bytes | str] = [self.token(session), str(1 + len(also))]
+        _add_batches(args, (event, *also))
+        commands: list[Command] = [
+            ("ZADD", self.keys.sessions, "NX", repr(event.at_ms), session),
+            ("EVAL", self._open_text, 2, k.meta, k.events, *args),
+            ("HGETALL", k.stored),
+        ]
+        replies = self._guarded(session, partial(self.link.run, commands))
+        last_cell, version, shutdown, _ = replies[1]
         return SessionState(
             last_cell=int(last_cell or 0),
-            stored=_decoded(stored),
+            stored=_pairs(replies[2]),
             stored_version=int(version or 0),
             shutting_down=shutdown == b"1",
         )
@@ -551,6 +559,21 @@ class RedisJournal:
             found += [name for name in names if name in alive]
             start += len(names) - len(gone)
         return found[:limit]
+
+    def prune_index(self, start: int = 0, count: int = 1000) -> int:
+        """Drop from the sessions index those of `count` sessions (oldest first, from
+        position `start`) whose keys expired; returns where the next call starts (0
+        after the end), so that calls over time cover the whole index."""
+        command: Command = ("ZRANGE", self.keys.sessions, start, start + count - 1)
+        (page,) = _retrying(partial(self.link.run, [command]))
+        names = [name.decode() for name in page]
+        if not names:
+            return 0
+        alive = self._with_events(names)
+        gone = [name for name in names if name not in alive]
+        if gone:
+            _retrying(partial(self.link.run, [("ZREM", self.keys.sessions, *gone)]))
+        return 0 if len(names) < count else start + len(names) - len(gone)
 
     def _index_page(self, first: int, count: int) -> list[str]:
         command: Command = ("ZREVRANGE", self.keys.sessions, first, first + count - 1)

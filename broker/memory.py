@@ -68,9 +68,10 @@ class MemoryJournal:
     def open_session(self, event: AnyEvent, also: Sequence[AnyEvent] = ()) -> SessionState:
         with self._changed:
             self._opened.setdefault(event.session, event.at_ms)
-            for added in (event, *also):
-                self._add(added)
             log = self._session(event.session)
+            if log.meta.get("finished") != "1":  # a finished session stays so
+                for added in (event, *also):
+                    self._add(added)
             return SessionState(
                 last_cell=int(log.meta.get("next_cell", 0)),
                 stored=dict(log.stored),
@@ -122,6 +123,8 @@ class MemoryJournal:
 
     def finish_session(self, event: AnyEvent, retention_s: int) -> None:
         del retention_s  # (nothing here outlives the process)
+        with self._changed:
+            self._session(event.session).meta["finished"] = "1"
         self.append([event])
 
     def begin_shutdown(self, event: ShutdownBegun) -> bool:

@@ -1,5 +1,5 @@
 """The `cellfleet` command line: run, play, events, sessions, trace, replay, export, import,
-tools, bench.
+host, tools, worker, fleet, bench.
 
 Without REDIS_URL every command uses the embedded redis-server (see ops/embedded.py).
 """
@@ -7,6 +7,7 @@ Without REDIS_URL every command uses the embedded redis-server (see ops/embedded
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import importlib
@@ -33,17 +34,23 @@ from cellfleet.broker.client import Session
 from cellfleet.broker.contract.render import ToolOutput
 from cellfleet.broker.errors import BrokerError
 from cellfleet.broker.events import AnyEvent
-from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.fleet import FleetClient, NoWorkerError
+from cellfleet.broker.fleet.client import DEFAULT_PLACEMENT_TIMEOUT_S
+from cellfleet.broker.fleet.registry import WorkerRegistry
+from cellfleet.broker.journal import DEFAULT_RETENTION_S, RedisJournal
 from cellfleet.broker.keys import DEFAULT_PREFIX, Keys
+from cellfleet.broker.leases import DEFAULT_LEASE_MS
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.ops.host import Host
 from cellfleet.ops.host_server import serve_stdio
 from cellfleet.ops.inputs import InputError, load_tools, open_text, reachable_redis, read_text
 from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
 from cellfleet.ops.tools_worker import run_worker
+from cellfleet.ops.worker import DEFAULT_CAPACITY, DEFAULT_DRAIN_TIMEOUT_S, run_worker_process
 from cellfleet.projections import html, perfetto, timeline
 from cellfleet.projections.summary import summarize
 
+Sessions = Host | FleetClient  # what opens the sessions of `run` and `play`
 USAGE_ERROR = 2  # the exit status of a bad command line or input, as argparse's
 _OUTPUT_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 READER_GONE = threading.Event()  # standard output's reader left
@@ -102,10 +109,12 @@ def _parser() -> argparse.ArgumentParser:
         help="how long the exec, then each wait, waits before it answers",
     )
     run.add_argument("--tools", type=Path, help="a Python file defining a ToolRegistry")
+    _fleet_switch(run)
 
     play = commands.add_parser("play", help="play a JSON Lines transcript of exec/wait calls")
     play.add_argument("transcript", type=Path)
     play.add_argument("--tools", type=Path, help="a Python file defining a ToolRegistry")
+    _fleet_switch(play)
 
     events = commands.add_parser("events", help="print a session's events as JSON Lines")
     events.add_argument("session")
@@ -178,18 +187,71 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGTERM, running calls get this long to finish before the worker exits",
     )
 
+    _fleet_commands(commands)
+
     bench = commands.add_parser("bench", help="benchmarks (ops/bench/)")
-    bench.add_argument("suite", choices=["runtime", "exec", "tools", "hostile", "replay", "host"])
+    bench.add_argument(
+        "suite", choices=["runtime", "exec", "tools", "hostile", "replay", "host", "fleet"]
+    )
+    bench.add_argument(
+        "--soak", type=_positive(int), default=None, help="(fleet) N short sessions, then memory"
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--samples", type=_positive(int), default=None)
 
     return parser
 
 
+def _fleet_commands(commands: Any) -> None:
+    worker = commands.add_parser("worker", help="run a cell worker of the fleet")
+    worker.add_argument("--tools", type=Path, help="a Python file defining a ToolRegistry")
+    worker.add_argument(
+        "--capacity", type=_positive(int), default=DEFAULT_CAPACITY, help="sessions at most"
+    )
+    worker.add_argument(
+        "--drain-timeout-s",
+        type=_positive(float),
+        default=DEFAULT_DRAIN_TIMEOUT_S,
+        help="on SIGTERM, how long busy sessions get to finish their cells",
+    )
+    worker.add_argument(
+        "--lease-ms",
+        type=_positive(int),
+        default=DEFAULT_LEASE_MS,
+        help="a session of a worker that stopped renewing waits this long for another",
+    )
+
+    worker.add_argument(
+        "--retention-s",
+        type=_positive(int),
+        default=DEFAULT_RETENTION_S,
+        help="a finished session's keys expire this much later (default: 7 days)",
+    )
+
+    fleet = commands.add_parser("fleet", help="the live cell workers, their load and leases")
+    fleet.add_argument("--json", action="store_true", help="one JSON object per worker")
+
+
 def _without_tools() -> dict[str, Callable[[argparse.Namespace, Keys], int]]:
     """The commands that take no tools file."""
     logs = dict.fromkeys(("events", "export", "import", "sessions"), run_log_command)
-    return {"trace": show_trace, "replay": replay_session, "host": run_host, **logs}
+    return {
+        "trace": show_trace,
+        "replay": replay_session,
+        "host": run_host,
+        "fleet": show_fleet,
+        **logs,
+    }
+
+
+def _fleet_switch(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--fleet",
+        action="store_true",
+        default=os.environ.get("CELLFLEET_FLEET", "") not in ("", "0"),
+        help="run the cells on the fleet's `cellfleet worker`s (default: in this process; "
+        "$CELLFLEET_FLEET=1 sets it)",
+    )
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
@@ -210,7 +272,7 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command; every input is checked before anything starts."""
     if args.command == "bench":
-        return run_bench(args.suite, as_json=args.json, samples=args.samples)
+        return run_bench(args.suite, as_json=args.json, samples=args.samples, soak=args.soak)
     keys = Keys(args.key_prefix)
     command = _without_tools().get(args.command)
     if command is not None:
@@ -228,22 +290,53 @@ def run_command(args: argparse.Namespace) -> int:
             keys=keys,
         )
         return 0
-    if args.command == "run":
-        source = read_text(args.file)
-        host = Host(reachable_redis(args.data_dir), tools=registry, keys=keys)
+    if args.command == "worker":
+        run_worker_process(
+            reachable_redis(args.data_dir),
+            registry,
+            capacity=args.capacity,
+            drain_timeout_s=args.drain_timeout_s,
+            lease_ms=args.lease_ms,
+            retention_s=args.retention_s,
+            keys=keys,
+        )
+        return 0
+    return run_or_play(args, registry, keys)
+
+
+def run_or_play(args: argparse.Namespace, registry: ToolRegistry, keys: Keys) -> int:
+    with contextlib.ExitStack() as stack:
+        if args.command == "run":
+            source = read_text(args.file)
+        else:
+            transcript = stack.enter_context(open_text(args.transcript))
+        host = _sessions(args, registry, keys)
+        stack.callback(host.close)
         try:
-            return run_file(host, registry, source, args.yield_time_ms)
-        finally:
-            host.close()
-    with open_text(args.transcript) as transcript:
-        host = Host(reachable_redis(args.data_dir), tools=registry, keys=keys)
-        try:
+            if args.command == "run":
+                return run_file(host, registry, source, args.yield_time_ms)
             return play_transcript(host, registry, transcript, args.transcript)
-        finally:
-            host.close()
+        except NoWorkerError as error:
+            print(f"cellfleet {args.command}: {error}", file=sys.stderr)
+            return 1
 
 
-def run_file(host: Host, registry: ToolRegistry, source: str, yield_time_ms: int) -> int:
+def _sessions(args: argparse.Namespace, registry: ToolRegistry, keys: Keys) -> Sessions:
+    """Where `run` and `play` open their sessions: in this process, or on the fleet."""
+    url = reachable_redis(args.data_dir)
+    if args.fleet:
+        timeout = os.environ.get("CELLFLEET_PLACEMENT_TIMEOUT_S", "")
+        try:
+            placement_timeout_s = float(timeout) if timeout else DEFAULT_PLACEMENT_TIMEOUT_S
+        except ValueError:
+            raise InputError(
+                f"CELLFLEET_PLACEMENT_TIMEOUT_S is not a number: {timeout!r}"
+            ) from None
+        return FleetClient(url, tools=registry, keys=keys, placement_timeout_s=placement_timeout_s)
+    return Host(url, tools=registry, keys=keys)
+
+
+def run_file(host: Sessions, registry: ToolRegistry, source: str, yield_time_ms: int) -> int:
     """Run `source` as one `exec`, `wait` until the cell ends, print what the model sees."""
     session = host.open_session(
         registry.definitions,
@@ -283,7 +376,7 @@ def _print_output(output: ToolOutput) -> None:
     print()
 
 
-def play_transcript(host: Host, registry: ToolRegistry, transcript: IO[str], path: Path) -> int:
+def play_transcript(host: Sessions, registry: ToolRegistry, transcript: IO[str], path: Path) -> int:
     def open_session(name: str, notify: Callable[[str, str, str], None]) -> Session:
         del name  # every run uses fresh sessions
         return host.open_session(
@@ -502,12 +595,47 @@ def import_trace(journal: RedisJournal, trace: trace_file.Trace) -> int:
     return 0
 
 
-def run_bench(suite: str, *, as_json: bool, samples: int | None) -> int:
+def run_bench(suite: str, *, as_json: bool, samples: int | None, soak: int | None = None) -> int:
     # Imported on demand: the benchmarks are not part of the other commands.
     module: Any = importlib.import_module(f"cellfleet.ops.bench.{suite}")
-    report = module.run(samples) if samples else module.run()
+    options: dict[str, int] = {"soak": soak} if soak else {}
+    report = module.run(samples, **options) if samples else module.run(**options)
     print(orjson.dumps(report).decode() if as_json else module.table(report))
     return 0
+
+
+def show_fleet(args: argparse.Namespace, keys: Keys) -> int:
+    """The live cell workers: load, draining, and each session's lease time left."""
+    journal = RedisJournal.from_url(reachable_redis(args.data_dir), keys)
+    try:
+        registry = WorkerRegistry(journal.client, keys)
+        workers = sorted(registry.live(), key=lambda w: w.worker)
+        for info in workers:
+            sessions = registry.sessions_of(info.worker)
+            pipe = journal.client.pipeline(transaction=False)
+            for session in sessions:
+                pipe.pttl(keys.session(session).lease)
+            leases = dict(zip(sessions, pipe.execute(), strict=True))
+            row = {
+                **dataclasses.asdict(info),
+                "beat_age_ms": round(time.time() * 1000 - info.beat_ms),
+                "lease_left_ms": leases,
+            }
+            if args.json:
+                print(orjson.dumps(row).decode())
+                continue
+            state = "draining" if info.draining else "serving"
+            print(
+                f"{info.worker}  {state}  {info.sessions}/{info.capacity} sessions  "
+                f"pid {info.pid} on {info.host}  beat {row['beat_age_ms']} ms ago"
+            )
+            for session, left in leases.items():
+                print(f"  {session}  lease {left} ms left")
+        if not workers and not args.json:
+            print("no live cell worker: start one with `cellfleet worker`")
+        return 0
+    finally:
+        journal.close()
 
 
 if __name__ == "__main__":

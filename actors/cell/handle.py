@@ -18,8 +18,8 @@ import pykka
 from cellfleet.actors.cell.deadlines import yield_timeout_ms
 from cellfleet.actors.errors import CellAlreadyTerminatingError, CellBusyError
 from cellfleet.actors.scheduler import Scheduled
-from cellfleet.broker.contract import texts
-from cellfleet.broker.contract.responses import CellAnswer, ObserveMode, Result
+from cellfleet.broker.client import missing_cell
+from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
 from cellfleet.broker.events import TerminationReason
 
 
@@ -51,11 +51,7 @@ class Observer:
 
 def missing(cell_id: str) -> Future[CellAnswer]:
     """The answer for a cell that does not exist (any more)."""
-    future: Future[CellAnswer] = Future()
-    future.set_result(
-        Result(cell_id=cell_id, error_text=texts.cell_not_found(cell_id), missing=True)
-    )
-    return future
+    return missing_cell(cell_id)
 
 
 class CellHandle:

@@ -136,6 +136,9 @@ def session_fenced(session: str) -> str:
     return f"code mode session {session} is now served by another worker"
 
 
+WORKER_LOST: Final = "the cellfleet worker serving this session stopped before it answered"
+
+
 def log_unavailable(detail: str) -> str:
     return f"cellfleet event log is unavailable: {detail}"
 

@@ -21,6 +21,33 @@ import redis
 Command = tuple[bytes | str | int, ...]
 
 
+def entry_after(entry_id: str) -> str:
+    """The stream id right after `entry_id` (for XTRIM MINID and exclusive ranges)."""
+    milliseconds, _, sequence = entry_id.partition("-")
+    return f"{milliseconds}-{int(sequence or 0) + 1}"
+
+
+def read_entries(reply: Any) -> list[tuple[str, dict[bytes, bytes]]]:
+    """The (id, fields) entries of an XREAD reply read through a `RedisLink`: a map of
+    stream to entries (RESP3) or a list of [stream, entries] pairs (RESP2)."""
+    if not reply:
+        return []
+    streams = reply.values() if isinstance(reply, dict) else (entries for _, entries in reply)
+    return [
+        (bytes(entry_id).decode(), entry_fields(fields))
+        for entries in streams
+        for entry_id, fields in entries
+    ]
+
+
+def entry_fields(fields: Any) -> dict[bytes, bytes]:
+    """A stream entry's fields as read through a `RedisLink` (a flat list) or redis-py
+    (a dict)."""
+    if isinstance(fields, dict):
+        return fields
+    return dict(zip(fields[::2], fields[1::2], strict=True))
+
+
 class RedisLink:
     """Command batches to the Redis of `client`; thread-safe."""
 

@@ -42,6 +42,7 @@ from cellfleet.broker.contract.tools import JsonValue
 from cellfleet.broker.events import ToolAttemptFailed, ToolCompleted, ToolFailed, wall_clock_ms
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import DEFAULT_KEYS, TOOL_WORKERS_GROUP, Keys, tool_call_field
+from cellfleet.broker.redis.link import entry_after
 from cellfleet.broker.tools.dispatch import ensure_group
 from cellfleet.broker.tools.invocation import ToolCallError, ToolInvocation, ToolOutcome, ToolReply
 from cellfleet.broker.tools.registry import (
@@ -280,7 +281,7 @@ class ToolWorker:
         if group is None:
             return
         last = _text(group["last-delivered-id"])
-        keep_from = _after(last)
+        keep_from = entry_after(last)
         if int(group["pending"]):
             summary: Any = self.client.xpending(self.calls, TOOL_WORKERS_GROUP)
             oldest = summary.get("min")
@@ -564,9 +565,3 @@ __all__ = ["ToolWorker"]
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _after(entry_id: str) -> str:
-    """The stream id right after `entry_id`."""
-    milliseconds, _, sequence = entry_id.partition("-")
-    return f"{milliseconds}-{int(sequence or 0) + 1}"

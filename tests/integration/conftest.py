@@ -17,6 +17,7 @@ import pytest
 
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import RedisProcess
+from tests.integration.fleet_support import FleetHost
 from tests.integration.session_support import (
     TIMEOUT_S,
     TOOLS,
@@ -45,12 +46,19 @@ _BOARD = _GateBoard()
 _AUDIT = FactsAudit()  # every cell the shared hosts close
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["in-process", "fleet"])
 def shared_host(request: pytest.FixtureRequest) -> Iterator[Host]:
+    """The module's host: in-process, then a fleet (a worker reached through Redis),
+    where the same tests must see the same."""
     url: str | None = request.config.getoption("--redis-url")
     if not url:
         server: RedisProcess = request.getfixturevalue("redis_server")
         url = server.url
+    if request.param == "fleet":
+        fleet = FleetHost(url, handlers=handlers(_BOARD), audit=_AUDIT.record)
+        yield fleet  # type: ignore[misc]
+        fleet.close()
+        return
     host = Host(url, handlers=handlers(_BOARD), audit=_AUDIT.record)
     yield host
     host.close()
@@ -90,6 +98,7 @@ def open_session(host: Host, gates: Gates) -> Iterator[OpenSession]:
     gates.open_all()
     for harness in opened:
         harness.session.shutdown()
+    for harness in opened:
         events = harness.events()
         check_log(events, shut_down=True)
         _AUDIT.check(harness.id, events)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cellfleet.broker.contract.responses import Terminated
-from cellfleet.broker.errors import JournalUnavailableError
+from cellfleet.broker.errors import JournalUnavailableError, SessionOwnedElsewhereError
 from cellfleet.broker.events import (
     CellAdmitted,
     CellClosed,
@@ -23,11 +23,14 @@ from cellfleet.broker.events import (
     CellStarted,
     ObservationDelivered,
     OutputProduced,
+    SessionOpened,
     ShutdownBegun,
     YieldRequested,
 )
+from cellfleet.ops.host import Host
 from cellfleet.projections import stored
 from tests.integration.conftest import OpenSession
+from tests.integration.fleet_support import FleetHost
 from tests.integration.session_support import (
     TIMEOUT_S,
     Gates,
@@ -133,10 +136,12 @@ def test_a_cell_whose_first_append_meets_the_shutdown_is_terminated_by_it(
 
 
 def test_a_reopened_session_continues_its_ids_and_stored_values(
-    open_session: OpenSession,
+    open_session: OpenSession, host: Host
 ) -> None:
     first = open_session()
     assert_output(first.exec("store('k', 1);\ntext('one')"), "Script completed", ["one"])
+    if not isinstance(host, FleetHost):  # (the fleet routes the reopening to its owner)
+        first.session.backend.hand_over()  # type: ignore[attr-defined]
     again = open_session(session_id=first.id)
     out = again.exec("text(String(load('k')))", call_id="again")
     assert_output(out, "Script completed", ["1"])
@@ -144,16 +149,19 @@ def test_a_reopened_session_continues_its_ids_and_stored_values(
     assert admitted == ["1", "2"]
 
 
-def test_a_session_used_by_two_owners_refuses_the_second(open_session: OpenSession) -> None:
-    """A session actor whose ids another process took learns it from the log."""
+def test_a_session_is_served_once(open_session: OpenSession, host: Host) -> None:
+    """In one process, a second opening of a session it serves is refused; through a
+    fleet, it reaches the worker that serves it (never a second one)."""
     first = open_session()
-    second = open_session(session_id=first.id)  # both start from an empty log
+    if not isinstance(host, FleetHost):
+        with pytest.raises(SessionOwnedElsewhereError, match="is owned by another process"):
+            open_session(session_id=first.id)
+        return
+    second = open_session(session_id=first.id)
     assert_output(first.exec("text('mine')"), "Script completed", ["mine"])
-    assert_plain_failure(
-        second.exec("text('theirs')", call_id="other"),
-        f"code mode session {first.id} is owned by another process",
-    )
-    assert [e.cell for e in first.events() if isinstance(e, CellAdmitted)] == ["1"]
+    assert_output(second.exec("text('also')", call_id="other"), "Script completed", ["also"])
+    assert [e.cell for e in first.events() if isinstance(e, CellAdmitted)] == ["1", "2"]
+    assert [type(e) for e in first.events()].count(SessionOpened) == 1
 
 
 def test_a_cell_starts_from_the_values_when_it_was_created(

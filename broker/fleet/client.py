@@ -1,0 +1,602 @@
+"""The fleet's client: sessions whose cells run on `cellfleet worker` processes.
+
+`FleetClient(url).open_session(...)` returns the same `Session` as the in-process
+`Host`, with the same model-visible outputs; its requests travel through Redis to the
+worker that owns the session (`broker.fleet.wire`) and the answers come back through
+this client's own answers stream, read by one thread. A new session goes to the least
+loaded live worker (`WorkerRegistry.pick`); a request that meets a worker which no longer
+serves the session follows it to its new owner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session, missing_cell
+from cellfleet.broker.contract import texts
+from cellfleet.broker.contract.inventory import build_inventory
+from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
+from cellfleet.broker.contract.tools import JsonValue, NamespaceInfo, ToolDefinition
+from cellfleet.broker.errors import BrokerError, SessionShuttingDownError
+from cellfleet.broker.fleet import wire
+from cellfleet.broker.fleet.registry import WorkerRegistry
+from cellfleet.broker.journal import failure_reason, run_retrying
+from cellfleet.broker.keys import DEFAULT_KEYS, Keys
+from cellfleet.broker.redis.link import Command, RedisLink, entry_after, read_entries
+from cellfleet.broker.tools.registry import ToolRegistry
+from cellfleet.broker.tools.worker import ToolWorker
+
+log = logging.getLogger(__name__)
+DEFAULT_PLACEMENT_TIMEOUT_S = 10.0  # how long an open waits for a worker with room
+ANSWERS_TTL_MS = 300_000  # a vanished client's answers stream expires this much later
+READ_BLOCK_MS = 1_000
+LIVENESS_EVERY_S = 0.5  # how often owners of requests still unanswered are checked
+MAX_HOPS = 8  # a request sent on from worker to worker this often gives up
+
+Notify = Callable[[str, str, str], None]
+
+
+class NoWorkerError(BrokerError):
+    """No live cell worker had room for a session within the placement timeout."""
+
+    retryable = True
+
+    def __init__(self, waited_s: float) -> None:
+        super().__init__(
+            f"no cellfleet worker with room answered within {waited_s:g} s: start one with "
+            "`cellfleet worker` (same REDIS_URL), or more of them"
+        )
+
+
+class FleetAnswerError(BrokerError):
+    """A worker's refusal of a request; its text is what the model is told."""
+
+    def __init__(self, message: str, kind: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind  # the worker's error class, for logs
+
+
+class WorkerLostError(BrokerError):
+    """The worker that owned the session stopped before it answered."""
+
+    def __init__(self) -> None:
+        super().__init__(texts.WORKER_LOST)
+
+
+@dataclass(eq=False)
+class _Request:
+    """A request still waiting for its answer (or, for `execute`, its cell id first)."""
+
+    message: dict[str, Any]
+    backend: FleetSessionBackend
+    sent_at: float
+    hops: int = 0  # times a worker said the session is elsewhere
+    started: Future[str] = field(default_factory=Future)  # the cell id (execute)
+    answer: Future[Any] = field(default_factory=Future)
+
+    def fail(self, error: BaseException) -> None:
+        for future in (self.started, self.answer):
+            with contextlib.suppress(InvalidStateError):  # (settled, or dropped)
+                future.set_exception(error)
+
+    def settle(self, future: Future[Any], result: Any) -> None:
+        with contextlib.suppress(InvalidStateError):  # a caller that went away dropped it
+            future.set_result(result)
+
+
+class FleetClient:
+    """Opens sessions on a fleet of cell workers over Redis alone.
+
+    `tools` (or `handlers`): the nested tools of its sessions; `tool_workers` in-process
+    tool workers serve them (0: `cellfleet tools` processes or the workers do).
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        tools: ToolRegistry | None = None,
+        handlers: Mapping[str, Callable[[JsonValue], JsonValue]] | None = None,
+        tool_workers: int = 1,
+        placement_timeout_s: float = DEFAULT_PLACEMENT_TIMEOUT_S,
+        keys: Keys = DEFAULT_KEYS,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:16]
+        self.keys = keys
+        self.placement_timeout_s = placement_timeout_s
+        self.client = redis.Redis.from_url(
+            redis_url, socket_timeout=5, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        )
+        self.link = RedisLink(self.client)
+        self.workers = WorkerRegistry(self.client, keys)
+        self.answers = keys.client_answers(self.id)
+        self.registry = tools or ToolRegistry.from_handlers(handlers or {})
+        self.tool_workers = [
+            ToolWorker(
+                redis.Redis.from_url(redis_url), self.registry, name=f"{self.id}-{i}", keys=keys
+            ).start()
+            for i in range(tool_workers if self.registry.definitions else 0)
+        ]
+        self._pending: dict[str, _Request] = {}
+        self._sessions: dict[str, FleetSessionBackend] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        # A session's callbacks run in order, and a callback that never returns holds
+        # only its own session's.
+        self._callbacks = _InOrderBySession()
+        self._resends = ThreadPoolExecutor(2, thread_name_prefix="fleet-resend")
+        self._closed = threading.Event()
+        self._position = run_retrying(self._create_answers)
+        self._reader = threading.Thread(target=self._read_loop, name="fleet-answers", daemon=True)
+        self._reader.start()
+
+    def _create_answers(self) -> str:
+        first, _, _ = self.link.run(
+            [
+                ("XADD", self.answers, "*", "hello", "1"),
+                ("XTRIM", self.answers, "MAXLEN", 0),
+                ("PEXPIRE", self.answers, ANSWERS_TTL_MS),
+            ]
+        )
+        return bytes(first).decode()
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def open_session(
+        self,
+        tools: Sequence[ToolDefinition] | None = None,
+        *,
+        namespaces: Mapping[str, NamespaceInfo] | None = None,
+        session_id: str | None = None,
+        max_yield_time_ms: int | None = None,
+        default_exec_yield_time_ms: int = DEFAULT_EXEC_YIELD_TIME_MS,
+        notify: Notify | None = None,
+        on_cell_closed: Callable[[str], None] | None = None,
+        memory_limit_bytes: int | None = None,
+        label: str = "",
+    ) -> Session:
+        """A session on a live worker with room (as `Host.open_session`); raises
+        `NoWorkerError` if none had room within the placement timeout."""
+        definitions = list(self.registry.definitions if tools is None else tools)
+        spaces = dict(namespaces or {})
+        inventory = build_inventory(definitions, spaces)  # (checks them before any worker)
+        config = {
+            **wire.encode_tools(definitions, spaces),
+            "registry": self.registry.fingerprint,
+            "max_yield_time_ms": max_yield_time_ms,
+            "memory_limit_bytes": memory_limit_bytes,
+            "label": label,
+        }
+        backend = FleetSessionBackend(
+            self,
+            session_id or uuid.uuid4().hex,
+            config,
+            notify or (lambda *_: None),
+            on_cell_closed or (lambda _: None),
+        )
+        self.place(backend)
+        with self._lock:
+            self._sessions[backend.session_id] = backend
+        return Session(
+            backend, default_exec_yield_time_ms=default_exec_yield_time_ms, inventory=inventory
+        )
+
+    def place(self, backend: FleetSessionBackend, *, adopt: bool = False) -> str:
+        """Have a worker serve the session (the one that owns it, else the least loaded
+        with room); its id. Waits up to the placement timeout for one."""
+        deadline = time.monotonic() + self.placement_timeout_s
+        tried: set[str] = set()
+        while True:
+            owner = self._current_owner(backend.session_id)
+            target = owner or self._pick(tried)
+            if target is not None:
+                reply = self._open_on(target, backend, adopt)
+                kind = None if reply is None else reply.get("kind")
+                if kind == "opened":
+                    backend.owner = target
+                    return target
+                if kind == "error":
+                    raise FleetAnswerError(str(reply.get("message")) if reply else "")
+                if kind == "full" or reply is None:
+                    tried.add(target)
+                elif kind == "moved":  # its lease is held (by a worker that may be dead)
+                    self._closed.wait(0.05)
+            if time.monotonic() >= deadline:
+                raise NoWorkerError(self.placement_timeout_s)
+            if target is None or len(tried) > 8:
+                tried.clear()
+                self._closed.wait(0.1)  # no worker yet: look again shortly
+
+    def _current_owner(self, session: str) -> str | None:
+        held: Any = run_retrying(lambda: self.client.get(self.keys.session(session).lease))
+        if held is None:
+            return None
+        owner = bytes(held).decode().partition(" ")[0]
+        return owner if self.workers.is_live(owner) else None
+
+    def _pick(self, tried: set[str]) -> str | None:
+        picked = self.workers.pick(exclude=tried)
+        return None if picked is None else picked.worker
+
+    def _open_on(
+        self, worker: str, backend: FleetSessionBackend, adopt: bool
+    ) -> dict[str, Any] | None:
+        """Ask `worker` to serve the session; its reply (None: it is gone or silent)."""
+        message: dict[str, Any] = {"op": "open", "config": backend.config, "adopt": adopt}
+        request = self._new_request(backend, message)
+        if not self._send_to(worker, request):
+            self._forget(request)
+            return None
+        try:
+            reply: dict[str, Any] = request.answer.result(self.placement_timeout_s)
+        except TimeoutError:
+            self._forget(request)
+            return None
+        except FleetAnswerError as error:
+            return {"kind": "error", "message": str(error)}
+        except WorkerLostError:
+            return None
+        return reply
+
+    # -- requests ----------------------------------------------------------------------
+
+    def request(self, backend: FleetSessionBackend, message: dict[str, Any]) -> _Request:
+        """Send a request of `backend`'s session to its owner. A caller that cancels
+        the answer's future went away: its owner is told, as a dropped observer."""
+        request = self._new_request(backend, message)
+        self._dispatch(request)
+        request.answer.add_done_callback(partial(self._dropped, request))
+        return request
+
+    def _dropped(self, request: _Request, answer: Future[Any]) -> None:
+        if not answer.cancelled():
+            return
+        self._forget(request)
+        drop = self._new_request(request.backend, {"op": "drop", "of": request.message["id"]})
+        self._forget(drop)  # (no answer comes)
+        owner = request.message.get("to")
+        if isinstance(owner, str):
+            with contextlib.suppress(redis.RedisError, BrokerError):
+                self._send_to(owner, drop)
+
+    def _new_request(self, backend: FleetSessionBackend, message: dict[str, Any]) -> _Request:
+        request_id = f"{self.id}-{next(self._ids)}"
+        message = {**message, "id": request_id, "client": self.id, "session": backend.session_id}
+        request = _Request(message, backend, time.monotonic())
+        with self._lock:
+            self._pending[request_id] = request
+        return request
+
+    def _dispatch(self, request: _Request) -> None:
+        """Send to the session's owner; one that is gone is replaced first."""
+        backend = request.backend
+        for _ in range(3):
+            owner = backend.owner
+            if owner is not None and self._send_to(owner, request):
+                return
+            try:
+                self.place(backend, adopt=True)
+            except BrokerError as error:
+                self._forget(request)
+                request.fail(error)
+                return
+        self._forget(request)
+        request.fail(WorkerLostError())
+
+    def _send_to(self, worker: str, request: _Request) -> bool:
+        """Put the request in `worker`'s inbox; False if it has none (it is gone)."""
+        inbox = self.keys.worker_inbox(worker)
+        command: Command = (
+            "XADD",
+            inbox,
+            "NOMKSTREAM",
+            "*",
+            wire.FIELD,
+            wire.encode(request.message),
+        )
+        request.sent_at = time.monotonic()
+        request.message["to"] = worker  # (for the liveness check; the worker ignores it)
+        (entry,) = run_retrying(lambda: self.link.run([command]))
+        return entry is not None
+
+    def _forget(self, request: _Request) -> None:
+        with self._lock:
+            self._pending.pop(str(request.message["id"]), None)
+
+    # -- answers -----------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        last_check = time.monotonic()
+        while not self._closed.is_set():
+            commands: list[Command] = [
+                ("XTRIM", self.answers, "MINID", entry_after(self._position)),
+                ("PEXPIRE", self.answers, ANSWERS_TTL_MS),
+                (
+                    "XREAD",
+                    "COUNT",
+                    256,
+                    "BLOCK",
+                    READ_BLOCK_MS,
+                    "STREAMS",
+                    self.answers,
+                    self._position,
+                ),
+            ]
+            try:
+                replies = self.link.run(commands)
+            except redis.RedisError as error:
+                log.warning("answers not read: %s", failure_reason(error) or error)
+                self._closed.wait(0.2)
+                continue
+            if not replies[1]:  # the stream is gone: Redis lost its data (or it expired)
+                self._lost_answers()
+                continue
+            for entry_id, fields in read_entries(replies[-1]):
+                self._position = entry_id
+                self._received(fields)
+            if time.monotonic() - last_check >= LIVENESS_EVERY_S:
+                last_check = time.monotonic()
+                self._check_owners()
+
+    def _lost_answers(self) -> None:
+        """Make the answers stream anew; the answers it held are lost with it, so the
+        requests that waited for them fail (clearly) instead of waiting for ever."""
+        log.warning("the answers stream was gone (Redis lost its data?): made anew")
+        with contextlib.suppress(redis.RedisError):
+            self._create_answers()
+        with self._lock:
+            waiting, self._pending = list(self._pending.values()), {}
+        for request in waiting:
+            request.fail(FleetAnswerError(texts.log_unavailable("Redis lost the fleet's streams")))
+
+    def _received(self, fields: dict[bytes, bytes]) -> None:
+        try:
+            message = wire.decode(fields)
+        except wire.WireError as error:
+            log.error("an answer that is not one: %s", error)
+            return
+        request_id = message.get("id")
+        if request_id is None:
+            self._told(message)
+            return
+        with self._lock:
+            request = self._pending.get(str(request_id))
+        if request is None:
+            return  # answered already (a late copy), or given up
+        if message.get("kind") == "started":
+            request.settle(request.started, str(message["cell"]))
+            return
+        self._forget(request)
+        self._settle(request, message)
+
+    def _settle(self, request: _Request, message: dict[str, Any]) -> None:
+        """Settle `request` with its final answer, or send it on to where its session went."""
+        kind = message.get("kind")
+        if kind == "answer":
+            try:
+                answer = wire.decode_answer(message.get("answer"))
+            except wire.WireError as error:
+                request.fail(FleetAnswerError(f"cellfleet worker answered badly: {error}"))
+                return
+            request.settle(request.started, str(message.get("cell")))
+            request.settle(request.answer, answer)
+        elif kind == "error":
+            request.fail(FleetAnswerError(str(message.get("message")), str(message.get("error"))))
+        elif kind == "moved":
+            owner = message.get("owner")
+            request.backend.owner = owner if isinstance(owner, str) else None
+            if request.message.get("op") == "open":
+                request.settle(request.answer, message)
+            elif request.hops >= MAX_HOPS:
+                request.fail(WorkerLostError())
+            else:
+                request.hops += 1
+                with self._lock:
+                    self._pending[str(message["id"])] = request
+                self._resends.submit(self._dispatch, request)
+        else:
+            request.settle(request.answer, message)
+
+    def _told(self, message: dict[str, Any]) -> None:
+        """A message about a session, not an answer: notifications, closed cells, and
+        a session handed to another worker."""
+        with self._lock:
+            backend = self._sessions.get(str(message.get("session")))
+        if backend is None:
+            return
+        kind = message.get("kind")
+        if kind == "notify":
+            args = (str(message["call_id"]), str(message["cell"]), str(message["text"]))
+            notification = message.get("notification")
+            self._callbacks.submit(backend.session_id, self._deliver, backend, notification, args)
+        elif kind == "closed":
+            cell = str(message["cell"])
+            self._callbacks.submit(backend.session_id, _quietly, backend.on_cell_closed, cell)
+        elif kind == "moved":
+            owner = message.get("owner")
+            backend.owner = owner if isinstance(owner, str) else None
+
+    def _deliver(
+        self, backend: FleetSessionBackend, notification: Any, args: tuple[str, ...]
+    ) -> None:
+        """Run the session's notify callback, then confirm it to the worker (which holds
+        the notification in delivery until then, as the in-process session does)."""
+        _quietly(backend.notify, *args)
+        if backend.owner is None or notification is None:
+            return
+        confirm = self._new_request(backend, {"op": "notified", "of": notification})
+        self._forget(confirm)  # (no answer comes)
+        with contextlib.suppress(redis.RedisError, BrokerError):
+            self._send_to(backend.owner, confirm)
+
+    def _check_owners(self) -> None:
+        """Fail the requests whose worker died before answering them."""
+        now = time.monotonic()
+        with self._lock:
+            waiting = [r for r in self._pending.values() if now - r.sent_at > LIVENESS_EVERY_S]
+        owners = {str(r.message.get("to")) for r in waiting}
+        if not owners:
+            return
+        try:
+            dead = {owner for owner in owners if not self.workers.is_live(owner)}
+        except redis.RedisError:
+            return
+        for request in waiting:
+            if str(request.message.get("to")) in dead:
+                self._forget(request)
+                request.fail(WorkerLostError())
+
+    # -- the end -----------------------------------------------------------------------
+
+    def forget_session(self, session: str) -> None:
+        with self._lock:
+            self._sessions.pop(session, None)
+
+    def close(self) -> None:
+        """Shut every session down, then stop reading answers."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for backend in sessions:
+            backend.shutdown()
+        self._closed.set()
+        self._reader.join(timeout=READ_BLOCK_MS / 1000 + 2)
+        for worker in self.tool_workers:
+            worker.stop()
+        self._callbacks.shutdown()
+        self._resends.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(redis.RedisError):  # (else it expires)
+            self.link.run([("DEL", self.answers)])
+        self.link.close()
+        self.client.close()
+
+
+class FleetSessionBackend:
+    """A session served by a fleet worker, as `Session` uses it (`SessionBackend`)."""
+
+    def __init__(
+        self,
+        client: FleetClient,
+        session_id: str,
+        config: dict[str, Any],
+        notify: Notify,
+        on_cell_closed: Callable[[str], None],
+    ) -> None:
+        self.client = client
+        self.session_id = session_id
+        self.config = config
+        self.notify = notify
+        self.on_cell_closed = on_cell_closed
+        self.owner: str | None = None  # the worker that serves it (None: find it)
+        self._shut = threading.Event()
+
+    def execute(
+        self,
+        call_id: str,
+        source: str,
+        yield_time_ms: int,
+        max_output_tokens: int | None,
+        mode: ObserveMode = ObserveMode.YIELD,
+    ) -> tuple[str, Future[CellAnswer]]:
+        if self._shut.is_set():  # as the in-process session's: its actor is gone
+            raise SessionShuttingDownError
+        message = {
+            "op": "execute",
+            "call_id": call_id,
+            "source": source,
+            "yield_time_ms": yield_time_ms,
+            "max_output_tokens": max_output_tokens,
+            "mode": str(mode),
+        }
+        request = self.client.request(self, message)
+        return request.started.result(), request.answer
+
+    def observe(self, cell_id: str, mode: ObserveMode, yield_time_ms: int) -> Future[CellAnswer]:
+        if self._shut.is_set():
+            return missing_cell(cell_id)
+        message = {
+            "op": "observe",
+            "cell": cell_id,
+            "mode": str(mode),
+            "yield_time_ms": yield_time_ms,
+        }
+        return self.client.request(self, message).answer
+
+    def terminate(self, cell_id: str) -> Future[CellAnswer]:
+        if self._shut.is_set():
+            return missing_cell(cell_id)
+        return self.client.request(self, {"op": "terminate", "cell": cell_id}).answer
+
+    def yield_now(self, cell_id: str) -> None:
+        if self._shut.is_set():
+            return
+        request = self.client.request(self, {"op": "yield_now", "cell": cell_id})
+        self.client._forget(request)  # (no answer comes)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop every cell and wait for them; idempotent."""
+        if self._shut.is_set():
+            return
+        self._shut.set()
+        try:
+            request = self.client.request(self, {"op": "shutdown", "timeout_s": timeout})
+            request.answer.result(timeout + 5)
+        except Exception as error:  # the worker stopped serving it: nothing left to stop
+            log.warning("session %s: shutdown not confirmed: %s", self.session_id, error)
+        finally:
+            self.client.forget_session(self.session_id)
+
+
+class _InOrderBySession:
+    """Runs each session's callbacks one after another, sessions side by side, on
+    reused threads."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(64, thread_name_prefix="fleet-callbacks")
+        self._queues: dict[str, deque[Callable[[], None]]] = {}  # session -> waiting
+        self._lock = threading.Lock()
+
+    def submit(self, session: str, callback: Callable[..., Any], *args: Any) -> None:
+        task = partial(callback, *args)
+        with self._lock:
+            queue = self._queues.get(session)
+            if queue is not None:  # a run of this session's is on: it takes this one
+                queue.append(task)
+                return
+            self._queues[session] = deque()
+        with contextlib.suppress(RuntimeError):  # (shut down)
+            self._pool.submit(self._run, session, task)
+
+    def _run(self, session: str, task: Callable[[], None]) -> None:
+        while True:
+            _quietly(task)
+            with self._lock:
+                queue = self._queues[session]
+                if not queue:
+                    del self._queues[session]
+                    return
+                task = queue.popleft()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _quietly(callback: Callable[..., Any], *args: Any) -> None:
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("a session callback failed")

@@ -1,0 +1,137 @@
+"""The live cell workers of a fleet: heartbeats, load, and where a new session goes.
+
+Each worker keeps a hash of its own (`cf:worker:{W}:info`: capacity, sessions served,
+draining) with a time to live that its heartbeat renews, and a set of the sessions it
+serves; `cf:workers` lists every worker that ever beat, and a worker whose hash expired
+is dead (it is dropped from the list when met). Liveness is Redis's own expiry: no two
+machines' clocks are compared.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from cellfleet.broker.journal import run_retrying
+from cellfleet.broker.keys import Keys
+
+DEFAULT_HEARTBEAT_MS = 2_000  # a worker that stops beating is dead this much later
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A live worker as its last heartbeat described it."""
+
+    worker: str
+    capacity: int
+    sessions: int
+    draining: bool
+    host: str = ""
+    pid: int = 0
+    started_ms: float = 0.0
+    beat_ms: float = 0.0  # its own clock, for people (never compared)
+
+    @property
+    def free(self) -> int:
+        return 0 if self.draining else max(0, self.capacity - self.sessions)
+
+    @property
+    def load(self) -> float:
+        return self.sessions / self.capacity if self.capacity else 1.0
+
+
+class WorkerRegistry:
+    """Reads and writes the fleet's worker list (thread-safe: redis-py's pool)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def beat(
+        self, info: WorkerInfo, sessions: Sequence[str], ttl_ms: int = DEFAULT_HEARTBEAT_MS
+    ) -> bool:
+        """Say that `info.worker` lives (for `ttl_ms` more), with its load and sessions;
+        False if its inbox is gone (Redis lost its data: the worker makes a new one)."""
+        k, worker = self.keys, info.worker
+        fields: dict[Any, Any] = {
+            "capacity": info.capacity,
+            "sessions": info.sessions,
+            "draining": int(info.draining),
+            "host": info.host,
+            "pid": info.pid,
+            "started_ms": info.started_ms,
+            "beat_ms": time.time() * 1000,
+        }
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(k.workers, {worker: 0}, nx=True)
+        pipe.hset(k.worker_info(worker), mapping=fields)
+        pipe.pexpire(k.worker_info(worker), ttl_ms)
+        pipe.delete(k.worker_sessions(worker))
+        if sessions:
+            pipe.sadd(k.worker_sessions(worker), *sessions)
+            pipe.pexpire(k.worker_sessions(worker), ttl_ms)
+        pipe.pexpire(k.worker_inbox(worker), ttl_ms)
+        replies = run_retrying(pipe.execute)
+        return bool(replies[-1])
+
+    def leave(self, worker: str) -> None:
+        """`worker` stops: gone from the list at once (its inbox with it)."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(k.workers, worker)
+        pipe.delete(k.worker_info(worker), k.worker_sessions(worker))
+        pipe.delete(k.worker_inbox(worker))
+        run_retrying(pipe.execute)
+
+    def live(self) -> list[WorkerInfo]:
+        """Every live worker; dead ones leave the list as they are met."""
+        listed: Any = run_retrying(lambda: self.client.zrange(self.keys.workers, 0, -1))
+        names = [bytes(name).decode() for name in listed]
+        if not names:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.worker_info(name))
+        infos = run_retrying(pipe.execute)
+        alive = [_info(name, fields) for name, fields in zip(names, infos, strict=True) if fields]
+        dead = [name for name, fields in zip(names, infos, strict=True) if not fields]
+        if dead:
+            run_retrying(lambda: self.client.zrem(self.keys.workers, *dead))
+        return alive
+
+    def is_live(self, worker: str) -> bool:
+        return bool(run_retrying(lambda: self.client.exists(self.keys.worker_info(worker))))
+
+    def sessions_of(self, worker: str) -> list[str]:
+        key = self.keys.worker_sessions(worker)
+        members: Any = run_retrying(lambda: self.client.smembers(key))
+        return sorted(bytes(member).decode() for member in members)
+
+    def pick(self, exclude: Iterable[str] = ()) -> WorkerInfo | None:
+        """Where a new session goes: the least loaded live worker with room (ties at
+        random, so that clients that open at once spread); None if none has room."""
+        excluded = set(exclude)
+        candidates = [w for w in self.live() if w.free > 0 and w.worker not in excluded]
+        if not candidates:
+            return None
+        least = min(w.load for w in candidates)
+        return random.choice([w for w in candidates if w.load == least])
+
+
+def _info(name: str, fields: dict[bytes, bytes]) -> WorkerInfo:
+    text = {key.decode(): value.decode() for key, value in fields.items()}
+    return WorkerInfo(
+        worker=name,
+        capacity=int(text.get("capacity", 0)),
+        sessions=int(text.get("sessions", 0)),
+        draining=text.get("draining") == "1",
+        host=text.get("host", ""),
+        pid=int(text.get("pid", 0)),
+        started_ms=float(text.get("started_ms", 0)),
+        beat_ms=float(text.get("beat_ms", 0)),
+    )

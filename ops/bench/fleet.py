@@ -1,0 +1,242 @@
+"""`cellfleet bench fleet`: what going through the fleet costs, next to the in-process host.
+
+`round_trip`: one session, `text("bench");` execs one at a time, timed from `Session.exec`
+to its output: through a `FleetClient` to one `cellfleet worker` process and back, and
+through an in-process `Host` in this process, their samples interleaved (the machine's
+speed drifts). Targets: the fleet adds at most 0.6 ms at p50.
+
+`sustained`: 16 client sessions (a thread each) exec back to back, nothing waited for
+between execs, for a fixed time: cells/s through the in-process host, then through the
+fleet with 1 and with 2 worker processes. Target: 2 workers give at least 0.9x the
+in-process figure. (On a 2-core machine a second worker mostly shows what distribution
+costs: the client, the workers and Redis share two cores.)
+
+`--soak N`: N short sessions (open, one exec, shutdown) through a worker whose finished
+sessions expire after 1 s; then Redis's memory and key count once retention ran, next
+to where they started (target: within 10%).
+
+The benchmark runs its own redis-server in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from cellfleet.broker.client import Session
+from cellfleet.broker.fleet import FleetClient
+from cellfleet.ops.host import Host
+from cellfleet.ops.redis_server import start_redis
+from cellfleet.ops.worker import WORKER_READY_LINE
+
+SOURCE = 'text("bench");'
+ROUND_TRIPS = 300
+SUSTAINED_SESSIONS = 16
+SUSTAINED_S = 5.0
+WARM_UP = 30
+
+
+@contextmanager
+def worker_processes(url: str, count: int, *extra: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`count` `cellfleet worker` processes, serving until the block ends."""
+    env = {**os.environ, "REDIS_URL": url}
+    command = [sys.executable, "-m", "cellfleet.ops.cli", "worker", *extra]
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            line = process.stdout.readline().decode()
+            if not line.startswith(WORKER_READY_LINE):
+                raise RuntimeError(f"cellfleet worker did not start: {line!r}")
+        yield processes
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 3),
+        "p95_ms": round(ordered[int(len(ordered) * 0.95) - 1] * 1000, 3),
+    }
+
+
+def _timed(session: Session, call_id: str) -> float:
+    began = time.perf_counter()
+    output = session.exec(call_id, SOURCE)
+    elapsed = time.perf_counter() - began
+    assert output.success, output
+    return elapsed
+
+
+def round_trip(url: str, samples: int) -> dict[str, Any]:
+    with ExitStack() as stack, worker_processes(url, 1):
+        host = Host(url)
+        stack.callback(host.close)
+        client = FleetClient(url)
+        stack.callback(client.close)
+        local, remote = host.open_session(), client.open_session()
+        for i in range(WARM_UP):
+            _timed(local, f"w{i}")
+            _timed(remote, f"w{i}")
+        in_process, fleet = [], []
+        for i in range(samples):
+            in_process.append(_timed(local, f"c{i}"))
+            fleet.append(_timed(remote, f"c{i}"))
+        local.shutdown()
+        remote.shutdown()
+    a, b = _percentiles(in_process), _percentiles(fleet)
+    return {
+        "in_process": a,
+        "fleet": b,
+        "added_p50_ms": round(b["p50_ms"] - a["p50_ms"], 3),
+        "added_p95_ms": round(b["p95_ms"] - a["p95_ms"], 3),
+        "samples": samples,
+    }
+
+
+def _sustained(open_session: Callable[[], Session], seconds: float) -> float:
+    """Cells per second of `SUSTAINED_SESSIONS` sessions exec'ing back to back."""
+    sessions = [open_session() for _ in range(SUSTAINED_SESSIONS)]
+    for session in sessions:
+        _timed(session, "warm")
+    counts = [0] * len(sessions)
+    start = threading.Barrier(len(sessions) + 1)
+    stop = threading.Event()
+
+    def loop(index: int) -> None:
+        start.wait()
+        while not stop.is_set():
+            _timed(sessions[index], f"s{counts[index]}")
+            counts[index] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(sessions))]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    stop.wait(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    rate = sum(counts) / (time.perf_counter() - began)
+    for session in sessions:
+        session.shutdown()
+    return round(rate, 1)
+
+
+def sustained(url: str, seconds: float) -> dict[str, Any]:
+    host = Host(url)
+    try:
+        local = _sustained(host.open_session, seconds)
+    finally:
+        host.close()
+    rates: dict[str, float] = {}
+    for workers in (1, 2):
+        with worker_processes(url, workers):
+            client = FleetClient(url)
+            try:
+                rates[f"fleet_{workers}_workers"] = _sustained(client.open_session, seconds)
+            finally:
+                client.close()
+    return {
+        "sessions": SUSTAINED_SESSIONS,
+        "seconds": seconds,
+        "in_process_cells_per_s": local,
+        **{f"{name}_cells_per_s": rate for name, rate in rates.items()},
+        "ratio_2_workers": round(rates["fleet_2_workers"] / local, 3),
+        "ratio_1_worker": round(rates["fleet_1_workers"] / local, 3),
+    }
+
+
+def soak_run(url: str, count: int) -> dict[str, Any]:
+    client = redis.Redis.from_url(url)
+    before_keys, before_memory = client.dbsize(), client.info("memory")["used_memory"]
+    with worker_processes(url, 1, "--retention-s", "1"):
+        fleet = FleetClient(url)
+        try:
+            for i in range(count):
+                session = fleet.open_session()
+                _timed(session, f"soak{i}")
+                session.shutdown()
+        finally:
+            fleet.close()
+        peak_keys = client.dbsize()
+        deadline = time.monotonic() + 60
+        while client.dbsize() > before_keys * 1.1 + 5 and time.monotonic() < deadline:
+            time.sleep(0.5)  # (Redis expires keys on its own clock; the worker prunes)
+        after_keys, after_memory = client.dbsize(), client.info("memory")["used_memory"]
+    client.close()
+    return {
+        "sessions": count,
+        "keys_before": before_keys,
+        "keys_peak": peak_keys,
+        "keys_after": after_keys,
+        "memory_before_bytes": before_memory,
+        "memory_after_bytes": after_memory,
+        "memory_ratio": round(after_memory / before_memory, 3),
+    }
+
+
+def run(samples: int = ROUND_TRIPS, *, soak: int | None = None) -> dict[str, Any]:
+    report: dict[str, Any] = {"benchmark": "fleet"}
+    with tempfile.TemporaryDirectory(prefix="cellfleet-bench-fleet-") as folder:
+        server = start_redis(Path(folder))
+        try:
+            report["round_trip"] = round_trip(server.url, samples)
+            report["sustained"] = sustained(server.url, SUSTAINED_S)
+            if soak:
+                report["soak"] = soak_run(server.url, soak)
+        finally:
+            server.stop()
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    trip, rate = report["round_trip"], report["sustained"]
+    lines = [
+        f"round trip of one exec ({trip['samples']} samples)   p50 ms    p95 ms",
+        f"  in-process Host                    {trip['in_process']['p50_ms']:8.3f}  "
+        f"{trip['in_process']['p95_ms']:8.3f}",
+        f"  fleet (client -> worker -> client) {trip['fleet']['p50_ms']:8.3f}  "
+        f"{trip['fleet']['p95_ms']:8.3f}",
+        f"  added by the fleet                 {trip['added_p50_ms']:8.3f}  "
+        f"{trip['added_p95_ms']:8.3f}   (target: p50 at most 0.6 ms)",
+        "",
+        f"sustained, {rate['sessions']} sessions back to back, {rate['seconds']:g} s   cells/s",
+        f"  in-process Host                    {rate['in_process_cells_per_s']:8.1f}",
+        f"  fleet, 1 worker                    {rate['fleet_1_workers_cells_per_s']:8.1f}"
+        f"   ratio {rate['ratio_1_worker']:.2f}",
+        f"  fleet, 2 workers                   {rate['fleet_2_workers_cells_per_s']:8.1f}"
+        f"   ratio {rate['ratio_2_workers']:.2f} (target: at least 0.9)",
+    ]
+    if "soak" in report:
+        s = report["soak"]
+        lines += [
+            "",
+            f"soak: {s['sessions']} sessions; keys {s['keys_before']} -> peak {s['keys_peak']}"
+            f" -> {s['keys_after']}; memory {s['memory_before_bytes']} -> "
+            f"{s['memory_after_bytes']} bytes (ratio {s['memory_ratio']}, target at most 1.1)",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,589 @@
+"""A cell worker: a process of the fleet that serves sessions for clients (`cellfleet worker`).
+
+It hosts the session and cell actors of the sessions it owns (each under a lease, see
+`broker.leases`), reads their clients' requests from its inbox stream, and answers
+through each client's answers stream (`broker.fleet.wire`). It beats in the fleet's
+worker list with its load, so that clients place new sessions on the least loaded
+worker. `drain` (on SIGTERM) takes no new sessions, hands each session whose cells have
+all finished to another worker, waits for the others up to a timeout, then stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import redis
+
+from cellfleet.actors.cell.facts import CellFacts
+from cellfleet.actors.cell.notifications import DeliveryThreads
+from cellfleet.actors.cell.spares import CellActors
+from cellfleet.actors.errors import ActorError
+from cellfleet.actors.runtime.pool import DEFAULT_MEMORY_LIMIT_BYTES, ContextPool
+from cellfleet.actors.scheduler import Scheduler
+from cellfleet.actors.session.actor import ActorSessionBackend, SessionConfig, SessionServices
+from cellfleet.broker.contract.inventory import build_inventory
+from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
+from cellfleet.broker.errors import BrokerError, SessionOwnedElsewhereError
+from cellfleet.broker.fleet import wire
+from cellfleet.broker.fleet.registry import DEFAULT_HEARTBEAT_MS, WorkerInfo, WorkerRegistry
+from cellfleet.broker.journal import DEFAULT_RETENTION_S, RedisJournal, failure_reason
+from cellfleet.broker.keys import DEFAULT_KEYS, Keys
+from cellfleet.broker.leases import DEFAULT_LEASE_MS, Leases
+from cellfleet.broker.redis.link import (
+    Command,
+    RedisLink,
+    entry_after,
+    entry_fields,
+    read_entries,
+)
+from cellfleet.broker.redis.scripts import script_source
+from cellfleet.broker.tools.dispatch import BrokerDispatcher
+from cellfleet.broker.tools.registry import ToolRegistry
+from cellfleet.broker.tools.worker import ToolWorker
+
+log = logging.getLogger(__name__)
+DEFAULT_CAPACITY = 64  # sessions per worker
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
+READ_BLOCK_MS = 1_000  # an idle inbox read returns this often (to notice a stop)
+READ_COUNT = 64  # requests per read
+PRUNE_EVERY_BEATS = 10  # how often (in heartbeats) expired sessions leave the index
+NOTIFY_ACK_TIMEOUT_S = 10.0  # a client that never confirms a notification holds it no longer
+
+
+@dataclass(eq=False)
+class _Served:
+    """A session this worker serves: its backend, and how it was opened (for a handover)."""
+
+    backend: ActorSessionBackend
+    open_message: dict[str, Any]  # the `open` request (its config)
+    client: str  # whose answers stream hears its notifications
+    closed: list[str] = field(default_factory=list)
+
+
+class CellWorker:
+    """Serves sessions of the fleet on `redis_url` until `stop` (or `drain`).
+
+    `tools`: nested tools this process also serves, with `tool_workers` in-process tool
+    workers (sessions of other tool sets use the tool workers of theirs).
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        tools: ToolRegistry | None = None,
+        tool_workers: int = 1,
+        pool_size: int = 2,
+        memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
+        retention_s: int = DEFAULT_RETENTION_S,
+        lease_ms: int = DEFAULT_LEASE_MS,
+        heartbeat_ms: int = DEFAULT_HEARTBEAT_MS,
+        keys: Keys = DEFAULT_KEYS,
+        worker_id: str | None = None,
+        audit: Callable[[str, str, CellFacts], None] | None = None,
+    ) -> None:
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.keys = keys
+        self.capacity = capacity
+        self.heartbeat_ms = heartbeat_ms
+        self.redis_url = redis_url
+        self.client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.link = RedisLink(self.client)
+        self.inbox = keys.worker_inbox(self.id)
+        self.registry = WorkerRegistry(self.client, keys)
+        self.journal = RedisJournal.from_url(redis_url, keys)
+        self.leases = Leases(self.journal, self.id, ttl_ms=lease_ms)
+        self.journal.when_fenced(self._fenced)
+        self.tools = tools or ToolRegistry.from_handlers({})
+        self.pool = ContextPool(pool_size, memory_limit_bytes=memory_limit_bytes)
+        self.scheduler = Scheduler()
+        self._dispatchers: dict[str, BrokerDispatcher] = {}
+        self.services = SessionServices(
+            journal=self.journal,
+            pool=self.pool,
+            scheduler=self.scheduler,
+            dispatcher=self._dispatcher(self.tools.fingerprint),
+            cell_actors=CellActors(self.scheduler),
+            notifier=DeliveryThreads(),
+            retention_s=retention_s,
+            leases=self.leases,
+            audit=audit,
+        )
+        self.tool_workers = [
+            ToolWorker(
+                redis.Redis.from_url(redis_url), self.tools, name=f"{self.id}-{i}", keys=keys
+            )
+            for i in range(tool_workers if self.tools.definitions else 0)
+        ]
+        self._served: dict[str, _Served] = {}
+        self._observers: dict[str, Future[CellAnswer]] = {}  # request id -> its answer
+        self._notifying: dict[str, threading.Event] = {}  # notification -> callback returned
+        # Requests, opens and handovers, one at a time. Never taken on an actor's thread
+        # (a request holding it may be asking that actor).
+        self._lock = threading.RLock()
+        self._changed = threading.Event()  # a cell or session ended (a drain looks again)
+        self._blocking = ThreadPoolExecutor(4, thread_name_prefix="worker-ops")
+        self._stopping = threading.Event()
+        self._draining = False
+        self._started_ms = time.time() * 1000
+        self._threads: list[threading.Thread] = []
+        self._ids = itertools.count()
+        self._last_read = "0-0"  # the inbox's last entry read
+        self._close_inbox_script = self.client.register_script(script_source("close_inbox"))
+
+    # -- life ------------------------------------------------------------------------
+
+    def start(self) -> CellWorker:
+        self._last_read = self._create_inbox()  # (requests come after its first entry)
+        self._beat()
+        self.leases.start()
+        for worker in self.tool_workers:
+            worker.start()
+        for target, name in ((self._read_loop, "worker-inbox"), (self._beat_loop, "worker-beat")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("cell worker %s serves up to %d sessions", self.id, self.capacity)
+        return self
+
+    def _create_inbox(self) -> str:
+        hello, _, _ = self.link.run(
+            [
+                ("XADD", self.inbox, "*", "hello", "1"),
+                ("XTRIM", self.inbox, "MAXLEN", 0),
+                ("PEXPIRE", self.inbox, self.heartbeat_ms),
+            ]
+        )
+        return bytes(hello).decode()
+
+    def drain(self, timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S) -> None:
+        """Take no new sessions; hand every idle session to another worker as soon as its
+        cells have all finished (waiting up to `timeout_s`), then stop. Sessions still
+        busy at the timeout are left to their leases (see the recovery of issue 14)."""
+        with self._lock:
+            self._draining = True
+        self._beat()
+        deadline = time.monotonic() + timeout_s
+        while self.sessions and time.monotonic() < deadline:
+            self._changed.clear()
+            with self._lock:
+                for session in list(self._served):
+                    if self._served[session].backend.live_cells() == 0:
+                        self._hand_over(session)
+            if self.sessions:
+                self._changed.wait(max(0.0, deadline - time.monotonic()))
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop at once: leave the fleet, stop serving (the leases of sessions still
+        served expire and other workers may take them), stop the services."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=READ_BLOCK_MS / 1000 + 2)
+        with contextlib.suppress(redis.RedisError):
+            self._close_inbox()
+            self.registry.leave(self.id)
+        self.leases.stop()
+        with self._lock:
+            served, self._served = dict(self._served), {}
+        for entry in served.values():
+            entry.backend.abandon()
+        self._blocking.shutdown(wait=False, cancel_futures=True)
+        for worker in self.tool_workers:
+            worker.stop()
+        for dispatcher in self._dispatchers.values():
+            dispatcher.close()
+        self.services.cell_actors.close()
+        self.services.notifier.shutdown()
+        self.scheduler.close()
+        self.pool.close()
+        self.journal.close()
+        self.link.close()
+        self.client.close()
+
+    @property
+    def sessions(self) -> list[str]:
+        with self._lock:
+            return list(self._served)
+
+    # -- the inbox ---------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        last = self._last_read
+        while not self._stopping.is_set():
+            commands: list[Command] = [("XTRIM", self.inbox, "MINID", entry_after(last))]
+            commands.append(
+                ("XREAD", "COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS, "STREAMS", self.inbox, last)
+            )
+            try:
+                replies = self.link.run(commands)
+            except redis.RedisError as error:
+                log.warning("inbox not read: %s", failure_reason(error) or error)
+                self._stopping.wait(0.2)
+                continue
+            for entry_id, fields in read_entries(replies[-1]):
+                last = self._last_read = entry_id
+                self._receive(fields)
+
+    def _close_inbox(self) -> None:
+        """Delete the inbox, sending on what arrived since the last read: its sessions
+        are no longer served here (opens are refused: the client tries another)."""
+        left = self._close_inbox_script(keys=[self.inbox], args=[self._last_read])
+        for _, fields in left:
+            try:
+                message = wire.decode(entry_fields(fields))
+            except wire.WireError:
+                continue
+            op, session = message.get("op"), message.get("session")
+            if op == "open":
+                self._answer(message, {"kind": "full"})
+            elif op not in ("drop", "notified") and isinstance(session, str):
+                self._answer(message, {"kind": "moved", "owner": self._owner_elsewhere(session)})
+
+    def _receive(self, fields: dict[bytes, bytes]) -> None:
+        try:
+            message = wire.decode(fields)
+        except wire.WireError as error:
+            log.error("a request that is not one: %s", error)
+            return
+        try:
+            self._serve(message)
+        except (BrokerError, ActorError) as error:  # the session's refusal: for the model
+            self._answer(message, _error(error))
+        except (KeyError, TypeError, ValueError) as error:
+            log.error("a malformed request %s: %r", message.get("id"), error)
+            reply = {"kind": "error", "message": f"cellfleet worker refused a request: {error!r}"}
+            self._answer(message, reply)
+        except Exception as error:  # never lose the worker over one request
+            log.exception("request %s failed", message.get("id"))
+            self._answer(message, {"kind": "error", "message": f"cellfleet worker failed: {error}"})
+
+    def _serve(self, message: dict[str, Any]) -> None:
+        op, session = message.get("op"), message.get("session")
+        if not isinstance(session, str) or not isinstance(message.get("client"), str):
+            log.error("request %s names no session or client", message.get("id"))
+            return
+        if op == "open":
+            self._blocking.submit(self._open, message)
+        elif op == "notified":  # a client's notify callback returned
+            with self._lock:
+                returned = self._notifying.get(str(message.get("of")))
+            if returned is not None:
+                returned.set()
+        elif op == "drop":  # the caller went away: its observer is gone (spec §4.3)
+            with self._lock:
+                dropped = self._observers.pop(str(message.get("of")), None)
+            if dropped is not None:
+                dropped.cancel()
+        else:
+            with self._lock:
+                served = self._served.get(session)
+            if served is None:
+                self._answer(message, {"kind": "moved", "owner": self._owner_elsewhere(session)})
+            else:
+                self._serve_session(op, message, served)
+
+    def _serve_session(self, op: Any, message: dict[str, Any], served: _Served) -> None:
+        backend = served.backend
+        if op == "execute":
+            cell, future = backend.execute(
+                str(message["call_id"]),
+                str(message["source"]),
+                int(message["yield_time_ms"]),
+                message.get("max_output_tokens"),
+                ObserveMode(message.get("mode", "yield")),
+            )
+            if not future.done():
+                self._answer(message, {"kind": "started", "cell": cell})
+            self._observed(message, future, cell)
+        elif op == "observe":
+            cell, mode = str(message["cell"]), ObserveMode(message.get("mode", "yield"))
+            future = backend.observe(cell, mode, int(message.get("yield_time_ms", 0)))
+            self._observed(message, future, cell)
+        elif op == "terminate":
+            cell = str(message["cell"])
+            self._observed(message, backend.terminate(cell), cell)
+        elif op == "yield_now":
+            backend.yield_now(str(message["cell"]))
+        elif op == "shutdown":
+            self._blocking.submit(self._shutdown, message, served)
+        else:
+            self._answer(message, {"kind": "error", "message": f"unknown request `{op}`"})
+
+    def _observed(self, message: dict[str, Any], future: Future[CellAnswer], cell: str) -> None:
+        """Answer the request when `future` settles (a client may drop it first)."""
+        request_id = str(message.get("id"))
+        with self._lock:
+            self._observers[request_id] = future
+
+        def settled(done: Future[CellAnswer]) -> None:
+            with self._lock:
+                self._observers.pop(request_id, None)
+            if not done.cancelled():
+                self._answer_future(message, done, cell)
+
+        future.add_done_callback(settled)
+
+    def _answer_future(
+        self, message: dict[str, Any], future: Future[CellAnswer], cell: str
+    ) -> None:
+        try:
+            answer = future.result()
+        except Exception as error:
+            self._answer(message, _error(error))
+            return
+        self._answer(
+            message, {"kind": "answer", "cell": cell, "answer": wire.encode_answer(answer)}
+        )
+
+    def _answer(self, message: dict[str, Any], reply: dict[str, Any]) -> None:
+        """Send `reply` to the request's client (its stream is gone if it is)."""
+        self._tell(str(message.get("client")), {"id": message.get("id"), **reply})
+
+    def _tell(self, client: str, reply: dict[str, Any]) -> None:
+        stream = self.keys.client_answers(client)
+        command: Command = ("XADD", stream, "NOMKSTREAM", "*", wire.FIELD, wire.encode(reply))
+        try:
+            self.link.run([command])
+        except redis.RedisError as error:
+            log.warning("client %s not answered: %s", client, failure_reason(error) or error)
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def _open(self, message: dict[str, Any]) -> None:
+        session, client = str(message["session"]), str(message["client"])
+        with self._lock:
+            served = self._served.get(session)
+            if served is not None:  # served here already: this client hears it now
+                served.client = client
+                self._answer(message, {"kind": "opened", "owner": self.id})
+                return
+            if self._draining or len(self._served) >= self.capacity:
+                self._answer(message, {"kind": "full"})
+                return
+            try:
+                config = self._config(message, session)
+            except (wire.WireError, KeyError, TypeError, ValueError) as error:
+                self._answer(message, {"kind": "error", "message": f"malformed session: {error}"})
+                return
+            entry = _Served(backend=None, open_message=message, client=client)  # type: ignore[arg-type]
+            config.notify = partial(self._notify, session, entry)
+            config.on_cell_closed = partial(self._closed, session, entry)
+            try:
+                entry.backend = ActorSessionBackend(self.services, config)
+            except SessionOwnedElsewhereError as error:
+                self._answer(message, {"kind": "moved", "owner": error.owner})
+                return
+            except Exception as error:
+                self._answer(message, _error(error))
+                return
+            self._served[session] = entry
+        self._beat_quietly()  # (before the answer: the client's next placement sees it)
+        self._answer(message, {"kind": "opened", "owner": self.id})
+
+    def _config(self, message: dict[str, Any], session: str) -> SessionConfig:
+        spec = message["config"]
+        tools, namespaces = wire.decode_tools(spec)
+        registry = str(spec.get("registry", self.tools.fingerprint))
+        return SessionConfig(
+            session_id=session,
+            inventory=build_inventory(tools, namespaces),
+            max_yield_time_ms=spec.get("max_yield_time_ms"),
+            dispatcher=self._dispatcher(registry),
+            memory_limit_bytes=spec.get("memory_limit_bytes"),
+            label=str(spec.get("label", "")),
+        )
+
+    def _dispatcher(self, registry: str) -> BrokerDispatcher:
+        """The dispatcher to the tool workers of tool set `registry` (one per set)."""
+        with contextlib.suppress(KeyError):
+            return self._dispatchers[registry]
+        dispatcher = BrokerDispatcher(
+            redis.Redis.from_url(self.redis_url), registry=registry, keys=self.keys
+        )
+        self._dispatchers[registry] = dispatcher
+        return dispatcher
+
+    def _shutdown(self, message: dict[str, Any], served: _Served) -> None:
+        timeout = float(message.get("timeout_s", 30.0))
+        try:
+            served.backend.shutdown(timeout)
+        except Exception as error:
+            self._answer(message, _error(error))
+        else:
+            self._answer(message, {"kind": "done"})
+        finally:
+            with self._lock:
+                if self._served.get(served.backend.session_id) is served:
+                    del self._served[served.backend.session_id]
+            self._changed.set()
+            self._beat_soon()
+
+    def _hand_over(self, session: str) -> None:
+        """Give an idle session to another worker (with the lock held): release it, have
+        the other worker adopt it, and tell its client where it went."""
+        entry = self._served.pop(session)
+        entry.backend.hand_over()
+        target = self.registry.pick(exclude=[self.id])
+        if target is not None:
+            adopt = {**entry.open_message, "id": None, "adopt": True, "client": entry.client}
+            command: Command = (
+                "XADD",
+                self.keys.worker_inbox(target.worker),
+                "NOMKSTREAM",
+                "*",
+                wire.FIELD,
+                wire.encode(adopt),
+            )
+            with contextlib.suppress(redis.RedisError):
+                self.link.run([command])
+        owner = None if target is None else target.worker
+        self._tell(entry.client, {"id": None, "kind": "moved", "session": session, "owner": owner})
+        log.info("session %s handed over to %s", session, owner or "the next worker to open it")
+
+    def _fenced(self, session: str) -> None:
+        """A newer owner took `session`: stop serving it (its writes are refused
+        already). Called on whichever thread met the refusal, maybe the session's own
+        actor: the rest happens on another thread."""
+        with contextlib.suppress(RuntimeError):  # stopping: everything stops anyway
+            self._blocking.submit(self._stop_serving, session)
+
+    def _stop_serving(self, session: str) -> None:
+        with self._lock:
+            entry = self._served.pop(session, None)
+        self._changed.set()
+        if entry is not None:
+            entry.backend.abandon()
+            self._tell(
+                entry.client, {"id": None, "kind": "moved", "session": session, "owner": None}
+            )
+            self._beat_soon()
+
+    # -- what the sessions tell their clients (on actor threads: no lock) ---------------
+
+    def _notify(self, session: str, entry: _Served, call_id: str, cell: str, text: str) -> None:
+        """Hand a notification to the client and wait until its callback returned, as
+        the in-process callback is waited for (the cell's end waits for it a while)."""
+        notification_id = f"{self.id}-n{next(self._ids)}"
+        returned = threading.Event()
+        with self._lock:
+            self._notifying[notification_id] = returned
+        reply = {"id": None, "kind": "notify", "session": session, "call_id": call_id}
+        reply |= {"cell": cell, "text": text, "notification": notification_id}
+        try:
+            self._tell(entry.client, reply)
+            if not returned.wait(NOTIFY_ACK_TIMEOUT_S):
+                log.warning("client %s did not confirm notification of cell %s", entry.client, cell)
+        finally:
+            with self._lock:
+                self._notifying.pop(notification_id, None)
+
+    def _closed(self, session: str, entry: _Served, cell: str) -> None:
+        self._tell(entry.client, {"id": None, "kind": "closed", "session": session, "cell": cell})
+        self._changed.set()
+
+    def _owner_elsewhere(self, session: str) -> str | None:
+        owner = self.leases.owner_of(session)
+        return None if owner == self.id else owner
+
+    # -- heartbeat ---------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        with self._lock:
+            sessions = list(self._served)
+            draining = self._draining
+        info = WorkerInfo(
+            worker=self.id,
+            capacity=self.capacity,
+            sessions=len(sessions),
+            draining=draining,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_ms=self._started_ms,
+        )
+        if (
+            not self.registry.beat(info, sessions, self.heartbeat_ms)
+            and not self._stopping.is_set()
+        ):
+            log.warning("the inbox was gone (Redis lost its data?): made anew")
+            self._create_inbox()
+
+    def _beat_soon(self) -> None:
+        """Publish a changed load now (placement reads it), off the caller's thread."""
+        with contextlib.suppress(RuntimeError):  # stopping
+            self._blocking.submit(self._beat_quietly)
+
+    def _beat_quietly(self) -> None:
+        try:
+            self._beat()
+        except redis.RedisError as error:
+            log.warning("heartbeat not sent: %s", failure_reason(error) or error)
+
+    def _beat_loop(self) -> None:
+        beats, pruned_from = 0, 0
+        while not self._stopping.wait(self.heartbeat_ms / 1000 / 4):
+            self._beat_quietly()
+            beats += 1
+            if beats % PRUNE_EVERY_BEATS == 0:  # finished sessions leave the index
+                try:
+                    pruned_from = self.journal.prune_index(pruned_from)
+                except Exception as error:
+                    log.warning("sessions index not pruned: %s", error)
+
+
+def _error(error: BaseException) -> dict[str, Any]:
+    return {"kind": "error", "error": type(error).__name__, "message": str(error)}
+
+
+WORKER_READY_LINE = "cellfleet worker "  # the first line on standard output once serving
+
+
+def run_worker_process(
+    url: str,
+    registry: ToolRegistry,
+    *,
+    capacity: int = DEFAULT_CAPACITY,
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+    lease_ms: int = DEFAULT_LEASE_MS,
+    retention_s: int = DEFAULT_RETENTION_S,
+    keys: Keys = DEFAULT_KEYS,
+) -> None:
+    """Serve sessions until SIGTERM or SIGINT, then drain (a second signal: stop now)."""
+    # The handler only notes the signal (a flag, no lock): the main thread acts on it.
+    signalled: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: signalled.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: signalled.append(signum))
+    worker = CellWorker(
+        url,
+        capacity=capacity,
+        tools=registry,
+        lease_ms=lease_ms,
+        retention_s=retention_s,
+        keys=keys,
+    )
+    worker.start()
+    print(f"{WORKER_READY_LINE}{worker.id} serves up to {capacity} sessions", flush=True)
+    while not signalled:
+        time.sleep(0.1)  # (a signal is noticed within 0.1 s)
+    log.info("cell worker %s drains (up to %.0f s)", worker.id, drain_timeout_s)
+    drained = threading.Thread(target=worker.drain, args=(drain_timeout_s,), daemon=True)
+    drained.start()
+    while drained.is_alive() and len(signalled) < 2:
+        drained.join(0.1)
+    worker.stop()

@@ -1,0 +1,318 @@
+"""Several cell workers share the sessions: placement, capacity, one owner per session,
+graceful handover, fencing of a frozen worker, and the command line (`worker`, `fleet`,
+`run --fleet`). Workers run in this process (each with its own connections: they share
+nothing but Redis) or as `cellfleet worker` processes where a signal is the point.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from cellfleet.broker.contract import texts
+from cellfleet.broker.events import CellAdmitted, SessionOpened
+from cellfleet.broker.fleet import FleetClient, NoWorkerError, wire
+from cellfleet.broker.fleet.registry import WorkerRegistry
+from cellfleet.broker.journal import RedisJournal
+from cellfleet.broker.keys import Keys
+from cellfleet.ops.worker import WORKER_READY_LINE, CellWorker
+from tests.integration.session_support import TIMEOUT_S
+
+ECHO = {"echo": lambda value: value}
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys(f"fleet-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def fleet(redis_url: str, keys: Keys) -> Iterator[dict[str, Any]]:
+    """Start workers and clients on a prefix of their own; all stopped at the end."""
+    made: dict[str, Any] = {"workers": [], "clients": []}
+
+    def worker(**options: Any) -> CellWorker:
+        started = CellWorker(redis_url, keys=keys, tool_workers=0, **options).start()
+        made["workers"].append(started)
+        return started
+
+    def client(**options: Any) -> FleetClient:
+        options.setdefault("handlers", ECHO)
+        opened = FleetClient(redis_url, keys=keys, **options)
+        made["clients"].append(opened)
+        return opened
+
+    made["worker"], made["client"] = worker, client
+    yield made
+    for opened in made["clients"]:
+        opened.close()
+    for started in made["workers"]:
+        started.stop()
+
+
+def output_texts(output: Any) -> list[str]:
+    return [item["text"] for item in output.items]
+
+
+def test_sessions_spread_evenly_and_a_full_worker_takes_none(fleet: dict[str, Any]) -> None:
+    first, second = fleet["worker"](capacity=2), fleet["worker"](capacity=2)
+    client = fleet["client"](placement_timeout_s=0.5)
+    sessions = [client.open_session() for _ in range(4)]
+    assert sorted([len(first.sessions), len(second.sessions)]) == [2, 2]
+    with pytest.raises(NoWorkerError, match="start one with `cellfleet worker`"):
+        client.open_session()
+    for session in sessions:
+        assert output_texts(session.exec("c", "text(1)"))[1:] == ["1"]
+
+
+def test_without_a_live_worker_the_client_says_how_to_start_one(fleet: dict[str, Any]) -> None:
+    client = fleet["client"](placement_timeout_s=0.3)
+    began = time.monotonic()
+    with pytest.raises(NoWorkerError) as refused:
+        client.open_session()
+    assert time.monotonic() - began >= 0.3
+    assert str(refused.value) == (
+        "no cellfleet worker with room answered within 0.3 s: start one with "
+        "`cellfleet worker` (same REDIS_URL), or more of them"
+    )
+
+
+def test_a_session_is_served_by_one_worker_whoever_opens_it(fleet: dict[str, Any]) -> None:
+    workers = [fleet["worker"](), fleet["worker"]()]
+    first_client, second_client = fleet["client"](), fleet["client"]()
+    session = first_client.open_session()
+    session.exec("c1", "store('k', 'v')")
+    again = second_client.open_session(session_id=session.id)  # routed to its owner
+    assert output_texts(again.exec("c2", "text(load('k'))"))[1:] == ["v"]
+    assert sorted(len(worker.sessions) for worker in workers) == [0, 1]
+    events = list(workers[0].journal.read(session.id))
+    assert [type(e) for _, e in events].count(SessionOpened) == 1
+    assert [e.cell for _, e in events if isinstance(e, CellAdmitted)] == ["1", "2"]
+
+
+def test_a_draining_worker_hands_its_idle_sessions_over(fleet: dict[str, Any]) -> None:
+    draining = fleet["worker"]()
+    client = fleet["client"]()
+    sessions = [client.open_session() for _ in range(3)]
+    for number, session in enumerate(sessions):
+        session.exec("c", f"store('n', {number})")
+    other = fleet["worker"]()
+    draining.drain(timeout_s=TIMEOUT_S)
+    assert sorted(other.sessions) == sorted(s.id for s in sessions)
+    for number, session in enumerate(sessions):  # ids and stored values go on
+        out = session.exec("again", "text(load('n'))")
+        assert output_texts(out)[1:] == [str(number)]
+        assert "cell ID" not in out.items[0]["text"]
+    cells = [e.cell for _, e in other.journal.read(sessions[0].id) if isinstance(e, CellAdmitted)]
+    assert cells == ["1", "2"]
+
+
+def test_a_draining_worker_waits_for_a_busy_session(fleet: dict[str, Any]) -> None:
+    """A session with a cell still to be observed stays until its answer was taken."""
+    draining = fleet["worker"]()
+    client = fleet["client"]()
+    session = client.open_session()
+    out = session.exec(
+        "c", "yield_control(); await new Promise(r => setTimeout(r, 100)); text('x')"
+    )
+    assert out.running_cell_id == "1"
+    other = fleet["worker"]()
+    drain = threading.Thread(target=draining.drain, args=(TIMEOUT_S,))
+    drain.start()
+    try:
+        assert output_texts(session.wait('{"cell_id": "1"}'))[1:] == ["x"]
+    finally:
+        drain.join(TIMEOUT_S)
+    assert not drain.is_alive()
+    assert other.sessions == [session.id]
+    assert output_texts(session.exec("c2", "text('on')"))[1:] == ["on"]
+
+
+def test_a_request_for_a_stopped_worker_follows_the_session(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """Its inbox is gone with it: the client finds the session a new owner."""
+    first = fleet["worker"](lease_ms=300)
+    client = fleet["client"]()
+    session = client.open_session()
+    session.exec("c", "store('k', 1)")
+    first.stop()  # (its lease expires: nobody released it)
+    second = fleet["worker"]()
+    out = session.exec("c2", "text(load('k'))")
+    assert output_texts(out)[1:] == ["1"]
+    assert second.sessions == [session.id]
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def start_worker(redis_url: str, keys: Keys, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    env = {**os.environ, "REDIS_URL": redis_url}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cellfleet.ops.cli", "--key-prefix", keys.prefix, "worker", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().decode()
+    assert line.startswith(WORKER_READY_LINE), line
+    return process, line.split()[2]
+
+
+def wait_until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def read_final_answer(client: redis.Redis, stream: str, after: Any) -> dict[str, Any]:
+    """The first answer on a client's answers stream that is not `started`."""
+    while True:
+        read: Any = client.xread({stream: after}, count=1, block=int(TIMEOUT_S * 1000))
+        assert read, "the resumed worker answered nothing"
+        after, fields = read[0][1][0]
+        reply: dict[str, Any] = orjson.loads(fields[wire.FIELD])
+        if reply["kind"] != "started":
+            return reply
+
+
+def test_a_frozen_worker_is_fenced_off_when_another_took_its_session(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """SIGSTOP past its lease; another worker takes the idle session; resumed, the
+    frozen one's writes are refused and nothing is doubled."""
+    process, frozen = start_worker(redis_url, keys, "--lease-ms", "300")
+    try:
+        client = fleet["client"]()
+        session = client.open_session()
+        assert output_texts(session.exec("c1", "text('one')"))[1:] == ["one"]
+        process.send_signal(signal.SIGSTOP)
+        registry = WorkerRegistry(redis.Redis.from_url(redis_url), keys)
+        wait_until(lambda: not registry.is_live(frozen), "the frozen worker still beats")
+        other = fleet["worker"]()
+        assert output_texts(session.exec("c2", "text('two')"))[1:] == ["two"]
+        assert other.sessions == [session.id]
+        # A request that reached the frozen worker's inbox before it froze, as a slow
+        # client's would: resumed, it tries to serve it.
+        stale = {"op": "execute", "id": "stale-1", "client": "probe", "session": session.id}
+        stale |= {"call_id": "stale", "source": "text('stale')", "yield_time_ms": 1000}
+        probe = keys.client_answers("probe")
+        hello = registry.client.xadd(probe, {"hello": "1"})
+        registry.client.xadd(keys.worker_inbox(frozen), {wire.FIELD: wire.encode(stale)})
+        process.send_signal(signal.SIGCONT)
+        final = read_final_answer(registry.client, probe, hello)  # (it may say `started`)
+        assert final["kind"] in ("moved", "error"), final
+        if final["kind"] == "error":
+            assert final["message"].endswith(texts.session_fenced(session.id)), final
+        journal = RedisJournal(registry.client, keys)
+        events = [e for _, e in journal.read(session.id)]
+        calls = [e.call_id for e in events if isinstance(e, CellAdmitted)]
+        assert calls == ["c1", "c2"]  # the stale exec left nothing
+        assert [type(e) for e in events].count(SessionOpened) == 2  # one per owner
+        assert output_texts(session.exec("c3", "text('three')"))[1:] == ["three"]
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.kill()
+        process.wait(TIMEOUT_S)
+
+
+def test_sigterm_drains_a_worker_process(fleet: dict[str, Any], keys: Keys, redis_url: str) -> None:
+    process, _ = start_worker(redis_url, keys)
+    try:
+        client = fleet["client"]()
+        session = client.open_session()
+        session.exec("c1", "store('k', 'kept')")
+        other = fleet["worker"]()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT_S) == 0
+        assert other.sessions == [session.id]  # handed over before it left
+        assert output_texts(session.exec("c2", "text(load('k'))"))[1:] == ["kept"]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(TIMEOUT_S)
+
+
+def test_the_command_line_runs_on_the_fleet_and_lists_it(
+    fleet: dict[str, Any], keys: Keys, redis_url: str, tmp_path: Path
+) -> None:
+    worker = fleet["worker"]()
+    env = {**os.environ, "REDIS_URL": redis_url}
+    base = [sys.executable, "-m", "cellfleet.ops.cli", "--key-prefix", keys.prefix]
+    options: Any = {"env": env, "capture_output": True, "timeout": 60}
+    script = tmp_path / "hello.js"
+    script.write_text("text('from the fleet')")
+    run = subprocess.run([*base, "run", "--fleet", str(script)], check=False, **options)
+    assert run.returncode == 0, run.stderr
+    assert b"from the fleet" in run.stdout
+    listed = subprocess.run([*base, "fleet", "--json"], check=False, **options)
+    rows = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    assert [row["worker"] for row in rows] == [worker.id]
+    assert rows[0]["capacity"] == worker.capacity
+    worker.stop()
+    env["CELLFLEET_FLEET"] = "1"
+    env["CELLFLEET_PLACEMENT_TIMEOUT_S"] = "0.2"
+    transcript = tmp_path / "t.jsonl"
+    transcript.write_text(
+        '{"type": "custom_tool_call", "call_id": "c", "name": "exec", "input": "text(1)"}\n'
+    )
+    play = subprocess.run([*base, "play", str(transcript)], check=False, **options)
+    assert play.returncode == 1
+    assert b"start one with `cellfleet worker`" in play.stderr
+
+
+def test_malformed_requests_get_clear_answers_and_the_worker_serves_on(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    worker = fleet["worker"]()
+    client = fleet["client"]()
+    session = client.open_session()
+    raw = redis.Redis.from_url(redis_url)
+    probe = keys.client_answers("probe")
+    after = raw.xadd(probe, {"hello": "1"})
+    inbox = keys.worker_inbox(worker.id)
+    base = {"client": "probe", "session": session.id}
+    raw.xadd(inbox, {"junk": "1"})  # no message field
+    raw.xadd(inbox, {wire.FIELD: b"{not json"})
+    raw.xadd(inbox, {wire.FIELD: wire.encode({"op": "execute"})})  # no session, no client
+    raw.xadd(inbox, {wire.FIELD: wire.encode({**base, "id": "a", "op": "execute"})})
+    raw.xadd(inbox, {wire.FIELD: wire.encode({**base, "id": "b", "op": "teleport"})})
+    answers = []
+    for _ in range(2):
+        answers.append(read_final_answer(raw, probe, after))
+        after = raw.xrange(probe, "-", "+")[-1][0]
+    assert answers[0]["kind"] == "error"
+    assert answers[0]["message"].startswith("cellfleet worker refused a request: KeyError(")
+    assert answers[1] == {"id": "b", "kind": "error", "message": "unknown request `teleport`"}
+    assert output_texts(session.exec("c", "text('still here')"))[1:] == ["still here"]
+    raw.close()
+
+
+def test_streams_lost_by_redis_are_made_anew(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """After Redis lost its data (a restart without its append-only file), the worker's
+    inbox and the client's answers stream come back, and the session goes on."""
+    worker = fleet["worker"]()
+    client = fleet["client"]()
+    session = client.open_session()
+    raw = redis.Redis.from_url(redis_url)
+    raw.delete(keys.worker_inbox(worker.id), client.answers)
+    wait_until(lambda: raw.exists(keys.worker_inbox(worker.id)), "no new inbox")
+    wait_until(lambda: raw.exists(client.answers), "no new answers stream")
+    assert output_texts(session.exec("c", "text('again')"))[1:] == ["again"]
+    raw.close()
