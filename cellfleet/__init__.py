@@ -15,6 +15,9 @@ What a harness needs is here, loaded on first use (so that importing one part, s
     session = host.open_session()
     tools_for_the_model = session.tool_specs()   # `exec` and `wait`
     output = session.exec(call_id, model_input)  # what the model gets back
+
+or, with cells on a fleet of `cellfleet worker` processes, the same sessions through
+`FleetClient(redis_url, tools=registry)` (or `connect(redis_url)`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from cellfleet.broker.client import Session
     from cellfleet.broker.contract.render import ToolOutput
     from cellfleet.broker.contract.tools import NamespaceInfo, ToolDefinition, ToolKind
+    from cellfleet.broker.fleet.client import FleetClient, NoWorkerError, connect
     from cellfleet.broker.tools.registry import (
         RetryPolicy,
         ToolCallError,
@@ -37,6 +41,9 @@ if TYPE_CHECKING:
 _PUBLIC = {
     "Host": "cellfleet.ops.host",
     "Session": "cellfleet.broker.client",
+    "FleetClient": "cellfleet.broker.fleet.client",
+    "NoWorkerError": "cellfleet.broker.fleet.client",
+    "connect": "cellfleet.broker.fleet.client",
     "ToolOutput": "cellfleet.broker.contract.render",
     "NamespaceInfo": "cellfleet.broker.contract.tools",
     "ToolDefinition": "cellfleet.broker.contract.tools",
@@ -48,8 +55,10 @@ _PUBLIC = {
 }
 
 __all__ = [
+    "FleetClient",
     "Host",
     "NamespaceInfo",
+    "NoWorkerError",
     "RetryPolicy",
     "Session",
     "ToolCallError",
@@ -58,6 +67,7 @@ __all__ = [
     "ToolKind",
     "ToolOutput",
     "ToolRegistry",
+    "connect",
 ]
 
 

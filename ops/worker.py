@@ -57,6 +57,7 @@ from cellfleet.broker.tools.worker import ToolWorker
 log = logging.getLogger(__name__)
 DEFAULT_CAPACITY = 64  # sessions per worker
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
+DEFAULT_IDLE_RELEASE_S = 600.0  # a session unused this long (cells all ended) is let go
 READ_BLOCK_MS = 1_000  # an idle inbox read returns this often (to notice a stop)
 READ_COUNT = 64  # requests per read
 PRUNE_EVERY_BEATS = 10  # how often (in heartbeats) expired sessions leave the index
@@ -70,7 +71,7 @@ class _Served:
     backend: ActorSessionBackend
     open_message: dict[str, Any]  # the `open` request (its config)
     client: str  # whose answers stream hears its notifications
-    closed: list[str] = field(default_factory=list)
+    used_at: float = field(default_factory=time.monotonic)  # its last request
 
 
 class CellWorker:
@@ -95,11 +96,13 @@ class CellWorker:
         keys: Keys = DEFAULT_KEYS,
         worker_id: str | None = None,
         audit: Callable[[str, str, CellFacts], None] | None = None,
+        idle_release_s: float = DEFAULT_IDLE_RELEASE_S,
     ) -> None:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.keys = keys
         self.capacity = capacity
         self.heartbeat_ms = heartbeat_ms
+        self.idle_release_s = idle_release_s
         self.redis_url = redis_url
         self.client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
         self.link = RedisLink(self.client)
@@ -292,12 +295,13 @@ class CellWorker:
             if dropped is not None:
                 dropped.cancel()
         else:
-            with self._lock:
+            with self._lock:  # (held while the session is asked: no handover meanwhile)
                 served = self._served.get(session)
+                if served is not None:
+                    served.used_at = time.monotonic()
+                    self._serve_session(op, message, served)
             if served is None:
                 self._answer(message, {"kind": "moved", "owner": self._owner_elsewhere(session)})
-            else:
-                self._serve_session(op, message, served)
 
     def _serve_session(self, op: Any, message: dict[str, Any], served: _Served) -> None:
         backend = served.backend
@@ -435,12 +439,13 @@ class CellWorker:
             self._changed.set()
             self._beat_soon()
 
-    def _hand_over(self, session: str) -> None:
+    def _hand_over(self, session: str, *, to_anyone: bool = True) -> None:
         """Give an idle session to another worker (with the lock held): release it, have
-        the other worker adopt it, and tell its client where it went."""
+        the other worker adopt it (unless not `to_anyone`: the worker that next gets a
+        request for it opens it), and tell its client where it went."""
         entry = self._served.pop(session)
         entry.backend.hand_over()
-        target = self.registry.pick(exclude=[self.id])
+        target = self.registry.pick(exclude=[self.id]) if to_anyone else None
         if target is not None:
             adopt = {**entry.open_message, "id": None, "adopt": True, "client": entry.client}
             command: Command = (
@@ -545,6 +550,18 @@ class CellWorker:
                     pruned_from = self.journal.prune_index(pruned_from)
                 except Exception as error:
                     log.warning("sessions index not pruned: %s", error)
+                self._release_idle()
+
+    def _release_idle(self) -> None:
+        """Let go of sessions nobody used for `idle_release_s` and whose cells all
+        ended: a client that vanished holds no capacity for ever, and the session is
+        opened again from its log wherever its next request goes."""
+        idle_before = time.monotonic() - self.idle_release_s
+        with self._lock:
+            for session, entry in list(self._served.items()):
+                if entry.used_at < idle_before and entry.backend.live_cells() == 0:
+                    self._hand_over(session, to_anyone=False)
+        self._changed.set()
 
 
 def _error(error: BaseException) -> dict[str, Any]:

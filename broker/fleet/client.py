@@ -63,6 +63,11 @@ class NoWorkerError(BrokerError):
         )
 
 
+def connect(redis_url: str, **options: Any) -> FleetClient:
+    """A client of the fleet on `redis_url` (options: as `FleetClient`)."""
+    return FleetClient(redis_url, **options)
+
+
 class FleetAnswerError(BrokerError):
     """A worker's refusal of a request; its text is what the model is told."""
 

@@ -36,6 +36,7 @@ import redis
 
 from cellfleet.broker.client import Session
 from cellfleet.broker.fleet import FleetClient
+from cellfleet.broker.keys import DEFAULT_KEYS
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
 from cellfleet.ops.worker import WORKER_READY_LINE
@@ -45,6 +46,7 @@ ROUND_TRIPS = 300
 SUSTAINED_SESSIONS = 16
 SUSTAINED_S = 5.0
 WARM_UP = 30
+SESSIONS_INDEX_SLACK = WARM_UP  # sessions the index may still name once the soak settled
 
 
 @contextmanager
@@ -172,31 +174,54 @@ def sustained(url: str, seconds: float) -> dict[str, Any]:
 
 def soak_run(url: str, count: int) -> dict[str, Any]:
     client = redis.Redis.from_url(url)
-    before_keys, before_memory = client.dbsize(), client.info("memory")["used_memory"]
     with worker_processes(url, 1, "--retention-s", "1"):
         fleet = FleetClient(url)
         try:
-            for i in range(count):
-                session = fleet.open_session()
-                _timed(session, f"soak{i}")
-                session.shutdown()
+            _short_sessions(fleet, WARM_UP)  # (scripts loaded, connections made)
+            before_keys = _settled_keys(client, None)
+            before = client.memory_stats()
+            _short_sessions(fleet, count)
+            peak_keys = client.dbsize()
+            after_keys = _settled_keys(client, before_keys)
+            after = client.memory_stats()
         finally:
             fleet.close()
-        peak_keys = client.dbsize()
-        deadline = time.monotonic() + 60
-        while client.dbsize() > before_keys * 1.1 + 5 and time.monotonic() < deadline:
-            time.sleep(0.5)  # (Redis expires keys on its own clock; the worker prunes)
-        after_keys, after_memory = client.dbsize(), client.info("memory")["used_memory"]
     client.close()
     return {
         "sessions": count,
         "keys_before": before_keys,
         "keys_peak": peak_keys,
         "keys_after": after_keys,
-        "memory_before_bytes": before_memory,
-        "memory_after_bytes": after_memory,
-        "memory_ratio": round(after_memory / before_memory, 3),
+        "memory_before_bytes": before["total.allocated"],
+        "memory_after_bytes": after["total.allocated"],
+        "memory_ratio": round(after["total.allocated"] / before["total.allocated"], 3),
+        "dataset_before_bytes": before["dataset.bytes"],
+        "dataset_after_bytes": after["dataset.bytes"],
+        "dataset_ratio": round(after["dataset.bytes"] / before["dataset.bytes"], 3),
     }
+
+
+def _short_sessions(fleet: FleetClient, count: int) -> None:
+    for i in range(count):
+        session = fleet.open_session()
+        _timed(session, f"soak{i}")
+        session.shutdown()
+
+
+def _settled_keys(client: redis.Redis, target: int | None, limit_s: float = 60.0) -> int:
+    """The key count once the finished sessions' keys expired and the worker dropped
+    them from the sessions index: down to `target`, or (None) no longer falling."""
+    deadline = time.monotonic() + limit_s
+    last = (-1, -1)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)  # (Redis expires keys on its own clock; the worker prunes)
+        now = (int(client.dbsize()), int(client.zcard(DEFAULT_KEYS.sessions)))
+        if target is not None and now[0] <= target and now[1] <= SESSIONS_INDEX_SLACK:
+            return now[0]
+        if target is None and now == last:
+            return now[0]
+        last = now
+    return int(client.dbsize())
 
 
 def run(samples: int = ROUND_TRIPS, *, soak: int | None = None) -> dict[str, Any]:
@@ -236,7 +261,9 @@ def table(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"soak: {s['sessions']} sessions; keys {s['keys_before']} -> peak {s['keys_peak']}"
-            f" -> {s['keys_after']}; memory {s['memory_before_bytes']} -> "
-            f"{s['memory_after_bytes']} bytes (ratio {s['memory_ratio']}, target at most 1.1)",
+            f" -> {s['keys_after']}",
+            f"  memory {s['memory_before_bytes']} -> {s['memory_after_bytes']} bytes (ratio "
+            f"{s['memory_ratio']}, target at most 1.1); of it data {s['dataset_before_bytes']}"
+            f" -> {s['dataset_after_bytes']} (ratio {s['dataset_ratio']})",
         ]
     return "\n".join(lines)

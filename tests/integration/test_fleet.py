@@ -316,3 +316,64 @@ def test_streams_lost_by_redis_are_made_anew(
     wait_until(lambda: raw.exists(client.answers), "no new answers stream")
     assert output_texts(session.exec("c", "text('again')"))[1:] == ["again"]
     raw.close()
+
+
+def test_a_rolling_restart_under_load_answers_every_request(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """Workers replaced one by one (SIGTERM drains each) while four sessions exec back
+    to back: every exec is answered, in order, and no stored value is lost."""
+    processes = [start_worker(redis_url, keys)[0] for _ in range(2)]
+    client = fleet["client"]()
+    sessions = [client.open_session() for _ in range(4)]
+    stop, failures, counts = threading.Event(), [], [0] * len(sessions)
+
+    def load(index: int) -> None:
+        session = sessions[index]
+        while not stop.is_set():
+            out = session.exec(
+                f"c{counts[index]}", "store('n', (load('n') ?? 0) + 1); text(load('n'))"
+            )
+            if not out.success or output_texts(out)[1:] != [str(counts[index] + 1)]:
+                failures.append(out)
+                return
+            counts[index] += 1
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(len(sessions))]
+    for thread in threads:
+        thread.start()
+    try:
+        for old in list(processes):
+            processes.append(start_worker(redis_url, keys)[0])
+            before = sum(counts)
+            wait_until(lambda before=before: sum(counts) > before + 20, "no progress")
+            old.send_signal(signal.SIGTERM)
+            assert old.wait(TIMEOUT_S) == 0
+            before = sum(counts)
+            wait_until(lambda before=before: sum(counts) > before + 20, "no progress after")
+        stop.set()
+        for thread in threads:
+            thread.join(TIMEOUT_S)
+        assert failures == []
+        for session, count in zip(sessions, counts, strict=True):
+            last = session.exec("last", "text(load('n'))")
+            assert output_texts(last)[1:] == [str(count)], last
+    finally:
+        stop.set()
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(TIMEOUT_S)
+
+
+def test_an_idle_session_is_let_go_and_opened_again_where_it_is_next_used(
+    fleet: dict[str, Any],
+) -> None:
+    """A client that vanished holds no capacity for ever: its idle sessions are let go
+    (their log stays), and a later request opens the session again."""
+    worker = fleet["worker"](idle_release_s=0.0)
+    client = fleet["client"]()
+    session = client.open_session()
+    session.exec("c1", "store('k', 'kept')")
+    wait_until(lambda: worker.sessions == [], "the idle session is still served")
+    assert output_texts(session.exec("c2", "text(load('k'))"))[1:] == ["kept"]
