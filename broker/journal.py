@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_CELL_ID = 2**63 - 1  # Redis's integer limit: the log refuses ids above (lib.lua)
 DEFAULT_RETENTION_S = 7 * 24 * 3600  # a finished session's keys, as Temporal's default
+MAX_RELEASED_TOKENS = 10_000  # tokens of sessions let go of, kept for their late writes
 MAX_BLOCK_S = 1.0  # a blocking read's longest wait: redis-py 8's socket timeout is 5 s
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
 
@@ -272,6 +274,7 @@ class RedisJournal:
         )
         self._record_tool = client.register_script(script_source("record_tool_outcome"))
         self._tokens: dict[str, str] = {}  # session -> this process's fencing token
+        self._released: OrderedDict[str, str] = OrderedDict()  # let go of, newest last
         self._fenced_off: set[str] = set()  # sessions a newer owner took over
         self._when_fenced: list[Callable[[str], None]] = []  # told once per session
 
@@ -289,11 +292,18 @@ class RedisJournal:
         """This process owns `session` with fencing token `token` (`broker.leases`): its
         writes carry the token, and the log refuses them once a newer owner claimed it."""
         self._tokens[session] = str(token)
+        self._released.pop(session, None)
         self._fenced_off.discard(session)
 
     def let_go(self, session: str) -> None:
-        """This process no longer owns `session` (it released its lease)."""
-        self._tokens.pop(session, None)
+        """This process no longer owns `session` (it released its lease, or the session
+        finished). Its token is kept a while: a cell of it still closing writes with
+        it, and is refused once the next owner claimed the session."""
+        token = self._tokens.pop(session, None)
+        if token is not None:
+            self._released[session] = token
+            while len(self._released) > MAX_RELEASED_TOKENS:
+                self._released.popitem(last=False)
 
     def when_fenced(self, listener: Callable[[str], None]) -> None:
         """Have `listener(session)` told when a newer owner takes a session over."""
@@ -312,7 +322,8 @@ class RedisJournal:
         """The fencing token this process writes `session` with ("": no lease)."""
         if session in self._fenced_off:
             raise SessionFencedError(session)
-        return self._tokens.get(session, "")
+        token = self._tokens.get(session)
+        return token if token is not None else self._released.get(session, "")
 
     def _guarded(self, session: str, call: Callable[[], T]) -> T:
         """Run a write of `session`'s log (retrying transient errors), raising a script's

@@ -32,7 +32,7 @@ from cellfleet.actors.runtime.v8 import v8_version
 from cellfleet.broker import trace_file
 from cellfleet.broker.client import Session
 from cellfleet.broker.contract.render import ToolOutput
-from cellfleet.broker.errors import BrokerError
+from cellfleet.broker.errors import BrokerError, SessionOwnedElsewhereError
 from cellfleet.broker.events import AnyEvent
 from cellfleet.broker.fleet import FleetClient, NoWorkerError
 from cellfleet.broker.fleet.client import DEFAULT_PLACEMENT_TIMEOUT_S
@@ -316,7 +316,7 @@ def run_or_play(args: argparse.Namespace, registry: ToolRegistry, keys: Keys) ->
             if args.command == "run":
                 return run_file(host, registry, source, args.yield_time_ms)
             return play_transcript(host, registry, transcript, args.transcript)
-        except NoWorkerError as error:
+        except (NoWorkerError, SessionOwnedElsewhereError) as error:
             print(f"cellfleet {args.command}: {error}", file=sys.stderr)
             return 1
 
@@ -329,9 +329,11 @@ def _sessions(args: argparse.Namespace, registry: ToolRegistry, keys: Keys) -> S
         try:
             placement_timeout_s = float(timeout) if timeout else DEFAULT_PLACEMENT_TIMEOUT_S
         except ValueError:
+            placement_timeout_s = -1.0
+        if not 0 < placement_timeout_s < math.inf:
             raise InputError(
-                f"CELLFLEET_PLACEMENT_TIMEOUT_S is not a number: {timeout!r}"
-            ) from None
+                f"CELLFLEET_PLACEMENT_TIMEOUT_S must be seconds above 0, not {timeout!r}"
+            )
         return FleetClient(url, tools=registry, keys=keys, placement_timeout_s=placement_timeout_s)
     return Host(url, tools=registry, keys=keys)
 

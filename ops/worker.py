@@ -57,6 +57,8 @@ from cellfleet.broker.tools.worker import ToolWorker
 log = logging.getLogger(__name__)
 DEFAULT_CAPACITY = 64  # sessions per worker
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
+DRAIN_RECHECK_S = 0.25
+_ENDING = frozenset({"tombstone", "claimed"})  # cell phases: answered, only closing
 DEFAULT_IDLE_RELEASE_S = 600.0  # a session unused this long (cells all ended) is let go
 READ_BLOCK_MS = 1_000  # an idle inbox read returns this often (to notice a stop)
 READ_COUNT = 64  # requests per read
@@ -70,8 +72,10 @@ class _Served:
 
     backend: ActorSessionBackend
     open_message: dict[str, Any]  # the `open` request (its config)
-    client: str  # whose answers stream hears its notifications
+    clients: list[str]  # whose answers streams hear its notifications (each opener)
     used_at: float = field(default_factory=time.monotonic)  # its last request
+    # Draining: its cells are ending, and requests wait to be sent on to its next owner.
+    deferred: list[dict[str, Any]] | None = None
 
 
 class CellWorker:
@@ -187,8 +191,12 @@ class CellWorker:
                 for session in list(self._served):
                     if self._served[session].backend.live_cells() == 0:
                         self._hand_over(session)
-            if self.sessions:
-                self._changed.wait(max(0.0, deadline - time.monotonic()))
+            if self.sessions:  # (woken by a cell's end; looks again at least this often)
+                self._changed.wait(min(DRAIN_RECHECK_S, max(0.0, deadline - time.monotonic())))
+        with self._lock:
+            for session, entry in self._served.items():  # left to their leases
+                phases = entry.backend.cell_phases()
+                log.warning("drain timed out: session %s has live cells %s", session, phases)
         self.stop()
 
     def stop(self) -> None:
@@ -199,7 +207,7 @@ class CellWorker:
         self._stopping.set()
         for thread in self._threads:
             thread.join(timeout=READ_BLOCK_MS / 1000 + 2)
-        with contextlib.suppress(redis.RedisError):
+        with contextlib.suppress(redis.RedisError, BrokerError):
             self._close_inbox()
             self.registry.leave(self.id)
         self.leases.stop()
@@ -242,7 +250,8 @@ class CellWorker:
                 continue
             for entry_id, fields in read_entries(replies[-1]):
                 last = self._last_read = entry_id
-                self._receive(fields)
+                if b"hello" not in fields:  # (the inbox's own first entry)
+                    self._receive(fields)
 
     def _close_inbox(self) -> None:
         """Delete the inbox, sending on what arrived since the last read: its sessions
@@ -297,11 +306,29 @@ class CellWorker:
         else:
             with self._lock:  # (held while the session is asked: no handover meanwhile)
                 served = self._served.get(session)
+                if served is not None and self._draining and self._moving(served, message):
+                    return
                 if served is not None:
                     served.used_at = time.monotonic()
                     self._serve_session(op, message, served)
             if served is None:
                 self._answer(message, {"kind": "moved", "owner": self._owner_elsewhere(session)})
+
+    def _moving(self, served: _Served, message: dict[str, Any]) -> bool:
+        """Draining (with the lock held): whether `message` goes to the session's next
+        owner. A session whose cells have all ended moves now; one whose cells are
+        only finishing (answered) takes no more work: its requests wait for the
+        handover. (A drain that waited for a quiet moment of a session under load
+        could wait for ever.)"""
+        if served.deferred is None:
+            phases = served.backend.cell_phases()
+            if phases and any(phase not in _ENDING for phase in phases.values()):
+                return False  # busy: served here until its cells end
+            served.deferred = []
+        served.deferred.append(message)
+        if served.backend.live_cells() == 0:
+            self._hand_over(served.backend.session_id)
+        return True
 
     def _serve_session(self, op: Any, message: dict[str, Any], served: _Served) -> None:
         backend = served.backend
@@ -360,13 +387,25 @@ class CellWorker:
         """Send `reply` to the request's client (its stream is gone if it is)."""
         self._tell(str(message.get("client")), {"id": message.get("id"), **reply})
 
-    def _tell(self, client: str, reply: dict[str, Any]) -> None:
+    def _tell(self, client: str, reply: dict[str, Any]) -> bool:
+        """Send `reply` to `client`; False if its answers stream is gone (so is it)."""
         stream = self.keys.client_answers(client)
         command: Command = ("XADD", stream, "NOMKSTREAM", "*", wire.FIELD, wire.encode(reply))
         try:
-            self.link.run([command])
+            (entry,) = self.link.run([command])
         except redis.RedisError as error:
             log.warning("client %s not answered: %s", client, failure_reason(error) or error)
+            return True  # (maybe there: Redis is away)
+        return entry is not None
+
+    def _tell_all(self, entry: _Served, reply: dict[str, Any]) -> bool:
+        """Send `reply` to every client of the session; clients that are gone are
+        forgotten. Whether any was there."""
+        gone = [client for client in list(entry.clients) if not self._tell(client, reply)]
+        for client in gone:
+            with contextlib.suppress(ValueError):
+                entry.clients.remove(client)
+        return bool(entry.clients)
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -374,8 +413,9 @@ class CellWorker:
         session, client = str(message["session"]), str(message["client"])
         with self._lock:
             served = self._served.get(session)
-            if served is not None:  # served here already: this client hears it now
-                served.client = client
+            if served is not None:  # served here already: this client hears it too
+                if client not in served.clients:
+                    served.clients.append(client)
                 self._answer(message, {"kind": "opened", "owner": self.id})
                 return
             if self._draining or len(self._served) >= self.capacity:
@@ -383,10 +423,13 @@ class CellWorker:
                 return
             try:
                 config = self._config(message, session)
-            except (wire.WireError, KeyError, TypeError, ValueError) as error:
-                self._answer(message, {"kind": "error", "message": f"malformed session: {error}"})
+            except (wire.WireError, LookupError, TypeError, ValueError, AttributeError) as error:
+                self._answer(message, {"kind": "error", "message": f"malformed session: {error!r}"})
                 return
-            entry = _Served(backend=None, open_message=message, client=client)  # type: ignore[arg-type]
+            clients = message.get("clients")  # (a handover: everyone who had opened it)
+            if not isinstance(clients, list) or not all(isinstance(c, str) for c in clients):
+                clients = [client]
+            entry = _Served(backend=None, open_message=message, clients=clients)  # type: ignore[arg-type]
             config.notify = partial(self._notify, session, entry)
             config.on_cell_closed = partial(self._closed, session, entry)
             try:
@@ -425,9 +468,8 @@ class CellWorker:
         return dispatcher
 
     def _shutdown(self, message: dict[str, Any], served: _Served) -> None:
-        timeout = float(message.get("timeout_s", 30.0))
         try:
-            served.backend.shutdown(timeout)
+            served.backend.shutdown(float(message.get("timeout_s", 30.0)))
         except Exception as error:
             self._answer(message, _error(error))
         else:
@@ -447,7 +489,7 @@ class CellWorker:
         entry.backend.hand_over()
         target = self.registry.pick(exclude=[self.id]) if to_anyone else None
         if target is not None:
-            adopt = {**entry.open_message, "id": None, "adopt": True, "client": entry.client}
+            adopt = {**entry.open_message, "id": None, "adopt": True, "clients": entry.clients}
             command: Command = (
                 "XADD",
                 self.keys.worker_inbox(target.worker),
@@ -459,7 +501,9 @@ class CellWorker:
             with contextlib.suppress(redis.RedisError):
                 self.link.run([command])
         owner = None if target is None else target.worker
-        self._tell(entry.client, {"id": None, "kind": "moved", "session": session, "owner": owner})
+        self._tell_all(entry, {"id": None, "kind": "moved", "session": session, "owner": owner})
+        for message in entry.deferred or ():
+            self._answer(message, {"kind": "moved", "owner": owner})
         log.info("session %s handed over to %s", session, owner or "the next worker to open it")
 
     def _fenced(self, session: str) -> None:
@@ -475,9 +519,7 @@ class CellWorker:
         self._changed.set()
         if entry is not None:
             entry.backend.abandon()
-            self._tell(
-                entry.client, {"id": None, "kind": "moved", "session": session, "owner": None}
-            )
+            self._tell_all(entry, {"id": None, "kind": "moved", "session": session, "owner": None})
             self._beat_soon()
 
     # -- what the sessions tell their clients (on actor threads: no lock) ---------------
@@ -492,15 +534,16 @@ class CellWorker:
         reply = {"id": None, "kind": "notify", "session": session, "call_id": call_id}
         reply |= {"cell": cell, "text": text, "notification": notification_id}
         try:
-            self._tell(entry.client, reply)
-            if not returned.wait(NOTIFY_ACK_TIMEOUT_S):
-                log.warning("client %s did not confirm notification of cell %s", entry.client, cell)
+            # Every client that opened the session runs its callback; the first to
+            # confirm ends the delivery.
+            if self._tell_all(entry, reply) and not returned.wait(NOTIFY_ACK_TIMEOUT_S):
+                log.warning("no client confirmed a notification of cell %s", cell)
         finally:
             with self._lock:
                 self._notifying.pop(notification_id, None)
 
     def _closed(self, session: str, entry: _Served, cell: str) -> None:
-        self._tell(entry.client, {"id": None, "kind": "closed", "session": session, "cell": cell})
+        self._tell_all(entry, {"id": None, "kind": "closed", "session": session, "cell": cell})
         self._changed.set()
 
     def _owner_elsewhere(self, session: str) -> str | None:
@@ -537,7 +580,7 @@ class CellWorker:
     def _beat_quietly(self) -> None:
         try:
             self._beat()
-        except redis.RedisError as error:
+        except (redis.RedisError, BrokerError) as error:  # (Redis restarting): next beat
             log.warning("heartbeat not sent: %s", failure_reason(error) or error)
 
     def _beat_loop(self) -> None:
@@ -550,18 +593,34 @@ class CellWorker:
                     pruned_from = self.journal.prune_index(pruned_from)
                 except Exception as error:
                     log.warning("sessions index not pruned: %s", error)
-                self._release_idle()
+                try:
+                    self._release_idle()
+                except Exception:  # (the heartbeat must go on)
+                    log.exception("idle sessions not released")
 
     def _release_idle(self) -> None:
-        """Let go of sessions nobody used for `idle_release_s` and whose cells all
-        ended: a client that vanished holds no capacity for ever, and the session is
-        opened again from its log wherever its next request goes."""
+        """Sessions nobody used for `idle_release_s`: one whose cells all ended is let
+        go (it is opened again from its log wherever its next request goes); one whose
+        every client is gone is shut down, as a harness's dropped session is. A client
+        that vanished holds no capacity for ever."""
         idle_before = time.monotonic() - self.idle_release_s
         with self._lock:
-            for session, entry in list(self._served.items()):
-                if entry.used_at < idle_before and entry.backend.live_cells() == 0:
+            idle = [(s, e) for s, e in self._served.items() if e.used_at < idle_before]
+            for session, entry in idle:
+                if entry.backend.live_cells() == 0:
                     self._hand_over(session, to_anyone=False)
+                elif not self._clients_alive(entry):
+                    log.info("session %s: its clients are gone; shut down", session)
+                    entry.used_at = time.monotonic()  # (once)
+                    shutdown = {"op": "shutdown", "id": None, "client": "", "session": session}
+                    self._blocking.submit(self._shutdown, shutdown, entry)
         self._changed.set()
+
+    def _clients_alive(self, entry: _Served) -> bool:
+        streams = [self.keys.client_answers(client) for client in entry.clients]
+        if not streams:
+            return False
+        return bool(self.link.run([("EXISTS", *streams)])[0])
 
 
 def _error(error: BaseException) -> dict[str, Any]:

@@ -352,6 +352,10 @@ class SessionActor(pykka.ThreadingActor):
     def live_cells(self) -> int:
         return len(self._cells)
 
+    def cell_phases(self) -> dict[str, str]:
+        """Each live cell's phase (for an operator: what a drain waits for)."""
+        return {cell: handle.phase.value for cell, handle in self._cells.items()}
+
     def cell_closed(self, cell_id: str, end: CellEnd | None = None) -> None:
         """A cell reached its end and cleaned up: forget it (but a failure nobody was
         told of, for the next observer, and a failed cell's end the log has yet to
@@ -475,6 +479,13 @@ class ActorSessionBackend:
         except pykka.ActorDeadError:
             return 0
         return count
+
+    def cell_phases(self) -> dict[str, str]:
+        try:
+            phases: dict[str, str] = self._ask(SessionActor.cell_phases)
+        except pykka.ActorDeadError:
+            return {}
+        return phases
 
     def hand_over(self) -> None:
         """Stop serving the session here, idle, for another process to adopt: nothing

@@ -32,7 +32,11 @@ from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
 from cellfleet.broker.contract.tools import JsonValue, NamespaceInfo, ToolDefinition
-from cellfleet.broker.errors import BrokerError, SessionShuttingDownError
+from cellfleet.broker.errors import (
+    BrokerError,
+    SessionOwnedElsewhereError,
+    SessionShuttingDownError,
+)
 from cellfleet.broker.fleet import wire
 from cellfleet.broker.fleet.registry import WorkerRegistry
 from cellfleet.broker.journal import failure_reason, run_retrying
@@ -203,9 +207,12 @@ class FleetClient:
 
     def place(self, backend: FleetSessionBackend, *, adopt: bool = False) -> str:
         """Have a worker serve the session (the one that owns it, else the least loaded
-        with room); its id. Waits up to the placement timeout for one."""
+        with room); its id. Waits up to the placement timeout for one; raises
+        `NoWorkerError`, or `SessionOwnedElsewhereError` if all that time a process
+        that is not a live worker (an in-process `Host`) held the session."""
         deadline = time.monotonic() + self.placement_timeout_s
         tried: set[str] = set()
+        held_by: str | None = None  # who held the lease when a worker last said so
         while True:
             owner = self._current_owner(backend.session_id)
             target = owner or self._pick(tried)
@@ -220,8 +227,12 @@ class FleetClient:
                 if kind == "full" or reply is None:
                     tried.add(target)
                 elif kind == "moved":  # its lease is held (by a worker that may be dead)
+                    owner_then = reply.get("owner") if reply else None
+                    held_by = owner_then if isinstance(owner_then, str) else None
                     self._closed.wait(0.05)
             if time.monotonic() >= deadline:
+                if held_by is not None:
+                    raise SessionOwnedElsewhereError(backend.session_id, owner=held_by)
                 raise NoWorkerError(self.placement_timeout_s)
             if target is None or len(tried) > 8:
                 tried.clear()
@@ -314,10 +325,13 @@ class FleetClient:
             wire.FIELD,
             wire.encode(request.message),
         )
+        request.message.pop("to", None)
+        (entry,) = run_retrying(lambda: self.link.run([command]))
+        if entry is None:
+            return False
         request.sent_at = time.monotonic()
         request.message["to"] = worker  # (for the liveness check; the worker ignores it)
-        (entry,) = run_retrying(lambda: self.link.run([command]))
-        return entry is not None
+        return True
 
     def _forget(self, request: _Request) -> None:
         with self._lock:
@@ -344,7 +358,7 @@ class FleetClient:
             ]
             try:
                 replies = self.link.run(commands)
-            except redis.RedisError as error:
+            except redis.RedisError as error:  # (Redis restarting): read again shortly
                 log.warning("answers not read: %s", failure_reason(error) or error)
                 self._closed.wait(0.2)
                 continue
@@ -353,10 +367,16 @@ class FleetClient:
                 continue
             for entry_id, fields in read_entries(replies[-1]):
                 self._position = entry_id
-                self._received(fields)
+                try:
+                    self._received(fields)
+                except Exception:  # the reader lives on: every answer needs it
+                    log.exception("an answer was not handled")
             if time.monotonic() - last_check >= LIVENESS_EVERY_S:
                 last_check = time.monotonic()
-                self._check_owners()
+                try:
+                    self._check_owners()
+                except Exception:  # the reader lives on: every answer needs it
+                    log.exception("owners of waiting requests not checked")
 
     def _lost_answers(self) -> None:
         """Make the answers stream anew; the answers it held are lost with it, so the
@@ -454,12 +474,12 @@ class FleetClient:
         now = time.monotonic()
         with self._lock:
             waiting = [r for r in self._pending.values() if now - r.sent_at > LIVENESS_EVERY_S]
-        owners = {str(r.message.get("to")) for r in waiting}
+        owners = {str(r.message["to"]) for r in waiting if "to" in r.message}
         if not owners:
             return
         try:
             dead = {owner for owner in owners if not self.workers.is_live(owner)}
-        except redis.RedisError:
+        except (redis.RedisError, BrokerError):  # Redis is away: look again next time
             return
         for request in waiting:
             if str(request.message.get("to")) in dead:

@@ -22,11 +22,13 @@ import pytest
 import redis
 
 from cellfleet.broker.contract import texts
-from cellfleet.broker.events import CellAdmitted, SessionOpened
+from cellfleet.broker.errors import JournalUnavailableError, SessionOwnedElsewhereError
+from cellfleet.broker.events import CellAdmitted, SessionOpened, ShutdownFinished
 from cellfleet.broker.fleet import FleetClient, NoWorkerError, wire
 from cellfleet.broker.fleet.registry import WorkerRegistry
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import Keys
+from cellfleet.ops.host import Host
 from cellfleet.ops.worker import WORKER_READY_LINE, CellWorker
 from tests.integration.session_support import TIMEOUT_S
 
@@ -377,3 +379,78 @@ def test_an_idle_session_is_let_go_and_opened_again_where_it_is_next_used(
     session.exec("c1", "store('k', 'kept')")
     wait_until(lambda: worker.sessions == [], "the idle session is still served")
     assert output_texts(session.exec("c2", "text(load('k'))"))[1:] == ["kept"]
+
+
+def test_a_heartbeat_or_a_check_that_meets_a_redis_outage_goes_on(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed heartbeat (or owner check) is tried again: neither the worker's beat
+    thread nor the client's reader may die of one, or the worker would drop out of the
+    fleet while it holds its leases, and every exec of the client hang."""
+    worker = fleet["worker"]()
+    beats: list[int] = []
+    original_beat = worker.registry.beat
+
+    def flaky_beat(*args: Any, **kwargs: Any) -> bool:
+        beats.append(1)
+        if len(beats) == 1:
+            raise JournalUnavailableError("connection failed")
+        return original_beat(*args, **kwargs)
+
+    monkeypatch.setattr(worker.registry, "beat", flaky_beat)
+    wait_until(lambda: len(beats) >= 3, "the heartbeat stopped after an outage")
+    client = fleet["client"]()
+    checks: list[int] = []
+
+    def flaky_is_live(worker_id: str) -> bool:
+        checks.append(1)
+        raise JournalUnavailableError("connection failed")
+
+    session = client.open_session()
+    monkeypatch.setattr(client.workers, "is_live", flaky_is_live)
+    out = session.exec("c", "await new Promise(r => setTimeout(r, 1200)); text('late')")
+    assert checks, "the owner was never checked"
+    assert output_texts(out)[1:] == ["late"]
+
+
+def test_every_client_of_a_shared_session_hears_its_notifications(
+    fleet: dict[str, Any],
+) -> None:
+    fleet["worker"]()
+    heard: dict[str, list[str]] = {"a": [], "b": []}
+    first = fleet["client"]().open_session(notify=lambda _c, _cell, text: heard["a"].append(text))
+    second = fleet["client"]().open_session(
+        session_id=first.id, notify=lambda _c, _cell, text: heard["b"].append(text)
+    )
+    first.exec("c1", "notify('from a')")
+    second.exec("c2", "notify('from b')")
+    wait_until(lambda: len(heard["a"]) == 2 and len(heard["b"]) == 2, f"heard {heard}")
+    assert heard == {"a": ["from a", "from b"], "b": ["from a", "from b"]}
+
+
+def test_a_session_an_in_process_host_serves_is_refused_by_the_fleet(
+    fleet: dict[str, Any], redis_url: str, keys: Keys
+) -> None:
+    fleet["worker"]()
+    host = Host(redis_url, pool_size=1, workers=0, keys=keys)
+    try:
+        served = host.open_session()
+        client = fleet["client"](placement_timeout_s=0.3)
+        with pytest.raises(SessionOwnedElsewhereError, match="is owned by another process"):
+            client.open_session(session_id=served.id)
+    finally:
+        host.close()
+
+
+def test_a_busy_session_whose_clients_are_gone_is_shut_down(fleet: dict[str, Any]) -> None:
+    worker = fleet["worker"](idle_release_s=0.0)
+    client = fleet["client"]()
+    session = client.open_session()
+    forever = "yield_control(); while (true) await new Promise(r => setTimeout(r, 50));"
+    assert session.exec("c", forever).running_cell_id == "1"
+    client._closed.set()  # the harness vanishes: no reader, no refresh of its stream
+    client._reader.join(TIMEOUT_S)
+    client.client.delete(client.answers)  # (as if it expired)
+    wait_until(lambda: worker.sessions == [], "a session of a vanished client lives on")
+    events = [type(e) for _, e in worker.journal.read(session.id)]
+    assert events[-1] is ShutdownFinished
