@@ -50,7 +50,7 @@ from cellfleet.broker.events import (
     ToolFailed,
 )
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys, tool_call_field
-from cellfleet.broker.redis.link import Command, RedisLink
+from cellfleet.broker.redis.link import Command, RedisLink, entry_fields
 from cellfleet.broker.redis.scripts import script_source
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolReply
 
@@ -166,13 +166,6 @@ def _refusal(session: str, error: redis.ResponseError) -> BrokerError | None:
         "CONFLICT": SessionOwnedElsewhereError(session),
     }.get(reason)
     return refusal
-
-
-def _pairs(reply: Any) -> dict[str, str]:
-    """A HGETALL reply read through a `RedisLink` (a map, or a flat list in RESP2)."""
-    if not isinstance(reply, dict):
-        reply = dict(zip(reply[::2], reply[1::2], strict=True))
-    return _decoded(reply)
 
 
 def _decoded(flat: dict[bytes, bytes]) -> dict[str, str]:
@@ -417,7 +410,7 @@ class RedisJournal:
         last_cell, version, shutdown, _ = replies[1]
         return SessionState(
             last_cell=int(last_cell or 0),
-            stored=_pairs(replies[2]),
+            stored=_decoded(entry_fields(replies[2])),  # (a map, or a flat list)
             stored_version=int(version or 0),
             shutting_down=shutdown == b"1",
         )

@@ -18,11 +18,19 @@ import redis
 
 from cellfleet.broker.errors import SessionOwnedElsewhereError
 from cellfleet.broker.journal import RedisJournal, failure_reason, run_retrying
+from cellfleet.broker.keys import Keys
 from cellfleet.broker.redis.scripts import script_source
 
 log = logging.getLogger(__name__)
 DEFAULT_LEASE_MS = 2_000  # a dead owner's sessions wait this long for a new owner
 RENEWALS_PER_LEASE = 4  # renewals per time to live: one lost round trip is no loss
+
+
+def lease_owner(client: redis.Redis, keys: Keys, session: str) -> str | None:
+    """Who holds the session's lease now (None: nobody)."""
+    key = keys.session(session).lease
+    held: Any = run_retrying(lambda: client.get(key))
+    return None if held is None else bytes(held).decode().partition(" ")[0]
 
 
 class Leases:
@@ -67,9 +75,7 @@ class Leases:
 
     def owner_of(self, session: str) -> str | None:
         """Who holds the session's lease now (None: nobody)."""
-        key = self.journal.keys.session(session).lease
-        held: Any = run_retrying(lambda: self.journal.client.get(key))
-        return None if held is None else bytes(held).decode().partition(" ")[0]
+        return lease_owner(self.journal.client, self.journal.keys, session)
 
     def claim(self, session: str) -> int:
         """Hold the session's lease (its fencing token); raises

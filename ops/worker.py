@@ -45,6 +45,7 @@ from cellfleet.broker.leases import DEFAULT_LEASE_MS, Leases
 from cellfleet.broker.redis.link import (
     Command,
     RedisLink,
+    create_stream,
     entry_after,
     entry_fields,
     read_entries,
@@ -168,14 +169,7 @@ class CellWorker:
         return self
 
     def _create_inbox(self) -> str:
-        hello, _, _ = self.link.run(
-            [
-                ("XADD", self.inbox, "*", "hello", "1"),
-                ("XTRIM", self.inbox, "MAXLEN", 0),
-                ("PEXPIRE", self.inbox, self.heartbeat_ms),
-            ]
-        )
-        return bytes(hello).decode()
+        return create_stream(self.link, self.inbox, self.heartbeat_ms)
 
     def drain(self, timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S) -> None:
         """Take no new sessions; hand every idle session to another worker as soon as its

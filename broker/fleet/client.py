@@ -41,7 +41,14 @@ from cellfleet.broker.fleet import wire
 from cellfleet.broker.fleet.registry import WorkerRegistry
 from cellfleet.broker.journal import failure_reason, run_retrying
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
-from cellfleet.broker.redis.link import Command, RedisLink, entry_after, read_entries
+from cellfleet.broker.leases import lease_owner
+from cellfleet.broker.redis.link import (
+    Command,
+    RedisLink,
+    create_stream,
+    entry_after,
+    read_entries,
+)
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
 
@@ -155,14 +162,7 @@ class FleetClient:
         self._reader.start()
 
     def _create_answers(self) -> str:
-        first, _, _ = self.link.run(
-            [
-                ("XADD", self.answers, "*", "hello", "1"),
-                ("XTRIM", self.answers, "MAXLEN", 0),
-                ("PEXPIRE", self.answers, ANSWERS_TTL_MS),
-            ]
-        )
-        return bytes(first).decode()
+        return create_stream(self.link, self.answers, ANSWERS_TTL_MS)
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -239,11 +239,8 @@ class FleetClient:
                 self._closed.wait(0.1)  # no worker yet: look again shortly
 
     def _current_owner(self, session: str) -> str | None:
-        held: Any = run_retrying(lambda: self.client.get(self.keys.session(session).lease))
-        if held is None:
-            return None
-        owner = bytes(held).decode().partition(" ")[0]
-        return owner if self.workers.is_live(owner) else None
+        owner = lease_owner(self.client, self.keys, session)
+        return owner if owner is not None and self.workers.is_live(owner) else None
 
     def _pick(self, tried: set[str]) -> str | None:
         picked = self.workers.pick(exclude=tried)
@@ -367,6 +364,8 @@ class FleetClient:
                 continue
             for entry_id, fields in read_entries(replies[-1]):
                 self._position = entry_id
+                if b"hello" in fields:  # (the stream's own first entry)
+                    continue
                 try:
                     self._received(fields)
                 except Exception:  # the reader lives on: every answer needs it
@@ -382,10 +381,10 @@ class FleetClient:
         """Make the answers stream anew; the answers it held are lost with it, so the
         requests that waited for them fail (clearly) instead of waiting for ever."""
         log.warning("the answers stream was gone (Redis lost its data?): made anew")
+        with self._lock:  # (before the stream is back: later requests are answered on it)
+            waiting, self._pending = list(self._pending.values()), {}
         with contextlib.suppress(redis.RedisError):
             self._create_answers()
-        with self._lock:
-            waiting, self._pending = list(self._pending.values()), {}
         for request in waiting:
             request.fail(FleetAnswerError(texts.log_unavailable("Redis lost the fleet's streams")))
 

@@ -21,6 +21,20 @@ import redis
 Command = tuple[bytes | str | int, ...]
 
 
+def create_stream(link: RedisLink, key: str, ttl_ms: int) -> str:
+    """Make `key` an empty stream expiring in `ttl_ms` (an inbox that writers add to
+    with NOMKSTREAM: it exists only while its reader keeps it); its first entry's id,
+    from which to read."""
+    first, _, _ = link.run(
+        [
+            ("XADD", key, "*", "hello", "1"),  # (readers skip it)
+            ("XTRIM", key, "MAXLEN", 0),
+            ("PEXPIRE", key, ttl_ms),
+        ]
+    )
+    return bytes(first).decode()
+
+
 def entry_after(entry_id: str) -> str:
     """The stream id right after `entry_id` (for XTRIM MINID and exclusive ranges)."""
     milliseconds, _, sequence = entry_id.partition("-")
@@ -41,8 +55,8 @@ def read_entries(reply: Any) -> list[tuple[str, dict[bytes, bytes]]]:
 
 
 def entry_fields(fields: Any) -> dict[bytes, bytes]:
-    """A stream entry's fields as read through a `RedisLink` (a flat list) or redis-py
-    (a dict)."""
+    """A stream entry's fields (or a hash) as read through a `RedisLink` (a flat list
+    in RESP2, a map in RESP3) or redis-py (a dict), as a dict."""
     if isinstance(fields, dict):
         return fields
     return dict(zip(fields[::2], fields[1::2], strict=True))

@@ -174,22 +174,50 @@ def start_worker(redis_url: str, keys: Keys, *extra: str) -> tuple[subprocess.Po
     return process, line.split()[2]
 
 
-def wait_until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
+class Tally:
+    """Things that threads of a test count, and a wait for the count to get somewhere."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = threading.Condition()
+
+    def add(self, item: Any = None) -> None:
+        with self._changed:
+            self.items.append(item)
+            self._changed.notify_all()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def wait_for(self, condition: Any, what: str) -> None:
+        with self._changed:
+            assert self._changed.wait_for(condition, TIMEOUT_S), what
 
 
-def read_final_answer(client: redis.Redis, stream: str, after: Any) -> dict[str, Any]:
-    """The first answer on a client's answers stream that is not `started`."""
+def wait_for_key(raw: redis.Redis, key: str, done: Any, what: str) -> None:
+    """Wait until `done()` holds for `key`, woken by Redis's keyspace notifications of
+    it (created, written, deleted, expired): no polling of the clock."""
+    raw.config_set("notify-keyspace-events", "Kgxt")
+    db = raw.connection_pool.connection_kwargs.get("db", 0)
+    with raw.pubsub() as events:
+        events.subscribe(f"__keyspace@{db}__:{key}")
+        deadline = time.monotonic() + TIMEOUT_S
+        while not done():  # (checked after subscribing: no event is missed)
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, what
+            events.get_message(timeout=remaining)
+
+
+def read_final_answer(client: redis.Redis, stream: str, after: Any) -> tuple[dict[str, Any], Any]:
+    """The first answer on a client's answers stream after `after` that is not
+    `started`, and its entry id."""
     while True:
         read: Any = client.xread({stream: after}, count=1, block=int(TIMEOUT_S * 1000))
-        assert read, "the resumed worker answered nothing"
+        assert read, "the worker answered nothing"
         after, fields = read[0][1][0]
         reply: dict[str, Any] = orjson.loads(fields[wire.FIELD])
         if reply["kind"] != "started":
-            return reply
+            return reply, after
 
 
 def test_a_frozen_worker_is_fenced_off_when_another_took_its_session(
@@ -204,7 +232,9 @@ def test_a_frozen_worker_is_fenced_off_when_another_took_its_session(
         assert output_texts(session.exec("c1", "text('one')"))[1:] == ["one"]
         process.send_signal(signal.SIGSTOP)
         registry = WorkerRegistry(redis.Redis.from_url(redis_url), keys)
-        wait_until(lambda: not registry.is_live(frozen), "the frozen worker still beats")
+        info = keys.worker_info(frozen)
+        raw = registry.client
+        wait_for_key(raw, info, lambda: not raw.exists(info), "the frozen worker still beats")
         other = fleet["worker"]()
         assert output_texts(session.exec("c2", "text('two')"))[1:] == ["two"]
         assert other.sessions == [session.id]
@@ -216,7 +246,7 @@ def test_a_frozen_worker_is_fenced_off_when_another_took_its_session(
         hello = registry.client.xadd(probe, {"hello": "1"})
         registry.client.xadd(keys.worker_inbox(frozen), {wire.FIELD: wire.encode(stale)})
         process.send_signal(signal.SIGCONT)
-        final = read_final_answer(registry.client, probe, hello)  # (it may say `started`)
+        final, _ = read_final_answer(registry.client, probe, hello)  # (it may say `started`)
         assert final["kind"] in ("moved", "error"), final
         if final["kind"] == "error":
             assert final["message"].endswith(texts.session_fenced(session.id)), final
@@ -295,8 +325,8 @@ def test_malformed_requests_get_clear_answers_and_the_worker_serves_on(
     raw.xadd(inbox, {wire.FIELD: wire.encode({**base, "id": "b", "op": "teleport"})})
     answers = []
     for _ in range(2):
-        answers.append(read_final_answer(raw, probe, after))
-        after = raw.xrange(probe, "-", "+")[-1][0]
+        answer, after = read_final_answer(raw, probe, after)
+        answers.append(answer)
     assert answers[0]["kind"] == "error"
     assert answers[0]["message"].startswith("cellfleet worker refused a request: KeyError(")
     assert answers[1] == {"id": "b", "kind": "error", "message": "unknown request `teleport`"}
@@ -313,10 +343,12 @@ def test_streams_lost_by_redis_are_made_anew(
     client = fleet["client"]()
     session = client.open_session()
     raw = redis.Redis.from_url(redis_url)
-    raw.delete(keys.worker_inbox(worker.id), client.answers)
-    wait_until(lambda: raw.exists(keys.worker_inbox(worker.id)), "no new inbox")
-    wait_until(lambda: raw.exists(client.answers), "no new answers stream")
-    assert output_texts(session.exec("c", "text('again')"))[1:] == ["again"]
+    inbox = keys.worker_inbox(worker.id)
+    raw.delete(inbox, client.answers)
+    wait_for_key(raw, inbox, lambda: raw.exists(inbox), "no new inbox")
+    wait_for_key(raw, client.answers, lambda: raw.exists(client.answers), "no new answers")
+    out = session.exec("c", "text('again')")
+    assert output_texts(out)[1:] == ["again"], out
     raw.close()
 
 
@@ -329,6 +361,7 @@ def test_a_rolling_restart_under_load_answers_every_request(
     client = fleet["client"]()
     sessions = [client.open_session() for _ in range(4)]
     stop, failures, counts = threading.Event(), [], [0] * len(sessions)
+    answered = Tally()
 
     def load(index: int) -> None:
         session = sessions[index]
@@ -338,8 +371,15 @@ def test_a_rolling_restart_under_load_answers_every_request(
             )
             if not out.success or output_texts(out)[1:] != [str(counts[index] + 1)]:
                 failures.append(out)
+                answered.add()  # (a waiting test sees it at once)
                 return
             counts[index] += 1
+            answered.add()
+
+    def progress(what: str) -> None:
+        before = len(answered)
+        answered.wait_for(lambda: len(answered) > before + 20 or failures, what)
+        assert failures == []
 
     threads = [threading.Thread(target=load, args=(i,)) for i in range(len(sessions))]
     for thread in threads:
@@ -347,12 +387,10 @@ def test_a_rolling_restart_under_load_answers_every_request(
     try:
         for old in list(processes):
             processes.append(start_worker(redis_url, keys)[0])
-            before = sum(counts)
-            wait_until(lambda before=before: sum(counts) > before + 20, "no progress")
+            progress("no progress")
             old.send_signal(signal.SIGTERM)
             assert old.wait(TIMEOUT_S) == 0
-            before = sum(counts)
-            wait_until(lambda before=before: sum(counts) > before + 20, "no progress after")
+            progress("no progress after the restart")
         stop.set()
         for thread in threads:
             thread.join(TIMEOUT_S)
@@ -377,7 +415,9 @@ def test_an_idle_session_is_let_go_and_opened_again_where_it_is_next_used(
     client = fleet["client"]()
     session = client.open_session()
     session.exec("c1", "store('k', 'kept')")
-    wait_until(lambda: worker.sessions == [], "the idle session is still served")
+    raw, lease = client.client, client.keys.session(session.id).lease
+    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the idle session is still held")
+    assert worker.sessions == []  # (let go of before its lease)
     assert output_texts(session.exec("c2", "text(load('k'))"))[1:] == ["kept"]
 
 
@@ -388,17 +428,17 @@ def test_a_heartbeat_or_a_check_that_meets_a_redis_outage_goes_on(
     thread nor the client's reader may die of one, or the worker would drop out of the
     fleet while it holds its leases, and every exec of the client hang."""
     worker = fleet["worker"]()
-    beats: list[int] = []
+    beats = Tally()
     original_beat = worker.registry.beat
 
     def flaky_beat(*args: Any, **kwargs: Any) -> bool:
-        beats.append(1)
+        beats.add()
         if len(beats) == 1:
             raise JournalUnavailableError("connection failed")
         return original_beat(*args, **kwargs)
 
     monkeypatch.setattr(worker.registry, "beat", flaky_beat)
-    wait_until(lambda: len(beats) >= 3, "the heartbeat stopped after an outage")
+    beats.wait_for(lambda: len(beats) >= 3, "the heartbeat stopped after an outage")
     client = fleet["client"]()
     checks: list[int] = []
 
@@ -417,15 +457,16 @@ def test_every_client_of_a_shared_session_hears_its_notifications(
     fleet: dict[str, Any],
 ) -> None:
     fleet["worker"]()
-    heard: dict[str, list[str]] = {"a": [], "b": []}
-    first = fleet["client"]().open_session(notify=lambda _c, _cell, text: heard["a"].append(text))
+    heard = Tally()
+    first = fleet["client"]().open_session(notify=lambda _c, _cell, text: heard.add(("a", text)))
     second = fleet["client"]().open_session(
-        session_id=first.id, notify=lambda _c, _cell, text: heard["b"].append(text)
+        session_id=first.id, notify=lambda _c, _cell, text: heard.add(("b", text))
     )
     first.exec("c1", "notify('from a')")
     second.exec("c2", "notify('from b')")
-    wait_until(lambda: len(heard["a"]) == 2 and len(heard["b"]) == 2, f"heard {heard}")
-    assert heard == {"a": ["from a", "from b"], "b": ["from a", "from b"]}
+    heard.wait_for(lambda: len(heard) == 4, f"heard {heard.items}")
+    for opener in ("a", "b"):
+        assert [text for who, text in heard.items if who == opener] == ["from a", "from b"]
 
 
 def test_a_session_an_in_process_host_serves_is_refused_by_the_fleet(
@@ -450,7 +491,8 @@ def test_a_busy_session_whose_clients_are_gone_is_shut_down(fleet: dict[str, Any
     assert session.exec("c", forever).running_cell_id == "1"
     client._closed.set()  # the harness vanishes: no reader, no refresh of its stream
     client._reader.join(TIMEOUT_S)
-    client.client.delete(client.answers)  # (as if it expired)
-    wait_until(lambda: worker.sessions == [], "a session of a vanished client lives on")
+    raw, lease = client.client, client.keys.session(session.id).lease
+    raw.delete(client.answers)  # (as if it expired)
+    wait_for_key(raw, lease, lambda: not raw.exists(lease), "a vanished client's session lives")
     events = [type(e) for _, e in worker.journal.read(session.id)]
     assert events[-1] is ShutdownFinished
