@@ -50,7 +50,8 @@ from cellfleet.broker.events import (
     ToolFailed,
 )
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys, tool_call_field
-from cellfleet.broker.redis.link import Command, RedisLink, entry_fields
+from cellfleet.broker.redis.connect import connect_redis
+from cellfleet.broker.redis.link import Command, Link, entry_fields, link_to
 from cellfleet.broker.redis.scripts import script_source
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolReply
 
@@ -181,11 +182,11 @@ def run_retrying(call: Callable[[], T]) -> T:
     return _retrying(call)
 
 
-class _LeanScript:
+class LeanScript:
     """A registered Lua script, called through a `RedisLink`; a script the server
     forgot (restarted without its AOF) is loaded again by redis-py."""
 
-    def __init__(self, client: redis.Redis, link: RedisLink, text: str) -> None:
+    def __init__(self, client: redis.Redis, link: Link, text: str) -> None:
         self._link = link
         self._script: Script = client.register_script(text)
 
@@ -195,6 +196,21 @@ class _LeanScript:
             return self._link.run([command])[0]
         except NoScriptError:
             return self._script(keys=keys, args=args)  # SCRIPT LOAD, then EVALSHA
+
+    def run_many(self, calls: Sequence[tuple[Sequence[str], Sequence[bytes | str]]]) -> list[Any]:
+        """Call the script once per (keys, args), in one round trip (per node of a
+        cluster); the replies in order, an error reply in its call's place."""
+        commands: list[Command] = [
+            ("EVALSHA", self._script.sha, len(keys), *keys, *args) for keys, args in calls
+        ]
+        replies = self._link.run(commands, raise_errors=False)
+        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if unknown:  # a node that restarted without its data: load it everywhere, again
+            self._script.registered_client.script_load(self._script.script)
+            again = self._link.run([commands[i] for i in unknown], raise_errors=False)
+            for index, reply in zip(unknown, again, strict=True):
+                replies[index] = reply
+        return replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,14 +271,14 @@ class RedisJournal:
         self.client = client
         self.keys = keys
         self.max_block_s = max_block_s  # below the client's socket timeout
-        self.link = RedisLink(client)
+        self.link = link_to(client)
         self._append_text = script_source("append", lib=True)
         self._open_text = script_source("open_session", lib=True)
-        self._append = _LeanScript(client, self.link, self._append_text)
-        self._admit = _LeanScript(client, self.link, script_source("admit_cell", lib=True))
-        self._finish = _LeanScript(client, self.link, script_source("finish_cell", lib=True))
-        self._shutdown = _LeanScript(client, self.link, script_source("begin_shutdown", lib=True))
-        self._finish_session = _LeanScript(
+        self._append = LeanScript(client, self.link, self._append_text)
+        self._admit = LeanScript(client, self.link, script_source("admit_cell", lib=True))
+        self._finish = LeanScript(client, self.link, script_source("finish_cell", lib=True))
+        self._shutdown = LeanScript(client, self.link, script_source("begin_shutdown", lib=True))
+        self._finish_session = LeanScript(
             client, self.link, script_source("finish_session", lib=True)
         )
         self._record_tool = client.register_script(script_source("record_tool_outcome"))
@@ -274,7 +290,7 @@ class RedisJournal:
     @classmethod
     def from_url(cls, url: str, keys: Keys = DEFAULT_KEYS) -> RedisJournal:
         """A journal on its own connection pool; retries are ours (tenacity), not redis-py's."""
-        client = redis.Redis.from_url(
+        client = connect_redis(
             url, socket_timeout=5, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
         )
         return cls(client, keys)

@@ -15,7 +15,7 @@ so one session lives in one slot and its Lua scripts may touch all of them.
 | `cf:{S}:projection:<name>` | hash   | projector runner        | projector runner, CLI    |
 | `cf:sessions`              | zset   | session actor (open)    | CLI `events`             |
 | `cf:{S}:tools`             | hash   | tool result script      | tool workers (dedupe)    |
-| `cf:tools:{R}:calls`       | stream | host tool dispatchers   | tool workers of tools R  |
+| `cf:tools:{R.P}:calls`     | stream | host tool dispatchers   | tool workers of tools R  |
 | `cf:tools:dead`            | stream | tool workers            | operators                |
 | `cf:tools:cancel`          | pubsub | host tool dispatchers   | tool workers             |
 | `cf:host:{H}:replies`      | stream | tool workers            | that host's dispatcher   |
@@ -44,14 +44,19 @@ expire unless its heartbeat renews them; a client's `answers` expire when it sto
 `tools` maps a tool call (`cell/tool-N`, `tool_call_field`) to the reply its host was
 sent once its outcome is recorded, or to `cancelled`. Tool calls are read by the
 consumer group `workers`; a host's replies stream is trimmed by that host.
+The calls of one set of tools are spread over `TOOL_CALL_PARTITIONS` streams (`P`, by
+session), so that on a Redis Cluster no one slot carries every call of the fleet; the
+other shared streams belong to one process each (a host, a worker, a client).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "cf"
 TOOL_WORKERS_GROUP = "workers"  # the consumer group of tool workers on the calls stream
+TOOL_CALL_PARTITIONS = 4  # calls streams per set of tools (each read by every tool worker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +69,13 @@ class Keys:
     def sessions(self) -> str:
         return f"{self.prefix}:sessions"
 
-    def tool_calls(self, registry: str) -> str:
-        """The calls stream of one set of tools (`ToolRegistry.fingerprint`)."""
-        return f"{self.prefix}:tools:{{{registry}}}:calls"
+    def tool_calls(self, registry: str, partition: int) -> str:
+        """One calls stream of one set of tools (`ToolRegistry.fingerprint`)."""
+        return f"{self.prefix}:tools:{{{registry}.{partition}}}:calls"
+
+    def tool_call_streams(self, registry: str) -> tuple[str, ...]:
+        """Every calls stream of one set of tools, by partition."""
+        return tuple(self.tool_calls(registry, p) for p in range(TOOL_CALL_PARTITIONS))
 
     @property
     def tool_dead_letters(self) -> str:
@@ -103,6 +112,11 @@ class Keys:
 
 
 DEFAULT_KEYS = Keys()
+
+
+def tool_call_partition(session: str) -> int:
+    """Which calls stream carries a session's tool calls (the same in every process)."""
+    return zlib.crc32(session.encode()) % TOOL_CALL_PARTITIONS
 
 
 def tool_call_field(cell: str, call_id: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from cellfleet.broker.errors import SessionOwnedElsewhereError
-from cellfleet.broker.journal import RedisJournal, failure_reason, run_retrying
+from cellfleet.broker.journal import LeanScript, RedisJournal, failure_reason, run_retrying
 from cellfleet.broker.keys import Keys
 from cellfleet.broker.redis.scripts import script_source
 
@@ -54,7 +54,7 @@ class Leases:
         self.ttl_ms = ttl_ms
         client = journal.client
         self._claim = client.register_script(script_source("claim_lease"))
-        self._renew = client.register_script(script_source("renew_lease"))
+        self._renew = LeanScript(client, journal.link, script_source("renew_lease"))
         self._release = client.register_script(script_source("release_lease"))
         self._held: dict[str, int] = {}  # session -> token
         self._lock = threading.Lock()  # a release never races a renewal of the same lease
@@ -129,13 +129,16 @@ class Leases:
             held = list(self._held.items())
             if not held:
                 return []
-            pipe = self.journal.client.pipeline(transaction=False)
-            for session, token in held:
-                k = self.journal.keys.session(session)
-                self._renew(
-                    keys=[k.lease, k.meta], args=[self.owner, token, self.ttl_ms], client=pipe
-                )
-            renewed = pipe.execute()
+            keys, ttl = self.journal.keys, str(self.ttl_ms)
+            renewed = self._renew.run_many(
+                [
+                    ([keys.session(s).lease, keys.session(s).meta], [self.owner, str(token), ttl])
+                    for s, token in held
+                ]
+            )
+            for reply in renewed:
+                if isinstance(reply, redis.ResponseError):
+                    raise reply
             lost = [session for (session, _), ok in zip(held, renewed, strict=True) if not ok]
             for session in lost:
                 del self._held[session]

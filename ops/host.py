@@ -8,8 +8,6 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 
-import redis
-
 from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.actors.cell.notifications import DeliveryThreads
 from cellfleet.actors.cell.spares import CellActors
@@ -22,6 +20,7 @@ from cellfleet.broker.contract.tools import JsonValue, NamespaceInfo, ToolDefini
 from cellfleet.broker.journal import DEFAULT_RETENTION_S, RedisJournal
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.leases import Leases
+from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.broker.tools.invocation import ToolDispatcher
 from cellfleet.broker.tools.registry import ToolRegistry
@@ -33,7 +32,7 @@ Notify = Callable[[str, str, str], None]
 class Host:
     """A process's cellfleet services; `open_session` creates sessions on them.
 
-    Nested tool calls go through the broker (`cf:tools:calls`); `workers` in-process
+    Nested tool calls go through the broker (`cf:tools:{R.P}:calls`); `workers` in-process
     tool workers serve `tools` (0: only external `cellfleet tools` processes do).
     `audit` is told every closed cell's final facts (tests check them against the log);
     `keys` are the Redis keys (their prefix lets several installations share a Redis).
@@ -59,11 +58,11 @@ class Host:
         self.pool = ContextPool(pool_size, memory_limit_bytes=memory_limit_bytes)
         self.scheduler = Scheduler()
         self.dispatcher = BrokerDispatcher(
-            redis.Redis.from_url(redis_url), registry=self.registry.fingerprint, keys=keys
+            connect_redis(redis_url), registry=self.registry.fingerprint, keys=keys
         )
         self.workers = [
             ToolWorker(
-                redis.Redis.from_url(redis_url),
+                connect_redis(redis_url),
                 self.registry,
                 name=f"{self.dispatcher.host_id}-{index}",
                 concurrency=worker_concurrency,

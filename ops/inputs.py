@@ -13,6 +13,7 @@ from typing import IO
 
 import redis
 
+from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.tools.registry import ToolRegistry, ToolsFileError, load_tools_file
 from cellfleet.ops.embedded import redis_url
 from cellfleet.ops.redis_server import RedisUnavailableError
@@ -78,7 +79,7 @@ def reachable_redis(data_dir: Path | None) -> str:
     except (RedisUnavailableError, OSError) as error:
         raise InputError(f"cannot start the embedded Redis: {error}") from None
     try:
-        client = redis.Redis.from_url(
+        client = connect_redis(
             url,
             socket_connect_timeout=REDIS_CHECK_TIMEOUT_S,
             socket_timeout=REDIS_CHECK_TIMEOUT_S,

@@ -117,6 +117,7 @@ def start_redis(
     port: int | None = None,
     append_only: bool = True,
     daemonize: bool = False,
+    cluster: bool = False,
     timeout: float = 10.0,
 ) -> RedisProcess:
     """Start redis-server with its files in `data_dir` and wait until it answers PING.
@@ -149,6 +150,9 @@ def start_redis(
         socket_path = None  # too long for sockaddr_un: loopback TCP only
     else:
         args += ["--unixsocket", str(socket_path), "--unixsocketperm", "700"]
+    if cluster:  # its node table lives in its data directory
+        args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        args += ["--cluster-port", str(free_port())]  # (port + 10000 may not exist)
     if daemonize:
         args += ["--daemonize", "yes", "--pidfile", str(data_dir / "redis.pid")]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -177,3 +181,56 @@ def start_redis(
                     f"redis-server did not start on port {port}{said} (its log: {log})"
                 ) from None
             time.sleep(0.02)  # polling a child process that is starting up
+
+
+@dataclass
+class RedisClusterProcess:
+    """A Redis Cluster of child redis-servers on loopback, one master per node, no
+    replicas (for tests and benchmarks: the semantics of slots, not availability)."""
+
+    nodes: list[RedisProcess]
+
+    @property
+    def url(self) -> str:
+        """A seed node's URL; cluster clients learn the others from it."""
+        return self.nodes[0].tcp_url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(
+    data_dir: Path, *, masters: int = 3, timeout: float = 30.0
+) -> RedisClusterProcess:
+    """Start `masters` cluster-enabled redis-servers, join them into one cluster with
+    `redis-cli --cluster create`, and wait until every node says `cluster_state:ok`."""
+    nodes: list[RedisProcess] = []
+    try:
+        for index in range(masters):
+            nodes.append(start_redis(data_dir / f"node{index}", append_only=False, cluster=True))
+        cli = shutil.which("redis-cli") or str(Path(find_redis_server()).with_name("redis-cli"))
+        create = [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes)]
+        created = subprocess.run(
+            [*create, "--cluster-replicas", "0", "--cluster-yes"],
+            check=False,
+            capture_output=True,
+            timeout=timeout,
+        )
+        if created.returncode != 0:
+            said = (created.stdout + created.stderr).decode(errors="replace").strip()
+            raise RedisUnavailableError(f"redis-cli --cluster create failed: {said[-400:]}")
+        deadline = time.monotonic() + timeout
+        for node in nodes:
+            client = redis.Redis.from_url(node.tcp_url)
+            # The nodes agree on the slot map by gossip, a moment after the create.
+            while client.cluster("INFO").get("cluster_state") != "ok":
+                if time.monotonic() > deadline:
+                    raise RedisUnavailableError("the Redis Cluster did not reach state ok")
+                time.sleep(0.05)  # polling the gossip: there is no event to wait on
+            client.close()
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return RedisClusterProcess(nodes)

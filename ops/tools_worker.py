@@ -12,9 +12,8 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-import redis
-
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
+from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
 
@@ -74,7 +73,7 @@ def run_worker(
     signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the deadline ends the process
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    client = redis.Redis.from_url(url)
+    client = connect_redis(url)
     worker = ToolWorker(
         client,
         registry,

@@ -42,13 +42,16 @@ from cellfleet.broker.fleet.registry import DEFAULT_HEARTBEAT_MS, WorkerInfo, Wo
 from cellfleet.broker.journal import DEFAULT_RETENTION_S, RedisJournal, failure_reason
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.leases import DEFAULT_LEASE_MS, Leases
+from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.redis.link import (
+    WAKE_FIELD,
     Command,
-    RedisLink,
     create_stream,
     entry_after,
     entry_fields,
+    link_to,
     read_entries,
+    wake_reader,
 )
 from cellfleet.broker.redis.scripts import script_source
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
@@ -109,8 +112,8 @@ class CellWorker:
         self.heartbeat_ms = heartbeat_ms
         self.idle_release_s = idle_release_s
         self.redis_url = redis_url
-        self.client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
-        self.link = RedisLink(self.client)
+        self.client = connect_redis(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.link = link_to(self.client)
         self.inbox = keys.worker_inbox(self.id)
         self.registry = WorkerRegistry(self.client, keys)
         self.journal = RedisJournal.from_url(redis_url, keys)
@@ -132,9 +135,7 @@ class CellWorker:
             audit=audit,
         )
         self.tool_workers = [
-            ToolWorker(
-                redis.Redis.from_url(redis_url), self.tools, name=f"{self.id}-{i}", keys=keys
-            )
+            ToolWorker(connect_redis(redis_url), self.tools, name=f"{self.id}-{i}", keys=keys)
             for i in range(tool_workers if self.tools.definitions else 0)
         ]
         self._served: dict[str, _Served] = {}
@@ -199,6 +200,8 @@ class CellWorker:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        with contextlib.suppress(redis.RedisError):  # (else it wakes within its block)
+            wake_reader(self.link, self.inbox)
         for thread in self._threads:
             thread.join(timeout=READ_BLOCK_MS / 1000 + 2)
         with contextlib.suppress(redis.RedisError, BrokerError):
@@ -244,7 +247,7 @@ class CellWorker:
                 continue
             for entry_id, fields in read_entries(replies[-1]):
                 last = self._last_read = entry_id
-                if b"hello" not in fields:  # (the inbox's own first entry)
+                if WAKE_FIELD not in fields:  # (the inbox's own first entry, or a wake-up)
                     self._receive(fields)
 
     def _close_inbox(self) -> None:
@@ -456,7 +459,7 @@ class CellWorker:
         with contextlib.suppress(KeyError):
             return self._dispatchers[registry]
         dispatcher = BrokerDispatcher(
-            redis.Redis.from_url(self.redis_url), registry=registry, keys=self.keys
+            connect_redis(self.redis_url), registry=registry, keys=self.keys
         )
         self._dispatchers[registry] = dispatcher
         return dispatcher
@@ -614,7 +617,8 @@ class CellWorker:
         streams = [self.keys.client_answers(client) for client in entry.clients]
         if not streams:
             return False
-        return bool(self.link.run([("EXISTS", *streams)])[0])
+        # One EXISTS per stream: on a Redis Cluster they live in different slots.
+        return any(self.link.run([("EXISTS", stream) for stream in streams]))
 
 
 def _error(error: BaseException) -> dict[str, Any]:

@@ -16,7 +16,12 @@ from cellfleet.actors.runtime.local import LocalCell, ToolError, ToolHandler
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.runtime.protocol import CellSpec, Finished, OutputItem, RuntimeTool, Stopped
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
-from cellfleet.ops.redis_server import RedisProcess, start_redis
+from cellfleet.ops.redis_server import (
+    RedisClusterProcess,
+    RedisProcess,
+    start_redis,
+    start_redis_cluster,
+)
 from cellfleet.ops.replay_corpus import CORPUS_ENVIRONMENT
 
 # V8 takes the time zone and the locale from the environment once, when it starts (not
@@ -52,6 +57,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
     server = start_redis(Path(tmp_path_factory.mktemp("redis")))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    """A real Redis Cluster of 3 masters, for the tests that run on one as well."""
+    cluster = start_redis_cluster(Path(tmp_path_factory.mktemp("redis-cluster")))
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

@@ -42,12 +42,15 @@ from cellfleet.broker.fleet.registry import WorkerRegistry
 from cellfleet.broker.journal import failure_reason, run_retrying
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.leases import lease_owner
+from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.redis.link import (
+    WAKE_FIELD,
     Command,
-    RedisLink,
     create_stream,
     entry_after,
+    link_to,
     read_entries,
+    wake_reader,
 )
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
@@ -135,16 +138,16 @@ class FleetClient:
         self.id = uuid.uuid4().hex[:16]
         self.keys = keys
         self.placement_timeout_s = placement_timeout_s
-        self.client = redis.Redis.from_url(
+        self.client = connect_redis(
             redis_url, socket_timeout=5, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
         )
-        self.link = RedisLink(self.client)
+        self.link = link_to(self.client)
         self.workers = WorkerRegistry(self.client, keys)
         self.answers = keys.client_answers(self.id)
         self.registry = tools or ToolRegistry.from_handlers(handlers or {})
         self.tool_workers = [
             ToolWorker(
-                redis.Redis.from_url(redis_url), self.registry, name=f"{self.id}-{i}", keys=keys
+                connect_redis(redis_url), self.registry, name=f"{self.id}-{i}", keys=keys
             ).start()
             for i in range(tool_workers if self.registry.definitions else 0)
         ]
@@ -364,7 +367,7 @@ class FleetClient:
                 continue
             for entry_id, fields in read_entries(replies[-1]):
                 self._position = entry_id
-                if b"hello" in fields:  # (the stream's own first entry)
+                if WAKE_FIELD in fields:  # (the stream's own first entry, or a wake-up)
                     continue
                 try:
                     self._received(fields)
@@ -498,6 +501,8 @@ class FleetClient:
         for backend in sessions:
             backend.shutdown()
         self._closed.set()
+        with contextlib.suppress(redis.RedisError):  # (else it wakes within its block)
+            wake_reader(self.link, self.answers)
         self._reader.join(timeout=READ_BLOCK_MS / 1000 + 2)
         for worker in self.tool_workers:
             worker.stop()

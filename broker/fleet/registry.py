@@ -19,6 +19,7 @@ import redis
 
 from cellfleet.broker.journal import run_retrying
 from cellfleet.broker.keys import Keys
+from cellfleet.broker.redis.link import Command, entry_fields, link_to
 
 DEFAULT_HEARTBEAT_MS = 2_000  # a worker that stops beating is dead this much later
 
@@ -51,6 +52,7 @@ class WorkerRegistry:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
+        self._link = link_to(client)
 
     def beat(
         self, info: WorkerInfo, sessions: Sequence[str], ttl_ms: int = DEFAULT_HEARTBEAT_MS
@@ -58,35 +60,37 @@ class WorkerRegistry:
         """Say that `info.worker` lives (for `ttl_ms` more), with its load and sessions;
         False if its inbox is gone (Redis lost its data: the worker makes a new one)."""
         k, worker = self.keys, info.worker
-        fields: dict[Any, Any] = {
+        fields: dict[str, Any] = {
             "capacity": info.capacity,
             "sessions": info.sessions,
             "draining": int(info.draining),
             "host": info.host,
             "pid": info.pid,
-            "started_ms": info.started_ms,
-            "beat_ms": time.time() * 1000,
+            "started_ms": repr(info.started_ms),
+            "beat_ms": repr(time.time() * 1000),
         }
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(k.workers, {worker: 0}, nx=True)
-        pipe.hset(k.worker_info(worker), mapping=fields)
-        pipe.pexpire(k.worker_info(worker), ttl_ms)
-        pipe.delete(k.worker_sessions(worker))
+        commands: list[Command] = [
+            ("ZADD", k.workers, "NX", 0, worker),
+            ("HSET", k.worker_info(worker), *(part for pair in fields.items() for part in pair)),
+            ("PEXPIRE", k.worker_info(worker), ttl_ms),
+            ("DEL", k.worker_sessions(worker)),
+        ]
         if sessions:
-            pipe.sadd(k.worker_sessions(worker), *sessions)
-            pipe.pexpire(k.worker_sessions(worker), ttl_ms)
-        pipe.pexpire(k.worker_inbox(worker), ttl_ms)
-        replies = run_retrying(pipe.execute)
+            commands.append(("SADD", k.worker_sessions(worker), *sessions))
+            commands.append(("PEXPIRE", k.worker_sessions(worker), ttl_ms))
+        commands.append(("PEXPIRE", k.worker_inbox(worker), ttl_ms))
+        replies = run_retrying(lambda: self._link.run(commands))
         return bool(replies[-1])
 
     def leave(self, worker: str) -> None:
         """`worker` stops: gone from the list at once (its inbox with it)."""
         k = self.keys
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrem(k.workers, worker)
-        pipe.delete(k.worker_info(worker), k.worker_sessions(worker))
-        pipe.delete(k.worker_inbox(worker))
-        run_retrying(pipe.execute)
+        commands: list[Command] = [
+            ("ZREM", k.workers, worker),
+            *(("DEL", key) for key in (k.worker_info(worker), k.worker_sessions(worker))),
+            ("DEL", k.worker_inbox(worker)),
+        ]
+        run_retrying(lambda: self._link.run(commands))
 
     def live(self) -> list[WorkerInfo]:
         """Every live worker; dead ones leave the list as they are met."""
@@ -94,10 +98,8 @@ class WorkerRegistry:
         names = [bytes(name).decode() for name in listed]
         if not names:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.hgetall(self.keys.worker_info(name))
-        infos = run_retrying(pipe.execute)
+        commands: list[Command] = [("HGETALL", self.keys.worker_info(name)) for name in names]
+        infos = [entry_fields(reply) for reply in run_retrying(lambda: self._link.run(commands))]
         alive = [_info(name, fields) for name, fields in zip(names, infos, strict=True) if fields]
         dead = [name for name, fields in zip(names, infos, strict=True) if not fields]
         if dead:

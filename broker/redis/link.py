@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 import redis
@@ -21,18 +21,27 @@ import redis
 Command = tuple[bytes | str | int, ...]
 
 
-def create_stream(link: RedisLink, key: str, ttl_ms: int) -> str:
+def create_stream(link: Link, key: str, ttl_ms: int) -> str:
     """Make `key` an empty stream expiring in `ttl_ms` (an inbox that writers add to
     with NOMKSTREAM: it exists only while its reader keeps it); its first entry's id,
     from which to read."""
     first, _, _ = link.run(
         [
-            ("XADD", key, "*", "hello", "1"),  # (readers skip it)
+            ("XADD", key, "*", WAKE_FIELD, "1"),  # (readers skip it)
             ("XTRIM", key, "MAXLEN", 0),
             ("PEXPIRE", key, ttl_ms),
         ]
     )
     return bytes(first).decode()
+
+
+WAKE_FIELD = b"hello"  # an entry with it is no message: its readers skip it
+
+
+def wake_reader(link: Link, key: str) -> None:
+    """Add an entry that is no message to the stream `key`, so that a read blocked on
+    it returns now (a stopping reader need not wait for its block to time out)."""
+    link.run([("XADD", key, "*", WAKE_FIELD, "1")])
 
 
 def entry_after(entry_id: str) -> str:
@@ -114,3 +123,20 @@ class RedisLink:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.disconnect()
+
+
+class Link(Protocol):
+    """Command batches to Redis: a `RedisLink`, or a `ClusterLink` on a Redis Cluster."""
+
+    def run(self, commands: Sequence[Command], *, raise_errors: bool = True) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+
+def link_to(client: redis.Redis) -> Link:
+    """A link to the Redis (or Redis Cluster) of `client`."""
+    if isinstance(client, redis.RedisCluster):
+        from cellfleet.broker.redis.cluster_link import ClusterLink  # noqa: PLC0415 - a cycle
+
+        return ClusterLink(client)
+    return RedisLink(client)

@@ -17,7 +17,7 @@ from typing import Any
 
 from cellfleet.broker.contract import texts
 from cellfleet.broker.journal import run_retrying
-from cellfleet.broker.redis.link import Command, RedisLink
+from cellfleet.broker.redis.link import Command, Link
 from cellfleet.broker.tools.invocation import CancelHandle, ToolInvocation, ToolOutcome
 
 MAX_IN_FLIGHT = 4096  # Codex's `delegate-capacity-4096`
@@ -51,7 +51,7 @@ class DelegateDispatcher:
 
     def __init__(
         self,
-        link: RedisLink,
+        link: Link,
         send: Send,
         withdrawn: Callable[[int], None],
         ids: itertools.count[int],

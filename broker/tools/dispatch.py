@@ -1,10 +1,11 @@
 """A host's side of nested tool calls over Redis (the worker side is broker/tools/worker.py).
 
-`dispatch` puts the call on the `cf:tools:calls` stream (read by the worker fleet's
-consumer group) and remembers whom to tell. Workers record the outcome in the
-session's log first and then answer on this host's replies stream; a reader thread
-routes each answer to its cell. Outcomes arrive with `recorded=True` and the clock
-reading the worker recorded, which the cell delivers into JavaScript unchanged.
+`dispatch` puts the call on its session's calls stream of these tools
+(`cf:tools:{R.P}:calls`, read by the worker fleet's consumer group) and remembers whom
+to tell. Workers record the outcome in the session's log first and then answer on
+this host's replies stream; a reader thread routes each answer to its cell. Outcomes
+arrive with `recorded=True` and the clock reading the worker recorded, which the cell
+delivers into JavaScript unchanged.
 
 Bounds: at most `max_in_flight_per_session` calls of one session are outstanding; a
 call beyond that fails at once with a clear message rather than queueing without end.
@@ -14,6 +15,7 @@ it skips it) and publishes it (a running handler's `ToolContext.cancelled` is se
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
@@ -27,8 +29,14 @@ import redis
 from cellfleet.broker import codec
 from cellfleet.broker.contract import texts
 from cellfleet.broker.journal import run_retrying
-from cellfleet.broker.keys import DEFAULT_KEYS, TOOL_WORKERS_GROUP, Keys, tool_call_field
-from cellfleet.broker.redis.link import Command, RedisLink
+from cellfleet.broker.keys import (
+    DEFAULT_KEYS,
+    TOOL_WORKERS_GROUP,
+    Keys,
+    tool_call_field,
+    tool_call_partition,
+)
+from cellfleet.broker.redis.link import WAKE_FIELD, Command, link_to, wake_reader
 from cellfleet.broker.tools.invocation import (
     CancelHandle,
     ToolInvocation,
@@ -88,8 +96,8 @@ class BrokerDispatcher:
     ) -> None:
         self.client = client
         self.keys = keys
-        self.calls = keys.tool_calls(registry)  # read by the workers of these tools
-        self._link = RedisLink(client)
+        self.registry = registry  # its calls streams are read by the workers of these tools
+        self._link = link_to(client)
         self.host_id = host_id or uuid.uuid4().hex[:12]
         self.replies = keys.host_replies(self.host_id)
         self.max_in_flight_per_session = max_in_flight_per_session
@@ -97,7 +105,8 @@ class BrokerDispatcher:
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        ensure_group(client, self.calls)
+        for stream in keys.tool_call_streams(registry):
+            ensure_group(client, stream)
         self._reader = threading.Thread(target=self._read_replies, name="tool-replies", daemon=True)
         self._reader.start()
 
@@ -166,7 +175,7 @@ class BrokerDispatcher:
             session_keys.tools, tool_call_field(invocation.cell, invocation.call_id), "cancelled"
         )
         if waiting.entry_id is not None:
-            pipe.xdel(self.calls, waiting.entry_id)
+            pipe.xdel(self.calls_of(invocation.session), waiting.entry_id)
         pipe.publish(self.keys.tool_cancel_channel, invocation.idempotency_key)
         pipe.execute()
 
@@ -207,6 +216,8 @@ class BrokerDispatcher:
                     log.warning("tool replies not trimmed: %s", error)  # next time, then
 
     def _route(self, fields: dict[bytes, bytes]) -> None:
+        if WAKE_FIELD in fields:
+            return
         try:
             reply = codec.decode_tool_reply(fields[b"reply"])
         except (KeyError, codec.DecodeError) as error:
@@ -217,13 +228,21 @@ class BrokerDispatcher:
             return  # cancelled, or the cell is gone: dropped (spec §3.3)
         waiting.on_outcome(reply.outcome)
 
+    def calls_of(self, session: str) -> str:
+        """The calls stream that carries the session's calls."""
+        return self.keys.tool_calls(self.registry, tool_call_partition(session))
+
     def _call_command(self, invocation: ToolInvocation) -> Command:
         fields = codec.encode_tool_call(invocation, self.replies)
-        return ("XADD", self.calls, "*", *fields)
+        return ("XADD", self.calls_of(invocation.session), "*", *fields)
 
     def close(self) -> None:
         self._closed.set()
+        with contextlib.suppress(redis.RedisError):  # (else it wakes within its block)
+            wake_reader(self._link, self.replies)
         self._reader.join(timeout=2)
+        with contextlib.suppress(redis.RedisError):  # nobody reads it any more
+            self._link.run([("DEL", self.replies)])
         self._link.close()
 
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis
@@ -63,6 +64,7 @@ DEAD_LETTERS_KEPT = 10_000  # (about: trimmed approximately)
 
 @dataclass(slots=True)
 class _Running:
+    stream: str  # the calls stream it was read from
     entry_id: str
     context: ToolContext
     invocation: ToolInvocation
@@ -97,7 +99,7 @@ class ToolWorker:
     ) -> None:
         self.client = client
         self.keys = keys
-        self.calls = keys.tool_calls(registry.fingerprint)  # the calls of these tools
+        self.streams = keys.tool_call_streams(registry.fingerprint)  # calls of these tools
         self.journal = RedisJournal(client, keys)  # writes to the sessions' logs
         self.registry = registry
         self.name = name or f"{socket.gethostname()}-{time.monotonic_ns() % 10**9}"
@@ -126,16 +128,21 @@ class ToolWorker:
         """Start serving; returns once cancellations are heard (or `LISTEN_WITHIN_S`
         passed), before any call is read. A cancellation the worker misses meanwhile is
         found in the call's record within a lease tick (`_reconcile_cancellations`)."""
-        ensure_group(self.client, self.calls)
-        for target in (self._cancel_loop, self._read_loop, self._lease_loop):
-            thread = threading.Thread(
-                target=target, name=f"{target.__name__}-{self.name}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-            if target == self._cancel_loop and not self._listening.wait(LISTEN_WITHIN_S):
-                log.warning("tool cancellations not heard yet; serving calls anyway")
+        for stream in self.streams:
+            ensure_group(self.client, stream)
+        self._start_thread(self._cancel_loop, "cancels")
+        if not self._listening.wait(LISTEN_WITHIN_S):
+            log.warning("tool cancellations not heard yet; serving calls anyway")
+        # A reader per calls stream: on a Redis Cluster one read may not span slots.
+        for partition, stream in enumerate(self.streams):
+            self._start_thread(partial(self._read_loop, stream), f"read{partition}")
+        self._start_thread(self._lease_loop, "leases")
         return self
+
+    def _start_thread(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=f"tools-{name}-{self.name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def stop(self) -> None:
         """Stop serving: read no more calls, let running handlers finish their calls
@@ -178,7 +185,10 @@ class ToolWorker:
 
     # -- reading ---------------------------------------------------------------------
 
-    def _read_loop(self) -> None:
+    def _read_loop(self, stream: str) -> None:
+        """Read calls of one stream as slots free up. (The readers of the other streams
+        read meanwhile too: a worker may take up to one batch per stream more than it
+        has slots; those wait in its pool, their entries kept fresh, as a prefetch.)"""
         while not self._draining.is_set():
             with self._slot_freed:  # every slot busy: wait until a handler frees one
                 self._slot_freed.wait_for(self._has_free_slot, timeout=0.2)
@@ -189,18 +199,18 @@ class ToolWorker:
                 answer: Any = self.client.xreadgroup(
                     TOOL_WORKERS_GROUP,
                     self.name,
-                    {self.calls: ">"},
+                    {stream: ">"},
                     count=free,
                     block=200,
                 )
             except redis.RedisError as error:  # the loop lives on: it is the worker
-                if not self._regrouped(error):
+                if not self._regrouped(error, stream):
                     log.warning("tool calls unavailable: %s", error)
                     self._stop.wait(0.2)
                 continue
             for _stream, entries in answer or ():
                 for entry_id, fields in entries:
-                    self._submit(entry_id.decode(), fields, deliveries=1)
+                    self._submit(stream, entry_id.decode(), fields, deliveries=1)
 
     def _has_free_slot(self) -> bool:  # (with the lock held)
         return len(self._running) < self.concurrency
@@ -209,14 +219,17 @@ class ToolWorker:
         with self._lock:
             return self.concurrency - len(self._running)
 
-    def _submit(self, entry_id: str, fields: dict[bytes, bytes], deliveries: int) -> None:
+    def _submit(
+        self, stream: str, entry_id: str, fields: dict[bytes, bytes], deliveries: int
+    ) -> None:
         try:
             invocation, reply_to = codec.decode_tool_call(fields)
         except codec.DecodeError as error:  # not ours to run: kept aside for operators
             log.error("tool call entry %s is not a tool call: %s", entry_id, error)
-            self._dead_letter(entry_id, fields, deliveries)
+            self._dead_letter(stream, entry_id, fields, deliveries)
             return
         running = _Running(
+            stream,
             entry_id,
             ToolContext(idempotency_key=invocation.idempotency_key),
             invocation,
@@ -230,7 +243,7 @@ class ToolWorker:
             if not draining:
                 self._running[invocation.idempotency_key] = running
         if draining:  # read as the worker stops: for another worker
-            self._hand_back(entry_id, invocation, reply_to)
+            self._hand_back(stream, entry_id, invocation, reply_to)
             return
         self._pool.submit(self._handle, running)
 
@@ -240,23 +253,29 @@ class ToolWorker:
         """Keep our entries fresh; take over entries whose worker stopped renewing them."""
         lease_ms = int(self.lease_s * 1000)
         while not self._stop.wait(self.lease_s / 3):
+            for stream in self.streams:
+                try:
+                    self._keep_up(stream, lease_ms)
+                except redis.RedisError as error:
+                    if not self._regrouped(error, stream):
+                        log.warning("lease upkeep failed: %s", error)
             try:
-                with self._lock:
-                    ids: list[Any] = [running.entry_id for running in self._running.values()]
-                if ids:
-                    self.client.xclaim(
-                        self.calls, TOOL_WORKERS_GROUP, self.name, 0, ids, justid=True
-                    )
                 self._reconcile_cancellations()
-                free = self._free_slots()
-                if free:
-                    self._take_over(lease_ms, free)
-                self._trim()
             except redis.RedisError as error:
-                if not self._regrouped(error):
-                    log.warning("lease upkeep failed: %s", error)
+                log.warning("cancellations not reconciled: %s", error)
 
-    def _regrouped(self, error: redis.RedisError) -> bool:
+    def _keep_up(self, stream: str, lease_ms: int) -> None:
+        """Keep this worker's entries of `stream` fresh, take over abandoned ones, trim."""
+        with self._lock:
+            ids: list[Any] = [r.entry_id for r in self._running.values() if r.stream == stream]
+        if ids:
+            self.client.xclaim(stream, TOOL_WORKERS_GROUP, self.name, 0, ids, justid=True)
+        free = self._free_slots()
+        if free:
+            self._take_over(stream, lease_ms, free)
+        self._trim(stream)
+
+    def _regrouped(self, error: redis.RedisError, stream: str) -> bool:
         """Re-create the consumer group if `error` says it is gone; whether it is back.
         Redis that lost its data (FLUSHALL, a restart without its append-only file, a
         failover to an empty replica) lost the group too, and only start-up creates it.
@@ -265,44 +284,44 @@ class ToolWorker:
         if not isinstance(error, redis.ResponseError) or not gone:
             return False
         try:
-            if ensure_group(self.client, self.calls):  # (else another loop or worker did)
-                log.warning("tool group on %s was gone (Redis lost data?): re-created", self.calls)
+            if ensure_group(self.client, stream):  # (else another loop or worker did)
+                log.warning("tool group on %s was gone (Redis lost data?): re-created", stream)
         except redis.RedisError as again:
             log.warning("tool calls' consumer group cannot be re-created: %s", again)
             return False
         return True
 
-    def _trim(self) -> None:
+    def _trim(self, stream: str) -> None:
         """Delete the calls every worker is done with: XACK does not delete an entry, and
         a calls stream nobody trims only grows. Kept: entries still pending (delivered,
         not acknowledged) and those not delivered yet (Redis 7.0 has no ACKED trim)."""
-        groups: Any = self.client.xinfo_groups(self.calls)
+        groups: Any = self.client.xinfo_groups(stream)
         group = next((g for g in groups if _text(g["name"]) == TOOL_WORKERS_GROUP), None)
         if group is None:
             return
         last = _text(group["last-delivered-id"])
         keep_from = entry_after(last)
         if int(group["pending"]):
-            summary: Any = self.client.xpending(self.calls, TOOL_WORKERS_GROUP)
+            summary: Any = self.client.xpending(stream, TOOL_WORKERS_GROUP)
             oldest = summary.get("min")
             if oldest is not None:
                 keep_from = _text(oldest)
         if keep_from != "0-1":
-            self.client.xtrim(self.calls, minid=keep_from, approximate=False)
+            self.client.xtrim(stream, minid=keep_from, approximate=False)
 
-    def _take_over(self, lease_ms: int, free: int) -> None:
+    def _take_over(self, stream: str, lease_ms: int, free: int) -> None:
         reply: Any = self.client.xautoclaim(
-            self.calls, TOOL_WORKERS_GROUP, self.name, lease_ms, "0-0", count=free
+            stream, TOOL_WORKERS_GROUP, self.name, lease_ms, "0-0", count=free
         )
         for entry_id, fields in reply[1]:  # (entries deleted by a cancellation: skipped)
             if not fields:
                 continue
             entry = entry_id.decode()
             pending: Any = self.client.xpending_range(
-                self.calls, TOOL_WORKERS_GROUP, min=entry, max=entry, count=1
+                stream, TOOL_WORKERS_GROUP, min=entry, max=entry, count=1
             )
             deliveries = int(pending[0]["times_delivered"]) if pending else 1
-            self._submit(entry, fields, deliveries)
+            self._submit(stream, entry, fields, deliveries)
 
     def _cancel_loop(self) -> None:
         """Hear cancellations; survives Redis outages by subscribing again (what was
@@ -369,21 +388,21 @@ class ToolWorker:
 
     def _handle_call(self, call: _Running) -> Callable[[], None]:
         """Run the call; returns what settles it (record, answer, acknowledge)."""
-        entry_id, invocation, reply_to = call.entry_id, call.invocation, call.reply_to
+        invocation = call.invocation
         tools = self.keys.session(invocation.session).tools
         with self._lock:
             heard_cancelled = self._cancelled.pop(invocation.idempotency_key, 0) is None
         if heard_cancelled:
-            return lambda: self._ack(entry_id)
+            return lambda: self._ack(call.stream, call.entry_id)
         state: Any = self.client.hget(tools, call.call_key) if call.look_up else None
         if state is not None:
-            return lambda: self._answer(entry_id, reply_to, state)
+            return lambda: self._answer(call, state)
         if call.deliveries > self.max_deliveries:
             return lambda: self._abandon(call)
         result, error = self._run(invocation, call.context)
         if call.context.cancelled.is_set() and self.client.hget(tools, call.call_key):
-            return lambda: self._ack(entry_id)
-        return lambda: self._finish(entry_id, invocation, reply_to, result, error)
+            return lambda: self._ack(call.stream, call.entry_id)
+        return lambda: self._finish(call, result, error)
 
     def _may_settle(self, call: _Running) -> bool:
         """Whether this worker still records and answers `call`: not once `stop` gave it
@@ -401,9 +420,9 @@ class ToolWorker:
         """Fail a call delivered too often (its handler kills workers, say)."""
         invocation, reply_to = call.invocation, call.reply_to
         fields = dict(_pairs(codec.encode_tool_call(invocation, reply_to)))
-        self._dead_letter(call.entry_id, fields, call.deliveries, ack=False)
+        self._dead_letter(call.stream, call.entry_id, fields, call.deliveries, ack=False)
         abandoned = texts.tool_abandoned(invocation.raw_name, call.deliveries - 1)
-        self._finish(call.entry_id, invocation, reply_to, None, abandoned)
+        self._finish(call, None, abandoned)
 
     def _run(
         self, invocation: ToolInvocation, context: ToolContext
@@ -471,15 +490,9 @@ class ToolWorker:
         )
         self.journal.append([event])
 
-    def _finish(
-        self,
-        entry_id: str,
-        invocation: ToolInvocation,
-        reply_to: str,
-        result: JsonValue,
-        error: str | None,
-    ) -> None:
+    def _finish(self, call: _Running, result: JsonValue, error: str | None) -> None:
         """Record the outcome (first wins), answer the host, acknowledge."""
+        invocation = call.invocation
         clock = self.clock()
         session, cell, call_id = invocation.session, invocation.cell, invocation.call_id
         event: ToolCompleted | ToolFailed = (
@@ -504,33 +517,41 @@ class ToolWorker:
         outcome = ToolOutcome(call_id, result=result, error=error, clock_ms=clock)
         reply = ToolReply(invocation.idempotency_key, outcome)
         state = self.journal.record_tool_outcome(invocation, event, reply)
-        self._answer(entry_id, reply_to, state)
+        self._answer(call, state)
 
-    def _answer(self, entry_id: str, reply_to: str, state: bytes) -> None:
+    def _answer(self, call: _Running, state: bytes) -> None:
         """Send the recorded reply to the calling host and acknowledge the entry."""
         pipe = self.client.pipeline(transaction=False)
         if state != b"cancelled":
-            pipe.xadd(reply_to, {"reply": state})
-        pipe.xack(self.calls, TOOL_WORKERS_GROUP, entry_id)
+            pipe.xadd(call.reply_to, {"reply": state})
+        pipe.xack(call.stream, TOOL_WORKERS_GROUP, call.entry_id)
         pipe.execute()
 
-    def _hand_back(self, entry_id: str, invocation: ToolInvocation, reply_to: str) -> None:
+    def _hand_back(
+        self, stream: str, entry_id: str, invocation: ToolInvocation, reply_to: str
+    ) -> None:
         """Put a call this worker will not answer back on the stream, for another."""
         try:
             pipe = self.client.pipeline(transaction=False)
             fields = dict(_pairs(codec.encode_tool_call(invocation, reply_to)))
             fields["handed_back"] = "1"  # its first delivery must look for a cancellation
-            pipe.xadd(self.calls, fields)  # type: ignore[arg-type]
-            pipe.xack(self.calls, TOOL_WORKERS_GROUP, entry_id)
+            pipe.xadd(stream, fields)  # type: ignore[arg-type]
+            pipe.xack(stream, TOOL_WORKERS_GROUP, entry_id)
             pipe.execute()
         except redis.RedisError as error:  # it stays pending: taken over after the lease
             log.warning("could not hand back tool call %s: %s", invocation.idempotency_key, error)
 
-    def _ack(self, entry_id: str) -> None:
-        self.client.xack(self.calls, TOOL_WORKERS_GROUP, entry_id)
+    def _ack(self, stream: str, entry_id: str) -> None:
+        self.client.xack(stream, TOOL_WORKERS_GROUP, entry_id)
 
     def _dead_letter(
-        self, entry_id: str, fields: dict[Any, Any], deliveries: int, *, ack: bool = True
+        self,
+        stream: str,
+        entry_id: str,
+        fields: dict[Any, Any],
+        deliveries: int,
+        *,
+        ack: bool = True,
     ) -> None:
         """Keep a call that is not to be run again aside for operators."""
         self.client.xadd(  # (operators read the newest; the oldest go)
@@ -540,7 +561,7 @@ class ToolWorker:
             approximate=True,
         )
         if ack:
-            self._ack(entry_id)
+            self._ack(stream, entry_id)
 
 
 def _retrying(policy: RetryPolicy, on_retry: Callable[[RetryCallState], None]) -> Retrying:

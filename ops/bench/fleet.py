@@ -37,6 +37,7 @@ import redis
 from cellfleet.broker.client import Session
 from cellfleet.broker.fleet import FleetClient
 from cellfleet.broker.keys import DEFAULT_KEYS
+from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
 from cellfleet.ops.worker import WORKER_READY_LINE
@@ -173,7 +174,7 @@ def sustained(url: str, seconds: float) -> dict[str, Any]:
 
 
 def soak_run(url: str, count: int) -> dict[str, Any]:
-    client = redis.Redis.from_url(url)
+    client = connect_redis(url)
     with worker_processes(url, 1, "--retention-s", "1"):
         fleet = FleetClient(url)
         try:

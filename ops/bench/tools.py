@@ -22,9 +22,8 @@ from pathlib import Path
 from threading import Thread
 from typing import Any
 
-import redis
-
 from cellfleet.broker import events as ev
+from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.ops.bench import runtime as bench_runtime
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
@@ -100,7 +99,7 @@ def throughput(url: str, worker_count: int) -> float:
 
 def raw_floor(url: str) -> list[float]:
     """Request/reply over two streams between this process and an echo process."""
-    client = redis.Redis.from_url(url)
+    client = connect_redis(url)
     client.delete("bench:req", "bench:rep")
     client.xgroup_create("bench:req", "g", id="0", mkstream=True)
     echo = subprocess.Popen(
@@ -124,7 +123,7 @@ def raw_floor(url: str) -> list[float]:
 
 
 def _floor_echo(url: str) -> None:
-    client = redis.Redis.from_url(url)
+    client = connect_redis(url)
     while True:
         batch: Any = client.xreadgroup("g", "echo", {"bench:req": ">"}, count=1, block=5000)
         for _stream, entries in batch or ():

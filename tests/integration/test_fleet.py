@@ -28,11 +28,23 @@ from cellfleet.broker.fleet import FleetClient, NoWorkerError, wire
 from cellfleet.broker.fleet.registry import WorkerRegistry
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import Keys
+from cellfleet.broker.redis.connect import connect_redis, is_cluster
 from cellfleet.ops.host import Host
+from cellfleet.ops.redis_server import RedisClusterProcess, RedisProcess
 from cellfleet.ops.worker import WORKER_READY_LINE, CellWorker
 from tests.integration.session_support import TIMEOUT_S
 
 ECHO = {"echo": lambda value: value}
+
+
+@pytest.fixture(params=["server", "cluster"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """Every fleet test runs on one Redis server and on a 3-master Redis Cluster."""
+    explicit: str | None = request.config.getoption("--redis-url")
+    if explicit:
+        return explicit
+    server: RedisProcess | RedisClusterProcess = request.getfixturevalue(f"redis_{request.param}")
+    return server.url
 
 
 @pytest.fixture
@@ -197,6 +209,8 @@ class Tally:
 def wait_for_key(raw: redis.Redis, key: str, done: Any, what: str) -> None:
     """Wait until `done()` holds for `key`, woken by Redis's keyspace notifications of
     it (created, written, deleted, expired): no polling of the clock."""
+    if is_cluster(raw):  # a node tells only of its own keys
+        raw = raw.get_redis_connection(raw.get_node_from_key(key))  # type: ignore[attr-defined]
     raw.config_set("notify-keyspace-events", "Kgxt")
     db = raw.connection_pool.connection_kwargs.get("db", 0)
     with raw.pubsub() as events:
@@ -231,7 +245,7 @@ def test_a_frozen_worker_is_fenced_off_when_another_took_its_session(
         session = client.open_session()
         assert output_texts(session.exec("c1", "text('one')"))[1:] == ["one"]
         process.send_signal(signal.SIGSTOP)
-        registry = WorkerRegistry(redis.Redis.from_url(redis_url), keys)
+        registry = WorkerRegistry(connect_redis(redis_url), keys)
         info = keys.worker_info(frozen)
         raw = registry.client
         wait_for_key(raw, info, lambda: not raw.exists(info), "the frozen worker still beats")
@@ -313,7 +327,7 @@ def test_malformed_requests_get_clear_answers_and_the_worker_serves_on(
     worker = fleet["worker"]()
     client = fleet["client"]()
     session = client.open_session()
-    raw = redis.Redis.from_url(redis_url)
+    raw = connect_redis(redis_url)
     probe = keys.client_answers("probe")
     after = raw.xadd(probe, {"hello": "1"})
     inbox = keys.worker_inbox(worker.id)
@@ -342,7 +356,7 @@ def test_streams_lost_by_redis_are_made_anew(
     worker = fleet["worker"]()
     client = fleet["client"]()
     session = client.open_session()
-    raw = redis.Redis.from_url(redis_url)
+    raw = connect_redis(redis_url)
     inbox = keys.worker_inbox(worker.id)
     raw.delete(inbox, client.answers)
     wait_for_key(raw, inbox, lambda: raw.exists(inbox), "no new inbox")

@@ -173,7 +173,7 @@ def test_a_fenced_owners_tool_calls_are_withdrawn(
                 before=first.appends([requested]),
                 check_before=partial(first.check_appended, "s"),
             )
-        assert dispatcher.client.xlen(dispatcher.calls) == 0
+        assert dispatcher.client.xlen(dispatcher.calls_of("s")) == 0
         state = dispatcher.client.hget(keys.session("s").tools, "1/tool-1")
         assert state == b"cancelled"
     finally:
