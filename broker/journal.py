@@ -61,7 +61,13 @@ MAX_CELL_ID = 2**63 - 1  # Redis's integer limit: the log refuses ids above (lib
 DEFAULT_RETENTION_S = 7 * 24 * 3600  # a finished session's keys, as Temporal's default
 MAX_RELEASED_TOKENS = 10_000  # tokens of sessions let go of, kept for their late writes
 MAX_BLOCK_S = 1.0  # a blocking read's longest wait: redis-py 8's socket timeout is 5 s
-_TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+# Retried: Redis unreachable, or a cluster that is failing over or moving a slot.
+_TRANSIENT = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ClusterError,  # (redis-py's retries ran out: TTL exhausted)
+    redis.exceptions.TryAgainError,
+)
 
 
 class FinishOutcome(StrEnum):
@@ -81,6 +87,11 @@ _REASONS: tuple[tuple[type[redis.RedisError], str], ...] = (
     (redis.OutOfMemoryError, "Redis is out of memory (maxmemory)"),
     (redis.ReadOnlyError, "Redis is a read-only replica"),
     (redis.exceptions.NoPermissionError, "Redis refused the command (ACL)"),
+    (redis.exceptions.ClusterDownError, "the Redis Cluster is down"),
+    (redis.exceptions.ClusterError, "the Redis Cluster did not settle (failover or resharding)"),
+    (redis.exceptions.TryAgainError, "a Redis Cluster slot is being moved"),
+    (redis.exceptions.AskError, "a Redis Cluster slot kept moving"),  # (and MOVED)
+    (redis.exceptions.ClusterCrossSlotError, "Redis Cluster refused keys of several slots"),
 )
 
 
@@ -281,7 +292,7 @@ class RedisJournal:
         self._finish_session = LeanScript(
             client, self.link, script_source("finish_session", lib=True)
         )
-        self._record_tool = client.register_script(script_source("record_tool_outcome"))
+        self._record_tool = LeanScript(client, self.link, script_source("record_tool_outcome"))
         self._tokens: dict[str, str] = {}  # session -> this process's fencing token
         self._released: OrderedDict[str, str] = OrderedDict()  # let go of, newest last
         self._fenced_off: set[str] = set()  # sessions a newer owner took over

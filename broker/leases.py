@@ -53,9 +53,9 @@ class Leases:
         self.owner = owner
         self.ttl_ms = ttl_ms
         client = journal.client
-        self._claim = client.register_script(script_source("claim_lease"))
+        self._claim = LeanScript(client, journal.link, script_source("claim_lease"))
         self._renew = LeanScript(client, journal.link, script_source("renew_lease"))
-        self._release = client.register_script(script_source("release_lease"))
+        self._release = LeanScript(client, journal.link, script_source("release_lease"))
         self._held: dict[str, int] = {}  # session -> token
         self._lock = threading.Lock()  # a release never races a renewal of the same lease
         self._stopped = threading.Event()
@@ -85,7 +85,7 @@ class Leases:
             raise SessionOwnedElsewhereError(session, owner=self.owner)
         k = self.journal.keys.session(session)
         state, value = run_retrying(
-            lambda: self._claim(keys=[k.lease, k.meta], args=[self.owner, self.ttl_ms])
+            lambda: self._claim(keys=[k.lease, k.meta], args=[self.owner, str(self.ttl_ms)])
         )
         if state == b"owned":
             raise SessionOwnedElsewhereError(session, owner=value.decode())
@@ -118,7 +118,7 @@ class Leases:
             return
         key = self.journal.keys.session(session).lease
         try:
-            run_retrying(lambda: self._release(keys=[key], args=[self.owner, token]))
+            run_retrying(lambda: self._release(keys=[key], args=[self.owner, str(token)]))
         except Exception as error:  # it expires on its own
             log.warning("session %s: its lease was not released: %s", session, error)
 

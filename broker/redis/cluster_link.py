@@ -6,26 +6,30 @@ appear in the batch. So commands to one node keep their order, and every command
 node is done before any command to a node named later (a cell's `tool_requested` is
 recorded before its call is put where tool workers read it). A command whose slot
 moved (`MOVED`: the slot map is updated) or is moving (`ASK`: sent once more with
-`ASKING` to the node named) is sent again where Redis said, up to `MAX_REDIRECTS` times:
-a redirected command was not run. A node that cannot be reached makes the client
-relearn the slot map (a failover) before the error is raised for the caller to retry.
+`ASKING` to the node named) is sent again where Redis said, up to `MAX_REDIRECTS` times
+in a row: a redirected command was not run. A multi-key command refused while its slot
+moves (`TRYAGAIN`) is sent again with backoff for up to `MIGRATION_WAIT_S`. A node that
+cannot be reached makes the client relearn the slot map (a failover) before the error
+is raised for the caller to retry.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 from redis.cluster import ClusterNode
 from redis.crc import key_slot
-from redis.exceptions import AskError, MovedError, RedisClusterException
+from redis.exceptions import AskError, MovedError, RedisClusterException, TryAgainError
 
 from cellfleet.broker.redis.link import Command, RedisLink
 
 MAX_REDIRECTS = 5
+MIGRATION_WAIT_S = 3.0  # how long a command waits for a slot's move to end (TRYAGAIN)
 _SCRIPT_CALLS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL"})
 _STREAM_READS = frozenset({"XREAD", "XREADGROUP"})
 
@@ -42,9 +46,9 @@ def command_key(command: Command) -> bytes | None:
         key = command[words.index("STREAMS") + 1]
     elif len(command) > 1:
         key = command[1]
-    if key is None:
-        return None
-    return key.encode() if isinstance(key, str) else bytes(str(key), "ascii")
+    if key is None or isinstance(key, bytes):
+        return key
+    return str(key).encode()
 
 
 class ClusterLink:
@@ -52,6 +56,7 @@ class ClusterLink:
 
     def __init__(self, client: redis.RedisCluster) -> None:
         self._cluster = client
+        self.pause = time.sleep  # (a test's hook)
         self._links: dict[str, RedisLink] = {}  # node name -> its link
         self._lock = threading.Lock()
 
@@ -85,12 +90,23 @@ class ClusterLink:
     ) -> None:
         answers = self._send(node, [commands[i] for i in indices])
         for index, answer in zip(indices, answers, strict=True):
-            reply = answer
-            for _ in range(MAX_REDIRECTS):  # (MovedError is an AskError)
-                if not isinstance(reply, AskError):
-                    break
-                reply = self._redirect(commands[index], reply)
-            replies[index] = reply
+            replies[index] = self._follow(commands[index], answer)
+
+    def _follow(self, command: Command, reply: Any) -> Any:
+        """The reply to `command` once it went where Redis redirected it, and was sent
+        again while its slot was moving (TRYAGAIN: a multi-key command whose keys are
+        split between the two nodes, until the move ends)."""
+        redirects, waited, pause = 0, 0.0, 0.01
+        while True:
+            if isinstance(reply, AskError) and redirects < MAX_REDIRECTS:  # (and MOVED)
+                redirects += 1
+                reply = self._redirect(command, reply)
+            elif isinstance(reply, TryAgainError) and waited < MIGRATION_WAIT_S:
+                self.pause(pause)  # (the move is Redis's: nothing to wait on but time)
+                waited, pause, redirects = waited + pause, min(pause * 2, 0.2), 0
+                reply = self._send(self._node_of(command), [command])[0]
+            else:
+                return reply
 
     def _redirect(self, command: Command, error: AskError) -> Any:
         """Send `command` where `error` says; its reply (another redirection, perhaps)."""
