@@ -59,6 +59,7 @@ from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
 
 log = logging.getLogger(__name__)
+ANNOUNCE_AFTER_S = 0.005  # a cell that has not answered by then is announced (`started`)
 DEFAULT_CAPACITY = 64  # sessions per worker
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
 DRAIN_RECHECK_S = 0.25
@@ -337,8 +338,7 @@ class CellWorker:
                 message.get("max_output_tokens"),
                 ObserveMode(message.get("mode", "yield")),
             )
-            if not future.done():
-                self._answer(message, {"kind": "started", "cell": cell})
+            self._announce_later(message, future, cell)
             self._observed(message, future, cell)
         elif op == "observe":
             cell, mode = str(message["cell"]), ObserveMode(message.get("mode", "yield"))
@@ -353,6 +353,20 @@ class CellWorker:
             self._blocking.submit(self._shutdown, message, served)
         else:
             self._answer(message, {"kind": "error", "message": f"unknown request `{op}`"})
+
+    def _announce_later(
+        self, message: dict[str, Any], future: Future[CellAnswer], cell: str
+    ) -> None:
+        """Tell the client the new cell's id unless its answer comes first (it carries
+        the id too): most cells answer within `ANNOUNCE_AFTER_S`, and each saves a
+        message and a wake-up of the caller. (A late `started` is ignored.)"""
+
+        def announce() -> None:
+            if not future.done():
+                self._answer(message, {"kind": "started", "cell": cell})
+
+        if not future.done():
+            self.scheduler.call_later(ANNOUNCE_AFTER_S, announce)
 
     def _observed(self, message: dict[str, Any], future: Future[CellAnswer], cell: str) -> None:
         """Answer the request when `future` settles (a client may drop it first)."""

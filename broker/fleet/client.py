@@ -584,6 +584,9 @@ class FleetSessionBackend:
         try:
             request = self.client.request(self, {"op": "shutdown", "timeout_s": timeout})
             request.answer.result(timeout + 5)
+            # The cells' closed callbacks came before the answer: they have run on return,
+            # as the in-process session's have.
+            self.client._callbacks.wait_for(self.session_id, timeout)
         except Exception as error:  # the worker stopped serving it: nothing left to stop
             log.warning("session %s: shutdown not confirmed: %s", self.session_id, error)
         finally:
@@ -598,19 +601,36 @@ class _InOrderBySession:
         self._pool = ThreadPoolExecutor(64, thread_name_prefix="fleet-callbacks")
         self._queues: dict[str, deque[Callable[[], None]]] = {}  # session -> waiting
         self._lock = threading.Lock()
+        self._running = threading.local()  # the session whose callbacks a thread runs
 
-    def submit(self, session: str, callback: Callable[..., Any], *args: Any) -> None:
+    def submit(self, session: str, callback: Callable[..., Any], *args: Any) -> bool:
+        """Queue the callback; False if it never runs (the client closed)."""
         task = partial(callback, *args)
         with self._lock:
             queue = self._queues.get(session)
             if queue is not None:  # a run of this session's is on: it takes this one
                 queue.append(task)
-                return
+                return True
             self._queues[session] = deque()
-        with contextlib.suppress(RuntimeError):  # (shut down)
+        try:
             self._pool.submit(self._run, session, task)
+        except RuntimeError:  # (shut down)
+            with self._lock:
+                self._queues.pop(session, None)
+            return False
+        return True
+
+    def wait_for(self, session: str, timeout: float) -> None:
+        """Until the session's callbacks submitted so far have run (at once from one of
+        them: it would wait for itself)."""
+        if getattr(self._running, "session", None) == session:
+            return
+        ran = threading.Event()
+        if self.submit(session, ran.set):
+            ran.wait(timeout)
 
     def _run(self, session: str, task: Callable[[], None]) -> None:
+        self._running.session = session
         while True:
             _quietly(task)
             with self._lock:

@@ -3,7 +3,8 @@
 `round_trip`: one session, `text("bench");` execs one at a time, timed from `Session.exec`
 to its output: through a `FleetClient` to one `cellfleet worker` process and back, and
 through an in-process `Host` in this process, their samples interleaved (the machine's
-speed drifts). Targets: the fleet adds at most 0.6 ms at p50.
+speed drifts), with one Redis round trip (PING) timed between them: the fleet cannot
+add less than two (the request, the answer). Targets: the fleet adds at most 0.6 ms at p50.
 
 `sustained`: 16 client sessions (a thread each) exec back to back, nothing waited for
 between execs, for a fixed time: cells/s through the in-process host, then through the
@@ -38,6 +39,7 @@ from cellfleet.broker.client import Session
 from cellfleet.broker.fleet import FleetClient
 from cellfleet.broker.keys import DEFAULT_KEYS
 from cellfleet.broker.redis.connect import connect_redis
+from cellfleet.broker.redis.link import Link, link_to
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
 from cellfleet.ops.worker import WORKER_READY_LINE
@@ -103,20 +105,35 @@ def round_trip(url: str, samples: int) -> dict[str, Any]:
         for i in range(WARM_UP):
             _timed(local, f"w{i}")
             _timed(remote, f"w{i}")
-        in_process, fleet = [], []
+        link = link_to(connect_redis(url))
+        in_process, fleet, redis_trips = [], [], []
         for i in range(samples):
             in_process.append(_timed(local, f"c{i}"))
             fleet.append(_timed(remote, f"c{i}"))
+            redis_trips.append(_redis_round_trip(link))
         local.shutdown()
         remote.shutdown()
+        link.close()
     a, b = _percentiles(in_process), _percentiles(fleet)
+    redis_p50 = _percentiles(redis_trips)["p50_ms"]
+    added = round(b["p50_ms"] - a["p50_ms"], 3)
     return {
         "in_process": a,
         "fleet": b,
-        "added_p50_ms": round(b["p50_ms"] - a["p50_ms"], 3),
+        "added_p50_ms": added,
         "added_p95_ms": round(b["p95_ms"] - a["p95_ms"], 3),
+        "redis_round_trip_p50_ms": redis_p50,
+        "added_in_redis_round_trips": round(added / redis_p50, 2) if redis_p50 else None,
         "samples": samples,
     }
+
+
+def _redis_round_trip(link: Link) -> float:
+    """One command's round trip to Redis: the fleet's floor is two in a row (the
+    request to the worker's inbox, the answer to the client's stream)."""
+    began = time.perf_counter()
+    link.run([("PING",)])
+    return time.perf_counter() - began
 
 
 def _sustained(open_session: Callable[[], Session], seconds: float) -> float:
@@ -249,6 +266,9 @@ def table(report: dict[str, Any]) -> str:
         f"{trip['fleet']['p95_ms']:8.3f}",
         f"  added by the fleet                 {trip['added_p50_ms']:8.3f}  "
         f"{trip['added_p95_ms']:8.3f}   (target: p50 at most 0.6 ms)",
+        f"  one Redis round trip               {trip['redis_round_trip_p50_ms']:8.3f}"
+        f"             (the fleet adds {trip['added_in_redis_round_trips']} of them;"
+        " two is its floor)",
         "",
         f"sustained, {rate['sessions']} sessions back to back, {rate['seconds']:g} s   cells/s",
         f"  in-process Host                    {rate['in_process_cells_per_s']:8.1f}",
