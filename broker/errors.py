@@ -42,6 +42,13 @@ class SessionFencedError(BrokerError):
         self.session = session
 
 
+class CellLostError(BrokerError):
+    """The cell's process stopped while it ran; the session's new owner ended it."""
+
+    def __init__(self, cell_id: str) -> None:
+        super().__init__(texts.cell_lost(cell_id))
+
+
 class JournalUnavailableError(BrokerError):
     """Redis could not be reached (after retries); nothing was half-written."""
 

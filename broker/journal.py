@@ -232,6 +232,8 @@ class SessionState:
     stored: dict[str, str]  # stored key -> JSON text
     stored_version: int  # how many completions merged stored writes
     shutting_down: bool = False  # its shutdown began (a session reopened after it)
+    # Admitted cells without a terminal event: their owner stopped while they ran.
+    unended: tuple[str, ...] = ()
 
 
 class Journal(Protocol):
@@ -430,16 +432,17 @@ class RedisJournal:
         _add_batches(args, (event, *also))
         commands: list[Command] = [
             ("ZADD", self.keys.sessions, "NX", repr(event.at_ms), session),
-            ("EVAL", self._open_text, 2, k.meta, k.events, *args),
+            ("EVAL", self._open_text, 3, k.meta, k.events, k.terminal, *args),
             ("HGETALL", k.stored),
         ]
         replies = self._guarded(session, partial(self.link.run, commands))
-        last_cell, version, shutdown, _ = replies[1]
+        last_cell, version, shutdown, _, *unended = replies[1]
         return SessionState(
             last_cell=int(last_cell or 0),
             stored=_decoded(entry_fields(replies[2])),  # (a map, or a flat list)
             stored_version=int(version or 0),
             shutting_down=shutdown == b"1",
+            unended=tuple(sorted((bytes(cell).decode() for cell in unended), key=int)),
         )
 
     def admit(self, events: Sequence[AnyEvent]) -> None:

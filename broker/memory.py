@@ -72,11 +72,17 @@ class MemoryJournal:
             if log.meta.get("finished") != "1":  # a finished session stays so
                 for added in (event, *also):
                     self._add(added)
+            last = int(log.meta.get("next_cell", 0))
             return SessionState(
-                last_cell=int(log.meta.get("next_cell", 0)),
+                last_cell=last,
                 stored=dict(log.stored),
                 stored_version=int(log.meta.get("stored_version", 0)),
                 shutting_down=log.meta.get("shutdown") == "1",
+                unended=tuple(
+                    str(cell)
+                    for cell in range(max(1, last - 9999), last + 1 if last < 10**14 else 1)
+                    if str(cell) not in log.terminal and f"cell:{cell}" in log.meta
+                ),
             )
 
     def admit(self, events: Sequence[AnyEvent]) -> None:

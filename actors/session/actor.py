@@ -14,7 +14,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -42,6 +42,7 @@ from cellfleet.broker.contract.tools import ToolDefinition
 from cellfleet.broker.errors import (
     BrokerError,
     CellIdSpaceExhaustedError,
+    CellLostError,
     SessionShuttingDownError,
 )
 from cellfleet.broker.events import TerminationReason, wall_clock_ms
@@ -170,6 +171,7 @@ class SessionActor(pykka.ThreadingActor):
             self._tool_sets.add(tool_set.digest)
         self._last_cell = state.last_cell
         self._shutting_down = state.shutting_down  # (its cells are all ended)
+        self._end_lost_cells(state.unended)
         self._store = SessionStore(
             state.stored, state.stored_version, lambda: journal.stored_snapshot(self.session_id)
         )
@@ -189,6 +191,27 @@ class SessionActor(pykka.ThreadingActor):
             clock=services.clock,
             audit=None if services.audit is None else partial(services.audit, self.session_id),
         )
+
+    def _end_lost_cells(self, cells: Sequence[str]) -> None:
+        """End the cells that an earlier owner left running when it stopped: each is
+        completed with a plain error in the log (and closed), and its next observer
+        is told once. (Recovering them by replay is issue 14's next step.)"""
+        clock, session = self.services.clock(), self.session_id
+        for cell in cells:
+            error = CellLostError(cell)
+            terminal = ev.CellCompleted(
+                session=session,
+                cell=cell,
+                seq=self._next_seq(),
+                at_ms=clock,
+                error_text=str(error),
+                by_host=True,
+            )
+            closed = ev.CellClosed(session=session, cell=cell, seq=self._next_seq(), at_ms=clock)
+            self.services.journal.finish(terminal, after=[closed])
+            self._untold[cell] = error
+        while len(self._untold) > MAX_UNTOLD_FAILURES:  # the oldest are forgotten
+            del self._untold[next(iter(self._untold))]
 
     def on_receive(self, message: Any) -> Any:
         assert isinstance(message, _Call)

@@ -115,6 +115,12 @@ def cell_not_found(cell_id: str) -> str:
     return f"exec cell {cell_id} not found"
 
 
+def cell_lost(cell_id: str) -> str:
+    """A cell whose process stopped while it ran (cellfleet's own: its log shows it
+    admitted and never ended when another process opened the session)."""
+    return f"exec cell {cell_id} was lost: the cellfleet process running it stopped"
+
+
 def cell_busy(cell_id: str) -> str:
     return f"exec cell {cell_id} already has an active observer"
 

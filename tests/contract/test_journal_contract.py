@@ -78,6 +78,20 @@ def test_admission_takes_ids_in_order(journal: Journal, session: str) -> None:
     assert journal.open_session(SessionOpened(session=session)).last_cell == 3
 
 
+def test_an_opening_names_the_admitted_cells_that_never_ended(
+    journal: Journal, session: str
+) -> None:
+    """Their owner stopped while they ran: the next owner ends them."""
+    for cell in ("1", "2", "3", "5"):
+        journal.admit([admitted(session, f"call-{cell}", cell)])
+    journal.finish(CellCompleted(session=session, cell="2"))
+    journal.finish(CellTerminated(session=session, cell="5"))
+    state = journal.open_session(SessionOpened(session=session))
+    assert (state.last_cell, state.unended) == (5, ("1", "3"))  # (4 was never admitted)
+    journal.finish(CellCompleted(session=session, cell="1", error_text="lost"))
+    assert journal.open_session(SessionOpened(session=session)).unended == ("3",)
+
+
 def test_admission_takes_each_id_once_in_any_order(journal: Journal, session: str) -> None:
     """Cells are admitted at their first append, so out of creation order; an id
     another process admitted already is refused."""

@@ -4,15 +4,20 @@ tests run through both (`shared_host`'s two parameters)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import redis
 
 from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.broker.client import Session
 from cellfleet.broker.contract.tools import JsonValue
 from cellfleet.broker.fleet import FleetClient
+from cellfleet.broker.redis.connect import is_cluster
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.ops.worker import CellWorker
+from tests.integration.session_support import TIMEOUT_S
 
 
 class FleetHost:
@@ -44,3 +49,19 @@ class FleetHost:
     def close(self) -> None:
         self.client.close()
         self.worker.stop()
+
+
+def wait_for_key(raw: redis.Redis, key: str, done: Any, what: str) -> None:
+    """Wait until `done()` holds for `key`, woken by Redis's keyspace notifications of
+    it (created, written, deleted, expired): no polling of the clock."""
+    if is_cluster(raw):  # a node tells only of its own keys
+        raw = raw.get_redis_connection(raw.get_node_from_key(key))  # type: ignore[attr-defined]
+    raw.config_set("notify-keyspace-events", "Kgxt")
+    db = raw.connection_pool.connection_kwargs.get("db", 0)
+    with raw.pubsub() as events:
+        events.subscribe(f"__keyspace@{db}__:{key}")
+        deadline = time.monotonic() + TIMEOUT_S
+        while not done():  # (checked after subscribing: no event is missed)
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, what
+            events.get_message(timeout=remaining)

@@ -23,15 +23,22 @@ import redis
 
 from cellfleet.broker.contract import texts
 from cellfleet.broker.errors import JournalUnavailableError, SessionOwnedElsewhereError
-from cellfleet.broker.events import CellAdmitted, SessionOpened, ShutdownFinished
+from cellfleet.broker.events import (
+    CellAdmitted,
+    CellClosed,
+    CellCompleted,
+    SessionOpened,
+    ShutdownFinished,
+)
 from cellfleet.broker.fleet import FleetClient, NoWorkerError, wire
 from cellfleet.broker.fleet.registry import WorkerRegistry
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import Keys
-from cellfleet.broker.redis.connect import connect_redis, is_cluster
+from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import RedisClusterProcess, RedisProcess
 from cellfleet.ops.worker import WORKER_READY_LINE, CellWorker
+from tests.integration.fleet_support import wait_for_key
 from tests.integration.session_support import TIMEOUT_S
 
 ECHO = {"echo": lambda value: value}
@@ -204,22 +211,6 @@ class Tally:
     def wait_for(self, condition: Any, what: str) -> None:
         with self._changed:
             assert self._changed.wait_for(condition, TIMEOUT_S), what
-
-
-def wait_for_key(raw: redis.Redis, key: str, done: Any, what: str) -> None:
-    """Wait until `done()` holds for `key`, woken by Redis's keyspace notifications of
-    it (created, written, deleted, expired): no polling of the clock."""
-    if is_cluster(raw):  # a node tells only of its own keys
-        raw = raw.get_redis_connection(raw.get_node_from_key(key))  # type: ignore[attr-defined]
-    raw.config_set("notify-keyspace-events", "Kgxt")
-    db = raw.connection_pool.connection_kwargs.get("db", 0)
-    with raw.pubsub() as events:
-        events.subscribe(f"__keyspace@{db}__:{key}")
-        deadline = time.monotonic() + TIMEOUT_S
-        while not done():  # (checked after subscribing: no event is missed)
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, what
-            events.get_message(timeout=remaining)
 
 
 def read_final_answer(client: redis.Redis, stream: str, after: Any) -> tuple[dict[str, Any], Any]:
@@ -510,3 +501,33 @@ def test_a_busy_session_whose_clients_are_gone_is_shut_down(fleet: dict[str, Any
     wait_for_key(raw, lease, lambda: not raw.exists(lease), "a vanished client's session lives")
     events = [type(e) for _, e in worker.journal.read(session.id)]
     assert events[-1] is ShutdownFinished
+
+
+def test_a_cell_left_running_by_a_killed_worker_is_ended_and_said_lost(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """SIGKILL while cell 1 waits on a timer: the next owner ends the cell in the log
+    (it was admitted and never ended) and tells its next observer so, once; the session
+    goes on with cell 2. (Recovering the cell by replay is the next step.)"""
+    process, killed = start_worker(redis_url, keys, "--lease-ms", "300")
+    try:
+        client = fleet["client"]()
+        session = client.open_session()
+        timer = "yield_control(); await new Promise(r => setTimeout(r, 5000)); text('late')"
+        assert session.exec("c1", timer).running_cell_id == "1"
+    finally:
+        process.kill()
+        process.wait(TIMEOUT_S)
+    raw = client.client
+    for key in (keys.worker_inbox(killed), keys.session(session.id).lease):
+        wait_for_key(raw, key, lambda key=key: not raw.exists(key), f"{key} outlived its worker")
+    fleet["worker"]()
+    lost = session.wait('{"cell_id": "1"}')
+    assert (lost.success, output_texts(lost)) == (False, [texts.cell_lost("1")])
+    missing = output_texts(session.wait('{"cell_id": "1"}'))
+    assert missing[-1] == "Script error:\n" + texts.cell_not_found("1")  # (told once)
+    assert output_texts(session.exec("c2", "text('two')"))[1:] == ["two"]
+    events = [e for _, e in RedisJournal(raw, keys).read(session.id) if e.cell == "1"]
+    ends = [e for e in events if isinstance(e, CellCompleted)]
+    assert [(e.error_text, e.by_host) for e in ends] == [(texts.cell_lost("1"), True)]
+    assert isinstance(events[-1], CellClosed)

@@ -6,6 +6,8 @@ a greater fencing token, and the log refuses every write that carries an older o
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -14,6 +16,7 @@ import pytest
 import redis
 
 from cellfleet.broker import events as ev
+from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.tools import ToolKind
 from cellfleet.broker.errors import SessionFencedError, SessionOwnedElsewhereError
 from cellfleet.broker.journal import RedisJournal
@@ -22,6 +25,7 @@ from cellfleet.broker.leases import Leases
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolOutcome
 from cellfleet.ops.host import Host
+from tests.integration.fleet_support import wait_for_key
 
 
 @pytest.fixture
@@ -199,3 +203,52 @@ def test_a_second_host_cannot_serve_a_session_another_serves(redis_url: str) -> 
     finally:
         first.close()
         second.close()
+
+
+KILLED_HOST = """
+import sys
+from cellfleet.broker.keys import Keys
+from cellfleet.ops.host import Host
+host = Host(sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0)
+session = host.open_session(session_id=sys.argv[3])
+timer = "yield_control(); store('k', 'lost'); await new Promise(r => setTimeout(r, 60000))"
+assert session.exec("c1", timer).running_cell_id == "1"
+print("running", flush=True)
+sys.stdin.read()  # (until killed)
+"""
+
+
+def test_a_killed_host_s_running_cell_is_ended_by_the_next_owner(
+    redis_url: str, keys: Keys
+) -> None:
+    """A process that served a session is SIGKILLed while its cell 1 waits on a timer:
+    the next process that opens the session ends cell 1 in the log, and a wait on it
+    says it was lost (it used to say `not found`, the cell admitted for ever)."""
+    session_id = uuid.uuid4().hex
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_HOST, redis_url, keys.prefix, session_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"running\n"
+    finally:
+        process.kill()
+        process.wait(30)
+    raw = redis.Redis.from_url(redis_url)
+    lease = keys.session(session_id).lease
+    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    host = Host(redis_url, keys=keys, pool_size=1, workers=0)
+    try:
+        session = host.open_session(session_id=session_id)
+        lost = session.wait('{"cell_id": "1"}')
+        assert (lost.success, [i["text"] for i in lost.items]) == (False, [texts.cell_lost("1")])
+        two = session.exec("c2", "text(String(load('k')))")  # (the lost cell's write: gone)
+        assert [i["text"] for i in two.items][1:] == ["undefined"]
+        assert "cell ID" not in two.items[0]["text"]
+        ends = [e for _, e in host.journal.read(session_id) if isinstance(e, ev.CellCompleted)]
+        assert [(e.cell, e.error_text) for e in ends] == [("1", texts.cell_lost("1")), ("2", None)]
+    finally:
+        host.close()
+        raw.close()

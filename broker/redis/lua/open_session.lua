@@ -4,14 +4,28 @@
 --     session's latest;
 --   * the events are appended unless the session's shutdown finished (a finished
 --     session stays finished: opening it again records nothing);
---   * returns {next_cell, stored_version, shutdown, finished} as read from meta.
--- KEYS: meta, events
+--   * returns {next_cell, stored_version, shutdown, finished} as read from meta, then
+--     the ids of the admitted cells that have no terminal event (their owner stopped
+--     while they ran: the new owner ends them).
+-- KEYS: meta, events, terminal
 -- ARGV: fencing token, n_events, then per event: n_fields, field name/value pairs
-local meta, events = KEYS[1], KEYS[2]
+local meta, events, terminal = KEYS[1], KEYS[2], KEYS[3]
 if fenced(meta, ARGV[1]) then return redis.error_reply('FENCED') end
 local state = redis.call('HMGET', meta, 'next_cell', 'stored_version', 'shutdown', 'finished')
 if state[4] ~= '1' then
   local batches = read_events(3, tonumber(ARGV[2]))
   for e = 1, #batches do redis.call('XADD', events, '*', unpack(batches[e])) end
+end
+-- Unended cells are among the newest admitted: the last 10 000 ids are looked at.
+-- (Lua writes numbers beyond 1e14 inexactly: a session that far on is not looked at.)
+local last = tonumber(state[1] or '0')
+local cell = last
+if last >= 1e14 then cell = 0 end
+while cell >= 1 and cell > last - 10000 do
+  local id = tostring(cell)
+  if redis.call('HEXISTS', terminal, id) == 0 and redis.call('HEXISTS', meta, 'cell:' .. id) == 1 then
+    state[#state + 1] = id
+  end
+  cell = cell - 1
 end
 return state
