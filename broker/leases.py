@@ -139,9 +139,10 @@ class Leases:
             for reply in renewed:
                 if isinstance(reply, redis.ResponseError):
                     raise reply
-            lost = [session for (session, _), ok in zip(held, renewed, strict=True) if not ok]
-            for session in lost:
-                del self._held[session]
+            lost = [session for (session, _), ok in zip(held, renewed, strict=True) if ok == 0]
+            for (session, _), ok in zip(held, renewed, strict=True):
+                if ok != 1:  # taken over, or finished (its lease went with it)
+                    self._held.pop(session, None)
         for session in lost:
             log.warning("session %s: its lease was taken over; no longer served here", session)
             self.journal.fence_off(session)

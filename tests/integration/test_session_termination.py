@@ -160,7 +160,21 @@ def test_a_result_still_queued_behind_the_termination_does_not_commit(
     reached, release = hold_journal(monkeypatch, harness.host.journal, "admit", holding)
     cell, initial = harness.start("store('k', 1);\nnotify('hold');\ntext('end')")
     assert reached.wait(TIMEOUT_S)  # the actor is busy with the cell's last events
+    taken = threading.Event()  # the session took the termination (through the fleet:
+    worker = getattr(harness.host, "worker", None)  # its worker, not the call, does)
+    if worker is None:
+        taken.set()
+    else:
+        serve = worker._serve_session
+
+        def serving(op: Any, *args: Any) -> None:
+            serve(op, *args)
+            if op == "terminate":
+                taken.set()
+
+        monkeypatch.setattr(worker, "_serve_session", serving)
     terminated = harness.session.backend.terminate(cell)
+    assert taken.wait(TIMEOUT_S)
     release.set()
     assert initial.result(TIMEOUT_S) == Terminated(
         cell_id=cell, content_items=[{"type": "input_text", "text": "end"}]
