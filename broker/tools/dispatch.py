@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -47,6 +48,10 @@ from cellfleet.broker.tools.invocation import (
 log = logging.getLogger(__name__)
 DEFAULT_MAX_IN_FLIGHT_PER_SESSION = 256
 TRIM_EVERY = 128  # replies; an idle reader (a block that timed out) trims at once
+# A host's replies stream outlives its reader (a killed host) by this much at most: the
+# reader renews it every `REPLIES_RENEW_S`, and each reply a tool worker adds renews it.
+REPLIES_TTL_MS = 300_000
+REPLIES_RENEW_S = 10.0
 
 
 def ensure_group(client: redis.Redis, calls: str) -> bool:
@@ -193,7 +198,12 @@ class BrokerDispatcher:
         # connection interrupts must resume where it stopped, not at the newest reply.
         position = "0-0"
         untrimmed = 0  # replies read since the stream was last trimmed
+        renewed = 0.0  # when the stream's time to live was last renewed
         while not self._closed.is_set():
+            if time.monotonic() - renewed >= REPLIES_RENEW_S:
+                with contextlib.suppress(redis.RedisError):  # (the read below says why)
+                    self.client.pexpire(self.replies, REPLIES_TTL_MS)
+                    renewed = time.monotonic()
             try:
                 answer: Any = self.client.xread({self.replies: position}, block=500, count=256)
             except redis.RedisError as error:  # the reader lives on: every reply needs it

@@ -44,7 +44,7 @@ from cellfleet.broker.events import ToolAttemptFailed, ToolCompleted, ToolFailed
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import DEFAULT_KEYS, TOOL_WORKERS_GROUP, Keys, tool_call_field
 from cellfleet.broker.redis.link import entry_after
-from cellfleet.broker.tools.dispatch import ensure_group
+from cellfleet.broker.tools.dispatch import REPLIES_TTL_MS, ensure_group
 from cellfleet.broker.tools.invocation import ToolCallError, ToolInvocation, ToolOutcome, ToolReply
 from cellfleet.broker.tools.registry import (
     RetryableToolError,
@@ -524,6 +524,7 @@ class ToolWorker:
         pipe = self.client.pipeline(transaction=False)
         if state != b"cancelled":
             pipe.xadd(call.reply_to, {"reply": state})
+            pipe.pexpire(call.reply_to, REPLIES_TTL_MS)  # (a dead host's goes, in time)
         pipe.xack(call.stream, TOOL_WORKERS_GROUP, call.entry_id)
         pipe.execute()
 

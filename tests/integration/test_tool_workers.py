@@ -669,3 +669,20 @@ def test_the_calls_stream_is_trimmed_once_every_worker_is_done(host, redis_url, 
     redis_client.xack(calls, "workers", taken)
     worker._trim(calls)
     assert [entry for entry, _ in redis_client.xrange(calls)] == [unread]
+
+
+def test_a_host_s_replies_stream_expires_unless_its_reader_lives(
+    redis_url: str, prefix: str, redis_client: redis.Redis
+) -> None:
+    """A killed host's replies stream does not stay for ever: every reply renews its
+    time to live, and so does its reader while it lives."""
+    from cellfleet.broker.tools.dispatch import REPLIES_TTL_MS
+
+    host = Host(redis_url, handlers={"echo": lambda value: value}, keys=keys.Keys(prefix))
+    try:
+        session = host.open_session()
+        assert texts(session.exec("c", "text(JSON.stringify(await tools.echo({})))"))[1:] == ["{}"]
+        assert 0 < redis_client.pttl(host.dispatcher.replies) <= REPLIES_TTL_MS
+    finally:
+        host.close()
+    assert not redis_client.exists(host.dispatcher.replies)  # (closed: deleted)
