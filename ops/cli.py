@@ -191,7 +191,8 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmarks (ops/bench/)")
     bench.add_argument(
-        "suite", choices=["runtime", "exec", "tools", "hostile", "replay", "host", "fleet"]
+        "suite",
+        choices=["runtime", "exec", "tools", "hostile", "replay", "host", "fleet", "durability"],
     )
     bench.add_argument(
         "--soak", type=_positive(int), default=None, help="(fleet) N short sessions, then memory"

@@ -7,7 +7,9 @@ tools file that does not load or defines no registry, a Redis that cannot be rea
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 from typing import IO
 
@@ -15,6 +17,7 @@ import redis
 
 from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.tools.registry import ToolRegistry, ToolsFileError, load_tools_file
+from cellfleet.ops import durability
 from cellfleet.ops.embedded import redis_url
 from cellfleet.ops.redis_server import RedisUnavailableError
 
@@ -73,7 +76,13 @@ def load_tools(path: Path | None) -> ToolRegistry:
 
 
 def reachable_redis(data_dir: Path | None) -> str:
-    """The URL of a Redis that answers: REDIS_URL, or the embedded server (started)."""
+    """The URL of a Redis that answers: REDIS_URL, or the embedded server (started),
+    with its append-only file as durable as `CELLFLEET_DURABILITY` asks (the embedded
+    server is set so; another is checked, with a warning)."""
+    try:
+        level = durability.requested()
+    except durability.DurabilityError as error:
+        raise InputError(str(error)) from None
     try:
         url = redis_url(data_dir)
     except (RedisUnavailableError, OSError) as error:
@@ -88,12 +97,15 @@ def reachable_redis(data_dir: Path | None) -> str:
         raise InputError(f"bad Redis URL {_redacted(url)}: {_redacted(url, str(error))}") from None
     try:
         client.ping()
+        warning = durability.ensure(client, level, own=not os.environ.get("REDIS_URL"))
     except redis.RedisError as error:
         raise InputError(
             f"cannot reach Redis at {_redacted(url)}: {_redacted(url, str(error))}"
         ) from None
     finally:
         client.close()
+    if warning is not None:
+        print(f"cellfleet: warning: {_redacted(url, warning)}", file=sys.stderr)
     return url
 
 

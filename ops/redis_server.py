@@ -208,7 +208,7 @@ def start_redis_cluster(
     nodes: list[RedisProcess] = []
     try:
         for index in range(masters):
-            nodes.append(start_redis(data_dir / f"node{index}", append_only=False, cluster=True))
+            nodes.append(start_redis(data_dir / f"node{index}", cluster=True))
         cli = shutil.which("redis-cli") or str(Path(find_redis_server()).with_name("redis-cli"))
         create = [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes)]
         created = subprocess.run(

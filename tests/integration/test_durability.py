@@ -1,0 +1,95 @@
+"""What an acknowledged event survives (`CELLFLEET_DURABILITY`): Redis killed with
+SIGKILL and restarted loses none; `power` sets the embedded server to fsync every write
+and warns about a server of someone else's that does not."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+
+from cellfleet.broker.events import CellCompleted
+from cellfleet.ops.host import Host
+from cellfleet.ops.redis_server import start_redis
+from tests.integration.cli_support import REPO, run_cellfleet
+
+
+def test_no_acknowledged_event_is_lost_when_redis_is_killed(tmp_path: Path) -> None:
+    """Redis writes its append-only file before it answers: everything a cell was
+    answered for is there after a SIGKILL and a restart, and the session goes on."""
+    data_dir = tmp_path / "redis"
+    server = start_redis(data_dir)
+    host = Host(server.url, pool_size=1, workers=0)
+    try:
+        session = host.open_session()
+        for n in range(1, 4):
+            out = session.exec(f"c{n}", f"store('n{n}', {n}); text('{n}')")
+            assert [item["text"] for item in out.items][1:] == [str(n)]
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(30)
+        server = start_redis(data_dir, port=server.port)
+        events = [event for _, event in host.journal.read(session.id)]
+        assert [e.cell for e in events if isinstance(e, CellCompleted)] == ["1", "2", "3"]
+        out = session.exec("c4", "text(String(load('n1') + load('n2') + load('n3')))")
+        assert [item["text"] for item in out.items][1:] == ["6"]
+    finally:
+        with contextlib.suppress(Exception):  # (its lease may have lapsed meanwhile)
+            host.close()
+        server.stop()
+
+
+def test_power_durability_is_set_on_the_embedded_server(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env |= {"XDG_DATA_HOME": str(tmp_path), "CELLFLEET_DURABILITY": "power"}
+    env["PYTHONPATH"] = str(REPO)
+    script = tmp_path / "cell.js"
+    script.write_text("text('ok')")
+    run = subprocess.run(
+        [sys.executable, "-m", "cellfleet.ops.cli", "run", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    url = (tmp_path / "cellfleet" / "redis.url").read_text().strip()
+    client = redis.Redis.from_url(url)
+    try:
+        assert (run.returncode, run.stderr) == (0, "")
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+    finally:
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown(nosave=True)
+        client.close()
+
+
+def test_a_server_that_promises_less_is_named_in_a_warning(tmp_path: Path, redis_url: str) -> None:
+    """The suite's server writes its file every second (`appendfsync everysec`)."""
+    script = tmp_path / "cell.js"
+    script.write_text("text('ok')")
+    run = run_cellfleet(
+        ["run", str(script)], tmp_path, redis_url, {"CELLFLEET_DURABILITY": "power"}
+    )
+    assert run.returncode == 0
+    assert run.stderr == (
+        "cellfleet: warning: Redis does not promise durability power (it has appendfsync "
+        "everysec); set appendfsync always on it, or lower $CELLFLEET_DURABILITY\n"
+    )
+    default = run_cellfleet(["run", str(script)], tmp_path, redis_url)
+    assert (default.returncode, default.stderr) == (0, "")
+
+
+def test_an_unknown_durability_is_a_usage_error(tmp_path: Path, redis_url: str) -> None:
+    script = tmp_path / "cell.js"
+    script.write_text("text('ok')")
+    run = run_cellfleet(["run", str(script)], tmp_path, redis_url, {"CELLFLEET_DURABILITY": "x"})
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == (
+        "cellfleet: $CELLFLEET_DURABILITY is 'x'; expected one of: process, power\n"
+    )
