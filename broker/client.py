@@ -8,6 +8,7 @@ session itself is reached through a `SessionBackend` (the session actor).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -24,6 +25,7 @@ from cellfleet.broker.contract.tool_specs import exec_tool_spec, wait_tool_spec
 from cellfleet.broker.contract.tools import JsonValue
 from cellfleet.broker.contract.wait_input import WaitArgumentsError, parse_wait_arguments
 
+log = logging.getLogger(__name__)
 DEFAULT_EXEC_YIELD_TIME_MS = 10_000  # the library default; Codex's product uses 30 000
 
 
@@ -167,7 +169,20 @@ def missing_cell(cell_id: str) -> Future[CellAnswer]:
 
 
 def _shutdown_in_background(backend: SessionBackend) -> None:
-    threading.Thread(target=backend.shutdown, name="session-shutdown", daemon=True).start()
+    threading.Thread(
+        target=_shutdown_quietly, args=(backend,), name="session-shutdown", daemon=True
+    ).start()
+
+
+def _shutdown_quietly(backend: SessionBackend) -> None:
+    """A dropped session's shutdown: nobody is there to be told it failed (the log
+    unreachable, the session taken over meanwhile), so it is logged."""
+    try:
+        backend.shutdown()
+    except Exception as error:
+        log.warning(
+            "session %s: its shutdown (it was dropped) failed: %s", backend.session_id, error
+        )
 
 
 def _json_string(text: str) -> str:
