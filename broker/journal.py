@@ -172,6 +172,8 @@ def _refusal(session: str, error: redis.ResponseError) -> BrokerError | None:
     reason = str(error).partition(" ")[0]
     if reason == "FENCED":
         return SessionFencedError(session)
+    if reason == "LOST":  # (its meta is gone, fence and all: Redis lost its data)
+        return JournalUnavailableError("Redis lost this session's log")
     refusal: AdmissionRefusedError | None = {
         "SHUTTING_DOWN": SessionShuttingDownError(),
         "EXHAUSTED": CellIdSpaceExhaustedError(),
@@ -261,6 +263,8 @@ class Journal(Protocol):
     def record_tool_outcome(
         self, invocation: ToolInvocation, event: ToolCompleted | ToolFailed, reply: ToolReply
     ) -> bytes: ...
+
+    def cancel_tool(self, session: str, cell: str, call_id: str) -> None: ...
 
     def stored_snapshot(self, session: str) -> tuple[dict[str, str], int]: ...
 
@@ -518,6 +522,16 @@ class RedisJournal:
         args: list[bytes | str] = [self.token(event.session), *codec.encode_flat(event)]
         began: int = self._guarded(event.session, partial(self._shutdown, [k.meta, k.events], args))
         return bool(began)
+
+    def cancel_tool(self, session: str, cell: str, call_id: str) -> None:
+        """Mark a call cancelled unless its outcome is recorded: a worker that has not
+        run it skips it, one that runs it is told, and its outcome is never recorded."""
+        k = self.keys.session(session)
+        commands: list[Command] = [
+            ("HSETNX", k.tools, tool_call_field(cell, call_id), "cancelled"),
+            ("PUBLISH", self.keys.tool_cancel_channel, f"{session}/{cell}/{call_id}"),
+        ]
+        _retrying(partial(self.link.run, commands))
 
     def record_tool_outcome(
         self, invocation: ToolInvocation, event: ToolCompleted | ToolFailed, reply: ToolReply

@@ -141,8 +141,10 @@ class Leases:
                     raise reply
             lost = [session for (session, _), ok in zip(held, renewed, strict=True) if ok == 0]
             for (session, _), ok in zip(held, renewed, strict=True):
-                if ok != 1:  # taken over, or finished (its lease went with it)
+                if ok != 1:  # taken over, finished (its lease went with it), or lost
                     self._held.pop(session, None)
+                if ok == 3:
+                    log.warning("session %s: Redis lost its lease and its log", session)
         for session in lost:
             log.warning("session %s: its lease was taken over; no longer served here", session)
             self.journal.fence_off(session)

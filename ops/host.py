@@ -3,6 +3,7 @@ shared by the sessions it opens."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 import weakref
@@ -27,6 +28,8 @@ from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
 
 Notify = Callable[[str, str, str], None]
+
+log = logging.getLogger(__name__)
 
 
 class Host:
@@ -125,12 +128,18 @@ class Host:
         return session
 
     def close(self) -> None:
-        """Shut every session down, then stop the shared services."""
+        """Shut every session down, then stop the shared services; the first session
+        whose shutdown failed (the log unreachable, say) is raised once all stopped."""
         with self._lock:
             sessions = list(self._sessions)
             self._sessions.clear()
+        failure: Exception | None = None
         for session in sessions:
-            session.shutdown()
+            try:
+                session.shutdown()
+            except Exception as error:  # the other sessions and the services stop all the same
+                log.warning("session %s: its shutdown failed: %s", session.id, error)
+                failure = failure or error
         self.leases.stop()
         for worker in self.workers:
             worker.stop()
@@ -140,3 +149,5 @@ class Host:
         self.scheduler.close()
         self.pool.close()
         self.journal.close()
+        if failure is not None:
+            raise failure

@@ -196,8 +196,18 @@ class SessionActor(pykka.ThreadingActor):
         """End the cells that an earlier owner left running when it stopped: each is
         completed with a plain error in the log (and closed), and its next observer
         is told once. (Recovering them by replay is issue 14's next step.)"""
-        clock, session = self.services.clock(), self.session_id
+        clock, session, journal = self.services.clock(), self.session_id, self.services.journal
+        open_calls = self._open_tool_calls(set(cells)) if cells else {}
         for cell in cells:
+            calls = open_calls.get(cell, [])
+            for call_id in calls:  # first: a tool worker records no outcome after the end
+                journal.cancel_tool(session, cell, call_id)
+            cancelled = [
+                ev.ToolCancelled(
+                    session=session, cell=cell, seq=self._next_seq(), at_ms=clock, call_id=c
+                )
+                for c in calls
+            ]
             error = CellLostError(cell)
             terminal = ev.CellCompleted(
                 session=session,
@@ -208,10 +218,23 @@ class SessionActor(pykka.ThreadingActor):
                 by_host=True,
             )
             closed = ev.CellClosed(session=session, cell=cell, seq=self._next_seq(), at_ms=clock)
-            self.services.journal.finish(terminal, after=[closed])
+            journal.finish(terminal, before=cancelled, after=[closed])
             self._untold[cell] = error
         while len(self._untold) > MAX_UNTOLD_FAILURES:  # the oldest are forgotten
             del self._untold[next(iter(self._untold))]
+
+    def _open_tool_calls(self, cells: set[str]) -> dict[str, list[str]]:
+        """The tool calls of `cells` that the log has no outcome for, by cell."""
+        open_calls: dict[str, dict[str, None]] = {}
+        for _, event in self.services.journal.read(self.session_id):
+            if event.cell not in cells:
+                continue
+            calls = open_calls.setdefault(event.cell, {})
+            if isinstance(event, ev.ToolRequested):
+                calls[event.call_id] = None
+            elif isinstance(event, ev.ToolCompleted | ev.ToolFailed | ev.ToolCancelled):
+                calls.pop(event.call_id, None)
+        return {cell: list(calls) for cell, calls in open_calls.items()}
 
     def on_receive(self, message: Any) -> Any:
         assert isinstance(message, _Call)

@@ -11,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
+from cellfleet.broker.errors import JournalUnavailableError
 from cellfleet.broker.events import CellCompleted
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
@@ -93,3 +95,27 @@ def test_an_unknown_durability_is_a_usage_error(tmp_path: Path, redis_url: str) 
     assert run.stderr == (
         "cellfleet: $CELLFLEET_DURABILITY is 'x'; expected one of: process, power\n"
     )
+
+
+def test_a_session_whose_data_redis_lost_says_so_and_the_host_still_closes(
+    tmp_path: Path,
+) -> None:
+    """After a FLUSHALL (a restart without the append-only file) the session's log and
+    lease are gone: its cells fail with the log unavailable (not `served by another
+    worker`: nobody took it over), and closing the host stops everything, raising the
+    first failure once all stopped."""
+    server = start_redis(tmp_path / "redis")
+    host = Host(server.url, pool_size=1, workers=0)
+    try:
+        session = host.open_session()
+        assert [i["text"] for i in session.exec("c1", "text('one')").items][1:] == ["one"]
+        redis.Redis.from_url(server.url).flushall()
+        (item,) = session.exec("c2", "text('two')").items
+        assert item["text"] == (
+            "exec cell 2 failed: cellfleet event log is unavailable: Redis lost this session's log"
+        )
+        with pytest.raises(JournalUnavailableError, match="Redis lost this session's log"):
+            host.close()
+        assert host.dispatcher._reader.is_alive() is False  # (stopped all the same)
+    finally:
+        server.stop()

@@ -209,10 +209,13 @@ KILLED_HOST = """
 import sys
 from cellfleet.broker.keys import Keys
 from cellfleet.ops.host import Host
-host = Host(sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0)
+host = Host(
+    sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0, handlers={"echo": lambda value: value}
+)  # (no tool worker: its calls wait)
 session = host.open_session(session_id=sys.argv[3])
 timer = "yield_control(); store('k', 'lost'); await new Promise(r => setTimeout(r, 60000))"
 assert session.exec("c1", timer).running_cell_id == "1"
+assert session.exec("c2", "yield_control(); await tools.echo({})").running_cell_id == "2"
 print("running", flush=True)
 sys.stdin.read()  # (until killed)
 """
@@ -244,11 +247,20 @@ def test_a_killed_host_s_running_cell_is_ended_by_the_next_owner(
         session = host.open_session(session_id=session_id)
         lost = session.wait('{"cell_id": "1"}')
         assert (lost.success, [i["text"] for i in lost.items]) == (False, [texts.cell_lost("1")])
-        two = session.exec("c2", "text(String(load('k')))")  # (the lost cell's write: gone)
+        # Cell 2's tool call, which nobody served, is cancelled: it is never run now,
+        # and no outcome of it can be recorded after the cell's end.
+        assert raw.hget(keys.session(session_id).tools, "2/tool-1") == b"cancelled"
+        cancelled = [e for _, e in host.journal.read(session_id) if isinstance(e, ev.ToolCancelled)]
+        assert [(e.cell, e.call_id) for e in cancelled] == [("2", "tool-1")]
+        two = session.exec("c3", "text(String(load('k')))")  # (the lost cell's write: gone)
         assert [i["text"] for i in two.items][1:] == ["undefined"]
         assert "cell ID" not in two.items[0]["text"]
         ends = [e for _, e in host.journal.read(session_id) if isinstance(e, ev.CellCompleted)]
-        assert [(e.cell, e.error_text) for e in ends] == [("1", texts.cell_lost("1")), ("2", None)]
+        assert [(e.cell, e.error_text) for e in ends] == [
+            ("1", texts.cell_lost("1")),
+            ("2", texts.cell_lost("2")),
+            ("3", None),
+        ]
     finally:
         host.close()
         raw.close()

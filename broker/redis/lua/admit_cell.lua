@@ -8,7 +8,8 @@
 -- ARGV: fencing token, call_id, cell, admission token, n_events,
 --       then per event: n_fields, field name/value pairs (the first is the admission)
 local meta, events = KEYS[1], KEYS[2]
-if fenced(meta, ARGV[1]) then return redis.error_reply('FENCED') end
+local refused = fenced(meta, ARGV[1])
+if refused then return redis.error_reply(refused) end
 local batches = read_events(6, tonumber(ARGV[5]))
 local admitted = admit(meta, events, ARGV[2], ARGV[3], ARGV[4], batches[1], false)
 if type(admitted) == 'table' then

@@ -5,7 +5,8 @@
 -- KEYS: meta, events
 -- ARGV: fencing token, n_events, then per event: n_fields, field name/value pairs
 local meta, events = KEYS[1], KEYS[2]
-if fenced(meta, ARGV[1]) then return redis.error_reply('FENCED') end
+local refused = fenced(meta, ARGV[1])
+if refused then return redis.error_reply(refused) end
 local batches = read_events(3, tonumber(ARGV[2]))
 for e = 1, #batches do redis.call('XADD', events, '*', unpack(batches[e])) end
 return #batches

@@ -5,7 +5,8 @@
 -- Returns 1 if this call began the shutdown, 0 if it had begun already.
 -- KEYS: meta, events
 -- ARGV: fencing token, then the event's stream fields as name/value pairs
-if fenced(KEYS[1], ARGV[1]) then return redis.error_reply('FENCED') end
+local refused = fenced(KEYS[1], ARGV[1])
+if refused then return redis.error_reply(refused) end
 if redis.call('HGET', KEYS[1], 'shutdown') == '1' then
   return 0
 end

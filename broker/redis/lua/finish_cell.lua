@@ -21,7 +21,8 @@
 --       then per event: n_fields, field name/value pairs,
 --       then the stored writes as key/value pairs
 local terminal, events, stored, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if fenced(meta, ARGV[1]) then return redis.error_reply('FENCED') end
+local refused = fenced(meta, ARGV[1])
+if refused then return redis.error_reply(refused) end
 local cell, kind, call_id, token = ARGV[2], ARGV[3], ARGV[6], ARGV[7]
 local n_events, at = tonumber(ARGV[4]), tonumber(ARGV[5])
 local batches, pos = read_events(8, n_events)

@@ -3,7 +3,8 @@
 -- event is appended and every key of the session expires `retention` seconds later.
 -- KEYS: meta, events, then the other keys that expire with them
 -- ARGV: fencing token, retention in seconds, then the event's stream fields
-if fenced(KEYS[1], ARGV[1]) then return redis.error_reply('FENCED') end
+local refused = fenced(KEYS[1], ARGV[1])
+if refused then return redis.error_reply(refused) end
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 redis.call('HSET', KEYS[1], 'finished', '1')
 redis.call('DEL', KEYS[#KEYS])  -- the lease: nobody owns a finished session

@@ -4,9 +4,14 @@
 -- Whether the writer holding fencing token `token` may still write the session: `meta`'s
 -- `fence` counts the changes of owner (claim_lease.lua), and a writer whose token is not
 -- the latest was fenced off by a newer owner. An empty token is a writer without a lease
--- (an import, a test of the log alone).
+-- (an import, a test of the log alone). Returns the refusal: FENCED, or LOST when the
+-- session has no fence at all (Redis lost its data: every owner sets one); else false.
 local function fenced(meta, token)
-  return token ~= '' and redis.call('HGET', meta, 'fence') ~= token
+  if token == '' then return false end
+  local fence = redis.call('HGET', meta, 'fence')
+  if not fence then return 'LOST' end
+  if fence ~= token then return 'FENCED' end
+  return false
 end
 
 -- The event batches in ARGV from `pos` on: per event, its field count, then its stream

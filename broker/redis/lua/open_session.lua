@@ -10,7 +10,8 @@
 -- KEYS: meta, events, terminal
 -- ARGV: fencing token, n_events, then per event: n_fields, field name/value pairs
 local meta, events, terminal = KEYS[1], KEYS[2], KEYS[3]
-if fenced(meta, ARGV[1]) then return redis.error_reply('FENCED') end
+local refused = fenced(meta, ARGV[1])
+if refused then return redis.error_reply(refused) end
 local state = redis.call('HMGET', meta, 'next_cell', 'stored_version', 'shutdown', 'finished')
 if state[4] ~= '1' then
   local batches = read_events(3, tonumber(ARGV[2]))
