@@ -209,9 +209,8 @@ KILLED_HOST = """
 import sys
 from cellfleet.broker.keys import Keys
 from cellfleet.ops.host import Host
-host = Host(
-    sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0, handlers={"echo": lambda value: value}
-)  # (no tool worker: its calls wait)
+echo = {"echo": lambda value: value}  # (no tool worker: its calls wait)
+host = Host(sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0, handlers=echo)
 session = host.open_session(session_id=sys.argv[3])
 timer = "yield_control(); store('k', 'lost'); await new Promise(r => setTimeout(r, 60000))"
 assert session.exec("c1", timer).running_cell_id == "1"
