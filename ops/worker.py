@@ -365,8 +365,12 @@ class CellWorker:
             if not future.done():
                 self._answer(message, {"kind": "started", "cell": cell})
 
+        def soon() -> None:  # (off the scheduler's thread: a slow Redis delays no timer)
+            with contextlib.suppress(RuntimeError):  # (the worker stopped)
+                self._blocking.submit(announce)
+
         if not future.done():
-            self.scheduler.call_later(ANNOUNCE_AFTER_S, announce)
+            self.scheduler.call_later(ANNOUNCE_AFTER_S, soon)
 
     def _observed(self, message: dict[str, Any], future: Future[CellAnswer], cell: str) -> None:
         """Answer the request when `future` settles (a client may drop it first)."""
