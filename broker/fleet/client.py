@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PLACEMENT_TIMEOUT_S = 10.0  # how long an open waits for a worker with room
 ANSWERS_TTL_MS = 300_000  # a vanished client's answers stream expires this much later
 READ_BLOCK_MS = 1_000
+REPEATABLE_OPS = frozenset({"observe", "terminate", "shutdown"})  # sent again on a death
 LIVENESS_EVERY_S = 0.5  # how often owners of requests still unanswered are checked
 MAX_HOPS = 8  # a request sent on from worker to worker this often gives up
 
@@ -472,7 +473,10 @@ class FleetClient:
             self._send_to(backend.owner, confirm)
 
     def _check_owners(self) -> None:
-        """Fail the requests whose worker died before answering them."""
+        """Send again, to the session's next owner, the requests whose worker died
+        before answering them and that may run twice (a wait, a terminate, a shutdown:
+        a cell the dead worker ran is then said lost); fail the others (an exec: it
+        may have started its cell, and would run it again)."""
         now = time.monotonic()
         with self._lock:
             waiting = [r for r in self._pending.values() if now - r.sent_at > LIVENESS_EVERY_S]
@@ -484,7 +488,14 @@ class FleetClient:
         except (redis.RedisError, BrokerError):  # Redis is away: look again next time
             return
         for request in waiting:
-            if str(request.message.get("to")) in dead:
+            if str(request.message.get("to")) not in dead:
+                continue
+            if request.message.get("op") in REPEATABLE_OPS and request.hops < MAX_HOPS:
+                request.hops += 1
+                request.message.pop("to", None)  # (not checked again while it is placed)
+                request.backend.owner = None  # placed anew once the dead one's lease ends
+                self._resends.submit(self._dispatch, request)
+            else:
                 self._forget(request)
                 request.fail(WorkerLostError())
 

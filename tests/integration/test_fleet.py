@@ -531,3 +531,24 @@ def test_a_cell_left_running_by_a_killed_worker_is_ended_and_said_lost(
     ends = [e for e in events if isinstance(e, CellCompleted)]
     assert [(e.error_text, e.by_host) for e in ends] == [(texts.cell_lost("1"), True)]
     assert isinstance(events[-1], CellClosed)
+
+
+def test_a_wait_in_flight_when_its_worker_is_killed_is_answered_by_the_next_owner(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """The wait reaches the dead worker's inbox (it is still there); once the worker
+    is known dead the client sends it again to the session's next owner, which says
+    the cell was lost (it used to fail with `the cellfleet worker ... stopped`)."""
+    process, _ = start_worker(redis_url, keys, "--lease-ms", "300")
+    try:
+        client = fleet["client"]()
+        session = client.open_session()
+        timer = "yield_control(); await new Promise(r => setTimeout(r, 5000)); text('late')"
+        assert session.exec("c1", timer).running_cell_id == "1"
+    finally:
+        process.kill()
+        process.wait(TIMEOUT_S)
+    fleet["worker"]()
+    lost = session.wait('{"cell_id": "1"}')
+    assert (lost.success, output_texts(lost)) == (False, [texts.cell_lost("1")])
+    assert output_texts(session.exec("c2", "text('two')"))[1:] == ["two"]
