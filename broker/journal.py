@@ -53,7 +53,7 @@ from cellfleet.broker.keys import DEFAULT_KEYS, Keys, tool_call_field
 from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.redis.link import Command, Link, entry_fields, link_to
 from cellfleet.broker.redis.scripts import script_source
-from cellfleet.broker.tools.invocation import ToolInvocation, ToolReply
+from cellfleet.broker.tools.invocation import ToolInvocation, ToolReply, idempotency_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -180,6 +180,16 @@ def _refusal(session: str, error: redis.ResponseError) -> BrokerError | None:
         "CONFLICT": SessionOwnedElsewhereError(session),
     }.get(reason)
     return refusal
+
+
+def tool_cancellation(keys: Keys, session: str, cell: str, call_id: str) -> list[Command]:
+    """The commands that cancel a nested tool call: marked in its session's `tools`
+    hash unless its outcome is there (its outcome is then never recorded), and told to
+    the tool workers (a running handler's `cancelled` is set)."""
+    return [
+        ("HSETNX", keys.session(session).tools, tool_call_field(cell, call_id), "cancelled"),
+        ("PUBLISH", keys.tool_cancel_channel, idempotency_key(session, cell, call_id)),
+    ]
 
 
 def _decoded(flat: dict[bytes, bytes]) -> dict[str, str]:
@@ -526,12 +536,7 @@ class RedisJournal:
     def cancel_tool(self, session: str, cell: str, call_id: str) -> None:
         """Mark a call cancelled unless its outcome is recorded: a worker that has not
         run it skips it, one that runs it is told, and its outcome is never recorded."""
-        k = self.keys.session(session)
-        commands: list[Command] = [
-            ("HSETNX", k.tools, tool_call_field(cell, call_id), "cancelled"),
-            ("PUBLISH", self.keys.tool_cancel_channel, f"{session}/{cell}/{call_id}"),
-        ]
-        _retrying(partial(self.link.run, commands))
+        _retrying(partial(self.link.run, tool_cancellation(self.keys, session, cell, call_id)))
 
     def record_tool_outcome(
         self, invocation: ToolInvocation, event: ToolCompleted | ToolFailed, reply: ToolReply

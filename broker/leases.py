@@ -23,6 +23,8 @@ from cellfleet.broker.redis.scripts import script_source
 
 log = logging.getLogger(__name__)
 DEFAULT_LEASE_MS = 2_000  # a dead owner's sessions wait this long for a new owner
+# What renew_lease.lua says of a lease (its other answer, 2: the session finished).
+_TAKEN, _RENEWED, _DATA_LOST = 0, 1, 3
 RENEWALS_PER_LEASE = 4  # renewals per time to live: one lost round trip is no loss
 
 
@@ -139,11 +141,11 @@ class Leases:
             for reply in renewed:
                 if isinstance(reply, redis.ResponseError):
                     raise reply
-            lost = [session for (session, _), ok in zip(held, renewed, strict=True) if ok == 0]
-            for (session, _), ok in zip(held, renewed, strict=True):
-                if ok != 1:  # taken over, finished (its lease went with it), or lost
+            lost = [s for (s, _), said in zip(held, renewed, strict=True) if said == _TAKEN]
+            for (session, _), said in zip(held, renewed, strict=True):
+                if said != _RENEWED:  # taken over, finished (its lease went with it), or lost
                     self._held.pop(session, None)
-                if ok == 3:
+                if said == _DATA_LOST:
                     log.warning("session %s: Redis lost its lease and its log", session)
         for session in lost:
             log.warning("session %s: its lease was taken over; no longer served here", session)

@@ -21,6 +21,9 @@ import redis
 Command = tuple[bytes | str | int, ...]
 
 
+WAKE_FIELD = b"hello"  # an entry with it is no message: its readers skip it
+
+
 def create_stream(link: Link, key: str, ttl_ms: int) -> str:
     """Make `key` an empty stream expiring in `ttl_ms` (an inbox that writers add to
     with NOMKSTREAM: it exists only while its reader keeps it); its first entry's id,
@@ -33,9 +36,6 @@ def create_stream(link: Link, key: str, ttl_ms: int) -> str:
         ]
     )
     return bytes(first).decode()
-
-
-WAKE_FIELD = b"hello"  # an entry with it is no message: its readers skip it
 
 
 def wake_reader(link: Link, key: str) -> None:

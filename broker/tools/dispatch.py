@@ -29,12 +29,11 @@ import redis
 
 from cellfleet.broker import codec
 from cellfleet.broker.contract import texts
-from cellfleet.broker.journal import run_retrying
+from cellfleet.broker.journal import run_retrying, tool_cancellation
 from cellfleet.broker.keys import (
     DEFAULT_KEYS,
     TOOL_WORKERS_GROUP,
     Keys,
-    tool_call_field,
     tool_call_partition,
 )
 from cellfleet.broker.redis.link import WAKE_FIELD, Command, link_to, wake_reader
@@ -174,15 +173,12 @@ class BrokerDispatcher:
         waiting = self._forget(_call_key(invocation))
         if waiting is None:
             return  # already answered
-        session_keys = self.keys.session(invocation.session)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hsetnx(
-            session_keys.tools, tool_call_field(invocation.cell, invocation.call_id), "cancelled"
+        commands = tool_cancellation(
+            self.keys, invocation.session, invocation.cell, invocation.call_id
         )
-        if waiting.entry_id is not None:
-            pipe.xdel(self.calls_of(invocation.session), waiting.entry_id)
-        pipe.publish(self.keys.tool_cancel_channel, invocation.idempotency_key)
-        pipe.execute()
+        if waiting.entry_id is not None:  # (unread: no worker need see it)
+            commands.append(("XDEL", self.calls_of(invocation.session), waiting.entry_id))
+        self._link.run(commands)
 
     def _forget(self, key: str) -> _Waiting | None:
         with self._lock:

@@ -35,7 +35,12 @@ class ToolInvocation:
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.session}/{self.cell}/{self.call_id}"
+        return idempotency_key(self.session, self.cell, self.call_id)
+
+
+def idempotency_key(session: str, cell: str, call_id: str) -> str:
+    """What names a nested tool call everywhere (workers dedupe and cancel by it)."""
+    return f"{session}/{cell}/{call_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -503,12 +503,11 @@ def test_a_busy_session_whose_clients_are_gone_is_shut_down(fleet: dict[str, Any
     assert events[-1] is ShutdownFinished
 
 
-def test_a_cell_left_running_by_a_killed_worker_is_ended_and_said_lost(
+def killed_while_cell_1_waits(
     fleet: dict[str, Any], keys: Keys, redis_url: str
-) -> None:
-    """SIGKILL while cell 1 waits on a timer: the next owner ends the cell in the log
-    (it was admitted and never ended) and tells its next observer so, once; the session
-    goes on with cell 2. (Recovering the cell by replay is the next step.)"""
+) -> tuple[FleetClient, Any, str]:
+    """A session whose worker process was SIGKILLed while its cell 1 waited on a 5 s
+    timer: its client, the session, and the dead worker's id."""
     process, killed = start_worker(redis_url, keys, "--lease-ms", "300")
     try:
         client = fleet["client"]()
@@ -518,6 +517,16 @@ def test_a_cell_left_running_by_a_killed_worker_is_ended_and_said_lost(
     finally:
         process.kill()
         process.wait(TIMEOUT_S)
+    return client, session, killed
+
+
+def test_a_cell_left_running_by_a_killed_worker_is_ended_and_said_lost(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """SIGKILL while cell 1 waits on a timer: the next owner ends the cell in the log
+    (it was admitted and never ended) and tells its next observer so, once; the session
+    goes on with cell 2. (Recovering the cell by replay is the next step.)"""
+    client, session, killed = killed_while_cell_1_waits(fleet, keys, redis_url)
     raw = client.client
     for key in (keys.worker_inbox(killed), keys.session(session.id).lease):
         wait_for_key(raw, key, lambda key=key: not raw.exists(key), f"{key} outlived its worker")
@@ -539,15 +548,7 @@ def test_a_wait_in_flight_when_its_worker_is_killed_is_answered_by_the_next_owne
     """The wait reaches the dead worker's inbox (it is still there); once the worker
     is known dead the client sends it again to the session's next owner, which says
     the cell was lost (it used to fail with `the cellfleet worker ... stopped`)."""
-    process, _ = start_worker(redis_url, keys, "--lease-ms", "300")
-    try:
-        client = fleet["client"]()
-        session = client.open_session()
-        timer = "yield_control(); await new Promise(r => setTimeout(r, 5000)); text('late')"
-        assert session.exec("c1", timer).running_cell_id == "1"
-    finally:
-        process.kill()
-        process.wait(TIMEOUT_S)
+    _, session, _ = killed_while_cell_1_waits(fleet, keys, redis_url)
     fleet["worker"]()
     lost = session.wait('{"cell_id": "1"}')
     assert (lost.success, output_texts(lost)) == (False, [texts.cell_lost("1")])
