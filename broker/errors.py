@@ -43,10 +43,12 @@ class SessionFencedError(BrokerError):
 
 
 class CellLostError(BrokerError):
-    """The cell's process stopped while it ran; the session's new owner ended it."""
+    """The cell's process stopped while it ran; the session's new owner ended it (it
+    could not recover it by replay, if `unrecoverable`)."""
 
-    def __init__(self, cell_id: str) -> None:
-        super().__init__(texts.cell_lost(cell_id))
+    def __init__(self, cell_id: str, *, unrecoverable: bool = False) -> None:
+        text = texts.cell_unrecoverable if unrecoverable else texts.cell_lost
+        super().__init__(text(cell_id))
 
 
 class JournalUnavailableError(BrokerError):

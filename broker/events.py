@@ -168,6 +168,18 @@ class CellClosed(Event):
     TYPE: ClassVar[str] = "cell_closed"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CellRecovered(Event):
+    """A new owner replayed a cell its previous owner left running: `replayed` events
+    were made again and found equal, in `elapsed_ms`. With a `problem` the replay could
+    not bring it back (the cell is then ended as lost, and `problem` says why)."""
+
+    TYPE: ClassVar[str] = "cell_recovered"
+    replayed: int = 0
+    elapsed_ms: float = 0.0
+    problem: str | None = None
+
+
 # -- nested tools -------------------------------------------------------------------
 
 
@@ -279,6 +291,7 @@ AnyEvent: TypeAlias = (
     | CellCompleted
     | CellTerminated
     | CellClosed
+    | CellRecovered
     | ToolRequested
     | ToolCompleted
     | ToolFailed
@@ -299,7 +312,7 @@ EVENT_TYPES: Mapping[str, type[AnyEvent]] = {
         SessionOpened, ToolSetDefined, ShutdownBegun, ShutdownFinished, CellAdmitted,
         CellStarted,
         OutputProduced, YieldRequested, ObservationDelivered, CellCompleted, CellTerminated,
-        CellClosed, ToolRequested, ToolCompleted, ToolFailed, ToolAttemptFailed,
+        CellClosed, CellRecovered, ToolRequested, ToolCompleted, ToolFailed, ToolAttemptFailed,
         ToolResultDelivered, ToolCancelled, TimerSet,
         TimerCleared, TimerFired, NotificationSent, NotificationDelivered,
         NotificationCancelled,

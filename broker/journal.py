@@ -237,6 +237,14 @@ class LeanScript:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordedOutcome:
+    """What holds for a tool call once a worker tried to record its outcome."""
+
+    reply: bytes  # the reply recorded first, or b"cancelled"
+    replies_to: str | None  # the session's owner's replies stream (None: not known)
+
+
+@dataclass(frozen=True, slots=True)
 class SessionState:
     """Where a session's log stands when a process opens it."""
 
@@ -255,7 +263,9 @@ class Journal(Protocol):
 
     def append(self, events: Sequence[AnyEvent]) -> None: ...
 
-    def open_session(self, event: AnyEvent, also: Sequence[AnyEvent] = ()) -> SessionState: ...
+    def open_session(
+        self, event: AnyEvent, also: Sequence[AnyEvent] = (), replies: str = ""
+    ) -> SessionState: ...
 
     def admit(self, events: Sequence[AnyEvent]) -> None: ...
 
@@ -272,7 +282,7 @@ class Journal(Protocol):
 
     def record_tool_outcome(
         self, invocation: ToolInvocation, event: ToolCompleted | ToolFailed, reply: ToolReply
-    ) -> bytes: ...
+    ) -> RecordedOutcome: ...
 
     def cancel_tool(self, session: str, cell: str, call_id: str) -> None: ...
 
@@ -436,24 +446,26 @@ class RedisJournal:
             reason = failure_reason(error) or "connection failed"
             raise JournalUnavailableError(reason) from error
 
-    def open_session(self, event: AnyEvent, also: Sequence[AnyEvent] = ()) -> SessionState:
+    def open_session(
+        self, event: AnyEvent, also: Sequence[AnyEvent] = (), replies: str = ""
+    ) -> SessionState:
         """Record the session's opening (and the events `also`, in the same round trip;
         nothing for a session whose shutdown finished); returns what its cells continue
-        from."""
+        from. `replies`: the opener's tool replies stream (see record_tool_outcome.lua)."""
         session = event.session
         k = self.keys.session(session)
-        args: list[bytes | str] = [self.token(session), str(1 + len(also))]
+        args: list[bytes | str] = [self.token(session), replies, str(1 + len(also))]
         _add_batches(args, (event, *also))
         commands: list[Command] = [
             ("ZADD", self.keys.sessions, "NX", repr(event.at_ms), session),
             ("EVAL", self._open_text, 3, k.meta, k.events, k.terminal, *args),
             ("HGETALL", k.stored),
         ]
-        replies = self._guarded(session, partial(self.link.run, commands))
-        last_cell, version, shutdown, _, *unended = replies[1]
+        answers = self._guarded(session, partial(self.link.run, commands))
+        last_cell, version, shutdown, _, *unended = answers[1]
         return SessionState(
             last_cell=int(last_cell or 0),
-            stored=_decoded(entry_fields(replies[2])),  # (a map, or a flat list)
+            stored=_decoded(entry_fields(answers[2])),  # (a map, or a flat list)
             stored_version=int(version or 0),
             shutting_down=shutdown == b"1",
             unended=tuple(sorted((bytes(cell).decode() for cell in unended), key=int)),
@@ -540,11 +552,12 @@ class RedisJournal:
 
     def record_tool_outcome(
         self, invocation: ToolInvocation, event: ToolCompleted | ToolFailed, reply: ToolReply
-    ) -> bytes:
+    ) -> RecordedOutcome:
         """Append a nested tool call's outcome and keep the host's `reply` with the call,
         unless an outcome is recorded already or the call was cancelled (Lua, atomic).
 
-        Returns what holds afterwards: the reply recorded first, or `b"cancelled"`.
+        Returns what holds afterwards (the reply recorded first, or `b"cancelled"`) and
+        where the session's owner now takes its replies.
         """
         k = self.keys.session(invocation.session)
         args: list[bytes | str] = [
@@ -552,8 +565,10 @@ class RedisJournal:
             codec.encode_tool_reply(reply),
             *codec.encode_flat(event),
         ]
-        state: bytes = _retrying(lambda: self._record_tool(keys=[k.tools, k.events], args=args))
-        return state
+        state, replies = _retrying(
+            lambda: self._record_tool(keys=[k.tools, k.events, k.meta], args=args)
+        )
+        return RecordedOutcome(bytes(state), bytes(replies).decode() or None)
 
     def stored_values(self, session: str) -> dict[str, str]:
         return self.stored_snapshot(session)[0]

@@ -29,7 +29,13 @@ from cellfleet.broker.events import (
     ToolCompleted,
     ToolFailed,
 )
-from cellfleet.broker.journal import MAX_CELL_ID, FinishOutcome, SessionState, admission_token
+from cellfleet.broker.journal import (
+    MAX_CELL_ID,
+    FinishOutcome,
+    RecordedOutcome,
+    SessionState,
+    admission_token,
+)
 from cellfleet.broker.keys import tool_call_field
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolReply
 from cellfleet.projections.ports import START, StoredProjection, stream_id
@@ -65,11 +71,15 @@ class MemoryJournal:
             for event in events:
                 self._add(event)
 
-    def open_session(self, event: AnyEvent, also: Sequence[AnyEvent] = ()) -> SessionState:
+    def open_session(
+        self, event: AnyEvent, also: Sequence[AnyEvent] = (), replies: str = ""
+    ) -> SessionState:
         with self._changed:
             self._opened.setdefault(event.session, event.at_ms)
             log = self._session(event.session)
             if log.meta.get("finished") != "1":  # a finished session stays so
+                if replies:
+                    log.meta["replies"] = replies
                 for added in (event, *also):
                     self._add(added)
             last = int(log.meta.get("next_cell", 0))
@@ -144,17 +154,18 @@ class MemoryJournal:
 
     def record_tool_outcome(
         self, invocation: ToolInvocation, event: ToolCompleted | ToolFailed, reply: ToolReply
-    ) -> bytes:
+    ) -> RecordedOutcome:
         field_name = tool_call_field(invocation.cell, invocation.call_id)
         with self._changed:
             log = self._session(invocation.session)
+            replies_to = log.meta.get("replies") or None
             state = log.tools.get(field_name)
             if state is not None:
-                return state
+                return RecordedOutcome(state, replies_to)
             self._add(event)
             recorded = codec.encode_tool_reply(reply)
             log.tools[field_name] = recorded
-            return recorded
+            return RecordedOutcome(recorded, replies_to)
 
     def cancel_tool(self, session: str, cell: str, call_id: str) -> None:
         """Mark a call cancelled unless its outcome is recorded (what a host does)."""

@@ -51,12 +51,15 @@ from cellfleet.actors.cell.messages import (
     CleanUp,
     NotificationsSettled,
     Poll,
+    Recover,
     Release,
     TimerDue,
     ToolDone,
     YieldDue,
 )
 from cellfleet.actors.cell.observers import Answers
+from cellfleet.actors.replay.recover import Unrecovered
+from cellfleet.actors.replay.recover import recover as recover_cell
 from cellfleet.actors.runtime.pool import BACKGROUND_DELAY_S
 from cellfleet.actors.runtime.protocol import (
     CellSpec,
@@ -78,7 +81,7 @@ from cellfleet.actors.session import store as store_module
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
-from cellfleet.broker.errors import BrokerError, SessionShuttingDownError
+from cellfleet.broker.errors import BrokerError, CellLostError, SessionShuttingDownError
 from cellfleet.broker.journal import FinishOutcome, failure_reason
 
 log = logging.getLogger(__name__)
@@ -114,17 +117,24 @@ class CellActor(pykka.ThreadingActor):
         self._began = False
 
     def _begin(self, begin: Begin) -> None:
+        log = CellLog(begin.context.journal, begin.context.clock, begin.admitted)
+        self._set_up(begin.handle, begin.spec, begin.context, log, begin.admitted.call_id)
+        self._start_runtime()
+
+    def _set_up(
+        self, handle: CellHandle, spec: CellSpec, ctx: CellContext, log: CellLog, call_id: str
+    ) -> None:
         self._began = True
-        self.handle: CellHandle = begin.handle
-        self.spec: CellSpec = begin.spec
-        self.ctx: CellContext = begin.context
-        self.cell_id = begin.spec.cell_id
-        self.log = CellLog(self.ctx.journal, self.ctx.clock, begin.admitted)
+        self.handle: CellHandle = handle
+        self.spec: CellSpec = spec
+        self.ctx: CellContext = ctx
+        self.cell_id = spec.cell_id
+        self.log = log
         self.answers = Answers(
             self.handle, self.log, self.ctx.scheduler, self._tell, on_ended=self._close
         )
         self.effects = Effects(
-            self.ctx, self.log, self._tell, cell_id=self.cell_id, call_id=begin.admitted.call_id
+            self.ctx, self.log, self._tell, cell_id=self.cell_id, call_id=call_id
         )
         self._incoming: deque[RuntimeEvent] = deque()
         self._polling = False
@@ -133,7 +143,6 @@ class CellActor(pykka.ThreadingActor):
         self._failing: list[Any] | None = None  # on_failure collects our messages here
         # The admission's timer and the last poll's: cancelled when the cell is done.
         self._timers: list[Scheduled | None] = [None, None]
-        self._start_runtime()
 
     def _start_runtime(self) -> None:
         prepared = self.ctx.pool.acquire(self.spec.tools)
@@ -159,12 +168,70 @@ class CellActor(pykka.ThreadingActor):
             admit_due = partial(self._tell, AdmitDue())
             self._timers[0] = self.ctx.scheduler.call_later(ADMIT_WITHIN_S, admit_due)
 
+    def _recover(self, recover: Recover) -> None:
+        """Bring back a cell its session's previous owner left running (see
+        `actors.replay.recover`), then go on with it live."""
+        record, ctx = recover.record, recover.context
+        admitted = record.events[0]
+        assert isinstance(admitted, ev.CellAdmitted)
+        log = CellLog.resumed(ctx.journal, ctx.clock, record.events)
+        self._set_up(recover.handle, record.spec, ctx, log, admitted.call_id)
+        outcome = recover_cell(
+            record,
+            ctx.pool,
+            listener=self._incoming.append,
+            sink=self._tell,
+            release=ctx.pool.release,
+            memory_limit_bytes=ctx.memory_limit_bytes,
+        )
+        recovered = ev.CellRecovered(
+            **log.stamp(),
+            replayed=outcome.replayed,
+            elapsed_ms=round(outcome.elapsed_s * 1000, 3),
+            problem=outcome.problem if isinstance(outcome, Unrecovered) else None,
+        )
+        log.add(recovered)
+        if isinstance(outcome, Unrecovered):
+            self._unrecoverable(outcome.problem)
+            return
+        self.runtime = self.answers.runtime = outcome.runtime
+        log.flush()  # (the log shows it back before it does anything more)
+        outputs = [dict(e.item) for e in record.events if isinstance(e, ev.OutputProduced)]
+        self.answers.restore(outputs[log.facts.delivered :])
+        self.effects.resume(record.events, log.facts)
+        self._incoming.extend(outcome.beyond)
+        self._process_incoming()
+        self._start_notifications()
+        self._schedule_poll()
+
+    def _unrecoverable(self, problem: str) -> None:
+        """End a cell its replay could not bring back: its open tool calls are
+        cancelled, and it fails as lost (why is in its `cell_recovered` event)."""
+        log.warning("cell %s of session %s is lost: %s", self.cell_id, self.ctx.session_id, problem)
+        open_calls = sorted(self.log.facts.tools)
+        for call_id in open_calls:  # first: a tool worker records no outcome after the end
+            self.ctx.journal.cancel_tool(self.ctx.session_id, self.cell_id, call_id)
+        error = CellLostError(self.cell_id, unrecoverable=True)
+        ending = self.log.ending_after_failure(str(error), open_calls)
+        if ending is not None:
+            try:  # before anyone is told: whoever learns of it finds it in the log
+                ending.record(self.ctx.journal)
+                ending = None
+            except Exception as failure:  # the session records it once the log takes it
+                log.warning("cell %s: its end is not recorded yet: %s", self.cell_id, failure)
+        self._closed = True
+        told = self.answers.fail(error)
+        self.ctx.on_closed(self.cell_id, CellEnd(True, None if told else error, ending))
+        self.stop()
+
     # -- pykka ------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> None:
         try:
             if isinstance(message, Begin):
                 self._begin(message)
+            elif isinstance(message, Recover):
+                self._recover(message)
             else:
                 self._receive(message)
         except Refused as refused:
@@ -190,11 +257,11 @@ class CellActor(pykka.ThreadingActor):
             self.actor_ref.tell(message)
 
     def _receive(self, message: Any) -> None:
-        runtime = self.runtime
-        assert runtime is not None
         if self._closed:
             self._after_close(message)
             return
+        runtime = self.runtime
+        assert runtime is not None
         answers = self.answers
         if isinstance(message, ObserveRequest):
             answers.on_observe(message.observer)
@@ -242,14 +309,13 @@ class CellActor(pykka.ThreadingActor):
         """A closed cell: only its runtime's end is processed; a stray observation (one
         registered before the cell closed) is answered as for a missing cell."""
         runtime = self.runtime
-        assert runtime is not None
         if isinstance(message, CleanUp):
             self._clean_up()
         elif isinstance(message, ObserveRequest):
             future = message.observer.future
             if not future.done() and future.set_running_or_notify_cancel():
                 future.set_result(missing(self.cell_id).result())
-        elif not isinstance(message, OWN_MESSAGES):
+        elif runtime is not None and not isinstance(message, OWN_MESSAGES):
             runtime.handle(message)  # e.g. the `Stopped` that releases the context
             self._incoming.clear()
 

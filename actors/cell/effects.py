@@ -11,11 +11,12 @@ actor's thread.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 from cellfleet.actors.cell.context import CellContext
+from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.actors.cell.log import CellLog, Refused
 from cellfleet.actors.cell.messages import NotificationsSettled, TimerDue, ToolDone
 from cellfleet.actors.cell.notifications import Notifications, Outcome
@@ -25,8 +26,14 @@ from cellfleet.actors.scheduler import Scheduled
 from cellfleet.broker import codec
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
+from cellfleet.broker.contract.tools import ToolKind
 from cellfleet.broker.errors import BrokerError
-from cellfleet.broker.tools.invocation import CancelHandle, ToolInvocation, ToolOutcome
+from cellfleet.broker.tools.invocation import (
+    CancelHandle,
+    ToolInvocation,
+    ToolOutcome,
+    idempotency_key,
+)
 
 
 class Effects:
@@ -66,28 +73,17 @@ class Effects:
         if problem is not None:
             self._refuse_tool(call, texts.tool_input_not_json(call.name, problem), runtime)
             return
-        definition = self._ctx.tools.get(call.name)
-        invocation = ToolInvocation(
-            session=self._ctx.session_id,
-            cell=self._cell_id,
-            call_id=call.call_id,
-            name=call.name,
-            raw_name=definition.name if definition else call.name,
-            namespace=definition.namespace if definition else None,
-            kind=call.kind,
-            input=call.input,
-        )
-        self._log.add(
+        requested = self._log.add(
             ev.ToolRequested(
                 **self._log.stamp(),
                 call_id=call.call_id,
                 name=call.name,
                 kind=str(call.kind),
                 input=call.input,
-                idempotency_key=invocation.idempotency_key,
+                idempotency_key=idempotency_key(self._ctx.session_id, self._cell_id, call.call_id),
             )
         )
-        self._to_send.append(invocation)
+        self._to_send.append(self._invocation(requested))
 
     def _refuse_tool(self, call: ToolCallRequested, error: str, runtime: CellRuntime) -> None:
         log, clock = self._log, self._ctx.clock()
@@ -166,6 +162,53 @@ class Effects:
         else:
             runtime.deliver_tool_error(outcome.call_id, outcome.error, clock)
 
+    def _invocation(self, call: ev.ToolRequested) -> ToolInvocation:
+        definition = self._ctx.tools.get(call.name)
+        return ToolInvocation(
+            session=self._ctx.session_id,
+            cell=self._cell_id,
+            call_id=call.call_id,
+            name=call.name,
+            raw_name=definition.name if definition else call.name,
+            namespace=definition.namespace if definition else None,
+            kind=ToolKind(call.kind),
+            input=call.input,
+        )
+
+    # -- a recovered cell -----------------------------------------------------------
+
+    def resume(self, events: Sequence[ev.AnyEvent], facts: CellFacts) -> None:
+        """Take on what a recovered cell's previous owner left in flight (`events`: the
+        cell's own, as its log holds them; `facts`: what they say is open): its tool
+        calls (their outcomes now come here; none is sent again), its timers (for the
+        time they had left) and the notifications not known to be delivered."""
+        requested: dict[str, ev.ToolRequested] = {}
+        timers: dict[int, ev.TimerSet] = {}
+        notes: dict[int, str] = {}
+        for event in events:
+            if isinstance(event, ev.ToolRequested):
+                requested[event.call_id] = event
+            elif isinstance(event, ev.TimerSet):
+                timers[event.timer_id] = event
+            elif isinstance(event, ev.NotificationSent):
+                notes[event.notification_id] = event.text
+            elif isinstance(event, ev.NotificationDelivered | ev.NotificationCancelled):
+                notes.pop(event.notification_id, None)
+        on_outcome = lambda outcome: self._tell(ToolDone(outcome))  # noqa: E731
+        calls = [
+            self._invocation(requested[call_id])
+            for call_id in sorted(facts.tools, key=_call_number)
+            if call_id in requested
+        ]
+        handles = self._ctx.dispatcher.adopt([(call, on_outcome) for call in calls])
+        self._tools.update(zip((call.call_id for call in calls), handles, strict=True))
+        for timer_id in sorted(facts.timers):
+            set_at = timers.get(timer_id)
+            if set_at is not None:
+                self._arm(timer_id, set_at.due_clock_ms, set_at.due_clock_ms - self._ctx.clock())
+        for notification_id, text in sorted(notes.items()):
+            self._notifications.send(notification_id, text)
+
     # -- timers -----------------------------------------------------------------------
 
     def set_timer(self, event: TimerSet) -> None:
@@ -177,9 +220,12 @@ class Effects:
                 due_clock_ms=event.due_clock_ms,
             )
         )
-        due = TimerDue(event.timer_id, event.due_clock_ms)
-        self._timers[event.timer_id] = self._ctx.scheduler.call_later(
-            event.delay_ms / 1000, partial(self._tell, due)
+        self._arm(event.timer_id, event.due_clock_ms, event.delay_ms)
+
+    def _arm(self, timer_id: int, due_clock_ms: float, delay_ms: float) -> None:
+        due = TimerDue(timer_id, due_clock_ms)
+        self._timers[timer_id] = self._ctx.scheduler.call_later(
+            max(0.0, delay_ms) / 1000, partial(self._tell, due)
         )
 
     def clear_timer(self, event: TimerCleared) -> None:
@@ -268,3 +314,7 @@ class Effects:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+
+
+def _call_number(call_id: str) -> int:
+    return int(call_id.removeprefix("tool-"))

@@ -65,6 +65,23 @@ class CellLog:
         self.admitted = False  # the log accepted the admission
         self._written = 1  # events of the cell, the admission counted
 
+    @classmethod
+    def resumed(
+        cls, journal: RedisJournal, clock: Callable[[], float], events: Sequence[ev.AnyEvent]
+    ) -> CellLog:
+        """The writer of a cell whose `events` (its own, admission first) are in the log
+        already: a recovered cell's, whose previous owner stopped."""
+        admitted = events[0]
+        assert isinstance(admitted, ev.CellAdmitted)
+        log = cls(journal, clock, admitted)
+        for event in events[1:]:
+            advance(log.facts, event)
+        log._next_seq = log.facts.next_seq
+        log._unsaved = []
+        log.admitted = True
+        log._written = len(events)
+        return log
+
     def stamp(self) -> ev.Envelope:
         """The envelope of the cell's next event: `SomeEvent(**log.stamp(), ...)`."""
         seq = self._next_seq

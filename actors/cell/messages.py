@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from cellfleet.actors.cell.context import CellContext
 from cellfleet.actors.cell.handle import CellHandle, Observer, ObserveRequest, TerminateRequest
+from cellfleet.actors.replay.plan import CellRecord
 from cellfleet.actors.runtime.protocol import CellSpec
 from cellfleet.broker import events as ev
 from cellfleet.broker.tools.invocation import ToolOutcome
@@ -20,6 +21,16 @@ class Begin:
     spec: CellSpec
     context: CellContext
     admitted: ev.CellAdmitted
+
+
+@dataclass(frozen=True, slots=True)
+class Recover:
+    """The cell an actor started ahead of time brings back by replay (its first
+    message, instead of `Begin`): one its session's previous owner left running."""
+
+    handle: CellHandle
+    record: CellRecord
+    context: CellContext
 
 
 @dataclass(frozen=True, slots=True)

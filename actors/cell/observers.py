@@ -68,6 +68,11 @@ class Answers:
     def produced(self, item: ContentItem) -> None:
         self._accumulated.append(item)
 
+    def restore(self, items: list[ContentItem]) -> None:
+        """A recovered cell's outputs that no observer was given before its previous
+        owner stopped: the next answer starts with them."""
+        self._accumulated[0:0] = items
+
     def take_output(self) -> list[ContentItem]:
         """Everything produced and not yet answered with, the kept first yield first."""
         items, self._accumulated = self._accumulated, []

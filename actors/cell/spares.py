@@ -11,7 +11,8 @@ import pykka
 from cellfleet.actors.cell.actor import CellActor
 from cellfleet.actors.cell.context import CellContext
 from cellfleet.actors.cell.handle import CellHandle
-from cellfleet.actors.cell.messages import Begin
+from cellfleet.actors.cell.messages import Begin, Recover
+from cellfleet.actors.replay.plan import CellRecord
 from cellfleet.actors.runtime.pool import BACKGROUND_DELAY_S
 from cellfleet.actors.runtime.protocol import CellSpec
 from cellfleet.actors.scheduler import Scheduler
@@ -34,6 +35,15 @@ class CellActors:
         self, handle: CellHandle, spec: CellSpec, context: CellContext, admitted: ev.CellAdmitted
     ) -> pykka.ActorRef[Any]:
         """An actor running the cell `spec` (it starts at once)."""
+        return self._started(Begin(handle, spec, context, admitted))
+
+    def recover(
+        self, handle: CellHandle, record: CellRecord, context: CellContext
+    ) -> pykka.ActorRef[Any]:
+        """An actor bringing the recorded cell back (it starts at once)."""
+        return self._started(Recover(handle, record, context))
+
+    def _started(self, first: Begin | Recover) -> pykka.ActorRef[Any]:
         with self._lock:
             ref, self._spare = self._spare, None
             refill = not self._refilling and not self._closed
@@ -42,7 +52,7 @@ class CellActors:
             self._scheduler.call_later(BACKGROUND_DELAY_S, self._refill)
         if ref is None:
             ref = CellActor.start()
-        ref.tell(Begin(handle, spec, context, admitted))
+        ref.tell(first)
         return ref
 
     def close(self) -> None:

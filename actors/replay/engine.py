@@ -55,6 +55,7 @@ _GC_FEATURES = {
 class _Produced:
     view: View
     site: tuple[int, int] | None
+    event: rt.RuntimeEvent
 
 
 @dataclass
@@ -90,6 +91,10 @@ def replay_cell(
 class CellReplayer:
     """Replays one `CellRecord` once; `run()` returns its `CellReport`."""
 
+    # Recovery (`recover.py`) leaves the runtime running at the record's end, with what
+    # it made past that point unmatched, for the live owner to take on.
+    hands_over = False
+
     def __init__(
         self, record: CellRecord, pool: ContextPool, *, time_limit_s: float | None = None
     ) -> None:
@@ -107,22 +112,27 @@ class CellReplayer:
         began = time.monotonic()
         if record.problem is not None:
             return rep.CellReport(record.cell, rep.Status.UNREPLAYABLE, 0, problem=record.problem)
-        runtime = self._runtime = CellRuntime(
-            record.spec,
-            self._pool.acquire(record.spec.tools),
+        runtime = self._runtime = self._new_runtime()
+        self._advance()
+        if self._state.ending is None:  # (else the record stopped it before it ran)
+            runtime.start()
+            self._drive(runtime, began + self._limit_s)
+        if self.hands_over and self._state.divergence is None and self._state.ending is None:
+            return self._report(time.monotonic() - began)
+        self._stop(runtime)
+        if self._state.divergence is None:
+            self._check_rest()
+        return self._report(time.monotonic() - began)
+
+    def _new_runtime(self) -> CellRuntime:
+        return CellRuntime(
+            self.record.spec,
+            self._pool.acquire(self.record.spec.tools),
             listener=self._on_event,
             sink=self._inbox.put,
             release=V8Context.dispose,  # now, on this thread: see the module docstring
             memory_limit_bytes=self._pool.memory_limit_bytes,
         )
-        self._advance()
-        if self._state.ending is None:  # (else the record stopped it before it ran)
-            runtime.start()
-            self._drive(runtime, began + self._limit_s)
-        self._stop(runtime)
-        if self._state.divergence is None:
-            self._check_rest()
-        return self._report(time.monotonic() - began)
 
     # -- driving ---------------------------------------------------------------------
 
@@ -201,7 +211,7 @@ class CellReplayer:
         site = runtime.site if runtime is not None else None
         if isinstance(event, rt.Finished) and runtime is not None:
             site = _ending_site(view, runtime, self.record)
-        self._produced.append(_Produced(view, site))
+        self._produced.append(_Produced(view, site, event))
 
     def _match(self) -> None:
         state, steps = self._state, self.record.steps
@@ -212,6 +222,9 @@ class CellReplayer:
                     state.dropped += 1
                 continue
             if state.cursor >= len(steps):
+                if self.hands_over:  # the live owner's from here on
+                    self._produced.appendleft(produced)
+                    return
                 self._diverge(None, produced, "the replay produced more than the record holds")
                 return
             step = steps[state.cursor]

@@ -134,6 +134,11 @@ class CellRuntime:
         """True while JavaScript may be running (an input is being processed)."""
         return self._in_flight > 0 and not self._done
 
+    def listen(self, listener: Callable[[RuntimeEvent], None]) -> None:
+        """Report to `listener` from now on (a recovered cell's live owner takes over
+        from its replay)."""
+        self._listener = listener
+
     def start(self) -> None:
         """Install the cell's globals and run its source."""
         config = {

@@ -30,6 +30,7 @@ from cellfleet.actors.cell.handle import CellHandle, Observer, missing
 from cellfleet.actors.cell.log import FailedEnding
 from cellfleet.actors.cell.messages import YieldDue
 from cellfleet.actors.cell.spares import CellActors
+from cellfleet.actors.replay.plan import plan
 from cellfleet.actors.runtime import v8
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.runtime.protocol import CellSpec, RuntimeTool
@@ -166,12 +167,16 @@ class SessionActor(pykka.ThreadingActor):
         )
         # The session's own tool set goes with its opening: its cells name it.
         tool_set = self._tool_set(self._tools)
-        state = journal.open_session(opened, () if tool_set is None else (tool_set,))
+        dispatcher = self.config.dispatcher or self.services.dispatcher
+        state = journal.open_session(
+            opened,
+            () if tool_set is None else (tool_set,),
+            replies=getattr(dispatcher, "replies", ""),
+        )
         if tool_set is not None:
             self._tool_sets.add(tool_set.digest)
         self._last_cell = state.last_cell
         self._shutting_down = state.shutting_down  # (its cells are all ended)
-        self._end_lost_cells(state.unended)
         self._store = SessionStore(
             state.stored, state.stored_version, lambda: journal.stored_snapshot(self.session_id)
         )
@@ -182,7 +187,7 @@ class SessionActor(pykka.ThreadingActor):
             store=self._store,
             pool=services.pool,
             scheduler=services.scheduler,
-            dispatcher=self.config.dispatcher or services.dispatcher,
+            dispatcher=dispatcher,
             memory_limit_bytes=self.config.memory_limit_bytes or services.pool.memory_limit_bytes,
             tools=self._tools.definitions,
             notify=self.config.notify,
@@ -191,11 +196,28 @@ class SessionActor(pykka.ThreadingActor):
             clock=services.clock,
             audit=None if services.audit is None else partial(services.audit, self.session_id),
         )
+        if state.unended:
+            self._recover_cells(state.unended)
+
+    def _recover_cells(self, cells: Sequence[str]) -> None:
+        """Bring back the cells that an earlier owner left running when it stopped: each
+        is replayed from the log by a cell actor of its own and goes on live there (see
+        `CellActor._recover`); its observers wait meanwhile."""
+        events = [event for _, event in self.services.journal.read(self.session_id)]
+        lost: list[str] = []
+        for record in plan(events, cells=set(cells)).cells:
+            if not record.events or not isinstance(record.events[0], ev.CellAdmitted):
+                lost.append(record.cell)  # (nothing to replay from)
+                continue
+            handle = CellHandle(record.cell, self.config.max_yield_time_ms)
+            self._cells[record.cell] = handle
+            handle.actor = self.services.cell_actors.recover(handle, record, self._context)
+        self._end_lost_cells([cell for cell in cells if cell in lost or cell not in self._cells])
 
     def _end_lost_cells(self, cells: Sequence[str]) -> None:
-        """End the cells that an earlier owner left running when it stopped: each is
-        completed with a plain error in the log (and closed), and its next observer
-        is told once. (Recovering them by replay is issue 14's next step.)"""
+        """End the cells that an earlier owner left running and that cannot be replayed
+        (their admission is not in the log): each is completed with a plain error in the
+        log (and closed), and its next observer is told once."""
         clock, session, journal = self.services.clock(), self.session_id, self.services.journal
         open_calls = self._open_tool_calls(set(cells)) if cells else {}
         for cell in cells:

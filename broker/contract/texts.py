@@ -121,6 +121,15 @@ def cell_lost(cell_id: str) -> str:
     return f"exec cell {cell_id} was lost: the cellfleet process running it stopped"
 
 
+def cell_unrecoverable(cell_id: str) -> str:
+    """A cell left running by a stopped process that its new owner could not bring back
+    by replay (why is recorded in the log's `cell_recovered` event)."""
+    return (
+        f"exec cell {cell_id} was lost: the cellfleet process running it stopped"
+        " and its replay failed"
+    )
+
+
 def cell_busy(cell_id: str) -> str:
     return f"exec cell {cell_id} already has an active observer"
 

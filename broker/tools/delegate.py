@@ -90,6 +90,13 @@ class DelegateDispatcher:
             self._send(delegate_id, invocation)
         return handles
 
+    def adopt(
+        self, calls: Sequence[tuple[ToolInvocation, Callable[[ToolOutcome], None]]]
+    ) -> list[CancelHandle]:
+        """Calls sent to an earlier connection's harness died with it: this harness is
+        asked again."""
+        return self.dispatch_batch(calls)
+
     def answer(self, delegate_id: int, result: Any, error: str | None) -> bool:
         """The harness answered; False if no call waits for it (withdrawn, unknown)."""
         with self._lock:

@@ -34,6 +34,7 @@ from cellfleet.broker.keys import (
     DEFAULT_KEYS,
     TOOL_WORKERS_GROUP,
     Keys,
+    tool_call_field,
     tool_call_partition,
 )
 from cellfleet.broker.redis.link import WAKE_FIELD, Command, link_to, wake_reader
@@ -166,6 +167,38 @@ class BrokerDispatcher:
                 if check_before is not None:
                     check_before(replies[: len(before)])
                 raise errors[0]
+        return handles
+
+    def adopt(
+        self, calls: Sequence[tuple[ToolInvocation, Callable[[ToolOutcome], None]]]
+    ) -> list[CancelHandle]:
+        """Take on calls that an earlier owner of their session sent before it stopped:
+        their outcomes come to this host from now on (the session's `replies`, set when
+        this process opened it; see record_tool_outcome.lua), and one recorded already
+        is reported at once. Nothing is sent: a call never runs twice."""
+        handles: list[CancelHandle] = []
+        with self._lock:
+            for invocation, on_outcome in calls:
+                handles.append(_BrokerCancel(self, invocation))
+                self._in_flight[invocation.session] += 1
+                self._waiting[_call_key(invocation)] = _Waiting(invocation.session, on_outcome)
+        # Waited for first, looked up second: an outcome recorded before this process
+        # opened the session is in the hash; one recorded since comes to its replies.
+        commands: list[Command] = [
+            (
+                "HGET",
+                self.keys.session(invocation.session).tools,
+                tool_call_field(invocation.cell, invocation.call_id),
+            )
+            for invocation, _ in calls
+        ]
+        states = run_retrying(lambda: self._link.run(commands)) if commands else []
+        for (invocation, _), state in zip(calls, states, strict=True):
+            if state is None or state == b"cancelled":  # (cancelled: its cell was ending)
+                continue
+            waiting = self._forget(_call_key(invocation))
+            if waiting is not None:  # (else its reply came meanwhile)
+                waiting.on_outcome(codec.decode_tool_reply(state).outcome)
         return handles
 
     def cancel(self, invocation: ToolInvocation) -> None:

@@ -97,6 +97,13 @@ class ToolDispatcher(Protocol):
         call stays sent)."""
         ...
 
+    def adopt(
+        self, calls: Sequence[tuple[ToolInvocation, Callable[[ToolOutcome], None]]]
+    ) -> list[CancelHandle]:
+        """Take on calls an earlier owner of their session sent before it stopped (their
+        cell is recovered here): each outcome is reported through its callback."""
+        ...
+
 
 def payload_error(invocation: ToolInvocation) -> str | None:
     """The host-side input check of spec §3.2, or None if the input is acceptable."""

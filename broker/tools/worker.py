@@ -516,15 +516,18 @@ class ToolWorker:
         )
         outcome = ToolOutcome(call_id, result=result, error=error, clock_ms=clock)
         reply = ToolReply(invocation.idempotency_key, outcome)
-        state = self.journal.record_tool_outcome(invocation, event, reply)
-        self._answer(call, state)
+        recorded = self.journal.record_tool_outcome(invocation, event, reply)
+        self._answer(call, recorded.reply, recorded.replies_to)
 
-    def _answer(self, call: _Running, state: bytes) -> None:
-        """Send the recorded reply to the calling host and acknowledge the entry."""
+    def _answer(self, call: _Running, state: bytes, replies_to: str | None = None) -> None:
+        """Send the recorded reply to the session's owner (`replies_to`: one that took
+        the session over since the call was sent; else the calling host) and
+        acknowledge the entry."""
+        to = replies_to or call.reply_to
         pipe = self.client.pipeline(transaction=False)
         if state != b"cancelled":
-            pipe.xadd(call.reply_to, {"reply": state})
-            pipe.pexpire(call.reply_to, REPLIES_TTL_MS)  # (a dead host's goes, in time)
+            pipe.xadd(to, {"reply": state})
+            pipe.pexpire(to, REPLIES_TTL_MS)  # (a dead host's goes, in time)
         pipe.xack(call.stream, TOOL_WORKERS_GROUP, call.entry_id)
         pipe.execute()
 

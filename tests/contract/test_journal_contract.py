@@ -260,7 +260,7 @@ def test_the_first_tool_outcome_wins(journal: Journal, session: str) -> None:
         call, ToolFailed(session=session, cell="1", call_id="tool-1", error="late"), second
     )
     assert won == again  # the first reply, recorded for a worker that takes over
-    assert b'"result":1' in won
+    assert b'"result":1' in won.reply
     assert kinds(journal, session) == ["ToolCompleted"]
 
 

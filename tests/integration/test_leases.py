@@ -6,8 +6,6 @@ a greater fencing token, and the log refuses every write that carries an older o
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -16,7 +14,6 @@ import pytest
 import redis
 
 from cellfleet.broker import events as ev
-from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.tools import ToolKind
 from cellfleet.broker.errors import SessionFencedError, SessionOwnedElsewhereError
 from cellfleet.broker.journal import RedisJournal
@@ -25,7 +22,6 @@ from cellfleet.broker.leases import Leases
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolOutcome
 from cellfleet.ops.host import Host
-from tests.integration.fleet_support import wait_for_key
 
 
 @pytest.fixture
@@ -203,63 +199,3 @@ def test_a_second_host_cannot_serve_a_session_another_serves(redis_url: str) -> 
     finally:
         first.close()
         second.close()
-
-
-KILLED_HOST = """
-import sys
-from cellfleet.broker.keys import Keys
-from cellfleet.ops.host import Host
-echo = {"echo": lambda value: value}  # (no tool worker: its calls wait)
-host = Host(sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0, handlers=echo)
-session = host.open_session(session_id=sys.argv[3])
-timer = "yield_control(); store('k', 'lost'); await new Promise(r => setTimeout(r, 60000))"
-assert session.exec("c1", timer).running_cell_id == "1"
-assert session.exec("c2", "yield_control(); await tools.echo({})").running_cell_id == "2"
-print("running", flush=True)
-sys.stdin.read()  # (until killed)
-"""
-
-
-def test_a_killed_host_s_running_cell_is_ended_by_the_next_owner(
-    redis_url: str, keys: Keys
-) -> None:
-    """A process that served a session is SIGKILLed while its cell 1 waits on a timer:
-    the next process that opens the session ends cell 1 in the log, and a wait on it
-    says it was lost (it used to say `not found`, the cell admitted for ever)."""
-    session_id = uuid.uuid4().hex
-    process = subprocess.Popen(
-        [sys.executable, "-c", KILLED_HOST, redis_url, keys.prefix, session_id],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == b"running\n"
-    finally:
-        process.kill()
-        process.wait(30)
-    raw = redis.Redis.from_url(redis_url)
-    lease = keys.session(session_id).lease
-    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
-    host = Host(redis_url, keys=keys, pool_size=1, workers=0)
-    try:
-        session = host.open_session(session_id=session_id)
-        lost = session.wait('{"cell_id": "1"}')
-        assert (lost.success, [i["text"] for i in lost.items]) == (False, [texts.cell_lost("1")])
-        # Cell 2's tool call, which nobody served, is cancelled: it is never run now,
-        # and no outcome of it can be recorded after the cell's end.
-        assert raw.hget(keys.session(session_id).tools, "2/tool-1") == b"cancelled"
-        cancelled = [e for _, e in host.journal.read(session_id) if isinstance(e, ev.ToolCancelled)]
-        assert [(e.cell, e.call_id) for e in cancelled] == [("2", "tool-1")]
-        two = session.exec("c3", "text(String(load('k')))")  # (the lost cell's write: gone)
-        assert [i["text"] for i in two.items][1:] == ["undefined"]
-        assert "cell ID" not in two.items[0]["text"]
-        ends = [e for _, e in host.journal.read(session_id) if isinstance(e, ev.CellCompleted)]
-        assert [(e.cell, e.error_text) for e in ends] == [
-            ("1", texts.cell_lost("1")),
-            ("2", texts.cell_lost("2")),
-            ("3", None),
-        ]
-    finally:
-        host.close()
-        raw.close()

@@ -6,15 +6,19 @@
 --     session stays finished: opening it again records nothing);
 --   * returns {next_cell, stored_version, shutdown, finished} as read from meta, then
 --     the ids of the admitted cells that have no terminal event (their owner stopped
---     while they ran: the new owner ends them).
+--     while they ran: the new owner recovers them);
+--   * the owner's replies stream (unless "") becomes the session's `replies`: tool
+--     workers send the outcomes of its calls there from now on, whoever sent them.
 -- KEYS: meta, events, terminal
--- ARGV: fencing token, n_events, then per event: n_fields, field name/value pairs
+-- ARGV: fencing token, replies stream, n_events, then per event: n_fields, field
+--   name/value pairs
 local meta, events, terminal = KEYS[1], KEYS[2], KEYS[3]
 local refused = fenced(meta, ARGV[1])
 if refused then return redis.error_reply(refused) end
 local state = redis.call('HMGET', meta, 'next_cell', 'stored_version', 'shutdown', 'finished')
 if state[4] ~= '1' then
-  local batches = read_events(3, tonumber(ARGV[2]))
+  if ARGV[2] ~= '' then redis.call('HSET', meta, 'replies', ARGV[2]) end
+  local batches = read_events(4, tonumber(ARGV[3]))
   for e = 1, #batches do redis.call('XADD', events, '*', unpack(batches[e])) end
 end
 -- Unended cells are among the newest admitted: the last 10 000 ids are looked at.

@@ -5,15 +5,18 @@
 --   * a call that was cancelled records nothing;
 --   * the reply for the host is stored with the record, so a worker that takes over a
 --     call whose first worker died after recording can still answer the host.
--- Returns what holds afterwards: the stored reply, or "cancelled".
--- KEYS: tools, events
+-- Returns what holds afterwards (the stored reply, or "cancelled"), and the replies
+-- stream of the session's current owner as its `meta` names it ("" if none): a new
+-- owner that took the session over from a dead one gets the reply there.
+-- KEYS: tools, events, meta
 -- ARGV: call key, reply JSON, then the outcome event's stream fields as name/value pairs
+local replies = redis.call('HGET', KEYS[3], 'replies') or ''
 local state = redis.call('HGET', KEYS[1], ARGV[1])
 if state then
-  return state
+  return {state, replies}
 end
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return ARGV[2]
+return {ARGV[2], replies}

@@ -1,0 +1,159 @@
+"""Bring back a cell that its previous owner left running, up to where its log ends.
+
+A fresh context gets the cell's source, seed, clock and stored snapshot and its
+recorded inputs in order (the replay engine, `engine.CellReplayer`): every event it
+makes again is checked against the log, and none is recorded or acted on again. At the
+log's end the runtime is handed, still running, to the live owner (the cell actor),
+with what it made past that point: those events never reached the log, so nothing
+outside saw them, and the live owner records and acts on them as it would have.
+
+The V8 thread reports through a `Relay`: first into the replay's queue, then (switched
+under its lock, the queue's rest forwarded first) to the live owner, so that no message
+is lost or reordered at the handover. The replay runs on the live owner's thread, the
+runtime's one owner throughout.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cellfleet.actors.replay import report as rep
+from cellfleet.actors.replay.engine import CellReplayer
+from cellfleet.actors.replay.plan import CellRecord
+from cellfleet.actors.runtime import protocol as rt
+from cellfleet.actors.runtime.pool import ContextPool
+from cellfleet.actors.runtime.runtime import CellRuntime, RuntimeMessage
+from cellfleet.actors.runtime.v8 import V8Context
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    runtime: CellRuntime  # running, reporting to the live owner
+    beyond: list[rt.RuntimeEvent]  # made past the log's end: the live owner applies them
+    replayed: int  # events made again and found equal
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Unrecovered:
+    problem: str  # why (recorded in the log)
+    replayed: int
+    elapsed_s: float
+
+
+class Relay:
+    """Where the V8 thread's messages go: switched once, in order, without a loss."""
+
+    def __init__(self, first: Callable[[RuntimeMessage], None]) -> None:
+        self._lock = threading.Lock()
+        self._to = first
+
+    def __call__(self, message: RuntimeMessage) -> None:
+        with self._lock:
+            self._to(message)
+
+    def switch(
+        self, queued: queue.SimpleQueue[RuntimeMessage], to: Callable[[RuntimeMessage], None]
+    ) -> None:
+        """Forward what `queued` still holds to `to`, then send everything there."""
+        with self._lock:
+            while True:
+                try:
+                    to(queued.get_nowait())
+                except queue.Empty:
+                    break
+            self._to = to
+
+
+class _Recoverer(CellReplayer):
+    hands_over = True
+
+    def __init__(
+        self,
+        record: CellRecord,
+        pool: ContextPool,
+        *,
+        release: Callable[[V8Context], None],
+        memory_limit_bytes: int,
+        time_limit_s: float | None,
+    ) -> None:
+        super().__init__(record, pool, time_limit_s=time_limit_s)
+        self.relay = Relay(self._inbox.put)
+        self._release = release
+        self._memory_limit_bytes = memory_limit_bytes
+
+    def _new_runtime(self) -> CellRuntime:
+        spec = self.record.spec
+        prepared = self._pool.acquire(spec.tools)
+        if self._memory_limit_bytes != self._pool.memory_limit_bytes:  # the session's own
+            prepared.context.set_memory_limit(self._memory_limit_bytes)
+        return CellRuntime(
+            spec,
+            prepared,
+            listener=self._on_event,
+            sink=self.relay,
+            release=self._release,
+            memory_limit_bytes=self._memory_limit_bytes,
+        )
+
+    def hand_over(
+        self,
+        listener: Callable[[rt.RuntimeEvent], None],
+        sink: Callable[[RuntimeMessage], None],
+    ) -> tuple[CellRuntime, list[rt.RuntimeEvent]]:
+        runtime = self._runtime
+        assert runtime is not None
+        beyond = [produced.event for produced in self._produced]
+        self._produced.clear()
+        runtime.listen(listener)
+        self.relay.switch(self._inbox, sink)
+        return runtime, beyond
+
+    def stop(self) -> None:
+        if self._runtime is not None:
+            self._stop(self._runtime)
+
+
+def recover(
+    record: CellRecord,
+    pool: ContextPool,
+    *,
+    listener: Callable[[rt.RuntimeEvent], None],
+    sink: Callable[[RuntimeMessage], None],
+    release: Callable[[V8Context], None],
+    memory_limit_bytes: int,
+    time_limit_s: float | None = None,
+) -> Recovered | Unrecovered:
+    """Replay `record` (a cell without its end) and hand its runtime to `listener` and
+    `sink`; or say why it cannot be (its runtime is then stopped)."""
+    began = time.monotonic()
+    recoverer = _Recoverer(
+        record,
+        pool,
+        release=release,
+        memory_limit_bytes=memory_limit_bytes,
+        time_limit_s=time_limit_s,
+    )
+    report = recoverer.run()
+    elapsed = time.monotonic() - began
+    problem = _problem(report)
+    if problem is None and record.ended:
+        problem = "its record holds its end already"
+    if problem is not None:
+        recoverer.stop()
+        return Unrecovered(problem, report.events, elapsed)
+    runtime, beyond = recoverer.hand_over(listener, sink)
+    return Recovered(runtime, beyond, report.events, elapsed)
+
+
+def _problem(report: rep.CellReport) -> str | None:
+    if report.status is rep.Status.UNREPLAYABLE:
+        return f"it cannot be replayed: {report.problem}"
+    divergence = report.divergence
+    if divergence is None:
+        return None
+    return f"its replay diverged at event {divergence.position}: {divergence.reason}"

@@ -1,0 +1,197 @@
+"""Cells left running by a SIGKILLed process are recovered by replay (issue 14).
+
+A child process serves a session, starts cells, says `running` and is killed with
+SIGKILL; the test then opens the session in a new `Host` (once the dead owner's lease
+expired) and checks that each cell goes on where its log ended: nothing it showed the
+model is shown again, nothing it did is lost, no tool call runs twice.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import redis
+
+from cellfleet.broker import codec
+from cellfleet.broker import events as ev
+from cellfleet.broker.contract import texts
+from cellfleet.broker.keys import Keys
+from cellfleet.ops.host import Host
+from tests.integration import recovery_tools
+from tests.integration.fleet_support import wait_for_key
+
+CHILD = """
+import json, sys
+from cellfleet.broker.keys import Keys
+from cellfleet.ops.host import Host
+from tests.integration.recovery_tools import HANDLERS  # (no tool worker here: calls wait)
+host = Host(sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0, handlers=HANDLERS)
+session = host.open_session(session_id=sys.argv[3])
+for source in json.loads(sys.argv[4]):
+    print(json.dumps(session.exec("c", source).items), flush=True)
+print("running", flush=True)
+sys.stdin.read()  # (until killed)
+"""
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys(f"rec{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def killed_while_running(
+    redis_url: str, keys: Keys, raw: redis.Redis, sources: list[str]
+) -> tuple[str, list[list[dict[str, str]]]]:
+    """Run `sources` as cells of a new session in a child process, SIGKILL it once they
+    all answered, wait for its lease to expire; the session and the answers."""
+    session = uuid.uuid4().hex
+    script = [sys.executable, "-c", CHILD, redis_url, keys.prefix, session]
+    child = subprocess.Popen(
+        [*script, orjson.dumps(sources).decode()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    answers = []
+    try:
+        assert child.stdout is not None
+        for _ in sources:
+            answers.append(orjson.loads(child.stdout.readline()))
+        assert child.stdout.readline() == b"running\n"
+    finally:
+        child.kill()
+        child.wait(30)
+    lease = keys.session(session).lease
+    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    return session, answers
+
+
+def texts_of(items: list[dict[str, str]]) -> list[str]:
+    return [item.get("text", "") for item in items]
+
+
+def js(source: str) -> str:
+    return textwrap.dedent(source).strip()
+
+
+def test_a_yielded_cell_waiting_on_a_timer_goes_on_after_its_host_is_killed(
+    redis_url: str, keys: Keys, raw: redis.Redis
+) -> None:
+    cell = js("""
+        text("before");
+        yield_control();
+        text("while waiting");
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        text("after " + load("k"));
+        store("k", "recovered");
+    """)
+    seed = 'store("k", "stored")'
+    session_id, answers = killed_while_running(redis_url, keys, raw, [seed, cell])
+    assert texts_of(answers[1])[1:] == ["before"]
+    host = Host(redis_url, keys=keys, pool_size=1, workers=0)
+    try:
+        session = host.open_session(session_id=session_id)
+        done = session.wait('{"cell_id": "2", "yield_time_ms": 10000}')
+        assert done.success, done.items
+        assert texts_of(done.items)[1:] == ["while waiting", "after stored"]
+        assert texts_of(session.exec("c", 'text(load("k"))').items)[1:] == ["recovered"]
+        events = [e for _, e in host.journal.read(session_id) if e.cell == "2"]
+        recovered = [e for e in events if isinstance(e, ev.CellRecovered)]
+        assert len(recovered) == 1
+        assert recovered[0].problem is None
+        outputs = [e.item["text"] for e in events if isinstance(e, ev.OutputProduced)]
+        assert outputs == ["before", "while waiting", "after stored"]  # none twice
+        session.shutdown()
+    finally:
+        host.close()
+
+
+def test_a_tool_call_outstanding_at_the_kill_runs_once_and_reaches_the_new_owner(
+    redis_url: str, keys: Keys, raw: redis.Redis
+) -> None:
+    cell = "yield_control(); text(JSON.stringify(await tools.echo({n: 1})))"
+    session_id, _ = killed_while_running(redis_url, keys, raw, [cell])
+    host = Host(redis_url, keys=keys, pool_size=1, workers=1, handlers=recovery_tools.HANDLERS)
+    try:
+        session = host.open_session(session_id=session_id)
+        done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+        assert done.success, done.items
+        assert texts_of(done.items)[1:] == ['{"n":1}']
+        assert recovery_tools.RUNS == [{"n": 1}]
+        session.shutdown()
+    finally:
+        host.close()
+
+
+def test_a_cell_whose_replay_diverges_is_said_lost_and_why_is_recorded(
+    redis_url: str, keys: Keys, raw: redis.Redis
+) -> None:
+    cell = 'text("a"); yield_control(); await new Promise((r) => setTimeout(r, 60000))'
+    session_id, _ = killed_while_running(redis_url, keys, raw, [cell])
+    # The log says cell 1 showed something it does not show when replayed.
+    forged = ev.OutputProduced(
+        session=session_id, cell="1", seq=1000, item={"type": "input_text", "text": "forged"}
+    )
+    raw.xadd(keys.session(session_id).events, dict(codec.encode(forged)))
+    host = Host(redis_url, keys=keys, pool_size=1, workers=0)
+    try:
+        session = host.open_session(session_id=session_id)
+        lost = session.wait('{"cell_id": "1"}')
+        assert (lost.success, texts_of(lost.items)) == (False, [texts.cell_unrecoverable("1")])
+        events = [e for _, e in host.journal.read(session_id) if e.cell == "1"]
+        recovered = [e for e in events if isinstance(e, ev.CellRecovered)]
+        assert len(recovered) == 1
+        assert "diverged" in str(recovered[0].problem)
+        ends = [e for e in events if isinstance(e, ev.CellCompleted)]
+        assert [e.error_text for e in ends] == [texts.cell_unrecoverable("1")]
+        session.shutdown()
+    finally:
+        host.close()
+
+
+def test_recovered_cells_can_be_waited_on_terminated_and_shut_down(
+    redis_url: str, keys: Keys, raw: redis.Redis
+) -> None:
+    """A recovered cell is live as before: waiting yields its output, terminating it
+    discards its stored writes, and the shutdown ends the rest (cancelling its tool call,
+    which nobody served, so that no worker runs it after the cell's end)."""
+    sleeper = js("""
+        text("one");
+        yield_control();
+        store("k", "never");
+        text("two");
+        await new Promise((resolve) => setTimeout(resolve, 60000));
+    """)
+    caller = "yield_control(); await tools.echo({})"
+    session_id, _ = killed_while_running(redis_url, keys, raw, [sleeper, caller])
+    host = Host(redis_url, keys=keys, pool_size=1, workers=0)
+    try:
+        session = host.open_session(session_id=session_id)
+        running = session.wait('{"cell_id": "1", "yield_time_ms": 100}')
+        assert (running.running_cell_id, texts_of(running.items)[1:]) == ("1", ["two"])
+        stopped = session.wait('{"cell_id": "1", "terminate": true}')
+        assert "Script terminated" in texts_of(stopped.items)[0]
+        assert texts_of(session.exec("c", 'text(String(load("k")))').items)[1:] == ["undefined"]
+        assert raw.hget(keys.session(session_id).tools, "2/tool-1") is None  # still open
+        session.shutdown()
+        assert raw.hget(keys.session(session_id).tools, "2/tool-1") == b"cancelled"
+        ends = {
+            e.cell: type(e).__name__
+            for _, e in host.journal.read(session_id)
+            if isinstance(e, ev.CellCompleted | ev.CellTerminated)
+        }
+        assert ends == {"1": "CellTerminated", "2": "CellTerminated", "3": "CellCompleted"}
+    finally:
+        host.close()
