@@ -117,6 +117,7 @@ class CellAdmitted(Event):
     # The session's stored values the cell starts from: those after this many merging
     # completions (`projections.stored` counts them as `version`).
     stored_version: int = 0
+    request: str = ""  # the fleet request that asked for it (a re-sent one finds it)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +144,9 @@ class ObservationDelivered(Event):
     kind: ObservationKind
     outputs: int = 0
     pending_tool_call_ids: tuple[str, ...] = ()
+    # The fleet requests it answered: one re-sent after its worker died is answered
+    # again from the log (`projections.answers`).
+    requests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

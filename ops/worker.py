@@ -36,6 +36,7 @@ from cellfleet.actors.scheduler import Scheduler
 from cellfleet.actors.session.actor import ActorSessionBackend, SessionConfig, SessionServices
 from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
+from cellfleet.broker.crash import crash_point
 from cellfleet.broker.errors import BrokerError, SessionOwnedElsewhereError
 from cellfleet.broker.fleet import wire
 from cellfleet.broker.fleet.registry import DEFAULT_HEARTBEAT_MS, WorkerInfo, WorkerRegistry
@@ -57,6 +58,7 @@ from cellfleet.broker.redis.scripts import script_source
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
+from cellfleet.projections.answers import request_trace
 
 log = logging.getLogger(__name__)
 ANNOUNCE_AFTER_S = 0.005  # a cell that has not answered by then is announced (`started`)
@@ -272,8 +274,12 @@ class CellWorker:
         except wire.WireError as error:
             log.error("a request that is not one: %s", error)
             return
+        self._guarded(message, self._serve, message)
+
+    def _guarded(self, message: dict[str, Any], serve: Callable[..., None], *args: Any) -> None:
+        """Serve `message` with `serve(*args)`; a failure is its answer."""
         try:
-            self._serve(message)
+            serve(*args)
         except (BrokerError, ActorError) as error:  # the session's refusal: for the model
             self._answer(message, _error(error))
         except (KeyError, TypeError, ValueError) as error:
@@ -330,29 +336,52 @@ class CellWorker:
 
     def _serve_session(self, op: Any, message: dict[str, Any], served: _Served) -> None:
         backend = served.backend
-        if op == "execute":
+        request = str(message.get("id") or "")
+        if message.get("again") and op in ("execute", "observe", "terminate"):
+            self._blocking.submit(self._guarded, message, self._serve_again, op, message, served)
+        elif op == "execute":
             cell, future = backend.execute(
                 str(message["call_id"]),
                 str(message["source"]),
                 int(message["yield_time_ms"]),
                 message.get("max_output_tokens"),
                 ObserveMode(message.get("mode", "yield")),
+                request=request,
             )
             self._announce_later(message, future, cell)
             self._observed(message, future, cell)
         elif op == "observe":
             cell, mode = str(message["cell"]), ObserveMode(message.get("mode", "yield"))
-            future = backend.observe(cell, mode, int(message.get("yield_time_ms", 0)))
+            future = backend.observe(cell, mode, int(message.get("yield_time_ms", 0)), request)
             self._observed(message, future, cell)
         elif op == "terminate":
             cell = str(message["cell"])
-            self._observed(message, backend.terminate(cell), cell)
+            self._observed(message, backend.terminate(cell, request), cell)
         elif op == "yield_now":
             backend.yield_now(str(message["cell"]))
         elif op == "shutdown":
             self._blocking.submit(self._shutdown, message, served)
         else:
             self._answer(message, {"kind": "error", "message": f"unknown request `{op}`"})
+
+    def _serve_again(self, op: str, message: dict[str, Any], served: _Served) -> None:
+        """A request sent again because the worker it went to died before answering: if
+        that worker recorded its answer, the same answer (it was lost with the worker);
+        else, for an exec whose cell it admitted, that cell (recovered here) is observed;
+        else it is served as if new."""
+        request = str(message.get("id") or "")
+        events = (event for _, event in self.journal.read(served.backend.session_id))
+        trace = request_trace(events, request)
+        if trace.answer is not None:
+            answer = wire.encode_answer(trace.answer)
+            self._answer(message, {"kind": "answer", "cell": trace.cell, "answer": answer})
+        elif op == "execute" and trace.cell is not None:
+            mode = ObserveMode(message.get("mode", "yield"))
+            yield_time_ms = int(message["yield_time_ms"])
+            future = served.backend.observe(trace.cell, mode, yield_time_ms, request)
+            self._observed(message, future, trace.cell)
+        else:
+            self._serve_session(op, {**message, "again": False}, served)
 
     def _announce_later(
         self, message: dict[str, Any], future: Future[CellAnswer], cell: str
@@ -394,6 +423,7 @@ class CellWorker:
         except Exception as error:
             self._answer(message, _error(error))
             return
+        crash_point("answer_recorded")
         self._answer(
             message, {"kind": "answer", "cell": cell, "answer": wire.encode_answer(answer)}
         )

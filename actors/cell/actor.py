@@ -81,6 +81,7 @@ from cellfleet.actors.session import store as store_module
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
+from cellfleet.broker.crash import crash_point
 from cellfleet.broker.errors import BrokerError, CellLostError, SessionShuttingDownError
 from cellfleet.broker.journal import FinishOutcome, failure_reason
 
@@ -158,6 +159,7 @@ class CellActor(pykka.ThreadingActor):
             memory_limit_bytes=limit,
         )
         self.runtime.start()
+        crash_point("cell_started")
         observer = self.handle.observer
         if observer is not None and observer.mode == ObserveMode.PENDING:
             self.runtime.set_frontier_mode(True)  # spec §4.7: `execute_to_pending`
@@ -195,6 +197,7 @@ class CellActor(pykka.ThreadingActor):
             self._unrecoverable(outcome.problem)
             return
         self.runtime = self.answers.runtime = outcome.runtime
+        crash_point("cell_recovering")
         log.flush()  # (the log shows it back before it does anything more)
         outputs = [dict(e.item) for e in record.events if isinstance(e, ev.OutputProduced)]
         self.answers.restore(outputs[log.facts.delivered :])
@@ -382,9 +385,14 @@ class CellActor(pykka.ThreadingActor):
         after: list[ev.AnyEvent] = []
         if claimed is not None:  # and then the cell closes at once: nothing is left
             outputs = log.facts.delivered + self.answers.unanswered_outputs()
+            observer = self.handle.observer
+            request = observer.request if observer is not None else ""
             after.append(
                 ev.ObservationDelivered(
-                    **log.stamp(), kind=ev.ObservationKind.COMPLETED, outputs=outputs
+                    **log.stamp(),
+                    kind=ev.ObservationKind.COMPLETED,
+                    outputs=outputs,
+                    requests=(request,) if request else (),
                 )
             )
             after.append(ev.CellClosed(**log.stamp()))

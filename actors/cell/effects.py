@@ -27,6 +27,7 @@ from cellfleet.broker import codec
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.tools import ToolKind
+from cellfleet.broker.crash import crash_point
 from cellfleet.broker.errors import BrokerError
 from cellfleet.broker.tools.invocation import (
     CancelHandle,
@@ -102,19 +103,21 @@ class Effects:
         calls, self._to_send = self._to_send, []
         if not calls:
             return
-        if not self._log.admitted:  # a cell is admitted before it reaches out
-            try:
-                self._log.flush()
-            except (BrokerError, Refused):  # kept: cancelled and recorded at the end
-                self._to_send[0:0] = calls
-                raise
         on_outcome = lambda outcome: self._tell(ToolDone(outcome))  # noqa: E731
         if not self._ctx.dispatcher.records_requests_first:
             # The harness runs the call: its `ToolRequested` goes with the next append
-            # (the outcome's), one durable write per call.
+            # (the outcome's), one durable write per call; the cell is admitted first.
+            if not self._log.admitted:
+                try:
+                    self._log.flush()
+                except (BrokerError, Refused):  # kept: cancelled and recorded at the end
+                    self._to_send[0:0] = calls
+                    raise
             handles = self._ctx.dispatcher.dispatch_batch([(call, on_outcome) for call in calls])
             self._tools.update(zip((call.call_id for call in calls), handles, strict=True))
             return
+        # The batch (with the cell's admission, if it is not admitted yet: a cell is
+        # admitted before it reaches out) and the calls, in one round trip.
         events, commands = self._log.take_commands()
         try:
             handles = self._ctx.dispatcher.dispatch_batch(
@@ -122,11 +125,14 @@ class Effects:
                 before=commands,
                 check_before=self._log.check_commands,
             )
-        except BrokerError:
-            self._log.put_back(events)  # kept: nothing is lost
+        except (BrokerError, Refused):  # kept: cancelled and recorded at the end
+            self._log.put_back(events)
+            self._to_send[0:0] = calls
             raise
+        self._log.appended()
         for call, handle in zip(calls, handles, strict=True):
             self._tools[call.call_id] = handle
+        crash_point("tool_dispatched")
 
     def tool_done(self, outcome: ToolOutcome, runtime: CellRuntime) -> None:
         """Record a call's outcome (unless a worker did) and hand it to JavaScript."""
@@ -241,6 +247,7 @@ class Effects:
         clock = max(self._ctx.clock(), due.due_clock_ms)
         self._log.add(ev.TimerFired(**self._log.stamp(), timer_id=due.timer_id, clock_ms=clock))
         self._log.flush()
+        crash_point("timer_recorded")
         runtime.deliver_timer(due.timer_id, clock)
 
     # -- notifications ----------------------------------------------------------------

@@ -43,6 +43,7 @@ class Observer:
     # The actor took it on (an exec's observer from the start; a wait's once its request
     # is processed): only then can a `yield_control()` answer it.
     admitted: bool = False
+    request: str = ""  # the fleet request it answers (recorded with its answer)
 
     @property
     def gone(self) -> bool:
@@ -64,11 +65,15 @@ class CellHandle:
         self.phase = Phase.RUNNING
         self.observer: Observer | None = None
         self.terminators: list[Future[CellAnswer]] = []
+        self.requests: dict[Future[CellAnswer], str] = {}  # a terminator's fleet request
         self.actor: pykka.ActorRef[Any] | None = None
 
-    def observe(self, mode: ObserveMode, yield_time_ms: int = 0) -> Future[CellAnswer]:
+    def observe(
+        self, mode: ObserveMode, yield_time_ms: int = 0, request: str = ""
+    ) -> Future[CellAnswer]:
         """Attach an observer (caller thread); raises `CellBusyError`."""
         observer = Observer(mode, yield_timeout_ms(yield_time_ms, self.max_yield_time_ms))
+        observer.request = request
         with self.lock:
             if self.phase in (Phase.TERMINATING, Phase.CLAIMED, Phase.TOMBSTONE):
                 return missing(self.cell_id)
@@ -80,7 +85,7 @@ class CellHandle:
         return observer.future
 
     def terminate(
-        self, reason: TerminationReason = TerminationReason.TERMINATE
+        self, reason: TerminationReason = TerminationReason.TERMINATE, request: str = ""
     ) -> Future[CellAnswer]:
         """Request termination (caller thread); raises `CellAlreadyTerminatingError`."""
         future: Future[CellAnswer] = Future()
@@ -96,6 +101,8 @@ class CellHandle:
             claims_completion = self.phase is Phase.COMPLETED
             self.phase = Phase.CLAIMED if claims_completion else Phase.TERMINATING
             self.terminators.append(future)
+            if request:
+                self.requests[future] = request
         assert self.actor is not None
         self.actor.tell(TerminateRequest(reason))
         return future

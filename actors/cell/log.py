@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from cellfleet.actors.cell.facts import CellFacts, advance
 from cellfleet.actors.session.store import SessionStore
 from cellfleet.broker import events as ev
+from cellfleet.broker.crash import crash_point
 from cellfleet.broker.errors import AdmissionRefusedError
 from cellfleet.broker.journal import FinishOutcome, RedisJournal
 from cellfleet.broker.redis.link import Command
@@ -117,6 +118,7 @@ class CellLog:
         else:
             self._admitting(lambda: self._journal.admit(self._unsaved))
         self._unsaved = []
+        crash_point("events_appended")
 
     def ending_after_failure(
         self, error_text: str, open_tool_calls: Sequence[str]
@@ -133,15 +135,23 @@ class CellLog:
         return FailedEnding(before, terminal, [ev.CellClosed(**self.stamp())])
 
     def take_commands(self) -> tuple[list[ev.AnyEvent], list[Command]]:
-        """The batch, as the commands that append it, for a caller that sends them in
-        its own round trip (tool calls); `put_back` if that fails."""
+        """The batch, as the commands that append it (and admit the cell, if it is not
+        yet), for a caller that sends them in its own round trip (tool calls: then no
+        call can be recorded and not sent); `appended` once that succeeded, `put_back`
+        if it failed."""
         events, self._unsaved = self._unsaved, []
         return events, self._journal.appends(events)
 
     def check_commands(self, replies: Sequence[Any]) -> None:
-        """Raise the log's refusal among the replies of `take_commands`' commands."""
+        """Raise the log's refusal among the replies of `take_commands`' commands
+        (`Refused` for a refused admission)."""
         if replies:
-            self._journal.check_appended(self._session, replies)
+            self._admitting(lambda: self._journal.check_appended(self._session, replies))
+
+    def appended(self) -> None:
+        """The commands of `take_commands` succeeded."""
+        self.admitted = True
+        crash_point("events_appended")
 
     def put_back(self, events: Sequence[ev.AnyEvent]) -> None:
         """Batch `events` again, ahead of anything batched since they were taken."""

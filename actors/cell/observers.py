@@ -222,6 +222,7 @@ class Answers:
             kind=kind,
             outputs=before.delivered + len(items),
             pending_tool_call_ids=ids,
+            requests=(observer.request,) if observer.request else (),
         )
         try:
             log.add(delivered)
@@ -375,6 +376,10 @@ class Answers:
             observer, self._handle.observer = self._handle.observer, None
             waiting = list(self._handle.terminators)
             self._handle.terminators.clear()
+            requests = dict(self._handle.requests)
+            self._handle.requests.clear()
+        if observer is not None and observer.request:
+            requests[observer.future] = observer.request
         if observer is not None:
             if observer.timer is not None:
                 observer.timer.cancel()
@@ -387,7 +392,12 @@ class Answers:
         try:
             if recipients and not logged:  # else the terminal script already recorded it
                 outputs = log.facts.delivered + len(answer.content_items)
-                log.add(ev.ObservationDelivered(**log.stamp(), kind=kind, outputs=outputs))
+                answered = tuple(requests[f] for f in recipients if f in requests)
+                log.add(
+                    ev.ObservationDelivered(
+                        **log.stamp(), kind=kind, outputs=outputs, requests=answered
+                    )
+                )
             log.flush()
         except BrokerError as error:
             for future in recipients:

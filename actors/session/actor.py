@@ -277,9 +277,11 @@ class SessionActor(pykka.ThreadingActor):
         mode: ObserveMode = ObserveMode.YIELD,
         *,
         tools: CellTools | None = None,
+        request: str = "",
     ) -> tuple[str, Future[CellAnswer]]:
         """Create a cell and start it; returns its id and its first answer. `tools`: the
-        cell's own nested tools (default: the session's).
+        cell's own nested tools (default: the session's); `request`: the fleet request
+        that asks (recorded with the admission and the answers).
 
         The cell's admission is recorded in the log with its first events, before
         anything it does is seen outside (see `CellActor`); the log may still refuse it
@@ -316,10 +318,12 @@ class SessionActor(pykka.ThreadingActor):
             seed=seed,
             clock_ms=clock,
             stored_version=stored_version,
+            request=request,
         )
         handle = CellHandle(cell_id, self.config.max_yield_time_ms)
         observer = Observer(mode, yield_timeout_ms(yield_time_ms, handle.max_yield_time_ms))
         observer.admitted = True  # spec §4.2: attached together with the cell
+        observer.request = request
         handle.observer = observer
         spec = CellSpec(
             cell_id=cell_id,
@@ -333,17 +337,19 @@ class SessionActor(pykka.ThreadingActor):
         handle.actor = self.services.cell_actors.start(handle, spec, context, admitted)
         return cell_id, observer.future
 
-    def observe(self, cell_id: str, mode: ObserveMode, yield_time_ms: int) -> Future[CellAnswer]:
+    def observe(
+        self, cell_id: str, mode: ObserveMode, yield_time_ms: int, request: str = ""
+    ) -> Future[CellAnswer]:
         handle = self._cells.get(cell_id)
         if handle is None:
             return self._untold_failure(cell_id) or missing(cell_id)
-        return handle.observe(mode, yield_time_ms)
+        return handle.observe(mode, yield_time_ms, request)
 
-    def terminate(self, cell_id: str) -> Future[CellAnswer]:
+    def terminate(self, cell_id: str, request: str = "") -> Future[CellAnswer]:
         handle = self._cells.get(cell_id)
         if handle is None:
             return self._untold_failure(cell_id) or missing(cell_id)
-        return handle.terminate()
+        return handle.terminate(request=request)
 
     def yield_now(self, cell_id: str) -> None:
         """Answer the cell's current observer now with its output so far (Codex's
@@ -490,10 +496,11 @@ class ActorSessionBackend:
         mode: ObserveMode = ObserveMode.YIELD,
         *,
         tools: CellTools | None = None,
+        request: str = "",
     ) -> tuple[str, Future[CellAnswer]]:
         try:
             result: tuple[str, Future[CellAnswer]] = self._ask(
-                partial(SessionActor.execute, tools=tools),
+                partial(SessionActor.execute, tools=tools, request=request),
                 call_id,
                 source,
                 yield_time_ms,
@@ -504,18 +511,20 @@ class ActorSessionBackend:
             raise SessionShuttingDownError from None
         return result
 
-    def observe(self, cell_id: str, mode: ObserveMode, yield_time_ms: int) -> Future[CellAnswer]:
+    def observe(
+        self, cell_id: str, mode: ObserveMode, yield_time_ms: int, request: str = ""
+    ) -> Future[CellAnswer]:
         try:
             future: Future[CellAnswer] = self._ask(
-                SessionActor.observe, cell_id, mode, yield_time_ms
+                SessionActor.observe, cell_id, mode, yield_time_ms, request
             )
         except pykka.ActorDeadError:
             return missing(cell_id)
         return future
 
-    def terminate(self, cell_id: str) -> Future[CellAnswer]:
+    def terminate(self, cell_id: str, request: str = "") -> Future[CellAnswer]:
         try:
-            future: Future[CellAnswer] = self._ask(SessionActor.terminate, cell_id)
+            future: Future[CellAnswer] = self._ask(SessionActor.terminate, cell_id, request)
         except pykka.ActorDeadError:
             return missing(cell_id)
         return future

@@ -59,7 +59,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PLACEMENT_TIMEOUT_S = 10.0  # how long an open waits for a worker with room
 ANSWERS_TTL_MS = 300_000  # a vanished client's answers stream expires this much later
 READ_BLOCK_MS = 1_000
-REPEATABLE_OPS = frozenset({"observe", "terminate", "shutdown"})  # sent again on a death
+# Sent again (marked `again`) to the session's next owner when its worker died before
+# answering: that owner answers from the log what the dead one answered (the answer was
+# lost with it), or goes on with the cell the request created (it was recovered).
+REPEATABLE_OPS = frozenset({"execute", "observe", "terminate", "shutdown"})
 LIVENESS_EVERY_S = 0.5  # how often owners of requests still unanswered are checked
 MAX_HOPS = 8  # a request sent on from worker to worker this often gives up
 
@@ -474,9 +477,7 @@ class FleetClient:
 
     def _check_owners(self) -> None:
         """Send again, to the session's next owner, the requests whose worker died
-        before answering them and that may run twice (a wait, a terminate, a shutdown:
-        a cell the dead worker ran is then said lost); fail the others (an exec: it
-        may have started its cell, and would run it again)."""
+        before answering them (see `REPEATABLE_OPS`); fail the others."""
         now = time.monotonic()
         with self._lock:
             waiting = [r for r in self._pending.values() if now - r.sent_at > LIVENESS_EVERY_S]
@@ -492,6 +493,7 @@ class FleetClient:
                 continue
             if request.message.get("op") in REPEATABLE_OPS and request.hops < MAX_HOPS:
                 request.hops += 1
+                request.message["again"] = True
                 request.message.pop("to", None)  # (not checked again while it is placed)
                 request.backend.owner = None  # placed anew once the dead one's lease ends
                 self._resends.submit(self._dispatch, request)

@@ -40,6 +40,7 @@ from tenacity import (
 from cellfleet.broker import codec
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.tools import JsonValue
+from cellfleet.broker.crash import crash_point
 from cellfleet.broker.events import ToolAttemptFailed, ToolCompleted, ToolFailed, wall_clock_ms
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import DEFAULT_KEYS, TOOL_WORKERS_GROUP, Keys, tool_call_field
@@ -517,6 +518,7 @@ class ToolWorker:
         outcome = ToolOutcome(call_id, result=result, error=error, clock_ms=clock)
         reply = ToolReply(invocation.idempotency_key, outcome)
         recorded = self.journal.record_tool_outcome(invocation, event, reply)
+        crash_point("tool_outcome_recorded")
         self._answer(call, recorded.reply, recorded.replies_to)
 
     def _answer(self, call: _Running, state: bytes, replies_to: str | None = None) -> None:

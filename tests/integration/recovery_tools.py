@@ -4,13 +4,22 @@ tool calls go to the same workers (the registry's fingerprint sees its text)."""
 
 from __future__ import annotations
 
+import os
+
+import orjson
+
 from cellfleet.broker.contract.tools import JsonValue
 
 RUNS: list[JsonValue] = []  # every input `echo` ran with, in this process
+RUNS_FILE = "RECOVERY_RUNS_FILE"  # and where each process appends them, if set
 
 
 def echo(value: JsonValue) -> JsonValue:
     RUNS.append(value)
+    path = os.environ.get(RUNS_FILE)
+    if path:
+        with open(path, "ab") as runs:
+            runs.write(orjson.dumps(value) + b"\n")
     return value
 
 

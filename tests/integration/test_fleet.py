@@ -21,12 +21,14 @@ import orjson
 import pytest
 import redis
 
+from cellfleet.broker import crash
 from cellfleet.broker.contract import texts
 from cellfleet.broker.errors import JournalUnavailableError, SessionOwnedElsewhereError
 from cellfleet.broker.events import (
     CellAdmitted,
     CellClosed,
     CellCompleted,
+    CellRecovered,
     SessionOpened,
     ShutdownFinished,
 )
@@ -179,8 +181,10 @@ def test_a_request_for_a_stopped_worker_follows_the_session(
 # -- processes ---------------------------------------------------------------------------
 
 
-def start_worker(redis_url: str, keys: Keys, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    env = {**os.environ, "REDIS_URL": redis_url}
+def start_worker(
+    redis_url: str, keys: Keys, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    env = {**os.environ, "REDIS_URL": redis_url, **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "cellfleet.ops.cli", "--key-prefix", keys.prefix, "worker", *extra],
         env=env,
@@ -506,13 +510,13 @@ def test_a_busy_session_whose_clients_are_gone_is_shut_down(fleet: dict[str, Any
 def killed_while_cell_1_waits(
     fleet: dict[str, Any], keys: Keys, redis_url: str
 ) -> tuple[FleetClient, Any, str]:
-    """A session whose worker process was SIGKILLed while its cell 1 waited on a 5 s
+    """A session whose worker process was SIGKILLed while its cell 1 waited on a 1 s
     timer: its client, the session, and the dead worker's id."""
     process, killed = start_worker(redis_url, keys, "--lease-ms", "300")
     try:
         client = fleet["client"]()
         session = client.open_session()
-        timer = "yield_control(); await new Promise(r => setTimeout(r, 5000)); text('late')"
+        timer = "yield_control(); await new Promise(r => setTimeout(r, 1000)); text('late')"
         assert session.exec("c1", timer).running_cell_id == "1"
     finally:
         process.kill()
@@ -520,25 +524,22 @@ def killed_while_cell_1_waits(
     return client, session, killed
 
 
-def test_a_cell_left_running_by_a_killed_worker_is_ended_and_said_lost(
+def test_a_cell_left_running_by_a_killed_worker_is_recovered_by_the_next_owner(
     fleet: dict[str, Any], keys: Keys, redis_url: str
 ) -> None:
-    """SIGKILL while cell 1 waits on a timer: the next owner ends the cell in the log
-    (it was admitted and never ended) and tells its next observer so, once; the session
-    goes on with cell 2. (Recovering the cell by replay is the next step.)"""
+    """SIGKILL while cell 1 waits on a timer: the next owner replays the cell from the
+    log and it goes on there: its timer fires, and its output reaches the next wait."""
     client, session, killed = killed_while_cell_1_waits(fleet, keys, redis_url)
     raw = client.client
     for key in (keys.worker_inbox(killed), keys.session(session.id).lease):
         wait_for_key(raw, key, lambda key=key: not raw.exists(key), f"{key} outlived its worker")
     fleet["worker"]()
-    lost = session.wait('{"cell_id": "1"}')
-    assert (lost.success, output_texts(lost)) == (False, [texts.cell_lost("1")])
-    missing = output_texts(session.wait('{"cell_id": "1"}'))
-    assert missing[-1] == "Script error:\n" + texts.cell_not_found("1")  # (told once)
+    done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+    assert (done.success, output_texts(done)[1:]) == (True, ["late"])
     assert output_texts(session.exec("c2", "text('two')"))[1:] == ["two"]
     events = [e for _, e in RedisJournal(raw, keys).read(session.id) if e.cell == "1"]
-    ends = [e for e in events if isinstance(e, CellCompleted)]
-    assert [(e.error_text, e.by_host) for e in ends] == [(texts.cell_lost("1"), True)]
+    assert [e.problem for e in events if isinstance(e, CellRecovered)] == [None]
+    assert [e.error_text for e in events if isinstance(e, CellCompleted)] == [None]
     assert isinstance(events[-1], CellClosed)
 
 
@@ -546,10 +547,34 @@ def test_a_wait_in_flight_when_its_worker_is_killed_is_answered_by_the_next_owne
     fleet: dict[str, Any], keys: Keys, redis_url: str
 ) -> None:
     """The wait reaches the dead worker's inbox (it is still there); once the worker
-    is known dead the client sends it again to the session's next owner, which says
-    the cell was lost (it used to fail with `the cellfleet worker ... stopped`)."""
+    is known dead the client sends it again to the session's next owner, which has
+    recovered the cell and answers it."""
     _, session, _ = killed_while_cell_1_waits(fleet, keys, redis_url)
     fleet["worker"]()
-    lost = session.wait('{"cell_id": "1"}')
-    assert (lost.success, output_texts(lost)) == (False, [texts.cell_lost("1")])
+    done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+    assert (done.success, output_texts(done)[1:]) == (True, ["late"])
     assert output_texts(session.exec("c2", "text('two')"))[1:] == ["two"]
+
+
+def test_an_exec_whose_answer_died_with_its_worker_is_answered_from_the_log(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """The worker records the exec's answer and dies before sending it (the crash
+    point `answer_recorded`): the client sends the exec again, with the same request
+    id, and the next owner answers it from the log; the cell does not run twice."""
+    crashing = {crash.ENV: "answer_recorded"}
+    process, _ = start_worker(redis_url, keys, "--lease-ms", "300", env=crashing)
+    try:
+        client = fleet["client"]()
+        session = client.open_session()
+        fleet["worker"]()  # (the next owner, once the first one is dead)
+        answer = session.exec("c1", "text('once')")
+        assert output_texts(answer)[1:] == ["once"]
+        assert process.wait(TIMEOUT_S) == -signal.SIGKILL
+    finally:
+        process.kill()
+        process.wait(TIMEOUT_S)
+    assert "cell ID 2" in output_texts(session.exec("c2", "yield_control()"))[0]
+    journal = RedisJournal(client.client, keys)
+    admitted = [e.cell for _, e in journal.read(session.id) if isinstance(e, CellAdmitted)]
+    assert admitted == ["1", "2"]

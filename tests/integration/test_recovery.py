@@ -8,6 +8,9 @@ model is shown again, nothing it did is lost, no tool call runs twice.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,7 +21,7 @@ import orjson
 import pytest
 import redis
 
-from cellfleet.broker import codec
+from cellfleet.broker import codec, crash
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
 from cellfleet.broker.keys import Keys
@@ -194,4 +197,109 @@ def test_recovered_cells_can_be_waited_on_terminated_and_shut_down(
         }
         assert ends == {"1": "CellTerminated", "2": "CellTerminated", "3": "CellCompleted"}
     finally:
+        host.close()
+
+
+CRASHING_CHILD = """
+import os, sys
+from cellfleet.broker.keys import Keys
+from cellfleet.ops.host import Host
+from tests.integration.recovery_tools import HANDLERS  # (its tools run in the test)
+host = Host(sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0, handlers=HANDLERS)
+session = host.open_session(session_id=sys.argv[3])
+if sys.argv[4] == "wait":
+    session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+else:
+    session.exec("c", sys.argv[4])
+os._exit(3)  # (the crash point was not reached)
+"""
+CRASH_CELL = js("""
+    text("a");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    text(JSON.stringify(await tools.echo({n: 1})));
+    text("b");
+    store("k", 1);
+""")
+
+
+def crash_at(point: str, redis_url: str, keys: Keys, session: str, what: str, runs: str) -> None:
+    """Run `what` (a cell's source, or `wait` on cell 1) in a child process that dies
+    at the crash point `point`."""
+    env = {**os.environ, crash.ENV: point, recovery_tools.RUNS_FILE: runs}
+    script = [sys.executable, "-c", CRASHING_CHILD, redis_url, keys.prefix, session, what]
+    assert subprocess.run(script, env=env, timeout=60, check=False).returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("point", ["events_appended", "tool_dispatched", "timer_recorded"])
+def test_a_cell_whose_host_died_at_a_crash_point_completes_as_without_it(
+    point: str, redis_url: str, keys: Keys, raw: redis.Redis, tmp_path: pathlib.Path
+) -> None:
+    """Each window of a crash inside a cell's life, opened on purpose: the next owner
+    recovers the cell, which then shows the model exactly what it would have, stores
+    what it would have, and has its tool call run once."""
+    session_id, runs = uuid.uuid4().hex, tmp_path / "runs"
+    crash_at(point, redis_url, keys, session_id, CRASH_CELL, str(runs))
+    lease = keys.session(session_id).lease
+    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    os.environ[recovery_tools.RUNS_FILE] = str(runs)
+    host = Host(redis_url, keys=keys, pool_size=1, workers=1, handlers=recovery_tools.HANDLERS)
+    try:
+        session = host.open_session(session_id=session_id)
+        done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+        assert (done.success, texts_of(done.items)[1:]) == (True, ["a", '{"n":1}', "b"])
+        assert texts_of(session.exec("c", 'text(load("k"))').items)[1:] == ["1"]
+        assert runs.read_bytes() == b'{"n":1}\n'  # the handler ran once, in either process
+        session.shutdown()
+    finally:
+        del os.environ[recovery_tools.RUNS_FILE]
+        host.close()
+
+
+def test_a_cell_not_admitted_when_its_host_died_never_existed(
+    redis_url: str, keys: Keys, raw: redis.Redis, tmp_path: pathlib.Path
+) -> None:
+    """Killed between a cell's start and its admission: nothing of it is in the log and
+    nothing it did was seen, so it never existed (its exec was never answered: the
+    harness runs it again)."""
+    session_id = uuid.uuid4().hex
+    crash_at("cell_started", redis_url, keys, session_id, CRASH_CELL, str(tmp_path / "runs"))
+    lease = keys.session(session_id).lease
+    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    host = Host(redis_url, keys=keys, pool_size=1, workers=0)
+    try:
+        session = host.open_session(session_id=session_id)
+        missing = session.wait('{"cell_id": "1"}')
+        assert texts_of(missing.items)[1:] == ["Script error:\n" + texts.cell_not_found("1")]
+        assert [e for _, e in host.journal.read(session_id) if e.cell] == []
+        assert not (tmp_path / "runs").exists()
+        session.shutdown()
+    finally:
+        host.close()
+
+
+def test_a_recovery_cut_short_by_a_crash_is_recovered_again(
+    redis_url: str, keys: Keys, raw: redis.Redis, tmp_path: pathlib.Path
+) -> None:
+    """The owner that recovers a cell dies in the middle of its recovery: the owner
+    after it recovers the cell from the same log, and nothing is lost or repeated."""
+    session_id, runs = uuid.uuid4().hex, tmp_path / "runs"
+    lease = keys.session(session_id).lease
+    crash_at("tool_dispatched", redis_url, keys, session_id, CRASH_CELL, str(runs))
+    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    crash_at("cell_recovering", redis_url, keys, session_id, "wait", str(runs))
+    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    os.environ[recovery_tools.RUNS_FILE] = str(runs)
+    host = Host(redis_url, keys=keys, pool_size=1, workers=1, handlers=recovery_tools.HANDLERS)
+    try:
+        session = host.open_session(session_id=session_id)
+        done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+        assert (done.success, texts_of(done.items)[1:]) == (True, ["a", '{"n":1}', "b"])
+        assert runs.read_bytes() == b'{"n":1}\n'
+        recoveries = [
+            e for _, e in host.journal.read(session_id) if isinstance(e, ev.CellRecovered)
+        ]
+        assert len(recoveries) == 1  # (the one cut short recorded nothing)
+        session.shutdown()
+    finally:
+        del os.environ[recovery_tools.RUNS_FILE]
         host.close()
