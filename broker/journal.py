@@ -252,8 +252,11 @@ class SessionState:
     stored: dict[str, str]  # stored key -> JSON text
     stored_version: int  # how many completions merged stored writes
     shutting_down: bool = False  # its shutdown began (a session reopened after it)
+    finished: bool = False  # and finished
     # Admitted cells without a terminal event: their owner stopped while they ran.
     unended: tuple[str, ...] = ()
+    # Cells that ended and were not closed: their answer may not have been given.
+    unclosed: tuple[str, ...] = ()
 
 
 class Journal(Protocol):
@@ -468,13 +471,16 @@ class RedisJournal:
             ("HGETALL", k.stored),
         ]
         answers = self._guarded(session, partial(self.link.run, commands))
-        last_cell, version, shutdown, _, *unended = answers[1]
+        last_cell, version, shutdown, finished, *cells = answers[1]
+        named = [bytes(cell).decode() for cell in cells]
         return SessionState(
             last_cell=int(last_cell or 0),
             stored=_decoded(entry_fields(answers[2])),  # (a map, or a flat list)
             stored_version=int(version or 0),
             shutting_down=shutdown == b"1",
-            unended=tuple(sorted((bytes(cell).decode() for cell in unended), key=int)),
+            finished=finished == b"1",
+            unended=tuple(sorted((cell for cell in named if cell[0] != "~"), key=int)),
+            unclosed=tuple(sorted((cell[1:] for cell in named if cell[0] == "~"), key=int)),
         )
 
     def admit(self, events: Sequence[AnyEvent]) -> None:

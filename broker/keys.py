@@ -33,6 +33,7 @@ listing drops the sessions whose keys expired.
 `meta` fields: `next_cell` (last admitted cell id), `shutdown` ("1" once begun),
 `finished` ("1" once the shutdown finished), `fence` (the latest fencing token),
 `replies` (the tool replies stream of the session's latest owner: outcomes go there),
+`open:<id>` ("1" from a cell's end until its `cell_closed`: a new owner gives its answer),
 `stored_version` (merges into `stored` so far), `cell:<id>` ("<exec call id> <token>"
 of an admitted cell; a retried admission is recognised by its random token).
 `terminal` maps a cell id to `completed` or `terminated`. `stored` maps a stored key to

@@ -23,6 +23,7 @@ from cellfleet.broker.errors import (
 from cellfleet.broker.events import (
     AnyEvent,
     CellAdmitted,
+    CellClosed,
     CellCompleted,
     CellTerminated,
     ShutdownBegun,
@@ -88,10 +89,16 @@ class MemoryJournal:
                 stored=dict(log.stored),
                 stored_version=int(log.meta.get("stored_version", 0)),
                 shutting_down=log.meta.get("shutdown") == "1",
+                finished=log.meta.get("finished") == "1",
                 unended=tuple(
                     str(cell)
                     for cell in range(max(1, last - 9999), last + 1 if last < 10**14 else 1)
                     if str(cell) not in log.terminal and f"cell:{cell}" in log.meta
+                ),
+                unclosed=tuple(
+                    str(cell)
+                    for cell in range(max(1, last - 9999), last + 1 if last < 10**14 else 1)
+                    if f"open:{cell}" in log.meta
                 ),
             )
 
@@ -129,6 +136,7 @@ class MemoryJournal:
                 return existing
             if kind is FinishOutcome.COMPLETED and log.meta.get("shutdown") == "1":
                 return FinishOutcome.SHUTDOWN
+            log.meta[f"open:{terminal.cell}"] = "1"  # until its close
             for event in (terminal, *after):
                 self._add(event)
             log.terminal[terminal.cell] = kind
@@ -222,7 +230,10 @@ class MemoryJournal:
         entry_id = f"{self._last[0]}-{self._last[1]}"
         encoded = codec.encode(event)
         fields = {name.encode(): value for name, value in encoded.items()}
-        self._session(event.session).events.append((entry_id, fields))
+        log = self._session(event.session)
+        log.events.append((entry_id, fields))
+        if isinstance(event, CellClosed):
+            log.meta.pop(f"open:{event.cell}", None)
         self._changed.notify_all()
 
     def _admit(self, admitted: AnyEvent, *, ending_by_shutdown: bool = False) -> bool:

@@ -189,18 +189,35 @@ def _parser() -> argparse.ArgumentParser:
 
     _fleet_commands(commands)
 
+    _bench_commands(commands)
+
+    return parser
+
+
+def _bench_commands(commands: Any) -> None:
     bench = commands.add_parser("bench", help="benchmarks (ops/bench/)")
     bench.add_argument(
         "suite",
-        choices=["runtime", "exec", "tools", "hostile", "replay", "host", "fleet", "durability"],
+        choices=[
+            "runtime",
+            "exec",
+            "tools",
+            "hostile",
+            "replay",
+            "host",
+            "fleet",
+            "durability",
+            "chaos",
+        ],
     )
     bench.add_argument(
         "--soak", type=_positive(int), default=None, help="(fleet) N short sessions, then memory"
     )
+    bench.add_argument(
+        "--kills", type=_positive(int), default=None, help="(chaos) workers to SIGKILL (100)"
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--samples", type=_positive(int), default=None)
-
-    return parser
 
 
 def _fleet_commands(commands: Any) -> None:
@@ -273,7 +290,9 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command; every input is checked before anything starts."""
     if args.command == "bench":
-        return run_bench(args.suite, as_json=args.json, samples=args.samples, soak=args.soak)
+        return run_bench(
+            args.suite, as_json=args.json, samples=args.samples, soak=args.soak, kills=args.kills
+        )
     keys = Keys(args.key_prefix)
     command = _without_tools().get(args.command)
     if command is not None:
@@ -598,10 +617,19 @@ def import_trace(journal: RedisJournal, trace: trace_file.Trace) -> int:
     return 0
 
 
-def run_bench(suite: str, *, as_json: bool, samples: int | None, soak: int | None = None) -> int:
+def run_bench(
+    suite: str,
+    *,
+    as_json: bool,
+    samples: int | None,
+    soak: int | None = None,
+    kills: int | None = None,
+) -> int:
     # Imported on demand: the benchmarks are not part of the other commands.
     module: Any = importlib.import_module(f"cellfleet.ops.bench.{suite}")
     options: dict[str, int] = {"soak": soak} if soak else {}
+    if kills:
+        options["kills"] = kills
     report = module.run(samples, **options) if samples else module.run(**options)
     print(orjson.dumps(report).decode() if as_json else module.table(report))
     return 0

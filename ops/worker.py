@@ -475,7 +475,7 @@ class CellWorker:
             if not isinstance(clients, list) or not all(isinstance(c, str) for c in clients):
                 clients = [client]
             entry = _Served(backend=None, open_message=message, clients=clients)  # type: ignore[arg-type]
-            config.notify = partial(self._notify, session, entry)
+            config.notify_with_id = partial(self._notify, (session, entry))
             config.on_cell_closed = partial(self._closed, session, entry)
             try:
                 entry.backend = ActorSessionBackend(self.services, config)
@@ -569,15 +569,19 @@ class CellWorker:
 
     # -- what the sessions tell their clients (on actor threads: no lock) ---------------
 
-    def _notify(self, session: str, entry: _Served, call_id: str, cell: str, text: str) -> None:
+    def _notify(
+        self, served: tuple[str, _Served], call_id: str, cell: str, text: str, number: int
+    ) -> None:
         """Hand a notification to the client and wait until its callback returned, as
         the in-process callback is waited for (the cell's end waits for it a while)."""
+        session, entry = served
         notification_id = f"{self.id}-n{next(self._ids)}"
         returned = threading.Event()
         with self._lock:
             self._notifying[notification_id] = returned
-        reply = {"id": None, "kind": "notify", "session": session, "call_id": call_id}
-        reply |= {"cell": cell, "text": text, "notification": notification_id}
+        reply: dict[str, Any] = {"id": None, "kind": "notify", "session": session}
+        reply["call_id"] = call_id
+        reply |= {"cell": cell, "text": text, "notification": notification_id, "number": number}
         try:
             # Every client that opened the session runs its callback; the first to
             # confirm ends the delivery.

@@ -58,6 +58,7 @@ from cellfleet.actors.cell.messages import (
     YieldDue,
 )
 from cellfleet.actors.cell.observers import Answers
+from cellfleet.actors.replay.plan import CellRecord
 from cellfleet.actors.replay.recover import Unrecovered
 from cellfleet.actors.replay.recover import recover as recover_cell
 from cellfleet.actors.runtime.pool import BACKGROUND_DELAY_S
@@ -80,13 +81,14 @@ from cellfleet.actors.scheduler import Scheduled
 from cellfleet.actors.session import store as store_module
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
-from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
+from cellfleet.broker.contract.responses import CellAnswer, ObserveMode, Result, Terminated
 from cellfleet.broker.crash import crash_point
 from cellfleet.broker.errors import BrokerError, CellLostError, SessionShuttingDownError
 from cellfleet.broker.journal import FinishOutcome, failure_reason
 
 log = logging.getLogger(__name__)
 ADMIT_WITHIN_S = 0.05
+_TERMINAL_KINDS = (ev.ObservationKind.COMPLETED, ev.ObservationKind.TERMINATED)
 
 
 def _told(error: BaseException) -> str:
@@ -142,6 +144,8 @@ class CellActor(pykka.ThreadingActor):
         self._terminal_reason = ev.TerminationReason.TERMINATE
         self._closed = False  # the terminal answer went out; only the runtime's end remains
         self._failing: list[Any] | None = None  # on_failure collects our messages here
+        # A recovered cell that had ended unanswered: its answer, for its next caller.
+        self._settled: tuple[CellAnswer, ev.ObservationKind] | None = None
         # The admission's timer and the last poll's: cancelled when the cell is done.
         self._timers: list[Scheduled | None] = [None, None]
 
@@ -178,6 +182,12 @@ class CellActor(pykka.ThreadingActor):
         assert isinstance(admitted, ev.CellAdmitted)
         log = CellLog.resumed(ctx.journal, ctx.clock, record.events)
         self._set_up(recover.handle, record.spec, ctx, log, admitted.call_id)
+        ended = next(
+            (e for e in record.events if isinstance(e, ev.CellCompleted | ev.CellTerminated)), None
+        )
+        if ended is not None:
+            self._settle(record, ended)
+            return
         outcome = recover_cell(
             record,
             ctx.pool,
@@ -207,6 +217,34 @@ class CellActor(pykka.ThreadingActor):
         self._start_notifications()
         self._schedule_poll()
 
+    def _settle(self, record: CellRecord, ended: ev.CellCompleted | ev.CellTerminated) -> None:
+        """A cell that ended and was not closed when its owner stopped: closed now if its
+        end was answered, else its answer (the outputs nobody was given, and its end) is
+        kept for whoever observes or terminates it next (a request a fleet client sent
+        again, say)."""
+        answered = any(
+            isinstance(e, ev.ObservationDelivered) and e.kind in _TERMINAL_KINDS
+            for e in record.events
+        )
+        if answered:
+            with self.handle.lock:
+                self.handle.phase = Phase.TOMBSTONE
+            self._closed = True
+            self._clean_up()
+            return
+        outputs = [dict(e.item) for e in record.events if isinstance(e, ev.OutputProduced)]
+        items = outputs[self.log.facts.delivered :]
+        if isinstance(ended, ev.CellCompleted):
+            answer: CellAnswer = Result(
+                cell_id=self.cell_id, content_items=items, error_text=ended.error_text
+            )
+            self._settled = (answer, ev.ObservationKind.COMPLETED)
+        else:
+            answer = Terminated(cell_id=self.cell_id, content_items=items)
+            self._settled = (answer, ev.ObservationKind.TERMINATED)
+        with self.handle.lock:
+            self.handle.phase = Phase.COMPLETED
+
     def _unrecoverable(self, problem: str) -> None:
         """End a cell its replay could not bring back: its open tool calls are
         cancelled, and it fails as lost (why is in its `cell_recovered` event)."""
@@ -235,6 +273,10 @@ class CellActor(pykka.ThreadingActor):
                 self._begin(message)
             elif isinstance(message, Recover):
                 self._recover(message)
+            elif self._settled is not None and not self._closed:
+                # Nothing runs: its answer waits for its next caller.
+                if isinstance(message, ObserveRequest | TerminateRequest):
+                    self.answers.end_with(*self._settled)
             else:
                 self._receive(message)
         except Refused as refused:

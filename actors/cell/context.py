@@ -37,7 +37,7 @@ class CellContext:
     dispatcher: ToolDispatcher
     memory_limit_bytes: int  # of each cell's heap
     tools: Mapping[str, ToolDefinition]  # JS global name -> definition
-    notify: Callable[[str, str, str], None]  # (exec call id, cell id, text)
+    notify: Callable[[str, str, str, int], None]  # (exec call id, cell, text, notification id)
     notifier: Executor  # where notifications are handed to `notify`
     on_closed: Callable[[str, CellEnd], None]  # (cell id, how it ended)
     clock: Callable[[], float]

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
+# (exec call id, cell id, text, notification id: 1, 2, … in the cell, as its log numbers them)
+Notify = Callable[[str, str, str, int], None]
 DRAIN_TIMEOUT_S = 10.0  # how long a cell's end waits for the harness's notify callback
 
 
@@ -180,7 +181,7 @@ class Notifications:
                 notification_id, text = self._queued.popleft()
             outcome = Outcome.DELIVERED
             try:
-                self._notify(self._call_id, self._cell_id, text)
+                self._notify(self._call_id, self._cell_id, text, notification_id)
             except Exception:  # spec §4.8: a failed delivery is logged only
                 log.exception(
                     "cell %s: notification %d not delivered", self._cell_id, notification_id

@@ -108,6 +108,10 @@ class SessionConfig:
     inventory: ToolInventory
     max_yield_time_ms: int | None = None
     notify: Notify = field(default=lambda *_: None)
+    # Instead of `notify`, told each notification's id too (1, 2, … in its cell): a
+    # harness that may get one twice (sent again by a new owner after a crash) drops
+    # the repeat.
+    notify_with_id: Callable[[str, str, str, int], None] | None = None
     on_cell_closed: Callable[[str], None] = field(default=lambda _: None)
     # Where its nested tool calls go (default: the services' worker fleet); a harness
     # that runs the tools itself (`cellfleet host`: the client) gives its own.
@@ -176,7 +180,9 @@ class SessionActor(pykka.ThreadingActor):
         if tool_set is not None:
             self._tool_sets.add(tool_set.digest)
         self._last_cell = state.last_cell
-        self._shutting_down = state.shutting_down  # (its cells are all ended)
+        self._shutting_down = state.shutting_down
+        # A shutdown that an owner began and did not finish (it stopped): this one ends it.
+        self._began_shutdown = state.shutting_down and not state.finished
         self._store = SessionStore(
             state.stored, state.stored_version, lambda: journal.stored_snapshot(self.session_id)
         )
@@ -190,18 +196,19 @@ class SessionActor(pykka.ThreadingActor):
             dispatcher=dispatcher,
             memory_limit_bytes=self.config.memory_limit_bytes or services.pool.memory_limit_bytes,
             tools=self._tools.definitions,
-            notify=self.config.notify,
+            notify=self.config.notify_with_id or _without_id(self.config.notify),
             notifier=services.notifier,
             on_closed=self._tell_closed,
             clock=services.clock,
             audit=None if services.audit is None else partial(services.audit, self.session_id),
         )
-        if state.unended:
-            self._recover_cells(state.unended)
+        if state.unended or state.unclosed:
+            self._recover_cells((*state.unended, *state.unclosed))
 
     def _recover_cells(self, cells: Sequence[str]) -> None:
-        """Bring back the cells that an earlier owner left running when it stopped: each
-        is replayed from the log by a cell actor of its own and goes on live there (see
+        """Bring back the cells that an earlier owner left running (or ended and not
+        closed) when it stopped: each is replayed from the log by a cell actor of its
+        own and goes on live there, or gives its answer if it ended (see
         `CellActor._recover`); its observers wait meanwhile."""
         events = [event for _, event in self.services.journal.read(self.session_id)]
         lost: list[str] = []
@@ -465,6 +472,10 @@ class SessionActor(pykka.ThreadingActor):
         """Called by a cell actor; a session already stopped has nothing left to do."""
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(_Call(SessionActor.cell_closed, (cell_id, end)))
+
+
+def _without_id(notify: Notify) -> Callable[[str, str, str, int], None]:
+    return lambda call_id, cell_id, text, _notification_id: notify(call_id, cell_id, text)
 
 
 class ActorSessionBackend:

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,8 +63,13 @@ READ_BLOCK_MS = 1_000
 # answering: that owner answers from the log what the dead one answered (the answer was
 # lost with it), or goes on with the cell the request created (it was recovered).
 REPEATABLE_OPS = frozenset({"execute", "observe", "terminate", "shutdown"})
-LIVENESS_EVERY_S = 0.5  # how often owners of requests still unanswered are checked
+# How often the owners of requests still unanswered are checked: a dead worker's are
+# sent on this long after its heartbeat expired, at most.
+LIVENESS_EVERY_S = 0.25
+LIVENESS_EVERY_MS = int(LIVENESS_EVERY_S * 1000)
 MAX_HOPS = 8  # a request sent on from worker to worker this often gives up
+RESEND_THREADS = 64
+HEARD_NOTIFICATIONS = 4096  # per session: the newest notifications' ids, for repeats
 
 Notify = Callable[[str, str, str], None]
 
@@ -162,7 +167,9 @@ class FleetClient:
         # A session's callbacks run in order, and a callback that never returns holds
         # only its own session's.
         self._callbacks = _InOrderBySession()
-        self._resends = ThreadPoolExecutor(2, thread_name_prefix="fleet-resend")
+        # Each resend may wait for its session's lease to expire: enough threads that the
+        # sessions of a dead worker move in parallel, not one after another.
+        self._resends = ThreadPoolExecutor(RESEND_THREADS, thread_name_prefix="fleet-resend")
         self._closed = threading.Event()
         self._position = run_retrying(self._create_answers)
         self._reader = threading.Thread(target=self._read_loop, name="fleet-answers", daemon=True)
@@ -346,6 +353,8 @@ class FleetClient:
     def _read_loop(self) -> None:
         last_check = time.monotonic()
         while not self._closed.is_set():
+            with self._lock:  # requests wait: wake up in time to check their owners
+                block_ms = LIVENESS_EVERY_MS if self._pending else READ_BLOCK_MS
             commands: list[Command] = [
                 ("XTRIM", self.answers, "MINID", entry_after(self._position)),
                 ("PEXPIRE", self.answers, ANSWERS_TTL_MS),
@@ -354,7 +363,7 @@ class FleetClient:
                     "COUNT",
                     256,
                     "BLOCK",
-                    READ_BLOCK_MS,
+                    block_ms,
                     "STREAMS",
                     self.answers,
                     self._position,
@@ -452,8 +461,14 @@ class FleetClient:
             return
         kind = message.get("kind")
         if kind == "notify":
-            args = (str(message["call_id"]), str(message["cell"]), str(message["text"]))
-            notification = message.get("notification")
+            args: tuple[str, ...] = (
+                str(message["call_id"]),
+                str(message["cell"]),
+                str(message["text"]),
+            )
+            notification, number = message.get("notification"), message.get("number")
+            if isinstance(number, int) and not backend.first_hearing(args[1], number):
+                args = ()  # a repeat: confirmed, not told again
             self._callbacks.submit(backend.session_id, self._deliver, backend, notification, args)
         elif kind == "closed":
             cell = str(message["cell"])
@@ -465,9 +480,11 @@ class FleetClient:
     def _deliver(
         self, backend: FleetSessionBackend, notification: Any, args: tuple[str, ...]
     ) -> None:
-        """Run the session's notify callback, then confirm it to the worker (which holds
-        the notification in delivery until then, as the in-process session does)."""
-        _quietly(backend.notify, *args)
+        """Run the session's notify callback (unless `args` is empty: a repeat), then
+        confirm it to the worker (which holds the notification in delivery until then, as
+        the in-process session does)."""
+        if args:
+            _quietly(backend.notify, *args)
         if backend.owner is None or notification is None:
             return
         confirm = self._new_request(backend, {"op": "notified", "of": notification})
@@ -545,6 +562,18 @@ class FleetSessionBackend:
         self.on_cell_closed = on_cell_closed
         self.owner: str | None = None  # the worker that serves it (None: find it)
         self._shut = threading.Event()
+        self._heard: OrderedDict[tuple[str, int], None] = OrderedDict()  # notifications
+
+    def first_hearing(self, cell: str, number: int) -> bool:
+        """Whether notification `number` of `cell` is new: a worker that took the
+        session over sends again those its dead owner could not know were delivered."""
+        key = (cell, number)
+        if key in self._heard:
+            return False
+        self._heard[key] = None
+        if len(self._heard) > HEARD_NOTIFICATIONS:
+            self._heard.popitem(last=False)
+        return True
 
     def execute(
         self,

@@ -21,7 +21,7 @@ from cellfleet.broker.journal import run_retrying
 from cellfleet.broker.keys import Keys
 from cellfleet.broker.redis.link import Command, entry_fields, link_to
 
-DEFAULT_HEARTBEAT_MS = 2_000  # a worker that stops beating is dead this much later
+DEFAULT_HEARTBEAT_MS = 1_000  # a worker that stops beating is dead this much later
 
 
 @dataclass(frozen=True, slots=True)

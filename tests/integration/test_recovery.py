@@ -303,3 +303,34 @@ def test_a_recovery_cut_short_by_a_crash_is_recovered_again(
     finally:
         del os.environ[recovery_tools.RUNS_FILE]
         host.close()
+
+
+def test_a_cell_that_ended_unanswered_gives_its_answer_after_the_kill(
+    redis_url: str, keys: Keys, raw: redis.Redis
+) -> None:
+    """A yielded cell completes while nobody waits (its completion is kept for the next
+    wait) and its host is killed: the next owner keeps that answer for the next wait,
+    with the output nobody was given, rather than saying the cell is not found."""
+    cell = 'text("one"); yield_control(); text("two"); store("k", "kept")'
+    session_id, answers = killed_while_running(redis_url, keys, raw, [cell])
+    assert texts_of(answers[0])[1:] == ["one"]
+    assert raw.hexists(keys.session(session_id).meta, "open:1")  # ended, not closed
+    host = Host(redis_url, keys=keys, pool_size=1, workers=0)
+    try:
+        session = host.open_session(session_id=session_id)
+        done = session.wait('{"cell_id": "1"}')
+        assert (done.success, texts_of(done.items)[1:]) == (True, ["two"])
+        gone = session.wait('{"cell_id": "1"}')
+        assert texts_of(gone.items)[1:] == ["Script error:\n" + texts.cell_not_found("1")]
+        assert texts_of(session.exec("c", 'text(load("k"))').items)[1:] == ["kept"]
+
+        def closed() -> bool:
+            log = host.journal.read(session_id)
+            return any(isinstance(e, ev.CellClosed) and e.cell == "1" for _, e in log)
+
+        stream = keys.session(session_id).events
+        wait_for_key(raw, stream, closed, "cell 1's close is not recorded")
+        assert not raw.hexists(keys.session(session_id).meta, "open:1")  # closed now
+        session.shutdown()
+    finally:
+        host.close()

@@ -8,5 +8,8 @@ local meta, events = KEYS[1], KEYS[2]
 local refused = fenced(meta, ARGV[1])
 if refused then return redis.error_reply(refused) end
 local batches = read_events(3, tonumber(ARGV[2]))
-for e = 1, #batches do redis.call('XADD', events, '*', unpack(batches[e])) end
+for e = 1, #batches do
+  redis.call('XADD', events, '*', unpack(batches[e]))
+  note_closed(meta, batches[e])
+end
 return #batches

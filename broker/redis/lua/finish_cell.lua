@@ -12,7 +12,8 @@
 --   * the events before the terminal one are appended first, in order, whatever the
 --     outcome; the events after it (its delivery) only with a winning terminal event.
 --   * nothing is written (error FENCED) when the writer's fencing token is not the
---     session's latest.
+--     session's latest;
+--   * an ended cell is marked open (`meta`'s `open:<cell>`) until its `cell_closed`.
 -- Returns the terminal kind that holds for the cell afterwards, or "shutdown".
 -- KEYS: terminal, events, stored, meta
 -- ARGV: fencing token, cell, kind ("completed" | "terminated"), n_events, terminal
@@ -45,7 +46,11 @@ end
 if kind == 'completed' and redis.call('HGET', meta, 'shutdown') == '1' then
   return 'shutdown'
 end
-for e = at, n_events do redis.call('XADD', events, '*', unpack(batches[e])) end
+redis.call('HSET', meta, 'open:' .. cell, '1')  -- until its close (lib.lua's note_closed)
+for e = at, n_events do
+  redis.call('XADD', events, '*', unpack(batches[e]))
+  note_closed(meta, batches[e])
+end
 redis.call('HSET', terminal, cell, kind)
 if kind == 'completed' and pos <= #ARGV then
   -- In batches: unpack() of more than about 8,000 values fails (Lua's C stack), and a

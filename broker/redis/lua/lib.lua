@@ -14,6 +14,13 @@ local function fenced(meta, token)
   return false
 end
 
+-- A cell that ended keeps `meta`'s `open:<cell>` until its `cell_closed` is appended:
+-- a new owner finds an ended cell whose answer may not have been given (field names
+-- and values: `codec.encode_flat`; [4] is the event's type, [6] its cell).
+local function note_closed(meta, batch)
+  if batch[4] == 'cell_closed' then redis.call('HDEL', meta, 'open:' .. batch[6]) end
+end
+
 -- The event batches in ARGV from `pos` on: per event, its field count, then its stream
 -- field name/value pairs. Returns the batches and the position after them.
 local function read_events(pos, n_events)

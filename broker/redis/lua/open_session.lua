@@ -6,7 +6,8 @@
 --     session stays finished: opening it again records nothing);
 --   * returns {next_cell, stored_version, shutdown, finished} as read from meta, then
 --     the ids of the admitted cells that have no terminal event (their owner stopped
---     while they ran: the new owner recovers them);
+--     while they ran: the new owner recovers them), and "~" and the id of each cell
+--     that ended and is not closed (its answer may not have been given);
 --   * the owner's replies stream (unless "") becomes the session's `replies`: tool
 --     workers send the outcomes of its calls there from now on, whoever sent them.
 -- KEYS: meta, events, terminal
@@ -28,8 +29,10 @@ local cell = last
 if last >= 1e14 then cell = 0 end
 while cell >= 1 and cell > last - 10000 do
   local id = tostring(cell)
-  if redis.call('HEXISTS', terminal, id) == 0 and redis.call('HEXISTS', meta, 'cell:' .. id) == 1 then
-    state[#state + 1] = id
+  if redis.call('HEXISTS', terminal, id) == 0 then
+    if redis.call('HEXISTS', meta, 'cell:' .. id) == 1 then state[#state + 1] = id end
+  elseif redis.call('HEXISTS', meta, 'open:' .. id) == 1 then
+    state[#state + 1] = '~' .. id
   end
   cell = cell - 1
 end
