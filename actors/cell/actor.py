@@ -211,7 +211,7 @@ class CellActor(pykka.ThreadingActor):
         log.flush()  # (the log shows it back before it does anything more)
         outputs = [dict(e.item) for e in record.events if isinstance(e, ev.OutputProduced)]
         self.answers.restore(outputs[log.facts.delivered :])
-        self.effects.resume(record.events, log.facts)
+        self.effects.resume(record.events, log.facts, outcome.runtime)
         self._incoming.extend(outcome.beyond)
         self._process_incoming()
         self._start_notifications()
@@ -274,8 +274,11 @@ class CellActor(pykka.ThreadingActor):
             elif isinstance(message, Recover):
                 self._recover(message)
             elif self._settled is not None and not self._closed:
-                # Nothing runs: its answer waits for its next caller.
-                if isinstance(message, ObserveRequest | TerminateRequest):
+                # Nothing runs: its answer waits for its next caller (not one that left).
+                if isinstance(message, TerminateRequest) or (
+                    isinstance(message, ObserveRequest)
+                    and self.answers.current() is message.observer
+                ):
                     self.answers.end_with(*self._settled)
             else:
                 self._receive(message)

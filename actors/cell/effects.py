@@ -11,6 +11,7 @@ actor's thread.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -183,7 +184,7 @@ class Effects:
 
     # -- a recovered cell -----------------------------------------------------------
 
-    def resume(self, events: Sequence[ev.AnyEvent], facts: CellFacts) -> None:
+    def resume(self, events: Sequence[ev.AnyEvent], facts: CellFacts, runtime: CellRuntime) -> None:
         """Take on what a recovered cell's previous owner left in flight (`events`: the
         cell's own, as its log holds them; `facts`: what they say is open): its tool
         calls (their outcomes now come here; none is sent again), its timers (for the
@@ -200,14 +201,30 @@ class Effects:
                 notes[event.notification_id] = event.text
             elif isinstance(event, ev.NotificationDelivered | ev.NotificationCancelled):
                 notes.pop(event.notification_id, None)
-        on_outcome = lambda outcome: self._tell(ToolDone(outcome))  # noqa: E731
         calls = [
             self._invocation(requested[call_id])
             for call_id in sorted(facts.tools, key=_call_number)
             if call_id in requested
         ]
+        # Outcomes recorded already are reported during `adopt`: given to JavaScript
+        # now, before any caller's request (in input order); later ones come as messages.
+        recorded: list[ToolOutcome] = []
+        adopting = [True]  # (read and switched under the lock: no outcome slips between)
+        lock = threading.Lock()
+
+        def on_outcome(outcome: ToolOutcome) -> None:
+            with lock:
+                if adopting[0]:
+                    recorded.append(outcome)
+                    return
+            self._tell(ToolDone(outcome))
+
         handles = self._ctx.dispatcher.adopt([(call, on_outcome) for call in calls])
         self._tools.update(zip((call.call_id for call in calls), handles, strict=True))
+        with lock:
+            adopting[0] = False
+        for outcome in recorded:
+            self.tool_done(outcome, runtime)
         for timer_id in sorted(facts.timers):
             set_at = timers.get(timer_id)
             if set_at is not None:

@@ -15,6 +15,7 @@ runtime's one owner throughout.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -22,12 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cellfleet.actors.replay import report as rep
-from cellfleet.actors.replay.engine import CellReplayer
-from cellfleet.actors.replay.plan import CellRecord
+from cellfleet.actors.replay.engine import BASE_TIME_LIMIT_S, CellReplayer
+from cellfleet.actors.replay.plan import CellRecord, StepKind
 from cellfleet.actors.runtime import protocol as rt
 from cellfleet.actors.runtime.pool import ContextPool
-from cellfleet.actors.runtime.runtime import CellRuntime, RuntimeMessage
+from cellfleet.actors.runtime.runtime import POLL_INTERVAL_S, CellRuntime, RuntimeMessage
 from cellfleet.actors.runtime.v8 import V8Context
+from cellfleet.broker import events as ev
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,7 @@ class Recovered:
     beyond: list[rt.RuntimeEvent]  # made past the log's end: the live owner applies them
     replayed: int  # events made again and found equal
     elapsed_s: float
+    at_frontier: bool = False  # paused at the pending frontier of its last answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,34 @@ class _Recoverer(CellReplayer):
         if self._runtime is not None:
             self._stop(self._runtime)
 
+    def quiesce(self, deadline: float) -> None:
+        """Let the input being run finish (and its promise reactions)."""
+        runtime = self._runtime
+        assert runtime is not None
+        while runtime.busy and time.monotonic() < deadline:
+            try:
+                message = self._inbox.get(timeout=POLL_INTERVAL_S)
+            except queue.Empty:
+                runtime.poll()
+                continue
+            runtime.handle(message)
+
+
+def paused_frontier(record: CellRecord) -> int | None:
+    """Where the cell stands paused at a pending frontier (spec §4.7): the position of
+    its last answer if that was a pending one and only inputs follow it in the log
+    (delivered while it stood paused, they have not run); else None."""
+    last = None
+    for position, event in enumerate(record.events):
+        if isinstance(event, ev.ObservationDelivered):
+            last = position if event.kind is ev.ObservationKind.PENDING else None
+    if last is None:
+        return None
+    after = [step for step in record.steps if step.position > last]
+    if any(step.kind is not StepKind.INPUT for step in after):
+        return None  # it went on (a pending observer resumed it)
+    return last
+
 
 def recover(
     record: CellRecord,
@@ -131,6 +162,12 @@ def recover(
     """Replay `record` (a cell without its end) and hand its runtime to `listener` and
     `sink`; or say why it cannot be (its runtime is then stopped)."""
     began = time.monotonic()
+    frontier = paused_frontier(record)
+    held = []  # inputs delivered while it stood paused: delivered again, paused
+    if frontier is not None:
+        held = [s.input for s in record.steps if s.position > frontier and s.input is not None]
+        kept = [step for step in record.steps if step.position <= frontier]
+        record = dataclasses.replace(record, steps=kept)
     recoverer = _Recoverer(
         record,
         pool,
@@ -146,8 +183,14 @@ def recover(
     if problem is not None:
         recoverer.stop()
         return Unrecovered(problem, report.events, elapsed)
+    if frontier is not None:
+        recoverer.quiesce(began + (time_limit_s or BASE_TIME_LIMIT_S))
     runtime, beyond = recoverer.hand_over(listener, sink)
-    return Recovered(runtime, beyond, report.events, elapsed)
+    if frontier is not None:
+        runtime.pause_at_frontier()
+        for fed in held:
+            fed.deliver(runtime)
+    return Recovered(runtime, beyond, report.events, elapsed, at_frontier=frontier is not None)
 
 
 def _problem(report: rep.CellReport) -> str | None:

@@ -180,6 +180,14 @@ class CellRuntime:
         elif enabled and not self._in_flight and not self._paused and not self._done:
             self._report_pending()
 
+    def pause_at_frontier(self) -> None:
+        """Stand paused at a pending frontier reported before (a recovered cell whose
+        last answer was that frontier): inputs delivered from now on wait for `resume`
+        or `set_frontier_mode(False)`; nothing is reported now."""
+        self._frontier = True
+        self._paused = True
+        self._issued_since_pending.clear()
+
     def resume(self) -> None:
         """Leave a pending pause: run the queued inputs, then report the next quiescent
         point (spec §4.7) — at once, unchanged, if nothing was queued."""

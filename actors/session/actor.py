@@ -40,6 +40,7 @@ from cellfleet.broker import events as ev
 from cellfleet.broker.contract.inventory import ToolInventory
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
 from cellfleet.broker.contract.tools import ToolDefinition
+from cellfleet.broker.crash import crash_point
 from cellfleet.broker.errors import (
     BrokerError,
     CellIdSpaceExhaustedError,
@@ -202,7 +203,10 @@ class SessionActor(pykka.ThreadingActor):
             clock=services.clock,
             audit=None if services.audit is None else partial(services.audit, self.session_id),
         )
-        if state.unended or state.unclosed:
+        if self._shutting_down:  # its cells are ended, not brought back to run
+            self._end_lost_cells(state.unended, shutdown=True)
+            self._close_cells(state.unclosed)
+        elif state.unended or state.unclosed:
             self._recover_cells((*state.unended, *state.unclosed))
 
     def _recover_cells(self, cells: Sequence[str]) -> None:
@@ -221,10 +225,23 @@ class SessionActor(pykka.ThreadingActor):
             handle.actor = self.services.cell_actors.recover(handle, record, self._context)
         self._end_lost_cells([cell for cell in cells if cell in lost or cell not in self._cells])
 
-    def _end_lost_cells(self, cells: Sequence[str]) -> None:
+    def _close_cells(self, cells: Sequence[str]) -> None:
+        """Record the close of cells that ended and were not closed (the session's
+        shutdown began: their answers go to nobody)."""
+        clock, session = self.services.clock(), self.session_id
+        closes = [
+            ev.CellClosed(session=session, cell=cell, seq=self._next_seq(), at_ms=clock)
+            for cell in cells
+        ]
+        if closes:
+            self.services.journal.append(closes)
+
+    def _end_lost_cells(self, cells: Sequence[str], *, shutdown: bool = False) -> None:
         """End the cells that an earlier owner left running and that cannot be replayed
         (their admission is not in the log): each is completed with a plain error in the
-        log (and closed), and its next observer is told once."""
+        log (and closed), and its next observer is told once. With `shutdown` (the
+        session's shutdown began before its owner stopped) each is terminated by it
+        instead, as it would have been: nothing of it runs again."""
         clock, session, journal = self.services.clock(), self.session_id, self.services.journal
         open_calls = self._open_tool_calls(set(cells)) if cells else {}
         for cell in cells:
@@ -238,17 +255,21 @@ class SessionActor(pykka.ThreadingActor):
                 for c in calls
             ]
             error = CellLostError(cell)
-            terminal = ev.CellCompleted(
-                session=session,
-                cell=cell,
-                seq=self._next_seq(),
-                at_ms=clock,
-                error_text=str(error),
-                by_host=True,
+            envelope: ev.Envelope = {
+                "session": session,
+                "cell": cell,
+                "seq": self._next_seq(),
+                "at_ms": clock,
+            }
+            terminal: ev.CellCompleted | ev.CellTerminated = (
+                ev.CellTerminated(**envelope, reason=TerminationReason.SHUTDOWN)
+                if shutdown
+                else ev.CellCompleted(**envelope, error_text=str(error), by_host=True)
             )
             closed = ev.CellClosed(session=session, cell=cell, seq=self._next_seq(), at_ms=clock)
             journal.finish(terminal, before=cancelled, after=[closed])
-            self._untold[cell] = error
+            if not shutdown:
+                self._untold[cell] = error
         while len(self._untold) > MAX_UNTOLD_FAILURES:  # the oldest are forgotten
             del self._untold[next(iter(self._untold))]
 
@@ -411,6 +432,7 @@ class SessionActor(pykka.ThreadingActor):
                 )
             except BrokerError as error:
                 self._shutdown_error = error
+            crash_point("shutdown_begun")
         futures: list[Future[Any]] = [
             h.terminate(TerminationReason.SHUTDOWN) for h in self._cells.values()
         ]

@@ -24,6 +24,7 @@ import redis
 from cellfleet.broker import codec, crash
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
+from cellfleet.broker.contract.responses import Pending
 from cellfleet.broker.keys import Keys
 from cellfleet.ops.host import Host
 from tests.integration import recovery_tools
@@ -37,7 +38,13 @@ from tests.integration.recovery_tools import HANDLERS  # (no tool worker here: c
 host = Host(sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0, handlers=HANDLERS)
 session = host.open_session(session_id=sys.argv[3])
 for source in json.loads(sys.argv[4]):
-    print(json.dumps(session.exec("c", source).items), flush=True)
+    if source.startswith("pending:"):  # (execute_to_pending: its answer's kind and ids)
+        answer = session.execute_to_pending("c", source.removeprefix("pending:"))
+        print(json.dumps([type(answer).__name__, answer.pending_tool_call_ids]), flush=True)
+    elif source == "shutdown":  # (the crash point `shutdown_begun` ends the process)
+        session.shutdown()
+    else:
+        print(json.dumps(session.exec("c", source).items), flush=True)
 print("running", flush=True)
 sys.stdin.read()  # (until killed)
 """
@@ -332,5 +339,73 @@ def test_a_cell_that_ended_unanswered_gives_its_answer_after_the_kill(
         wait_for_key(raw, stream, closed, "cell 1's close is not recorded")
         assert not raw.hexists(keys.session(session_id).meta, "open:1")  # closed now
         session.shutdown()
+    finally:
+        host.close()
+
+
+def test_a_cell_paused_at_a_pending_frontier_stays_paused_after_recovery(
+    redis_url: str, keys: Keys, raw: redis.Redis
+) -> None:
+    """`execute_to_pending` answered at the cell's first frontier, then its host died:
+    the recovered cell stands paused at that frontier (its tool's outcome, delivered
+    meanwhile, waits), and the next `wait_to_pending` gets the next frontier, not the
+    cell's completion (it used to run through to its end)."""
+    cell = js("""
+        const a = await tools.echo({n: 1});
+        text("after " + a.n);
+        const b = await tools.echo({n: 2});
+        text("after " + b.n);
+    """)
+    session_id, answers = killed_while_running(redis_url, keys, raw, ["pending:" + cell])
+    assert answers == [["Pending", ["tool-1"]]]
+    # A tool worker runs the call first, so that its outcome is recorded when the
+    # session is opened (and given to the cell at its recovery, before any wait).
+    host = Host(redis_url, keys=keys, pool_size=1, workers=1, handlers=recovery_tools.HANDLERS)
+    try:
+
+        def recorded() -> bool:
+            log = host.journal.read(session_id)
+            return any(isinstance(e, ev.ToolCompleted) for _, e in log)
+
+        wait_for_key(raw, keys.session(session_id).events, recorded, "no outcome recorded")
+        session = host.open_session(session_id=session_id)
+        frontier = session.wait_to_pending("1")
+        assert isinstance(frontier, Pending)
+        items = [item.get("text") for item in frontier.content_items]
+        assert (items, frontier.pending_tool_call_ids) == (["after 1"], ["tool-2"])
+        session.shutdown()
+    finally:
+        host.close()
+
+
+def test_cells_of_a_session_whose_shutdown_began_are_ended_not_run_again(
+    redis_url: str, keys: Keys, raw: redis.Redis
+) -> None:
+    """The host dies right after it recorded the session's shutdown (crash point
+    `shutdown_begun`), before it ended the cells: the next owner ends them as the
+    shutdown would have (terminated), cancels their tool calls still out (no tool worker
+    runs them after), and finishes the shutdown."""
+    calls = 'text("a"); await tools.echo({n: 1}); store("k", "v")'
+    sleeps = 'text("x"); yield_control(); await new Promise((r) => setTimeout(r, 60000))'
+    session_id = uuid.uuid4().hex
+    env = {**os.environ, crash.ENV: "shutdown_begun"}
+    script = [sys.executable, "-c", CHILD, redis_url, keys.prefix, session_id]
+    sources = orjson.dumps([f'// @exec: {{"yield_time_ms": 100}}\n{calls}', sleeps, "shutdown"])
+    child = subprocess.run(
+        [*script, sources.decode()], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert child.returncode == -signal.SIGKILL
+    lease = keys.session(session_id).lease
+    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    host = Host(redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS)
+    try:
+        session = host.open_session(session_id=session_id)
+        session.shutdown()
+        events = [e for _, e in host.journal.read(session_id)]
+        ends = {e.cell: e.reason for e in events if isinstance(e, ev.CellTerminated)}
+        assert ends == {"1": ev.TerminationReason.SHUTDOWN, "2": ev.TerminationReason.SHUTDOWN}
+        assert not any(isinstance(e, ev.CellCompleted | ev.CellRecovered) for e in events)
+        assert raw.hget(keys.session(session_id).tools, "1/tool-1") == b"cancelled"
+        assert isinstance(events[-1], ev.ShutdownFinished)
     finally:
         host.close()
