@@ -23,6 +23,7 @@ so one session lives in one slot and its Lua scripts may touch all of them.
 | `cf:workers`               | zset   | cell workers            | clients (placement), CLI |
 | `cf:worker:{W}:info`       | hash   | that cell worker        | clients (placement), CLI |
 | `cf:worker:{W}:sessions`   | set    | that cell worker        | CLI `fleet`              |
+| `cf:fleet:watch`           | zset   | cell workers (beats)    | cell workers (takeover)  |
 | `cf:worker:{W}:inbox`      | stream | fleet clients           | that cell worker         |
 | `cf:client:{C}:answers`    | stream | cell workers            | that fleet client        |
 
@@ -34,6 +35,8 @@ listing drops the sessions whose keys expired.
 `finished` ("1" once the shutdown finished), `fence` (the latest fencing token),
 `replies` (the tool replies stream of the session's latest owner: outcomes go there),
 `open:<id>` ("1" from a cell's end until its `cell_closed`: a new owner gives its answer),
+`live` (cells admitted and not ended), `fleet` (the open request of the fleet worker that
+serves it, with its clients: another worker takes it over from there),
 `stored_version` (merges into `stored` so far), `cell:<id>` ("<exec call id> <token>"
 of an admitted cell; a retried admission is recognised by its random token).
 `terminal` maps a cell id to `completed` or `terminated`. `stored` maps a stored key to
@@ -94,6 +97,12 @@ class Keys:
     @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
+
+    @property
+    def fleet_watch(self) -> str:
+        """The sessions cell workers serve, each by when its worker must have beaten
+        again: one past that is taken over by another worker (`ops/worker.py`)."""
+        return f"{self.prefix}:fleet:watch"
 
     def worker_info(self, worker: str) -> str:
         return f"{self.prefix}:worker:{{{worker}}}:info"

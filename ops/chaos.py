@@ -369,16 +369,24 @@ def _kill_now_and_then(
     done: threading.Event,
     progress: Callable[[str], None],
 ) -> None:
-    """SIGKILL a random cell worker about every `every_s`, then start another."""
+    """SIGKILL a random cell worker about every `every_s`, then start another (in the
+    background: the next kill does not wait for it, unless it would kill the last one
+    serving)."""
+    starting: list[threading.Thread] = []
     try:
         for number in range(1, kills + 1):
             time.sleep(rng.uniform(0.5 * every_s, 1.5 * every_s))
+            if len(processes.serving()) < 2:
+                for thread in starting:
+                    thread.join()
+                starting.clear()
             victim = rng.choice(processes.serving())
             members = client.client.smembers(client.keys.worker_sessions(victim))
             served = {_text(member) for member in members}
             kills_at.append((time.time() * 1000, victim, served))
             processes.kill(victim)
-            threading.Thread(target=processes.start_worker, daemon=True).start()
+            starting.append(threading.Thread(target=processes.start_worker, daemon=True))
+            starting[-1].start()
             progress(f"kill {number}/{kills}: worker {victim} ({len(served)} sessions)")
     finally:
         done.set()

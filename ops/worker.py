@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import orjson
 import redis
 
 from cellfleet.actors.cell.facts import CellFacts
@@ -144,6 +145,7 @@ class CellWorker:
         self._served: dict[str, _Served] = {}
         self._observers: dict[str, Future[CellAnswer]] = {}  # request id -> its answer
         self._notifying: dict[str, threading.Event] = {}  # notification -> callback returned
+        self._taking_over = False  # a look for dead workers' sessions is under way
         # Requests, opens and handovers, one at a time. Never taken on an actor's thread
         # (a request holding it may be asking that actor).
         self._lock = threading.RLock()
@@ -459,8 +461,9 @@ class CellWorker:
         with self._lock:
             served = self._served.get(session)
             if served is not None:  # served here already: this client hears it too
-                if client not in served.clients:
+                if client and client not in served.clients:
                     served.clients.append(client)
+                    self._blocking.submit(self._remember, session, served)
                 self._answer(message, {"kind": "opened", "owner": self.id})
                 return
             if self._draining or len(self._served) >= self.capacity:
@@ -486,8 +489,95 @@ class CellWorker:
                 self._answer(message, _error(error))
                 return
             self._served[session] = entry
+        self._remember(session, entry)
         self._beat_quietly()  # (before the answer: the client's next placement sees it)
         self._answer(message, {"kind": "opened", "owner": self.id})
+
+    # -- takeover ----------------------------------------------------------------------
+
+    def _remember(self, session: str, entry: _Served) -> None:
+        """Keep in Redis what another worker needs to serve the session should this one
+        die (its open request and its clients), and watch it (see `_take_over`)."""
+        record = {"config": entry.open_message.get("config"), "clients": list(entry.clients)}
+        commands: list[Command] = [
+            ("HSET", self.keys.session(session).meta, "fleet", wire.encode(record)),
+            ("ZADD", self.keys.fleet_watch, self._watch_deadline(), session),
+        ]
+        try:
+            self.link.run(commands)
+        except redis.RedisError as error:  # (the next beat watches it; the record waits)
+            log.warning("session %s: its takeover record not kept: %s", session, error)
+
+    def _watch_deadline(self) -> int:
+        """When this worker's sessions are another's to take if it has not beaten again:
+        its lease has expired by then."""
+        return int(time.time() * 1000) + self.leases.ttl_ms + self.heartbeat_ms
+
+    def _unwatch(self, session: str) -> None:
+        with contextlib.suppress(redis.RedisError):  # (a stale entry is checked, then dropped)
+            self.link.run([("ZREM", self.keys.fleet_watch, session)])
+
+    def _take_over_soon(self) -> None:
+        """Look for sessions a dead worker left, off the heartbeat's thread (opening one
+        replays its cells: a heartbeat must not wait for that)."""
+        with self._lock:
+            if self._taking_over or self._draining or len(self._served) >= self.capacity:
+                return
+            self._taking_over = True
+        with contextlib.suppress(RuntimeError):  # stopping
+            self._blocking.submit(self._take_over)
+
+    def _take_over(self) -> None:
+        """Serve the sessions whose worker died with cells still running (or with its
+        shutdown begun and not finished), once their leases expired, whether or not a
+        client asks for them: their timers fire and their tool outcomes arrive on time.
+        Their clients are told where the session went."""
+        try:
+            with self._lock:
+                free = self.capacity - len(self._served)
+            due: Any = self.client.zrangebyscore(
+                self.keys.fleet_watch, "-inf", time.time() * 1000, start=0, num=min(free, 16)
+            )
+            for name in due:
+                self._take_over_one(bytes(name).decode())
+        except (redis.RedisError, BrokerError) as error:
+            log.warning("sessions of dead workers not looked at: %s", error)
+        finally:
+            with self._lock:
+                self._taking_over = False
+
+    def _take_over_one(self, session: str) -> None:
+        with self._lock:
+            if session in self._served or self._draining or self._stopping.is_set():
+                return
+        k = self.keys.session(session)
+        state: Any = self.link.run(
+            [("HMGET", k.meta, "fleet", "live", "shutdown", "finished"), ("EXISTS", k.lease)]
+        )
+        (record, live, shutdown, finished), held = state
+        if held:
+            return  # served (its owner's next beat watches it again), or a Host's
+        if not record or finished == b"1" or (int(live or 0) <= 0 and shutdown != b"1"):
+            self._unwatch(session)  # nothing runs: its next request opens it, wherever
+            return
+        kept = orjson.loads(record)
+        message = {
+            "op": "open",
+            "id": None,
+            "client": "",
+            "session": session,
+            "config": kept.get("config"),
+            "adopt": True,
+            "clients": kept.get("clients") or [],
+        }
+        self._open(message)
+        with self._lock:
+            entry = self._served.get(session)
+        if entry is not None:
+            log.info("session %s taken over from a worker that stopped", session)
+            self._tell_all(
+                entry, {"id": None, "kind": "moved", "session": session, "owner": self.id}
+            )
 
     def _config(self, message: dict[str, Any], session: str) -> SessionConfig:
         spec = message["config"]
@@ -523,6 +613,7 @@ class CellWorker:
             with self._lock:
                 if self._served.get(served.backend.session_id) is served:
                     del self._served[served.backend.session_id]
+            self._unwatch(served.backend.session_id)
             self._changed.set()
             self._beat_soon()
 
@@ -532,6 +623,7 @@ class CellWorker:
         request for it opens it), and tell its client where it went."""
         entry = self._served.pop(session)
         entry.backend.hand_over()
+        self._unwatch(session)  # (its next owner watches it)
         target = self.registry.pick(exclude=[self.id]) if to_anyone else None
         if target is not None:
             adopt = {**entry.open_message, "id": None, "adopt": True, "clients": entry.clients}
@@ -620,6 +712,10 @@ class CellWorker:
         ):
             log.warning("the inbox was gone (Redis lost its data?): made anew")
             self._create_inbox()
+        if sessions:  # watched: another worker takes them if this one stops beating
+            deadline = self._watch_deadline()
+            pairs = [part for session in sessions for part in (deadline, session)]
+            self.link.run([("ZADD", self.keys.fleet_watch, *pairs)])
 
     def _beat_soon(self) -> None:
         """Publish a changed load now (placement reads it), off the caller's thread."""
@@ -636,6 +732,7 @@ class CellWorker:
         beats, pruned_from = 0, 0
         while not self._stopping.wait(self.heartbeat_ms / 1000 / 4):
             self._beat_quietly()
+            self._take_over_soon()
             beats += 1
             if beats % PRUNE_EVERY_BEATS == 0:  # finished sessions leave the index
                 try:

@@ -543,6 +543,27 @@ def test_a_cell_left_running_by_a_killed_worker_is_recovered_by_the_next_owner(
     assert isinstance(events[-1], CellClosed)
 
 
+def test_a_killed_worker_s_running_cell_is_taken_over_before_anyone_asks(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """Nobody sends a request after the kill: a live worker finds the session (its
+    worker stopped beating, its lease expired, a cell still runs), takes it over and
+    recovers the cell, whose timer then fires on time; the client, told where the
+    session went, gets the cell's end from there."""
+    client, session, _ = killed_while_cell_1_waits(fleet, keys, redis_url)
+    fleet["worker"]()
+    raw, journal = client.client, RedisJournal(client.client, keys)
+
+    def completed() -> bool:
+        return any(
+            isinstance(e, CellCompleted) and e.cell == "1" for _, e in journal.read(session.id)
+        )
+
+    wait_for_key(raw, keys.session(session.id).events, completed, "cell 1 was not taken over")
+    done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+    assert (done.success, output_texts(done)[1:]) == (True, ["late"])
+
+
 def test_a_wait_in_flight_when_its_worker_is_killed_is_answered_by_the_next_owner(
     fleet: dict[str, Any], keys: Keys, redis_url: str
 ) -> None:

@@ -47,6 +47,7 @@ if kind == 'completed' and redis.call('HGET', meta, 'shutdown') == '1' then
   return 'shutdown'
 end
 redis.call('HSET', meta, 'open:' .. cell, '1')  -- until its close (lib.lua's note_closed)
+redis.call('HINCRBY', meta, 'live', -1)
 for e = at, n_events do
   redis.call('XADD', events, '*', unpack(batches[e]))
   note_closed(meta, batches[e])

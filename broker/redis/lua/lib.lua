@@ -74,5 +74,6 @@ local function admit(meta, events, call_id, cell, token, fields, ending_by_shutd
   end
   redis.call('XADD', events, '*', unpack(fields))
   redis.call('HSET', meta, 'cell:' .. cell, call_id .. ' ' .. token)
+  redis.call('HINCRBY', meta, 'live', 1)  -- cells admitted and not ended (finish_cell.lua)
   return 'admitted'
 end
