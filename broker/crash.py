@@ -17,6 +17,7 @@ POINTS = {
     "cell_started": "a cell runs, and its admission is not in the log yet",
     "events_appended": "a cell's events were appended, and their effect is not seen yet",
     "tool_dispatched": "a tool call was recorded and sent, and its outcome is not recorded",
+    "tool_unsent": "a tool call was recorded, and the write that sends it was cut short",
     "timer_recorded": "a timer's firing was recorded, and JavaScript has not run it",
     "answer_recorded": "a fleet worker's answer was recorded, and the client has not got it",
     "tool_outcome_recorded": "a tool worker recorded an outcome and did not send it",
@@ -38,6 +39,12 @@ def _target() -> tuple[str, int] | None:
 
 _TARGET = _target()
 _visits = itertools.count(1)  # (its `next` is atomic)
+
+
+def armed(name: str) -> bool:
+    """Whether the process is set to die at `name` (for a point that needs a step of
+    its own first)."""
+    return _TARGET is not None and _TARGET[0] == name
 
 
 def crash_point(name: str) -> None:

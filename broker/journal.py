@@ -51,7 +51,13 @@ from cellfleet.broker.events import (
 )
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys, tool_call_field
 from cellfleet.broker.redis.connect import connect_redis
-from cellfleet.broker.redis.link import Command, Link, entry_fields, link_to
+from cellfleet.broker.redis.link import (
+    Command,
+    Link,
+    ReplicationTimeoutError,
+    entry_fields,
+    link_to,
+)
 from cellfleet.broker.redis.scripts import script_source
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolReply, idempotency_key
 
@@ -81,6 +87,7 @@ class FinishOutcome(StrEnum):
 # Redis's refusals the model may be told of (checked in order: some are ConnectionErrors).
 _REASONS: tuple[tuple[type[redis.RedisError], str], ...] = (
     (redis.BusyLoadingError, "Redis is loading its data"),
+    (ReplicationTimeoutError, "Redis replicas did not confirm the write in time"),
     (redis.AuthenticationError, "Redis refused the credentials"),
     (redis.TimeoutError, "timed out"),
     (redis.ConnectionError, "connection failed"),

@@ -11,11 +11,16 @@ depends on Redis's append-only file (AOF):
 |                   |                                   | power loss may lose the last second  |
 | `power`           | `appendonly yes`, `appendfsync always` | a power loss too: each write is   |
 |                   |                                   | on disk (fsync) before Redis answers |
+| `replica`         | `appendonly yes`, and replicas    | the loss of the primary's machine:   |
+|                   | (`CELLFLEET_WAIT_REPLICAS`, 1)    | each batch of writes ends with `WAIT`|
+|                   |                                   | (`broker/redis/link.py`) and fails   |
+|                   |                                   | unless that many replicas have it    |
+|                   |                                   | within `CELLFLEET_WAIT_TIMEOUT_MS`   |
 
 The embedded server is set to the level asked for (it is cellfleet's own); a server
 named by `REDIS_URL` is only checked, since it may serve others: a one-line warning
-says what it promises less and which setting would change that. Replicas (`WAIT`) are
-not offered yet.
+says what it promises less and which setting would change that (for `replica`: how many
+replicas it has; without them every write fails).
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from typing import Any
 
 import redis
 
+from cellfleet.broker.redis.link import ReplicaWait
+
 DURABILITY_ENV = "CELLFLEET_DURABILITY"
 
 
 class Durability(StrEnum):
     PROCESS = "process"
     POWER = "power"
+    REPLICA = "replica"
 
 
 class DurabilityError(ValueError):
@@ -87,4 +95,20 @@ def ensure(client: redis.Redis, level: Durability, *, own: bool) -> str | None:
             f"Redis does not promise durability {level} (it has {found}); "
             f"set {settings} on it, or lower ${DURABILITY_ENV}"
         )
+    if level is Durability.REPLICA:
+        return _replicas_missing(client)
+    return None
+
+
+def _replicas_missing(client: redis.Redis) -> str | None:
+    """A warning if a server has fewer replicas than `replica` waits for."""
+    wait = ReplicaWait.from_env()
+    wanted = wait.replicas if wait is not None else 1
+    for server in _servers(client):
+        connected = int(server.info("replication").get("connected_slaves", 0))
+        if connected < wanted:
+            return (
+                f"Redis has {connected} replicas and durability replica waits for {wanted}: "
+                "every write will fail until they connect"
+            )
     return None

@@ -118,12 +118,13 @@ def start_redis(
     append_only: bool = True,
     daemonize: bool = False,
     cluster: bool = False,
+    replica_of: int | None = None,
     timeout: float = 10.0,
 ) -> RedisProcess:
     """Start redis-server with its files in `data_dir` and wait until it answers PING.
 
     With `daemonize`, the server detaches and outlives this process (pid in
-    `data_dir/redis.pid`).
+    `data_dir/redis.pid`); with `replica_of`, it replicates the server on that port.
     """
     binary = find_redis_server()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,8 @@ def start_redis(
     if cluster:  # its node table lives in its data directory
         args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         args += ["--cluster-port", str(free_port())]  # (port + 10000 may not exist)
+    if replica_of is not None:  # a replica of the server on that loopback port
+        args += ["--replicaof", "127.0.0.1", str(replica_of)]
     if daemonize:
         args += ["--daemonize", "yes", "--pidfile", str(data_dir / "redis.pid")]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

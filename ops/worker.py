@@ -510,8 +510,9 @@ class CellWorker:
 
     def _watch_deadline(self) -> int:
         """When this worker's sessions are another's to take if it has not beaten again:
-        its lease has expired by then."""
-        return int(time.time() * 1000) + self.leases.ttl_ms + self.heartbeat_ms
+        their leases (renewed since) expire by then at the latest; one still held is
+        left alone."""
+        return int(time.time() * 1000) + self.leases.ttl_ms
 
     def _unwatch(self, session: str) -> None:
         with contextlib.suppress(redis.RedisError):  # (a stale entry is checked, then dropped)

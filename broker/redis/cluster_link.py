@@ -26,7 +26,7 @@ from redis.cluster import ClusterNode
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, RedisClusterException, TryAgainError
 
-from cellfleet.broker.redis.link import Command, RedisLink
+from cellfleet.broker.redis.link import Command, RedisLink, ReplicaWait
 
 MAX_REDIRECTS = 5
 MIGRATION_WAIT_S = 3.0  # how long a command waits for a slot's move to end (TRYAGAIN)
@@ -140,7 +140,7 @@ class ClusterLink:
         with self._lock:
             link = self._links.get(node.name)
         if link is None:
-            link = RedisLink(self._cluster.get_redis_connection(node))
+            link = RedisLink(self._cluster.get_redis_connection(node), ReplicaWait.from_env())
             with self._lock:
                 link = self._links.setdefault(node.name, link)
         return link

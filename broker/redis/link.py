@@ -7,12 +7,19 @@ that costs several times the round trip itself. A `RedisLink` packs each command
 hiredis in one call and keeps its own idle connections (made by the client's pool, so
 with its settings). A connection that failed mid-exchange is closed, never reused, and
 a connection error closes the idle ones too (after a server restart they are all dead).
+
+With `CELLFLEET_DURABILITY=replica` every batch that writes ends with Redis's `WAIT`: its
+writes are acknowledged only once `CELLFLEET_WAIT_REPLICAS` replicas (1) have them, within
+`CELLFLEET_WAIT_TIMEOUT_MS` (1000); else the batch fails (`ReplicationTimeoutError`, a
+timeout: retried, then said to the model) although the primary has its writes.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import hiredis
@@ -22,6 +29,50 @@ Command = tuple[bytes | str | int, ...]
 
 
 WAKE_FIELD = b"hello"  # an entry with it is no message: its readers skip it
+# Commands that write nothing: a batch of these alone waits for no replica.
+_READS = frozenset(
+    {
+        "GET", "HGET", "HMGET", "HGETALL", "HEXISTS", "HLEN", "EXISTS", "PTTL", "TTL",
+        "TYPE", "ZRANGE", "ZRANGEBYSCORE", "ZSCORE", "ZCARD", "SMEMBERS", "SCARD",
+        "XREAD", "XRANGE", "XREVRANGE", "XLEN", "XINFO", "XPENDING", "INFO", "PING",
+        "SCAN", "CONFIG", "ASKING", "WAIT",
+    }
+)  # fmt: skip
+
+
+class ReplicationTimeoutError(redis.TimeoutError):
+    """Fewer replicas than asked for confirmed a batch's writes within the time."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaWait:
+    """Acknowledge a batch's writes once `replicas` replicas have them (`WAIT`)."""
+
+    replicas: int
+    timeout_ms: int
+
+    @classmethod
+    def from_env(cls) -> ReplicaWait | None:
+        """The wait `CELLFLEET_DURABILITY=replica` asks for (None: another level)."""
+        if os.environ.get("CELLFLEET_DURABILITY") != "replica":
+            return None
+        replicas = int(os.environ.get("CELLFLEET_WAIT_REPLICAS") or 1)
+        return cls(replicas, int(os.environ.get("CELLFLEET_WAIT_TIMEOUT_MS") or 1000))
+
+    def writes(self, commands: Sequence[Command]) -> bool:
+        return any(str(_name(command)).upper() not in _READS for command in commands)
+
+    def check(self, confirmed: Any) -> None:
+        if int(confirmed) < self.replicas:
+            raise ReplicationTimeoutError(
+                f"{confirmed} of {self.replicas} replicas confirmed a write"
+                f" within {self.timeout_ms} ms"
+            )
+
+
+def _name(command: Command) -> str | int:
+    name = command[0]
+    return name.decode() if isinstance(name, bytes) else name
 
 
 def create_stream(link: Link, key: str, ttl_ms: int) -> str:
@@ -74,10 +125,11 @@ def entry_fields(fields: Any) -> dict[bytes, bytes]:
 class RedisLink:
     """Command batches to the Redis of `client`; thread-safe."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, wait: ReplicaWait | None = None) -> None:
         self._pool = client.connection_pool
         self._idle: list[Any] = []
         self._lock = threading.Lock()
+        self.wait = wait  # (None: acknowledged as the primary answers)
 
     def run(self, commands: Sequence[Command], *, raise_errors: bool = True) -> list[Any]:
         """Send `commands` in one round trip; their replies, in order.
@@ -87,6 +139,9 @@ class RedisLink:
         in its place. Connection errors are redis-py's.
         """
         packed = [hiredis.pack_command(command) for command in commands]  # type: ignore[arg-type]
+        wait = self.wait if self.wait is not None and self.wait.writes(commands) else None
+        if wait is not None:
+            packed.append(hiredis.pack_command(("WAIT", wait.replicas, wait.timeout_ms)))  # type: ignore[arg-type]
         with self._lock:
             connection = self._idle.pop() if self._idle else None
         if connection is None:
@@ -96,7 +151,7 @@ class RedisLink:
             connection.send_packed_command(packed, check_health=False)
             replies: list[Any] = []
             failure: redis.ResponseError | None = None
-            for _ in commands:
+            for _ in packed:
                 try:
                     replies.append(connection.read_response())
                 except redis.ResponseError as error:
@@ -105,6 +160,8 @@ class RedisLink:
             in_step = True
             if failure is not None and raise_errors:
                 raise failure
+            if wait is not None:
+                wait.check(replies.pop())
             return replies
         except (redis.ConnectionError, redis.TimeoutError):
             # The server went away (or restarted): the idle connections are as dead as
@@ -139,4 +196,4 @@ def link_to(client: redis.Redis) -> Link:
         from cellfleet.broker.redis.cluster_link import ClusterLink  # noqa: PLC0415 - a cycle
 
         return ClusterLink(client)
-    return RedisLink(client)
+    return RedisLink(client, ReplicaWait.from_env())

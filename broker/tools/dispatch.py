@@ -23,11 +23,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis
 
-from cellfleet.broker import codec
+from cellfleet.broker import codec, crash
 from cellfleet.broker.contract import texts
 from cellfleet.broker.journal import run_retrying, tool_cancellation
 from cellfleet.broker.keys import (
@@ -154,6 +155,9 @@ class BrokerDispatcher:
             *(self._call_command(invocation) for invocation, _ in accepted),
         ]
         if commands:
+            if before and crash.armed("tool_unsent"):  # (the write cut after the log's part)
+                self._link.run(list(before))
+                crash.crash_point("tool_unsent")
             replies = run_retrying(lambda: self._link.run(commands, raise_errors=False))
             with self._lock:
                 for (_, waiting), entry_id in zip(
@@ -193,13 +197,49 @@ class BrokerDispatcher:
             for invocation, _ in calls
         ]
         states = run_retrying(lambda: self._link.run(commands)) if commands else []
+        unrecorded = []
         for (invocation, _), state in zip(calls, states, strict=True):
-            if state is None or state == b"cancelled":  # (cancelled: its cell was ending)
-                continue
-            waiting = self._forget(_call_key(invocation))
-            if waiting is not None:  # (else its reply came meanwhile)
-                waiting.on_outcome(codec.decode_tool_reply(state).outcome)
+            if state is None:
+                unrecorded.append(invocation)
+            elif state != b"cancelled":  # (cancelled: its cell was ending)
+                waiting = self._forget(_call_key(invocation))
+                if waiting is not None:  # (else its reply came meanwhile)
+                    waiting.on_outcome(codec.decode_tool_reply(state).outcome)
+        if unrecorded:
+            self._send_unsent(unrecorded)
         return handles
+
+    def _send_unsent(self, calls: list[ToolInvocation]) -> None:
+        """Send again the adopted calls that no tool worker has: its owner was killed in
+        the middle of its dispatch (the log has the call's `tool_requested`, the calls
+        stream never got the call). One still in the stream (a worker holds it, or has
+        yet to read it) is left alone; one sent again is looked up first by the worker
+        that reads it (its outcome may have been recorded since): no call runs twice."""
+        by_stream: dict[str, list[ToolInvocation]] = {}
+        for invocation in calls:
+            by_stream.setdefault(self.calls_of(invocation.session), []).append(invocation)
+        for stream, invocations in by_stream.items():
+            entries: Any = run_retrying(partial(self.client.xrange, stream))
+            present = {
+                (fields.get(b"session"), fields.get(b"cell"), fields.get(b"call_id"))
+                for _, fields in entries
+            }
+            for invocation in invocations:
+                named = (
+                    invocation.session.encode(),
+                    invocation.cell.encode(),
+                    invocation.call_id.encode(),
+                )
+                if named in present:
+                    continue
+                fields = [*codec.encode_tool_call(invocation, self.replies), "handed_back", "1"]
+                command: Command = ("XADD", stream, "*", *fields)
+                (entry_id,) = run_retrying(partial(self._link.run, [command]))
+                log.warning("tool call %s was never sent: sent now", invocation.idempotency_key)
+                with self._lock:
+                    waiting = self._waiting.get(_call_key(invocation))
+                    if waiting is not None:
+                        waiting.entry_id = entry_id
 
     def cancel(self, invocation: ToolInvocation) -> None:
         """Withdraw a call: unread, it is deleted; running, its handler is told."""

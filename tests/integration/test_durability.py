@@ -119,3 +119,37 @@ def test_a_session_whose_data_redis_lost_says_so_and_the_host_still_closes(
         assert host.dispatcher._reader.is_alive() is False  # (stopped all the same)
     finally:
         server.stop()
+
+
+def test_replica_durability_acknowledges_only_what_a_replica_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`replica`: each batch of writes ends with Redis's WAIT. A cell is answered only
+    once its events are on the replica; with the replica gone the cell fails with a
+    clear reason (after retries) instead of being acknowledged unreplicated."""
+    primary = start_redis(tmp_path / "primary")
+    replica = start_redis(tmp_path / "replica", replica_of=primary.port)
+    monkeypatch.setenv("CELLFLEET_DURABILITY", "replica")
+    monkeypatch.setenv("CELLFLEET_WAIT_TIMEOUT_MS", "200")
+    admin = redis.Redis.from_url(primary.url)
+    admin.set("synced", 1)
+    assert admin.wait(1, 10_000) == 1  # (the replica caught up: a barrier, not a poll)
+    host = Host(primary.url, pool_size=1, workers=0)
+    try:
+        session = host.open_session()
+        out = session.exec("c1", "store('k', 1); text('kept')")
+        assert [item["text"] for item in out.items][1:] == ["kept"]
+        copy = redis.Redis.from_url(replica.url)
+        events = host.journal.keys.session(session.id).events
+        assert copy.xlen(events) == admin.xlen(events)  # all of it, when answered
+        copy.close()
+        replica.stop()
+        lost = session.exec("c2", "text('unreplicated')")
+        assert not lost.success
+        text = lost.items[-1]["text"]
+        assert text.endswith("Redis replicas did not confirm the write in time"), text
+    finally:
+        host.close()
+        admin.close()
+        primary.stop()
+        replica.stop()

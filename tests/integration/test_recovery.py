@@ -237,7 +237,9 @@ def crash_at(point: str, redis_url: str, keys: Keys, session: str, what: str, ru
     assert subprocess.run(script, env=env, timeout=60, check=False).returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("point", ["events_appended", "tool_dispatched", "timer_recorded"])
+@pytest.mark.parametrize(
+    "point", ["events_appended", "tool_unsent", "tool_dispatched", "timer_recorded"]
+)
 def test_a_cell_whose_host_died_at_a_crash_point_completes_as_without_it(
     point: str, redis_url: str, keys: Keys, raw: redis.Redis, tmp_path: pathlib.Path
 ) -> None:
