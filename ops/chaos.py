@@ -89,6 +89,9 @@ class ChaosReport:
     kills: int = 0
     takeovers: int = 0
     takeover_s: list[float] = field(default_factory=list)
+    # Those during which no other worker was killed (a double fault: the worker that
+    # was taking the session over may be the one killed next).
+    single_takeover_s: list[float] = field(default_factory=list)
     cells: int = 0
     cells_recovered: int = 0
     lost_outputs: int = 0
@@ -102,12 +105,15 @@ class ChaosReport:
     elapsed_s: float = 0.0
 
     def figures(self) -> dict[str, Any]:
-        times = sorted(self.takeover_s)
+        times, single = sorted(self.takeover_s), sorted(self.single_takeover_s)
         return {
             "kills": self.kills,
             "takeovers": self.takeovers,
             "takeover_p50_s": _quantile(times, 0.5),
             "takeover_p99_s": _quantile(times, 0.99),
+            "single_fault_takeovers": len(single),
+            "single_fault_takeover_p50_s": _quantile(single, 0.5),
+            "single_fault_takeover_p99_s": _quantile(single, 0.99),
             "cells": self.cells,
             "cells_recovered": self.cells_recovered,
             "lost_outputs": self.lost_outputs,
@@ -431,7 +437,10 @@ def _read_logs(
             if session in served:
                 after = [at for at in opened if at >= killed_ms]
                 if after:
-                    report.takeover_s.append((after[0] - killed_ms) / 1000)
+                    took = (after[0] - killed_ms) / 1000
+                    report.takeover_s.append(took)
+                    if not any(killed_ms < other < after[0] for other, _, _ in kills_at):
+                        report.single_takeover_s.append(took)
         _check_log(session, events, report)
 
 

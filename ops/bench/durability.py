@@ -1,15 +1,18 @@
 """`cellfleet bench durability`: what `CELLFLEET_DURABILITY=power` costs an exec.
 
-Two private redis-servers in one run, both with an append-only file: one as `process`
+Private redis-servers in one run, all with an append-only file: one as `process`
 leaves it (`appendfsync everysec`: written before Redis answers, on disk within a
-second), one as `power` sets it (`appendfsync always`: on disk before Redis answers).
+second), one as `power` sets it (`appendfsync always`: on disk before Redis answers),
+and a primary with one replica for `replica` (every writing batch ends with `WAIT 1`).
 One session on each runs `text("bench"); store("k", n);` execs one at a time, their
-samples interleaved (the machine's speed drifts): p50 and p95 of each, and the ratio.
-What `always` costs depends on the disk's fsync far more than on cellfleet.
+samples interleaved (the machine's speed drifts): p50 and p95 of each, and the ratios
+to `process`. What `always` costs depends on the disk's fsync far more than on
+cellfleet; what `replica` costs, on the round trip to the replica.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from contextlib import ExitStack
@@ -41,13 +44,24 @@ def run(samples: int = SAMPLES) -> dict[str, Any]:
         ExitStack() as stack,
     ):
         sessions: dict[str, Session] = {}
-        for level, fsync in (("process", "everysec"), ("power", "always")):
+        for level, fsync in (("process", "everysec"), ("power", "always"), ("replica", "")):
             server = start_redis(Path(folder) / level)
             stack.callback(server.stop)
             admin = redis.Redis.from_url(server.url)
-            admin.config_set("appendfsync", fsync)
+            if fsync:
+                admin.config_set("appendfsync", fsync)
+            else:
+                copy = start_redis(Path(folder) / "its-replica", replica_of=server.port)
+                stack.callback(copy.stop)
+                admin.set("synced", 1)
+                admin.wait(1, 10_000)  # (caught up)
             admin.close()
-            host = Host(server.url, pool_size=2, workers=0)
+            # The level is read where the links are made: only this host's wait.
+            os.environ["CELLFLEET_DURABILITY"] = level
+            try:
+                host = Host(server.url, pool_size=2, workers=0)
+            finally:
+                del os.environ["CELLFLEET_DURABILITY"]
             stack.callback(host.close)
             sessions[level] = host.open_session()
         times: dict[str, list[float]] = {level: [] for level in sessions}
@@ -59,13 +73,17 @@ def run(samples: int = SAMPLES) -> dict[str, Any]:
         for session in sessions.values():
             session.shutdown()
     process, power = _percentiles(times["process"]), _percentiles(times["power"])
+    replica = _percentiles(times["replica"])
     return {
         "benchmark": "durability",
         "samples": samples,
         "process": process,
         "power": power,
+        "replica": replica,
         "power_over_process_p50": round(power["p50_ms"] / process["p50_ms"], 3),
         "power_over_process_p95": round(power["p95_ms"] / process["p95_ms"], 3),
+        "replica_over_process_p50": round(replica["p50_ms"] / process["p50_ms"], 3),
+        "replica_over_process_p95": round(replica["p95_ms"] / process["p95_ms"], 3),
     }
 
 
@@ -79,5 +97,9 @@ def table(report: dict[str, Any]) -> str:
             f"  power (appendfsync always)         {power['p50_ms']:8.3f}  {power['p95_ms']:8.3f}",
             f"  power / process                    {report['power_over_process_p50']:8.3f}  "
             f"{report['power_over_process_p95']:8.3f}",
+            f"  replica (WAIT 1)                   {report['replica']['p50_ms']:8.3f}  "
+            f"{report['replica']['p95_ms']:8.3f}",
+            f"  replica / process                  {report['replica_over_process_p50']:8.3f}  "
+            f"{report['replica_over_process_p95']:8.3f}",
         ]
     )
