@@ -375,6 +375,10 @@ class RedisJournal:
         for listener in self._when_fenced:
             listener(session)
 
+    def fenced_off(self, session: str) -> bool:
+        """Whether a newer owner took `session` from this process."""
+        return session in self._fenced_off
+
     def token(self, session: str) -> str:
         """The fencing token this process writes `session` with ("": no lease)."""
         if session in self._fenced_off:

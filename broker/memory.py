@@ -175,6 +175,10 @@ class MemoryJournal:
             log.tools[field_name] = recorded
             return RecordedOutcome(recorded, replies_to)
 
+    def fenced_off(self, session: str) -> bool:
+        del session  # (one process: nobody takes a session over)
+        return False
+
     def cancel_tool(self, session: str, cell: str, call_id: str) -> None:
         """Mark a call cancelled unless its outcome is recorded (what a host does)."""
         with self._changed:

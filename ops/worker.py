@@ -62,6 +62,7 @@ from cellfleet.broker.tools.worker import ToolWorker
 from cellfleet.projections.answers import request_trace
 
 log = logging.getLogger(__name__)
+TAKEOVER_BACKOFF_MS = 10_000  # a session not taken over is looked at again this late
 ANNOUNCE_AFTER_S = 0.005  # a cell that has not answered by then is announced (`started`)
 DEFAULT_CAPACITY = 64  # sessions per worker
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
@@ -183,7 +184,7 @@ class CellWorker:
         busy at the timeout are left to their leases (see the recovery of issue 14)."""
         with self._lock:
             self._draining = True
-        self._beat()
+        self._beat_quietly()
         deadline = time.monotonic() + timeout_s
         while self.sessions and time.monotonic() < deadline:
             self._changed.clear()
@@ -423,7 +424,12 @@ class CellWorker:
         try:
             answer = future.result()
         except Exception as error:
-            self._answer(message, _error(error))
+            if self.journal.fenced_off(str(message.get("session"))):
+                # A newer owner serves the session (this worker was slow, not dead): the
+                # request goes there, where its cell goes on.
+                self._answer(message, {"kind": "moved", "owner": None})
+            else:
+                self._answer(message, _error(error))
             return
         crash_point("answer_recorded")
         self._answer(
@@ -514,6 +520,12 @@ class CellWorker:
         left alone."""
         return int(time.time() * 1000) + self.leases.ttl_ms
 
+    def _rewatch(self, session: str, after_ms: int) -> None:
+        """Look at a watched session again later (not before the others due now)."""
+        when = int(time.time() * 1000) + after_ms
+        with contextlib.suppress(redis.RedisError):
+            self.link.run([("ZADD", self.keys.fleet_watch, "XX", when, session)])
+
     def _unwatch(self, session: str) -> None:
         with contextlib.suppress(redis.RedisError):  # (a stale entry is checked, then dropped)
             self.link.run([("ZREM", self.keys.fleet_watch, session)])
@@ -556,8 +568,9 @@ class CellWorker:
             [("HMGET", k.meta, "fleet", "live", "shutdown", "finished"), ("EXISTS", k.lease)]
         )
         (record, live, shutdown, finished), held = state
-        if held:
-            return  # served (its owner's next beat watches it again), or a Host's
+        if held:  # served (its owner's next beat watches it again), or a Host's: later
+            self._rewatch(session, self.leases.ttl_ms)
+            return
         if not record or finished == b"1" or (int(live or 0) <= 0 and shutdown != b"1"):
             self._unwatch(session)  # nothing runs: its next request opens it, wherever
             return
@@ -574,7 +587,9 @@ class CellWorker:
         self._open(message)
         with self._lock:
             entry = self._served.get(session)
-        if entry is not None:
+        if entry is None:  # not opened here (another worker took it, or it failed): later
+            self._rewatch(session, TAKEOVER_BACKOFF_MS)
+        else:
             log.info("session %s taken over from a worker that stopped", session)
             self._tell_all(
                 entry, {"id": None, "kind": "moved", "session": session, "owner": self.id}

@@ -526,7 +526,7 @@ class CellActor(pykka.ThreadingActor):
         self._closed = True
         told = self.answers.fail(error)
         ending = self.log.ending_after_failure(str(error), self.effects.open_tool_calls())
-        self.effects.abandon()
+        self.effects.abandon(fenced=self.ctx.journal.fenced_off(self.ctx.session_id))
         self._stop_runtime_after_failure()
         # A cell failing while nobody observes it (yielded, say): the next wait learns why;
         # its end goes to the log when the log takes it (the session retries).

@@ -117,8 +117,13 @@ class Effects:
             handles = self._ctx.dispatcher.dispatch_batch([(call, on_outcome) for call in calls])
             self._tools.update(zip((call.call_id for call in calls), handles, strict=True))
             return
-        # The batch (with the cell's admission, if it is not admitted yet: a cell is
-        # admitted before it reaches out) and the calls, in one round trip.
+        if not self._log.admitted:  # admitted first, on its own: a call is never sent
+            try:  # for a cell whose admission the log refuses (its id may be reused)
+                self._log.flush()
+            except (BrokerError, Refused):  # kept: cancelled and recorded at the end
+                self._to_send[0:0] = calls
+                raise
+        # The batch (the calls' `tool_requested` among it) and the calls: one round trip.
         events, commands = self._log.take_commands()
         try:
             handles = self._ctx.dispatcher.dispatch_batch(
@@ -326,11 +331,16 @@ class Effects:
         """The calls requested and not ended (sent or still to send)."""
         return [*self._tools, *(call.call_id for call in self._to_send)]
 
-    def abandon(self) -> None:
-        """Stop every effect without recording anything (the cell failed)."""
+    def abandon(self, *, fenced: bool = False) -> None:
+        """Stop every effect without recording anything (the cell failed). A `fenced`
+        process tells nobody its tool calls are cancelled: the session's new owner may
+        have adopted them."""
         self._notifications.cancel()
         for cancel in self._tools.values():
-            cancel.cancel()
+            if fenced:
+                cancel.drop()
+            else:
+                cancel.cancel()
         self._tools.clear()
         self._drop_timers()
 

@@ -135,10 +135,9 @@ class CellLog:
         return FailedEnding(before, terminal, [ev.CellClosed(**self.stamp())])
 
     def take_commands(self) -> tuple[list[ev.AnyEvent], list[Command]]:
-        """The batch, as the commands that append it (and admit the cell, if it is not
-        yet), for a caller that sends them in its own round trip (tool calls: then no
-        call can be recorded and not sent); `appended` once that succeeded, `put_back`
-        if it failed."""
+        """The batch, as the commands that append it, for a caller that sends them in
+        its own round trip (tool calls); `appended` once that succeeded, `put_back` if
+        it failed."""
         events, self._unsaved = self._unsaved, []
         return events, self._journal.appends(events)
 

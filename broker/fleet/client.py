@@ -446,6 +446,8 @@ class FleetClient:
                 request.fail(WorkerLostError())
             else:
                 request.hops += 1
+                if request.message.get("op") in REPEATABLE_OPS:  # (it may have been served)
+                    request.message["again"] = True
                 with self._lock:
                     self._pending[str(message["id"])] = request
                 self._resends.submit(self._dispatch, request)

@@ -40,8 +40,10 @@ _READS = frozenset(
 )  # fmt: skip
 
 
-class ReplicationTimeoutError(redis.TimeoutError):
-    """Fewer replicas than asked for confirmed a batch's writes within the time."""
+class ReplicationTimeoutError(redis.RedisError):
+    """Fewer replicas than asked for confirmed a batch's writes within the time. Not
+    retried: the primary has the writes, and a batch sent again would repeat them (a
+    tool call sent twice could run twice)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,8 @@ class ReplicaWait:
         return any(str(_name(command)).upper() not in _READS for command in commands)
 
     def check(self, confirmed: Any) -> None:
+        if isinstance(confirmed, redis.RedisError):  # (e.g. WAIT sent to a replica)
+            raise confirmed
         if int(confirmed) < self.replicas:
             raise ReplicationTimeoutError(
                 f"{confirmed} of {self.replicas} replicas confirmed a write"

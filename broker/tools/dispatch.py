@@ -84,6 +84,10 @@ class _BrokerCancel(CancelHandle):
         super().cancel()
         self._dispatcher.cancel(self._invocation)
 
+    def drop(self) -> None:
+        super().drop()
+        self._dispatcher.withdraw_unsent(self._invocation, delete=False)
+
 
 class BrokerDispatcher:
     """Sends tool calls to the worker fleet; routes their outcomes back to cells."""
@@ -166,8 +170,11 @@ class BrokerDispatcher:
                     waiting.entry_id = entry_id
             errors = [reply for reply in replies if isinstance(reply, redis.ResponseError)]
             if errors:
+                # The log did not take the calls' `tool_requested`: their entries go, and
+                # nothing else is written (a call of this cell is not marked cancelled:
+                # a newer owner that recovers the cell makes the same call, which must run).
                 for invocation, _ in accepted:
-                    self.cancel(invocation)
+                    self.withdraw_unsent(invocation)
                 if check_before is not None:
                     check_before(replies[: len(before)])
                 raise errors[0]
@@ -206,7 +213,10 @@ class BrokerDispatcher:
                 if waiting is not None:  # (else its reply came meanwhile)
                     waiting.on_outcome(codec.decode_tool_reply(state).outcome)
         if unrecorded:
-            self._send_unsent(unrecorded)
+            try:
+                self._send_unsent(unrecorded)
+            except redis.RedisError as error:  # (they wait; a terminate still ends them)
+                log.warning("adopted tool calls not checked: %s", error)
         return handles
 
     def _send_unsent(self, calls: list[ToolInvocation]) -> None:
@@ -240,6 +250,13 @@ class BrokerDispatcher:
                     waiting = self._waiting.get(_call_key(invocation))
                     if waiting is not None:
                         waiting.entry_id = entry_id
+
+    def withdraw_unsent(self, invocation: ToolInvocation, *, delete: bool = True) -> None:
+        """Forget a call here, deleting its entry (if `delete`), and tell nobody else."""
+        waiting = self._forget(_call_key(invocation))
+        if delete and waiting is not None and waiting.entry_id is not None:
+            with contextlib.suppress(redis.RedisError):  # (read already: it runs once)
+                self._link.run([("XDEL", self.calls_of(invocation.session), waiting.entry_id)])
 
     def cancel(self, invocation: ToolInvocation) -> None:
         """Withdraw a call: unread, it is deleted; running, its handler is told."""

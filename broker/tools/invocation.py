@@ -72,6 +72,11 @@ class CancelHandle:
     def cancel(self) -> None:
         self.event.set()
 
+    def drop(self) -> None:
+        """Forget the call here without telling anyone (this process was fenced off: the
+        session's new owner may have adopted the call, which must run on)."""
+        self.event.set()
+
 
 class ToolDispatcher(Protocol):
     """Where a session's nested tool calls go: the worker fleet over Redis

@@ -6,9 +6,12 @@ without kills; no tool handler may complete twice; the log's invariants must hol
 
 from __future__ import annotations
 
+import pytest
+
 from cellfleet.ops.chaos import run_chaos
 
 
+@pytest.mark.timeout(300)  # (the suite's 60 s is for ordinary tests; this one is about 60 s)
 def test_cells_survive_random_sigkills_of_their_workers(redis_url: str) -> None:
     report = run_chaos(redis_url, sessions=20, workers=3, kills=20, kill_every_s=1.0)
     assert report.kills == 20

@@ -93,7 +93,7 @@ def test_an_unknown_durability_is_a_usage_error(tmp_path: Path, redis_url: str) 
     run = run_cellfleet(["run", str(script)], tmp_path, redis_url, {"CELLFLEET_DURABILITY": "x"})
     assert (run.returncode, run.stdout) == (2, "")
     assert run.stderr == (
-        "cellfleet: $CELLFLEET_DURABILITY is 'x'; expected one of: process, power\n"
+        "cellfleet: $CELLFLEET_DURABILITY is 'x'; expected one of: process, power, replica\n"
     )
 
 
