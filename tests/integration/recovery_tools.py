@@ -9,6 +9,7 @@ import os
 import orjson
 
 from cellfleet.broker.contract.tools import JsonValue
+from cellfleet.broker.tools.registry import ToolRegistry
 
 RUNS: list[JsonValue] = []  # every input `echo` ran with, in this process
 RUNS_FILE = "RECOVERY_RUNS_FILE"  # and where each process appends them, if set
@@ -24,3 +25,4 @@ def echo(value: JsonValue) -> JsonValue:
 
 
 HANDLERS = {"echo": echo}
+tools = ToolRegistry.from_handlers(HANDLERS)  # (for `cellfleet tools --tools` this file)

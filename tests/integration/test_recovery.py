@@ -26,6 +26,7 @@ from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import Pending
 from cellfleet.broker.keys import Keys
+from cellfleet.broker.tools.worker import ToolWorker
 from cellfleet.ops.host import Host
 from tests.integration import recovery_tools
 from tests.integration.fleet_support import wait_for_key
@@ -410,4 +411,42 @@ def test_cells_of_a_session_whose_shutdown_began_are_ended_not_run_again(
         assert raw.hget(keys.session(session_id).tools, "1/tool-1") == b"cancelled"
         assert isinstance(events[-1], ev.ShutdownFinished)
     finally:
+        host.close()
+
+
+def test_a_tool_worker_killed_after_recording_is_answered_for_by_another(
+    redis_url: str, keys: Keys, tmp_path: pathlib.Path
+) -> None:
+    """A tool worker dies after it recorded a call's outcome and before it answered the
+    host (crash point `tool_outcome_recorded`): the worker that takes the call over
+    finds the outcome recorded and answers with it; the handler ran once."""
+    runs = tmp_path / "runs"
+    env = {**os.environ, "REDIS_URL": redis_url, crash.ENV: "tool_outcome_recorded"}
+    env[recovery_tools.RUNS_FILE] = str(runs)
+    tools_file = pathlib.Path(recovery_tools.__file__)
+    command = [sys.executable, "-m", "cellfleet.ops.cli", "--key-prefix", keys.prefix]
+    dying = subprocess.Popen(
+        [*command, "tools", "--tools", str(tools_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    host = Host(redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS)
+    try:
+        session = host.open_session()
+        call = "yield_control(); text(JSON.stringify(await tools.echo({n: 1})))"
+        assert session.exec("c", call).running_cell_id == "1"
+        assert dying.wait(60) == -signal.SIGKILL  # (it ran the call and recorded it)
+        taker = ToolWorker(
+            host.dispatcher.client, host.registry, lease_s=0.2, keys=keys, name="taker"
+        ).start()
+        try:
+            done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+        finally:
+            taker.stop()
+        assert (done.success, texts_of(done.items)[1:]) == (True, ['{"n":1}'])
+        assert runs.read_bytes() == b'{"n":1}\n'  # the handler ran once
+        session.shutdown()
+    finally:
+        dying.kill()
         host.close()
