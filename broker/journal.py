@@ -322,8 +322,7 @@ class RedisJournal:
         self._append_text = script_source("append", lib=True)
         self._open_text = script_source("open_session", lib=True)
         self._append = LeanScript(client, self.link, self._append_text)
-        self._admit_text = script_source("admit_cell", lib=True)
-        self._admit = LeanScript(client, self.link, self._admit_text)
+        self._admit = LeanScript(client, self.link, script_source("admit_cell", lib=True))
         self._finish = LeanScript(client, self.link, script_source("finish_cell", lib=True))
         self._shutdown = LeanScript(client, self.link, script_source("begin_shutdown", lib=True))
         self._finish_session = LeanScript(
@@ -404,20 +403,15 @@ class RedisJournal:
     def appends(self, events: Sequence[AnyEvent]) -> list[Command]:
         """The command that appends `events` (of one session), in order, unless this
         process was fenced off: for a caller that sends it in a round trip of its own
-        (read its reply with `check_appended`). A batch that starts with a cell's
-        `CellAdmitted` admits it, as `admit` does. EVAL, not EVALSHA: a batch must not
-        fail halfway on a script the server forgot."""
+        (read its reply with `check_appended`). EVAL, not EVALSHA: a batch must not fail
+        halfway on a script the server forgot."""
         if not events:
             return []
-        first = events[0]
-        k = self.keys.session(first.session)
-        args: list[bytes | str] = [self.token(first.session)]
-        if isinstance(first, CellAdmitted):
-            args += [first.call_id, first.cell, admission_token(first)]
-        args.append(str(len(events)))
+        session = events[0].session
+        k = self.keys.session(session)
+        args: list[bytes | str] = [self.token(session), str(len(events))]
         _add_batches(args, events)
-        text = self._admit_text if isinstance(first, CellAdmitted) else self._append_text
-        return [("EVAL", text, 2, k.meta, k.events, *args)]
+        return [("EVAL", self._append_text, 2, k.meta, k.events, *args)]
 
     def check_appended(self, session: str, replies: Sequence[Any]) -> None:
         """Raise the refusal among the replies of `appends` commands, if one is."""

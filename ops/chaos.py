@@ -19,7 +19,6 @@ worker served.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import re
@@ -44,6 +43,7 @@ from cellfleet.broker.keys import Keys
 from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.tools.registry import load_tools_file
 from cellfleet.ops.chaos_tools import RUNS_ENV
+from cellfleet.ops.processes import stop_processes, worker_ready
 
 TOOLS_FILE = Path(__file__).with_name("chaos_tools.py")
 PRAGMA = '// @exec: {"yield_time_ms": 120000}\n'  # an exec answers when its cell yields or ends
@@ -186,12 +186,7 @@ class _Processes:
         )
         with self._lock:
             self._started.append(process)
-        assert process.stdout is not None
-        line = process.stdout.readline().decode()  # "cellfleet worker ID ..." once serving
-        if not line.startswith("cellfleet worker "):
-            process.kill()
-            raise RuntimeError(f"a cell worker did not start: {line!r}")
-        worker = line.split()[2]
+        worker = worker_ready(process)
         with self._lock:
             self.workers[worker] = process
         return worker
@@ -209,15 +204,7 @@ class _Processes:
     def stop(self) -> None:
         with self._lock:
             processes = [*self._started, self.tools]
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(processes)
 
 
 # -- the sessions ----------------------------------------------------------------------

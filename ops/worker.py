@@ -722,16 +722,11 @@ class CellWorker:
             pid=os.getpid(),
             started_ms=self._started_ms,
         )
-        if (
-            not self.registry.beat(info, sessions, self.heartbeat_ms)
-            and not self._stopping.is_set()
-        ):
+        # Its sessions are watched: another worker takes them if this one stops beating.
+        beat = self.registry.beat(info, sessions, self.heartbeat_ms, self._watch_deadline())
+        if not beat and not self._stopping.is_set():
             log.warning("the inbox was gone (Redis lost its data?): made anew")
             self._create_inbox()
-        if sessions:  # watched: another worker takes them if this one stops beating
-            deadline = self._watch_deadline()
-            pairs = [part for session in sessions for part in (deadline, session)]
-            self.link.run([("ZADD", self.keys.fleet_watch, *pairs)])
 
     def _beat_soon(self) -> None:
         """Publish a changed load now (placement reads it), off the caller's thread."""

@@ -131,11 +131,10 @@ class Effects:
                 before=commands,
                 check_before=self._log.check_commands,
             )
-        except (BrokerError, Refused):  # kept: cancelled and recorded at the end
+        except BrokerError:  # kept: cancelled and recorded at the end
             self._log.put_back(events)
             self._to_send[0:0] = calls
             raise
-        self._log.appended()
         for call, handle in zip(calls, handles, strict=True):
             self._tools[call.call_id] = handle
         crash_point("tool_dispatched")

@@ -136,21 +136,14 @@ class CellLog:
 
     def take_commands(self) -> tuple[list[ev.AnyEvent], list[Command]]:
         """The batch, as the commands that append it, for a caller that sends them in
-        its own round trip (tool calls); `appended` once that succeeded, `put_back` if
-        it failed."""
+        its own round trip (tool calls); `put_back` if that fails."""
         events, self._unsaved = self._unsaved, []
         return events, self._journal.appends(events)
 
     def check_commands(self, replies: Sequence[Any]) -> None:
-        """Raise the log's refusal among the replies of `take_commands`' commands
-        (`Refused` for a refused admission)."""
+        """Raise the log's refusal among the replies of `take_commands`' commands."""
         if replies:
-            self._admitting(lambda: self._journal.check_appended(self._session, replies))
-
-    def appended(self) -> None:
-        """The commands of `take_commands` succeeded."""
-        self.admitted = True
-        crash_point("events_appended")
+            self._journal.check_appended(self._session, replies)
 
     def put_back(self, events: Sequence[ev.AnyEvent]) -> None:
         """Batch `events` again, ahead of anything batched since they were taken."""

@@ -176,7 +176,7 @@ class SessionActor(pykka.ThreadingActor):
         state = journal.open_session(
             opened,
             () if tool_set is None else (tool_set,),
-            replies=getattr(dispatcher, "replies", ""),
+            replies=dispatcher.replies,
         )
         if tool_set is not None:
             self._tool_sets.add(tool_set.digest)
@@ -203,27 +203,28 @@ class SessionActor(pykka.ThreadingActor):
             clock=services.clock,
             audit=None if services.audit is None else partial(services.audit, self.session_id),
         )
+        if not state.unended and not state.unclosed:
+            return
+        events = [event for _, event in journal.read(self.session_id)]  # (read once)
         if self._shutting_down:  # its cells are ended, not brought back to run
-            self._end_lost_cells(state.unended, shutdown=True)
+            self._end_lost_cells(state.unended, events, shutdown=True)
             self._close_cells(state.unclosed)
-        elif state.unended or state.unclosed:
-            self._recover_cells((*state.unended, *state.unclosed))
+        else:
+            self._recover_cells((*state.unended, *state.unclosed), events)
 
-    def _recover_cells(self, cells: Sequence[str]) -> None:
+    def _recover_cells(self, cells: Sequence[str], events: Sequence[ev.AnyEvent]) -> None:
         """Bring back the cells that an earlier owner left running (or ended and not
         closed) when it stopped: each is replayed from the log by a cell actor of its
         own and goes on live there, or gives its answer if it ended (see
-        `CellActor._recover`); its observers wait meanwhile."""
-        events = [event for _, event in self.services.journal.read(self.session_id)]
-        lost: list[str] = []
+        `CellActor._recover`); its observers wait meanwhile (`events`: the session's
+        log)."""
         for record in plan(events, cells=set(cells)).cells:
             if not record.events or not isinstance(record.events[0], ev.CellAdmitted):
-                lost.append(record.cell)  # (nothing to replay from)
-                continue
+                continue  # nothing to replay from: ended as lost below
             handle = CellHandle(record.cell, self.config.max_yield_time_ms)
             self._cells[record.cell] = handle
             handle.actor = self.services.cell_actors.recover(handle, record, self._context)
-        self._end_lost_cells([cell for cell in cells if cell in lost or cell not in self._cells])
+        self._end_lost_cells([cell for cell in cells if cell not in self._cells], events)
 
     def _close_cells(self, cells: Sequence[str]) -> None:
         """Record the close of cells that ended and were not closed (the session's
@@ -236,14 +237,16 @@ class SessionActor(pykka.ThreadingActor):
         if closes:
             self.services.journal.append(closes)
 
-    def _end_lost_cells(self, cells: Sequence[str], *, shutdown: bool = False) -> None:
+    def _end_lost_cells(
+        self, cells: Sequence[str], events: Sequence[ev.AnyEvent], *, shutdown: bool = False
+    ) -> None:
         """End the cells that an earlier owner left running and that cannot be replayed
         (their admission is not in the log): each is completed with a plain error in the
         log (and closed), and its next observer is told once. With `shutdown` (the
         session's shutdown began before its owner stopped) each is terminated by it
         instead, as it would have been: nothing of it runs again."""
         clock, session, journal = self.services.clock(), self.session_id, self.services.journal
-        open_calls = self._open_tool_calls(set(cells)) if cells else {}
+        open_calls = _open_tool_calls(events, set(cells)) if cells else {}
         for cell in cells:
             calls = open_calls.get(cell, [])
             for call_id in calls:  # first: a tool worker records no outcome after the end
@@ -272,19 +275,6 @@ class SessionActor(pykka.ThreadingActor):
                 self._untold[cell] = error
         while len(self._untold) > MAX_UNTOLD_FAILURES:  # the oldest are forgotten
             del self._untold[next(iter(self._untold))]
-
-    def _open_tool_calls(self, cells: set[str]) -> dict[str, list[str]]:
-        """The tool calls of `cells` that the log has no outcome for, by cell."""
-        open_calls: dict[str, dict[str, None]] = {}
-        for _, event in self.services.journal.read(self.session_id):
-            if event.cell not in cells:
-                continue
-            calls = open_calls.setdefault(event.cell, {})
-            if isinstance(event, ev.ToolRequested):
-                calls[event.call_id] = None
-            elif isinstance(event, ev.ToolCompleted | ev.ToolFailed | ev.ToolCancelled):
-                calls.pop(event.call_id, None)
-        return {cell: list(calls) for cell, calls in open_calls.items()}
 
     def on_receive(self, message: Any) -> Any:
         assert isinstance(message, _Call)
@@ -494,6 +484,20 @@ class SessionActor(pykka.ThreadingActor):
         """Called by a cell actor; a session already stopped has nothing left to do."""
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(_Call(SessionActor.cell_closed, (cell_id, end)))
+
+
+def _open_tool_calls(events: Sequence[ev.AnyEvent], cells: set[str]) -> dict[str, list[str]]:
+    """The tool calls of `cells` that the log has no outcome for, by cell."""
+    open_calls: dict[str, dict[str, None]] = {}
+    for event in events:
+        if event.cell not in cells:
+            continue
+        calls = open_calls.setdefault(event.cell, {})
+        if isinstance(event, ev.ToolRequested):
+            calls[event.call_id] = None
+        elif isinstance(event, ev.ToolCompleted | ev.ToolFailed | ev.ToolCancelled):
+            calls.pop(event.call_id, None)
+    return {cell: list(calls) for cell, calls in open_calls.items()}
 
 
 def _without_id(notify: Notify) -> Callable[[str, str, str, int], None]:

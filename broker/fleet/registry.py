@@ -55,10 +55,15 @@ class WorkerRegistry:
         self._link = link_to(client)
 
     def beat(
-        self, info: WorkerInfo, sessions: Sequence[str], ttl_ms: int = DEFAULT_HEARTBEAT_MS
+        self,
+        info: WorkerInfo,
+        sessions: Sequence[str],
+        ttl_ms: int = DEFAULT_HEARTBEAT_MS,
+        watch_until_ms: int | None = None,
     ) -> bool:
-        """Say that `info.worker` lives (for `ttl_ms` more), with its load and sessions;
-        False if its inbox is gone (Redis lost its data: the worker makes a new one)."""
+        """Say that `info.worker` lives (for `ttl_ms` more), with its load and sessions
+        (watched until `watch_until_ms`, if given: another worker takes them over after
+        it); False if its inbox is gone (Redis lost its data: the worker makes a new one)."""
         k, worker = self.keys, info.worker
         fields: dict[str, Any] = {
             "capacity": info.capacity,
@@ -78,6 +83,9 @@ class WorkerRegistry:
         if sessions:
             commands.append(("SADD", k.worker_sessions(worker), *sessions))
             commands.append(("PEXPIRE", k.worker_sessions(worker), ttl_ms))
+            if watch_until_ms is not None:
+                watched = [part for session in sessions for part in (watch_until_ms, session)]
+                commands.append(("ZADD", k.fleet_watch, *watched))
         commands.append(("PEXPIRE", k.worker_inbox(worker), ttl_ms))
         replies = run_retrying(lambda: self._link.run(commands))
         return bool(replies[-1])

@@ -48,6 +48,7 @@ class DelegateDispatcher:
     # if this process does, so recording the request first buys nothing; it goes with
     # the outcome (one durable write per call).
     records_requests_first = False
+    replies = ""  # (the harness answers on this connection)
 
     def __init__(
         self,

@@ -89,6 +89,9 @@ class ToolDispatcher(Protocol):
     # of the fleet may run it while this process dies). False: the harness itself runs
     # them, and they are appended with the next batch (with the outcome).
     records_requests_first: bool
+    # The stream its outcomes come back on ("": none, the harness answers directly); a
+    # session's owner names it in the log, for calls a dead owner sent (`adopt`).
+    replies: str
 
     def dispatch_batch(
         self,

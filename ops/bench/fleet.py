@@ -41,8 +41,8 @@ from cellfleet.broker.keys import DEFAULT_KEYS
 from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.redis.link import Link, link_to
 from cellfleet.ops.host import Host
+from cellfleet.ops.processes import stop_processes, worker_ready
 from cellfleet.ops.redis_server import start_redis
-from cellfleet.ops.worker import WORKER_READY_LINE
 
 SOURCE = 'text("bench");'
 ROUND_TRIPS = 300
@@ -63,20 +63,10 @@ def worker_processes(url: str, count: int, *extra: str) -> Iterator[list[subproc
     ]
     try:
         for process in processes:
-            assert process.stdout is not None
-            line = process.stdout.readline().decode()
-            if not line.startswith(WORKER_READY_LINE):
-                raise RuntimeError(f"cellfleet worker did not start: {line!r}")
+            worker_ready(process)
         yield processes
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(processes)
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

@@ -38,8 +38,9 @@ from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import Keys
 from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.ops.host import Host
+from cellfleet.ops.processes import worker_ready
 from cellfleet.ops.redis_server import RedisClusterProcess, RedisProcess
-from cellfleet.ops.worker import WORKER_READY_LINE, CellWorker
+from cellfleet.ops.worker import CellWorker
 from tests.integration.fleet_support import wait_for_key
 from tests.integration.session_support import TIMEOUT_S
 
@@ -191,10 +192,7 @@ def start_worker(
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode()
-    assert line.startswith(WORKER_READY_LINE), line
-    return process, line.split()[2]
+    return process, worker_ready(process)
 
 
 class Tally:
