@@ -208,6 +208,7 @@ def _bench_commands(commands: Any) -> None:
             "fleet",
             "durability",
             "chaos",
+            "throughput",
         ],
     )
     bench.add_argument(

@@ -2,7 +2,10 @@
 
 Script `text("bench");` with 0, 32 and 128 nested tools. `cold_exec`: the first exec of
 a fresh process (a child process per sample). `warm_exec`: one warm-up exec, then 25
-execs per sample, 10 samples; a sample is the mean of its 25. Timed from `Session.exec`
+execs per sample, 10 samples; a sample is the mean of its 25, each exec started with
+the context pool full and idle. `sustained_exec`: the same, but back to back (the next
+exec sent as soon as the previous answered, nothing waited for), so that preparing and
+disposing of contexts competes with the execs, as under load. Timed from `Session.exec`
 to its completed output, every event up to that answer acknowledged by Redis (AOF on).
 Baselines in the same run, their samples interleaved with the warm execs' (the
 machine's speed drifts): `warm_runtime`, the bare runtime (ops/bench/runtime.py), and
@@ -73,7 +76,7 @@ def _summary(name: str, tools: int, values: list[float], rss: list[int]) -> dict
 Samples = tuple[list[float], list[int]]  # (sample means in seconds, RSS deltas in KiB)
 
 
-def warm(url: str, count: int) -> tuple[Samples, Samples, Samples]:
+def warm(url: str, count: int) -> tuple[Samples, Samples, Samples, Samples]:
     """Warm execs, the warm bare runtime, and the bare runtime plus one durable append,
     their samples interleaved: this machine's speed drifts over seconds, and the
     overhead is their difference."""
@@ -89,7 +92,7 @@ def warm(url: str, count: int) -> tuple[Samples, Samples, Samples]:
     execs: Samples = ([], [])
     bare: Samples = ([], [])
     appended: Samples = ([], [])
-    calls = (f"s{i}" for i in range(SAMPLES * WARM_ITERATIONS))
+    calls = (f"s{i}" for i in itertools.count())
     for _ in range(SAMPLES):
         for measured, into, once in (
             (host.pool, execs, lambda: _exec_once(session, next(calls))),
@@ -99,9 +102,13 @@ def warm(url: str, count: int) -> tuple[Samples, Samples, Samples]:
             host.pool.wait_idle()  # the others' background work is done
             pool.wait_idle()
             _sample(into, measured, once)
+    sustained: Samples = ([], [])
+    host.pool.wait_idle()
+    for _ in range(SAMPLES):
+        _sample(sustained, None, lambda: _exec_once(session, next(calls)))
     pool.close()
     host.close()
-    return execs, bare, appended
+    return execs, sustained, bare, appended
 
 
 class _Appender:
@@ -158,12 +165,14 @@ def _exec_once(session: Session, call_id: str) -> float:
     return seconds
 
 
-def _sample(into: Samples, pool: ContextPool, once: Callable[[], float]) -> None:
-    """One sample: the mean of `WARM_ITERATIONS` runs, each with a full context pool."""
+def _sample(into: Samples, pool: ContextPool | None, once: Callable[[], float]) -> None:
+    """One sample: the mean of `WARM_ITERATIONS` runs, each with a full context pool
+    (`pool` None: back to back)."""
     before = _max_rss_kib()
     total = 0.0
     for _ in range(WARM_ITERATIONS):
-        pool.wait_ready(pool.size)
+        if pool is not None:
+            pool.wait_ready(pool.size)
         total += once()
     into[0].append(total / WARM_ITERATIONS)
     into[1].append(_max_rss_kib() - before)
@@ -205,8 +214,9 @@ def run(samples: int = SAMPLES) -> dict[str, Any]:
             scenarios, baseline = [], []
             for count in TOOL_COUNTS:
                 scenarios.append(_summary("cold_exec", count, *cold_exec(server.url, count)))
-                execs, bare, appended = warm(server.url, count)
+                execs, sustained, bare, appended = warm(server.url, count)
                 scenarios.append(_summary("warm_exec", count, *execs))
+                scenarios.append(_summary("sustained_exec", count, *sustained))
                 baseline.append(_summary("warm_runtime", count, *bare))
                 baseline.append(_summary("warm_runtime_append", count, *appended))
         finally:
