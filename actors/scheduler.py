@@ -20,20 +20,26 @@ COMPACT_EVERY = 4096  # pushes between sweeps of cancelled callbacks out of the 
 
 
 class Scheduled:
-    """A scheduled callback; `cancel()` prevents it from running if it has not yet."""
+    """A scheduled callback; `cancel()` prevents it from running if it has not yet, and
+    lets go of it at once (a cancelled deadline may wait in the heap for seconds, and
+    its callback holds a closed cell's actor)."""
 
-    __slots__ = ("cancelled",)
+    __slots__ = ("callback",)
 
-    def __init__(self) -> None:
-        self.cancelled = False
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback: Callable[[], None] | None = callback
+
+    @property
+    def cancelled(self) -> bool:
+        return self.callback is None
 
     def cancel(self) -> None:
-        self.cancelled = True
+        self.callback = None
 
 
 class Scheduler:
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Scheduled, Callable[[], None]]] = []
+        self._heap: list[tuple[float, int, Scheduled]] = []
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
@@ -42,13 +48,13 @@ class Scheduler:
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Scheduled:
         """Run `callback` on the scheduler thread at monotonic time `when`."""
-        handle = Scheduled()
+        handle = Scheduled(callback)
         with self._cond:
             order = next(self._order)
             if order % COMPACT_EVERY == COMPACT_EVERY - 1:
                 self._heap = [entry for entry in self._heap if not entry[2].cancelled]
                 heapq.heapify(self._heap)
-            heapq.heappush(self._heap, (when, order, handle, callback))
+            heapq.heappush(self._heap, (when, order, handle))
             if self._heap[0][2] is handle:
                 self._cond.notify()
         return handle
@@ -78,9 +84,10 @@ class Scheduler:
                     self._cond.wait(min(wait, MAX_WAIT_S))
                 if self._closed:
                     return
-                _, _, handle, callback = heapq.heappop(self._heap)
-            if not handle.cancelled:
+                callback = heapq.heappop(self._heap)[2].callback
+            if callback is not None:  # (None: cancelled)
                 try:
                     callback()
                 except Exception:  # one failing callback must not stop every timer
                     log.exception("scheduled callback failed")
+            del callback  # (a closed cell's timer must not live on while we wait)

@@ -90,6 +90,7 @@ class DeliveryThreads(Executor):
             if task is None:
                 return
             task()
+            del task  # a closed cell's delivery must not live on in an idle thread
             self._idle.release()
 
 

@@ -252,6 +252,7 @@ def _serve(jobs: _Jobs) -> None:
             future.set_result(action())
         except BaseException as error:  # handed to the caller, who re-raises it
             future.set_exception(error)
+        del action, future  # (what they hold must not live on while we wait)
 
 
 def _log_failure(future: Future[object]) -> None:
