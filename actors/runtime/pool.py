@@ -5,7 +5,9 @@ prelude) costs milliseconds, so a bounded pool keeps a few prepared in a backgro
 thread; disposal, which also blocks for milliseconds, happens on a reaper thread.
 Contexts are prepared with the tool set of the most recent cell already installed,
 since a session's cells usually share one; a cell with another tool set installs its
-own at start.
+own at start. A full, idle stock is then warmed (its start and output paths run once,
+so V8 compiled them before a cell's clock starts); under load there is no idle time,
+and warming a context that a cell takes at once would cost more than it saves.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ PRELUDE_SOURCE = resources.files(__package__).joinpath("prelude.js").read_text("
 PRELUDE_HOST_BINDING = "const __cellfleet_host ="  # renamed in each context
 DEFAULT_MEMORY_LIMIT_BYTES = 256 * 1024 * 1024
 MAILBOX_BYTES = 256 * 1024
+# The prelude's inputs, set as globals that it deletes: on its first line (a comment),
+# so that its line numbers stay its own.
+PRELUDE_INPUTS = (
+    "globalThis.__cellfleet_mailbox = new ArrayBuffer({bytes});"
+    " globalThis.__cellfleet_tools = {tools}; "
+)
 
 
 # Background work waits this long after a cell took a context, so that refilling and
@@ -51,41 +59,45 @@ class PreparedContext:
     host_name: str
     tools: tuple[RuntimeTool, ...] = ()  # the tool set installed ahead of time
     on_post: Callable[[], None] = field(default=lambda: None)
+    warmed: bool = False  # its start and output paths ran once (`warm`)
 
 
 def prepare_context(
     memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES, tools: tuple[RuntimeTool, ...] = ()
 ) -> PreparedContext:
-    """Create an isolate, map its log, install the prelude and `tools` (blocks ~2 ms)."""
+    """Create an isolate, install the prelude and `tools`, map its log (blocks ~5 ms;
+    four crossings to the isolate's thread)."""
     context = V8Context(memory_limit_bytes=memory_limit_bytes)
     try:
-        buffer = context.eval_sync(
-            f"globalThis.__cellfleet_mailbox = new ArrayBuffer({MAILBOX_BYTES})"
-        )
-        host_name = f"__cellfleet_host_{secrets.token_hex(16)}"
-        # A string as long as the heap limit (in one-byte characters) is the most a
-        # record or a key can be.
-        mailbox = Mailbox(buffer, memory_limit_bytes or MAX_STRING_UNITS)
-        prepared = PreparedContext(context=context, mailbox=mailbox, host_name=host_name)
+        owner: list[PreparedContext] = []
 
         # JS calls post() with the log to drain; route it to whoever owns the context now
         # (looked up at call time: the owner changes when a cell takes the context).
         def post_hook() -> None:
-            prepared.on_post()
+            if owner:
+                owner[0].on_post()
 
-        post = context.make_post_function(post_hook)
-        context.set_global("__cellfleet_post", post)
-        context.eval_sync(PRELUDE_SOURCE.replace(PRELUDE_HOST_BINDING, f"const {host_name} =", 1))
-        # The prelude warmed its hot paths by running them; forget what they wrote.
-        prepared.mailbox.drain_into(_discard, reset=True)
-        if tools:
-            payload = orjson.dumps(orjson.dumps(tools_payload(tools)).decode()).decode()
-            context.eval_sync(f"{host_name}.tools({payload}); 0")
-            prepared.tools = tools
+        context.set_global("__cellfleet_post", context.make_post_function(post_hook))
+        host_name = f"__cellfleet_host_{secrets.token_hex(16)}"
+        names = orjson.dumps(orjson.dumps(tools_payload(tools)).decode()) if tools else b"null"
+        inputs = PRELUDE_INPUTS.format(bytes=MAILBOX_BYTES, tools=names.decode())
+        prelude = PRELUDE_SOURCE.replace(PRELUDE_HOST_BINDING, f"const {host_name} =", 1)
+        buffer = context.eval_sync(inputs + prelude)  # (its value: the log's buffer)
+        # A string as long as the heap limit (in one-byte characters) is the most a
+        # record or a key can be.
+        mailbox = Mailbox(buffer, memory_limit_bytes or MAX_STRING_UNITS)
+        owner.append(PreparedContext(context, mailbox, host_name, tools))
     except BaseException:
         context.dispose()
         raise
-    return prepared
+    return owner[0]
+
+
+def warm(prepared: PreparedContext) -> None:
+    """Run the context's start and output paths once (blocks ~1 ms), leaving no trace."""
+    prepared.context.eval_sync(f"{prepared.host_name}.warm(); 0")
+    prepared.mailbox.drain_into(_discard, reset=True)
+    prepared.warmed = True
 
 
 def _discard(records: list[list[Any]]) -> None:
@@ -137,17 +149,20 @@ class ContextPool:
         self._graveyard.put(context)
 
     def wait_ready(self, count: int, timeout: float = 30.0) -> bool:
-        """Block until `count` contexts are in stock (for benchmarks and tests)."""
+        """Block until `count` warmed contexts are in stock (for benchmarks and tests)."""
         with self._cond:
-            return self._cond.wait_for(lambda: len(self._ready) >= count, timeout)
+            return self._cond.wait_for(lambda: self._warmed() >= count, timeout)
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
-        """Block until the stock is full and every released context is disposed, i.e.
-        the pool has no background work left (for benchmarks)."""
+        """Block until the stock is full and warmed and every released context is
+        disposed, i.e. the pool has no background work left (for benchmarks)."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: len(self._ready) >= self.size and not self._disposing, timeout
+                lambda: self._warmed() >= self.size and not self._disposing, timeout
             )
+
+    def _warmed(self) -> int:
+        return sum(prepared.warmed for prepared in self._ready)
 
     def close(self) -> None:
         with self._cond:
@@ -163,14 +178,23 @@ class ContextPool:
     def _fill(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or len(self._ready) < self.size)
+                self._cond.wait_for(
+                    lambda: self._closed or len(self._ready) < self.size or self._cold()
+                )
                 if self._closed:
                     return
                 tools = self._tools
                 delay = BACKGROUND_DELAY_S if self._ready else 0.0
+                cold = self._cold() if len(self._ready) >= self.size else None
+                if cold is not None:
+                    self._ready.remove(cold)
             time.sleep(delay)  # let the cell that just took a context run first
             try:
-                prepared = prepare_context(self.memory_limit_bytes, tools)
+                if cold is None:
+                    prepared = prepare_context(self.memory_limit_bytes, tools)
+                else:
+                    prepared = cold
+                    warm(prepared)
             except Exception:
                 log.exception("could not prepare a V8 context")
                 return
@@ -181,6 +205,12 @@ class ContextPool:
                 self._ready.append(prepared)
                 self._cond.notify_all()
 
+    def _cold(self) -> PreparedContext | None:
+        """A stocked context not yet warmed, if the stock is full (no cell waits)."""
+        if len(self._ready) < self.size:
+            return None
+        return next((prepared for prepared in self._ready if not prepared.warmed), None)
+
     def _reap(self) -> None:
         while (context := self._graveyard.get()) is not None:
             if self._graveyard.empty():  # no backlog: let the cell's owner finish first
@@ -189,6 +219,7 @@ class ContextPool:
                 context.dispose()
             except Exception:
                 log.exception("could not dispose a V8 context")
+            del context  # (its cell's state must not live on while we wait)
             with self._cond:
                 self._disposing -= 1
                 self._cond.notify_all()

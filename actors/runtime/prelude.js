@@ -12,7 +12,7 @@
 // for events that cannot wait (yield_control, exit). Records are JSON arrays whose first
 // element is their kind, from the table RECORD below; actors/runtime/records.py
 // describes each record and holds the same table for Python (a test checks both agree).
-const __cellfleet_host = (function (post, mailbox) {
+const __cellfleet_host = (function (post, mailbox, toolNames) {
   "use strict";
 
   // ---- the kinds of the records this prelude writes (actors/runtime/records.py) ----
@@ -841,10 +841,11 @@ const __cellfleet_host = (function (post, mailbox) {
     }
   }
 
-  // Run the start and output paths once while the context waits in the pool, so V8
-  // has compiled them before a cell's clock starts. Leaves no state behind (the host
+  // Run the start and output paths once while the context waits in an idle pool, so
+  // V8 has compiled them before a cell's clock starts (under load the pool has no idle
+  // time and the cell compiles them as it runs). Leaves no state behind (the host
   // empties the log afterwards).
-  function warm() {
+  function warmPaths() {
     configure(JSONStringify({ clock: 0, seed: [1, 2, 3, 4], outputLimit: 1e9,
       timerLimit: 0, tools: ["warm", ""] }), false);
     mapSet(storedView, "k", "1");
@@ -855,7 +856,6 @@ const __cellfleet_host = (function (post, mailbox) {
     mapDelete(storedView, "k");
     outputBudget = 0;
   }
-  warm();
 
   function finish(errorText) {
     if (finished) return;
@@ -889,6 +889,7 @@ const __cellfleet_host = (function (post, mailbox) {
   define("as_settled", as_settled);
   define("stream_settled", stream_settled);
 
+  if (toolNames !== null) installTools(JSONParse(toolNames), true);
   post(); // the host learns this isolate, to watch its memory outside the heap (v8.py)
   return ObjectFreeze({
     // Start script, line 1 of exec_main.mjs: configure the cell and return the runner
@@ -897,6 +898,11 @@ const __cellfleet_host = (function (post, mailbox) {
     tools(namesJson) {
       if (started) throw new TypeErrorCtor("cell already started");
       installTools(JSONParse(namesJson), true);
+    },
+    // Pool time, when the pool is idle.
+    warm() {
+      if (started) throw new TypeErrorCtor("cell already started");
+      warmPaths();
     },
     start(configJson) {
       if (started) throw new TypeErrorCtor("cell already started");
@@ -934,7 +940,12 @@ const __cellfleet_host = (function (post, mailbox) {
       }
     },
   });
-})(__cellfleet_post, __cellfleet_mailbox);
+})(__cellfleet_post, __cellfleet_mailbox, __cellfleet_tools);
 delete globalThis.__cellfleet_post;
-delete globalThis.__cellfleet_mailbox;
+delete globalThis.__cellfleet_tools;
+{
+  const mailbox = globalThis.__cellfleet_mailbox;
+  delete globalThis.__cellfleet_mailbox;
+  mailbox; // the script's value: the host maps the log through it (pool.py)
+}
 //# sourceURL=cellfleet-prelude.js
