@@ -21,6 +21,7 @@ POINTS = {
     "timer_recorded": "a timer's firing was recorded, and JavaScript has not run it",
     "answer_recorded": "a fleet worker's answer was recorded, and the client has not got it",
     "tool_outcome_recorded": "a tool worker recorded an outcome and did not send it",
+    "local_tool_ran": "a local tool's handler returned, and its outcome is not recorded",
     "cell_recovering": "a cell was replayed to its log's end, and is not live yet",
     "shutdown_begun": "a session's shutdown was recorded, and its cells are not ended",
 }

@@ -24,6 +24,7 @@ from cellfleet.broker.leases import Leases
 from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.broker.tools.invocation import ToolDispatcher
+from cellfleet.broker.tools.local import with_local_tools
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
 
@@ -77,7 +78,7 @@ class Host:
             journal=self.journal,
             pool=self.pool,
             scheduler=self.scheduler,
-            dispatcher=self.dispatcher,
+            dispatcher=with_local_tools(self.registry, self.dispatcher),
             cell_actors=CellActors(self.scheduler),
             notifier=DeliveryThreads(),
             retention_s=retention_s,
@@ -143,7 +144,7 @@ class Host:
         self.leases.stop()
         for worker in self.workers:
             worker.stop()
-        self.dispatcher.close()
+        self.services.dispatcher.close()  # (and the broker's behind it)
         self.services.cell_actors.close()
         self.services.notifier.shutdown()
         self.scheduler.close()

@@ -57,6 +57,8 @@ from cellfleet.broker.redis.link import (
 )
 from cellfleet.broker.redis.scripts import script_source
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
+from cellfleet.broker.tools.invocation import ToolDispatcher
+from cellfleet.broker.tools.local import with_local_tools
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
 from cellfleet.projections.answers import request_trace
@@ -127,7 +129,7 @@ class CellWorker:
         self.tools = tools or ToolRegistry.from_handlers({})
         self.pool = ContextPool(pool_size, memory_limit_bytes=memory_limit_bytes)
         self.scheduler = Scheduler()
-        self._dispatchers: dict[str, BrokerDispatcher] = {}
+        self._dispatchers: dict[str, ToolDispatcher] = {}
         self.services = SessionServices(
             journal=self.journal,
             pool=self.pool,
@@ -608,13 +610,16 @@ class CellWorker:
             label=str(spec.get("label", "")),
         )
 
-    def _dispatcher(self, registry: str) -> BrokerDispatcher:
-        """The dispatcher to the tool workers of tool set `registry` (one per set)."""
+    def _dispatcher(self, registry: str) -> ToolDispatcher:
+        """The dispatcher to the tool workers of tool set `registry` (one per set); the
+        local tools of this worker's own set run here."""
         with contextlib.suppress(KeyError):
             return self._dispatchers[registry]
-        dispatcher = BrokerDispatcher(
+        dispatcher: ToolDispatcher = BrokerDispatcher(
             connect_redis(self.redis_url), registry=registry, keys=self.keys
         )
+        if registry == self.tools.fingerprint:
+            dispatcher = with_local_tools(self.tools, dispatcher)
         self._dispatchers[registry] = dispatcher
         return dispatcher
 

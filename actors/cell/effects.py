@@ -104,40 +104,36 @@ class Effects:
         calls, self._to_send = self._to_send, []
         if not calls:
             return
-        on_outcome = lambda outcome: self._tell(ToolDone(outcome))  # noqa: E731
-        if not self._ctx.dispatcher.records_requests_first:
-            # The harness runs the call: its `ToolRequested` goes with the next append
-            # (the outcome's), one durable write per call; the cell is admitted first.
-            if not self._log.admitted:
-                try:
-                    self._log.flush()
-                except (BrokerError, Refused):  # kept: cancelled and recorded at the end
-                    self._to_send[0:0] = calls
-                    raise
-            handles = self._ctx.dispatcher.dispatch_batch([(call, on_outcome) for call in calls])
-            self._tools.update(zip((call.call_id for call in calls), handles, strict=True))
-            return
         if not self._log.admitted:  # admitted first, on its own: a call is never sent
             try:  # for a cell whose admission the log refuses (its id may be reused)
                 self._log.flush()
             except (BrokerError, Refused):  # kept: cancelled and recorded at the end
                 self._to_send[0:0] = calls
                 raise
-        # The batch (the calls' `tool_requested` among it) and the calls: one round trip.
-        events, commands = self._log.take_commands()
-        try:
-            handles = self._ctx.dispatcher.dispatch_batch(
-                [(call, on_outcome) for call in calls],
-                before=commands,
-                check_before=self._log.check_commands,
-            )
-        except BrokerError:  # kept: cancelled and recorded at the end
-            self._log.put_back(events)
-            self._to_send[0:0] = calls
-            raise
-        for call, handle in zip(calls, handles, strict=True):
-            self._tools[call.call_id] = handle
-        crash_point("tool_dispatched")
+        on_outcome = lambda outcome: self._tell(ToolDone(outcome))  # noqa: E731
+        dispatcher = self._ctx.dispatcher
+        recorded_first = [call for call in calls if dispatcher.records_first(call)]
+        if recorded_first:
+            # The batch (the calls' `tool_requested` among it) and the calls: one round trip.
+            events, commands = self._log.take_commands()
+            try:
+                handles = dispatcher.dispatch_batch(
+                    [(call, on_outcome) for call in recorded_first],
+                    before=commands,
+                    check_before=self._log.check_commands,
+                )
+            except BrokerError:  # kept: cancelled and recorded at the end
+                self._log.put_back(events)
+                self._to_send[0:0] = calls
+                raise
+            self._tools.update(zip((call.call_id for call in recorded_first), handles, strict=True))
+            crash_point("tool_dispatched")
+        # The rest run in this process or its harness: a call's `ToolRequested` goes with
+        # a later append (its outcome's, at the latest): one durable write per call.
+        run_here = [call for call in calls if not dispatcher.records_first(call)]
+        if run_here:
+            handles = dispatcher.dispatch_batch([(call, on_outcome) for call in run_here])
+            self._tools.update(zip((call.call_id for call in run_here), handles, strict=True))
 
     def tool_done(self, outcome: ToolOutcome, runtime: CellRuntime) -> None:
         """Record a call's outcome (unless a worker did) and hand it to JavaScript."""

@@ -50,7 +50,6 @@ from cellfleet.broker.errors import (
 from cellfleet.broker.events import TerminationReason, wall_clock_ms
 from cellfleet.broker.journal import DEFAULT_RETENTION_S, MAX_CELL_ID, RedisJournal
 from cellfleet.broker.leases import Leases
-from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.broker.tools.invocation import ToolDispatcher
 
 Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
@@ -67,7 +66,7 @@ class SessionServices:
     journal: RedisJournal
     pool: ContextPool
     scheduler: Scheduler
-    dispatcher: BrokerDispatcher
+    dispatcher: ToolDispatcher
     cell_actors: CellActors
     notifier: Executor  # hands notifications to the sessions' `notify` callbacks
     clock: Callable[[], float] = wall_clock_ms

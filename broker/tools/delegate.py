@@ -44,10 +44,6 @@ class DelegateDispatcher:
     """
 
     sends_every_call = True
-    # The harness is this process's own client: a call it runs dies with the connection
-    # if this process does, so recording the request first buys nothing; it goes with
-    # the outcome (one durable write per call).
-    records_requests_first = False
     replies = ""  # (the harness answers on this connection)
 
     def __init__(
@@ -63,6 +59,13 @@ class DelegateDispatcher:
         self._ids = ids  # shared with the connection's other requests to the harness
         self._lock = threading.Lock()
         self._waiting: dict[int, tuple[str, Callable[[ToolOutcome], None]]] = {}
+
+    def records_first(self, invocation: ToolInvocation) -> bool:
+        """No: the harness is this process's own client; a call it runs dies with the
+        connection if this process does, so recording the request first buys nothing.
+        It goes with the outcome (one durable write per call)."""
+        del invocation
+        return False
 
     def dispatch_batch(
         self,
@@ -113,6 +116,9 @@ class DelegateDispatcher:
             waiting = self._waiting.pop(delegate_id, None)
         if waiting is not None:
             self._withdrawn(delegate_id)
+
+    def close(self) -> None:
+        """Nothing to stop: the connection's end fails the calls waiting (`fail_all`)."""
 
     def fail_all(self, error: str) -> None:
         """The harness is gone: every waiting call fails with `error`."""

@@ -93,7 +93,6 @@ class BrokerDispatcher:
     """Sends tool calls to the worker fleet; routes their outcomes back to cells."""
 
     sends_every_call = False  # a call withdrawn before it was sent never reaches a worker
-    records_requests_first = True
 
     def __init__(
         self,
@@ -119,6 +118,10 @@ class BrokerDispatcher:
             ensure_group(client, stream)
         self._reader = threading.Thread(target=self._read_replies, name="tool-replies", daemon=True)
         self._reader.start()
+
+    def records_first(self, invocation: ToolInvocation) -> bool:
+        del invocation
+        return True
 
     def dispatch(
         self, invocation: ToolInvocation, on_outcome: Callable[[ToolOutcome], None]

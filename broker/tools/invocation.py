@@ -80,18 +80,27 @@ class CancelHandle:
 
 class ToolDispatcher(Protocol):
     """Where a session's nested tool calls go: the worker fleet over Redis
-    (`dispatch.BrokerDispatcher`) or the harness itself (`delegate.DelegateDispatcher`)."""
+    (`dispatch.BrokerDispatcher`), the harness itself (`delegate.DelegateDispatcher`),
+    and local tools in front of either (`local.LocalTools`)."""
 
-    # Calls a cell requested and no longer needs before they were sent are sent and then
-    # withdrawn (Codex's host does so), rather than never sent.
-    sends_every_call: bool
-    # The calls' `ToolRequested` events are appended before any call goes out (a worker
-    # of the fleet may run it while this process dies). False: the harness itself runs
-    # them, and they are appended with the next batch (with the outcome).
-    records_requests_first: bool
-    # The stream its outcomes come back on ("": none, the harness answers directly); a
-    # session's owner names it in the log, for calls a dead owner sent (`adopt`).
-    replies: str
+    @property
+    def sends_every_call(self) -> bool:
+        """Calls a cell requested and no longer needs before they were sent are sent and
+        then withdrawn (Codex's host does so), rather than never sent."""
+        ...
+
+    @property
+    def replies(self) -> str:
+        """The stream its outcomes come back on ("": none, the harness answers
+        directly); a session's owner names it in the log, for calls a dead owner sent
+        (`adopt`)."""
+        ...
+
+    def records_first(self, invocation: ToolInvocation) -> bool:
+        """Whether the call's `ToolRequested` is appended before it goes out (a worker of
+        the fleet may run it while this process dies). False: this process or its
+        harness runs it, and it is appended with a later batch (the outcome's)."""
+        ...
 
     def dispatch_batch(
         self,
@@ -110,6 +119,10 @@ class ToolDispatcher(Protocol):
     ) -> list[CancelHandle]:
         """Take on calls an earlier owner of their session sent before it stopped (their
         cell is recovered here): each outcome is reported through its callback."""
+        ...
+
+    def close(self) -> None:
+        """Stop: no call is sent any more."""
         ...
 
 

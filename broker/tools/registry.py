@@ -15,6 +15,9 @@
     @tools.freeform(description="Apply a patch.")
     def apply_patch(patch: str) -> str: ...
 
+    @tools.function(local=True)                          # run by the cell's own process
+    def now_iso() -> str: ...
+
 A handler gets the call's input: a function tool with an explicit `input_schema` (or a
 single `args` parameter) receives the JSON arguments object; otherwise the arguments
 are passed as keyword arguments, checked against the schema derived from the type
@@ -98,6 +101,11 @@ class ToolSpec:
     mode: str  # "object" (one args parameter), "kwargs", or "string"
     context_parameter: str | None
     is_async: bool
+    # Run in the process that runs the cell, not by a tool worker over Redis: no stream,
+    # its request recorded with its outcome in one write after it ran. A crash before
+    # that write runs it again when the cell is recovered: at least once, like a tool
+    # worker's call (Temporal's local activities).
+    local: bool = False
 
     def invoke(self, value: JsonValue, context: ToolContext) -> Any:
         """Call the handler (awaiting it if async) and return its result."""
@@ -138,8 +146,9 @@ class ToolRegistry:
         output_schema: JsonValue = None,
         namespace: str | None = None,
         retry: RetryPolicy | None = None,
+        local: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register a function tool (JSON object arguments)."""
+        """Register a function tool (JSON object arguments); `local`: see `ToolSpec`."""
         return partial(
             self._add,
             kind=ToolKind.FUNCTION,
@@ -149,6 +158,7 @@ class ToolRegistry:
             output_schema=output_schema,
             namespace=namespace,
             retry=retry or RetryPolicy(),
+            local=local,
         )
 
     def freeform(
@@ -158,8 +168,9 @@ class ToolRegistry:
         description: str = "",
         namespace: str | None = None,
         retry: RetryPolicy | None = None,
+        local: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register a freeform tool (one raw string input)."""
+        """Register a freeform tool (one raw string input); `local`: see `ToolSpec`."""
         return partial(
             self._add,
             kind=ToolKind.FREEFORM,
@@ -169,6 +180,7 @@ class ToolRegistry:
             output_schema=None,
             namespace=namespace,
             retry=retry or RetryPolicy(),
+            local=local,
         )
 
     def _add(
@@ -182,6 +194,7 @@ class ToolRegistry:
         output_schema: JsonValue,
         namespace: str | None,
         retry: RetryPolicy,
+        local: bool,
     ) -> Callable[..., Any]:
         signature = inspect.signature(handler)
         hints = typing.get_type_hints(handler)
@@ -213,6 +226,7 @@ class ToolRegistry:
             mode,
             context_parameter,
             inspect.iscoroutinefunction(handler),
+            local,
         )
         self._fingerprint = None
         return handler
@@ -233,6 +247,10 @@ class ToolRegistry:
 
     def spec(self, name: str) -> ToolSpec | None:
         return self._tools.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
 
     @property
     def fingerprint(self) -> str:
@@ -276,6 +294,7 @@ class ToolRegistry:
                     d.output_schema,
                     _stable_repr(spec.retry),
                     _code_identity(spec.handler, sources),
+                    *(["local"] if spec.local else []),
                 )
                 for spec in self._tools.values()
                 for d in (spec.definition,)

@@ -30,11 +30,6 @@ from typing import Any
 import redis
 from tenacity import (
     RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
 )
 
 from cellfleet.broker import codec
@@ -46,13 +41,12 @@ from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import DEFAULT_KEYS, TOOL_WORKERS_GROUP, Keys, tool_call_field
 from cellfleet.broker.redis.link import entry_after
 from cellfleet.broker.tools.dispatch import REPLIES_TTL_MS, ensure_group
-from cellfleet.broker.tools.invocation import ToolCallError, ToolInvocation, ToolOutcome, ToolReply
+from cellfleet.broker.tools.invocation import ToolInvocation, ToolOutcome, ToolReply
 from cellfleet.broker.tools.registry import (
-    RetryableToolError,
-    RetryPolicy,
     ToolContext,
     ToolRegistry,
 )
+from cellfleet.broker.tools.running import run_call
 
 log = logging.getLogger(__name__)
 LISTEN_WITHIN_S = 5.0  # how long `start` waits for the subscription to cancellations
@@ -400,7 +394,7 @@ class ToolWorker:
             return lambda: self._answer(call, state)
         if call.deliveries > self.max_deliveries:
             return lambda: self._abandon(call)
-        result, error = self._run(invocation, call.context)
+        result, error = run_call(self.registry, invocation, call.context, self._record_attempt)
         if call.context.cancelled.is_set() and self.client.hget(tools, call.call_key):
             return lambda: self._ack(call.stream, call.entry_id)
         return lambda: self._finish(call, result, error)
@@ -424,59 +418,6 @@ class ToolWorker:
         self._dead_letter(call.stream, call.entry_id, fields, call.deliveries, ack=False)
         abandoned = texts.tool_abandoned(invocation.raw_name, call.deliveries - 1)
         self._finish(call, None, abandoned)
-
-    def _run(
-        self, invocation: ToolInvocation, context: ToolContext
-    ) -> tuple[JsonValue, str | None]:
-        spec = self.registry.spec(invocation.raw_name)
-        if spec is None:
-            return None, texts.no_handler(invocation.raw_name)
-        policy = spec.retry
-        try:
-            for attempt in _retrying(policy, lambda state: self._record_attempt(invocation, state)):
-                with attempt:
-                    context.attempt = attempt.retry_state.attempt_number
-                    result = self._attempt(spec.invoke, invocation, context, policy)
-                    problem = codec.json_problem(result)
-                    if problem is not None:  # recorded as the call's failure: never rerun
-                        return None, texts.tool_result_not_json(invocation.raw_name, problem)
-                    return result, None
-        except ToolCallError as error:
-            return None, str(error)
-        except Exception as error:  # a handler bug is a tool failure, never a crash
-            return None, texts.tool_failed(invocation.raw_name, error)
-        return None, texts.tool_failed(invocation.raw_name)
-
-    def _attempt(
-        self,
-        invoke: Callable[[JsonValue, ToolContext], Any],
-        invocation: ToolInvocation,
-        context: ToolContext,
-        policy: RetryPolicy,
-    ) -> Any:
-        if policy.start_to_close_s is None:
-            return invoke(invocation.input, context)
-        # A handler that overruns is told to stop (cancelled) and abandoned.
-        box: list[Any] = []
-
-        def target() -> None:
-            try:
-                box.append((True, invoke(invocation.input, context)))
-            except BaseException as error:
-                box.append((False, error))
-
-        thread = threading.Thread(target=target, daemon=True)
-        thread.start()
-        thread.join(policy.start_to_close_s)
-        if thread.is_alive():
-            context.cancelled.set()
-            raise RetryableToolError(
-                texts.tool_timed_out(invocation.raw_name, policy.start_to_close_s)
-            )
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value
 
     def _record_attempt(self, invocation: ToolInvocation, state: RetryCallState) -> None:
         outcome = state.outcome
@@ -568,19 +509,6 @@ class ToolWorker:
         )
         if ack:
             self._ack(stream, entry_id)
-
-
-def _retrying(policy: RetryPolicy, on_retry: Callable[[RetryCallState], None]) -> Retrying:
-    stop: Any = stop_after_attempt(max(1, policy.attempts))
-    if policy.schedule_to_close_s is not None:
-        stop = stop | stop_after_delay(policy.schedule_to_close_s)
-    return Retrying(
-        retry=retry_if_exception_type(RetryableToolError),
-        stop=stop,
-        reraise=True,
-        wait=wait_exponential(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s),
-        before_sleep=on_retry,
-    )
 
 
 def _pairs(flat: list[bytes | str]) -> list[tuple[bytes | str, bytes | str]]:

@@ -3,6 +3,11 @@
 * `roundtrip`: JS call to resolved promise of a trivial echo tool. A cell awaits calls
   one after another; the time between consecutive `tool_requested` events is one full
   round trip (call, worker, outcome recorded, promise resolved, next call).
+* `roundtrip_local`: the same with `echo` registered `local=True`: run in this process,
+  its request and outcome recorded in one write. Next to it, in the same run, Codex's
+  host's delegate round trip (`reference_delegate_roundtrip`, `bench host`'s
+  `tool_roundtrip`; left out when the binary is not at hand). Target: local at most 2x
+  the reference's, at p50.
 * `throughput_1_worker` / `throughput_2_workers`: calls per second with 1 and 2 worker
   processes, four sessions each keeping 200 calls in flight.
 * Baseline `raw_floor`: an XADD request read by XREADGROUP in another process and an
@@ -24,6 +29,8 @@ from typing import Any
 
 from cellfleet.broker import events as ev
 from cellfleet.broker.redis.connect import connect_redis
+from cellfleet.broker.tools.registry import ToolRegistry
+from cellfleet.ops.bench import host as bench_host
 from cellfleet.ops.bench import runtime as bench_runtime
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
@@ -35,6 +42,7 @@ THROUGHPUT_SESSIONS = 4
 THROUGHPUT_BATCH = 200
 THROUGHPUT_BATCHES = 5
 FLOOR_CALLS = 400
+LOCAL_TARGET = 2.0
 
 
 def _summary(name: str, seconds: list[float]) -> dict[str, Any]:
@@ -53,9 +61,9 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
         process.wait(10)
 
 
-def roundtrip(url: str) -> list[float]:
-    host = Host(url, workers=0, tools=_registry())
-    workers = _workers(url, 1)
+def roundtrip(url: str, *, local: bool = False) -> list[float]:
+    host = Host(url, workers=0, tools=_local_registry() if local else _registry())
+    workers = [] if local else _workers(url, 1)
     try:
         session = host.open_session()
         session.exec("warm", "for (let i = 0; i < 50; i++) await tools.echo({i});")
@@ -134,6 +142,25 @@ def _floor_echo(url: str) -> None:
                 pipe.execute()
 
 
+def _local_registry() -> ToolRegistry:
+    registry = ToolRegistry()
+    registry.function(name="echo", input_schema={"type": "object"}, local=True)(lambda v: v)
+    return registry
+
+
+def reference_roundtrip() -> list[float] | None:
+    """Codex's host: a cell's delegate round trip to a client that answers at once."""
+    binary = bench_host.reference_binary()
+    if binary is None:
+        return None
+    client = bench_host._Client([binary], dict(os.environ))
+    try:
+        bench_host.tool_roundtrip(client, 50)  # (warm-up)
+        return bench_host.tool_roundtrip(client, ROUNDTRIP_CALLS)
+    finally:
+        client.close()
+
+
 def _registry() -> Any:
     from cellfleet.broker.tools.registry import load_tools_file  # noqa: PLC0415 - the example tools file
 
@@ -147,6 +174,7 @@ def run(samples: int | None = None) -> dict[str, Any]:
         try:
             scenarios = [
                 _summary("roundtrip", roundtrip(server.url)),
+                _summary("roundtrip_local", roundtrip(server.url, local=True)),
                 {
                     "name": "throughput_1_worker",
                     "tools": 1,
@@ -159,9 +187,12 @@ def run(samples: int | None = None) -> dict[str, Any]:
                 },
             ]
             baseline = [_summary("raw_floor", raw_floor(server.url))]
+            reference = reference_roundtrip()
+            if reference is not None:
+                baseline.append(_summary("reference_delegate_roundtrip", reference))
         finally:
             server.stop()
-    return {"scenarios": scenarios, "baseline": baseline}
+    return {"scenarios": scenarios, "baseline": baseline, "local_target": LOCAL_TARGET}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -171,9 +202,19 @@ def table(report: dict[str, Any]) -> str:
             f"| {row['name']} | {row.get('p50_us', '')} | {row.get('p95_us', '')} | "
             f"{row.get('calls_per_s', '')} |"
         )
-    trip = report["scenarios"][0]["p50_us"]
-    floor = report["baseline"][0]["p50_us"]
+    rows = {row["name"]: row for row in report["scenarios"] + report["baseline"]}
+    trip, floor = rows["roundtrip"]["p50_us"], rows["raw_floor"]["p50_us"]
     lines.append(f"\noverhead over the raw floor (p50): {trip - floor:.1f} µs")
+    reference = rows.get("reference_delegate_roundtrip")
+    if reference is None:
+        lines.append("no reference host here: the local round trip's ratio is not measured")
+    else:
+        ratio = rows["roundtrip_local"]["p50_us"] / reference["p50_us"]
+        target = report["local_target"]
+        lines.append(
+            f"roundtrip_local over the reference's delegate round trip (p50): {ratio:.2f}x"
+            f" (target at most {target}x: {'met' if ratio <= target else 'NOT met'})"
+        )
     return "\n".join(lines)
 
 

@@ -26,3 +26,5 @@ def echo(value: JsonValue) -> JsonValue:
 
 HANDLERS = {"echo": echo}
 tools = ToolRegistry.from_handlers(HANDLERS)  # (for `cellfleet tools --tools` this file)
+LOCAL = ToolRegistry()  # the same `echo`, run by the process that runs the cell
+LOCAL.function(name="echo", input_schema={"type": "object"}, local=True)(echo)

@@ -1,0 +1,141 @@
+"""Local tools: nested calls of tools registered with `local=True` run in the process that
+runs the cell, on a pool of its threads; every other call goes on to `remote` (the tool
+workers over Redis, `dispatch.py`).
+
+A local call crosses neither Redis nor another process. Its `ToolRequested` is not
+appended before it runs: the cell appends it with its outcome, in one durable write
+after the handler returned (`records_first` is False), before JavaScript sees the
+outcome. A crash before that write loses the call with its cell's unrecorded rest, and
+the recovered cell makes the call again: local tools run at least once, like a tool
+worker's calls (Temporal's local activities make the same trade). A local tool's failed
+attempts (its retry policy applies as anywhere) are not recorded, only its outcome: its
+request is not in the log before that.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from cellfleet.broker.contract import texts
+from cellfleet.broker.crash import crash_point
+from cellfleet.broker.tools.invocation import (
+    CancelHandle,
+    ToolDispatcher,
+    ToolInvocation,
+    ToolOutcome,
+    payload_error,
+)
+from cellfleet.broker.tools.registry import ToolContext, ToolRegistry
+from cellfleet.broker.tools.running import run_call
+
+MAX_IN_FLIGHT_PER_SESSION = 256  # as the tool workers' (`dispatch.py`)
+THREADS = 16  # handlers running at once in the process; more wait their turn
+
+Call = tuple[ToolInvocation, Callable[[ToolOutcome], None]]
+
+
+def with_local_tools(registry: ToolRegistry, remote: ToolDispatcher) -> ToolDispatcher:
+    """`remote`, or, if `registry` has local tools, `LocalTools` in front of it."""
+    if any(spec.local for spec in map(registry.spec, registry.names) if spec is not None):
+        return LocalTools(registry, remote)
+    return remote
+
+
+class LocalTools:
+    """Runs the calls of `registry`'s local tools here, and sends the others to `remote`."""
+
+    def __init__(self, registry: ToolRegistry, remote: ToolDispatcher) -> None:
+        self.registry = registry
+        self.remote = remote
+        self._local = frozenset(
+            name for name in registry.names if (spec := registry.spec(name)) and spec.local
+        )
+        self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="local-tools")
+        self._lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()
+
+    @property
+    def sends_every_call(self) -> bool:
+        return self.remote.sends_every_call
+
+    @property
+    def replies(self) -> str:
+        return self.remote.replies
+
+    def records_first(self, invocation: ToolInvocation) -> bool:
+        return invocation.raw_name not in self._local and self.remote.records_first(invocation)
+
+    def dispatch_batch(
+        self,
+        calls: Sequence[Call],
+        before: Sequence[Any] = (),
+        check_before: Callable[[Sequence[Any]], None] | None = None,
+    ) -> list[CancelHandle]:
+        handles: dict[int, CancelHandle] = {}
+        remote = [(i, call) for i, call in enumerate(calls) if call[0].raw_name not in self._local]
+        if remote or before:
+            sent = self.remote.dispatch_batch([call for _, call in remote], before, check_before)
+            handles.update(zip((i for i, _ in remote), sent, strict=True))
+        for index, (invocation, on_outcome) in enumerate(calls):
+            if index not in handles:
+                handles[index] = self._run(invocation, on_outcome)
+        return [handles[index] for index in range(len(calls))]
+
+    def adopt(self, calls: Sequence[Call]) -> list[CancelHandle]:
+        """Calls a dead owner had sent: remote ones are taken on where they run; a local
+        one died with that owner, so it runs again here."""
+        handles: dict[int, CancelHandle] = {}
+        remote = [(i, call) for i, call in enumerate(calls) if call[0].raw_name not in self._local]
+        if remote:
+            adopted = self.remote.adopt([call for _, call in remote])
+            handles.update(zip((i for i, _ in remote), adopted, strict=True))
+        for index, (invocation, on_outcome) in enumerate(calls):
+            if index not in handles:
+                handles[index] = self._run(invocation, on_outcome)
+        return [handles[index] for index in range(len(calls))]
+
+    def close(self) -> None:
+        """Stop taking calls (handlers still running finish on their threads), and close
+        `remote`."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self.remote.close()
+
+    def _run(self, invocation: ToolInvocation, on_outcome: Callable[[ToolOutcome], None]) -> Any:
+        handle = CancelHandle()
+        problem = payload_error(invocation)
+        if problem is None:
+            with self._lock:
+                if self._in_flight[invocation.session] >= MAX_IN_FLIGHT_PER_SESSION:
+                    problem = texts.too_many_tool_calls(MAX_IN_FLIGHT_PER_SESSION)
+                else:
+                    self._in_flight[invocation.session] += 1
+        if problem is not None:
+            on_outcome(ToolOutcome(invocation.call_id, error=problem))
+            return handle
+        context = ToolContext(idempotency_key=invocation.idempotency_key, cancelled=handle.event)
+
+        def run() -> None:
+            try:
+                if handle.event.is_set():  # cancelled before its turn: never run
+                    return
+                result, error = run_call(self.registry, invocation, context)
+                crash_point("local_tool_ran")
+                on_outcome(ToolOutcome(invocation.call_id, result=result, error=error))
+            finally:
+                self._ended(invocation.session)
+
+        try:
+            self._threads.submit(run)
+        except RuntimeError:  # closed: this process is stopping, its cells with it
+            self._ended(invocation.session)
+        return handle
+
+    def _ended(self, session: str) -> None:
+        with self._lock:
+            self._in_flight[session] -= 1
+            if not self._in_flight[session]:
+                del self._in_flight[session]
