@@ -3,6 +3,7 @@ session count, the memory phase runs its short sessions, and the table has every
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from cellfleet.ops.bench import throughput as bench
@@ -23,6 +24,7 @@ def test_the_throughput_benchmark_runs_every_workload_and_the_memory_phase(
         assert row["cpu_ms_per_cell"] > 0
     assert report["memory"]["cells"] == 200
     assert report["memory"]["rss_kib_after_first"] > 0
+    assert orjson.loads(orjson.dumps(report)) == report  # (`--json` prints it)
     table = bench.table(report)
     assert "| tool_timer | 16 |" in table
     assert "no reference host here" in table
