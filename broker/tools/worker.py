@@ -211,8 +211,10 @@ class ToolWorker:
         return len(self._running) < self.concurrency
 
     def _free_slots(self) -> int:
+        """(0 when the read loops of several partitions together took more entries than
+        there were slots: each reads up to what was free when it asked.)"""
         with self._lock:
-            return self.concurrency - len(self._running)
+            return max(0, self.concurrency - len(self._running))
 
     def _submit(
         self, stream: str, entry_id: str, fields: dict[bytes, bytes], deliveries: int

@@ -686,3 +686,29 @@ def test_a_host_s_replies_stream_expires_unless_its_reader_lives(
     finally:
         host.close()
     assert not redis_client.exists(host.dispatcher.replies)  # (closed: deleted)
+
+
+def test_lease_upkeep_of_a_worker_over_its_slots_claims_nothing(redis_url):
+    """Read loops of several partitions may together hold more calls than slots (each
+    reads up to what was free when it asked): the upkeep then takes nothing over, and
+    does not ask Redis for a negative count (it did: `XAUTOCLAIM count must be ...`)."""
+    from cellfleet.broker.contract.tools import ToolKind
+    from cellfleet.broker.keys import Keys
+    from cellfleet.broker.tools.invocation import ToolInvocation
+    from cellfleet.broker.tools.registry import ToolContext
+    from cellfleet.broker.tools.worker import _Running
+
+    client = redis.Redis.from_url(redis_url)
+    registry = ToolRegistry.from_handlers({"echo": lambda value: value})
+    worker = ToolWorker(client, registry, concurrency=1, keys=Keys(uuid.uuid4().hex))
+    for index in range(3):
+        invocation = ToolInvocation(session="s", cell="1", call_id=f"tool-{index}", name="echo",
+                                    raw_name="echo", kind=ToolKind.FUNCTION, input={})  # fmt: skip
+        worker._running[invocation.idempotency_key] = _Running(
+            "elsewhere", f"0-{index + 1}", ToolContext(invocation.idempotency_key), invocation,
+            "replies", invocation.idempotency_key, 1, look_up=False)  # fmt: skip
+    stream = worker.streams[0]
+    client.xgroup_create(stream, keys.TOOL_WORKERS_GROUP, id="0", mkstream=True)
+    worker._keep_up(stream, 1000)  # (raised DataError)
+    assert worker._free_slots() == 0
+    client.close()
