@@ -5,10 +5,12 @@ next to Codex's own `codex-code-mode-host` running the same workload in the same
 
 * Sustained: 1, 4 and 16 sessions, a client thread each, exec back to back (the next
   exec is sent as soon as the previous one answered; nothing is waited for in between)
-  for a fixed time. Two workloads: `text("bench");`, and a cell with one nested tool
-  call and one 1 ms timer. cellfleet is an in-process `Host` (its cells' events written
-  to a redis-server of its own); the reference is one host process with the sessions
-  open on it, its tool calls answered by this process at once.
+  for a fixed time. Workloads: `text("bench");`, and a cell with one nested tool call
+  and one 1 ms timer, its tool served by a tool worker (`tool_timer`) and registered
+  `local=True` (`tool_timer_local`). cellfleet is an in-process `Host` (its cells'
+  events written to a redis-server of its own); the reference is one host process with
+  the sessions open on it, its tool calls answered by this process at once (the same
+  for both tool workloads: it has no other way).
 * CPU per cell: for cellfleet, this process's CPU (the harness's client threads
   included) plus its redis-server's; for the reference, its process's CPU alone.
 * Memory: `samples` cells (10,000 by default) in sessions of 100 cells, four at a time,
@@ -33,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.ops.bench.host import HELLO, _Client, _tool, reference_binary
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
@@ -43,13 +46,14 @@ MEMORY_CELLS = 10_000
 MEMORY_FIRST = 1_000
 MEMORY_SESSION_CELLS = 100
 MEMORY_THREADS = 4
-WORKLOADS = {
-    "text": 'text("bench");',
-    "tool_timer": (
-        'await tools.echo({x: "a"});'
-        " await new Promise((resolve) => setTimeout(resolve, 1));"
-        ' text("bench");'
-    ),
+TOOL_TIMER = (
+    'await tools.echo({x: "a"}); await new Promise((resolve) => setTimeout(resolve, 1));'
+    ' text("bench");'
+)
+WORKLOADS = {  # name: (cellfleet's source, the reference's)
+    "text": ('text("bench");', 'text("bench");'),
+    "tool_timer": (TOOL_TIMER, TOOL_TIMER),
+    "tool_timer_local": (TOOL_TIMER.replace("tools.echo", "tools.echo_local"), TOOL_TIMER),
 }
 TARGETS = {1: 1.0, 4: 1.3, 16: 1.0}
 MEMORY_TARGET_KIB = 1024
@@ -115,7 +119,7 @@ def _row(host: str, workload: str, sessions: int, measured: tuple[int, float, fl
 
 
 def _cellfleet(host: Host, redis_pid: int, workload: str, sessions: int, seconds: float) -> Any:
-    source = WORKLOADS[workload]
+    source = WORKLOADS[workload][0]
     opened = [host.open_session() for _ in range(sessions)]
 
     def runner(session: Any) -> Callable[[int], None]:
@@ -181,7 +185,7 @@ class _SharedClient(_Client):
 
 
 def _reference(client: _SharedClient, workload: str, sessions: int, seconds: float) -> Any:
-    source, tools = WORKLOADS[workload], [_tool(0)]
+    source, tools = WORKLOADS[workload][1], [_tool(0)]
     names = [f"{workload}-{sessions}-{index}" for index in range(sessions)]
     for name in names:
         client.call({"method": "session/open", "sessionId": name}, "operation/response")
@@ -256,11 +260,22 @@ def _reference_client() -> Iterator[_SharedClient | None]:
         client.close()
 
 
+def _tools() -> ToolRegistry:
+    registry = ToolRegistry()
+    registry.function(name="echo", input_schema={"type": "object"})(_echo)
+    registry.function(name="echo_local", input_schema={"type": "object"}, local=True)(_echo)
+    return registry
+
+
+def _echo(value: Any) -> Any:
+    return value
+
+
 def run(samples: int = MEMORY_CELLS, seconds: float = SECONDS) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as scratch, _reference_client() as reference:
         server = start_redis(Path(scratch))
-        host = Host(server.url, handlers={"echo": lambda value: value})
+        host = Host(server.url, tools=_tools())
         try:
             for workload in WORKLOADS:
                 for sessions in SESSIONS:
