@@ -118,11 +118,18 @@ class CellAdmitted(Event):
     # completions (`projections.stored` counts them as `version`).
     stored_version: int = 0
     request: str = ""  # the fleet request that asked for it (a re-sent one finds it)
+    # The V8 and prelude that ran it (`pool.runtime_identity`); "" in older logs. A replay
+    # under another one may differ: a divergence then names both.
+    runtime: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CellStarted(Event):
     TYPE: ClassVar[str] = "cell_started"
+    # Its context's start and output paths had run before (an idle pool warms them):
+    # how much stack the prelude's frames take, hence how deep the cell's recursion gets
+    # before it overflows. A replay starts from the same. (Older logs: always.)
+    warmed: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -381,7 +381,7 @@ class CellActor(pykka.ThreadingActor):
     def _apply(self, event: RuntimeEvent) -> None:
         log = self.log
         if isinstance(event, Started):
-            log.add(ev.CellStarted(**log.stamp()))
+            log.add(ev.CellStarted(**log.stamp(), warmed=event.warmed))
             observer = self.handle.observer
             if observer is not None:
                 self.answers.arm(observer)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from cellfleet.actors.replay import report as rep
 from cellfleet.actors.replay.plan import CellRecord, Step, StepKind, View, produced_view
 from cellfleet.actors.runtime import protocol as rt
-from cellfleet.actors.runtime.pool import ContextPool
+from cellfleet.actors.runtime.pool import ContextPool, runtime_identity
 from cellfleet.actors.runtime.runtime import POLL_INTERVAL_S, CellRuntime, RuntimeMessage
 from cellfleet.actors.runtime.v8 import V8Context
 
@@ -127,7 +127,7 @@ class CellReplayer:
     def _new_runtime(self) -> CellRuntime:
         return CellRuntime(
             self.record.spec,
-            self._pool.acquire(self.record.spec.tools),
+            self._pool.acquire(self.record.spec.tools, warmed=self.record.warmed),
             listener=self._on_event,
             sink=self._inbox.put,
             release=V8Context.dispose,  # now, on this thread: see the module docstring
@@ -291,6 +291,8 @@ class CellReplayer:
             notes.append(f"{state.dropped} outputs made after the recorded termination ignored")
         if not record.ended and state.divergence is None:
             notes.append("still running in the record: replayed up to its last event")
+        if record.runtime and record.runtime != runtime_identity():
+            notes.append(f"recorded under {record.runtime}, replayed under {runtime_identity()}")
         status = rep.Status.IDENTICAL if state.divergence is None else rep.Status.DIVERGED
         return rep.CellReport(
             record.cell,

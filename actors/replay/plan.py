@@ -53,6 +53,8 @@ class CellRecord:
     ended: bool  # the record holds its terminal event
     span_ms: float  # from its admission to its last event
     problem: str | None = None  # why it cannot be replayed at all
+    runtime: str = ""  # the V8 and prelude that recorded it ("": the record does not say)
+    warmed: bool = True  # its context was warmed when it started (`ev.CellStarted`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +218,11 @@ def _cell(
         stored=values,
     )
     span = own[-1].at_ms - admitted.at_ms
-    return CellRecord(cell, spec, own, steps, ended, max(0.0, span))
+    span_ms = max(0.0, span)
+    warmed = next((e.warmed for e in own if isinstance(e, ev.CellStarted)), True)
+    return CellRecord(
+        cell, spec, own, steps, ended, span_ms, runtime=admitted.runtime, warmed=warmed
+    )
 
 
 def _step(position: int, event: ev.AnyEvent, outcomes: Mapping[str, Any]) -> Step | str | None:

@@ -26,7 +26,7 @@ from cellfleet.actors.replay import report as rep
 from cellfleet.actors.replay.engine import BASE_TIME_LIMIT_S, CellReplayer
 from cellfleet.actors.replay.plan import CellRecord, StepKind
 from cellfleet.actors.runtime import protocol as rt
-from cellfleet.actors.runtime.pool import ContextPool
+from cellfleet.actors.runtime.pool import ContextPool, runtime_identity
 from cellfleet.actors.runtime.runtime import POLL_INTERVAL_S, CellRuntime, RuntimeMessage
 from cellfleet.actors.runtime.v8 import V8Context
 from cellfleet.broker import events as ev
@@ -91,7 +91,7 @@ class _Recoverer(CellReplayer):
 
     def _new_runtime(self) -> CellRuntime:
         spec = self.record.spec
-        prepared = self._pool.acquire(spec.tools)
+        prepared = self._pool.acquire(spec.tools, warmed=self.record.warmed)
         if self._memory_limit_bytes != self._pool.memory_limit_bytes:  # the session's own
             prepared.context.set_memory_limit(self._memory_limit_bytes)
         return CellRuntime(
@@ -178,6 +178,8 @@ def recover(
     report = recoverer.run()
     elapsed = time.monotonic() - began
     problem = _problem(report)
+    if problem is not None and (other := _other_runtime(record)) is not None:
+        problem += f" ({other})"
     if problem is None and record.ended:
         problem = "its record holds its end already"
     if problem is not None:
@@ -191,6 +193,14 @@ def recover(
         for fed in held:
             fed.deliver(runtime)
     return Recovered(runtime, beyond, report.events, elapsed, at_frontier=frontier is not None)
+
+
+def _other_runtime(record: CellRecord) -> str | None:
+    """How the runtime that recorded the cell differs from this one's, if it does."""
+    here = runtime_identity()
+    if not record.runtime or record.runtime == here:
+        return None
+    return f"recorded under {record.runtime}; this worker runs {here}"
 
 
 def _problem(report: rep.CellReport) -> str | None:

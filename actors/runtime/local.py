@@ -81,8 +81,10 @@ class LocalCell:
         memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
         on_event: Callable[[RuntimeEvent], None] | None = None,
         replay: list[RecordedInput] | None = None,
+        warmed: bool | None = None,
     ) -> None:
-        """With `replay`, tools and timers are not run: the recorded inputs are fed instead."""
+        """With `replay`, tools and timers are not run: the recorded inputs are fed instead
+        (and `warmed` says whether the recorded cell's context was warmed)."""
         self.events: list[RuntimeEvent] = []
         self.inputs: list[RecordedInput] = []
         self._replay = replay
@@ -96,7 +98,7 @@ class LocalCell:
         self._changed = threading.Condition()
         self.runtime = CellRuntime(
             spec,
-            pool.acquire(spec.tools),
+            pool.acquire(spec.tools, warmed=warmed),
             listener=self._record,
             sink=self._inbox.put,
             release=pool.release,

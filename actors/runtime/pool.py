@@ -12,6 +12,8 @@ and warming a context that a cell takes at once would cost more than it saves.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import queue
 import secrets
@@ -27,7 +29,7 @@ import orjson
 
 from cellfleet.actors.runtime.mailbox import MAX_STRING_UNITS, Mailbox
 from cellfleet.actors.runtime.protocol import RuntimeTool, tools_payload
-from cellfleet.actors.runtime.v8 import V8Context
+from cellfleet.actors.runtime.v8 import V8Context, v8_version
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ PRELUDE_INPUTS = (
 # Background work waits this long after a cell took a context, so that refilling and
 # disposal do not compete with the cell that just started for the machine's cores.
 BACKGROUND_DELAY_S = 0.005
+FILLER_JOIN_S = 5.0  # how long `close` waits for a context being prepared
 
 
 @dataclass(slots=True)
@@ -60,6 +63,14 @@ class PreparedContext:
     tools: tuple[RuntimeTool, ...] = ()  # the tool set installed ahead of time
     on_post: Callable[[], None] = field(default=lambda: None)
     warmed: bool = False  # its start and output paths ran once (`warm`)
+
+
+@functools.cache
+def runtime_identity() -> str:
+    """What runs cells here, as recorded with each cell: V8's version and the prelude's
+    digest (a cell replays exactly only where both are the same)."""
+    prelude = hashlib.sha256(PRELUDE_SOURCE.encode()).hexdigest()[:12]
+    return f"V8 {v8_version()}, prelude {prelude}"
 
 
 def prepare_context(
@@ -124,21 +135,29 @@ class ContextPool:
             self._filler.start()
         self._reaper.start()
 
-    def acquire(self, tools: Sequence[RuntimeTool] = ()) -> PreparedContext:
+    def acquire(
+        self, tools: Sequence[RuntimeTool] = (), *, warmed: bool | None = None
+    ) -> PreparedContext:
         """A prepared context (from the stock if one is ready, else made now: cold).
 
         `tools` is the cell's tool set; the pool prepares the next contexts with it.
+        `warmed`: a context warmed (or not) exactly so (a replayed cell starts from what
+        its record says: warming changes how deep its stack can go).
         """
         wanted = tuple(tools)
         with self._cond:
             if wanted != self._tools:
                 self._tools = wanted
                 # Stock made for another tool set still works, it just installs at start.
-            if self._ready:
-                prepared = self._ready.popleft()
-                self._cond.notify()
-                return prepared
-        return prepare_context(self.memory_limit_bytes)
+            for prepared in self._ready:
+                if warmed is None or prepared.warmed == warmed:
+                    self._ready.remove(prepared)
+                    self._cond.notify()
+                    return prepared
+        prepared = prepare_context(self.memory_limit_bytes)
+        if warmed:
+            warm(prepared)
+        return prepared
 
     def release(self, context: V8Context) -> None:
         """Dispose a used context in the background; its JavaScript ends now (a cell
@@ -167,9 +186,12 @@ class ContextPool:
     def close(self) -> None:
         with self._cond:
             self._closed = True
+            self._cond.notify_all()
+        if self._filler.is_alive():  # (what it prepares meanwhile goes to the reaper)
+            self._filler.join(FILLER_JOIN_S)
+        with self._cond:
             stock = list(self._ready)
             self._ready.clear()
-            self._cond.notify_all()
         for prepared in stock:
             self.release(prepared.context)
         self._graveyard.put(None)
@@ -189,15 +211,20 @@ class ContextPool:
                 if cold is not None:
                     self._ready.remove(cold)
             time.sleep(delay)  # let the cell that just took a context run first
-            try:
-                if cold is None:
+            if cold is not None:
+                try:
+                    warm(cold)
+                except Exception:  # (never expected) it is not stocked again
+                    log.exception("could not warm a V8 context")
+                    self.release(cold.context)
+                    continue
+                prepared = cold
+            else:
+                try:
                     prepared = prepare_context(self.memory_limit_bytes, tools)
-                else:
-                    prepared = cold
-                    warm(prepared)
-            except Exception:
-                log.exception("could not prepare a V8 context")
-                return
+                except Exception:
+                    log.exception("could not prepare a V8 context")
+                    return
             with self._cond:
                 if self._closed:
                     self.release(prepared.context)

@@ -52,7 +52,10 @@ class CellSpec:
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    """Globals are installed; user code is about to run (yield timers start here)."""
+    """Globals are installed; user code is about to run (yield timers start here).
+    `warmed`: its context's start and output paths had run (`pool.warm`)."""
+
+    warmed: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,7 @@ class CellRuntime:
         self._context = prepared.context
         self._mailbox = prepared.mailbox
         self._host = prepared.host_name  # the prelude's host interface, by its secret name
+        self._warmed = prepared.warmed
         self._listener = listener
         self._sink = sink
         self._release = release
@@ -154,7 +155,7 @@ class CellRuntime:
         literal = orjson.dumps(orjson.dumps(config).decode()).decode()
         self._config_literal = literal
         self._source = src.prepare(self.spec.source)
-        self._emit(Started())
+        self._emit(Started(self._warmed))
         early_error = src.module_compile_error(self._source)
         if early_error is not None:  # a module would not even start
             self._finish(early_error)

@@ -32,7 +32,7 @@ from cellfleet.actors.cell.messages import YieldDue
 from cellfleet.actors.cell.spares import CellActors
 from cellfleet.actors.replay.plan import plan
 from cellfleet.actors.runtime import v8
-from cellfleet.actors.runtime.pool import ContextPool
+from cellfleet.actors.runtime.pool import ContextPool, runtime_identity
 from cellfleet.actors.runtime.protocol import CellSpec, RuntimeTool
 from cellfleet.actors.scheduler import Scheduler
 from cellfleet.actors.session.store import SessionStore
@@ -336,6 +336,7 @@ class SessionActor(pykka.ThreadingActor):
             clock_ms=clock,
             stored_version=stored_version,
             request=request,
+            runtime=runtime_identity(),
         )
         handle = CellHandle(cell_id, self.config.max_yield_time_ms)
         observer = Observer(mode, yield_timeout_ms(yield_time_ms, handle.max_yield_time_ms))

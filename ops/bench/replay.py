@@ -129,7 +129,7 @@ def _bare(events: list[Any], pool: ContextPool) -> None:
     """Every cell re-executed from its recorded inputs by the bare runtime."""
     for record in plan(events).cells:
         inputs = [step.input for step in record.steps if step.input is not None]
-        LocalCell(record.spec, pool, replay=inputs).wait()
+        LocalCell(record.spec, pool, replay=inputs, warmed=record.warmed).wait()
 
 
 def _per(seconds: float, cells: int) -> float:

@@ -21,6 +21,8 @@ import orjson
 import pytest
 import redis
 
+from cellfleet.actors.replay import recover
+from cellfleet.actors.runtime import pool
 from cellfleet.broker import codec, crash
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
@@ -89,6 +91,11 @@ def killed_while_running(
     return session, answers
 
 
+def _events(raw: redis.Redis, keys: Keys, session: str) -> list[tuple[str, ev.AnyEvent]]:
+    entries = raw.xrange(keys.session(session).events)
+    return [(entry_id.decode(), codec.decode(session, fields)) for entry_id, fields in entries]
+
+
 def texts_of(items: list[dict[str, str]]) -> list[str]:
     return [item.get("text", "") for item in items]
 
@@ -146,11 +153,18 @@ def test_a_tool_call_outstanding_at_the_kill_runs_once_and_reaches_the_new_owner
         host.close()
 
 
+@pytest.mark.parametrize("runtime", ["same", "other"])
 def test_a_cell_whose_replay_diverges_is_said_lost_and_why_is_recorded(
-    redis_url: str, keys: Keys, raw: redis.Redis
+    runtime: str, redis_url: str, keys: Keys, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """`other`: the worker that takes the cell over runs another V8 or prelude than the
+    one that recorded it (each cell's admission names its own): the reason says so."""
     cell = 'text("a"); yield_control(); await new Promise((r) => setTimeout(r, 60000))'
     session_id, _ = killed_while_running(redis_url, keys, raw, [cell])
+    recorded = next(e for _, e in _events(raw, keys, session_id) if e.cell == "1").runtime
+    assert recorded == pool.runtime_identity()
+    if runtime == "other":
+        monkeypatch.setattr(recover, "runtime_identity", lambda: "V8 0.0, prelude 000000000000")
     # The log says cell 1 showed something it does not show when replayed.
     forged = ev.OutputProduced(
         session=session_id, cell="1", seq=1000, item={"type": "input_text", "text": "forged"}
@@ -165,6 +179,8 @@ def test_a_cell_whose_replay_diverges_is_said_lost_and_why_is_recorded(
         recovered = [e for e in events if isinstance(e, ev.CellRecovered)]
         assert len(recovered) == 1
         assert "diverged" in str(recovered[0].problem)
+        other = f"recorded under {recorded}; this worker runs V8 0.0, prelude 000000000000"
+        assert (other in str(recovered[0].problem)) is (runtime == "other")
         ends = [e for e in events if isinstance(e, ev.CellCompleted)]
         assert [e.error_text for e in ends] == [texts.cell_unrecoverable("1")]
         session.shutdown()

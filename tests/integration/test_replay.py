@@ -16,6 +16,7 @@ import pytest
 
 from cellfleet.actors.replay import Status, replay
 from cellfleet.actors.runtime import v8
+from cellfleet.actors.runtime.pool import ContextPool, runtime_identity
 from cellfleet.broker import events as ev
 from cellfleet.broker import trace_file
 from cellfleet.broker.tools.registry import ToolCallError
@@ -448,3 +449,45 @@ def test_a_tool_set_is_recorded_once_per_session_and_named_by_each_admission(
     admitted = [e for e in recorded.events if isinstance(e, ev.CellAdmitted)]
     assert len(admitted) == 9
     assert all(e.tools == () and e.tools_digest == defined.digest for e in admitted)
+
+
+def test_a_cell_recorded_under_another_runtime_says_so(recorded: Recorded) -> None:
+    here = runtime_identity()
+    assert {e.runtime for e in recorded.events if isinstance(e, ev.CellAdmitted)} == {here}
+
+    def change(event: ev.AnyEvent) -> ev.AnyEvent:
+        if isinstance(event, ev.CellAdmitted) and event.cell == "1":
+            return dataclasses.replace(event, runtime="V8 0.0, prelude 000000000000")
+        return event
+
+    report = replay(recorded.edited(change), cells={"1", "2"})
+    notes = {cell.cell: cell.notes for cell in report.cells}
+    assert notes["1"] == (f"recorded under V8 0.0, prelude 000000000000, replayed under {here}",)
+    assert notes["2"] == ()
+    assert report.identical
+
+
+@pytest.mark.parametrize("warmed", [False, True])
+def test_a_cell_replays_from_a_context_warmed_as_its_own_was(redis_url: str, warmed: bool) -> None:
+    """Warming a context (an idle pool does) changes how deep a recursion gets before it
+    overflows: the record says whether the cell's context was, and replay does the same."""
+    deep = INVISIBLE["the depth of a stack overflow"]
+    host = Host(redis_url, pool_size=2 if warmed else 0)
+    try:
+        session = host.open_session()
+        if warmed:
+            assert host.pool.wait_idle()
+        session.exec("c", deep)
+        events = [event for _, event in host.journal.read(session.id)]
+    finally:
+        host.close()
+    assert [e.warmed for e in events if isinstance(e, ev.CellStarted)] == [warmed]
+    for stock in (0, 1):  # the replay's pool: empty (made cold), or stocked and idle
+        pool = ContextPool(stock)
+        try:
+            if stock:
+                assert pool.wait_idle()
+            report = replay(events, pool=pool)
+        finally:
+            pool.close()
+        assert report.identical, report.render()

@@ -253,7 +253,8 @@ def test_replay_reproduces_outputs_tool_calls_and_writes(pool: ContextPool):
 
     live = LocalCell(spec, pool, tools=DEFAULT_TOOLS)
     live.wait()
-    replayed = LocalCell(spec, pool, replay=list(live.inputs))
+    warmed = next(event.warmed for event in live.events if isinstance(event, Started))
+    replayed = LocalCell(spec, pool, replay=list(live.inputs), warmed=warmed)
     replayed.wait()
     assert len(live.inputs) == 4
     assert replayed.events == live.events
