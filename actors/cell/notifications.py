@@ -14,84 +14,28 @@ The cell actor records the outcomes (`NotificationDelivered`, `NotificationCance
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from enum import Enum
-from typing import ParamSpec, TypeVar
+
+from cellfleet.broker.threads import OnDemandThreads
 
 log = logging.getLogger(__name__)
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 # (exec call id, cell id, text, notification id: 1, 2, … in the cell, as its log numbers them)
 Notify = Callable[[str, str, str, int], None]
 DRAIN_TIMEOUT_S = 10.0  # how long a cell's end waits for the harness's notify callback
 
 
-class DeliveryThreads(Executor):
-    """Runs delivery runs (one cell's queue, while it has one) on daemon threads that it
-    starts when none is idle and that end after `IDLE_S` without work.
-
-    A harness callback that never returns holds its thread alone: with a fixed pool, as
-    many hung callbacks as threads held back every other cell's notifications. Threads
-    are reused (a thread per run cost 20,000 threads for 20,000 `notify()` calls), and
-    are daemons, so that a hung callback does not hold the process at its exit."""
-
-    IDLE_S = 30.0
+class DeliveryThreads(OnDemandThreads):
+    """The threads that hand notifications to harnesses' `notify` callbacks. A callback
+    that never returns holds its thread alone: with a fixed pool, as many hung callbacks
+    as threads held back every other cell's notifications."""
 
     def __init__(self) -> None:
-        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)  # one token per thread waiting for work
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._closed = False
-
-    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
-        future: Future[_T] = Future()
-
-        def run() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as error:  # the caller's to see (deliveries log their own)
-                future.set_exception(error)
-
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("notifications are no longer delivered: the host closed")
-            self._work.put(run)
-            if not self._idle.acquire(blocking=False):  # nobody waiting: one more thread
-                self._threads += 1
-                threading.Thread(target=self._serve, name="notify", daemon=True).start()
-        return future
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Idle threads end now; one in a hung callback ends when it returns."""
-        del wait, cancel_futures  # deliveries still queued run; nobody waits for them
-        with self._lock:
-            self._closed = True
-            for _ in range(self._threads):
-                self._work.put(None)
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                task = self._work.get(timeout=self.IDLE_S)
-            except queue.Empty:
-                if self._idle.acquire(blocking=False):  # our token: nobody counts on us
-                    with self._lock:
-                        self._threads -= 1
-                    return
-                continue  # a submitter took our token: its task is coming
-            if task is None:
-                return
-            task()
-            del task  # a closed cell's delivery must not live on in an idle thread
-            self._idle.release()
+        super().__init__("notify", "notifications are no longer delivered: the host closed")
 
 
 class Outcome(Enum):

@@ -1,6 +1,7 @@
 """Local tools: nested calls of tools registered with `local=True` run in the process that
-runs the cell, on a pool of its threads; every other call goes on to `remote` (the tool
-workers over Redis, `dispatch.py`).
+runs the cell, each on a thread of its own (started on demand, reused, a daemon: one
+blocked handler holds nobody else's call, nor the process's exit); every other call
+goes on to `remote` (the tool workers over Redis, `dispatch.py`).
 
 A local call crosses neither Redis nor another process. Its `ToolRequested` is not
 appended before it runs: the cell appends it with its outcome, in one durable write
@@ -14,14 +15,17 @@ request is not in the log before that.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import orjson
 
 from cellfleet.broker.contract import texts
 from cellfleet.broker.crash import crash_point
+from cellfleet.broker.threads import OnDemandThreads
 from cellfleet.broker.tools.invocation import (
     CancelHandle,
     ToolDispatcher,
@@ -32,8 +36,7 @@ from cellfleet.broker.tools.invocation import (
 from cellfleet.broker.tools.registry import ToolContext, ToolRegistry
 from cellfleet.broker.tools.running import run_call
 
-MAX_IN_FLIGHT_PER_SESSION = 256  # as the tool workers' (`dispatch.py`)
-THREADS = 16  # handlers running at once in the process; more wait their turn
+MAX_IN_FLIGHT_PER_SESSION = 256  # as the tool workers' (`dispatch.py`), counted apart
 
 Call = tuple[ToolInvocation, Callable[[ToolOutcome], None]]
 
@@ -54,7 +57,7 @@ class LocalTools:
         self._local = frozenset(
             name for name in registry.names if (spec := registry.spec(name)) and spec.local
         )
-        self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="local-tools")
+        self._threads = OnDemandThreads("local-tool", "local tools are closed: the host stopped")
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()
 
@@ -101,11 +104,10 @@ class LocalTools:
     def close(self) -> None:
         """Stop taking calls (handlers still running finish on their threads), and close
         `remote`."""
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown()
         self.remote.close()
 
     def _run(self, invocation: ToolInvocation, on_outcome: Callable[[ToolOutcome], None]) -> Any:
-        handle = CancelHandle()
         problem = payload_error(invocation)
         if problem is None:
             with self._lock:
@@ -115,7 +117,12 @@ class LocalTools:
                     self._in_flight[invocation.session] += 1
         if problem is not None:
             on_outcome(ToolOutcome(invocation.call_id, error=problem))
-            return handle
+            return CancelHandle()
+        # The handler gets a copy: the input is recorded after it ran, as the cell sent it.
+        invocation = dataclasses.replace(
+            invocation, input=orjson.loads(orjson.dumps(invocation.input))
+        )
+        handle = _LocalCall(self, invocation.session)
         context = ToolContext(idempotency_key=invocation.idempotency_key, cancelled=handle.event)
 
         def run() -> None:
@@ -123,15 +130,17 @@ class LocalTools:
                 if handle.event.is_set():  # cancelled before its turn: never run
                     return
                 result, error = run_call(self.registry, invocation, context)
+                if error is None:  # a copy: the handler may keep and change what it returned
+                    result = orjson.loads(orjson.dumps(result))
                 crash_point("local_tool_ran")
                 on_outcome(ToolOutcome(invocation.call_id, result=result, error=error))
             finally:
-                self._ended(invocation.session)
+                handle.end()
 
         try:
             self._threads.submit(run)
         except RuntimeError:  # closed: this process is stopping, its cells with it
-            self._ended(invocation.session)
+            handle.end()
         return handle
 
     def _ended(self, session: str) -> None:
@@ -139,3 +148,25 @@ class LocalTools:
             self._in_flight[session] -= 1
             if not self._in_flight[session]:
                 del self._in_flight[session]
+
+
+class _LocalCall(CancelHandle):
+    """A local call's place in its session's in-flight count, given back once: when the
+    call ends or when it is cancelled (its handler may run on, unheeded)."""
+
+    def __init__(self, tools: LocalTools, session: str) -> None:
+        super().__init__()
+        self._tools = tools
+        self._session = session
+        self._counted = True
+        self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        super().cancel()
+        self.end()
+
+    def end(self) -> None:
+        with self._lock:
+            counted, self._counted = self._counted, False
+        if counted:
+            self._tools._ended(self._session)

@@ -15,6 +15,7 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
+    stop_when_event_set,
     wait_exponential,
 )
 
@@ -45,8 +46,9 @@ def run_call(
     if spec is None:
         return None, texts.no_handler(invocation.raw_name)
     policy = spec.retry
+    retrying = _retrying(policy, context, lambda state: on_retry and on_retry(invocation, state))
     try:
-        for attempt in _retrying(policy, lambda state: on_retry and on_retry(invocation, state)):
+        for attempt in retrying:
             with attempt:
                 context.attempt = attempt.retry_state.attempt_number
                 result = _attempt(spec.invoke, invocation, context, policy)
@@ -56,7 +58,7 @@ def run_call(
                 return result, None
     except ToolCallError as error:
         return None, str(error)
-    except Exception as error:  # a handler bug is a tool failure, never a crash
+    except BaseException as error:  # a handler bug (even `sys.exit`) is a tool failure
         return None, texts.tool_failed(invocation.raw_name, error)
     return None, texts.tool_failed(invocation.raw_name)
 
@@ -90,8 +92,11 @@ def _attempt(
     return value
 
 
-def _retrying(policy: RetryPolicy, on_retry: Callable[[RetryCallState], None]) -> Retrying:
-    stop: Any = stop_after_attempt(max(1, policy.attempts))
+def _retrying(
+    policy: RetryPolicy, context: ToolContext, on_retry: Callable[[RetryCallState], None]
+) -> Retrying:
+    # A call nobody waits for any more (cancelled) is not tried again.
+    stop: Any = stop_after_attempt(max(1, policy.attempts)) | stop_when_event_set(context.cancelled)
     if policy.schedule_to_close_s is not None:
         stop = stop | stop_after_delay(policy.schedule_to_close_s)
     return Retrying(

@@ -63,6 +63,7 @@ def _alive_after_closing(tracked: _Tracked, spare_actors: int) -> list[Any]:
             return []
         if time.monotonic() > deadline:
             return alive
+        del alive, extra  # (held here, they would stay alive through the next collection)
         # An actor's thread drops its last reference as it ends, after its cell closed.
         for thread in threading.enumerate():
             if thread.name.startswith("CellActor"):

@@ -22,15 +22,26 @@ from cellfleet.actors.replay import replay
 from cellfleet.broker import codec, crash
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
+from cellfleet.broker.contract.tools import ToolKind
 from cellfleet.broker.fleet.client import FleetClient
 from cellfleet.broker.keys import Keys
-from cellfleet.broker.tools.registry import ToolCallError, ToolContext, ToolRegistry
+from cellfleet.broker.tools import local
+from cellfleet.broker.tools.invocation import ToolInvocation
+from cellfleet.broker.tools.registry import (
+    RetryableToolError,
+    RetryPolicy,
+    ToolCallError,
+    ToolContext,
+    ToolRegistry,
+)
+from cellfleet.broker.tools.running import run_call
 from cellfleet.ops.host import Host
 from cellfleet.ops.worker import CellWorker
 from tests.integration import recovery_tools
 from tests.integration.fleet_support import wait_for_key
 
 THREADS: list[str] = []  # the threads local handlers ran on
+KEPT: list[Any] = []  # what `meddle` returned, changed after it returned
 STARTED = threading.Event()
 
 
@@ -67,6 +78,16 @@ def _registry(release: threading.Event) -> ToolRegistry:
     @registry.freeform(local=True)
     def shout(text: str) -> str:
         return text.upper()
+
+    @registry.function(local=True, input_schema={"type": "object"})
+    def meddle(args: dict[str, Any]) -> Any:
+        args["seen"] = True  # the handler's copy: the log keeps what the cell sent
+        KEPT.append(args)
+        return args
+
+    @registry.function(local=True)
+    def leave() -> str:
+        sys.exit(1)
 
     return registry
 
@@ -107,7 +128,7 @@ def test_a_local_tool_runs_here_and_its_call_is_recorded_once_with_its_outcome(
     )
     assert _texts(output) == ['{"a":1}', '{"b":2}', "HEY"]
     assert THREADS
-    assert all(name.startswith("local-tools") for name in THREADS)
+    assert all(name == "local-tool" for name in THREADS)
     events = [event for _, event in host.journal.read(session.id)]
     requested = [e.name for e in events if isinstance(e, ev.ToolRequested)]
     completed = [e.call_id for e in events if isinstance(e, ev.ToolCompleted)]
@@ -148,6 +169,62 @@ def test_local_and_remote_calls_of_one_batch_each_go_their_way(host: Host) -> No
     assert ended == {"tool-1", "tool-2", "tool-3", "tool-4"}
     session.shutdown()
     assert replay(host.journal.read(session.id)).identical
+
+
+def test_a_handler_changing_its_input_or_result_changes_neither_record(host: Host) -> None:
+    session = host.open_session()
+    output = session.exec(
+        "c",
+        "const a = await tools.meddle({n: 1}); const b = await tools.meddle({n: 2});"
+        " text(JSON.stringify([a, b]));",
+    )
+    for kept in KEPT:
+        kept["later"] = True  # after the handler returned: nobody sees it
+    assert _texts(output) == ['[{"n":1,"seen":true},{"n":2,"seen":true}]']
+    events = [event for _, event in host.journal.read(session.id)]
+    assert [e.input for e in events if isinstance(e, ev.ToolRequested)] == [{"n": 1}, {"n": 2}]
+    session.shutdown()
+    assert replay(host.journal.read(session.id)).identical
+
+
+def test_a_local_handler_that_exits_fails_its_call(host: Host) -> None:
+    session = host.open_session()
+    output = session.exec("c", "try { await tools.leave({}) } catch (e) { text(String(e)) }")
+    assert _texts(output) == [texts.tool_failed("leave", SystemExit(1))]
+    session.shutdown()
+
+
+def test_a_cancelled_local_call_gives_its_place_back(
+    host: Host, release: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "MAX_IN_FLIGHT_PER_SESSION", 1)
+    STARTED.clear()
+    session = host.open_session()
+    running = session.exec("c", "yield_control(); await tools.slow({});")
+    assert "Script running" in running.items[0]["text"]
+    assert STARTED.wait(10)
+    session.terminate("1")  # its handler still runs, unheeded
+    output = session.exec("d", 'text(await tools.shout("free"));')
+    assert _texts(output) == ["FREE"]  # (the session's one place was given back)
+    release.set()
+    session.shutdown()
+
+
+def test_a_cancelled_call_is_not_tried_again() -> None:
+    attempts = []
+    registry = ToolRegistry()
+
+    @registry.function(retry=RetryPolicy(attempts=5, initial_backoff_s=0.01))
+    def flaky(ctx: ToolContext) -> str:
+        attempts.append(ctx.attempt)
+        ctx.cancelled.set()  # (the cell ended meanwhile)
+        raise RetryableToolError("again")
+
+    invocation = ToolInvocation(session="s", cell="1", call_id="tool-1", name="flaky",
+                                raw_name="flaky", kind=ToolKind.FUNCTION, input={})  # fmt: skip
+    context = ToolContext(idempotency_key=invocation.idempotency_key)
+    assert run_call(registry, invocation, context) == (None, "again")
+    assert attempts == [1]
 
 
 def test_a_local_tool_fails_as_any_tool_does(host: Host) -> None:
@@ -198,7 +275,7 @@ def test_a_fleet_worker_runs_the_local_tools_of_its_own_tool_set(
         session = client.open_session()
         output = session.exec("c", "text(JSON.stringify(await tools.near({a: 1})));")
         assert _texts(output) == ['{"a":1}']
-        assert THREADS == ["local-tools_0"]
+        assert THREADS == ["local-tool"]
         session.shutdown()
     finally:
         client.close()
