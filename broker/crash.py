@@ -22,6 +22,7 @@ POINTS = {
     "answer_recorded": "a fleet worker's answer was recorded, and the client has not got it",
     "tool_outcome_recorded": "a tool worker recorded an outcome and did not send it",
     "local_tool_ran": "a local tool's handler returned, and its outcome is not recorded",
+    "outcome_unwritten": "JavaScript was handed an outcome whose write has not returned",
     "cell_recovering": "a cell was replayed to its log's end, and is not live yet",
     "shutdown_begun": "a session's shutdown was recorded, and its cells are not ended",
 }

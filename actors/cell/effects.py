@@ -136,10 +136,16 @@ class Effects:
             self._tools.update(zip((call.call_id for call in run_here), handles, strict=True))
 
     def tool_done(self, outcome: ToolOutcome, runtime: CellRuntime) -> None:
-        """Record a call's outcome (unless a worker did) and hand it to JavaScript."""
+        """Record a call's outcome (unless a worker did) and hand it to JavaScript.
+
+        An outcome this process records is written while JavaScript goes on with it:
+        whatever the cell does next reaches this actor, hence the log and anyone else,
+        only after the write returned; a crash in between leaves a log in which the call
+        never returned (its cell, recovered, makes it again)."""
         if self._tools.pop(outcome.call_id, None) is None:
             return  # cancelled, or the cell already finished: dropped (spec §3.3)
         log = self._log
+        recorded = outcome.recorded and outcome.clock_ms is not None
         if outcome.recorded and outcome.clock_ms is not None:
             # A worker already appended the outcome; record only when (in input order)
             # and with which clock JavaScript saw it. Nothing outside sees its effect
@@ -163,11 +169,13 @@ class Effects:
                         **log.stamp(), call_id=outcome.call_id, error=outcome.error, clock_ms=clock
                     )
                 )
-            log.flush()
         if outcome.error is None:
             runtime.deliver_tool_result(outcome.call_id, outcome.result, clock)
         else:
             runtime.deliver_tool_error(outcome.call_id, outcome.error, clock)
+        if not recorded:
+            crash_point("outcome_unwritten")
+            log.flush()
 
     def _invocation(self, call: ev.ToolRequested) -> ToolInvocation:
         definition = self._ctx.tools.get(call.name)

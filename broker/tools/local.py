@@ -5,12 +5,13 @@ goes on to `remote` (the tool workers over Redis, `dispatch.py`).
 
 A local call crosses neither Redis nor another process. Its `ToolRequested` is not
 appended before it runs: the cell appends it with its outcome, in one durable write
-after the handler returned (`records_first` is False), before JavaScript sees the
-outcome. A crash before that write loses the call with its cell's unrecorded rest, and
-the recovered cell makes the call again: local tools run at least once, like a tool
-worker's calls (Temporal's local activities make the same trade). A local tool's failed
-attempts (its retry policy applies as anywhere) are not recorded, only its outcome: its
-request is not in the log before that.
+after the handler returned (`records_first` is False), while JavaScript goes on with
+the outcome; nothing the cell does next is recorded or seen before that write returned
+(`Effects.tool_done`). A crash before that write loses the call with its cell's
+unrecorded rest, and the recovered cell makes the call again: local tools run at least
+once, like a tool worker's calls (Temporal's local activities make the same trade). A
+local tool's failed attempts (its retry policy applies as anywhere) are not recorded,
+only its outcome: its request is not in the log before that.
 """
 
 from __future__ import annotations

@@ -295,14 +295,16 @@ os._exit(3)  # (the crash point was not reached)
 CELL = 'text("a"); text(JSON.stringify(await tools.echo({n: 1}))); text("b"); store("k", 1);'
 
 
+@pytest.mark.parametrize("point", ["local_tool_ran", "outcome_unwritten"])
 def test_a_local_call_cut_short_by_a_crash_runs_again_for_the_recovered_cell(
-    redis_url: str, keys: Keys, tmp_path: pathlib.Path
+    point: str, redis_url: str, keys: Keys, tmp_path: pathlib.Path
 ) -> None:
-    """At least once: the handler ran, its host died before the outcome was written; the
-    next owner replays the cell to the call, which runs again, and the cell ends as it
-    would have."""
+    """At least once: the handler ran (and, at `outcome_unwritten`, JavaScript may have
+    gone on with its result), its host died before the outcome was written; the next
+    owner replays the cell to the call, which runs again, and the cell ends as it would
+    have: nothing it did with the lost result was recorded or seen."""
     session_id, runs = uuid.uuid4().hex, tmp_path / "runs"
-    env = {**os.environ, crash.ENV: "local_tool_ran", recovery_tools.RUNS_FILE: str(runs)}
+    env = {**os.environ, crash.ENV: point, recovery_tools.RUNS_FILE: str(runs)}
     script = [sys.executable, "-c", CRASHING_CHILD, redis_url, keys.prefix, session_id, CELL]
     assert subprocess.run(script, env=env, timeout=60, check=False).returncode == -signal.SIGKILL
     raw = redis.Redis.from_url(redis_url)
