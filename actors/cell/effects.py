@@ -1,9 +1,12 @@
 """What a cell does outside itself: nested tool calls, timers, notifications.
 
-Each effect is recorded before anything outside sees it: a tool call's
-`ToolRequested` goes in the same round trip as the call (ahead of it), a timer's
-firing and a tool's outcome are recorded before JavaScript gets them, a notification
-before it is handed to the harness. Outcomes come back to the actor as messages
+Each effect is recorded before anything outside sees it: a tool call sent to the tool
+workers has its `ToolRequested` in the same round trip as the call (ahead of it); one
+run here or by the harness has it written with its outcome; a timer's firing and a
+worker's outcome are recorded before JavaScript gets them; an outcome recorded here is
+written while JavaScript goes on with it, and whatever the cell does next is handled
+only after that write returned (`tool_done`); a notification is recorded before it is
+handed to the harness. Outcomes come back to the actor as messages
 (`ToolDone`, `TimerDue`, `NotificationsSettled`) through `tell`. Runs on the cell
 actor's thread.
 """

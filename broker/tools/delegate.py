@@ -4,7 +4,7 @@ is the tool worker), instead of the worker fleet over Redis (`dispatch.py`).
 The cell's `tool_requested` events are appended with its outcome (`records_first` is
 False); each call goes to the harness through `send` and its outcome comes back through
 `answer`. The outcome is not recorded by anyone else: the cell records it (with its
-clock) while JavaScript goes on with it, as for a call refused before dispatch; nothing
+clock) while JavaScript goes on with it, as for a call a dispatcher refuses; nothing
 the cell does next is recorded or seen before that write returned. A call the cell no longer
 needs is withdrawn (`withdraw`: Codex's `delegate/cancel`); its late answer is dropped.
 """

@@ -299,10 +299,11 @@ CELL = 'text("a"); text(JSON.stringify(await tools.echo({n: 1}))); text("b"); st
 def test_a_local_call_cut_short_by_a_crash_runs_again_for_the_recovered_cell(
     point: str, redis_url: str, keys: Keys, tmp_path: pathlib.Path
 ) -> None:
-    """At least once: the handler ran (and, at `outcome_unwritten`, JavaScript may have
-    gone on with its result), its host died before the outcome was written; the next
-    owner replays the cell to the call, which runs again, and the cell ends as it would
-    have: nothing it did with the lost result was recorded or seen."""
+    """At least once: the handler ran (at `outcome_unwritten`, its outcome was handed to
+    JavaScript too), its host died before the outcome was written; the next owner
+    replays the cell to the call, which runs again, and the cell ends as it would have.
+    (That nothing JavaScript does next is recorded first follows from the actor's
+    order, which this kill, coming at once, does not probe.)"""
     session_id, runs = uuid.uuid4().hex, tmp_path / "runs"
     env = {**os.environ, crash.ENV: point, recovery_tools.RUNS_FILE: str(runs)}
     script = [sys.executable, "-c", CRASHING_CHILD, redis_url, keys.prefix, session_id, CELL]
