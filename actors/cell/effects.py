@@ -115,7 +115,10 @@ class Effects:
                 raise
         on_outcome = lambda outcome: self._tell(ToolDone(outcome))  # noqa: E731
         dispatcher = self._ctx.dispatcher
-        recorded_first = [call for call in calls if dispatcher.records_first(call)]
+        recorded_first: list[ToolInvocation] = []
+        run_here: list[ToolInvocation] = []
+        for call in calls:
+            (recorded_first if dispatcher.records_first(call) else run_here).append(call)
         if recorded_first:
             # The batch (the calls' `tool_requested` among it) and the calls: one round trip.
             events, commands = self._log.take_commands()
@@ -133,7 +136,6 @@ class Effects:
             crash_point("tool_dispatched")
         # The rest run in this process or its harness: a call's `ToolRequested` goes with
         # a later append (its outcome's, at the latest): one durable write per call.
-        run_here = [call for call in calls if not dispatcher.records_first(call)]
         if run_here:
             handles = dispatcher.dispatch_batch([(call, on_outcome) for call in run_here])
             self._tools.update(zip((call.call_id for call in run_here), handles, strict=True))
@@ -148,12 +150,12 @@ class Effects:
         if self._tools.pop(outcome.call_id, None) is None:
             return  # cancelled, or the cell already finished: dropped (spec §3.3)
         log = self._log
-        recorded = outcome.recorded and outcome.clock_ms is not None
-        if outcome.recorded and outcome.clock_ms is not None:
+        recorded_at = outcome.clock_ms if outcome.recorded else None
+        if recorded_at is not None:
             # A worker already appended the outcome; record only when (in input order)
             # and with which clock JavaScript saw it. Nothing outside sees its effect
             # before the next flush, so it rides along with the next batch.
-            clock = outcome.clock_ms
+            clock = recorded_at
             log.add(ev.ToolResultDelivered(**log.stamp(), call_id=outcome.call_id, clock_ms=clock))
         else:
             clock = self._ctx.clock()
@@ -176,7 +178,7 @@ class Effects:
             runtime.deliver_tool_result(outcome.call_id, outcome.result, clock)
         else:
             runtime.deliver_tool_error(outcome.call_id, outcome.error, clock)
-        if not recorded:
+        if recorded_at is None:
             crash_point("outcome_unwritten")
             log.flush()
 

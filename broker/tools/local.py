@@ -20,6 +20,7 @@ import dataclasses
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import orjson
@@ -79,24 +80,28 @@ class LocalTools:
         before: Sequence[Any] = (),
         check_before: Callable[[Sequence[Any]], None] | None = None,
     ) -> list[CancelHandle]:
-        handles: dict[int, CancelHandle] = {}
-        remote = [(i, call) for i, call in enumerate(calls) if call[0].raw_name not in self._local]
-        if remote or before:
-            sent = self.remote.dispatch_batch([call for _, call in remote], before, check_before)
-            handles.update(zip((i for i, _ in remote), sent, strict=True))
-        for index, (invocation, on_outcome) in enumerate(calls):
-            if index not in handles:
-                handles[index] = self._run(invocation, on_outcome)
-        return [handles[index] for index in range(len(calls))]
+        send = partial(self.remote.dispatch_batch, before=before, check_before=check_before)
+        return self._split(calls, send, always=bool(before))
 
     def adopt(self, calls: Sequence[Call]) -> list[CancelHandle]:
         """Calls a dead owner had sent: remote ones are taken on where they run; a local
         one died with that owner, so it runs again here."""
+        return self._split(calls, self.remote.adopt, always=False)
+
+    def _split(
+        self,
+        calls: Sequence[Call],
+        remote: Callable[[list[Call]], list[CancelHandle]],
+        *,
+        always: bool,
+    ) -> list[CancelHandle]:
+        """The handles of `calls`, in order: the remote ones through `remote` (called
+        also without any if `always`), the local ones run here."""
+        indexes = [i for i, call in enumerate(calls) if call[0].raw_name not in self._local]
         handles: dict[int, CancelHandle] = {}
-        remote = [(i, call) for i, call in enumerate(calls) if call[0].raw_name not in self._local]
-        if remote:
-            adopted = self.remote.adopt([call for _, call in remote])
-            handles.update(zip((i for i, _ in remote), adopted, strict=True))
+        if indexes or always:
+            sent = remote([calls[i] for i in indexes])
+            handles.update(zip(indexes, sent, strict=True))
         for index, (invocation, on_outcome) in enumerate(calls):
             if index not in handles:
                 handles[index] = self._run(invocation, on_outcome)
@@ -108,7 +113,9 @@ class LocalTools:
         self._threads.shutdown()
         self.remote.close()
 
-    def _run(self, invocation: ToolInvocation, on_outcome: Callable[[ToolOutcome], None]) -> Any:
+    def _run(
+        self, invocation: ToolInvocation, on_outcome: Callable[[ToolOutcome], None]
+    ) -> CancelHandle:
         problem = payload_error(invocation)
         if problem is None:
             with self._lock:

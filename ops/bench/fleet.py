@@ -26,10 +26,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from cellfleet.broker.fleet import FleetClient
 from cellfleet.broker.keys import DEFAULT_KEYS
 from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.redis.link import Link, link_to
+from cellfleet.ops.bench.throughput import back_to_back
 from cellfleet.ops.host import Host
 from cellfleet.ops.processes import stop_processes, worker_ready
 from cellfleet.ops.redis_server import start_redis
@@ -131,29 +132,16 @@ def _sustained(open_session: Callable[[], Session], seconds: float) -> float:
     sessions = [open_session() for _ in range(SUSTAINED_SESSIONS)]
     for session in sessions:
         _timed(session, "warm")
-    counts = [0] * len(sessions)
-    start = threading.Barrier(len(sessions) + 1)
-    stop = threading.Event()
-
-    def loop(index: int) -> None:
-        start.wait()
-        while not stop.is_set():
-            _timed(sessions[index], f"s{counts[index]}")
-            counts[index] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(sessions))]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    stop.wait(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    rate = sum(counts) / (time.perf_counter() - began)
+    runners = [partial(_exec_as, session) for session in sessions]
+    cells, elapsed = back_to_back(runners, seconds)
+    rate = cells / elapsed
     for session in sessions:
         session.shutdown()
     return round(rate, 1)
+
+
+def _exec_as(session: Session, index: int) -> None:
+    _timed(session, f"s{index}")
 
 
 def sustained(url: str, seconds: float) -> dict[str, Any]:

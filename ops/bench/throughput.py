@@ -29,13 +29,14 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from cellfleet.broker.tools.registry import ToolRegistry
+from cellfleet.ops.bench import runtime as bench_runtime
 from cellfleet.ops.bench.host import HELLO, _Client, _tool, reference_binary
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
@@ -66,16 +67,10 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def _back_to_back(runners: list[Callable[[int], None]], seconds: float) -> tuple[int, float]:
-    """Every runner called with 0, 1, 2, ... in its own thread for `seconds`: cells run
-    and the wall time they took."""
+def back_to_back(runners: Sequence[Callable[[int], None]], seconds: float) -> tuple[int, float]:
+    """Every runner called with 0, 1, 2, ... in its own thread for `seconds`, all
+    started together, nothing waited for between calls: calls made and the wall time
+    they took. A runner's error ends the run and is raised."""
     counts = [0] * len(runners)
     start = threading.Barrier(len(runners) + 1)
     stop = threading.Event()
@@ -134,7 +129,7 @@ def _cellfleet(host: Host, redis_pid: int, workload: str, sessions: int, seconds
     for once in runners:  # each session's first cell is not part of the measure
         once(-1)
     cpu_before = time.process_time() + _cpu_s(redis_pid)
-    cells, wall = _back_to_back(runners, seconds)
+    cells, wall = back_to_back(runners, seconds)
     cpu = time.process_time() + _cpu_s(redis_pid) - cpu_before
     for session in opened:
         session.shutdown()
@@ -206,11 +201,15 @@ def _reference(client: _SharedClient, workload: str, sessions: int, seconds: flo
     for once in runners:
         once(-1)
     cpu_before = _cpu_s(client.process.pid)
-    cells, wall = _back_to_back(runners, seconds)
+    cells, wall = back_to_back(runners, seconds)
     cpu = _cpu_s(client.process.pid) - cpu_before
     for name in names:
         client.call({"method": "session/shutdown", "sessionId": name}, "operation/response")
     return _row("reference", workload, sessions, (cells, wall, cpu))
+
+
+def _rss_kib() -> int:
+    return round(bench_runtime.rss_mib() * 1024)
 
 
 def _memory(host: Host, cells: int) -> dict[str, Any]:
