@@ -190,6 +190,7 @@ def json_problem(value: Any) -> str | None:
 
 def encode_tool_call(invocation: ToolInvocation, reply_to: str) -> list[bytes | str]:
     """The fields of a call's entry on the calls stream, as XADD takes them."""
+    namespace = [] if invocation.namespace is None else ["namespace", invocation.namespace]
     return [
         "session",
         invocation.session,
@@ -207,6 +208,7 @@ def encode_tool_call(invocation: ToolInvocation, reply_to: str) -> list[bytes | 
         orjson.dumps(invocation.input),
         "reply",
         reply_to,
+        *namespace,
     ]
 
 
@@ -222,6 +224,7 @@ def decode_tool_call(fields: Mapping[bytes, bytes]) -> tuple[ToolInvocation, str
             raw_name=text["raw_name"],
             kind=ToolKind(text["kind"]),
             input=orjson.loads(fields[b"input"]),
+            namespace=text.get("namespace"),
         )
         return invocation, text["reply"]
     except (KeyError, ValueError) as error:

@@ -167,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     host.add_argument(
         "--into", type=Path, default=None, help="that folder (default: ./codex-on-cellfleet)"
     )
+    _fleet_switch(host)
 
     tools = commands.add_parser("tools", help="run a tool-dispatch worker process")
     tools.add_argument(
@@ -346,17 +347,21 @@ def _sessions(args: argparse.Namespace, registry: ToolRegistry, keys: Keys) -> S
     """Where `run` and `play` open their sessions: in this process, or on the fleet."""
     url = reachable_redis(args.data_dir)
     if args.fleet:
-        timeout = os.environ.get("CELLFLEET_PLACEMENT_TIMEOUT_S", "")
-        try:
-            placement_timeout_s = float(timeout) if timeout else DEFAULT_PLACEMENT_TIMEOUT_S
-        except ValueError:
-            placement_timeout_s = -1.0
-        if not 0 < placement_timeout_s < math.inf:
-            raise InputError(
-                f"CELLFLEET_PLACEMENT_TIMEOUT_S must be seconds above 0, not {timeout!r}"
-            )
+        placement_timeout_s = _placement_timeout_s()
         return FleetClient(url, tools=registry, keys=keys, placement_timeout_s=placement_timeout_s)
     return Host(url, tools=registry, keys=keys)
+
+
+def _placement_timeout_s() -> float:
+    """How long a fleet client waits for a worker with room ($CELLFLEET_PLACEMENT_TIMEOUT_S)."""
+    timeout = os.environ.get("CELLFLEET_PLACEMENT_TIMEOUT_S", "")
+    try:
+        placement_timeout_s = float(timeout) if timeout else DEFAULT_PLACEMENT_TIMEOUT_S
+    except ValueError:
+        placement_timeout_s = -1.0
+    if not 0 < placement_timeout_s < math.inf:
+        raise InputError(f"CELLFLEET_PLACEMENT_TIMEOUT_S must be seconds above 0, not {timeout!r}")
+    return placement_timeout_s
 
 
 def run_file(host: Sessions, registry: ToolRegistry, source: str, yield_time_ms: int) -> int:
@@ -533,7 +538,8 @@ def replay_session(args: argparse.Namespace, keys: Keys) -> int:
 def run_host(args: argparse.Namespace, keys: Keys) -> int:
     """`cellfleet host`: serve Codex's host protocol on stdin/stdout, or install it."""
     if args.install_next_to is not None:
-        return install_next_to(args.install_next_to, args.into or Path("codex-on-cellfleet"))
+        folder = args.into or Path("codex-on-cellfleet")
+        return install_next_to(args.install_next_to, folder, fleet=args.fleet)
     if args.listen != "stdio":
         raise InputError(
             f"--listen {args.listen}: only stdio is served (JSON frames; start Codex with"
@@ -541,12 +547,18 @@ def run_host(args: argparse.Namespace, keys: Keys) -> int:
         )
     url = reachable_redis(args.data_dir)  # (checked before the first frame is read)
     limit = args.memory_limit_mib << 20
+    if args.fleet:
+        placement_timeout_s = _placement_timeout_s()
+        return serve_stdio(
+            lambda: FleetClient(url, keys=keys, placement_timeout_s=placement_timeout_s), limit
+        )
     return serve_stdio(lambda: Host(url, workers=0, keys=keys, memory_limit_bytes=limit))
 
 
-def install_next_to(codex: Path, folder: Path) -> int:
+def install_next_to(codex: Path, folder: Path, *, fleet: bool = False) -> int:
     """A folder holding a hard link of `codex` and, beside it, the `codex-code-mode-host`
-    it starts (Codex looks next to its own executable, symlinks resolved)."""
+    it starts (Codex looks next to its own executable, symlinks resolved); `fleet`: that
+    host runs the cells on the fleet's workers."""
     if not codex.is_file():
         raise InputError(f"{codex}: no such file (the path of the codex binary)")
     try:
@@ -562,7 +574,8 @@ def install_next_to(codex: Path, folder: Path) -> int:
         launcher.write_text(
             "#!/bin/sh\n# Codex's code-mode host, served by cellfleet (REDIS_URL, else the"
             " embedded Redis).\n"
-            f'exec {shlex.quote(sys.executable)} -m cellfleet.ops.cli host "$@"\n'
+            f"exec {shlex.quote(sys.executable)} -m cellfleet.ops.cli host"
+            f'{" --fleet" if fleet else ""} "$@"\n'
         )
         launcher.chmod(0o755)
     except OSError as error:

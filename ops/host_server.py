@@ -6,6 +6,13 @@ host: each protocol session is a cellfleet session (every lifecycle event in Red
 cells get the tools each execute names, and their nested tool calls and notifications
 go back to the client as delegate requests (the client is the tool worker).
 
+The cells run in this process (a `Host`), or on the fleet's workers (a `FleetClient`:
+`cellfleet host --fleet`), where a worker that dies loses none of them. On the fleet, a
+session's worker sends its nested calls here through the client's answers stream, in
+order with the cells' answers (so the client sees the frames in the same order), and
+the client's answer goes back to the session's owner, which records it
+(`_FleetDelegates`).
+
 Threads: the reader (`serve`) decodes frames and starts operations; answers are written
 from whichever thread settles them (cell actors, the session shutdown), one whole frame
 at a time (`FrameWriter`). Only frames go to standard output: anything else written to
@@ -27,19 +34,20 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, BinaryIO, TextIO, cast
+from typing import Any, BinaryIO, Protocol, TextIO, cast
 
-from cellfleet.actors.runtime.protocol import RuntimeTool
-from cellfleet.actors.session.actor import ActorSessionBackend, CellTools
+from cellfleet.actors.session.actor import CellTools
 from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode, Pending
-from cellfleet.broker.contract.tools import ToolDefinition
 from cellfleet.broker.contract.typescript import normalize_identifier
+from cellfleet.broker.errors import BrokerError
+from cellfleet.broker.fleet import FleetClient
+from cellfleet.broker.fleet.client import FleetSessionBackend
 from cellfleet.broker.host_protocol import answers, messages
 from cellfleet.broker.host_protocol.frames import FrameError, FrameWriter, read_frame
 from cellfleet.broker.host_protocol.messages import DecodeError
-from cellfleet.broker.tools.delegate import DelegateDispatcher
+from cellfleet.broker.tools.delegate import DelegateDispatcher, Send
 from cellfleet.broker.tools.invocation import ToolInvocation
 from cellfleet.ops.host import Host
 
@@ -52,14 +60,107 @@ class FatalError(Exception):
     """The connection cannot go on (the reference exits with status 1)."""
 
 
+class _Backend(Protocol):
+    """A session's backend as this server drives it (in this process or on the fleet)."""
+
+    def execute(
+        self,
+        call_id: str,
+        source: str,
+        yield_time_ms: int,
+        max_output_tokens: int | None,
+        mode: ObserveMode = ...,
+        *,
+        tools: CellTools | None = None,
+    ) -> tuple[str, Future[CellAnswer]]: ...
+
+    def observe(
+        self, cell_id: str, mode: ObserveMode, yield_time_ms: int
+    ) -> Future[CellAnswer]: ...
+
+    def terminate(self, cell_id: str) -> Future[CellAnswer]: ...
+
+    def yield_now(self, cell_id: str) -> None: ...
+
+
+class _Delegates(Protocol):
+    """Where the client's answers to nested calls go (`DelegateDispatcher`, or on the
+    fleet `_FleetDelegates`)."""
+
+    def answer(self, delegate_id: int, result: Any, error: str | None) -> bool: ...
+
+    def fail_all(self, error: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _FleetDelegates:
+    """The nested calls of cells that run on the fleet (`ClientTools`): a call that a
+    session's worker asks for gets a delegate id of this connection and goes to the
+    client (`send`); the client's answer goes back to the session's owner, which records
+    it. A worker that took the session over asks again for the calls it still needs."""
+
+    def __init__(self, send: Send, withdrawn: Callable[[int], None], ids: Any) -> None:
+        self._send = send
+        self._withdrawn = withdrawn  # tell the client a call is no longer needed
+        self._ids = ids  # shared with the connection's other requests to the client
+        self._lock = threading.Lock()
+        # the client's id of a call -> (its session, the worker's id of it, its key)
+        self._asked: dict[int, tuple[FleetSessionBackend, int, str]] = {}
+        self._ids_of: dict[tuple[str, int], int] = {}  # (session, worker's id) -> client's
+        self._gone: str | None = None  # the client left: calls fail with this
+
+    def ask(self, backend: FleetSessionBackend, delegate: int, call: ToolInvocation) -> None:
+        with self._lock:
+            gone = self._gone
+            if gone is None:
+                delegate_id = next(self._ids)
+                self._asked[delegate_id] = (backend, delegate, call.idempotency_key)
+                self._ids_of[(backend.session_id, delegate)] = delegate_id
+        if gone is not None:
+            backend.answer_tool(delegate, call.idempotency_key, None, gone)
+        else:
+            self._send(delegate_id, call)
+
+    def withdrawn(self, backend: FleetSessionBackend, delegate: int) -> None:
+        with self._lock:
+            delegate_id = self._ids_of.pop((backend.session_id, delegate), None)
+            if delegate_id is not None:
+                self._asked.pop(delegate_id, None)
+        if delegate_id is not None:
+            self._withdrawn(delegate_id)
+
+    def answer(self, delegate_id: int, result: Any, error: str | None) -> bool:
+        with self._lock:
+            asked = self._asked.pop(delegate_id, None)
+            if asked is None:
+                return False
+            backend, delegate, key = asked
+            if self._ids_of.get((backend.session_id, delegate)) == delegate_id:
+                del self._ids_of[(backend.session_id, delegate)]
+        backend.answer_tool(delegate, key, result, error)
+        return True
+
+    def fail_all(self, error: str) -> None:
+        with self._lock:
+            self._gone = error
+            asked, self._asked = list(self._asked.values()), {}
+            self._ids_of.clear()
+        for backend, delegate, key in asked:
+            backend.answer_tool(delegate, key, None, error)
+
+    def close(self) -> None:
+        """Nothing to stop (`fail_all` answered every call still waiting)."""
+
+
 @dataclass
 class _Open:
     session: Session
     server_shaping: bool
 
     @property
-    def backend(self) -> ActorSessionBackend:
-        return cast("ActorSessionBackend", self.session.backend)
+    def backend(self) -> _Backend:
+        return cast("_Backend", self.session.backend)
 
 
 @dataclass
@@ -75,8 +176,17 @@ class _Observation:
 class HostServer:
     """One client connection over a pair of byte streams."""
 
-    def __init__(self, host: Host, reader: BinaryIO, writer: BinaryIO, errors: TextIO) -> None:
+    def __init__(
+        self,
+        host: Host | FleetClient,
+        reader: BinaryIO,
+        writer: BinaryIO,
+        errors: TextIO,
+        *,
+        memory_limit_bytes: int | None = None,
+    ) -> None:
         self.host = host
+        self.memory_limit_bytes = memory_limit_bytes  # of each cell's heap (None: the host's)
         self._reader = reader
         self._out = FrameWriter(writer)
         self._errors = errors
@@ -95,9 +205,16 @@ class HostServer:
         # Requests for a session whose shutdown is under way: answered after it.
         self._closing: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._ending = False  # the client closed its end: answers go nowhere
-        self._delegate = DelegateDispatcher(
-            host.journal.link, self._send_tool_call, self._withdraw, self._delegate_ids
-        )
+        self._delegate: _Delegates
+        self._open_options: dict[str, Any]  # how its sessions reach the client's tools
+        if isinstance(host, FleetClient):
+            delegates = _FleetDelegates(self._send_tool_call, self._withdraw, self._delegate_ids)
+            self._delegate, self._open_options = delegates, {"client_tools": delegates}
+        else:
+            dispatcher = DelegateDispatcher(
+                host.journal.link, self._send_tool_call, self._withdraw, self._delegate_ids
+            )
+            self._delegate, self._open_options = dispatcher, {"dispatcher": dispatcher}
 
     # -- the connection -----------------------------------------------------------------
 
@@ -171,6 +288,7 @@ class HostServer:
             event.set()
         for open_session in sessions:
             open_session.session.shutdown()
+        self._delegate.close()
         self._out.closed = True
 
     # -- client messages ----------------------------------------------------------------
@@ -247,18 +365,27 @@ class HostServer:
         if problem is not None:
             self._finish(request_id, answers.error(request_id, problem))
             return
-        session = self.host.open_session(
-            [],
-            max_yield_time_ms=request.max_yield_time_ms,
-            # (`maxHeapSizeBytes` is not enforced, as by Codex's own host: the cells
-            # have the host's limit, `--memory-limit-mib`.)
-            label=session_id,
-            dispatcher=self._delegate,
-            notify=lambda call_id, cell_id, text: self._notify(session_id, call_id, cell_id, text),
-            on_cell_closed=lambda cell_id: self._out.write(
-                {"type": "cell/closed", "sessionId": session_id, "cellId": cell_id}
-            ),
-        )
+        try:
+            session = self.host.open_session(
+                [],
+                max_yield_time_ms=request.max_yield_time_ms,
+                # (`maxHeapSizeBytes` is not enforced, as by Codex's own host: the cells
+                # have the host's limit, `--memory-limit-mib`.)
+                memory_limit_bytes=self.memory_limit_bytes,
+                label=session_id,
+                notify=lambda call_id, cell_id, text: self._notify(
+                    session_id, call_id, cell_id, text
+                ),
+                on_cell_closed=lambda cell_id: self._out.write(
+                    {"type": "cell/closed", "sessionId": session_id, "cellId": cell_id}
+                ),
+                **self._open_options,
+            )
+        except BrokerError as error:  # no fleet worker with room, the log unreachable
+            with self._lock:
+                self._used_sessions.discard(session_id)
+            self._finish(request_id, answers.error(request_id, str(error)))
+            return
         with self._lock:
             self._sessions[session_id] = _Open(session, request.server_truncation)
             self._client_ids[session.id] = session_id
@@ -411,7 +538,15 @@ class HostServer:
             self._out.write(frame)
 
     def _withdraw(self, delegate_id: int) -> None:
-        self._out.write({"type": "delegate/cancel", "id": delegate_id})
+        """Tell the client a call is no longer needed (after its request, if that is
+        held: on the fleet a cell may end before its `execution/started` went out)."""
+        frame = {"type": "delegate/cancel", "id": delegate_id}
+        with self._lock:
+            for frames in self._held.values():
+                if any(f["type"] == "delegate/request" and f["id"] == delegate_id for f in frames):
+                    frames.append(frame)
+                    return
+            self._out.write(frame)
 
     def _notify(self, session_id: str, call_id: str, cell_id: str, text: str) -> None:
         """Hand a notification to the client and wait until it acknowledged it (the
@@ -453,38 +588,32 @@ def _tool_set(tools: tuple[messages.WireTool, ...]) -> CellTools:
     """The tools an execute names, as the cell installs them: `tools[name]` with the name
     made a JavaScript identifier (`my-tool` -> `my_tool`, as Codex's host does), and the
     client's description in `ALL_TOOLS` as given."""
-    definitions = {
-        normalize_identifier(tool.name): ToolDefinition(
-            name=tool.tool_name, namespace=tool.namespace, description=tool.description,
-            kind=tool.kind,
-        )
-        for tool in tools
-    }  # fmt: skip
-    runtime = tuple(
-        RuntimeTool(name=normalize_identifier(tool.name), description=tool.description,
-                    kind=tool.kind)
-        for tool in tools
-    )  # fmt: skip
-    records = tuple(
-        {
-            "name": tool.tool_name,
-            "namespace": tool.namespace,
-            "global_name": normalize_identifier(tool.name),
-            "kind": str(tool.kind),
-            "description": tool.description,
-        }
-        for tool in tools
+    return CellTools.from_records(
+        [
+            {
+                "name": tool.tool_name,
+                "namespace": tool.namespace,
+                "global_name": normalize_identifier(tool.name),
+                "kind": str(tool.kind),
+                "description": tool.description,
+            }
+            for tool in tools
+        ]
     )
-    return CellTools(runtime, records, definitions)
 
 
-def serve_stdio(host_factory: Callable[[], Host]) -> int:
+def serve_stdio(
+    host_factory: Callable[[], Host | FleetClient], memory_limit_bytes: int | None = None
+) -> int:
     """Serve one client on standard input and output; the process's exit status."""
     frames_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray writes: not into the frames
     frames_in = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
     host = host_factory()
     try:
-        return HostServer(host, frames_in, frames_out, sys.stderr).serve()
+        server = HostServer(
+            host, frames_in, frames_out, sys.stderr, memory_limit_bytes=memory_limit_bytes
+        )
+        return server.serve()
     finally:
         host.close()

@@ -34,7 +34,13 @@ from cellfleet.actors.cell.spares import CellActors
 from cellfleet.actors.errors import ActorError
 from cellfleet.actors.runtime.pool import DEFAULT_MEMORY_LIMIT_BYTES, ContextPool
 from cellfleet.actors.scheduler import Scheduler
-from cellfleet.actors.session.actor import ActorSessionBackend, SessionConfig, SessionServices
+from cellfleet.actors.session.actor import (
+    ActorSessionBackend,
+    CellTools,
+    SessionConfig,
+    SessionServices,
+)
+from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
 from cellfleet.broker.crash import crash_point
@@ -56,8 +62,9 @@ from cellfleet.broker.redis.link import (
     wake_reader,
 )
 from cellfleet.broker.redis.scripts import script_source
+from cellfleet.broker.tools.delegate import DelegateDispatcher
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
-from cellfleet.broker.tools.invocation import ToolDispatcher
+from cellfleet.broker.tools.invocation import ToolDispatcher, ToolInvocation
 from cellfleet.broker.tools.local import with_local_tools
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
@@ -87,6 +94,8 @@ class _Served:
     used_at: float = field(default_factory=time.monotonic)  # its last request
     # Draining: its cells are ending, and requests wait to be sent on to its next owner.
     deferred: list[dict[str, Any]] | None = None
+    # Its nested calls, when its client answers them (`client_tools`: Codex's host).
+    delegates: DelegateDispatcher | None = None
 
 
 class CellWorker:
@@ -351,6 +360,9 @@ class CellWorker:
                 int(message["yield_time_ms"]),
                 message.get("max_output_tokens"),
                 ObserveMode(message.get("mode", "yield")),
+                tools=None
+                if message.get("tools") is None
+                else CellTools.from_records(message["tools"]),
                 request=request,
             )
             self._announce_later(message, future, cell)
@@ -364,6 +376,15 @@ class CellWorker:
             self._observed(message, backend.terminate(cell, request), cell)
         elif op == "yield_now":
             backend.yield_now(str(message["cell"]))
+        elif op == "tool_outcome":
+            if served.delegates is not None:
+                error = message.get("error")
+                served.delegates.answer(
+                    int(message["delegate"]),
+                    message.get("result"),
+                    None if error is None else str(error),
+                    key=str(message["key"]),
+                )
         elif op == "shutdown":
             self._blocking.submit(self._shutdown, message, served)
         else:
@@ -487,6 +508,14 @@ class CellWorker:
                 clients = [client]
             entry = _Served(backend=None, open_message=message, clients=clients)  # type: ignore[arg-type]
             config.notify_with_id = partial(self._notify, (session, entry))
+            if message["config"].get("client_tools"):
+                entry.delegates = DelegateDispatcher(
+                    self.journal.link,
+                    partial(self._ask_client, (session, entry)),
+                    partial(self._withdraw_at_client, (session, entry)),
+                    itertools.count(1),
+                )
+                config.dispatcher = entry.delegates
             config.on_cell_closed = partial(self._closed, session, entry)
             try:
                 entry.backend = ActorSessionBackend(self.services, config)
@@ -605,7 +634,8 @@ class CellWorker:
             session_id=session,
             inventory=build_inventory(tools, namespaces),
             max_yield_time_ms=spec.get("max_yield_time_ms"),
-            dispatcher=self._dispatcher(registry),
+            # (a client that answers its calls itself: see `_open`)
+            dispatcher=None if spec.get("client_tools") else self._dispatcher(registry),
             memory_limit_bytes=spec.get("memory_limit_bytes"),
             label=str(spec.get("label", "")),
         )
@@ -703,6 +733,22 @@ class CellWorker:
         finally:
             with self._lock:
                 self._notifying.pop(notification_id, None)
+
+    def _ask_client(
+        self, served: tuple[str, _Served], delegate_id: int, invocation: ToolInvocation
+    ) -> None:
+        """Send a nested call to the session's client (it answers with `tool_outcome`);
+        with no client left, the call fails as the in-process host's do."""
+        session, entry = served
+        call = wire.encode_invocation(invocation)
+        reply = {"id": None, "kind": "tool_call", "session": session, "delegate": delegate_id}
+        if not self._tell_all(entry, {**reply, "call": call}) and entry.delegates is not None:
+            entry.delegates.answer(delegate_id, None, texts.CLIENT_GONE)
+
+    def _withdraw_at_client(self, served: tuple[str, _Served], delegate_id: int) -> None:
+        session, entry = served
+        reply = {"id": None, "kind": "tool_withdrawn", "session": session}
+        self._tell_all(entry, {**reply, "delegate": delegate_id})
 
     def _closed(self, session: str, entry: _Served, cell: str) -> None:
         self._tell_all(entry, {"id": None, "kind": "closed", "session": session, "cell": cell})

@@ -14,7 +14,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -39,7 +39,7 @@ from cellfleet.actors.session.store import SessionStore
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract.inventory import ToolInventory
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
-from cellfleet.broker.contract.tools import ToolDefinition
+from cellfleet.broker.contract.tools import ToolDefinition, ToolKind
 from cellfleet.broker.crash import crash_point
 from cellfleet.broker.errors import (
     BrokerError,
@@ -100,6 +100,25 @@ class CellTools:
             inventory.records(),
             {e.global_name: e.definition for e in inventory.entries},
         )
+
+    @classmethod
+    def from_records(cls, records: Sequence[Mapping[str, Any]]) -> CellTools:
+        """The tools a harness names for one cell, as `records` (the log's form: name,
+        namespace, global_name, kind, description); what a fleet worker is sent."""
+        runtime: list[RuntimeTool] = []
+        kept: list[dict[str, str | None]] = []
+        definitions: dict[str, ToolDefinition] = {}
+        for record in records:
+            name, global_name = str(record["name"]), str(record["global_name"])
+            namespace = None if record["namespace"] is None else str(record["namespace"])
+            kind, description = ToolKind(record["kind"]), str(record["description"])
+            runtime.append(RuntimeTool(name=global_name, description=description, kind=kind))
+            kept.append({"name": name, "namespace": namespace, "global_name": global_name,
+                         "kind": str(kind), "description": description})  # fmt: skip
+            definitions[global_name] = ToolDefinition(
+                name=name, namespace=namespace, description=description, kind=kind
+            )
+        return cls(tuple(runtime), tuple(kept), definitions)
 
 
 @dataclass(kw_only=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from redis.backoff import NoBackoff
@@ -52,6 +52,7 @@ from cellfleet.broker.redis.link import (
     read_entries,
     wake_reader,
 )
+from cellfleet.broker.tools.invocation import ToolInvocation
 from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
 
@@ -72,6 +73,23 @@ RESEND_THREADS = 64
 HEARD_NOTIFICATIONS = 4096  # per session: the newest notifications' ids, for repeats
 
 Notify = Callable[[str, str, str], None]
+
+
+class ClientTools(Protocol):
+    """A client that answers its sessions' nested calls itself (Codex's host protocol):
+    told each call (`delegate`: the worker's id of it, for `answer_tool`) and each
+    withdrawal, on the thread that reads answers, in order with them."""
+
+    def ask(self, backend: FleetSessionBackend, delegate: int, call: ToolInvocation) -> None: ...
+
+    def withdrawn(self, backend: FleetSessionBackend, delegate: int) -> None: ...
+
+
+class ToolRecords(Protocol):
+    """A cell's own tool set, as the log records it (`CellTools`)."""
+
+    @property
+    def records(self) -> Sequence[Mapping[str, str | None]]: ...
 
 
 class NoWorkerError(BrokerError):
@@ -145,6 +163,7 @@ class FleetClient:
         keys: Keys = DEFAULT_KEYS,
     ) -> None:
         self.id = uuid.uuid4().hex[:16]
+        self.redis_url = redis_url
         self.keys = keys
         self.placement_timeout_s = placement_timeout_s
         self.client = connect_redis(
@@ -192,15 +211,18 @@ class FleetClient:
         on_cell_closed: Callable[[str], None] | None = None,
         memory_limit_bytes: int | None = None,
         label: str = "",
+        client_tools: ClientTools | None = None,
     ) -> Session:
         """A session on a live worker with room (as `Host.open_session`); raises
-        `NoWorkerError` if none had room within the placement timeout."""
+        `NoWorkerError` if none had room within the placement timeout. `client_tools`:
+        its nested calls are answered by this client (default: by the tool workers)."""
         definitions = list(self.registry.definitions if tools is None else tools)
         spaces = dict(namespaces or {})
         inventory = build_inventory(definitions, spaces)  # (checks them before any worker)
         config = {
             **wire.encode_tools(definitions, spaces),
             "registry": self.registry.fingerprint,
+            "client_tools": client_tools is not None,
             "max_yield_time_ms": max_yield_time_ms,
             "memory_limit_bytes": memory_limit_bytes,
             "label": label,
@@ -211,6 +233,7 @@ class FleetClient:
             config,
             notify or (lambda *_: None),
             on_cell_closed or (lambda _: None),
+            client_tools=client_tools,
         )
         self.place(backend)
         with self._lock:
@@ -478,6 +501,19 @@ class FleetClient:
         elif kind == "moved":
             owner = message.get("owner")
             backend.owner = owner if isinstance(owner, str) else None
+        elif kind in ("tool_call", "tool_withdrawn") and backend.client_tools is not None:
+            try:
+                delegate = int(message["delegate"])
+                call = None
+                if kind == "tool_call":
+                    call = wire.decode_invocation(backend.session_id, message.get("call"))
+            except (KeyError, TypeError, ValueError) as error:  # (a WireError too)
+                log.error("a malformed %s: %r", kind, error)
+                return
+            if call is not None:
+                backend.client_tools.ask(backend, delegate, call)
+            else:
+                backend.client_tools.withdrawn(backend, delegate)
 
     def _deliver(
         self, backend: FleetSessionBackend, notification: Any, args: tuple[str, ...]
@@ -556,12 +592,15 @@ class FleetSessionBackend:
         config: dict[str, Any],
         notify: Notify,
         on_cell_closed: Callable[[str], None],
+        *,
+        client_tools: ClientTools | None = None,
     ) -> None:
         self.client = client
         self.session_id = session_id
         self.config = config
         self.notify = notify
         self.on_cell_closed = on_cell_closed
+        self.client_tools = client_tools
         self.owner: str | None = None  # the worker that serves it (None: find it)
         self._shut = threading.Event()
         self._heard: OrderedDict[tuple[str, int], None] = OrderedDict()  # notifications
@@ -584,7 +623,10 @@ class FleetSessionBackend:
         yield_time_ms: int,
         max_output_tokens: int | None,
         mode: ObserveMode = ObserveMode.YIELD,
+        *,
+        tools: ToolRecords | None = None,
     ) -> tuple[str, Future[CellAnswer]]:
+        """`tools`: the cell's own nested tools (default: the session's)."""
         if self._shut.is_set():  # as the in-process session's: its actor is gone
             raise SessionShuttingDownError
         message = {
@@ -595,6 +637,8 @@ class FleetSessionBackend:
             "max_output_tokens": max_output_tokens,
             "mode": str(mode),
         }
+        if tools is not None:
+            message["tools"] = list(tools.records)
         request = self.client.request(self, message)
         return request.started.result(), request.answer
 
@@ -618,6 +662,17 @@ class FleetSessionBackend:
         if self._shut.is_set():
             return
         request = self.client.request(self, {"op": "yield_now", "cell": cell_id})
+        self.client._forget(request)  # (no answer comes)
+
+    def answer_tool(self, delegate: int, key: str, result: Any, error: str | None) -> None:
+        """The outcome of a nested call the worker asked this client (`ClientTools`);
+        to the session's owner now (an earlier owner's call is asked again by the next)."""
+        message = {"op": "tool_outcome", "delegate": delegate, "key": key}
+        try:
+            request = self.client.request(self, message | {"result": result, "error": error})
+        except (redis.RedisError, BrokerError) as failure:  # (the next owner asks again)
+            log.warning("session %s: a call's outcome not sent: %s", self.session_id, failure)
+            return
         self.client._forget(request)  # (no answer comes)
 
     def shutdown(self, timeout: float = 30.0) -> None:

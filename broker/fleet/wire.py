@@ -9,19 +9,24 @@ answers repeat. This module is the only code that knows these shapes.
 | ----------- | ------------------------------------------------------ | ----------------------- |
 | `open`      | `config` (tools, registry, limits, label), `adopt`     | `opened`/`moved`/`full` |
 | `execute`   | `call_id`, `source`, `yield_time_ms`, `max_output_tokens`, | `started`, `answer` |
-|             | `mode`                                                 |                         |
+|             | `mode`, `tools` (the cell's own: records, or absent)   |                         |
 | `observe`   | `cell`, `mode`, `yield_time_ms`                        | `answer`                |
 | `terminate` | `cell`                                                 | `answer`                |
 | `yield_now` | `cell`                                                 | (none)                  |
 | `drop`      | `of`: the request whose caller went away               | (none)                  |
 | `notified`  | `of`: a notification whose callback returned           | (none)                  |
 | `shutdown`  | `timeout_s`                                            | `done`                  |
+| `tool_outcome` | `delegate`, `key`, `result`, `error` (a `tool_call`'s) | (none)               |
 
 Any request may be answered `error` (`kind`, `message`: the model sees the message) or
 `moved` (`owner`: send it there; None: find the owner from the session's lease). A
 worker also tells a client `notify` (`call_id`, `cell`, `text`, `notification`: to
 confirm with `notified` once the callback returned) and `closed` (`cell`)
-for its sessions, and `moved` without an id when it handed a session over.
+for its sessions, and `moved` without an id when it handed a session over. A session
+opened with `client_tools` in its config has its nested calls answered by its client
+(Codex's host protocol): the worker tells it `tool_call` (`delegate`: the worker's id of
+the call, `call`: the invocation) and `tool_withdrawn` (`key`: a call the cell no longer
+needs), in order with the session's answers; the client answers with `tool_outcome`.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from cellfleet.broker.contract.responses import (
     Yielded,
 )
 from cellfleet.broker.contract.tools import NamespaceInfo, ToolDefinition, ToolKind
+from cellfleet.broker.tools.invocation import ToolInvocation
 
 FIELD = b"m"  # the one stream field of every message
 
@@ -115,3 +121,28 @@ def decode_tools(data: Any) -> tuple[list[ToolDefinition], dict[str, NamespaceIn
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise WireError(f"malformed tool definitions: {error!r}") from None
     return tools, namespaces
+
+
+# -- nested calls a client answers (`client_tools`) ------------------------------------------
+
+
+def encode_invocation(invocation: ToolInvocation) -> dict[str, Any]:
+    fields = dataclasses.asdict(invocation)
+    del fields["session"]  # (the message names it)
+    return fields
+
+
+def decode_invocation(session: str, data: Any) -> ToolInvocation:
+    try:
+        return ToolInvocation(
+            session=session,
+            cell=str(data["cell"]),
+            call_id=str(data["call_id"]),
+            name=str(data["name"]),
+            raw_name=str(data["raw_name"]),
+            kind=ToolKind(data["kind"]),
+            input=data.get("input"),
+            namespace=None if data.get("namespace") is None else str(data["namespace"]),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise WireError(f"not a tool call: {error!r}") from None

@@ -59,7 +59,8 @@ class DelegateDispatcher:
         self._withdrawn = withdrawn  # tell the harness a call is no longer needed
         self._ids = ids  # shared with the connection's other requests to the harness
         self._lock = threading.Lock()
-        self._waiting: dict[int, tuple[str, Callable[[ToolOutcome], None]]] = {}
+        # delegate id -> (the call's idempotency key, its id, where its outcome goes)
+        self._waiting: dict[int, tuple[str, str, Callable[[ToolOutcome], None]]] = {}
 
     def records_first(self, invocation: ToolInvocation) -> bool:
         """No: the harness is this process's own client; a call it runs dies with the
@@ -86,7 +87,11 @@ class DelegateDispatcher:
                     problem = texts.too_many_tool_calls(MAX_IN_FLIGHT)
                 delegate_id = next(self._ids)
                 if problem is None:
-                    self._waiting[delegate_id] = (invocation.call_id, on_outcome)
+                    self._waiting[delegate_id] = (
+                        invocation.idempotency_key,
+                        invocation.call_id,
+                        on_outcome,
+                    )
             if problem is not None:
                 handles.append(CancelHandle())
                 on_outcome(ToolOutcome(invocation.call_id, error=problem))
@@ -102,13 +107,17 @@ class DelegateDispatcher:
         asked again."""
         return self.dispatch_batch(calls)
 
-    def answer(self, delegate_id: int, result: Any, error: str | None) -> bool:
-        """The harness answered; False if no call waits for it (withdrawn, unknown)."""
+    def answer(
+        self, delegate_id: int, result: Any, error: str | None, key: str | None = None
+    ) -> bool:
+        """The harness answered; False if no call waits for it (withdrawn, unknown, or
+        not the call `key` names: an answer to an earlier owner's call of that id)."""
         with self._lock:
-            waiting = self._waiting.pop(delegate_id, None)
-        if waiting is None:
-            return False
-        call_id, on_outcome = waiting
+            waiting = self._waiting.get(delegate_id)
+            if waiting is None or key not in (None, waiting[0]):
+                return False
+            del self._waiting[delegate_id]
+        _, call_id, on_outcome = waiting
         on_outcome(ToolOutcome(call_id, result=result, error=error))
         return True
 
@@ -125,5 +134,5 @@ class DelegateDispatcher:
         """The harness is gone: every waiting call fails with `error`."""
         with self._lock:
             waiting, self._waiting = self._waiting, {}
-        for call_id, on_outcome in waiting.values():
+        for _, call_id, on_outcome in waiting.values():
             on_outcome(ToolOutcome(call_id, error=error))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from cellfleet.broker.events import CellAdmitted, ToolSetDefined, admitted_tools
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import Keys
 from cellfleet.ops.bench.host import REFERENCE_CACHE, reference_binary
+from cellfleet.ops.processes import stop_processes, worker_ready
 from tests.host.codex_cli import codex_folder, exec_call, run_codex, wait_call
 from tests.integration.cli_support import REPO, run_cellfleet
 
@@ -119,3 +122,46 @@ def test_codex_runs_its_code_mode_on_cellfleet_as_on_its_own_host(
         build_inventory(definitions), default_exec_yield_time_ms=30_000, code_mode_only=False
     )
     assert ours_text == theirs.exec_description()
+
+
+def test_codex_runs_its_code_mode_on_a_cellfleet_fleet(redis_url: str, tmp_path: Path) -> None:
+    """The same turns with the cells on a `cellfleet worker` (`host --fleet`, here set
+    by $CELLFLEET_FLEET as a launcher started with no arguments takes it): what Codex
+    sends back to the model is the same as with its own host."""
+    assert CODEX is not None
+    reference = reference_binary()
+    assert reference is not None
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO),
+           "CELLFLEET_KEY_PREFIX": f"e{uuid.uuid4().hex[:8]}", "CELLFLEET_FLEET": "1"}  # fmt: skip
+    installed = run_cellfleet(
+        ["host", "--install-next-to", str(CODEX), "--into", str(tmp_path / "cf")],
+        tmp_path,
+        redis_url,
+    )
+    assert installed.returncode == 0, installed.stderr
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cellfleet.ops.cli", "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        worker_ready(worker)
+        (tmp_path / "ref-run").mkdir()
+        (tmp_path / "cf-run").mkdir()
+        their_codex = codex_folder(CODEX, Path(reference), tmp_path / "ref")
+        theirs, their_run = run_codex(their_codex, TURNS, tmp_path / "ref-run", env)
+        ours, our_run = run_codex(tmp_path / "cf" / "codex", TURNS, tmp_path / "cf-run", env)
+    finally:
+        stop_processes([worker])
+    assert their_run.returncode == 0, their_run.stderr
+    assert our_run.returncode == 0, our_run.stderr
+    assert _normalized(ours.outputs()) == _normalized(theirs.outputs())
+    keys = Keys(env["CELLFLEET_KEY_PREFIX"])
+    journal = RedisJournal.from_url(redis_url, keys)
+    try:
+        (session,) = journal.newest_sessions(1)
+        served_by_a_worker = journal.client.hget(keys.session(session).meta, "fleet")
+    finally:
+        journal.close()
+    assert served_by_a_worker is not None  # (a worker's takeover record: not in-process)

@@ -5,14 +5,17 @@ aside; and, where the reference binary is at hand, the reference still answers s
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cellfleet.ops.bench.host import reference_binary
+from cellfleet.ops.processes import stop_processes, worker_ready
 from tests.host.record import RECORDED
 from tests.host.scenarios import SCENARIOS, answered, execute, load_recorded, start
 from tests.host.wire import run_scenario
@@ -38,6 +41,53 @@ def test_cellfleet_host_answers_as_the_reference(name: str, redis_url: str) -> N
     }
     run = run_scenario([sys.executable, "-m", "cellfleet.ops.cli", "host"], SCENARIOS[name], env)
     assert _compared(run) == _compared(recorded)
+
+
+@pytest.fixture(scope="module")
+def fleet(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """A `cellfleet worker` serving its own key prefix; the environment of a host that
+    runs its cells there."""
+    url = request.config.getoption("--redis-url") or request.getfixturevalue("redis_server").url
+    env = {**os.environ, "REDIS_URL": url, "PYTHONPATH": str(REPO),
+           "CELLFLEET_KEY_PREFIX": f"hf{uuid.uuid4().hex[:8]}"}  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cellfleet.ops.cli", "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    worker_ready(worker)
+    yield env
+    stop_processes([worker])
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_cellfleet_host_on_the_fleet_answers_as_the_reference(
+    name: str, fleet: dict[str, str]
+) -> None:
+    """The same frames when the cells run on a fleet worker (`host --fleet`): their
+    nested calls reach the client through this host's own tool worker."""
+    command = [sys.executable, "-m", "cellfleet.ops.cli", "host", "--fleet"]
+    run = run_scenario(command, SCENARIOS[name], fleet)
+    assert _compared(run) == _compared(RECORDINGS[name])
+
+
+def test_with_no_fleet_worker_an_open_says_how_to_start_one(redis_url: str) -> None:
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO),
+           "CELLFLEET_KEY_PREFIX": f"hn{uuid.uuid4().hex[:8]}",
+           "CELLFLEET_PLACEMENT_TIMEOUT_S": "0.3"}  # fmt: skip
+    command = [sys.executable, "-m", "cellfleet.ops.cli", "host", "--fleet"]
+    run = run_scenario(command, start(), env)
+    assert run["status"] == 0
+    assert run["frames"][-1] == {
+        "type": "operation/response",
+        "id": 1,
+        "result": {
+            "status": "error",
+            "message": "no cellfleet worker with room answered within 0.3 s: start one with"
+            " `cellfleet worker` (same REDIS_URL), or more of them",
+        },
+    }
 
 
 @pytest.mark.skipif(reference_binary() is None, reason="no reference host binary here")

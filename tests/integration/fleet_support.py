@@ -4,6 +4,9 @@ tests run through both (`shared_host`'s two parameters)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,8 +17,10 @@ from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.broker.client import Session
 from cellfleet.broker.contract.tools import JsonValue
 from cellfleet.broker.fleet import FleetClient
+from cellfleet.broker.keys import Keys
 from cellfleet.broker.redis.connect import is_cluster
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
+from cellfleet.ops.processes import worker_ready
 from cellfleet.ops.worker import CellWorker
 from tests.integration.session_support import TIMEOUT_S
 
@@ -49,6 +54,20 @@ class FleetHost:
     def close(self) -> None:
         self.client.close()
         self.worker.stop()
+
+
+def start_worker(
+    redis_url: str, keys: Keys, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A `cellfleet worker` process on `keys`; it and its worker id."""
+    env = {**os.environ, "REDIS_URL": redis_url, **(env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cellfleet.ops.cli", "--key-prefix", keys.prefix, "worker", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, worker_ready(process)
 
 
 def wait_for_key(raw: redis.Redis, key: str, done: Any, what: str) -> None:

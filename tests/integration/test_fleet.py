@@ -38,10 +38,9 @@ from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import Keys
 from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.ops.host import Host
-from cellfleet.ops.processes import worker_ready
 from cellfleet.ops.redis_server import RedisClusterProcess, RedisProcess
 from cellfleet.ops.worker import CellWorker
-from tests.integration.fleet_support import wait_for_key
+from tests.integration.fleet_support import start_worker, wait_for_key
 from tests.integration.session_support import TIMEOUT_S
 
 ECHO = {"echo": lambda value: value}
@@ -180,19 +179,6 @@ def test_a_request_for_a_stopped_worker_follows_the_session(
 
 
 # -- processes ---------------------------------------------------------------------------
-
-
-def start_worker(
-    redis_url: str, keys: Keys, *extra: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[bytes], str]:
-    env = {**os.environ, "REDIS_URL": redis_url, **(env or {})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cellfleet.ops.cli", "--key-prefix", keys.prefix, "worker", *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    return process, worker_ready(process)
 
 
 class Tally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from cellfleet.broker import codec
@@ -68,6 +70,8 @@ def test_tool_calls_round_trip() -> None:
     )
     decoded, reply_to = codec.decode_tool_call(_stored(codec.encode_tool_call(call, "cf:r")))
     assert (decoded, reply_to) == (call, "cf:r")
+    spaced = dataclasses.replace(call, namespace="docs")  # (Codex's host names it)
+    assert codec.decode_tool_call(_stored(codec.encode_tool_call(spaced, "r")))[0] == spaced
     with pytest.raises(codec.DecodeError):
         codec.decode_tool_call({b"session": b"s", b"kind": b"function"})
     with pytest.raises(codec.DecodeError):
