@@ -265,10 +265,11 @@ def _without_tools() -> dict[str, Callable[[argparse.Namespace, Keys], int]]:
 
 
 def _fleet_switch(command: argparse.ArgumentParser) -> None:
+    setting = os.environ.get("CELLFLEET_FLEET", "").strip().lower()
     command.add_argument(
         "--fleet",
-        action="store_true",
-        default=os.environ.get("CELLFLEET_FLEET", "") not in ("", "0"),
+        action=argparse.BooleanOptionalAction,
+        default=setting not in ("", "0", "false", "no", "off"),
         help="run the cells on the fleet's `cellfleet worker`s (default: in this process; "
         "$CELLFLEET_FLEET=1 sets it)",
     )

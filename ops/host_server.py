@@ -30,7 +30,7 @@ import os
 import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -52,6 +52,8 @@ from cellfleet.broker.tools.invocation import ToolInvocation
 from cellfleet.ops.host import Host
 
 REMEMBERED_REQUEST_IDS = 4096  # finished ids that still count as used
+# Answers to the fleet's calls kept for a worker that took a session over and asks again.
+ANSWERS_KEPT = 4096
 NOTIFICATION_TIMEOUT_S = 60.0  # a client that never acknowledges holds a thread no longer
 RANGE_ERROR = "invalid code-mode execute request: out of range integral type conversion attempted"
 
@@ -94,39 +96,64 @@ class _Delegates(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass
+class _Asked:
+    """A call out to the client: who asked for it last (a worker that took its session
+    over asks again), under which of its numbers, and the call's key."""
+
+    backend: FleetSessionBackend
+    delegate: int  # the worker's number of the call
+    key: str  # its idempotency key
+
+    @property
+    def worker_key(self) -> tuple[str, int]:
+        return (self.backend.session_id, self.delegate)
+
+
 class _FleetDelegates:
     """The nested calls of cells that run on the fleet (`ClientTools`): a call that a
     session's worker asks for gets a delegate id of this connection and goes to the
     client (`send`); the client's answer goes back to the session's owner, which records
-    it. A worker that took the session over asks again for the calls it still needs."""
+    it. A worker that took the session over asks again for the calls it still needs:
+    one still out to the client is not sent twice, and one the client answered already
+    is answered from memory (`ANSWERS_KEPT`), so the client runs each call once."""
 
     def __init__(self, send: Send, withdrawn: Callable[[int], None], ids: Any) -> None:
         self._send = send
         self._withdrawn = withdrawn  # tell the client a call is no longer needed
         self._ids = ids  # shared with the connection's other requests to the client
         self._lock = threading.Lock()
-        # the client's id of a call -> (its session, the worker's id of it, its key)
-        self._asked: dict[int, tuple[FleetSessionBackend, int, str]] = {}
-        self._ids_of: dict[tuple[str, int], int] = {}  # (session, worker's id) -> client's
+        self._asked: dict[int, _Asked] = {}  # by the client's id of the call
+        self._by_key: dict[str, int] = {}  # a call's key -> the client's id of it
+        self._by_worker: dict[tuple[str, int], int] = {}  # (session, worker's number) -> id
+        self._answers: OrderedDict[str, tuple[Any, str | None]] = OrderedDict()  # by key
         self._gone: str | None = None  # the client left: calls fail with this
 
     def ask(self, backend: FleetSessionBackend, delegate: int, call: ToolInvocation) -> None:
+        key = call.idempotency_key
+        fresh, delegate_id = False, 0
         with self._lock:
-            gone = self._gone
-            if gone is None:
-                delegate_id = next(self._ids)
-                self._asked[delegate_id] = (backend, delegate, call.idempotency_key)
-                self._ids_of[(backend.session_id, delegate)] = delegate_id
-        if gone is not None:
-            backend.answer_tool(delegate, call.idempotency_key, None, gone)
-        else:
+            answered = (None, self._gone) if self._gone is not None else self._answers.get(key)
+            if answered is None:
+                out = self._by_key.get(key)
+                if out is None:  # a new call
+                    delegate_id = self._by_key[key] = next(self._ids)
+                    fresh = True
+                else:  # out already: a worker that took the session over asks again
+                    delegate_id = out
+                    self._by_worker.pop(self._asked[delegate_id].worker_key, None)
+                asked = self._asked[delegate_id] = _Asked(backend, delegate, key)
+                self._by_worker[asked.worker_key] = delegate_id
+        if answered is not None:
+            backend.answer_tool(delegate, key, *answered)
+        elif fresh:
             self._send(delegate_id, call)
 
     def withdrawn(self, backend: FleetSessionBackend, delegate: int) -> None:
         with self._lock:
-            delegate_id = self._ids_of.pop((backend.session_id, delegate), None)
+            delegate_id = self._by_worker.pop((backend.session_id, delegate), None)
             if delegate_id is not None:
-                self._asked.pop(delegate_id, None)
+                self._by_key.pop(self._asked.pop(delegate_id).key, None)
         if delegate_id is not None:
             self._withdrawn(delegate_id)
 
@@ -135,19 +162,22 @@ class _FleetDelegates:
             asked = self._asked.pop(delegate_id, None)
             if asked is None:
                 return False
-            backend, delegate, key = asked
-            if self._ids_of.get((backend.session_id, delegate)) == delegate_id:
-                del self._ids_of[(backend.session_id, delegate)]
-        backend.answer_tool(delegate, key, result, error)
+            self._by_key.pop(asked.key, None)
+            self._by_worker.pop(asked.worker_key, None)
+            self._answers[asked.key] = (result, error)
+            if len(self._answers) > ANSWERS_KEPT:
+                self._answers.popitem(last=False)
+        asked.backend.answer_tool(asked.delegate, asked.key, result, error)
         return True
 
     def fail_all(self, error: str) -> None:
         with self._lock:
             self._gone = error
             asked, self._asked = list(self._asked.values()), {}
-            self._ids_of.clear()
-        for backend, delegate, key in asked:
-            backend.answer_tool(delegate, key, None, error)
+            self._by_key.clear()
+            self._by_worker.clear()
+        for call in asked:
+            call.backend.answer_tool(call.delegate, call.key, None, error)
 
     def close(self) -> None:
         """Nothing to stop (`fail_all` answered every call still waiting)."""
@@ -193,6 +223,7 @@ class HostServer:
         self._lock = threading.Lock()
         self._sessions: dict[str, _Open] = {}
         self._used_sessions: set[str] = set()
+        self._opening: set[str] = set()  # (on the fleet: waiting for a worker with room)
         self._live_ids: set[int] = set()
         self._finished_ids: deque[int] = deque(maxlen=REMEMBERED_REQUEST_IDS)
         self._observations: dict[int, _Observation] = {}
@@ -355,16 +386,28 @@ class HostServer:
     def _open(self, request_id: int, request: messages.Open) -> None:
         session_id = request.session_id
         with self._lock:
-            if session_id in self._sessions:
+            if session_id in self._sessions or session_id in self._opening:
                 problem = f"code-mode session ID `{session_id}` is already open"
             elif session_id in self._used_sessions:
                 problem = f"code-mode session ID `{session_id}` was reused"
             else:
                 problem = None
                 self._used_sessions.add(session_id)
+                self._opening.add(session_id)
         if problem is not None:
             self._finish(request_id, answers.error(request_id, problem))
-            return
+        elif isinstance(self.host, FleetClient):  # (it may wait for a worker with room:
+            # meanwhile the client's other frames are read and answered)
+            name = f"open-{session_id}"
+            opening = threading.Thread(
+                target=self._open_session, args=(request_id, request), name=name, daemon=True
+            )
+            opening.start()
+        else:
+            self._open_session(request_id, request)
+
+    def _open_session(self, request_id: int, request: messages.Open) -> None:
+        session_id = request.session_id
         try:
             session = self.host.open_session(
                 [],
@@ -384,11 +427,18 @@ class HostServer:
         except BrokerError as error:  # no fleet worker with room, the log unreachable
             with self._lock:
                 self._used_sessions.discard(session_id)
+                self._opening.discard(session_id)
             self._finish(request_id, answers.error(request_id, str(error)))
             return
         with self._lock:
-            self._sessions[session_id] = _Open(session, request.server_truncation)
-            self._client_ids[session.id] = session_id
+            self._opening.discard(session_id)
+            ending = self._ending  # (the client left while it opened)
+            if not ending:
+                self._sessions[session_id] = _Open(session, request.server_truncation)
+                self._client_ids[session.id] = session_id
+        if ending:
+            session.shutdown()
+            return
         ready = {"type": "session/ready", "sessionId": session_id}
         self._finish(request_id, answers.ok(request_id, ready))
 

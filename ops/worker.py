@@ -742,6 +742,7 @@ class CellWorker:
         session, entry = served
         call = wire.encode_invocation(invocation)
         reply = {"id": None, "kind": "tool_call", "session": session, "delegate": delegate_id}
+        reply["owner"] = self.id  # (where its outcome goes)
         if not self._tell_all(entry, {**reply, "call": call}) and entry.delegates is not None:
             entry.delegates.answer(delegate_id, None, texts.CLIENT_GONE)
 

@@ -502,6 +502,9 @@ class FleetClient:
             owner = message.get("owner")
             backend.owner = owner if isinstance(owner, str) else None
         elif kind in ("tool_call", "tool_withdrawn") and backend.client_tools is not None:
+            owner = message.get("owner")
+            if isinstance(owner, str):  # (a worker that took the session over asks again)
+                backend.owner = owner
             try:
                 delegate = int(message["delegate"])
                 call = None
@@ -523,12 +526,22 @@ class FleetClient:
         the in-process session does)."""
         if args:
             _quietly(backend.notify, *args)
-        if backend.owner is None or notification is None:
-            return
-        confirm = self._new_request(backend, {"op": "notified", "of": notification})
-        self._forget(confirm)  # (no answer comes)
-        with contextlib.suppress(redis.RedisError, BrokerError):
-            self._send_to(backend.owner, confirm)
+        if notification is not None:
+            self.tell_owner(backend, {"op": "notified", "of": notification})
+
+    def tell_owner(self, backend: FleetSessionBackend, message: dict[str, Any]) -> bool:
+        """Send a message that gets no answer to the session's owner as known now, never
+        waiting for a placement; whether it went (not: no owner known, or it is gone)."""
+        owner = backend.owner
+        if owner is None:
+            return False
+        request = self._new_request(backend, message)
+        self._forget(request)  # (no answer comes)
+        try:
+            return self._send_to(owner, request)
+        except (redis.RedisError, BrokerError) as error:
+            log.warning("session %s: %s not sent: %s", backend.session_id, message["op"], error)
+            return False
 
     def _check_owners(self) -> None:
         """Send again, to the session's next owner, the requests whose worker died
@@ -665,15 +678,11 @@ class FleetSessionBackend:
         self.client._forget(request)  # (no answer comes)
 
     def answer_tool(self, delegate: int, key: str, result: Any, error: str | None) -> None:
-        """The outcome of a nested call the worker asked this client (`ClientTools`);
-        to the session's owner now (an earlier owner's call is asked again by the next)."""
+        """The outcome of a nested call the worker asked this client (`ClientTools`), to
+        the session's owner as known now: if that one is gone, the next owner asks again
+        (a client that remembers its answers gives that one at once)."""
         message = {"op": "tool_outcome", "delegate": delegate, "key": key}
-        try:
-            request = self.client.request(self, message | {"result": result, "error": error})
-        except (redis.RedisError, BrokerError) as failure:  # (the next owner asks again)
-            log.warning("session %s: a call's outcome not sent: %s", self.session_id, failure)
-            return
-        self.client._forget(request)  # (no answer comes)
+        self.client.tell_owner(self, message | {"result": result, "error": error})
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop every cell and wait for them; idempotent."""

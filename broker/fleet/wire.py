@@ -25,8 +25,10 @@ confirm with `notified` once the callback returned) and `closed` (`cell`)
 for its sessions, and `moved` without an id when it handed a session over. A session
 opened with `client_tools` in its config has its nested calls answered by its client
 (Codex's host protocol): the worker tells it `tool_call` (`delegate`: the worker's id of
-the call, `call`: the invocation) and `tool_withdrawn` (`key`: a call the cell no longer
-needs), in order with the session's answers; the client answers with `tool_outcome`.
+the call, `call`: the invocation, `owner`: the worker) and `tool_withdrawn` (`delegate`: a
+call the cell no longer needs), in order with the session's answers; the client answers
+a call with `tool_outcome` (`key`: its idempotency key, so that an answer to an earlier
+owner's call of the same number is refused).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import pytest
 from cellfleet.ops.bench.host import reference_binary
 from cellfleet.ops.processes import stop_processes, worker_ready
 from tests.host.record import RECORDED
-from tests.host.scenarios import SCENARIOS, answered, execute, load_recorded, start
+from tests.host.scenarios import SCENARIOS, answered, execute, load_recorded, op, start
 from tests.host.wire import run_scenario
 from tests.integration.cli_support import run_cellfleet
 
@@ -43,20 +43,25 @@ def test_cellfleet_host_answers_as_the_reference(name: str, redis_url: str) -> N
     assert _compared(run) == _compared(recorded)
 
 
-@pytest.fixture(scope="module")
-def fleet(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """A `cellfleet worker` serving its own key prefix; the environment of a host that
-    runs its cells there."""
-    url = request.config.getoption("--redis-url") or request.getfixturevalue("redis_server").url
+def _worker_of_its_own(url: str, *options: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """A `cellfleet worker` serving a key prefix of its own; the environment of a host
+    that runs its cells there."""
     env = {**os.environ, "REDIS_URL": url, "PYTHONPATH": str(REPO),
            "CELLFLEET_KEY_PREFIX": f"hf{uuid.uuid4().hex[:8]}"}  # fmt: skip
     worker = subprocess.Popen(
-        [sys.executable, "-m", "cellfleet.ops.cli", "worker"],
+        [sys.executable, "-m", "cellfleet.ops.cli", "worker", *options],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
     worker_ready(worker)
+    return worker, env
+
+
+@pytest.fixture(scope="module")
+def fleet(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    url = request.config.getoption("--redis-url") or request.getfixturevalue("redis_server").url
+    worker, env = _worker_of_its_own(url)
     yield env
     stop_processes([worker])
 
@@ -70,6 +75,42 @@ def test_cellfleet_host_on_the_fleet_answers_as_the_reference(
     command = [sys.executable, "-m", "cellfleet.ops.cli", "host", "--fleet"]
     run = run_scenario(command, SCENARIOS[name], fleet)
     assert _compared(run) == _compared(RECORDINGS[name])
+
+
+def test_an_install_for_the_fleet_starts_its_host_on_the_fleet(
+    redis_url: str, tmp_path: Path
+) -> None:
+    codex = tmp_path / "codex"
+    codex.write_text("#!/bin/sh\n")
+    for extra, fleet in (([], False), (["--fleet"], True)):
+        folder = tmp_path / f"cf-{fleet}"
+        args = ["host", "--install-next-to", str(codex), "--into", str(folder), *extra]
+        installed = run_cellfleet(args, tmp_path, redis_url, env={"CELLFLEET_FLEET": ""})
+        assert installed.returncode == 0, installed.stderr
+        launcher = (folder / "codex-code-mode-host").read_text()
+        assert ("cellfleet.ops.cli host --fleet " in launcher) is fleet
+
+
+def test_an_open_that_waits_for_room_holds_up_no_other_session(redis_url: str) -> None:
+    """On the fleet an open may wait for a worker with room (here: none, for 5 s);
+    meanwhile the client's other frames are read and answered."""
+    worker, env = _worker_of_its_own(redis_url, "--capacity", "1")
+    try:
+        env["CELLFLEET_PLACEMENT_TIMEOUT_S"] = "5"
+        steps = [
+            *start(),
+            ["send", op(2, "session/open", sessionId="s2")],  # (no room: waits)
+            execute(3, "text('s1 goes on')"),
+            answered(3, "execute/initialResponse"),
+            answered(2),  # (then: no worker had room)
+        ]
+        command = [sys.executable, "-m", "cellfleet.ops.cli", "host", "--fleet"]
+        run = run_scenario(command, steps, env)
+    finally:
+        stop_processes([worker])
+    kinds = [(f["type"], f.get("id")) for f in run["frames"]]
+    assert kinds.index(("execute/initialResponse", 3)) < kinds.index(("operation/response", 2))
+    assert "no cellfleet worker with room" in run["frames"][-1]["result"]["message"]
 
 
 def test_with_no_fleet_worker_an_open_says_how_to_start_one(redis_url: str) -> None:

@@ -150,3 +150,24 @@ def test_a_call_asked_by_a_killed_worker_is_asked_again_by_the_next_owner(
         session.shutdown()
     finally:
         worker.stop()
+
+
+def test_an_outcome_whose_worker_is_gone_is_dropped_without_waiting_for_one(
+    redis_url: str, keys: Keys
+) -> None:
+    """No worker serves the session any more: the outcome is not held up waiting for one
+    to place the session on (the next owner, when there is one, asks again)."""
+    patient = FleetClient(redis_url, keys=keys, placement_timeout_s=600)
+    worker = CellWorker(redis_url, keys=keys, tool_workers=0).start()
+    try:
+        session = patient.open_session(client_tools=Asked())
+        session.shutdown()  # (else the client's close would wait to shut it down)
+    finally:
+        worker.stop()
+    backend: FleetSessionBackend = session.backend  # type: ignore[assignment]
+    try:
+        backend.answer_tool(1, f"{session.id}/1/tool-1", "late", None)  # (returns at once)
+        backend.owner = None
+        backend.answer_tool(2, f"{session.id}/1/tool-2", "late", None)
+    finally:
+        patient.close()
