@@ -24,9 +24,12 @@ that writes one has got around its prelude.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 
 class RecordKind(StrEnum):
@@ -84,6 +87,26 @@ def _text_or_none(value: Any) -> bool:
     return value is None or isinstance(value, str)
 
 
+def _json_text(value: Any) -> bool:
+    """JSON text as `JSON.parse` takes it (a stored value: else every later `load()` of
+    it in the session would throw). orjson first; the standard library for what orjson
+    refuses and JavaScript does not: a lone surrogate's escape, a number past a double."""
+    if not isinstance(value, str):
+        return False
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        try:
+            json.loads(value, parse_constant=_not_json)
+        except ValueError:
+            return False
+    return True
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _data_url(value: Any) -> bool:
     return isinstance(value, str) and value[:5].lower() == "data:"
 
@@ -111,7 +134,7 @@ _ARGS: dict[RecordKind, tuple[Callable[[Any], bool], ...]] = {
     RecordKind.YIELD: (),
     RecordKind.TOOL: (_integer, _text, _text),
     RecordKind.NOTIFY: (_text,),
-    RecordKind.STORE: (_text, _text),  # JSON text the prelude made (checked when loaded)
+    RecordKind.STORE: (_text, _json_text),
     RecordKind.TIMER_SET: (_integer, _number, _number),
     RecordKind.TIMER_CLEAR: (_integer,),
     RecordKind.DONE: (_text_or_none,),

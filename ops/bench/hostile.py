@@ -16,17 +16,24 @@ PROBES = Path(__file__).resolve().parents[2] / "tests" / "hostile"
 
 
 class _Tally:
-    """A pytest plugin that counts the probes' outcomes."""
+    """A pytest plugin that tells each probe's outcome: failed if any of its phases
+    failed (the checks after a probe, of the log and of memory, run in its teardown),
+    else skipped if it was, else passed."""
 
     def __init__(self) -> None:
-        self.outcomes: dict[str, int] = {}
-        self.failed: list[str] = []
+        self.outcomes: dict[str, str] = {}  # by probe
 
     def pytest_runtest_logreport(self, report: Any) -> None:
-        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-            self.outcomes[report.outcome] = self.outcomes.get(report.outcome, 0) + 1
-            if report.outcome == "failed":
-                self.failed.append(report.nodeid)
+        if self.outcomes.get(report.nodeid) == "failed":
+            return
+        if report.outcome != "passed" or report.when == "call":
+            self.outcomes[report.nodeid] = report.outcome
+        else:
+            self.outcomes.setdefault(report.nodeid, "passed")
+
+    @property
+    def failed(self) -> list[str]:
+        return [probe for probe, outcome in self.outcomes.items() if outcome == "failed"]
 
 
 def run(samples: int = 1) -> dict[str, Any]:
@@ -39,7 +46,7 @@ def run(samples: int = 1) -> dict[str, Any]:
         raise SystemExit(f"cellfleet bench hostile: no probes at {PROBES} (a checkout is needed)")
     tally = _Tally()
     began = time.monotonic()
-    pytest.main(
+    status = pytest.main(
         [
             str(PROBES),
             "--slow",
@@ -51,12 +58,12 @@ def run(samples: int = 1) -> dict[str, Any]:
         ],
         plugins=[tally],
     )
-    passed = tally.outcomes.get("passed", 0)
-    tried = sum(tally.outcomes.values())
+    outcomes = list(tally.outcomes.values())
     return {
-        "tried": tried,
-        "passed": passed,
+        "tried": len(outcomes),
+        "passed": outcomes.count("passed"),
         "failed": tally.failed,
+        "pytest_status": int(status),  # (not 0: something failed, collection included)
         "seconds": round(time.monotonic() - began, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
@@ -69,4 +76,6 @@ def table(report: dict[str, Any]) -> str:
         "| {tried} | {passed} | {seconds} | {peak_rss_mib} |".format(**report),
     ]
     lines += [f"failed: {nodeid}" for nodeid in report["failed"]]
+    if report["pytest_status"] not in (0, 5) and not report["failed"]:  # (5: nothing ran)
+        lines.append(f"pytest ended with status {report['pytest_status']}")
     return "\n".join(lines)

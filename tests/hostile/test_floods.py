@@ -9,6 +9,7 @@ import pytest
 
 from cellfleet.actors.cell import log as cell_log
 from cellfleet.actors.cell import notifications
+from cellfleet.actors.runtime.protocol import Finished
 from tests.integration.session_support import TIMEOUT_S, assert_output
 
 
@@ -70,3 +71,20 @@ def test_a_flood_of_notifications_reuses_its_delivery_threads(open_session) -> N
     assert_output(output, "Script completed", [])
     # (The host's idle delivery threads, left by earlier tests too, take turns.)
     assert 1 <= len(threads) <= 20, f"{len(threads)} threads delivered 2000 notifications"
+
+
+@pytest.mark.parametrize(("megabytes", "fits"), [(15, True), (17, False)])
+def test_a_huge_image_fits_the_output_limit_or_ends_its_cell_clearly(
+    run_cell, megabytes: int, fits: bool
+) -> None:
+    """The original probe's 15 MB image is under the 16 MiB output limit; 17 MB is not."""
+    source = f'image("data:image/png;base64," + "A".repeat({megabytes} * 1000 * 1000));'
+    items, end = run_cell(source, timeout=60)
+    assert isinstance(end, Finished)
+    if fits:
+        assert (end.error_text, [item["type"] for item in items]) == (None, ["input_image"])
+        assert len(items[0]["image_url"]) > megabytes * 1000 * 1000
+    else:
+        assert (end.error_text, items) == ("exec cell output limit exceeded", [])
+    (alive, _) = run_cell('text("alive")')
+    assert alive == [{"type": "input_text", "text": "alive"}]

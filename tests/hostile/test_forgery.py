@@ -8,11 +8,16 @@ the runtime refuses any record that is not of a known shape.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cellfleet.actors.runtime.protocol import Finished, NotificationSent, OutputItem
 from cellfleet.actors.runtime.records import record_problem
+from cellfleet.actors.runtime.runtime import CellRuntime
 from cellfleet.broker.contract.texts import malformed_record
+from cellfleet.broker.events import CellCompleted
+from tests.integration.session_support import assert_output
 
 FORGERIES = {
     "a remote image": (
@@ -83,6 +88,10 @@ def test_a_cell_cannot_forge_its_records(start_cell, forge: str) -> None:
         (["i", {"type": "input_text", "text": "a", "extra": 1}], "bad ITEM record"),
         (["n", {"not": "text"}], "bad NOTIFY record"),
         (["s", "k", ["not", "text"]], "bad STORE record"),
+        (["s", "k", "{not json"], "bad STORE record"),  # (every later load would throw)
+        (["s", "k", "NaN"], "bad STORE record"),
+        (["s", "k", '"\\ud800"'], None),  # (what JSON.stringify makes of a lone surrogate)
+        (["s", "k", "1e400"], None),  # (JSON.parse takes it: Infinity)
         (["t", "1", "echo", {}], "bad TOOL record"),
         (["t", 1, "echo"], "TOOL record with 2 fields"),
         (["ts", 1, "soon", 0], "bad TIMER_SET record"),
@@ -93,6 +102,31 @@ def test_a_cell_cannot_forge_its_records(start_cell, forge: str) -> None:
 )
 def test_the_runtime_refuses_records_of_unknown_shapes(record: object, problem: str) -> None:
     assert record_problem(record) == problem
+
+
+def test_a_forged_record_ends_its_cell_in_the_log_and_nothing_it_stored_is_kept(
+    harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a record get past the prelude (here: put in front of the cell's own when
+    it prints `forge`), the cell ends with the refusal, the log records that end, and
+    its store() writes are not committed: the session's later loads still work."""
+    forged = ["s", "k", "{not json"]
+    process = CellRuntime._process_records
+
+    def forging(runtime: CellRuntime, records: list[list[Any]]) -> None:
+        if ["i", {"type": "input_text", "text": "forge"}] in records:
+            records = [forged, *records]
+        process(runtime, records)
+
+    monkeypatch.setattr(CellRuntime, "_process_records", forging)
+    harness.exec("store('k', 'kept')")
+    output = harness.exec("store('k', 'replaced'); text('forge')")
+    refusal = malformed_record("bad STORE record")
+    assert output.items[0]["text"].startswith("Script failed")
+    assert refusal in output.items[-1]["text"]
+    (completed,) = [e for e in harness.cell_events("2") if isinstance(e, CellCompleted)]
+    assert (completed.error_text, completed.stored_writes) == (refusal, {})
+    assert_output(harness.exec("text(load('k'))"), "Script completed", ["kept"])
 
 
 def test_records_the_prelude_writes_pass(run_cell) -> None:
