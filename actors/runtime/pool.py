@@ -13,7 +13,6 @@ and warming a context that a cell takes at once would cost more than it saves.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import queue
 import secrets
@@ -22,27 +21,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import orjson
 
+from cellfleet.actors.runtime import snapshot
 from cellfleet.actors.runtime.mailbox import MAX_STRING_UNITS, Mailbox
+from cellfleet.actors.runtime.prelude import context_script, prelude_digest
 from cellfleet.actors.runtime.protocol import RuntimeTool, tools_payload
 from cellfleet.actors.runtime.v8 import V8Context, v8_version
 
 log = logging.getLogger(__name__)
 
-PRELUDE_SOURCE = resources.files(__package__).joinpath("prelude.js").read_text("utf-8")
-PRELUDE_HOST_BINDING = "const __cellfleet_host ="  # renamed in each context
 DEFAULT_MEMORY_LIMIT_BYTES = 256 * 1024 * 1024
-MAILBOX_BYTES = 256 * 1024
-# The prelude's inputs, set as globals that it deletes: on its first line (a comment),
-# so that its line numbers stay its own.
-PRELUDE_INPUTS = (
-    "globalThis.__cellfleet_mailbox = new ArrayBuffer({bytes});"
-    " globalThis.__cellfleet_tools = {tools}; "
-)
 
 
 # Background work waits this long after a cell took a context, so that refilling and
@@ -68,9 +59,11 @@ class PreparedContext:
 @functools.cache
 def runtime_identity() -> str:
     """What runs cells here, as recorded with each cell: V8's version and the prelude's
-    digest (a cell replays exactly only where both are the same)."""
-    prelude = hashlib.sha256(PRELUDE_SOURCE.encode()).hexdigest()[:12]
-    return f"V8 {v8_version()}, prelude {prelude}"
+    digest (a cell replays exactly only where both are the same), and whether contexts
+    come from the prelude's snapshot (the same behaviour, told in case it is not)."""
+    version = v8_version()  # (starts V8: the snapshot is in use from then on, or never)
+    how = " from a snapshot" if snapshot.in_use() else ""
+    return f"V8 {version}, prelude {prelude_digest()}{how}"
 
 
 def prepare_context(
@@ -91,9 +84,8 @@ def prepare_context(
         context.set_global("__cellfleet_post", context.make_post_function(post_hook))
         host_name = f"__cellfleet_host_{secrets.token_hex(16)}"
         names = orjson.dumps(orjson.dumps(tools_payload(tools)).decode()) if tools else b"null"
-        inputs = PRELUDE_INPUTS.format(bytes=MAILBOX_BYTES, tools=names.decode())
-        prelude = PRELUDE_SOURCE.replace(PRELUDE_HOST_BINDING, f"const {host_name} =", 1)
-        buffer = context.eval_sync(inputs + prelude)  # (its value: the log's buffer)
+        script = context_script(host_name, names.decode(), from_snapshot=snapshot.in_use())
+        buffer = context.eval_sync(script)  # (its value: the log's buffer)
         # A string as long as the heap limit (in one-byte characters) is the most a
         # record or a key can be.
         mailbox = Mailbox(buffer, memory_limit_bytes or MAX_STRING_UNITS)

@@ -102,14 +102,18 @@ def _v8() -> Any:
     """mini-racer's library, V8 started with `V8_FLAGS` (or, if something of this process
     started it before, with that one's flags: then said once, as a warning)."""
     try:
-        return init_mini_racer(flags=V8_FLAGS)
-    except LibAlreadyInitializedError:
+        dll = init_mini_racer(flags=V8_FLAGS)
+    except LibAlreadyInitializedError:  # (and its isolates may be alive: no snapshot)
         log.warning(
             "V8 was started before cellfleet without its flags %s: JSON.stringify walks"
             " any depth outside the memory limit",
             " ".join(V8_FLAGS),
         )
         return init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True)
+    from cellfleet.actors.runtime import snapshot  # noqa: PLC0415 - it builds with this module
+
+    snapshot.install(dll, V8_FLAGS)  # (before this process's first isolate)
+    return dll
 
 
 def v8_version() -> str:

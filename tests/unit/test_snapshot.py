@@ -1,0 +1,94 @@
+"""The prelude's V8 snapshot (`actors/runtime/snapshot.py`): a context made from it is
+the context the whole prelude makes, and anything unsound leaves the built-in snapshot
+in place. Each case runs in a process of its own (the snapshot is chosen when V8
+starts, once per process)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.integration.cli_support import REPO
+
+PROBES = """
+import json, sys
+from cellfleet.actors.runtime import pool, snapshot
+prepared = pool.prepare_context()
+pool.warm(prepared)
+probes = {
+    "globals": "Object.getOwnPropertyNames(globalThis).join()",
+    "descriptors": "JSON.stringify(Object.getOwnPropertyDescriptors(globalThis), (k, v) =>"
+                   " typeof v === 'function' ? String(v).slice(0, 40) : v)",
+    "hidden": "[typeof __cellfleet_factory, typeof __cellfleet_mailbox,"
+              " typeof __cellfleet_post, typeof __cellfleet_tools].join()",
+    "depth": "let d = 0; function f() { d++; f(); } try { f() } catch (e) {} String(d)",
+    "stack": "try { null.x } catch (e) { e.stack }",
+    "text": "String(text) + String(Object.keys(tools))",
+}
+out = {name: prepared.context.eval_sync(source) for name, source in probes.items()}
+out["in_use"] = snapshot.in_use()
+out["identity"] = pool.runtime_identity()
+prepared.context.dispose()
+print(json.dumps(out))
+"""
+
+
+def _probe(tmp_path: Path, **env: str) -> dict[str, Any]:
+    run = subprocess.run(
+        [sys.executable, "-c", PROBES],
+        env={**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return dict(json.loads(run.stdout.splitlines()[-1]))
+
+
+def test_a_context_from_the_snapshot_is_the_one_the_prelude_makes(tmp_path: Path) -> None:
+    whole = _probe(tmp_path, CELLFLEET_V8_SNAPSHOT="0")
+    snapped = _probe(tmp_path)
+    assert (whole.pop("in_use"), snapped.pop("in_use")) == (False, True)
+    assert snapped.pop("identity") == whole.pop("identity") + " from a snapshot"
+    assert snapped == whole
+    assert whole["hidden"] == "undefined,undefined,undefined,undefined"
+
+
+def test_an_unsound_cached_snapshot_is_built_again(tmp_path: Path) -> None:
+    assert _probe(tmp_path)["in_use"]
+    (blob,) = (tmp_path / "cellfleet" / "v8-snapshots").glob("*.blob")
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # corrupt, with a digest that agrees: V8's checksum sees it
+    blob.write_bytes(bytes(data))
+    digest = blob.with_suffix(".sha256")
+    digest.write_text(hashlib.sha256(bytes(data)).hexdigest())
+    assert _probe(tmp_path)["in_use"]
+    assert blob.read_bytes() != bytes(data)  # (built again)
+    blob.write_bytes(b"torn")  # a digest that disagrees: built again before V8 sees it
+    assert _probe(tmp_path)["in_use"]
+
+
+def test_v8_started_by_someone_else_keeps_its_own_snapshot(tmp_path: Path) -> None:
+    """Its isolates may be alive: one of ours next to them would abort the process."""
+    script = (
+        "from py_mini_racer import MiniRacer\n"
+        "racer = MiniRacer()\n"
+        "from cellfleet.actors.runtime import snapshot\n"
+        "from cellfleet.actors.runtime.v8 import V8Context\n"
+        "V8Context(memory_limit_bytes=0).dispose()\n"
+        "print(snapshot.in_use())\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert run.stdout.split() == ["False"]
