@@ -28,6 +28,7 @@ import hashlib
 import logging
 import mmap
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -81,7 +82,7 @@ def _sound_blob(dll: Any, flags: tuple[str, ...]) -> bytes | None:
     path = _cache_dir() / f"prelude-{_key(dll, flags)}.blob"
     for _ in range(2):
         if not _cached(path):
-            _build(path)
+            _build(path, flags)
         data = path.read_bytes()
         problem = _problem(dll, data)
         if problem is None:
@@ -97,7 +98,7 @@ def _key(dll: Any, flags: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     parts = (
         str(library.resolve()), str(stat.st_size), str(stat.st_mtime_ns),
-        dll.mr_v8_version().decode(), " ".join(flags), factory_source(),
+        dll.mr_v8_version().decode(), " ".join(flags), factory_source(), _BUILDER,
     )  # fmt: skip
     for part in parts:
         digest.update(part.encode() + b"\0")
@@ -105,42 +106,58 @@ def _key(dll: Any, flags: tuple[str, ...]) -> str:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # (as the XDG spec says: a relative one is ignored)
+        base = str(Path.home() / ".cache")
     return Path(base) / "cellfleet" / "v8-snapshots"
 
 
 def _cached(path: Path) -> bool:
-    """Whether `path` holds the blob its digest file names (a torn or edited one: no)."""
+    """Whether `path` holds the blob its digest file names (a torn or edited one: no),
+    and only this user could have written it (V8 trusts the code in it)."""
     sidecar = path.with_suffix(".sha256")
     try:
+        for written in (path.parent, path, sidecar):
+            stat = written.stat()
+            if stat.st_uid != os.getuid() or stat.st_mode & 0o022:
+                raise OSError(f"{written} is writable by others")
         return hashlib.sha256(path.read_bytes()).hexdigest() == sidecar.read_text().strip()
-    except OSError:
+    except FileNotFoundError:
         return False
 
 
-def _build(path: Path) -> None:
-    """Have a child process build the blob (a failure in V8 kills the child only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _build(path: Path, flags: tuple[str, ...]) -> None:
+    """Have a child process build the blob (a failure in V8 kills the child only). It is
+    given the source and the flags, and imports nothing of cellfleet's (isolated: no
+    `cellfleet/` of its working directory can stand in for ours)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-        built = Path(scratch) / path.name
-        subprocess.run(
-            [sys.executable, "-m", "cellfleet.actors.runtime.snapshot", str(built)],
-            env={**os.environ, SWITCH: "0"},  # (the child starts V8 without one)
-            check=True,
-            capture_output=True,
-            timeout=BUILD_TIMEOUT_S,
-        )
+        built, source = Path(scratch) / path.name, Path(scratch) / "prelude.js"
+        source.write_text(factory_source(), "utf-8")
+        child = [sys.executable, "-I", "-c", _BUILDER, str(source), str(built), *flags]
+        run = subprocess.run(
+            child, cwd=scratch, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=BUILD_TIMEOUT_S, check=False,
+        )  # fmt: skip
+        if run.returncode != 0:
+            raise OSError(f"its build failed ({run.returncode}): {run.stderr.strip()[-400:]}")
         digest = hashlib.sha256(built.read_bytes()).hexdigest()
         sidecar = Path(scratch) / "digest"
         sidecar.write_text(digest)
+        for written in (built, sidecar):  # (whatever the umask: see `_cached`)
+            written.chmod(0o644)
         os.replace(built, path)  # (atomic: processes building at once agree)
         os.replace(sidecar, path.with_suffix(".sha256"))
 
 
 def _problem(dll: Any, data: bytes) -> str | None:
-    """Why V8 would abort on `data` (or trust it wrongly), or None."""
+    """Why V8 would abort on `data` (or trust it wrongly), or None. (V8's checksum leaves
+    out the header's first words: the count of contexts, and whether it rehashes.)"""
     if len(data) < _HEADER_BYTES:
         return "too short"
+    contexts, rehashable = struct.unpack_from("<II", data)
+    if contexts != 1 or rehashable not in (0, 1):
+        return "a header not of ours"
     blob = _StartupData(ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value, len(data))
     for symbol, problem in ((_VERSION_IS_VALID, "another V8"), (_VERIFY_CHECKSUM, "corrupt")):
         check = dll[symbol]
@@ -171,18 +188,20 @@ def _point_default_blob_at(dll: Any, data: bytes) -> None:
     libc.mprotect(page, length, mmap.PROT_READ)
 
 
-def _build_here(out: Path) -> None:
-    """(The child of `_build`.) V8 started with cellfleet's flags builds the blob."""
-    from cellfleet.actors.runtime.v8 import _v8  # noqa: PLC0415 - starts V8: the child only
-
-    create = _v8()[_CREATE_BLOB]
-    create.restype = _StartupData  # (16 bytes: returned in two registers)
-    create.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-    blob = create(_KEEP_CODE, factory_source().encode(), 0)
-    if not blob.data or blob.raw_size <= 0:
-        raise SystemExit("V8 could not build the prelude's snapshot")
-    out.write_bytes(ctypes.string_at(blob.data, blob.raw_size))  # (V8's copy: left, once)
-
-
-if __name__ == "__main__":
-    _build_here(Path(sys.argv[1]))
+# The child of `_build` (argv: source, blob, flags...): V8 started with those flags builds
+# the blob (`SnapshotCreator::FunctionCodeHandling::kKeep`, 1: the compiled prelude too;
+# the result, 16 bytes, comes back in two registers; V8's copy is left, once).
+_BUILDER = f"""
+import ctypes, sys
+from py_mini_racer import init_mini_racer
+class StartupData(ctypes.Structure):
+    _fields_ = (("data", ctypes.c_void_p), ("raw_size", ctypes.c_int))
+source, out, flags = sys.argv[1], sys.argv[2], sys.argv[3:]
+create = init_mini_racer(flags=flags)[{_CREATE_BLOB!r}]
+create.restype = StartupData
+create.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+blob = create({_KEEP_CODE}, open(source, "rb").read(), 0)
+if not blob.data or blob.raw_size <= 0:
+    sys.exit("V8 could not build the prelude's snapshot")
+open(out, "wb").write(ctypes.string_at(blob.data, blob.raw_size))
+"""

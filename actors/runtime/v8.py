@@ -97,10 +97,24 @@ class _IsolateApi:
         self.terminate.argtypes = [ctypes.c_void_p]
 
 
-@functools.cache
+_STARTING_V8 = threading.Lock()
+_started: list[Any] = []  # mini-racer's library, once V8 started (and its snapshot chosen)
+
+
 def _v8() -> Any:
     """mini-racer's library, V8 started with `V8_FLAGS` (or, if something of this process
-    started it before, with that one's flags: then said once, as a warning)."""
+    started it before, with that one's flags: then said once, as a warning).
+
+    One thread starts it, and the others wait until it chose the snapshot: an isolate
+    made meanwhile from the built-in one would abort the process (see `snapshot`)."""
+    if not _started:
+        with _STARTING_V8:
+            if not _started:
+                _started.append(_start_v8())
+    return _started[0]
+
+
+def _start_v8() -> Any:
     try:
         dll = init_mini_racer(flags=V8_FLAGS)
     except LibAlreadyInitializedError:  # (and its isolates may be alive: no snapshot)

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.integration.cli_support import REPO
 
 PROBES = """
@@ -71,6 +73,50 @@ def test_an_unsound_cached_snapshot_is_built_again(tmp_path: Path) -> None:
     assert blob.read_bytes() != bytes(data)  # (built again)
     blob.write_bytes(b"torn")  # a digest that disagrees: built again before V8 sees it
     assert _probe(tmp_path)["in_use"]
+
+
+@pytest.mark.parametrize("offset", [0, 4])
+def test_a_header_that_v8s_checksum_leaves_out_is_checked_too(tmp_path: Path, offset: int) -> None:
+    """The count of contexts and the rehash word: V8 aborts on a wrong one, unchecked."""
+    assert _probe(tmp_path)["in_use"]
+    (blob,) = (tmp_path / "cellfleet" / "v8-snapshots").glob("*.blob")
+    data = bytearray(blob.read_bytes())
+    data[offset] ^= 0x02
+    blob.write_bytes(bytes(data))
+    blob.with_suffix(".sha256").write_text(hashlib.sha256(bytes(data)).hexdigest())
+    assert _probe(tmp_path)["in_use"]  # (built again: the process lives)
+
+
+def test_threads_that_start_v8_together_agree_on_its_snapshot(tmp_path: Path) -> None:
+    """One asks V8's version while another makes a context: the second must wait until
+    the first chose the snapshot (an isolate of the built-in one made meanwhile, next to
+    ours later, aborted the process)."""
+    script = (
+        "import threading\n"
+        "from cellfleet.actors.runtime import pool, snapshot, v8\n"
+        "start = threading.Barrier(2)\n"
+        "kept = []\n"
+        "def version(): start.wait(); v8.v8_version()\n"
+        "def context(): start.wait(); kept.append(pool.prepare_context())\n"
+        "threads = [threading.Thread(target=version), threading.Thread(target=context)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "later = pool.prepare_context()\n"
+        "print(snapshot.in_use(), later.context.eval_sync('typeof text'))\n"
+    )
+    for attempt in range(3):  # (an empty cache each time: the build is the window)
+        run = subprocess.run(
+            [sys.executable, "-c", script],
+            env={
+                **os.environ,
+                "PYTHONPATH": str(REPO),
+                "XDG_CACHE_HOME": str(tmp_path / str(attempt)),
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert (run.returncode, run.stdout.split()) == (0, ["True", "function"]), run.stderr[-800:]
 
 
 def test_v8_started_by_someone_else_keeps_its_own_snapshot(tmp_path: Path) -> None:
