@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, TextIO, cast
 
 from cellfleet.actors.session.actor import CellTools
-from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
+from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session, SessionBackend
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode, Pending
 from cellfleet.broker.contract.typescript import normalize_identifier
@@ -62,8 +62,9 @@ class FatalError(Exception):
     """The connection cannot go on (the reference exits with status 1)."""
 
 
-class _Backend(Protocol):
-    """A session's backend as this server drives it (in this process or on the fleet)."""
+class _Backend(SessionBackend, Protocol):
+    """A session's backend as this server drives it (in this process or on the fleet):
+    a cell may have its own tools, and an observation may be answered early."""
 
     def execute(
         self,
@@ -76,12 +77,6 @@ class _Backend(Protocol):
         tools: CellTools | None = None,
     ) -> tuple[str, Future[CellAnswer]]: ...
 
-    def observe(
-        self, cell_id: str, mode: ObserveMode, yield_time_ms: int
-    ) -> Future[CellAnswer]: ...
-
-    def terminate(self, cell_id: str) -> Future[CellAnswer]: ...
-
     def yield_now(self, cell_id: str) -> None: ...
 
 
@@ -92,8 +87,6 @@ class _Delegates(Protocol):
     def answer(self, delegate_id: int, result: Any, error: str | None) -> bool: ...
 
     def fail_all(self, error: str) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -118,7 +111,9 @@ class _FleetDelegates:
     one still out to the client is not sent twice, and one the client answered already
     is answered from memory (`ANSWERS_KEPT`), so the client runs each call once."""
 
-    def __init__(self, send: Send, withdrawn: Callable[[int], None], ids: Any) -> None:
+    def __init__(
+        self, send: Send, withdrawn: Callable[[int], None], ids: itertools.count[int]
+    ) -> None:
         self._send = send
         self._withdrawn = withdrawn  # tell the client a call is no longer needed
         self._ids = ids  # shared with the connection's other requests to the client
@@ -178,9 +173,6 @@ class _FleetDelegates:
             self._by_worker.clear()
         for call in asked:
             call.backend.answer_tool(call.delegate, call.key, None, error)
-
-    def close(self) -> None:
-        """Nothing to stop (`fail_all` answered every call still waiting)."""
 
 
 @dataclass
@@ -319,7 +311,6 @@ class HostServer:
             event.set()
         for open_session in sessions:
             open_session.session.shutdown()
-        self._delegate.close()
         self._out.closed = True
 
     # -- client messages ----------------------------------------------------------------

@@ -163,7 +163,6 @@ class FleetClient:
         keys: Keys = DEFAULT_KEYS,
     ) -> None:
         self.id = uuid.uuid4().hex[:16]
-        self.redis_url = redis_url
         self.keys = keys
         self.placement_timeout_s = placement_timeout_s
         self.client = connect_redis(

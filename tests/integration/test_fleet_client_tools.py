@@ -60,6 +60,14 @@ def client(redis_url: str, keys: Keys) -> Iterator[FleetClient]:
     opened.close()
 
 
+@pytest.fixture
+def worker(redis_url: str, keys: Keys) -> Iterator[CellWorker]:
+    """A cell worker of the client's fleet (a test shuts its sessions down first)."""
+    started = CellWorker(redis_url, keys=keys, tool_workers=0).start()
+    yield started
+    started.stop()
+
+
 def texts_of(items: list[Any]) -> list[str]:
     return [item["text"] for item in items]
 
@@ -69,57 +77,49 @@ def _execute(backend: Any, source: str) -> Any:
 
 
 def test_a_client_answers_its_cells_calls_and_the_log_has_each_once(
-    redis_url: str, keys: Keys, client: FleetClient
+    client: FleetClient, worker: CellWorker
 ) -> None:
-    worker = CellWorker(redis_url, keys=keys, tool_workers=0).start()
-    try:
-        tools = Asked()
-        session = client.open_session(client_tools=tools)
-        _, answer = _execute(
-            session.backend,
-            "const a = tools.echo({n: 1}); const b = tools.echo({n: 2});"
-            " text(JSON.stringify([await a, await b]))",
-        )
-        asks = [tools.next_ask(), tools.next_ask()]
-        assert [(call.input, call.namespace, call.raw_name) for _, _, call in asks] == [
-            ({"n": 1}, "files", "echo"),
-            ({"n": 2}, "files", "echo"),
-        ]
-        for backend, delegate, call in reversed(asks):  # (answered in any order)
-            backend.answer_tool(delegate, call.idempotency_key, {"got": call.input}, None)
-        done = answer.result(TIMEOUT_S)
-        assert texts_of(done.content_items) == ['[{"got":{"n":1}},{"got":{"n":2}}]']
-        events = [e for _, e in worker.journal.read(session.id)]
-        assert [e.call_id for e in events if isinstance(e, ToolRequested)] == ["tool-1", "tool-2"]
-        assert sorted(e.call_id for e in events if isinstance(e, ToolCompleted)) == [
-            "tool-1",
-            "tool-2",
-        ]
-        # An answer to a call the worker no longer waits for changes nothing.
-        backend, delegate, call = asks[0]
-        backend.answer_tool(delegate, call.idempotency_key, "late", None)
-        again = session.exec("c2", "text('two')")
-        assert [item["text"] for item in again.items][1:] == ["two"]
-        assert sum(isinstance(e, ToolCompleted) for _, e in worker.journal.read(session.id)) == 2
-        session.shutdown()
-    finally:
-        worker.stop()
+    tools = Asked()
+    session = client.open_session(client_tools=tools)
+    _, answer = _execute(
+        session.backend,
+        "const a = tools.echo({n: 1}); const b = tools.echo({n: 2});"
+        " text(JSON.stringify([await a, await b]))",
+    )
+    asks = [tools.next_ask(), tools.next_ask()]
+    assert [(call.input, call.namespace, call.raw_name) for _, _, call in asks] == [
+        ({"n": 1}, "files", "echo"),
+        ({"n": 2}, "files", "echo"),
+    ]
+    for backend, delegate, call in reversed(asks):  # (answered in any order)
+        backend.answer_tool(delegate, call.idempotency_key, {"got": call.input}, None)
+    done = answer.result(TIMEOUT_S)
+    assert texts_of(done.content_items) == ['[{"got":{"n":1}},{"got":{"n":2}}]']
+    events = [e for _, e in worker.journal.read(session.id)]
+    assert [e.call_id for e in events if isinstance(e, ToolRequested)] == ["tool-1", "tool-2"]
+    assert sorted(e.call_id for e in events if isinstance(e, ToolCompleted)) == [
+        "tool-1",
+        "tool-2",
+    ]
+    # An answer to a call the worker no longer waits for changes nothing.
+    backend, delegate, call = asks[0]
+    backend.answer_tool(delegate, call.idempotency_key, "late", None)
+    again = session.exec("c2", "text('two')")
+    assert [item["text"] for item in again.items][1:] == ["two"]
+    assert sum(isinstance(e, ToolCompleted) for _, e in worker.journal.read(session.id)) == 2
+    session.shutdown()
 
 
 def test_a_call_the_cell_no_longer_needs_is_withdrawn(
-    redis_url: str, keys: Keys, client: FleetClient
+    client: FleetClient, worker: CellWorker
 ) -> None:
-    worker = CellWorker(redis_url, keys=keys, tool_workers=0).start()
-    try:
-        tools = Asked()
-        session = client.open_session(client_tools=tools)
-        _, answer = _execute(session.backend, "tools.echo({}); text('done')")
-        assert texts_of(answer.result(TIMEOUT_S).content_items) == ["done"]
-        _, delegate, _ = tools.next_ask()  # (every call reaches the client, as in Codex's)
-        assert tools.withdrawals.get(timeout=TIMEOUT_S) == delegate
-        session.shutdown()
-    finally:
-        worker.stop()
+    tools = Asked()
+    session = client.open_session(client_tools=tools)
+    _, answer = _execute(session.backend, "tools.echo({}); text('done')")
+    assert texts_of(answer.result(TIMEOUT_S).content_items) == ["done"]
+    _, delegate, _ = tools.next_ask()  # (every call reaches the client, as in Codex's)
+    assert tools.withdrawals.get(timeout=TIMEOUT_S) == delegate
+    session.shutdown()
 
 
 def test_a_call_asked_by_a_killed_worker_is_asked_again_by_the_next_owner(
