@@ -18,6 +18,7 @@ from cellfleet.actors.session.actor import ActorSessionBackend, SessionConfig, S
 from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session
 from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.tools import JsonValue, NamespaceInfo, ToolDefinition
+from cellfleet.broker.errors import SessionFencedError
 from cellfleet.broker.journal import DEFAULT_RETENTION_S, RedisJournal
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.leases import Leases
@@ -130,7 +131,8 @@ class Host:
 
     def close(self) -> None:
         """Shut every session down, then stop the shared services; the first session
-        whose shutdown failed (the log unreachable, say) is raised once all stopped."""
+        whose shutdown failed (the log unreachable, say) is raised once all stopped. A
+        session another process took over is its new owner's to shut down, not a failure."""
         with self._lock:
             sessions = list(self._sessions)
             self._sessions.clear()
@@ -138,6 +140,8 @@ class Host:
         for session in sessions:
             try:
                 session.shutdown()
+            except SessionFencedError:
+                log.info("session %s: served by another process; not shut down here", session.id)
             except Exception as error:  # the other sessions and the services stop all the same
                 log.warning("session %s: its shutdown failed: %s", session.id, error)
                 failure = failure or error

@@ -51,6 +51,19 @@ for source in json.loads(sys.argv[4]):
 print("running", flush=True)
 sys.stdin.read()  # (until killed)
 """
+FROZEN_CHILD = """
+import sys
+from cellfleet.broker.keys import Keys
+from cellfleet.ops.host import Host
+from tests.integration.recovery_tools import HANDLERS  # (no tool worker here: calls wait)
+host = Host(sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0, handlers=HANDLERS)
+closed = lambda cell: print("closed", cell, flush=True)
+session = host.open_session(session_id=sys.argv[3], on_cell_closed=closed)
+print(session.exec("c", sys.argv[4]).running_cell_id, flush=True)
+sys.stdin.read()  # (until told to close its host)
+host.close()
+print("host closed", flush=True)
+"""
 
 
 @pytest.fixture
@@ -89,6 +102,72 @@ def killed_while_running(
     lease = keys.session(session).lease
     wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
     return session, answers
+
+
+def test_a_frozen_owner_resumed_after_a_takeover_leaves_its_calls_to_the_new_owner(
+    redis_url: str,
+    keys: Keys,
+    raw: redis.Redis,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGSTOP, not SIGKILL: the owner is frozen past its lease while its cell waits on a
+    tool call and a timer, and a new owner takes the session over and adopts the call.
+    Resumed, the old owner learns it was fenced off: it drops the call without cancelling
+    it (a cancel would delete the unread call, and the new owner would wait for ever),
+    its timer's output is refused, and closing it touches nothing. The call then runs
+    once and its outcome reaches the new owner, and the log holds each output once."""
+    cell = js("""
+        setTimeout(() => text("tick"), 1000);
+        yield_control();
+        text(JSON.stringify(await tools.echo({n: 1})));
+    """)
+    runs = tmp_path / "runs"
+    monkeypatch.setenv(recovery_tools.RUNS_FILE, str(runs))  # (here and in the child)
+    monkeypatch.setattr(recovery_tools, "RUNS", [])  # (the other tests' count stays theirs)
+    session_id = uuid.uuid4().hex
+    child = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_CHILD, redis_url, keys.prefix, session_id, cell],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    host = None
+    try:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        assert child.stdout.readline() == b"1\n"  # (yielded, its call sent)
+        child.send_signal(signal.SIGSTOP)
+        lease = keys.session(session_id).lease
+        wait_for_key(raw, lease, lambda: not raw.exists(lease), "the frozen owner's lease lives")
+        host = Host(redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS)
+        session = host.open_session(session_id=session_id)  # (takes it over, adopts the call)
+        child.send_signal(signal.SIGCONT)
+        # Its timer fires at once: the output's append is refused, and the cell ends.
+        assert child.stdout.readline() == b"closed 1\n"
+        child.stdin.close()  # (it closes its Host, and says so)
+        assert child.stdout.readline() == b"host closed\n"
+        assert child.wait(30) == 0
+        worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="late").start()
+        try:
+            done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+        finally:
+            worker.stop()
+        assert (done.success, texts_of(done.items)[1:]) == (True, ["tick", '{"n":1}'])
+        assert runs.read_bytes() == b'{"n":1}\n'  # the handler ran once
+        events = [e for _, e in host.journal.read(session_id) if e.cell == "1"]
+        outputs = [e.item["text"] for e in events if isinstance(e, ev.OutputProduced)]
+        assert outputs == ["tick", '{"n":1}']
+        assert [type(e).__name__ for e in events if isinstance(e, ev.CellCompleted)] == [
+            "CellCompleted"
+        ]
+        session.shutdown()
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGCONT)
+            child.kill()
+            child.wait(30)
+        if host is not None:
+            host.close()
 
 
 def _events(raw: redis.Redis, keys: Keys, session: str) -> list[tuple[str, ev.AnyEvent]]:
