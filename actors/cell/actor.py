@@ -214,6 +214,10 @@ class CellActor(pykka.ThreadingActor):
         self.effects.resume(record.events, log.facts, outcome.runtime)
         self._incoming.extend(outcome.beyond)
         self._process_incoming()
+        if outcome.resumed_from is not None:  # (its observer went with the old owner)
+            self.answers.keep_next_frontier()
+            outcome.runtime.follow_frontiers(outcome.resumed_from)
+            self._process_incoming()
         self._start_notifications()
         self._schedule_poll()
 

@@ -55,6 +55,7 @@ class Answers:
         self._accumulated: list[ContentItem] = []  # produced, not yet answered with
         self._pending_ids: list[str] = []
         self._pending_ready = False  # a pending answer failed and waits for redelivery
+        self._keep_frontier = False  # the next frontier waits for an observer (recovery)
         self._initial_yield: list[ContentItem] | None = None
         self.completion: Result | None = None  # committed, not yet handed out
         self._outbox: list[tuple[Future[CellAnswer], CellAnswer]] = []
@@ -105,6 +106,7 @@ class Answers:
         if observer.gone or self._handle.observer is not observer:
             return  # the caller left before we got to it (or was answered): consumes nothing
         observer.admitted = True
+        self._keep_frontier = False
         runtime = self.runtime
         assert runtime is not None
         if self.completion is not None:
@@ -168,12 +170,21 @@ class Answers:
         items, self._accumulated = self._accumulated, []
         self._deliver(observer, Yielded(cell_id=self._cell_id, content_items=items), items)
 
+    def keep_next_frontier(self) -> None:
+        """A recovered cell that a pending observer had resumed: that observer went
+        with the previous owner, so its next frontier is kept, paused, for the next
+        observer (the same request sent again, say), as for a vanished caller (§4.9)."""
+        self._keep_frontier = True
+
     def on_pending(self, tool_call_ids: list[str]) -> None:
         self._pending_ids.extend(tool_call_ids)
         observer = self._handle.observer
         if observer is not None and observer.mode == ObserveMode.PENDING:
             # A vanished caller is still tried: its answer is kept for redelivery (§4.9).
             self._deliver_pending(observer)
+        elif observer is None and self._keep_frontier:
+            self._keep_frontier = False
+            self._pending_ready = True
         else:
             # Spec §4.7: no frontier observer -> forget the ids and continue.
             self._pending_ids.clear()

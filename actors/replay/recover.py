@@ -39,6 +39,9 @@ class Recovered:
     replayed: int  # events made again and found equal
     elapsed_s: float
     at_frontier: bool = False  # paused at the pending frontier of its last answer
+    # A pending observer had resumed it from the frontier of its last answer, which
+    # named these calls or earlier ones: it goes on to its next frontier (`None`: not so).
+    resumed_from: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +136,13 @@ class _Recoverer(CellReplayer):
             runtime.handle(message)
 
 
-def paused_frontier(record: CellRecord) -> int | None:
-    """Where the cell stands paused at a pending frontier (spec §4.7): the position of
-    its last answer if that was a pending one and only inputs follow it in the log
-    (delivered while it stood paused, they have not run); else None."""
+def last_frontier(record: CellRecord) -> tuple[int, bool] | None:
+    """The position of the cell's last answer if that was a pending frontier (spec
+    §4.7), and whether the cell still stands paused there: only inputs follow it in the
+    log (delivered while it stood paused, they have not run). Else a pending observer
+    resumed it (only one resumes a paused cell without a later answer in the log; a
+    `wait` that did, the one case the log cannot tell, continues it all the same when
+    sent again)."""
     last = None
     for position, event in enumerate(record.events):
         if isinstance(event, ev.ObservationDelivered):
@@ -144,9 +150,7 @@ def paused_frontier(record: CellRecord) -> int | None:
     if last is None:
         return None
     after = [step for step in record.steps if step.position > last]
-    if any(step.kind is not StepKind.INPUT for step in after):
-        return None  # it went on (a pending observer resumed it)
-    return last
+    return last, all(step.kind is StepKind.INPUT for step in after)
 
 
 def recover(
@@ -162,7 +166,8 @@ def recover(
     """Replay `record` (a cell without its end) and hand its runtime to `listener` and
     `sink`; or say why it cannot be (its runtime is then stopped)."""
     began = time.monotonic()
-    frontier = paused_frontier(record)
+    last = last_frontier(record)
+    frontier = last[0] if last is not None and last[1] else None  # where it stands paused
     held = []  # inputs delivered while it stood paused: delivered again, paused
     if frontier is not None:
         held = [s.input for s in record.steps if s.position > frontier and s.input is not None]
@@ -192,7 +197,18 @@ def recover(
         runtime.pause_at_frontier()
         for fed in held:
             fed.deliver(runtime)
-    return Recovered(runtime, beyond, report.events, elapsed, at_frontier=frontier is not None)
+    resumed_from = None
+    if last is not None and frontier is None:
+        before = record.events[: last[0]]
+        resumed_from = frozenset(e.call_id for e in before if isinstance(e, ev.ToolRequested))
+    return Recovered(
+        runtime,
+        beyond,
+        report.events,
+        elapsed,
+        at_frontier=frontier is not None,
+        resumed_from=resumed_from,
+    )
 
 
 def _other_runtime(record: CellRecord) -> str | None:

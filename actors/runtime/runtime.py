@@ -15,7 +15,7 @@ cell's behaviour a function of its recorded inputs.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,6 +188,14 @@ class CellRuntime:
         self._frontier = True
         self._paused = True
         self._issued_since_pending.clear()
+
+    def follow_frontiers(self, reported: Collection[str]) -> None:
+        """Go on in frontier mode, as a recovered cell that a pending observer had
+        resumed from the frontier that reported the calls `reported` (and earlier ones):
+        its next quiescent point names only the calls issued since."""
+        issued = self._issued_since_pending
+        self._issued_since_pending = [call for call in issued if call not in reported]
+        self.set_frontier_mode(True)
 
     def resume(self) -> None:
         """Leave a pending pause: run the queued inputs, then report the next quiescent

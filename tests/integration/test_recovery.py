@@ -34,11 +34,18 @@ from tests.integration import recovery_tools
 from tests.integration.fleet_support import wait_for_key
 
 CHILD = """
-import json, sys
+import json, os, signal, sys, time
 from cellfleet.broker.keys import Keys
 from cellfleet.ops.host import Host
 from tests.integration.recovery_tools import HANDLERS  # (no tool worker here: calls wait)
 host = Host(sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0, handlers=HANDLERS)
+if os.environ.get("DIE_AFTER_NOTIFY"):  # (at once, after appending a notification)
+    append = type(host.journal).append
+    def dying(journal, events):
+        append(journal, events)
+        if any(type(event).__name__ == "NotificationSent" for event in events):
+            os.kill(os.getpid(), signal.SIGKILL)
+    type(host.journal).append = dying
 session = host.open_session(session_id=sys.argv[3])
 for source in json.loads(sys.argv[4]):
     if source.startswith("pending:"):  # (execute_to_pending: its answer's kind and ids)
@@ -46,6 +53,9 @@ for source in json.loads(sys.argv[4]):
         print(json.dumps([type(answer).__name__, answer.pending_tool_call_ids]), flush=True)
     elif source == "shutdown":  # (the crash point `shutdown_begun` ends the process)
         session.shutdown()
+    elif source == "resume":  # (wait_to_pending until cell 1 moved on: until an input came)
+        while not session.wait_to_pending("1").content_items:
+            time.sleep(0.01)
     else:
         print(json.dumps(session.exec("c", source).items), flush=True)
 print("running", flush=True)
@@ -473,6 +483,64 @@ def test_a_cell_paused_at_a_pending_frontier_stays_paused_after_recovery(
         assert (items, frontier.pending_tool_call_ids) == (["after 1"], ["tool-2"])
         session.shutdown()
     finally:
+        host.close()
+
+
+def test_a_cell_a_pending_observer_resumed_stops_at_its_next_frontier_after_recovery(
+    redis_url: str, keys: Keys, raw: redis.Redis
+) -> None:
+    """`wait_to_pending` resumed the cell from its first frontier, and its host died
+    before the next one (right after it appended the cell's `notify()`): the recovered
+    cell stops at that next frontier as it would have, and the next `wait_to_pending` gets
+    it, naming only the call issued since the last frontier (it used to name every call
+    the replay made), although that call's outcome came first (it waits); a `wait` then
+    continues the cell to its end."""
+    cell = js("""
+        const a = await tools.echo({n: 1});
+        text("after " + a.n);
+        notify("going on");
+        const b = await tools.echo({n: 2});
+        text("after " + b.n);
+    """)
+    session_id = uuid.uuid4().hex
+    script = [sys.executable, "-c", CHILD, redis_url, keys.prefix, session_id]
+    child = subprocess.Popen(
+        [*script, orjson.dumps(["pending:" + cell, "resume"]).decode()],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "DIE_AFTER_NOTIFY": "1"},
+    )
+    host = Host(redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS)
+    worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="w").start()
+    try:
+        assert child.stdout is not None
+        assert orjson.loads(child.stdout.readline()) == ["Pending", ["tool-1"]]
+        assert child.wait(60) == -signal.SIGKILL
+        worker.stop()  # (it ran tool-1; tool-2 was not sent yet, and waits for the next)
+        lease = keys.session(session_id).lease
+        wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+        events = [e for _, e in _events(raw, keys, session_id) if e.cell == "1"]
+        answers = [i for i, e in enumerate(events) if isinstance(e, ev.ObservationDelivered)]
+        assert isinstance(events[-1], ev.NotificationSent)  # (no frontier after it)
+        went_on = events[answers[-1] :]
+        assert any(isinstance(e, ev.OutputProduced) for e in went_on)  # (after the frontier)
+        session = host.open_session(session_id=session_id)
+        worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="w2").start()
+
+        def recorded() -> bool:  # (tool-2's outcome, which waits at the frontier)
+            log = host.journal.read(session_id)
+            return any(isinstance(e, ev.ToolCompleted) and e.call_id == "tool-2" for _, e in log)
+
+        wait_for_key(raw, keys.session(session_id).events, recorded, "no outcome recorded")
+        frontier = session.wait_to_pending("1")
+        assert isinstance(frontier, Pending), frontier
+        items = [item.get("text") for item in frontier.content_items]
+        assert (items, frontier.pending_tool_call_ids) == (["after 1"], ["tool-2"])
+        done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+        assert (done.success, texts_of(done.items)[1:]) == (True, ["after 2"])
+        session.shutdown()
+    finally:
+        worker.stop()
+        child.kill()
         host.close()
 
 
