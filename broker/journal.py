@@ -214,7 +214,7 @@ def run_retrying(call: Callable[[], T]) -> T:
 
 class LeanScript:
     """A registered Lua script, called through a `RedisLink`; a script the server
-    forgot (restarted without its AOF) is loaded again by redis-py."""
+    forgot (restarted without its AOF) is loaded again."""
 
     def __init__(self, client: redis.Redis, link: Link, text: str) -> None:
         self._link = link
@@ -224,8 +224,9 @@ class LeanScript:
         command = ("EVALSHA", self._script.sha, len(keys), *keys, *args)
         try:
             return self._link.run([command])[0]
-        except NoScriptError:
-            return self._script(keys=keys, args=args)  # SCRIPT LOAD, then EVALSHA
+        except NoScriptError:  # loaded again, and run again through the link (its WAIT)
+            self._script.registered_client.script_load(self._script.script)
+            return self._link.run([command])[0]
 
     def run_many(self, calls: Sequence[tuple[Sequence[str], Sequence[bytes | str]]]) -> list[Any]:
         """Call the script once per (keys, args), in one round trip (per node of a

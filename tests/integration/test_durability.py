@@ -16,6 +16,8 @@ import redis
 
 from cellfleet.broker.errors import JournalUnavailableError
 from cellfleet.broker.events import CellCompleted
+from cellfleet.broker.journal import LeanScript
+from cellfleet.broker.redis.link import ReplicationTimeoutError, link_to
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
 from tests.integration.cli_support import REPO, run_cellfleet
@@ -126,7 +128,8 @@ def test_replica_durability_acknowledges_only_what_a_replica_has(
 ) -> None:
     """`replica`: each batch of writes ends with Redis's WAIT. A cell is answered only
     once its events are on the replica; with the replica gone the cell fails with a
-    clear reason (after retries) instead of being acknowledged unreplicated."""
+    clear reason (after retries) instead of being acknowledged unreplicated, and so
+    does the session's shutdown."""
     primary = start_redis(tmp_path / "primary")
     replica = start_redis(tmp_path / "replica", replica_of=primary.port)
     monkeypatch.setenv("CELLFLEET_DURABILITY", "replica")
@@ -135,6 +138,7 @@ def test_replica_durability_acknowledges_only_what_a_replica_has(
     admin.set("synced", 1)
     assert admin.wait(1, 10_000) == 1  # (the replica caught up: a barrier, not a poll)
     host = Host(primary.url, pool_size=1, workers=0)
+    closed = False
     try:
         session = host.open_session()
         out = session.exec("c1", "store('k', 1); text('kept')")
@@ -148,8 +152,44 @@ def test_replica_durability_acknowledges_only_what_a_replica_has(
         assert not lost.success
         text = lost.items[-1]["text"]
         assert text.endswith("Redis replicas did not confirm the write in time"), text
+        closed = True
+        with pytest.raises(ReplicationTimeoutError):
+            host.close()
     finally:
-        host.close()
+        if not closed:
+            host.close()
         admin.close()
+        primary.stop()
+        replica.stop()
+
+
+def test_a_script_redis_forgot_is_loaded_again_and_still_waits_for_a_replica(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script the server forgot (NOSCRIPT: restarted without its data, or flushed) is
+    loaded again and run again through the link, so that its write still ends with
+    `WAIT`: with the replica gone it fails instead of being acknowledged unreplicated
+    (it was run once through redis-py, which sends no `WAIT`)."""
+    primary = start_redis(tmp_path / "primary")
+    replica = start_redis(tmp_path / "replica", replica_of=primary.port)
+    monkeypatch.setenv("CELLFLEET_DURABILITY", "replica")
+    monkeypatch.setenv("CELLFLEET_WAIT_TIMEOUT_MS", "200")
+    client = redis.Redis.from_url(primary.url)
+    copy = redis.Redis.from_url(replica.url)
+    try:
+        client.set("synced", 1)
+        assert client.wait(1, 10_000) == 1  # (the replica caught up: a barrier, not a poll)
+        script = LeanScript(client, link_to(client), "return redis.call('INCR', KEYS[1])")
+        assert script(["n"], []) == 1
+        client.script_flush()
+        assert script(["n"], []) == 2
+        assert copy.get("n") == b"2"  # (on the replica when answered)
+        replica.stop()
+        client.script_flush()
+        with pytest.raises(ReplicationTimeoutError):
+            script(["n"], [])
+    finally:
+        client.close()
+        copy.close()
         primary.stop()
         replica.stop()
