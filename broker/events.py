@@ -202,6 +202,9 @@ class ToolRequested(Event):
     kind: str  # "function" | "freeform"
     input: JsonValue = None
     idempotency_key: str = ""
+    # Sent to the tool workers (not run by its owner or its harness): whoever recovers
+    # its cell waits for their outcome, whatever its own tools say (`local=True` since).
+    remote: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,6 +14,7 @@ actor's thread.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -78,17 +79,18 @@ class Effects:
         if problem is not None:
             self._refuse_tool(call, texts.tool_input_not_json(call.name, problem), runtime)
             return
-        requested = self._log.add(
-            ev.ToolRequested(
-                **self._log.stamp(),
-                call_id=call.call_id,
-                name=call.name,
-                kind=str(call.kind),
-                input=call.input,
-                idempotency_key=idempotency_key(self._ctx.session_id, self._cell_id, call.call_id),
-            )
+        requested = ev.ToolRequested(
+            **self._log.stamp(),
+            call_id=call.call_id,
+            name=call.name,
+            kind=str(call.kind),
+            input=call.input,
+            idempotency_key=idempotency_key(self._ctx.session_id, self._cell_id, call.call_id),
         )
-        self._to_send.append(self._invocation(requested))
+        invocation = self._invocation(requested)
+        remote = self._ctx.dispatcher.records_first(invocation)
+        self._log.add(dataclasses.replace(requested, remote=True) if remote else requested)
+        self._to_send.append(invocation)
 
     def _refuse_tool(self, call: ToolCallRequested, error: str, runtime: CellRuntime) -> None:
         log, clock = self._log, self._ctx.clock()
@@ -193,6 +195,7 @@ class Effects:
             namespace=definition.namespace if definition else None,
             kind=ToolKind(call.kind),
             input=call.input,
+            sent_remotely=call.remote,
         )
 
     # -- a recovered cell -----------------------------------------------------------

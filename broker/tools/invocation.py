@@ -32,6 +32,9 @@ class ToolInvocation:
     kind: ToolKind
     input: JsonValue
     namespace: str | None = None  # the harness's namespace of it (Codex's host protocol)
+    # A call a dead owner sent to the tool workers (its `tool_requested` says so): one
+    # adopted with its cell runs there, never again here (see `local.LocalTools.adopt`).
+    sent_remotely: bool = False
 
     @property
     def idempotency_key(self) -> str:

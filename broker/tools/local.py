@@ -84,8 +84,9 @@ class LocalTools:
         return self._split(calls, send, always=bool(before))
 
     def adopt(self, calls: Sequence[Call]) -> list[CancelHandle]:
-        """Calls a dead owner had sent: remote ones are taken on where they run; a local
-        one died with that owner, so it runs again here."""
+        """Calls a dead owner had sent: remote ones are taken on where they run (also
+        one of a tool made local since); a local one died with that owner, so it runs
+        again here."""
         return self._split(calls, self.remote.adopt, always=False)
 
     def _split(
@@ -97,7 +98,11 @@ class LocalTools:
     ) -> list[CancelHandle]:
         """The handles of `calls`, in order: the remote ones through `remote` (called
         also without any if `always`), the local ones run here."""
-        indexes = [i for i, call in enumerate(calls) if call[0].raw_name not in self._local]
+        indexes = [
+            i
+            for i, (call, _) in enumerate(calls)
+            if call.raw_name not in self._local or call.sent_remotely
+        ]
         handles: dict[int, CancelHandle] = {}
         if indexes or always:
             sent = remote([calls[i] for i in indexes])

@@ -27,7 +27,8 @@ from cellfleet.broker import codec, crash
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import Pending
-from cellfleet.broker.keys import Keys
+from cellfleet.broker.keys import Keys, tool_call_partition
+from cellfleet.broker.tools.registry import ToolRegistry
 from cellfleet.broker.tools.worker import ToolWorker
 from cellfleet.ops.host import Host
 from tests.integration import recovery_tools
@@ -239,6 +240,44 @@ def test_a_tool_call_outstanding_at_the_kill_runs_once_and_reaches_the_new_owner
         assert recovery_tools.RUNS == [{"n": 1}]
         session.shutdown()
     finally:
+        host.close()
+
+
+def test_a_call_out_on_the_tool_workers_stays_theirs_when_its_tool_became_local(
+    redis_url: str,
+    keys: Keys,
+    raw: redis.Redis,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The call was out on the tool workers' stream when its host died, and the host that
+    takes its cell over runs that tool locally (`local=True` since): it waits for the
+    workers' outcome instead of running the call itself. (It ran it, and a worker of the
+    old tools still running ran it too: twice.)"""
+    runs = tmp_path / "runs"
+    monkeypatch.setenv(recovery_tools.RUNS_FILE, str(runs))  # (here and in the child)
+    monkeypatch.setattr(recovery_tools, "RUNS", [])  # (the other tests' count stays theirs)
+    cell = "yield_control(); text(JSON.stringify(await tools.echo({n: 1})))"
+    session_id, _ = killed_while_running(redis_url, keys, raw, [cell])
+    old_tools = ToolRegistry.from_handlers(recovery_tools.HANDLERS)
+    calls = keys.tool_calls(old_tools.fingerprint, tool_call_partition(session_id))
+    host = Host(redis_url, keys=keys, pool_size=1, workers=0, tools=recovery_tools.LOCAL)
+    old = ToolWorker(host.dispatcher.client, old_tools, keys=keys, name="old")
+    try:
+        session = host.open_session(session_id=session_id)
+        old.start()
+        done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+        assert (done.success, texts_of(done.items)[1:]) == (True, ['{"n":1}'])
+
+        def settled() -> bool:  # (the old worker read the call and acknowledged it)
+            (group,) = raw.xinfo_groups(calls)
+            return group["pending"] == 0 and group["entries-read"] == 1
+
+        wait_for_key(raw, calls, settled, "the old tools' worker did not settle the call")
+        assert runs.read_bytes() == b'{"n":1}\n'  # the handler ran once, on that worker
+        session.shutdown()
+    finally:
+        old.stop()
         host.close()
 
 
