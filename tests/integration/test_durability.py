@@ -156,11 +156,13 @@ def test_replica_durability_acknowledges_only_what_a_replica_has(
         with pytest.raises(ReplicationTimeoutError):
             host.close()
     finally:
-        if not closed:
-            host.close()
-        admin.close()
-        primary.stop()
-        replica.stop()
+        try:
+            if not closed:
+                host.close()
+        finally:  # (the servers stop even if the close failed)
+            admin.close()
+            primary.stop()
+            replica.stop()
 
 
 def test_a_script_redis_forgot_is_loaded_again_and_still_waits_for_a_replica(
