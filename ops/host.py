@@ -88,6 +88,7 @@ class Host:
         )
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()  # dropped ones shut down
         self._lock = threading.Lock()
+        self.journal.when_fenced(self._fenced)
 
     def open_session(
         self,
@@ -128,6 +129,23 @@ class Host:
         with self._lock:
             self._sessions.add(session)
         return session
+
+    def _fenced(self, session_id: str) -> None:
+        """Another process took `session_id` over: its cells here end (on a thread of
+        their own: this may be called on one of the session's actors)."""
+        with self._lock:
+            found = [s for s in self._sessions if s.id == session_id]
+        for session in found:
+            backend = session.backend
+            if isinstance(backend, ActorSessionBackend):
+                threading.Thread(
+                    target=self._stop_serving, args=(session_id, backend), daemon=True
+                ).start()
+
+    @staticmethod
+    def _stop_serving(session_id: str, backend: ActorSessionBackend) -> None:
+        backend.fenced()
+        log.warning("session %s: served by another process now; its cells here ended", session_id)
 
     def close(self) -> None:
         """Shut every session down, then stop the shared services; the first session

@@ -706,7 +706,7 @@ class CellWorker:
             entry = self._served.pop(session, None)
         self._changed.set()
         if entry is not None:
-            entry.backend.abandon()
+            entry.backend.fenced()
             self._tell_all(entry, {"id": None, "kind": "moved", "session": session, "owner": None})
             self._beat_soon()
 

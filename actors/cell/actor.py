@@ -46,6 +46,7 @@ from cellfleet.actors.cell.handle import (
 from cellfleet.actors.cell.log import CellLog, Refused
 from cellfleet.actors.cell.messages import (
     OWN_MESSAGES,
+    Abandon,
     AdmitDue,
     Begin,
     CleanUp,
@@ -83,7 +84,12 @@ from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode, Result, Terminated
 from cellfleet.broker.crash import crash_point
-from cellfleet.broker.errors import BrokerError, CellLostError, SessionShuttingDownError
+from cellfleet.broker.errors import (
+    BrokerError,
+    CellLostError,
+    SessionFencedError,
+    SessionShuttingDownError,
+)
 from cellfleet.broker.journal import FinishOutcome, failure_reason
 
 log = logging.getLogger(__name__)
@@ -277,6 +283,8 @@ class CellActor(pykka.ThreadingActor):
                 self._begin(message)
             elif isinstance(message, Recover):
                 self._recover(message)
+            elif isinstance(message, Abandon):
+                self._abandon(message)
             elif self._settled is not None and not self._closed:
                 # Nothing runs: its answer waits for its next caller (not one that left).
                 if isinstance(message, TerminateRequest) or (
@@ -537,6 +545,21 @@ class CellActor(pykka.ThreadingActor):
         self.ctx.on_closed(
             self.cell_id, CellEnd(self.log.admitted, None if told else error, ending)
         )
+
+    def _abandon(self, message: Abandon) -> None:
+        """A newer owner serves the session (and this cell, recovered there): end it
+        here at once, writing nothing. Its observers learn why; its tool calls are left
+        to the new owner (dropped, not cancelled); its JavaScript stops (a spinning cell
+        would spin here for ever: nothing it does is written, so nothing is refused)."""
+        if self._closed:  # closing already: its runtime's end releases its context
+            message.done.set()
+            return
+        self._closed = True
+        self.answers.fail(SessionFencedError(self.ctx.session_id))
+        self.effects.abandon(fenced=True)
+        self._stop_runtime_after_failure()
+        message.done.set()
+        self.stop()
 
     def _stop_runtime_after_failure(self) -> None:
         """Stop the runtime without the (stopped) actor loop: handle its messages here."""

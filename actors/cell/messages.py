@@ -3,7 +3,8 @@ what its timers, tools and helpers report. Every message is a small frozen recor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from cellfleet.actors.cell.context import CellContext
 from cellfleet.actors.cell.handle import CellHandle, Observer, ObserveRequest, TerminateRequest
@@ -80,8 +81,17 @@ class CleanUp:
     """The terminal answer went out a moment ago: finish closing the cell."""
 
 
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """A newer owner took the session over: end the cell here at once, writing nothing,
+    and say so through `done`."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 # Every message but the runtime's own (those come from the V8 thread).
 OWN_MESSAGES = (
+    Abandon,
     ObserveRequest,
     TerminateRequest,
     YieldDue,

@@ -28,7 +28,7 @@ from cellfleet.actors.cell.deadlines import yield_timeout_ms
 from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.actors.cell.handle import CellHandle, Observer, missing
 from cellfleet.actors.cell.log import FailedEnding
-from cellfleet.actors.cell.messages import YieldDue
+from cellfleet.actors.cell.messages import Abandon, YieldDue
 from cellfleet.actors.cell.spares import CellActors
 from cellfleet.actors.replay.plan import plan
 from cellfleet.actors.runtime import v8
@@ -468,6 +468,19 @@ class SessionActor(pykka.ThreadingActor):
         """Each live cell's phase (for an operator: what a drain waits for)."""
         return {cell: handle.phase.value for cell, handle in self._cells.items()}
 
+    def abandon_cells(self) -> list[threading.Event]:
+        """Tell every cell to end here, writing nothing (`ActorSessionBackend.fenced`);
+        what says each one did."""
+        ended = []
+        for handle in self._cells.values():
+            if handle.actor is not None:
+                message = Abandon()
+                with contextlib.suppress(pykka.ActorDeadError):
+                    handle.actor.tell(message)
+                    ended.append(message.done)
+        self._cells.clear()
+        return ended
+
     def cell_closed(self, cell_id: str, end: CellEnd | None = None) -> None:
         """A cell reached its end and cleaned up: forget it (but a failure nobody was
         told of, for the next observer, and a failed cell's end the log has yet to
@@ -633,6 +646,23 @@ class ActorSessionBackend:
         with self._shutdown_lock:
             if self._ref.is_alive():
                 self._ref.stop()
+
+    def fenced(self, timeout: float = 10.0) -> None:
+        """A newer owner took the session over: its cells here end at once, writing
+        nothing (their observers learn why; their tool calls and JavaScript are the new
+        owner's now), and the session is no longer served here. Not on its actors'
+        threads; returns once the cells ended (or `timeout`)."""
+        with self._shutdown_lock:
+            if not self._ref.is_alive():
+                return
+            try:
+                ended: list[threading.Event] = self._ask(SessionActor.abandon_cells)
+            except pykka.ActorDeadError:
+                ended = []
+            self._ref.stop()
+        deadline = time.monotonic() + timeout
+        for done in ended:
+            done.wait(max(0.0, deadline - time.monotonic()))
 
     def _ask(self, method: Callable[..., Any], *args: Any) -> Any:
         """Call `method` on the actor's thread and return its result (or raise)."""

@@ -68,8 +68,9 @@ from cellfleet.broker.keys import Keys
 from cellfleet.ops.host import Host
 from tests.integration.recovery_tools import HANDLERS  # (no tool worker here: calls wait)
 host = Host(sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0, handlers=HANDLERS)
-closed = lambda cell: print("closed", cell, flush=True)
-session = host.open_session(session_id=sys.argv[3], on_cell_closed=closed)
+release = host.pool.release  # (a cell's context released: its JavaScript stopped)
+host.pool.release = lambda context: (print("released", flush=True), release(context))
+session = host.open_session(session_id=sys.argv[3])
 print(session.exec("c", sys.argv[4]).running_cell_id, flush=True)
 sys.stdin.read()  # (until told to close its host)
 host.close()
@@ -153,10 +154,11 @@ def test_a_frozen_owner_resumed_after_a_takeover_leaves_its_calls_to_the_new_own
         host = Host(redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS)
         session = host.open_session(session_id=session_id)  # (takes it over, adopts the call)
         child.send_signal(signal.SIGCONT)
-        # Its timer fires at once: the output's append is refused, and the cell ends.
-        assert child.stdout.readline() == b"closed 1\n"
+        # Its timer fires at once: the output's append is refused (or the lease's renewal
+        # finds it taken first), and the cell ends there.
+        assert child.stdout.readline() == b"released\n"
         child.stdin.close()  # (it closes its Host, and says so)
-        assert child.stdout.readline() == b"host closed\n"
+        assert child.stdout.readlines()[-1] == b"host closed\n"  # (its pool's too)
         assert child.wait(30) == 0
         worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="late").start()
         try:
@@ -171,6 +173,53 @@ def test_a_frozen_owner_resumed_after_a_takeover_leaves_its_calls_to_the_new_own
         assert [type(e).__name__ for e in events if isinstance(e, ev.CellCompleted)] == [
             "CellCompleted"
         ]
+        session.shutdown()
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGCONT)
+            child.kill()
+            child.wait(30)
+        if host is not None:
+            host.close()
+
+
+def test_a_frozen_owner_resumed_after_a_takeover_stops_its_spinning_cell(
+    redis_url: str, keys: Keys, raw: redis.Redis
+) -> None:
+    """As above, with a cell that spins and writes nothing: resumed, the old owner
+    learns of the takeover from its lease's renewal, and ends the cell there (its
+    context is released). It used to spin in the old owner for ever, nothing it did
+    being written, so nothing refused. The new owner's copy can still be terminated."""
+    cell = "text('spinning'); yield_control(); while (true) {}"
+    session_id = uuid.uuid4().hex
+    child = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_CHILD, redis_url, keys.prefix, session_id, cell],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    host = None
+    try:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        assert child.stdout.readline() == b"1\n"  # (yielded, spinning)
+        child.send_signal(signal.SIGSTOP)
+        lease = keys.session(session_id).lease
+        wait_for_key(raw, lease, lambda: not raw.exists(lease), "the frozen owner's lease lives")
+        host = Host(redis_url, keys=keys, pool_size=1, workers=0)
+        session = host.open_session(session_id=session_id)  # (recovers it, spinning)
+        child.send_signal(signal.SIGCONT)
+        assert child.stdout.readline() == b"released\n"  # (the old owner's copy stopped)
+        child.stdin.close()
+        assert child.stdout.readlines()[-1] == b"host closed\n"  # (its pool's too)
+        assert child.wait(30) == 0
+        stopped = session.wait('{"cell_id": "1", "terminate": true}')
+        assert "Script terminated" in texts_of(stopped.items)[0]
+        events = [e for _, e in host.journal.read(session_id) if e.cell == "1"]
+        assert [type(e).__name__ for e in events if isinstance(e, ev.CellTerminated)] == [
+            "CellTerminated"
+        ]
+        outputs = [e.item["text"] for e in events if isinstance(e, ev.OutputProduced)]
+        assert outputs == ["spinning"]
         session.shutdown()
     finally:
         if child.poll() is None:
