@@ -708,6 +708,7 @@ class CellWorker:
         if entry is not None:
             entry.backend.fenced()
             self._tell_all(entry, {"id": None, "kind": "moved", "session": session, "owner": None})
+            log.warning("session %s: served by another worker now; its cells here ended", session)
             self._beat_soon()
 
     # -- what the sessions tell their clients (on actor threads: no lock) ---------------

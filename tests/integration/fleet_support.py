@@ -57,7 +57,11 @@ class FleetHost:
 
 
 def start_worker(
-    redis_url: str, keys: Keys, *extra: str, env: dict[str, str] | None = None
+    redis_url: str,
+    keys: Keys,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    stderr: int = subprocess.DEVNULL,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """A `cellfleet worker` process on `keys`; it and its worker id."""
     env = {**os.environ, "REDIS_URL": redis_url, **(env or {})}
@@ -65,7 +69,7 @@ def start_worker(
         [sys.executable, "-m", "cellfleet.ops.cli", "--key-prefix", keys.prefix, "worker", *extra],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
     )
     return process, worker_ready(process)
 

@@ -29,6 +29,7 @@ from cellfleet.broker.events import (
     CellClosed,
     CellCompleted,
     CellRecovered,
+    CellTerminated,
     SessionOpened,
     ShutdownFinished,
 )
@@ -249,6 +250,46 @@ def test_a_frozen_worker_is_fenced_off_when_another_took_its_session(
         assert calls == ["c1", "c2"]  # the stale exec left nothing
         assert [type(e) for e in events].count(SessionOpened) == 2  # one per owner
         assert output_texts(session.exec("c3", "text('three')"))[1:] == ["three"]
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.kill()
+        process.wait(TIMEOUT_S)
+
+
+def test_a_frozen_worker_ends_its_cells_of_a_session_another_took(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """SIGSTOP past its lease while its cell spins (writing nothing); another worker
+    takes the session over (a client's wait) and recovers the cell. Resumed, the frozen
+    worker finds its lease taken and ends the cell there (it spun on for ever)."""
+    process, frozen = start_worker(redis_url, keys, "--lease-ms", "300", stderr=subprocess.PIPE)
+    try:
+        client = fleet["client"]()
+        session = client.open_session()
+        running = session.exec("c1", "text('spinning'); yield_control(); while (true) {}")
+        assert running.running_cell_id == "1"
+        process.send_signal(signal.SIGSTOP)
+        raw = connect_redis(redis_url)
+        info = keys.worker_info(frozen)
+        wait_for_key(raw, info, lambda: not raw.exists(info), "the frozen worker still beats")
+        other = fleet["worker"]()
+        still = session.wait('{"cell_id": "1", "yield_time_ms": 100}')  # (taken over)
+        assert (still.running_cell_id, other.sessions) == ("1", [session.id])
+        process.send_signal(signal.SIGCONT)
+        assert process.stderr is not None
+        ended = f"session {session.id}: served by another worker now; its cells here ended"
+        for line in process.stderr:
+            if ended.encode() in line:
+                break
+        else:
+            raise AssertionError("the resumed worker kept the session's cells")
+        stopped = session.wait('{"cell_id": "1", "terminate": true}')
+        assert "Script terminated" in output_texts(stopped)[0]
+        journal = RedisJournal(raw, keys)
+        events = [e for _, e in journal.read(session.id) if e.cell == "1"]
+        assert [type(e).__name__ for e in events if isinstance(e, CellTerminated)] == [
+            "CellTerminated"
+        ]
     finally:
         process.send_signal(signal.SIGCONT)
         process.kill()
