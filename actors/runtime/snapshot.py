@@ -14,6 +14,8 @@ Every failure here aborts the process inside V8 rather than raising, hence:
   depends on (library, V8 version, flags, prelude), with a digest beside it;
 - before it is installed, V8's own checks run on it (version, checksum: a release
   build skips the latter when it reads a blob, and trusts it);
+- a build that failed (or hung) is not tried again for an hour by any process (it
+  leaves a note beside the blob's place saying why);
 - it is installed only by the process that started V8 (one that found V8 started
   may have isolates of the built-in blob alive: V8 shares one read-only heap among
   live isolates, and a blob of ours next to one of those aborts), and never replaced.
@@ -23,6 +25,7 @@ whole prelude, as they always did. `CELLFLEET_V8_SNAPSHOT=0` turns it off.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -32,6 +35,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +44,8 @@ from cellfleet.actors.runtime.prelude import factory_source
 log = logging.getLogger(__name__)
 
 SWITCH = "CELLFLEET_V8_SNAPSHOT"  # "0": the built-in snapshot, the whole prelude per context
-BUILD_TIMEOUT_S = 60.0
+BUILD_TIMEOUT_S = 30.0  # (it takes about 0.5 s)
+RETRY_FAILED_BUILD_S = 3600.0  # a failed build is not tried again this long (per key)
 _DEFAULT_BLOB = "_ZN2v88internal8Snapshot19DefaultSnapshotBlobEv"
 _CREATE_BLOB = (
     "_ZN2v88internal30CreateSnapshotDataBlobInternalENS_15SnapshotCreator"
@@ -80,9 +85,16 @@ def install(dll: Any, flags: tuple[str, ...]) -> bool:
 def _sound_blob(dll: Any, flags: tuple[str, ...]) -> bytes | None:
     """The cached blob, built now if missing; None if it fails V8's checks twice."""
     path = _cache_dir() / f"prelude-{_key(dll, flags)}.blob"
+    failed = path.with_suffix(".failed")
+    _refuse_if_failed_recently(failed)
     for _ in range(2):
         if not _cached(path):
-            _build(path, flags)
+            try:
+                _build(path, flags)
+            except Exception as error:
+                _remember_failure(failed, error)
+                raise
+            failed.unlink(missing_ok=True)
         data = path.read_bytes()
         problem = _problem(dll, data)
         if problem is None:
@@ -90,6 +102,27 @@ def _sound_blob(dll: Any, flags: tuple[str, ...]) -> bytes | None:
         log.warning("the prelude's V8 snapshot %s is unsound (%s): built again", path, problem)
         path.unlink(missing_ok=True)
     return None
+
+
+def _refuse_if_failed_recently(note: Path) -> None:
+    """Raise if a process's build of this blob failed less than an hour ago (each
+    process would pay for the same failure again: up to the build's timeout)."""
+    try:
+        age = time.time() - note.stat().st_mtime
+        why = note.read_text("utf-8", errors="replace").strip()
+    except OSError:  # (none: no failure known)
+        return
+    if 0 <= age < RETRY_FAILED_BUILD_S:
+        raise OSError(
+            f"its build failed {age:.0f} s ago ({why}); it is tried again an hour after, "
+            f"or once {note} is deleted"
+        )
+
+
+def _remember_failure(note: Path, error: BaseException) -> None:
+    with contextlib.suppress(OSError):  # (a full disk, say: the next process tries again)
+        note.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        note.write_text(str(error)[-400:] or type(error).__name__, "utf-8")
 
 
 def _key(dll: Any, flags: tuple[str, ...]) -> str:
@@ -135,10 +168,13 @@ def _build(path: Path, flags: tuple[str, ...]) -> None:
         built, source = Path(scratch) / path.name, Path(scratch) / "prelude.js"
         source.write_text(factory_source(), "utf-8")
         child = [sys.executable, "-I", "-c", _BUILDER, str(source), str(built), *flags]
-        run = subprocess.run(
-            child, cwd=scratch, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            timeout=BUILD_TIMEOUT_S, check=False,
-        )  # fmt: skip
+        try:
+            run = subprocess.run(
+                child, cwd=scratch, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                timeout=BUILD_TIMEOUT_S, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise OSError(f"its build did not end within {BUILD_TIMEOUT_S:.0f} s") from None
         if run.returncode != 0:
             raise OSError(f"its build failed ({run.returncode}): {run.stderr.strip()[-400:]}")
         digest = hashlib.sha256(built.read_bytes()).hexdigest()

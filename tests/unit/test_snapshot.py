@@ -138,3 +138,41 @@ def test_v8_started_by_someone_else_keeps_its_own_snapshot(tmp_path: Path) -> No
         check=True,
     )
     assert run.stdout.split() == ["False"]
+
+
+FAILING_BUILD = """
+import sys
+from cellfleet.actors.runtime import pool, snapshot
+snapshot._BUILDER = "import sys; open(%r, 'a').write('x'); sys.exit('no V8 here')"
+prepared = pool.prepare_context()
+print(snapshot.in_use())
+"""
+
+
+def test_a_failed_build_is_not_tried_again_by_every_process(tmp_path: Path) -> None:
+    """A build that fails (or hangs until its timeout) leaves a note: the processes that
+    start within the hour use the built-in snapshot without trying again (each paid for
+    the same failure: up to the build's timeout); after the hour, one tries again."""
+    runs = tmp_path / "runs"
+
+    def start() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", FAILING_BUILD % str(runs)],
+            env={**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+
+    first, second = start(), start()
+    assert (first.stdout, second.stdout) == ("False\n", "False\n")
+    assert runs.read_text() == "x"  # (built once)
+    assert "no V8 here" in first.stderr
+    assert "no V8 here" in second.stderr
+    assert "it is tried again an hour after" in second.stderr
+    (note,) = (tmp_path / "cellfleet" / "v8-snapshots").glob("*.failed")
+    an_hour_ago = note.stat().st_mtime - 3601
+    os.utime(note, (an_hour_ago, an_hour_ago))
+    assert start().stdout == "False\n"
+    assert runs.read_text() == "xx"  # (tried again)
