@@ -202,9 +202,10 @@ class ToolRequested(Event):
     kind: str  # "function" | "freeform"
     input: JsonValue = None
     idempotency_key: str = ""
-    # Sent to the tool workers (not run by its owner or its harness): whoever recovers
-    # its cell waits for their outcome, whatever its own tools say (`local=True` since).
-    remote: bool = False
+    # The tools (a registry's fingerprint) whose workers it was sent to ("": its owner
+    # or its harness ran it): whoever recovers its cell waits for their outcome, whatever
+    # its own tools are (other tools, or this one `local=True` since).
+    sent_to: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -217,13 +217,14 @@ class CellActor(pykka.ThreadingActor):
         log.flush()  # (the log shows it back before it does anything more)
         outputs = [dict(e.item) for e in record.events if isinstance(e, ev.OutputProduced)]
         self.answers.restore(outputs[log.facts.delivered :])
-        self.effects.resume(record.events, log.facts, outcome.runtime)
         self._incoming.extend(outcome.beyond)
-        self._process_incoming()
         if outcome.resumed_from is not None:  # (its observer went with the old owner)
+            # Before any outcome is handed over (`resume`): one recorded meanwhile waits
+            # at the next frontier too.
             self.answers.keep_next_frontier()
             outcome.runtime.follow_frontiers(outcome.resumed_from)
-            self._process_incoming()
+        self.effects.resume(record.events, log.facts, outcome.runtime)
+        self._process_incoming()
         self._start_notifications()
         self._schedule_poll()
 
@@ -573,8 +574,10 @@ class CellActor(pykka.ThreadingActor):
         self._failing = queued
         runtime.terminate()  # reports through `_tell`, i.e. into `queued`
         for message in queued:
+            if isinstance(message, Abandon):  # (ending already: its sender need not wait)
+                message.done.set()
             if runtime.done:
-                break
+                continue
             if not isinstance(message, OWN_MESSAGES):
                 runtime.handle(message)  # ends with releasing (disposing) the context
         self._incoming.clear()

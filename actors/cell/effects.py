@@ -33,7 +33,7 @@ from cellfleet.broker import events as ev
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.tools import ToolKind
 from cellfleet.broker.crash import crash_point
-from cellfleet.broker.errors import BrokerError
+from cellfleet.broker.errors import BrokerError, SessionFencedError
 from cellfleet.broker.tools.invocation import (
     CancelHandle,
     ToolInvocation,
@@ -88,8 +88,8 @@ class Effects:
             idempotency_key=idempotency_key(self._ctx.session_id, self._cell_id, call.call_id),
         )
         invocation = self._invocation(requested)
-        remote = self._ctx.dispatcher.records_first(invocation)
-        self._log.add(dataclasses.replace(requested, remote=True) if remote else requested)
+        sent_to = self._ctx.dispatcher.sends_to(invocation)
+        self._log.add(dataclasses.replace(requested, sent_to=sent_to) if sent_to else requested)
         self._to_send.append(invocation)
 
     def _refuse_tool(self, call: ToolCallRequested, error: str, runtime: CellRuntime) -> None:
@@ -120,7 +120,7 @@ class Effects:
         recorded_first: list[ToolInvocation] = []
         run_here: list[ToolInvocation] = []
         for call in calls:
-            (recorded_first if dispatcher.records_first(call) else run_here).append(call)
+            (recorded_first if dispatcher.sends_to(call) else run_here).append(call)
         if recorded_first:
             # The batch (the calls' `tool_requested` among it) and the calls: one round trip.
             events, commands = self._log.take_commands()
@@ -195,7 +195,7 @@ class Effects:
             namespace=definition.namespace if definition else None,
             kind=ToolKind(call.kind),
             input=call.input,
-            sent_remotely=call.remote,
+            sent_to=call.sent_to,
         )
 
     # -- a recovered cell -----------------------------------------------------------
@@ -324,19 +324,38 @@ class Effects:
 
     def cancel_outstanding(self) -> None:
         """Spec §4.5: outstanding tool calls are cancelled before the terminal answer;
-        timers never fire after it."""
+        timers never fire after it.
+
+        The cancellations are recorded before anyone is told (the log refuses a process
+        a newer owner fenced off, one that has not heard of it yet among them): a fenced
+        process drops its calls instead, for the new owner adopted them."""
         log = self._log
         if self._to_send and self._ctx.dispatcher.sends_every_call:
             with contextlib.suppress(BrokerError, Refused):  # (kept: cancelled below)
                 self.send_requested_tools()
-        for call_id, cancel in self._tools.items():
-            cancel.cancel()
+        sent = list(self._tools.values())
+        for call_id in self._tools:
             log.add(ev.ToolCancelled(**log.stamp(), call_id=call_id))
         self._tools.clear()
         for call in self._to_send:  # requested in this batch, never sent
             log.add(ev.ToolCancelled(**log.stamp(), call_id=call.call_id))
         self._to_send.clear()
         self._drop_timers()
+        if not sent:
+            return
+        fenced = self._ctx.journal.fenced_off(self._ctx.session_id)
+        if not fenced:
+            try:
+                log.flush()
+            except SessionFencedError:
+                fenced = True
+            except BrokerError:  # (Redis unreachable: kept batched; the workers are told)
+                pass
+        for cancel in sent:
+            if fenced:
+                cancel.drop()
+            else:
+                cancel.cancel()
 
     def open_tool_calls(self) -> list[str]:
         """The calls requested and not ended (sent or still to send)."""

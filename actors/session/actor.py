@@ -57,6 +57,7 @@ Notify = Callable[[str, str, str], None]  # (exec call id, cell id, text)
 
 log = logging.getLogger(__name__)
 MAX_UNTOLD_FAILURES = 256  # failures of unobserved cells kept for their next wait
+FENCED_CHECK_S = 0.05  # how often `fenced` looks whether a cell it waits for stopped first
 
 
 @dataclass(kw_only=True)
@@ -468,18 +469,18 @@ class SessionActor(pykka.ThreadingActor):
         """Each live cell's phase (for an operator: what a drain waits for)."""
         return {cell: handle.phase.value for cell, handle in self._cells.items()}
 
-    def abandon_cells(self) -> list[threading.Event]:
+    def abandon_cells(self) -> list[tuple[threading.Event, pykka.ActorRef[Any]]]:
         """Tell every cell to end here, writing nothing (`ActorSessionBackend.fenced`);
-        what says each one did."""
-        ended = []
+        what says each one did, and its actor."""
+        ending = []
         for handle in self._cells.values():
             if handle.actor is not None:
                 message = Abandon()
                 with contextlib.suppress(pykka.ActorDeadError):
                     handle.actor.tell(message)
-                    ended.append(message.done)
+                    ending.append((message.done, handle.actor))
         self._cells.clear()
-        return ended
+        return ending
 
     def cell_closed(self, cell_id: str, end: CellEnd | None = None) -> None:
         """A cell reached its end and cleaned up: forget it (but a failure nobody was
@@ -656,13 +657,17 @@ class ActorSessionBackend:
             if not self._ref.is_alive():
                 return
             try:
-                ended: list[threading.Event] = self._ask(SessionActor.abandon_cells)
+                ending: list[tuple[threading.Event, pykka.ActorRef[Any]]] = self._ask(
+                    SessionActor.abandon_cells
+                )
             except pykka.ActorDeadError:
-                ended = []
+                ending = []
             self._ref.stop()
         deadline = time.monotonic() + timeout
-        for done in ended:
-            done.wait(max(0.0, deadline - time.monotonic()))
+        for done, actor in ending:  # (an actor that stopped first never reads its message)
+            while not done.wait(FENCED_CHECK_S) and actor.is_alive():
+                if time.monotonic() >= deadline:
+                    return
 
     def _ask(self, method: Callable[..., Any], *args: Any) -> Any:
         """Call `method` on the actor's thread and return its result (or raise)."""

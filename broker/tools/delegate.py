@@ -1,8 +1,8 @@
 """Nested tool calls answered by the harness itself (Codex's host protocol: the client
 is the tool worker), instead of the worker fleet over Redis (`dispatch.py`).
 
-The cell's `tool_requested` events are appended with its outcome (`records_first` is
-False); each call goes to the harness through `send` and its outcome comes back through
+The cell's `tool_requested` events are appended with its outcome (`sends_to` is
+empty); each call goes to the harness through `send` and its outcome comes back through
 `answer`. The outcome is not recorded by anyone else: the cell records it (with its
 clock) while JavaScript goes on with it, as for a call a dispatcher refuses; nothing
 the cell does next is recorded or seen before that write returned. A call the cell no longer
@@ -62,12 +62,12 @@ class DelegateDispatcher:
         # delegate id -> (the call's idempotency key, its id, where its outcome goes)
         self._waiting: dict[int, tuple[str, str, Callable[[ToolOutcome], None]]] = {}
 
-    def records_first(self, invocation: ToolInvocation) -> bool:
-        """No: the harness is this process's own client; a call it runs dies with the
-        connection if this process does, so recording the request first buys nothing.
-        It goes with the outcome (one durable write per call)."""
+    def sends_to(self, invocation: ToolInvocation) -> str:
+        """No workers: the harness is this process's own client; a call it runs dies
+        with the connection if this process does, so recording the request first buys
+        nothing. It goes with the outcome (one durable write per call)."""
         del invocation
-        return False
+        return ""
 
     def dispatch_batch(
         self,

@@ -119,9 +119,9 @@ class BrokerDispatcher:
         self._reader = threading.Thread(target=self._read_replies, name="tool-replies", daemon=True)
         self._reader.start()
 
-    def records_first(self, invocation: ToolInvocation) -> bool:
+    def sends_to(self, invocation: ToolInvocation) -> str:
         del invocation
-        return True
+        return self.registry
 
     def dispatch(
         self, invocation: ToolInvocation, on_outcome: Callable[[ToolOutcome], None]
@@ -230,7 +230,7 @@ class BrokerDispatcher:
         that reads it (its outcome may have been recorded since): no call runs twice."""
         by_stream: dict[str, list[ToolInvocation]] = {}
         for invocation in calls:
-            by_stream.setdefault(self.calls_of(invocation.session), []).append(invocation)
+            by_stream.setdefault(self._stream_of(invocation), []).append(invocation)
         for stream, invocations in by_stream.items():
             entries: Any = run_retrying(partial(self.client.xrange, stream))
             present = {
@@ -259,7 +259,7 @@ class BrokerDispatcher:
         waiting = self._forget(_call_key(invocation))
         if delete and waiting is not None and waiting.entry_id is not None:
             with contextlib.suppress(redis.RedisError):  # (read already: it runs once)
-                self._link.run([("XDEL", self.calls_of(invocation.session), waiting.entry_id)])
+                self._link.run([("XDEL", self._stream_of(invocation), waiting.entry_id)])
 
     def cancel(self, invocation: ToolInvocation) -> None:
         """Withdraw a call: unread, it is deleted; running, its handler is told."""
@@ -270,7 +270,7 @@ class BrokerDispatcher:
             self.keys, invocation.session, invocation.cell, invocation.call_id
         )
         if waiting.entry_id is not None:  # (unread: no worker need see it)
-            commands.append(("XDEL", self.calls_of(invocation.session), waiting.entry_id))
+            commands.append(("XDEL", self._stream_of(invocation), waiting.entry_id))
         self._link.run(commands)
 
     def _forget(self, key: str) -> _Waiting | None:
@@ -327,13 +327,19 @@ class BrokerDispatcher:
             return  # cancelled, or the cell is gone: dropped (spec §3.3)
         waiting.on_outcome(reply.outcome)
 
-    def calls_of(self, session: str) -> str:
-        """The calls stream that carries the session's calls."""
-        return self.keys.tool_calls(self.registry, tool_call_partition(session))
+    def calls_of(self, session: str, registry: str = "") -> str:
+        """The calls stream that carries the session's calls (to the workers of this
+        dispatcher's tools, or of `registry`'s)."""
+        return self.keys.tool_calls(registry or self.registry, tool_call_partition(session))
+
+    def _stream_of(self, invocation: ToolInvocation) -> str:
+        """Where `invocation` went: an adopted call to the workers it was sent to (a dead
+        owner's tools may differ from this process's)."""
+        return self.calls_of(invocation.session, invocation.sent_to)
 
     def _call_command(self, invocation: ToolInvocation) -> Command:
         fields = codec.encode_tool_call(invocation, self.replies)
-        return ("XADD", self.calls_of(invocation.session), "*", *fields)
+        return ("XADD", self._stream_of(invocation), "*", *fields)
 
     def close(self) -> None:
         self._closed.set()

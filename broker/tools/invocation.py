@@ -32,9 +32,10 @@ class ToolInvocation:
     kind: ToolKind
     input: JsonValue
     namespace: str | None = None  # the harness's namespace of it (Codex's host protocol)
-    # A call a dead owner sent to the tool workers (its `tool_requested` says so): one
-    # adopted with its cell runs there, never again here (see `local.LocalTools.adopt`).
-    sent_remotely: bool = False
+    # The tools (a registry's fingerprint) whose workers a dead owner sent it to (its
+    # `tool_requested` says so): adopted with its cell, it stays theirs, never run again
+    # here nor sent to other workers (`local.LocalTools.adopt`, `dispatch`).
+    sent_to: str = ""
 
     @property
     def idempotency_key(self) -> str:
@@ -99,10 +100,11 @@ class ToolDispatcher(Protocol):
         (`adopt`)."""
         ...
 
-    def records_first(self, invocation: ToolInvocation) -> bool:
-        """Whether the call's `ToolRequested` is appended before it goes out (a worker of
-        the fleet may run it while this process dies). False: this process or its
-        harness runs it, and it is appended with a later batch (the outcome's)."""
+    def sends_to(self, invocation: ToolInvocation) -> str:
+        """The tools (a registry's fingerprint) whose workers of the fleet run the call:
+        its `ToolRequested` is appended before it goes out, naming them (a worker may
+        run it while this process dies). "": this process or its harness runs it, and
+        it is appended with a later batch (the outcome's)."""
         ...
 
     def dispatch_batch(

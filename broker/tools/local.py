@@ -5,7 +5,7 @@ goes on to `remote` (the tool workers over Redis, `dispatch.py`).
 
 A local call crosses neither Redis nor another process. Its `ToolRequested` is not
 appended before it runs: the cell appends it with its outcome, in one durable write
-after the handler returned (`records_first` is False), while JavaScript goes on with
+after the handler returned (`sends_to` is empty), while JavaScript goes on with
 the outcome; nothing the cell does next is recorded or seen before that write returned
 (`Effects.tool_done`). A crash before that write loses the call with its cell's
 unrecorded rest, and the recovered cell makes the call again: local tools run at least
@@ -71,8 +71,8 @@ class LocalTools:
     def replies(self) -> str:
         return self.remote.replies
 
-    def records_first(self, invocation: ToolInvocation) -> bool:
-        return invocation.raw_name not in self._local and self.remote.records_first(invocation)
+    def sends_to(self, invocation: ToolInvocation) -> str:
+        return "" if invocation.raw_name in self._local else self.remote.sends_to(invocation)
 
     def dispatch_batch(
         self,
@@ -101,7 +101,7 @@ class LocalTools:
         indexes = [
             i
             for i, (call, _) in enumerate(calls)
-            if call.raw_name not in self._local or call.sent_remotely
+            if call.raw_name not in self._local or call.sent_to
         ]
         handles: dict[int, CancelHandle] = {}
         if indexes or always:

@@ -5,6 +5,7 @@ tool calls go to the same workers (the registry's fingerprint sees its text)."""
 from __future__ import annotations
 
 import os
+import threading
 
 import orjson
 
@@ -13,9 +14,14 @@ from cellfleet.broker.tools.registry import ToolRegistry
 
 RUNS: list[JsonValue] = []  # every input `echo` ran with, in this process
 RUNS_FILE = "RECOVERY_RUNS_FILE"  # and where each process appends them, if set
+GATE: list[threading.Event] = []  # (a test's: [started, go]: each run says so, then waits)
 
 
 def echo(value: JsonValue) -> JsonValue:
+    if GATE:
+        started, go = GATE
+        started.set()
+        go.wait(60)
     RUNS.append(value)
     path = os.environ.get(RUNS_FILE)
     if path:

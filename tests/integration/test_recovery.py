@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -40,6 +41,14 @@ from cellfleet.broker.keys import Keys
 from cellfleet.ops.host import Host
 from tests.integration.recovery_tools import HANDLERS  # (no tool worker here: calls wait)
 host = Host(sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0, handlers=HANDLERS)
+if os.environ.get("DIE_AFTER_SENDING"):  # (at once, after sending this call to the workers)
+    send = type(host.dispatcher).dispatch_batch
+    def dying_after(dispatcher, calls, *args, **kwargs):
+        handles = send(dispatcher, calls, *args, **kwargs)
+        if any(call.call_id == os.environ["DIE_AFTER_SENDING"] for call, _ in calls):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return handles
+    type(host.dispatcher).dispatch_batch = dying_after
 if os.environ.get("DIE_AFTER_NOTIFY"):  # (at once, after appending a notification)
     append = type(host.journal).append
     def dying(journal, events):
@@ -72,10 +81,19 @@ release = host.pool.release  # (a cell's context released: its JavaScript stoppe
 host.pool.release = lambda context: (print("released", flush=True), release(context))
 session = host.open_session(session_id=sys.argv[3])
 print(session.exec("c", sys.argv[4]).running_cell_id, flush=True)
+if sys.argv[5:] == ["late"]:  # (its renewal never comes first: as if late, or cut off)
+    host.leases.stop()
 sys.stdin.read()  # (until told to close its host)
 host.close()
 print("host closed", flush=True)
 """
+
+
+@pytest.fixture(autouse=True)
+def _runs_of_this_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`recovery_tools.RUNS` counts this test's runs only (tool workers of this process
+    run `echo` in several tests)."""
+    monkeypatch.setattr(recovery_tools, "RUNS", [])
 
 
 @pytest.fixture
@@ -136,7 +154,6 @@ def test_a_frozen_owner_resumed_after_a_takeover_leaves_its_calls_to_the_new_own
     """)
     runs = tmp_path / "runs"
     monkeypatch.setenv(recovery_tools.RUNS_FILE, str(runs))  # (here and in the child)
-    monkeypatch.setattr(recovery_tools, "RUNS", [])  # (the other tests' count stays theirs)
     session_id = uuid.uuid4().hex
     child = subprocess.Popen(
         [sys.executable, "-c", FROZEN_CHILD, redis_url, keys.prefix, session_id, cell],
@@ -177,6 +194,50 @@ def test_a_frozen_owner_resumed_after_a_takeover_leaves_its_calls_to_the_new_own
     finally:
         if child.poll() is None:
             child.send_signal(signal.SIGCONT)
+            child.kill()
+            child.wait(30)
+        if host is not None:
+            host.close()
+
+
+def test_an_owner_that_learns_of_the_takeover_from_its_own_close_leaves_the_call_alone(
+    redis_url: str, keys: Keys, raw: redis.Redis
+) -> None:
+    """The old owner's lease expired and the session was taken over (its call adopted),
+    and the old owner hears of it only when it closes: its shutdown is refused, and its
+    cell ends without cancelling the call (it cancelled it, unguarded: the new owner's
+    cell waited for ever, and the close said nothing)."""
+    cell = "yield_control(); text(JSON.stringify(await tools.echo({n: 1})))"
+    session_id = uuid.uuid4().hex
+    child = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_CHILD, redis_url, keys.prefix, session_id, cell, "late"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    host = None
+    try:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        assert child.stdout.readline() == b"1\n"
+        lease = keys.session(session_id).lease
+        wait_for_key(raw, lease, lambda: not raw.exists(lease), "the old owner's lease lives")
+        host = Host(redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS)
+        session = host.open_session(session_id=session_id)
+        running = session.wait('{"cell_id": "1", "yield_time_ms": 100}')  # (call adopted)
+        assert running.running_cell_id == "1"
+        child.stdin.close()  # (it closes its Host)
+        assert child.stdout.readlines()[-1] == b"host closed\n"
+        assert child.wait(30) == 0
+        assert raw.hget(keys.session(session_id).tools, "1/tool-1") is None  # (not cancelled)
+        worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="w").start()
+        try:
+            done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+        finally:
+            worker.stop()
+        assert (done.success, texts_of(done.items)[1:]) == (True, ['{"n":1}'])
+        session.shutdown()
+    finally:
+        if child.poll() is None:
             child.kill()
             child.wait(30)
         if host is not None:
@@ -301,20 +362,28 @@ def test_a_call_out_on_the_tool_workers_stays_theirs_when_its_tool_became_local(
 ) -> None:
     """The call was out on the tool workers' stream when its host died, and the host that
     takes its cell over runs that tool locally (`local=True` since): it waits for the
-    workers' outcome instead of running the call itself. (It ran it, and a worker of the
-    old tools still running ran it too: twice.)"""
+    workers' outcome instead of running the call itself, or sending it again to the
+    workers of its own tools. (It did either, and a worker of the old tools still
+    running ran it too: twice.)"""
     runs = tmp_path / "runs"
     monkeypatch.setenv(recovery_tools.RUNS_FILE, str(runs))  # (here and in the child)
-    monkeypatch.setattr(recovery_tools, "RUNS", [])  # (the other tests' count stays theirs)
-    cell = "yield_control(); text(JSON.stringify(await tools.echo({n: 1})))"
-    session_id, _ = killed_while_running(redis_url, keys, raw, [cell])
+    started, go = threading.Event(), threading.Event()
+    monkeypatch.setattr(recovery_tools, "GATE", [started, go])  # (this process's runs)
     old_tools = ToolRegistry.from_handlers(recovery_tools.HANDLERS)
-    calls = keys.tool_calls(old_tools.fingerprint, tool_call_partition(session_id))
-    host = Host(redis_url, keys=keys, pool_size=1, workers=0, tools=recovery_tools.LOCAL)
-    old = ToolWorker(host.dispatcher.client, old_tools, keys=keys, name="old")
+    old = ToolWorker(raw, old_tools, keys=keys, name="old").start()
+    host = None
     try:
+        cell = "yield_control(); text(JSON.stringify(await tools.echo({n: 1})))"
+        session_id, _ = killed_while_running(redis_url, keys, raw, [cell])
+        calls = keys.tool_calls(old_tools.fingerprint, tool_call_partition(session_id))
+        assert started.wait(30)  # (the old tools' worker runs the call, and waits)
+        # The taker has a tool worker of its own tools: it must not be sent the call.
+        host = Host(redis_url, keys=keys, pool_size=1, workers=1, tools=recovery_tools.LOCAL)
         session = host.open_session(session_id=session_id)
-        old.start()
+        # Its first answer comes after the cell was recovered and its call adopted.
+        running = session.wait('{"cell_id": "1", "yield_time_ms": 100}')
+        assert running.running_cell_id == "1"
+        go.set()
         done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
         assert (done.success, texts_of(done.items)[1:]) == (True, ['{"n":1}'])
 
@@ -326,8 +395,10 @@ def test_a_call_out_on_the_tool_workers_stays_theirs_when_its_tool_became_local(
         assert runs.read_bytes() == b'{"n":1}\n'  # the handler ran once, on that worker
         session.shutdown()
     finally:
+        go.set()
         old.stop()
-        host.close()
+        if host is not None:
+            host.close()
 
 
 @pytest.mark.parametrize("runtime", ["same", "other"])
@@ -619,6 +690,56 @@ def test_a_cell_a_pending_observer_resumed_stops_at_its_next_frontier_after_reco
             return any(isinstance(e, ev.ToolCompleted) and e.call_id == "tool-2" for _, e in log)
 
         wait_for_key(raw, keys.session(session_id).events, recorded, "no outcome recorded")
+        frontier = session.wait_to_pending("1")
+        assert isinstance(frontier, Pending), frontier
+        items = [item.get("text") for item in frontier.content_items]
+        assert (items, frontier.pending_tool_call_ids) == (["after 1"], ["tool-2"])
+        done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+        assert (done.success, texts_of(done.items)[1:]) == (True, ["after 2"])
+        session.shutdown()
+    finally:
+        worker.stop()
+        child.kill()
+        host.close()
+
+
+def test_a_resumed_cell_stops_at_its_next_frontier_although_its_outcome_came_first(
+    redis_url: str, keys: Keys, raw: redis.Redis
+) -> None:
+    """As above, but the next call went out before the host died (it was busy past it,
+    so no frontier was answered), and a worker recorded its outcome before the session
+    was taken over: recovery hands that outcome over, and it waits at the frontier too
+    (it ran the cell to its end: the model skipped a frontier)."""
+    cell = js("""
+        const a = await tools.echo({n: 1});
+        text("after " + a.n);
+        const p = tools.echo({n: 2});
+        let x = 0; for (let i = 0; i < 100000000; i++) { x += i; }
+        const b = await p;
+        text("after " + b.n);
+    """)
+    session_id = uuid.uuid4().hex
+    script = [sys.executable, "-c", CHILD, redis_url, keys.prefix, session_id]
+    child = subprocess.Popen(
+        [*script, orjson.dumps(["pending:" + cell, "resume"]).decode()],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "DIE_AFTER_SENDING": "tool-2"},
+    )
+    host = Host(redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS)
+    worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="w").start()
+    try:
+        assert child.stdout is not None
+        assert orjson.loads(child.stdout.readline()) == ["Pending", ["tool-1"]]
+        assert child.wait(60) == -signal.SIGKILL
+
+        def recorded() -> bool:  # (tool-2's outcome, recorded while nobody owns the session)
+            log = host.journal.read(session_id)
+            return any(isinstance(e, ev.ToolCompleted) and e.call_id == "tool-2" for _, e in log)
+
+        wait_for_key(raw, keys.session(session_id).events, recorded, "no outcome recorded")
+        lease = keys.session(session_id).lease
+        wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+        session = host.open_session(session_id=session_id)
         frontier = session.wait_to_pending("1")
         assert isinstance(frontier, Pending), frontier
         items = [item.get("text") for item in frontier.content_items]
