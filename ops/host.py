@@ -128,6 +128,8 @@ class Host:
         )
         with self._lock:
             self._sessions.add(session)
+        if self.journal.fenced_off(config.session_id):  # (taken over while it opened)
+            self._fenced(config.session_id)
         return session
 
     def _fenced(self, session_id: str) -> None:

@@ -526,6 +526,10 @@ class CellWorker:
                 self._answer(message, _error(error))
                 return
             self._served[session] = entry
+        if self.journal.fenced_off(session):  # (taken over while it opened)
+            self._fenced(session)
+            self._answer(message, {"kind": "moved", "owner": None})
+            return
         self._remember(session, entry)
         self._beat_quietly()  # (before the answer: the client's next placement sees it)
         self._answer(message, {"kind": "opened", "owner": self.id})
