@@ -16,7 +16,7 @@ import sys
 import textwrap
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
@@ -26,6 +26,7 @@ from cellfleet.actors.replay import recover
 from cellfleet.actors.runtime import pool
 from cellfleet.broker import codec, crash
 from cellfleet.broker import events as ev
+from cellfleet.broker.client import Session
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.responses import Pending
 from cellfleet.broker.keys import Keys, tool_call_partition
@@ -36,7 +37,7 @@ from tests.integration import recovery_tools
 from tests.integration.fleet_support import wait_for_key
 
 CHILD = """
-import json, os, signal, sys, time
+import json, os, signal, sys, threading
 from cellfleet.broker.keys import Keys
 from cellfleet.ops.host import Host
 from tests.integration.recovery_tools import HANDLERS  # (no tool worker here: calls wait)
@@ -56,6 +57,13 @@ if os.environ.get("DIE_AFTER_NOTIFY"):  # (at once, after appending a notificati
         if any(type(event).__name__ == "NotificationSent" for event in events):
             os.kill(os.getpid(), signal.SIGKILL)
     type(host.journal).append = dying
+arrived = threading.Event()  # (an outcome was handed to its cell: `resume` waits for it)
+handing = type(host.dispatcher).dispatch_batch
+def noting(dispatcher, calls, *args, **kwargs):
+    def noted(on_outcome):
+        return lambda outcome: (on_outcome(outcome), arrived.set())
+    return handing(dispatcher, [(call, noted(told)) for call, told in calls], *args, **kwargs)
+type(host.dispatcher).dispatch_batch = noting
 session = host.open_session(session_id=sys.argv[3])
 for source in json.loads(sys.argv[4]):
     if source.startswith("pending:"):  # (execute_to_pending: its answer's kind and ids)
@@ -63,9 +71,9 @@ for source in json.loads(sys.argv[4]):
         print(json.dumps([type(answer).__name__, answer.pending_tool_call_ids]), flush=True)
     elif source == "shutdown":  # (the crash point `shutdown_begun` ends the process)
         session.shutdown()
-    elif source == "resume":  # (wait_to_pending until cell 1 moved on: until an input came)
-        while not session.wait_to_pending("1").content_items:
-            time.sleep(0.01)
+    elif source == "resume":  # (wait_to_pending once the paused cell 1 holds an outcome)
+        assert arrived.wait(60)
+        session.wait_to_pending("1")
     else:
         print(json.dumps(session.exec("c", source).items), flush=True)
 print("running", flush=True)
@@ -645,6 +653,46 @@ def test_a_cell_paused_at_a_pending_frontier_stays_paused_after_recovery(
         host.close()
 
 
+def killed_after_resuming(redis_url: str, keys: Keys, cell: str, hook: dict[str, str]) -> str:
+    """Run `cell` in a child with `execute_to_pending`, then `wait_to_pending` once its
+    first call's outcome (a tool worker's, which the test runs) reached it; the child's
+    `hook` kills it on the way to the next frontier. The session."""
+    session_id = uuid.uuid4().hex
+    script = [sys.executable, "-c", CHILD, redis_url, keys.prefix, session_id]
+    child = subprocess.Popen(
+        [*script, orjson.dumps(["pending:" + cell, "resume"]).decode()],
+        stdout=subprocess.PIPE,
+        env={**os.environ, **hook},
+    )
+    try:
+        assert child.stdout is not None
+        assert orjson.loads(child.stdout.readline()) == ["Pending", ["tool-1"]]
+        assert child.wait(60) == -signal.SIGKILL
+    finally:
+        child.kill()
+    return session_id
+
+
+def recorded(host: Host, session_id: str, call_id: str) -> Callable[[], bool]:
+    """Whether a tool worker recorded `call_id`'s outcome."""
+
+    def done() -> bool:
+        log = host.journal.read(session_id)
+        return any(isinstance(e, ev.ToolCompleted) and e.call_id == call_id for _, e in log)
+
+    return done
+
+
+def assert_stops_at_the_next_frontier(session: Session) -> None:
+    """The cell's next frontier, then (a plain wait goes on) its end."""
+    frontier = session.wait_to_pending("1")
+    assert isinstance(frontier, Pending), frontier
+    items = [item.get("text") for item in frontier.content_items]
+    assert (items, frontier.pending_tool_call_ids) == (["after 1"], ["tool-2"])
+    done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+    assert (done.success, texts_of(done.items)[1:]) == (True, ["after 2"])
+
+
 def test_a_cell_a_pending_observer_resumed_stops_at_its_next_frontier_after_recovery(
     redis_url: str, keys: Keys, raw: redis.Redis
 ) -> None:
@@ -661,19 +709,10 @@ def test_a_cell_a_pending_observer_resumed_stops_at_its_next_frontier_after_reco
         const b = await tools.echo({n: 2});
         text("after " + b.n);
     """)
-    session_id = uuid.uuid4().hex
-    script = [sys.executable, "-c", CHILD, redis_url, keys.prefix, session_id]
-    child = subprocess.Popen(
-        [*script, orjson.dumps(["pending:" + cell, "resume"]).decode()],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "DIE_AFTER_NOTIFY": "1"},
-    )
     host = Host(redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS)
     worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="w").start()
     try:
-        assert child.stdout is not None
-        assert orjson.loads(child.stdout.readline()) == ["Pending", ["tool-1"]]
-        assert child.wait(60) == -signal.SIGKILL
+        session_id = killed_after_resuming(redis_url, keys, cell, {"DIE_AFTER_NOTIFY": "1"})
         worker.stop()  # (it ran tool-1; tool-2 was not sent yet, and waits for the next)
         lease = keys.session(session_id).lease
         wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
@@ -684,22 +723,12 @@ def test_a_cell_a_pending_observer_resumed_stops_at_its_next_frontier_after_reco
         assert any(isinstance(e, ev.OutputProduced) for e in went_on)  # (after the frontier)
         session = host.open_session(session_id=session_id)
         worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="w2").start()
-
-        def recorded() -> bool:  # (tool-2's outcome, which waits at the frontier)
-            log = host.journal.read(session_id)
-            return any(isinstance(e, ev.ToolCompleted) and e.call_id == "tool-2" for _, e in log)
-
-        wait_for_key(raw, keys.session(session_id).events, recorded, "no outcome recorded")
-        frontier = session.wait_to_pending("1")
-        assert isinstance(frontier, Pending), frontier
-        items = [item.get("text") for item in frontier.content_items]
-        assert (items, frontier.pending_tool_call_ids) == (["after 1"], ["tool-2"])
-        done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
-        assert (done.success, texts_of(done.items)[1:]) == (True, ["after 2"])
+        outcome = recorded(host, session_id, "tool-2")  # (which waits at the frontier)
+        wait_for_key(raw, keys.session(session_id).events, outcome, "no outcome recorded")
+        assert_stops_at_the_next_frontier(session)
         session.shutdown()
     finally:
         worker.stop()
-        child.kill()
         host.close()
 
 
@@ -718,38 +747,19 @@ def test_a_resumed_cell_stops_at_its_next_frontier_although_its_outcome_came_fir
         const b = await p;
         text("after " + b.n);
     """)
-    session_id = uuid.uuid4().hex
-    script = [sys.executable, "-c", CHILD, redis_url, keys.prefix, session_id]
-    child = subprocess.Popen(
-        [*script, orjson.dumps(["pending:" + cell, "resume"]).decode()],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "DIE_AFTER_SENDING": "tool-2"},
-    )
     host = Host(redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS)
     worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="w").start()
     try:
-        assert child.stdout is not None
-        assert orjson.loads(child.stdout.readline()) == ["Pending", ["tool-1"]]
-        assert child.wait(60) == -signal.SIGKILL
-
-        def recorded() -> bool:  # (tool-2's outcome, recorded while nobody owns the session)
-            log = host.journal.read(session_id)
-            return any(isinstance(e, ev.ToolCompleted) and e.call_id == "tool-2" for _, e in log)
-
-        wait_for_key(raw, keys.session(session_id).events, recorded, "no outcome recorded")
+        session_id = killed_after_resuming(redis_url, keys, cell, {"DIE_AFTER_SENDING": "tool-2"})
+        outcome = recorded(host, session_id, "tool-2")  # (while nobody owns the session)
+        wait_for_key(raw, keys.session(session_id).events, outcome, "no outcome recorded")
         lease = keys.session(session_id).lease
         wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
         session = host.open_session(session_id=session_id)
-        frontier = session.wait_to_pending("1")
-        assert isinstance(frontier, Pending), frontier
-        items = [item.get("text") for item in frontier.content_items]
-        assert (items, frontier.pending_tool_call_ids) == (["after 1"], ["tool-2"])
-        done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
-        assert (done.success, texts_of(done.items)[1:]) == (True, ["after 2"])
+        assert_stops_at_the_next_frontier(session)
         session.shutdown()
     finally:
         worker.stop()
-        child.kill()
         host.close()
 
 
