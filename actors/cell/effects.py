@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -351,11 +351,7 @@ class Effects:
                 fenced = True
             except BrokerError:  # (Redis unreachable: kept batched; the workers are told)
                 pass
-        for cancel in sent:
-            if fenced:
-                cancel.drop()
-            else:
-                cancel.cancel()
+        _end_calls(sent, fenced=fenced)
 
     def open_tool_calls(self) -> list[str]:
         """The calls requested and not ended (sent or still to send)."""
@@ -366,11 +362,7 @@ class Effects:
         process tells nobody its tool calls are cancelled: the session's new owner may
         have adopted them."""
         self._notifications.cancel()
-        for cancel in self._tools.values():
-            if fenced:
-                cancel.drop()
-            else:
-                cancel.cancel()
+        _end_calls(self._tools.values(), fenced=fenced)
         self._tools.clear()
         self._drop_timers()
 
@@ -378,6 +370,16 @@ class Effects:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+
+
+def _end_calls(calls: Iterable[CancelHandle], *, fenced: bool) -> None:
+    """Cancel `calls`; a `fenced` process drops them, telling nobody (a newer owner of
+    the session may have adopted them)."""
+    for call in calls:
+        if fenced:
+            call.drop()
+        else:
+            call.cancel()
 
 
 def _call_number(call_id: str) -> int:
