@@ -145,6 +145,10 @@ def start_redis(
         "yes",
         "--logfile",
         str(data_dir / "redis.log"),
+        # A replica's first sync starts at once, not after Redis's default 5 s wait for
+        # more replicas to share one snapshot (a primary here has at most one).
+        "--repl-diskless-sync-delay",
+        "0",
     ]
     socket_path: Path | None = (data_dir / "redis.sock").absolute()
     if len(str(socket_path).encode()) > MAX_SOCKET_PATH:

@@ -47,7 +47,7 @@ def run(samples: int = SAMPLES) -> dict[str, Any]:
         for level, fsync in (("process", "everysec"), ("power", "always"), ("replica", "")):
             server = start_redis(Path(folder) / level)
             stack.callback(server.stop)
-            admin = redis.Redis.from_url(server.url)
+            admin = redis.Redis.from_url(server.url, socket_timeout=30)  # (WAIT: up to 10 s)
             if fsync:
                 admin.config_set("appendfsync", fsync)
             else:

@@ -134,7 +134,7 @@ def test_replica_durability_acknowledges_only_what_a_replica_has(
     replica = start_redis(tmp_path / "replica", replica_of=primary.port)
     monkeypatch.setenv("CELLFLEET_DURABILITY", "replica")
     monkeypatch.setenv("CELLFLEET_WAIT_TIMEOUT_MS", "200")
-    admin = redis.Redis.from_url(primary.url)
+    admin = redis.Redis.from_url(primary.url, socket_timeout=30)  # (WAIT blocks up to 10 s)
     admin.set("synced", 1)
     assert admin.wait(1, 10_000) == 1  # (the replica caught up: a barrier, not a poll)
     host = Host(primary.url, pool_size=1, workers=0)
@@ -176,7 +176,7 @@ def test_a_script_redis_forgot_is_loaded_again_and_still_waits_for_a_replica(
     replica = start_redis(tmp_path / "replica", replica_of=primary.port)
     monkeypatch.setenv("CELLFLEET_DURABILITY", "replica")
     monkeypatch.setenv("CELLFLEET_WAIT_TIMEOUT_MS", "200")
-    client = redis.Redis.from_url(primary.url)
+    client = redis.Redis.from_url(primary.url, socket_timeout=30)  # (WAIT blocks up to 10 s)
     copy = redis.Redis.from_url(replica.url)
     try:
         client.set("synced", 1)
