@@ -315,3 +315,20 @@ def test_a_cell_ended_by_its_memory_limit_commits_nothing(run_cell):
     _, failed = run_cell('store("k", 1); throw new Error("boom")')
     assert isinstance(failed, Finished)
     assert failed.stored_writes == {"k": "1"}
+
+
+def test_a_top_level_return_ends_the_cell_with_none_of_its_effects(start_cell):
+    """A module would not start: `SyntaxError: Illegal return statement`. The scan that
+    finds it runs while V8 already runs the cell (a long source: the scan ends long
+    after V8), so what the cell did meanwhile (output, a tool call, a stored value)
+    must be dropped, not reported."""
+    called: list[JsonValue] = []
+    filler = "0;\n" * 20_000
+    cell = start_cell(
+        'text("early"); tools.echo({}); store("k", 1);\n' + filler + "return 1;",
+        handlers={"echo": called.append},
+    )
+    end = cell.wait(30)
+    assert end == Finished("SyntaxError: Illegal return statement", {}, False)
+    assert [type(event) for event in cell.events] == [Started, Finished]
+    assert called == []
