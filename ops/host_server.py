@@ -447,7 +447,7 @@ class HostServer:
                 DEFAULT_EXEC_YIELD_TIME_MS if yield_ms is None else yield_ms,
                 request.max_output_tokens,
                 ObserveMode.YIELD,
-                tools=_cell_tools(request.tools),
+                tools=_tool_set(request.tools),
             )
         except Exception as error:  # refused (shutting down, the log unreachable)
             self._finish(request_id, answers.error(request_id, str(error)))
@@ -618,10 +618,6 @@ class HostServer:
     def _client_session(self, internal_id: str) -> str:
         with self._lock:
             return self._client_ids.get(internal_id, internal_id)
-
-
-def _cell_tools(tools: list[messages.WireTool]) -> CellTools:
-    return _tool_set(tuple(tools))
 
 
 @functools.lru_cache(maxsize=64)

@@ -8,6 +8,7 @@ wait payloads and tool definitions snake_case (`../shared/spec/host-protocol.md`
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -55,7 +56,7 @@ class Open:
 class Execute:
     session_id: str
     tool_call_id: str
-    tools: list[WireTool]
+    tools: tuple[WireTool, ...]
     source: str
     yield_time_ms: int | None
     max_output_tokens: int | None
@@ -112,8 +113,9 @@ ClientMessage = Hello | OperationRequest | Cancel | Yield | DelegateResponse
 
 
 MAX_DEPTH = 128  # serde_json's recursion limit
-_TOO_DEEP = re.compile(rb"\n {%d}" % (2 * MAX_DEPTH))  # (in orjson's 2-space indentation)
+_TOO_DEEP = b"\n" + b" " * (2 * MAX_DEPTH)  # (in orjson's 2-space indentation)
 _SPACED_KEY_END = re.compile(rb'"\s+:')  # (not compact: judged the slow way)
+_SPACE_THEN_COLON = (b" :", b"\t:", b"\n:", b"\r:")  # (what `_SPACED_KEY_END` needs)
 
 
 def parse(payload: bytes) -> Any:
@@ -137,8 +139,11 @@ def parse(payload: bytes) -> Any:
         raise DecodeError("recursion limit exceeded") from None
     if (
         payload.count(b'":') != shown.count(b'": ')
-        or _TOO_DEEP.search(shown)
-        or _SPACED_KEY_END.search(payload)
+        or _TOO_DEEP in shown
+        or (
+            any(pair in payload for pair in _SPACE_THEN_COLON)
+            and _SPACED_KEY_END.search(payload) is not None
+        )
     ):
         try:
             _depth(json.loads(payload, object_pairs_hook=_Checked))
@@ -248,7 +253,7 @@ def _request(data: Any) -> Request:
         return Execute(
             _session(fields),
             _string(_required(body, "tool_call_id")),
-            _list(_required(body, "enabled_tools"), _tool),
+            _tools(_required(body, "enabled_tools")),
             _string(_required(body, "source")),
             _optional(body.get("yield_time_ms"), lambda v: _integer(v, U64, "u64")),
             _optional(body.get("max_output_tokens"), lambda v: _integer(v, I32, "i32")),
@@ -271,6 +276,25 @@ def _request(data: Any) -> Request:
         )
     _known(fields, ("sessionId",), "method")
     return Shutdown(_session(fields))
+
+
+def _tools(value: Any) -> tuple[WireTool, ...]:
+    """An execute's tools. Codex sends its whole tool list with every execute (128
+    tools: about 1 ms to check here), nearly always the same list: a list decoded
+    before is looked up by its JSON text instead."""
+    if not isinstance(value, list):
+        raise DecodeError(f"invalid type: {_kind(value)}, expected a sequence")
+    try:
+        text = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # (an integer orjson cannot write: checked as it is)
+        return tuple(_tool(item) for item in value)
+    return _tools_in(text)
+
+
+@functools.lru_cache(maxsize=16)
+def _tools_in(text: bytes) -> tuple[WireTool, ...]:
+    """The tools in the JSON text of a list (a list that fails raises each time)."""
+    return tuple(_tool(item) for item in orjson.loads(text))
 
 
 def _tool(data: Any) -> WireTool:
