@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
+from cellfleet.actors.runtime import source as source_module
 from cellfleet.actors.runtime.local import LocalCell
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.runtime.protocol import (
@@ -21,7 +23,7 @@ from cellfleet.actors.runtime.protocol import (
     ToolCallRequested,
     YieldRequested,
 )
-from cellfleet.actors.runtime.runtime import CellRuntime
+from cellfleet.actors.runtime.runtime import OVERLAPPED_SCAN_CHARS, CellRuntime
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
 from tests.conftest import runtime_tools, texts
 
@@ -317,18 +319,72 @@ def test_a_cell_ended_by_its_memory_limit_commits_nothing(run_cell):
     assert failed.stored_writes == {"k": "1"}
 
 
-def test_a_top_level_return_ends_the_cell_with_none_of_its_effects(start_cell):
-    """A module would not start: `SyntaxError: Illegal return statement`. The scan that
-    finds it runs while V8 already runs the cell (a long source: the scan ends long
-    after V8), so what the cell did meanwhile (output, a tool call, a stored value)
-    must be dropped, not reported."""
+def _watch_order(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], threading.Event]:
+    """Record when a cell's start script is submitted and when its source is scanned;
+    the event is set once V8 handed the owner anything of the cell's."""
+    order: list[str] = []
+    reported = threading.Event()
+    submit, scan = CellRuntime._submit, source_module.module_compile_error
+
+    def watched_submit(self: CellRuntime, script: str) -> None:
+        order.append("submit")
+        sink = self._sink
+
+        def watched_sink(message: Any) -> None:
+            sink(message)
+            reported.set()
+
+        self._sink = watched_sink  # type: ignore[method-assign]
+        submit(self, script)
+
+    def watched_scan(text: str) -> str | None:
+        order.append("scan")
+        return scan(text)
+
+    monkeypatch.setattr(CellRuntime, "_submit", watched_submit)
+    monkeypatch.setattr(source_module, "module_compile_error", watched_scan)
+    return order, reported
+
+
+def test_a_short_cell_with_a_top_level_return_ends_with_none_of_its_effects(
+    start_cell, monkeypatch
+):
+    """A module would not start: `SyntaxError: Illegal return statement`. A short cell's
+    scan runs while V8 already runs it; here the scan waits until V8 handed the owner
+    what the cell did (output, a tool call, a stored value), which must be dropped."""
+    order, reported = _watch_order(monkeypatch)
+    scan = source_module.module_compile_error
+
+    def scan_once_v8_reported(text: str) -> str | None:
+        assert reported.wait(10), "V8 reported nothing of the cell before its scan"
+        return scan(text)
+
+    monkeypatch.setattr(source_module, "module_compile_error", scan_once_v8_reported)
     called: list[JsonValue] = []
-    filler = "0;\n" * 20_000
     cell = start_cell(
-        'text("early"); tools.echo({}); store("k", 1);\n' + filler + "return 1;",
+        'text("early"); tools.echo({}); store("k", 1);\nreturn 1;',
         handlers={"echo": called.append},
     )
     end = cell.wait(30)
     assert end == Finished("SyntaxError: Illegal return statement", {}, False)
     assert [type(event) for event in cell.events] == [Started, Finished]
     assert called == []
+    assert order == ["submit", "scan"]
+
+
+def test_a_long_cell_is_scanned_before_v8_runs_it(run_cell, monkeypatch):
+    """Past `OVERLAPPED_SCAN_CHARS` the scan comes first (its JavaScript would run
+    unwatched meanwhile): a top-level return means it never runs at all."""
+    order, _ = _watch_order(monkeypatch)
+    filler = "0;\n" * (OVERLAPPED_SCAN_CHARS // 3 + 1)
+    assert run_cell(filler + "return 1;") == (
+        [],
+        Finished("SyntaxError: Illegal return statement", {}, False),
+    )
+    assert order == ["scan"]
+    order.clear()
+    assert texts(run_cell(filler + 'text("ran");')[0]) == ["ran"]
+    assert order == ["scan", "submit"]
+    order.clear()
+    assert texts(run_cell('text("short");')[0]) == ["short"]
+    assert order == ["submit", "scan"]
