@@ -29,7 +29,7 @@ from cellfleet.actors.runtime import snapshot
 from cellfleet.actors.runtime.mailbox import MAX_STRING_UNITS, Mailbox
 from cellfleet.actors.runtime.prelude import context_script, prelude_digest
 from cellfleet.actors.runtime.protocol import RuntimeTool, tools_payload
-from cellfleet.actors.runtime.v8 import V8Context, v8_version
+from cellfleet.actors.runtime.v8 import V8Context, v8_flags, v8_version
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,13 @@ class PreparedContext:
 
 @functools.cache
 def runtime_identity() -> str:
-    """What runs cells here, as recorded with each cell: V8's version and the prelude's
-    digest (a cell replays exactly only where both are the same), and whether contexts
-    come from the prelude's snapshot (the same behaviour, told in case it is not)."""
+    """What runs cells here, as recorded with each cell: V8's version and flags and the
+    prelude's digest (a cell replays exactly only where all are the same: `--no-lazy`,
+    say, moves where a deep recursion overflows), and whether contexts come from the
+    prelude's snapshot (the same behaviour, told in case it is not)."""
     version = v8_version()  # (starts V8: the snapshot is in use from then on, or never)
     how = " from a snapshot" if snapshot.in_use() else ""
-    return f"V8 {version}, prelude {prelude_digest()}{how}"
+    return f"V8 {version} ({v8_flags()}), prelude {prelude_digest()}{how}"
 
 
 def prepare_context(

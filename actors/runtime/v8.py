@@ -106,6 +106,7 @@ class _IsolateApi:
 
 _STARTING_V8 = threading.Lock()
 _started: list[Any] = []  # mini-racer's library, once V8 started (and its snapshot chosen)
+_started_elsewhere: list[bool] = []  # [True]: something else started V8 (its flags unknown)
 
 
 def _v8() -> Any:
@@ -127,14 +128,23 @@ def _start_v8() -> Any:
     except LibAlreadyInitializedError:  # (and its isolates may be alive: no snapshot)
         log.warning(
             "V8 was started before cellfleet without its flags %s: JSON.stringify walks"
-            " any depth outside the memory limit",
+            " any depth outside the memory limit, and cells recorded here may not replay"
+            " exactly elsewhere",
             " ".join(V8_FLAGS),
         )
+        _started_elsewhere.append(True)
         return init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True)
     from cellfleet.actors.runtime import snapshot  # noqa: PLC0415 - it builds with this module
 
     snapshot.install(dll, V8_FLAGS)  # (before this process's first isolate)
     return dll
+
+
+def v8_flags() -> str:
+    """The flags V8 runs with here (starting V8 if it was not yet): they change what a
+    cell can see (how deep its stack goes), so a replay must know them."""
+    _v8()
+    return "flags unknown" if _started_elsewhere else " ".join(V8_FLAGS)
 
 
 def v8_version() -> str:

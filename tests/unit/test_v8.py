@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cellfleet.actors.runtime import v8
+from cellfleet.actors.runtime.pool import runtime_identity
 from cellfleet.actors.runtime.v8 import V8Context
 
 REPO = Path(__file__).parents[2]
@@ -226,3 +227,10 @@ def test_a_released_context_stops_its_javascript_before_it_is_freed() -> None:
     assert ended.wait(10)
     assert outcomes[0].terminated
     context.dispose()
+
+
+def test_the_runtime_identity_names_the_flags_v8_runs_with() -> None:
+    """A cell's record names the flags that ran it: `--no-lazy`, say, moves where a deep
+    recursion overflows, so a replay elsewhere must be able to tell."""
+    assert "--no-lazy" in v8.v8_flags().split()
+    assert f"({v8.v8_flags()})" in runtime_identity()
