@@ -55,6 +55,7 @@ from cellfleet.broker.redis.link import (
     Command,
     Link,
     ReplicationTimeoutError,
+    ReplicaWait,
     entry_fields,
     link_to,
 )
@@ -339,7 +340,10 @@ class RedisJournal:
     def from_url(cls, url: str, keys: Keys = DEFAULT_KEYS) -> RedisJournal:
         """A journal on its own connection pool; retries are ours (tenacity), not redis-py's."""
         client = connect_redis(
-            url, socket_timeout=5, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+            url,
+            socket_timeout=ReplicaWait.socket_timeout_s(5),
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),
         )
         return cls(client, keys)
 

@@ -124,7 +124,8 @@ def start_redis(
     """Start redis-server with its files in `data_dir` and wait until it answers PING.
 
     With `daemonize`, the server detaches and outlives this process (pid in
-    `data_dir/redis.pid`); with `replica_of`, it replicates the server on that port.
+    `data_dir/redis.pid`); with `replica_of`, it replicates the server on that port (and
+    keeps no append-only file of its own).
     """
     binary = find_redis_server()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +139,9 @@ def start_redis(
         "--dir",
         str(data_dir),
         "--appendonly",
-        "yes" if append_only else "no",
+        # (not on a replica: writing its first append-only file after its sync, it
+        # refuses SIGTERM, and `stop` waited 10 s, then killed it)
+        "yes" if append_only and replica_of is None else "no",
         "--save",
         "",
         "--protected-mode",

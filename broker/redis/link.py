@@ -61,6 +61,14 @@ class ReplicaWait:
         replicas = int(os.environ.get("CELLFLEET_WAIT_REPLICAS") or 1)
         return cls(replicas, int(os.environ.get("CELLFLEET_WAIT_TIMEOUT_MS") or 1000))
 
+    @staticmethod
+    def socket_timeout_s(base_s: float) -> float:
+        """A socket timeout for a client whose batches may end with `WAIT`: `base_s`,
+        plus the wait's own timeout when there is one (a read cut short would fail the
+        batch as a broken connection, and it would be sent again)."""
+        wait = ReplicaWait.from_env()
+        return base_s + (wait.timeout_ms / 1000 if wait is not None else 0.0)
+
     def writes(self, commands: Sequence[Command]) -> bool:
         return any(str(_name(command)).upper() not in _READS for command in commands)
 

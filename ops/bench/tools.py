@@ -107,7 +107,7 @@ def throughput(url: str, worker_count: int) -> float:
 
 def raw_floor(url: str) -> list[float]:
     """Request/reply over two streams between this process and an echo process."""
-    client = connect_redis(url)
+    client = connect_redis(url, socket_timeout=30)  # (blocks 5 s: redis-py's default)
     client.delete("bench:req", "bench:rep")
     client.xgroup_create("bench:req", "g", id="0", mkstream=True)
     echo = subprocess.Popen(
@@ -131,7 +131,7 @@ def raw_floor(url: str) -> list[float]:
 
 
 def _floor_echo(url: str) -> None:
-    client = connect_redis(url)
+    client = connect_redis(url, socket_timeout=30)  # (blocks 5 s: redis-py's default)
     while True:
         batch: Any = client.xreadgroup("g", "echo", {"bench:req": ">"}, count=1, block=5000)
         for _stream, entries in batch or ():

@@ -16,7 +16,7 @@ import redis
 
 from cellfleet.broker.errors import JournalUnavailableError
 from cellfleet.broker.events import CellCompleted
-from cellfleet.broker.journal import LeanScript
+from cellfleet.broker.journal import LeanScript, RedisJournal
 from cellfleet.broker.redis.link import ReplicationTimeoutError, link_to
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import start_redis
@@ -193,5 +193,28 @@ def test_a_script_redis_forgot_is_loaded_again_and_still_waits_for_a_replica(
     finally:
         client.close()
         copy.close()
+        primary.stop()
+        replica.stop()
+
+
+def test_a_wait_for_replicas_longer_than_redis_pys_read_timeout_ends_as_a_replication_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py stops reading after 5 s by default; a journal whose `WAIT` may block
+    longer reads that much longer, so that a silent replica is reported as such (not as
+    a broken connection, whose batch would be retried: sent again)."""
+    primary = start_redis(tmp_path / "primary")
+    replica = start_redis(tmp_path / "replica", replica_of=primary.port)
+    monkeypatch.setenv("CELLFLEET_DURABILITY", "replica")
+    monkeypatch.setenv("CELLFLEET_WAIT_TIMEOUT_MS", "5500")
+    journal = RedisJournal.from_url(primary.url)
+    try:
+        script = LeanScript(journal.client, journal.link, "return redis.call('INCR', KEYS[1])")
+        assert script(["n"], []) == 1  # (confirmed by the replica)
+        replica.stop()
+        with pytest.raises(ReplicationTimeoutError, match="within 5500 ms"):
+            script(["n"], [])
+    finally:
+        journal.close()
         primary.stop()
         replica.stop()

@@ -205,9 +205,13 @@ class Tally:
 def read_final_answer(client: redis.Redis, stream: str, after: Any) -> tuple[dict[str, Any], Any]:
     """The first answer on a client's answers stream after `after` that is not
     `started`, and its entry id."""
+    deadline = time.monotonic() + TIMEOUT_S
     while True:
-        read: Any = client.xread({stream: after}, count=1, block=int(TIMEOUT_S * 1000))
-        assert read, "the worker answered nothing"
+        # (in slices: a read blocked past redis-py's 5 s socket timeout would fail)
+        read: Any = client.xread({stream: after}, count=1, block=1000)
+        if not read:
+            assert time.monotonic() < deadline, "the worker answered nothing"
+            continue
         after, fields = read[0][1][0]
         reply: dict[str, Any] = orjson.loads(fields[wire.FIELD])
         if reply["kind"] != "started":
