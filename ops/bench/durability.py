@@ -54,7 +54,8 @@ def run(samples: int = SAMPLES) -> dict[str, Any]:
                 copy = start_redis(Path(folder) / "its-replica", replica_of=server.port)
                 stack.callback(copy.stop)
                 admin.set("synced", 1)
-                admin.wait(1, 10_000)  # (caught up)
+                if admin.wait(1, 10_000) != 1:
+                    raise RuntimeError("the benchmark's replica did not catch up in 10 s")
             admin.close()
             # The level is read where the links are made: only this host's wait.
             os.environ["CELLFLEET_DURABILITY"] = level
