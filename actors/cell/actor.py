@@ -33,6 +33,7 @@ from typing import Any
 
 import pykka
 
+from cellfleet.actors.base import Actor
 from cellfleet.actors.cell import log as cell_log
 from cellfleet.actors.cell.context import CellContext, CellEnd
 from cellfleet.actors.cell.effects import Effects
@@ -110,14 +111,12 @@ def _told(error: BaseException) -> str:
     return f"internal error ({type(error).__name__})"
 
 
-class CellActor(pykka.ThreadingActor):
+class CellActor(Actor):
     """Drives one `CellRuntime`; see the module docstring.
 
     Started ahead of time (see `spares.CellActors`), it learns its cell from its first
     message, `Begin`.
     """
-
-    use_daemon_thread = True  # an idle actor started ahead must not hold the process
 
     def __init__(self) -> None:
         super().__init__()

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import pykka
 
+from cellfleet.actors.base import Actor
 from cellfleet.actors.cell.context import CellContext, CellEnd
 from cellfleet.actors.cell.deadlines import yield_timeout_ms
 from cellfleet.actors.cell.facts import CellFacts
@@ -149,12 +150,8 @@ class _Call:
     args: tuple[Any, ...] = ()
 
 
-class SessionActor(pykka.ThreadingActor):
+class SessionActor(Actor):
     """Owns a session's cells: `execute`, `observe`, `terminate`, `shutdown`."""
-
-    # A harness that exits (or crashes) without shutting its sessions down must not
-    # hang: to the log, that is a worker that died, which it is built to survive.
-    use_daemon_thread = True
 
     def __init__(
         self, services: SessionServices, config: SessionConfig, first_seq: int = 0
