@@ -55,7 +55,6 @@ from cellfleet.broker.redis.link import (
     Command,
     Link,
     ReplicationTimeoutError,
-    ReplicaWait,
     entry_fields,
     link_to,
 )
@@ -339,12 +338,7 @@ class RedisJournal:
     @classmethod
     def from_url(cls, url: str, keys: Keys = DEFAULT_KEYS) -> RedisJournal:
         """A journal on its own connection pool; retries are ours (tenacity), not redis-py's."""
-        client = connect_redis(
-            url,
-            socket_timeout=ReplicaWait.socket_timeout_s(5),
-            socket_connect_timeout=2,
-            retry=Retry(NoBackoff(), 0),
-        )
+        client = connect_redis(url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
         return cls(client, keys)
 
     # -- fencing ---------------------------------------------------------------------

@@ -54,7 +54,6 @@ from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.redis.link import (
     WAKE_FIELD,
     Command,
-    ReplicaWait,
     create_stream,
     entry_after,
     entry_fields,
@@ -129,9 +128,7 @@ class CellWorker:
         self.heartbeat_ms = heartbeat_ms
         self.idle_release_s = idle_release_s
         self.redis_url = redis_url
-        self.client = connect_redis(
-            redis_url, socket_timeout=ReplicaWait.socket_timeout_s(5), socket_connect_timeout=2
-        )
+        self.client = connect_redis(redis_url, socket_connect_timeout=2)
         self.link = link_to(self.client)
         self.inbox = keys.worker_inbox(self.id)
         self.registry = WorkerRegistry(self.client, keys)

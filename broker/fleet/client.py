@@ -46,7 +46,6 @@ from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.redis.link import (
     WAKE_FIELD,
     Command,
-    ReplicaWait,
     create_stream,
     entry_after,
     link_to,
@@ -167,10 +166,7 @@ class FleetClient:
         self.keys = keys
         self.placement_timeout_s = placement_timeout_s
         self.client = connect_redis(
-            redis_url,
-            socket_timeout=ReplicaWait.socket_timeout_s(5),
-            socket_connect_timeout=2,
-            retry=Retry(NoBackoff(), 0),
+            redis_url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
         )
         self.link = link_to(self.client)
         self.workers = WorkerRegistry(self.client, keys)

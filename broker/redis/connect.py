@@ -19,6 +19,8 @@ from typing import Any, cast
 import redis
 from redis.exceptions import RedisClusterException
 
+from cellfleet.broker.redis.link import ReplicaWait
+
 _cluster_urls: dict[str, bool] = {}
 _lock = threading.Lock()
 
@@ -38,6 +40,9 @@ class _ClusterClient(redis.RedisCluster):
             raise redis.ConnectionError(f"Redis Cluster unavailable: {error}") from error
 
 
+DEFAULT_READ_TIMEOUT_S = 5.0  # redis-py's own default
+
+
 def is_cluster(client: object) -> bool:
     return isinstance(client, redis.RedisCluster)
 
@@ -45,7 +50,12 @@ def is_cluster(client: object) -> bool:
 def connect_redis(url: str, **options: Any) -> redis.Redis:
     """A client of the Redis at `url` (`redis.Redis.from_url`'s options), or of the
     Redis Cluster whose node it names. A server that cannot be asked gets a server's
-    client, which reports it unreachable at its first command as before."""
+    client, which reports it unreachable at its first command as before.
+
+    Unless told otherwise it reads for redis-py's 5 s plus the wait for replicas that
+    ends its links' writes (`ReplicaWait`): a read cut short fails a write that Redis
+    made as a broken connection, and a retry would make it again."""
+    options.setdefault("socket_timeout", ReplicaWait.socket_timeout_s(DEFAULT_READ_TIMEOUT_S))
     if not _names_cluster(url, options):
         return redis.Redis.from_url(url, **options)
     if url.startswith("unix:"):

@@ -46,6 +46,18 @@ class ReplicationTimeoutError(redis.RedisError):
     tool call sent twice could run twice)."""
 
 
+MAX_WAIT_REPLICAS = 100
+MAX_WAIT_TIMEOUT_MS = 600_000  # (Redis's own 0, "for ever", would hang a cell for ever)
+
+
+def _setting(name: str, default: int, most: int) -> int:
+    """A positive whole number from the environment variable `name`, at most `most`."""
+    text = os.environ.get(name, "").strip() or str(default)
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise ValueError(f"{name} must be a whole number from 1 to {most}, not {text!r}")
+    return int(text)
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaWait:
     """Acknowledge a batch's writes once `replicas` replicas have them (`WAIT`)."""
@@ -58,8 +70,10 @@ class ReplicaWait:
         """The wait `CELLFLEET_DURABILITY=replica` asks for (None: another level)."""
         if os.environ.get("CELLFLEET_DURABILITY") != "replica":
             return None
-        replicas = int(os.environ.get("CELLFLEET_WAIT_REPLICAS") or 1)
-        return cls(replicas, int(os.environ.get("CELLFLEET_WAIT_TIMEOUT_MS") or 1000))
+        return cls(
+            _setting("CELLFLEET_WAIT_REPLICAS", 1, MAX_WAIT_REPLICAS),
+            _setting("CELLFLEET_WAIT_TIMEOUT_MS", 1000, MAX_WAIT_TIMEOUT_MS),
+        )
 
     @staticmethod
     def socket_timeout_s(base_s: float) -> float:

@@ -9,6 +9,8 @@ import redis
 
 from cellfleet.broker.errors import JournalUnavailableError
 from cellfleet.broker.journal import run_retrying
+from cellfleet.broker.redis.connect import connect_redis
+from cellfleet.broker.redis.link import ReplicaWait
 
 
 def _failing(*errors: Exception) -> Callable[[], str]:
@@ -52,3 +54,29 @@ def test_a_scripts_own_refusal_is_the_callers() -> None:
 
 def test_transient_errors_are_retried() -> None:
     assert run_retrying(_failing(redis.ConnectionError("reset"))) == "ok"
+
+
+@pytest.mark.parametrize("value", ["0", "-6000", "10000000000000000000", "abc", "1e3", "600001"])
+def test_a_wait_timeout_outside_its_range_is_refused_with_its_name(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """`WAIT 0` waits for ever, a negative or huge one broke the socket's own timeout
+    (errors that are not Redis's): every value outside 1..600000 ms is refused, named."""
+    monkeypatch.setenv("CELLFLEET_DURABILITY", "replica")
+    monkeypatch.setenv("CELLFLEET_WAIT_TIMEOUT_MS", value)
+    with pytest.raises(ValueError, match="CELLFLEET_WAIT_TIMEOUT_MS must be a whole number"):
+        ReplicaWait.from_env()
+
+
+def test_a_client_reads_past_the_wait_for_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every client `connect_redis` makes reads for redis-py's 5 s plus the wait."""
+    monkeypatch.setenv("CELLFLEET_DURABILITY", "replica")
+    monkeypatch.setenv("CELLFLEET_WAIT_TIMEOUT_MS", "7000")
+    assert ReplicaWait.from_env() == ReplicaWait(1, 7000)
+    client = connect_redis("redis://127.0.0.1:1/0")
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == 12.0
+    monkeypatch.delenv("CELLFLEET_DURABILITY")
+    assert (
+        connect_redis("redis://127.0.0.1:1/0").connection_pool.connection_kwargs["socket_timeout"]
+        == 5.0
+    )
