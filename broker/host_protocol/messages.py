@@ -116,6 +116,7 @@ MAX_DEPTH = 128  # serde_json's recursion limit
 _TOO_DEEP = b"\n" + b" " * (2 * MAX_DEPTH)  # (in orjson's 2-space indentation)
 _SPACED_KEY_END = re.compile(rb'"\s+:')  # (not compact: judged the slow way)
 _SPACE_THEN_COLON = (b" :", b"\t:", b"\n:", b"\r:")  # (what `_SPACED_KEY_END` needs)
+MAX_CACHED_TOOLS_BYTES = 256 * 1024  # a longer tool list is checked each time
 
 
 def parse(payload: bytes) -> Any:
@@ -139,6 +140,7 @@ def parse(payload: bytes) -> Any:
         raise DecodeError("recursion limit exceeded") from None
     if (
         payload.count(b'":') != shown.count(b'": ')
+        or b"\\u" in payload  # (an escaped quote in a string can make the counts agree)
         or _TOO_DEEP in shown
         or (
             any(pair in payload for pair in _SPACE_THEN_COLON)
@@ -287,6 +289,8 @@ def _tools(value: Any) -> tuple[WireTool, ...]:
     try:
         text = orjson.dumps(value)
     except orjson.JSONEncodeError:  # (an integer orjson cannot write: checked as it is)
+        return tuple(_tool(item) for item in value)
+    if len(text) > MAX_CACHED_TOOLS_BYTES:  # (16 of them must not hold a gigabyte)
         return tuple(_tool(item) for item in value)
     return _tools_in(text)
 

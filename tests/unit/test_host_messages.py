@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from cellfleet.broker.contract.tools import ToolKind
+from cellfleet.broker.host_protocol import messages
 from cellfleet.broker.host_protocol.messages import (
     DecodeError,
     Execute,
@@ -77,3 +78,23 @@ def test_a_tool_list_orjson_cannot_write_back_is_still_checked() -> None:
     a frame cannot hold: orjson reads one as a float) is checked as it is."""
     with pytest.raises(DecodeError, match="invalid type: integer `18446744073709551616`"):
         _tools_of([2**64], parsed=False)
+
+
+def test_a_key_twice_is_refused_even_beside_an_escaped_quote() -> None:
+    """The cheap check counts `":` in the frame against the keys orjson writes back; an
+    escaped quote before a colon in a string (`\\u0022:`) made the counts agree."""
+    with pytest.raises(DecodeError, match="duplicate field `a`"):
+        parse(rb'{"a":1,"a":2,"b":"\u0022: "}')
+    assert parse(rb'{"a":1,"b":"\u0022: "}') == {"a": 1, "b": '": '}
+
+
+def test_a_long_tool_list_is_checked_each_time_not_kept() -> None:
+    """A list longer than `MAX_CACHED_TOOLS_BYTES` is not kept (16 frames of up to 64 MiB
+    must not pin a gigabyte); it decodes the same."""
+    schema = {"type": "object", "description": "x" * messages.MAX_CACHED_TOOLS_BYTES}
+    tools = [_tool("a", input_schema=schema)]
+    messages._tools_in.cache_clear()
+    assert _tools_of(tools) == (WireTool("a", "a", None, "d", ToolKind.FUNCTION),)
+    assert messages._tools_in.cache_info().currsize == 0
+    assert _tools_of([_tool("a")]) == (WireTool("a", "a", None, "d", ToolKind.FUNCTION),)
+    assert messages._tools_in.cache_info().currsize == 1
