@@ -8,6 +8,7 @@ model is shown again, nothing it did is lost, no tool call runs twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
@@ -137,9 +138,46 @@ def killed_while_running(
     finally:
         child.kill()
         child.wait(30)
-    lease = keys.session(session).lease
-    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    lease_lapsed(raw, keys, session, "the killed host's")
     return session, answers
+
+
+def lease_lapsed(raw: redis.Redis, keys: Keys, session_id: str, whose: str) -> None:
+    """Wait until the lease of `session_id`'s owner (`whose`) expired."""
+    lease = keys.session(session_id).lease
+    wait_for_key(raw, lease, lambda: not raw.exists(lease), f"{whose} lease lives")
+
+
+@contextlib.contextmanager
+def first_owner(
+    redis_url: str, keys: Keys, session_id: str, cell: str, *extra: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`FROZEN_CHILD` serving `session_id`, once its `cell` yielded; killed at the end
+    if still alive (continued first: it may be stopped)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_CHILD, redis_url, keys.prefix, session_id, cell, *extra],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        assert child.stdout.readline() == b"1\n"  # (yielded)
+        yield child
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGCONT)
+            child.kill()
+            child.wait(30)
+
+
+def close_first_owner(child: subprocess.Popen[bytes]) -> None:
+    """Have `FROZEN_CHILD` close its Host; it says so and exits cleanly."""
+    assert child.stdin is not None
+    assert child.stdout is not None
+    child.stdin.close()
+    assert child.stdout.readlines()[-1] == b"host closed\n"  # (its pool's too)
+    assert child.wait(30) == 0
 
 
 def test_a_frozen_owner_resumed_after_a_takeover_leaves_its_calls_to_the_new_owner(
@@ -163,49 +201,39 @@ def test_a_frozen_owner_resumed_after_a_takeover_leaves_its_calls_to_the_new_own
     runs = tmp_path / "runs"
     monkeypatch.setenv(recovery_tools.RUNS_FILE, str(runs))  # (here and in the child)
     session_id = uuid.uuid4().hex
-    child = subprocess.Popen(
-        [sys.executable, "-c", FROZEN_CHILD, redis_url, keys.prefix, session_id, cell],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
     host = None
-    try:
-        assert child.stdout is not None
-        assert child.stdin is not None
-        assert child.stdout.readline() == b"1\n"  # (yielded, its call sent)
-        child.send_signal(signal.SIGSTOP)
-        lease = keys.session(session_id).lease
-        wait_for_key(raw, lease, lambda: not raw.exists(lease), "the frozen owner's lease lives")
-        host = Host(redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS)
-        session = host.open_session(session_id=session_id)  # (takes it over, adopts the call)
-        child.send_signal(signal.SIGCONT)
-        # Its timer fires at once: the output's append is refused (or the lease's renewal
-        # finds it taken first), and the cell ends there.
-        assert child.stdout.readline() == b"released\n"
-        child.stdin.close()  # (it closes its Host, and says so)
-        assert child.stdout.readlines()[-1] == b"host closed\n"  # (its pool's too)
-        assert child.wait(30) == 0
-        worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="late").start()
+    with first_owner(redis_url, keys, session_id, cell) as child:  # (its call sent)
         try:
-            done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
-        finally:
-            worker.stop()
-        assert (done.success, texts_of(done.items)[1:]) == (True, ["tick", '{"n":1}'])
-        assert runs.read_bytes() == b'{"n":1}\n'  # the handler ran once
-        events = [e for _, e in host.journal.read(session_id) if e.cell == "1"]
-        outputs = [e.item["text"] for e in events if isinstance(e, ev.OutputProduced)]
-        assert outputs == ["tick", '{"n":1}']
-        assert [type(e).__name__ for e in events if isinstance(e, ev.CellCompleted)] == [
-            "CellCompleted"
-        ]
-        session.shutdown()
-    finally:
-        if child.poll() is None:
+            assert child.stdout is not None
+            child.send_signal(signal.SIGSTOP)
+            lease_lapsed(raw, keys, session_id, "the frozen owner's")
+            host = Host(
+                redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS
+            )
+            session = host.open_session(session_id=session_id)  # (takes it over, adopts the call)
             child.send_signal(signal.SIGCONT)
-            child.kill()
-            child.wait(30)
-        if host is not None:
-            host.close()
+            # Its timer fires at once: the output's append is refused (or the lease's
+            # renewal finds it taken first), and the cell ends there.
+            assert child.stdout.readline() == b"released\n"
+            close_first_owner(child)
+            worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="late")
+            worker.start()
+            try:
+                done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+            finally:
+                worker.stop()
+            assert (done.success, texts_of(done.items)[1:]) == (True, ["tick", '{"n":1}'])
+            assert runs.read_bytes() == b'{"n":1}\n'  # the handler ran once
+            events = [e for _, e in host.journal.read(session_id) if e.cell == "1"]
+            outputs = [e.item["text"] for e in events if isinstance(e, ev.OutputProduced)]
+            assert outputs == ["tick", '{"n":1}']
+            assert [type(e).__name__ for e in events if isinstance(e, ev.CellCompleted)] == [
+                "CellCompleted"
+            ]
+            session.shutdown()
+        finally:
+            if host is not None:
+                host.close()
 
 
 def test_an_owner_that_learns_of_the_takeover_from_its_own_close_leaves_the_call_alone(
@@ -217,39 +245,28 @@ def test_an_owner_that_learns_of_the_takeover_from_its_own_close_leaves_the_call
     cell waited for ever, and the close said nothing)."""
     cell = "yield_control(); text(JSON.stringify(await tools.echo({n: 1})))"
     session_id = uuid.uuid4().hex
-    child = subprocess.Popen(
-        [sys.executable, "-c", FROZEN_CHILD, redis_url, keys.prefix, session_id, cell, "late"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
     host = None
-    try:
-        assert child.stdout is not None
-        assert child.stdin is not None
-        assert child.stdout.readline() == b"1\n"
-        lease = keys.session(session_id).lease
-        wait_for_key(raw, lease, lambda: not raw.exists(lease), "the old owner's lease lives")
-        host = Host(redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS)
-        session = host.open_session(session_id=session_id)
-        running = session.wait('{"cell_id": "1", "yield_time_ms": 100}')  # (call adopted)
-        assert running.running_cell_id == "1"
-        child.stdin.close()  # (it closes its Host)
-        assert child.stdout.readlines()[-1] == b"host closed\n"
-        assert child.wait(30) == 0
-        assert raw.hget(keys.session(session_id).tools, "1/tool-1") is None  # (not cancelled)
-        worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="w").start()
+    with first_owner(redis_url, keys, session_id, cell, "late") as child:
         try:
-            done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+            lease_lapsed(raw, keys, session_id, "the old owner's")
+            host = Host(
+                redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS
+            )
+            session = host.open_session(session_id=session_id)
+            running = session.wait('{"cell_id": "1", "yield_time_ms": 100}')  # (call adopted)
+            assert running.running_cell_id == "1"
+            close_first_owner(child)
+            assert raw.hget(keys.session(session_id).tools, "1/tool-1") is None  # (not cancelled)
+            worker = ToolWorker(host.dispatcher.client, host.registry, keys=keys, name="w").start()
+            try:
+                done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+            finally:
+                worker.stop()
+            assert (done.success, texts_of(done.items)[1:]) == (True, ['{"n":1}'])
+            session.shutdown()
         finally:
-            worker.stop()
-        assert (done.success, texts_of(done.items)[1:]) == (True, ['{"n":1}'])
-        session.shutdown()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(30)
-        if host is not None:
-            host.close()
+            if host is not None:
+                host.close()
 
 
 def test_a_frozen_owner_resumed_after_a_takeover_stops_its_spinning_cell(
@@ -261,42 +278,29 @@ def test_a_frozen_owner_resumed_after_a_takeover_stops_its_spinning_cell(
     being written, so nothing refused. The new owner's copy can still be terminated."""
     cell = "text('spinning'); yield_control(); while (true) {}"
     session_id = uuid.uuid4().hex
-    child = subprocess.Popen(
-        [sys.executable, "-c", FROZEN_CHILD, redis_url, keys.prefix, session_id, cell],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
     host = None
-    try:
-        assert child.stdout is not None
-        assert child.stdin is not None
-        assert child.stdout.readline() == b"1\n"  # (yielded, spinning)
-        child.send_signal(signal.SIGSTOP)
-        lease = keys.session(session_id).lease
-        wait_for_key(raw, lease, lambda: not raw.exists(lease), "the frozen owner's lease lives")
-        host = Host(redis_url, keys=keys, pool_size=1, workers=0)
-        session = host.open_session(session_id=session_id)  # (recovers it, spinning)
-        child.send_signal(signal.SIGCONT)
-        assert child.stdout.readline() == b"released\n"  # (the old owner's copy stopped)
-        child.stdin.close()
-        assert child.stdout.readlines()[-1] == b"host closed\n"  # (its pool's too)
-        assert child.wait(30) == 0
-        stopped = session.wait('{"cell_id": "1", "terminate": true}')
-        assert "Script terminated" in texts_of(stopped.items)[0]
-        events = [e for _, e in host.journal.read(session_id) if e.cell == "1"]
-        assert [type(e).__name__ for e in events if isinstance(e, ev.CellTerminated)] == [
-            "CellTerminated"
-        ]
-        outputs = [e.item["text"] for e in events if isinstance(e, ev.OutputProduced)]
-        assert outputs == ["spinning"]
-        session.shutdown()
-    finally:
-        if child.poll() is None:
+    with first_owner(redis_url, keys, session_id, cell) as child:  # (spinning)
+        try:
+            assert child.stdout is not None
+            child.send_signal(signal.SIGSTOP)
+            lease_lapsed(raw, keys, session_id, "the frozen owner's")
+            host = Host(redis_url, keys=keys, pool_size=1, workers=0)
+            session = host.open_session(session_id=session_id)  # (recovers it, spinning)
             child.send_signal(signal.SIGCONT)
-            child.kill()
-            child.wait(30)
-        if host is not None:
-            host.close()
+            assert child.stdout.readline() == b"released\n"  # (the old owner's copy stopped)
+            close_first_owner(child)
+            stopped = session.wait('{"cell_id": "1", "terminate": true}')
+            assert "Script terminated" in texts_of(stopped.items)[0]
+            events = [e for _, e in host.journal.read(session_id) if e.cell == "1"]
+            assert [type(e).__name__ for e in events if isinstance(e, ev.CellTerminated)] == [
+                "CellTerminated"
+            ]
+            outputs = [e.item["text"] for e in events if isinstance(e, ev.OutputProduced)]
+            assert outputs == ["spinning"]
+            session.shutdown()
+        finally:
+            if host is not None:
+                host.close()
 
 
 def _events(raw: redis.Redis, keys: Keys, session: str) -> list[tuple[str, ev.AnyEvent]]:
@@ -521,8 +525,7 @@ def test_a_cell_whose_host_died_at_a_crash_point_completes_as_without_it(
     what it would have, and has its tool call run once."""
     session_id, runs = uuid.uuid4().hex, tmp_path / "runs"
     crash_at(point, redis_url, keys, session_id, CRASH_CELL, str(runs))
-    lease = keys.session(session_id).lease
-    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    lease_lapsed(raw, keys, session_id, "the killed host's")
     os.environ[recovery_tools.RUNS_FILE] = str(runs)
     host = Host(redis_url, keys=keys, pool_size=1, workers=1, handlers=recovery_tools.HANDLERS)
     try:
@@ -545,8 +548,7 @@ def test_a_cell_not_admitted_when_its_host_died_never_existed(
     harness runs it again)."""
     session_id = uuid.uuid4().hex
     crash_at("cell_started", redis_url, keys, session_id, CRASH_CELL, str(tmp_path / "runs"))
-    lease = keys.session(session_id).lease
-    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    lease_lapsed(raw, keys, session_id, "the killed host's")
     host = Host(redis_url, keys=keys, pool_size=1, workers=0)
     try:
         session = host.open_session(session_id=session_id)
@@ -565,11 +567,10 @@ def test_a_recovery_cut_short_by_a_crash_is_recovered_again(
     """The owner that recovers a cell dies in the middle of its recovery: the owner
     after it recovers the cell from the same log, and nothing is lost or repeated."""
     session_id, runs = uuid.uuid4().hex, tmp_path / "runs"
-    lease = keys.session(session_id).lease
     crash_at("tool_dispatched", redis_url, keys, session_id, CRASH_CELL, str(runs))
-    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    lease_lapsed(raw, keys, session_id, "the killed host's")
     crash_at("cell_recovering", redis_url, keys, session_id, "wait", str(runs))
-    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    lease_lapsed(raw, keys, session_id, "the killed host's")
     os.environ[recovery_tools.RUNS_FILE] = str(runs)
     host = Host(redis_url, keys=keys, pool_size=1, workers=1, handlers=recovery_tools.HANDLERS)
     try:
@@ -714,8 +715,7 @@ def test_a_cell_a_pending_observer_resumed_stops_at_its_next_frontier_after_reco
     try:
         session_id = killed_after_resuming(redis_url, keys, cell, {"DIE_AFTER_NOTIFY": "1"})
         worker.stop()  # (it ran tool-1; tool-2 was not sent yet, and waits for the next)
-        lease = keys.session(session_id).lease
-        wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+        lease_lapsed(raw, keys, session_id, "the killed host's")
         events = [e for _, e in _events(raw, keys, session_id) if e.cell == "1"]
         answers = [i for i, e in enumerate(events) if isinstance(e, ev.ObservationDelivered)]
         assert isinstance(events[-1], ev.NotificationSent)  # (no frontier after it)
@@ -753,8 +753,7 @@ def test_a_resumed_cell_stops_at_its_next_frontier_although_its_outcome_came_fir
         session_id = killed_after_resuming(redis_url, keys, cell, {"DIE_AFTER_SENDING": "tool-2"})
         outcome = recorded(host, session_id, "tool-2")  # (while nobody owns the session)
         wait_for_key(raw, keys.session(session_id).events, outcome, "no outcome recorded")
-        lease = keys.session(session_id).lease
-        wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+        lease_lapsed(raw, keys, session_id, "the killed host's")
         session = host.open_session(session_id=session_id)
         assert_stops_at_the_next_frontier(session)
         session.shutdown()
@@ -780,8 +779,7 @@ def test_cells_of_a_session_whose_shutdown_began_are_ended_not_run_again(
         [*script, sources.decode()], env=env, capture_output=True, timeout=60, check=False
     )
     assert child.returncode == -signal.SIGKILL
-    lease = keys.session(session_id).lease
-    wait_for_key(raw, lease, lambda: not raw.exists(lease), "the killed host's lease lives")
+    lease_lapsed(raw, keys, session_id, "the killed host's")
     host = Host(redis_url, keys=keys, pool_size=1, workers=0, handlers=recovery_tools.HANDLERS)
     try:
         session = host.open_session(session_id=session_id)
