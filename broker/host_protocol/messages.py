@@ -284,14 +284,12 @@ def _tools(value: Any) -> tuple[WireTool, ...]:
     """An execute's tools. Codex sends its whole tool list with every execute (128
     tools: about 1 ms to check here), nearly always the same list: a list decoded
     before is looked up by its JSON text instead."""
-    if not isinstance(value, list):
-        raise DecodeError(f"invalid type: {_kind(value)}, expected a sequence")
-    try:
-        text = orjson.dumps(value)
-    except orjson.JSONEncodeError:  # (an integer orjson cannot write: checked as it is)
-        return tuple(_tool(item) for item in value)
-    if len(text) > MAX_CACHED_TOOLS_BYTES:  # (16 of them must not hold a gigabyte)
-        return tuple(_tool(item) for item in value)
+    try:  # (not a list, an integer orjson cannot write, or too long to keep: as it is)
+        text = orjson.dumps(value) if isinstance(value, list) else b""
+    except orjson.JSONEncodeError:
+        text = b""
+    if not text or len(text) > MAX_CACHED_TOOLS_BYTES:  # (16 must not hold a gigabyte)
+        return tuple(_list(value, _tool))
     return _tools_in(text)
 
 
