@@ -23,6 +23,7 @@ POINTS = {
     "tool_outcome_recorded": "a tool worker recorded an outcome and did not send it",
     "local_tool_ran": "a local tool's handler returned, and its outcome is not recorded",
     "outcome_unwritten": "JavaScript was handed an outcome whose write has not returned",
+    "lease_claimed": "a session's lease was claimed, and the session is not open yet",
     "cell_recovering": "a cell was replayed to its log's end, and is not live yet",
     "shutdown_begun": "a session's shutdown was recorded, and its cells are not ended",
 }

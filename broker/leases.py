@@ -6,16 +6,24 @@ every write of the log carries the writer's token (`RedisJournal.hold`): the scr
 refuse a stale one. `Leases` renews the leases of one process in the background, in one
 round trip per renewal; a lease it can no longer renew (a newer owner claimed the
 session while this process was frozen or cut off) fences the session off at once.
+
+A claim is short (`CLAIM_LEASE_MS`) until its session is open (`Leases.opened`): a
+process that dies between the two holds up the next owner for that long, not for a
+whole lease. A slow opener that outlives its claim is safe all the same: if nobody
+claimed the session meanwhile it takes its lease back with its token, else its writes
+are refused (the token is stale).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import redis
 
+from cellfleet.broker.crash import crash_point
 from cellfleet.broker.errors import SessionOwnedElsewhereError
 from cellfleet.broker.journal import LeanScript, RedisJournal, failure_reason, run_retrying
 from cellfleet.broker.keys import Keys
@@ -26,6 +34,7 @@ DEFAULT_LEASE_MS = 2_000  # a dead owner's sessions wait this long for a new own
 # What renew_lease.lua says of a lease (its other answer, 2: the session finished).
 _TAKEN, _RENEWED, _DATA_LOST = 0, 1, 3
 RENEWALS_PER_LEASE = 4  # renewals per time to live: one lost round trip is no loss
+CLAIM_LEASE_MS = 500  # a claim's time to live until its session is open
 
 
 def lease_owner(client: redis.Redis, keys: Keys, session: str) -> str | None:
@@ -59,6 +68,7 @@ class Leases:
         self._renew = LeanScript(client, journal.link, script_source("renew_lease"))
         self._release = LeanScript(client, journal.link, script_source("release_lease"))
         self._held: dict[str, int] = {}  # session -> token
+        self._opening: set[str] = set()  # claimed, not open yet: not renewed
         self._lock = threading.Lock()  # a release never races a renewal of the same lease
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,16 +96,31 @@ class Leases:
         if self.holds(session):
             raise SessionOwnedElsewhereError(session, owner=self.owner)
         k = self.journal.keys.session(session)
+        ttl = str(min(self.ttl_ms, CLAIM_LEASE_MS))
         state, value = run_retrying(
-            lambda: self._claim(keys=[k.lease, k.meta], args=[self.owner, str(self.ttl_ms)])
+            lambda: self._claim(keys=[k.lease, k.meta], args=[self.owner, ttl])
         )
         if state == b"owned":
             raise SessionOwnedElsewhereError(session, owner=value.decode())
         token = int(value)
         with self._lock:
             self._held[session] = token
+            self._opening.add(session)
             self.journal.hold(session, token)
+        crash_point("lease_claimed")
         return token
+
+    def opened(self, session: str) -> None:
+        """The session is open here: hold its lease for a whole time to live from now on
+        (renewed at once; a failed renewal is left to the background's next one)."""
+        with self._lock:
+            self._opening.discard(session)
+        try:
+            self.renew([session])
+        except redis.RedisError as error:
+            log.warning(
+                "session %s: lease not renewed: %s", session, failure_reason(error) or error
+            )
 
     def holds(self, session: str) -> bool:
         with self._lock:
@@ -109,12 +134,14 @@ class Leases:
         """Stop renewing a lease this process lost (its writes were refused)."""
         with self._lock:
             self._held.pop(session, None)
+            self._opening.discard(session)
 
     def release(self, session: str) -> None:
         """Give the session up (the next owner's token is newer); a lease lost already,
         or a session that finished (its lease went with it), is simply forgotten."""
         with self._lock:
             token = self._held.pop(session, None)
+            self._opening.discard(session)
             self.journal.let_go(session)
         if token is None:
             return
@@ -124,11 +151,14 @@ class Leases:
         except Exception as error:  # it expires on its own
             log.warning("session %s: its lease was not released: %s", session, error)
 
-    def renew(self) -> list[str]:
-        """Renew every lease in one round trip; returns the sessions whose lease is lost
-        (each fenced off)."""
+    def renew(self, sessions: Iterable[str] | None = None) -> list[str]:
+        """Renew every lease of a session open here (or those of `sessions`) in one round
+        trip; returns the sessions whose lease is lost (each fenced off)."""
         with self._lock:
-            held = list(self._held.items())
+            if sessions is None:
+                held = [(s, t) for s, t in self._held.items() if s not in self._opening]
+            else:
+                held = [(s, self._held[s]) for s in sessions if s in self._held]
             if not held:
                 return []
             keys, ttl = self.journal.keys, str(self.ttl_ms)
@@ -145,6 +175,7 @@ class Leases:
             for (session, _), said in zip(held, renewed, strict=True):
                 if said != _RENEWED:  # taken over, finished (its lease went with it), or lost
                     self._held.pop(session, None)
+                    self._opening.discard(session)
                 if said == _DATA_LOST:
                     log.warning("session %s: Redis lost its lease and its log", session)
         for session in lost:

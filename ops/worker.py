@@ -72,6 +72,8 @@ from cellfleet.projections.answers import request_trace
 
 log = logging.getLogger(__name__)
 TAKEOVER_BACKOFF_MS = 10_000  # a session not taken over is looked at again this late
+LEASE_END_MARGIN_MS = 20  # a held session is looked at again this long after its lease ends
+_NO_KEY = -2  # what PTTL says of a lease nobody holds
 ANNOUNCE_AFTER_S = 0.005  # a cell that has not answered by then is announced (`started`)
 DEFAULT_CAPACITY = 64  # sessions per worker
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
@@ -561,6 +563,10 @@ class CellWorker:
         with contextlib.suppress(redis.RedisError):
             self.link.run([("ZADD", self.keys.fleet_watch, "XX", when, session)])
 
+    def _when_free(self, lease_left_ms: int) -> int:
+        """When to look again at a session whose lease has `lease_left_ms` (PTTL) to live."""
+        return (self.leases.ttl_ms if lease_left_ms < 0 else lease_left_ms) + LEASE_END_MARGIN_MS
+
     def _unwatch(self, session: str) -> None:
         with contextlib.suppress(redis.RedisError):  # (a stale entry is checked, then dropped)
             self.link.run([("ZREM", self.keys.fleet_watch, session)])
@@ -600,11 +606,11 @@ class CellWorker:
                 return
         k = self.keys.session(session)
         state: Any = self.link.run(
-            [("HMGET", k.meta, "fleet", "live", "shutdown", "finished"), ("EXISTS", k.lease)]
+            [("HMGET", k.meta, "fleet", "live", "shutdown", "finished"), ("PTTL", k.lease)]
         )
-        (record, live, shutdown, finished), held = state
-        if held:  # served (its owner's next beat watches it again), or a Host's: later
-            self._rewatch(session, self.leases.ttl_ms)
+        (record, live, shutdown, finished), lease_left_ms = state
+        if lease_left_ms != _NO_KEY:  # served (its owner's next beat watches it again),
+            self._rewatch(session, self._when_free(lease_left_ms))  # a claim, or a Host's
             return
         if not record or finished == b"1" or (int(live or 0) <= 0 and shutdown != b"1"):
             self._unwatch(session)  # nothing runs: its next request opens it, wherever
@@ -622,8 +628,11 @@ class CellWorker:
         self._open(message)
         with self._lock:
             entry = self._served.get(session)
-        if entry is None:  # not opened here (another worker took it, or it failed): later
-            self._rewatch(session, TAKEOVER_BACKOFF_MS)
+        if entry is None:  # not opened here: another worker claimed it first (it may die
+            # before it opens it: looked at again when its claim ends), or it failed (later)
+            (lease_left_ms,) = self.link.run([("PTTL", k.lease)])
+            held = lease_left_ms != _NO_KEY
+            self._rewatch(session, self._when_free(lease_left_ms) if held else TAKEOVER_BACKOFF_MS)
         else:
             log.info("session %s taken over from a worker that stopped", session)
             self._tell_all(

@@ -194,6 +194,8 @@ class SessionActor(Actor):
             () if tool_set is None else (tool_set,),
             replies=dispatcher.replies,
         )
+        if self.services.leases is not None:
+            self.services.leases.opened(self.session_id)
         if tool_set is not None:
             self._tool_sets.add(tool_set.digest)
         self._last_cell = state.last_cell

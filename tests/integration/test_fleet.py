@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,11 @@ from cellfleet.broker.fleet import FleetClient, NoWorkerError, wire
 from cellfleet.broker.fleet.registry import WorkerRegistry
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import Keys
+from cellfleet.broker.leases import CLAIM_LEASE_MS, Leases
 from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import RedisClusterProcess, RedisProcess
-from cellfleet.ops.worker import CellWorker
+from cellfleet.ops.worker import LEASE_END_MARGIN_MS, CellWorker
 from tests.integration.fleet_support import start_worker, wait_for_key
 from tests.integration.session_support import TIMEOUT_S
 
@@ -582,15 +583,64 @@ def test_a_killed_worker_s_running_cell_is_taken_over_before_anyone_asks(
     client, session, _ = killed_while_cell_1_waits(fleet, keys, redis_url)
     fleet["worker"]()
     raw, journal = client.client, RedisJournal(client.client, keys)
-
-    def completed() -> bool:
-        return any(
-            isinstance(e, CellCompleted) and e.cell == "1" for _, e in journal.read(session.id)
-        )
-
+    completed = cell_1_completed(journal, session.id)
     wait_for_key(raw, keys.session(session.id).events, completed, "cell 1 was not taken over")
     done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
     assert (done.success, output_texts(done)[1:]) == (True, ["late"])
+
+
+def cell_1_completed(journal: RedisJournal, session: str) -> Callable[[], bool]:
+    def completed() -> bool:
+        return any(isinstance(e, CellCompleted) and e.cell == "1" for _, e in journal.read(session))
+
+    return completed
+
+
+def test_a_worker_killed_between_claiming_a_session_and_opening_it_holds_it_up_briefly(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """The worker that takes a dead worker's session over dies after claiming its lease
+    and before opening it (the crash point `lease_claimed`). Its claim lives
+    `CLAIM_LEASE_MS`, not its 30 s lease, and the next worker (a 30 s lease too: it
+    looks again when the claim ends, not a lease later) takes the session over."""
+    client, session, _ = killed_while_cell_1_waits(fleet, keys, redis_url)
+    raw, k = client.client, keys.session(session.id)
+    crashing = {crash.ENV: "lease_claimed"}
+    claimer, _ = start_worker(redis_url, keys, "--lease-ms", "30000", env=crashing)
+    try:
+        assert claimer.wait(TIMEOUT_S) == -signal.SIGKILL
+    finally:
+        claimer.kill()
+    assert raw.hget(k.meta, "fence") == b"2"  # (the first worker's claim was 1)
+    assert raw.pttl(k.lease) <= CLAIM_LEASE_MS
+    fleet["worker"](lease_ms=30_000)
+    completed = cell_1_completed(RedisJournal(raw, keys), session.id)
+    wait_for_key(raw, k.events, completed, "cell 1 was not taken over")
+    assert raw.hget(k.meta, "fence") == b"3"
+
+
+def test_a_session_whose_lease_is_held_is_looked_at_again_when_the_lease_ends(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """A dead worker's session is due for takeover while another process holds its
+    lease (for 5 s more): a worker with a 30 s lease looks at it again when that lease
+    ends, not 30 s later."""
+    client, session, _ = killed_while_cell_1_waits(fleet, keys, redis_url)
+    raw, k = client.client, keys.session(session.id)
+    wait_for_key(raw, k.lease, lambda: not raw.exists(k.lease), "the dead worker's lease lived")
+    other = Leases(RedisJournal(raw, keys), "other", ttl_ms=5_000)
+    other.claim(session.id)
+    other.opened(session.id)
+    due: Any = raw.zscore(keys.fleet_watch, session.id)
+    fleet["worker"](lease_ms=30_000)
+
+    def looked_at() -> bool:
+        return raw.zscore(keys.fleet_watch, session.id) != due
+
+    wait_for_key(raw, keys.fleet_watch, looked_at, "the session was not looked at")
+    lease_end_ms = time.time() * 1000 + 5_000
+    assert raw.zscore(keys.fleet_watch, session.id) <= lease_end_ms + LEASE_END_MARGIN_MS
+    other.release(session.id)  # (the client's shutdown at the end opens it at once)
 
 
 def test_a_wait_in_flight_when_its_worker_is_killed_is_answered_by_the_next_owner(

@@ -18,7 +18,7 @@ from cellfleet.broker.contract.tools import ToolKind
 from cellfleet.broker.errors import SessionFencedError, SessionOwnedElsewhereError
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import Keys
-from cellfleet.broker.leases import Leases
+from cellfleet.broker.leases import CLAIM_LEASE_MS, Leases
 from cellfleet.broker.tools.dispatch import BrokerDispatcher
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolOutcome
 from cellfleet.ops.host import Host
@@ -71,6 +71,7 @@ def test_a_new_owner_fences_the_old_one_off(journals: tuple[RedisJournal, RedisJ
     a, b = Leases(first, "a"), Leases(second, "b")
     a.claim("s")
     first.open_session(opened("s"))
+    a.opened("s")
     first.append([output("s", 2)])
     first.client.delete(first.keys.session("s").lease)  # as if it expired: a froze
     assert b.claim("s") == 2
@@ -122,8 +123,9 @@ def test_renewal_finds_a_lost_lease_and_takes_back_an_expired_one(
     fenced: list[str] = []
     first.when_fenced(fenced.append)
     a, b = Leases(first, "a"), Leases(second, "b")
-    a.claim("kept")
-    a.claim("lost")
+    for session in ("kept", "lost"):
+        a.claim(session)
+        a.opened(session)
     for session in ("kept", "lost"):
         first.client.delete(first.keys.session(session).lease)  # both expired
     b.claim("lost")
@@ -136,12 +138,54 @@ def test_renewal_finds_a_lost_lease_and_takes_back_an_expired_one(
         first.append([output("lost", 2)])
 
 
+def test_a_claim_is_short_until_its_session_is_open(
+    journals: tuple[RedisJournal, RedisJournal],
+) -> None:
+    """A process that dies between claiming a session and opening it holds the session
+    up for `CLAIM_LEASE_MS`, not for a whole lease: renewals leave a claim alone until
+    `opened`, which holds the lease for a whole time to live."""
+    first, _ = journals
+    a = Leases(first, "a", ttl_ms=60_000)
+    lease = first.keys.session("s").lease
+    a.claim("s")
+    assert 0 < first.client.pttl(lease) <= CLAIM_LEASE_MS
+    assert a.renew() == []
+    assert first.client.pttl(lease) <= CLAIM_LEASE_MS
+    a.opened("s")
+    assert first.client.pttl(lease) > CLAIM_LEASE_MS
+    first.client.pexpire(lease, 1)
+    assert a.renew() == []
+    assert first.client.pttl(lease) > CLAIM_LEASE_MS
+
+
+def test_an_opener_slower_than_its_claim_keeps_the_session_unless_another_claimed_it(
+    journals: tuple[RedisJournal, RedisJournal],
+) -> None:
+    first, second = journals
+    fenced: list[str] = []
+    first.when_fenced(fenced.append)
+    a, b = Leases(first, "a"), Leases(second, "b")
+    for session in ("slow", "overtaken"):
+        a.claim(session)
+        first.client.delete(first.keys.session(session).lease)  # its claim ended
+    b.claim("overtaken")
+    a.opened("slow")  # nobody claimed it meanwhile: its token still holds
+    assert a.owner_of("slow") == "a"
+    a.opened("overtaken")
+    assert fenced == ["overtaken"]
+    assert a.held() == ["slow"]
+    first.append([output("slow", 2)])
+    with pytest.raises(SessionFencedError):
+        first.append([output("overtaken", 2)])
+
+
 def test_a_released_session_goes_to_the_next_owner_with_a_newer_token(
     journals: tuple[RedisJournal, RedisJournal],
 ) -> None:
     first, second = journals
     a, b = Leases(first, "a"), Leases(second, "b")
     a.claim("s")
+    a.opened("s")
     a.release("s")
     assert a.owner_of("s") is None
     assert b.claim("s") == 2
