@@ -66,7 +66,7 @@ READ_BLOCK_MS = 1_000
 REPEATABLE_OPS = frozenset({"execute", "observe", "terminate", "shutdown"})
 # How often the owners of requests still unanswered are checked: a dead worker's are
 # sent on this long after its heartbeat expired, at most.
-LIVENESS_EVERY_S = 0.25
+LIVENESS_EVERY_S = 0.1
 LIVENESS_EVERY_MS = int(LIVENESS_EVERY_S * 1000)
 MAX_HOPS = 8  # a request sent on from worker to worker this often gives up
 RESEND_THREADS = 64
