@@ -99,25 +99,42 @@ def encode(event: AnyEvent) -> dict[str, bytes]:
 
 def decode(session: str, fields: Mapping[bytes, bytes] | Mapping[str, Any]) -> AnyEvent:
     """The event stored in a stream entry of `session`'s stream."""
-    get = _getter(fields)
     try:
-        version = int(get("v"))
+        # Fields as Redis gives them are read directly (a getter cost a third of a read).
+        get: Any = fields.__getitem__ if b"t" in fields else _getter(fields)
+        version = int(get(b"v"))
         if version > SCHEMA_VERSION:
             raise DecodeError(f"event schema version {version} is newer than {SCHEMA_VERSION}")
-        cls = EVENT_TYPES[get("t")]
-        data = orjson.loads(get("d"))
+        cls = EVENT_TYPES[get(b"t").decode()]
+        cell, seq, at_ms = get(b"c").decode(), int(get(b"q")), float(get(b"at"))
+        data = orjson.loads(get(b"d"))
         fields_ = _DATA_FIELDS[cls]
         kwargs = {name: value for name, value in data.items() if name in fields_}
         for name, restore in _RESTORERS[cls].items():
             if name in kwargs:
                 kwargs[name] = restore(kwargs[name])
-        return cls(
-            session=session, cell=get("c"), seq=int(get("q")), at_ms=float(get("at")), **kwargs
-        )
+        return cls(session=session, cell=cell, seq=seq, at_ms=at_ms, **kwargs)
     except DecodeError:
         raise
     except (KeyError, ValueError, TypeError) as error:
         raise DecodeError(f"not a cellfleet event: {error!r}") from error
+
+
+def sieve(cell: str | None, mentioning: str | None) -> Callable[[Mapping[Any, Any]], bool] | None:
+    """Which stream entries to decode: those of `cell` whose data holds the JSON string
+    `mentioning` (either may be None: any); None keeps every entry."""
+    if cell is None and mentioning is None:
+        return None
+    wanted_cell = None if cell is None else cell.encode()
+    text = None if mentioning is None else orjson.dumps(mentioning)  # (as the data spells it)
+
+    def keep(fields: Mapping[Any, Any]) -> bool:
+        get = fields.__getitem__ if b"t" in fields else _getter(fields)
+        return (wanted_cell is None or get(b"c") == wanted_cell) and (
+            text is None or text in get(b"d")
+        )
+
+    return keep
 
 
 def type_problem(event: AnyEvent) -> str | None:
@@ -165,10 +182,12 @@ def _describe(hint: Any) -> str:
     return text
 
 
-def _getter(fields: Mapping[Any, Any]) -> Any:
-    def get(name: str) -> str:
-        value = fields[name.encode()] if name.encode() in fields else fields[name]
-        return value.decode() if isinstance(value, bytes) else str(value)
+def _getter(fields: Mapping[Any, Any]) -> Callable[[bytes], bytes]:
+    """Field `name`'s value as bytes, from fields named by bytes or by text."""
+
+    def get(name: bytes) -> bytes:
+        value = fields[name] if name in fields else fields[name.decode()]
+        return value if isinstance(value, bytes) else str(value).encode()
 
     return get
 

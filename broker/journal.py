@@ -300,7 +300,13 @@ class Journal(Protocol):
     def stored_snapshot(self, session: str) -> tuple[dict[str, str], int]: ...
 
     def read(
-        self, session: str, after: str = "0-0", count: int = 1000
+        self,
+        session: str,
+        after: str = "0-0",
+        count: int = 1000,
+        *,
+        cell: str | None = None,
+        mentioning: str | None = None,
     ) -> Iterator[tuple[str, AnyEvent]]: ...
 
     def wait_after(self, session: str, after: str, timeout: float) -> None: ...
@@ -603,10 +609,20 @@ class RedisJournal:
         return _decoded(flat), int(version or 0)
 
     def read(
-        self, session: str, after: str = "0-0", count: int = 1000
+        self,
+        session: str,
+        after: str = "0-0",
+        count: int = 1000,
+        *,
+        cell: str | None = None,
+        mentioning: str | None = None,
     ) -> Iterator[tuple[str, AnyEvent]]:
-        """The session's events after stream id `after`, in order, as (id, event)."""
+        """The session's events after stream id `after`, in order, as (id, event); only
+        those of `cell`, and only those whose data holds the string `mentioning` (a cheap
+        first sieve: the caller checks the events), if given. Entries left out are not
+        decoded (a long session's log is mostly other cells')."""
         stream = self.keys.session(session).events
+        keep = codec.sieve(cell, mentioning)
         position = after
         while True:
 
@@ -616,7 +632,8 @@ class RedisJournal:
             entries: list[tuple[bytes, dict[bytes, bytes]]] = _retrying(run)
             for entry_id, fields in entries:
                 position = entry_id.decode()
-                yield position, codec.decode(session, fields)
+                if keep is None or keep(fields):
+                    yield position, codec.decode(session, fields)
             if len(entries) < count:
                 return
 

@@ -195,9 +195,16 @@ class MemoryJournal:
             return dict(log.stored), int(log.meta.get("stored_version", 0))
 
     def read(
-        self, session: str, after: str = START, count: int = 1000
+        self,
+        session: str,
+        after: str = START,
+        count: int = 1000,
+        *,
+        cell: str | None = None,
+        mentioning: str | None = None,
     ) -> Iterator[tuple[str, AnyEvent]]:
         del count  # everything is in memory: one batch
+        keep = codec.sieve(cell, mentioning)
         start = stream_id(after)
         with self._changed:
             entries = [
@@ -206,7 +213,8 @@ class MemoryJournal:
                 if stream_id(entry_id) > start
             ]
         for entry_id, fields in entries:
-            yield entry_id, codec.decode(session, fields)
+            if keep is None or keep(fields):
+                yield entry_id, codec.decode(session, fields)
 
     def wait_after(self, session: str, after: str, timeout: float) -> None:
         start = stream_id(after)

@@ -45,6 +45,7 @@ from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
 from cellfleet.broker.crash import crash_point
 from cellfleet.broker.errors import BrokerError, SessionOwnedElsewhereError
+from cellfleet.broker.events import CellAdmitted
 from cellfleet.broker.fleet import wire
 from cellfleet.broker.fleet.registry import DEFAULT_HEARTBEAT_MS, WorkerInfo, WorkerRegistry
 from cellfleet.broker.journal import DEFAULT_RETENTION_S, RedisJournal, failure_reason
@@ -397,8 +398,9 @@ class CellWorker:
         that worker recorded its answer, the same answer (it was lost with the worker);
         else, for an exec whose cell it admitted, that cell (recovered here) is observed;
         else it is served as if new."""
-        request = str(message.get("id") or "")
-        events = (event for _, event in self.journal.read(served.backend.session_id))
+        session, request = served.backend.session_id, str(message.get("id") or "")
+        cell = self._cell_of(op, message, session, request)
+        events = () if cell is None else (e for _, e in self.journal.read(session, cell=cell))
         trace = request_trace(events, request)
         if trace.answer is not None:
             answer = wire.encode_answer(trace.answer)
@@ -410,6 +412,21 @@ class CellWorker:
             self._observed(message, future, trace.cell)
         else:
             self._serve_session(op, {**message, "again": False}, served)
+
+    def _cell_of(self, op: str, message: dict[str, Any], session: str, request: str) -> str | None:
+        """The cell that a request sent again is about: an observe's or a terminate's own,
+        the one an exec created (if it was admitted), or None. Only that cell's events
+        are read then, not a long session's whole log: each takeover reads one per
+        request its clients send again."""
+        if not request:
+            return None
+        if op != "execute":
+            return str(message["cell"])
+        admissions = (e for _, e in self.journal.read(session, mentioning=request))
+        return next(
+            (e.cell for e in admissions if isinstance(e, CellAdmitted) and e.request == request),
+            None,
+        )
 
     def _announce_later(
         self, message: dict[str, Any], future: Future[CellAnswer], cell: str

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import redis
@@ -274,6 +275,23 @@ def test_read_resumes_after_a_position_in_order(journal: Journal, session: str) 
     assert [event.seq for _, event in rest] == [3, 4, 5]
     assert list(journal.read(session, after=ids[-1])) == []
     assert list(journal.read("no-such-session")) == []
+
+
+def test_read_decodes_only_the_cell_or_the_string_asked_for(journal: Journal, session: str) -> None:
+    """`cell` keeps one cell's events; `mentioning` those whose data holds that string
+    (as a whole JSON string: "r-1" is not in "r-10")."""
+    journal.admit([replace(admitted(session, "c1", "1"), request="r-1")])
+    journal.admit([replace(admitted(session, "c2", "2"), request="r-10")])
+    journal.append([OutputProduced(session=session, cell=cell, seq=5) for cell in "12"])
+
+    def read(**only: str) -> list[tuple[str, str]]:
+        return [(type(e).__name__, e.cell) for _, e in journal.read(session, **only)]
+
+    assert read(cell="2") == [("CellAdmitted", "2"), ("OutputProduced", "2")]
+    assert read(mentioning="r-1") == [("CellAdmitted", "1")]
+    assert read(cell="2", mentioning="r-1") == []
+    assert read(mentioning="r-10", cell="2") == [("CellAdmitted", "2")]
+    assert len(read()) == 4
 
 
 def test_wait_after_returns_when_an_event_arrives(journal: Journal, session: str) -> None:

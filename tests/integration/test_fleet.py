@@ -30,6 +30,7 @@ from cellfleet.broker.events import (
     CellCompleted,
     CellRecovered,
     CellTerminated,
+    ObservationDelivered,
     SessionOpened,
     ShutdownFinished,
 )
@@ -656,24 +657,75 @@ def test_a_wait_in_flight_when_its_worker_is_killed_is_answered_by_the_next_owne
     assert output_texts(session.exec("c2", "text('two')"))[1:] == ["two"]
 
 
+def first_worker_crashing_at(
+    point: str, fleet: dict[str, Any], keys: Keys, redis_url: str, steps: Callable[[Any], None]
+) -> tuple[FleetClient, Any]:
+    """A session served by a worker process set to crash at `point`, with an in-process
+    worker to take over; `steps(session)` runs while the first one lives (it must make
+    it crash). The client and the session."""
+    process, _ = start_worker(redis_url, keys, "--lease-ms", "300", env={crash.ENV: point})
+    try:
+        client = fleet["client"]()
+        session = client.open_session()
+        fleet["worker"]()  # (the next owner, once the first one is dead)
+        steps(session)
+        assert process.wait(TIMEOUT_S) == -signal.SIGKILL
+    finally:
+        process.kill()
+        process.wait(TIMEOUT_S)
+    return client, session
+
+
+def deliveries(client: FleetClient, keys: Keys, session: Any, cell: str) -> list[str]:
+    journal = RedisJournal(client.client, keys)
+    events = journal.read(session.id, cell=cell)
+    return [e.kind.value for _, e in events if isinstance(e, ObservationDelivered)]
+
+
+def test_a_wait_whose_answer_died_with_its_worker_is_answered_from_the_log(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """The worker records a wait's answer (its second answer) and dies before sending
+    it: the next owner answers the wait sent again from the log, with the same outputs,
+    and records no answer twice."""
+
+    def steps(session: Any) -> None:
+        source = "text('before'); yield_control(); text('after')"
+        assert session.exec("c1", source).running_cell_id == "1"
+        done = session.wait('{"cell_id": "1", "yield_time_ms": 10000}')
+        assert (done.success, output_texts(done)[1:]) == (True, ["after"])
+
+    client, session = first_worker_crashing_at("answer_recorded:2", fleet, keys, redis_url, steps)
+    assert deliveries(client, keys, session, "1") == ["yielded", "completed"]
+
+
+def test_an_exec_admitted_when_its_worker_died_is_answered_by_its_recovered_cell(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """The worker appends a cell's admission (the cell waits on a timer) and dies (the
+    crash point `events_appended`): the exec sent again finds the cell its first try
+    created, recovered by the next owner, and is answered by it; it does not run twice."""
+
+    def steps(session: Any) -> None:
+        source = "await new Promise(r => setTimeout(r, 200)); text('once')"
+        assert output_texts(session.exec("c1", source))[1:] == ["once"]
+
+    client, session = first_worker_crashing_at("events_appended", fleet, keys, redis_url, steps)
+    assert deliveries(client, keys, session, "1") == ["completed"]
+    assert "cell ID 2" in output_texts(session.exec("c2", "yield_control()"))[0]
+
+
 def test_an_exec_whose_answer_died_with_its_worker_is_answered_from_the_log(
     fleet: dict[str, Any], keys: Keys, redis_url: str
 ) -> None:
     """The worker records the exec's answer and dies before sending it (the crash
     point `answer_recorded`): the client sends the exec again, with the same request
     id, and the next owner answers it from the log; the cell does not run twice."""
-    crashing = {crash.ENV: "answer_recorded"}
-    process, _ = start_worker(redis_url, keys, "--lease-ms", "300", env=crashing)
-    try:
-        client = fleet["client"]()
-        session = client.open_session()
-        fleet["worker"]()  # (the next owner, once the first one is dead)
-        answer = session.exec("c1", "text('once')")
-        assert output_texts(answer)[1:] == ["once"]
-        assert process.wait(TIMEOUT_S) == -signal.SIGKILL
-    finally:
-        process.kill()
-        process.wait(TIMEOUT_S)
+
+    def steps(session: Any) -> None:
+        assert output_texts(session.exec("c1", "text('once')"))[1:] == ["once"]
+
+    client, session = first_worker_crashing_at("answer_recorded", fleet, keys, redis_url, steps)
     assert "cell ID 2" in output_texts(session.exec("c2", "yield_control()"))[0]
     journal = RedisJournal(client.client, keys)
     admitted = [e.cell for _, e in journal.read(session.id) if isinstance(e, CellAdmitted)]
