@@ -399,6 +399,9 @@ class CellWorker:
         else, for an exec whose cell it admitted, that cell (recovered here) is observed;
         else it is served as if new."""
         session, request = served.backend.session_id, str(message.get("id") or "")
+        with self._lock:
+            if request in self._observers:  # served here still: its one answer comes
+                return  # (a late heartbeat made its client take this worker for dead)
         cell = self._cell_of(op, message, session, request)
         events = () if cell is None else (e for _, e in self.journal.read(session, cell=cell))
         trace = request_trace(events, request)

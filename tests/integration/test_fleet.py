@@ -715,6 +715,36 @@ def test_an_exec_admitted_when_its_worker_died_is_answered_by_its_recovered_cell
     assert "cell ID 2" in output_texts(session.exec("c2", "yield_control()"))[0]
 
 
+def test_a_request_sent_again_to_the_worker_still_serving_it_gets_one_answer(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker misses its heartbeats while an exec runs (a stall): its client takes it
+    for dead and sends the exec again once it beats again. The worker, still serving
+    the exec, ignores the copy: the exec's answer is its cell's, not `exec cell 1
+    already has an active observer`."""
+    worker, client = fleet["worker"](), fleet["client"]()
+    session = client.open_session()
+    beat, stalled = worker.registry.beat, threading.Event()
+    monkeypatch.setattr(
+        worker.registry, "beat", lambda *a, **k: True if stalled.is_set() else beat(*a, **k)
+    )
+    dispatch = client._dispatch
+
+    def sent_again(request: Any) -> None:
+        if request.message.get("again"):
+            stalled.clear()  # (it beats again: the copy goes back to it)
+        dispatch(request)
+
+    monkeypatch.setattr(client, "_dispatch", sent_again)
+    stalled.set()
+    pragma = '// @exec: {"yield_time_ms": 20000}\n'
+    answer = session.exec(
+        "c1", pragma + "await new Promise(r => setTimeout(r, 3000)); text('once')"
+    )
+    assert not stalled.is_set()  # (it was sent again)
+    assert (answer.success, output_texts(answer)[1:]) == (True, ["once"])
+
+
 def test_an_exec_whose_answer_died_with_its_worker_is_answered_from_the_log(
     fleet: dict[str, Any], keys: Keys, redis_url: str
 ) -> None:
