@@ -159,8 +159,15 @@ class CellWorker:
         ]
         self._served: dict[str, _Served] = {}
         self._observers: dict[str, Future[CellAnswer]] = {}  # request id -> its answer
+        self._serving_again: set[str] = set()  # ids of requests sent again, being looked up
         self._notifying: dict[str, threading.Event] = {}  # notification -> callback returned
-        self._taking_over = False  # a look for dead workers' sessions is under way
+        self._taking_over = threading.Event()  # a look for dead workers' sessions is on
+        self._tidying = threading.Event()  # idle sessions and the index are being tidied
+        self._pruned_from = 0  # where the next pruning of the sessions index starts
+        # The inbox outlives a missed heartbeat: a worker that stalled (taken for dead
+        # meanwhile) loses none of the messages sent to it; a dead one's goes soon after
+        # its sessions' leases.
+        self._inbox_ttl_ms = lease_ms + heartbeat_ms
         # Requests, opens and handovers, one at a time. Never taken on an actor's thread
         # (a request holding it may be asking that actor).
         self._lock = threading.RLock()
@@ -190,7 +197,7 @@ class CellWorker:
         return self
 
     def _create_inbox(self) -> str:
-        return create_stream(self.link, self.inbox, self.heartbeat_ms)
+        return create_stream(self.link, self.inbox, self._inbox_ttl_ms)
 
     def drain(self, timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S) -> None:
         """Take no new sessions; hand every idle session to another worker as soon as its
@@ -399,22 +406,27 @@ class CellWorker:
         else, for an exec whose cell it admitted, that cell (recovered here) is observed;
         else it is served as if new."""
         session, request = served.backend.session_id, str(message.get("id") or "")
-        with self._lock:
-            if request in self._observers:  # served here still: its one answer comes
+        with self._lock:  # served here still (a copy, or the first): its one answer comes
+            if request and (request in self._observers or request in self._serving_again):
                 return  # (a late heartbeat made its client take this worker for dead)
-        cell = self._cell_of(op, message, session, request)
-        events = () if cell is None else (e for _, e in self.journal.read(session, cell=cell))
-        trace = request_trace(events, request)
-        if trace.answer is not None:
-            answer = wire.encode_answer(trace.answer)
-            self._answer(message, {"kind": "answer", "cell": trace.cell, "answer": answer})
-        elif op == "execute" and trace.cell is not None:
-            mode = ObserveMode(message.get("mode", "yield"))
-            yield_time_ms = int(message["yield_time_ms"])
-            future = served.backend.observe(trace.cell, mode, yield_time_ms, request)
-            self._observed(message, future, trace.cell)
-        else:
-            self._serve_session(op, {**message, "again": False}, served)
+            self._serving_again.add(request)
+        try:
+            cell = self._cell_of(op, message, session, request)
+            events = () if cell is None else (e for _, e in self.journal.read(session, cell=cell))
+            trace = request_trace(events, request)
+            if trace.answer is not None:
+                answer = wire.encode_answer(trace.answer)
+                self._answer(message, {"kind": "answer", "cell": trace.cell, "answer": answer})
+            elif op == "execute" and trace.cell is not None:
+                mode = ObserveMode(message.get("mode", "yield"))
+                yield_time_ms = int(message["yield_time_ms"])
+                future = served.backend.observe(trace.cell, mode, yield_time_ms, request)
+                self._observed(message, future, trace.cell)
+            else:
+                self._serve_session(op, {**message, "again": False}, served)
+        finally:  # (its observer, if any, is registered by now)
+            with self._lock:
+                self._serving_again.discard(request)
 
     def _cell_of(self, op: str, message: dict[str, Any], session: str, request: str) -> str | None:
         """The cell that a request sent again is about: an observe's or a terminate's own,
@@ -593,13 +605,14 @@ class CellWorker:
 
     def _take_over_soon(self) -> None:
         """Look for sessions a dead worker left, off the heartbeat's thread (opening one
-        replays its cells: a heartbeat must not wait for that)."""
-        with self._lock:
-            if self._taking_over or self._draining or len(self._served) >= self.capacity:
-                return
-            self._taking_over = True
-        with contextlib.suppress(RuntimeError):  # stopping
+        replays its cells, and the lock may be held long: a heartbeat waits for neither)."""
+        if self._taking_over.is_set():
+            return
+        self._taking_over.set()
+        try:
             self._blocking.submit(self._take_over)
+        except RuntimeError:  # stopping
+            self._taking_over.clear()
 
     def _take_over(self) -> None:
         """Serve the sessions whose worker died with cells still running (or with its
@@ -608,7 +621,9 @@ class CellWorker:
         Their clients are told where the session went."""
         try:
             with self._lock:
-                free = self.capacity - len(self._served)
+                free = 0 if self._draining else self.capacity - len(self._served)
+            if free <= 0:
+                return
             due: Any = self.client.zrangebyscore(
                 self.keys.fleet_watch, "-inf", time.time() * 1000, start=0, num=min(free, 16)
             )
@@ -617,8 +632,7 @@ class CellWorker:
         except (redis.RedisError, BrokerError) as error:
             log.warning("sessions of dead workers not looked at: %s", error)
         finally:
-            with self._lock:
-                self._taking_over = False
+            self._taking_over.clear()
 
     def _take_over_one(self, session: str) -> None:
         with self._lock:
@@ -796,9 +810,10 @@ class CellWorker:
     # -- heartbeat ---------------------------------------------------------------------
 
     def _beat(self) -> None:
-        with self._lock:
-            sessions = list(self._served)
-            draining = self._draining
+        # Without the lock: a thread that holds it may wait long on a session actor, and
+        # a late beat makes clients take this worker for dead. (Copying the keys of a
+        # dict is one step under the GIL.)
+        sessions, draining = list(self._served), self._draining
         info = WorkerInfo(
             worker=self.id,
             capacity=self.capacity,
@@ -809,7 +824,13 @@ class CellWorker:
             started_ms=self._started_ms,
         )
         # Its sessions are watched: another worker takes them if this one stops beating.
-        beat = self.registry.beat(info, sessions, self.heartbeat_ms, self._watch_deadline())
+        beat = self.registry.beat(
+            info,
+            sessions,
+            self.heartbeat_ms,
+            self._watch_deadline(),
+            inbox_ttl_ms=self._inbox_ttl_ms,
+        )
         if not beat and not self._stopping.is_set():
             log.warning("the inbox was gone (Redis lost its data?): made anew")
             self._create_inbox()
@@ -826,20 +847,30 @@ class CellWorker:
             log.warning("heartbeat not sent: %s", failure_reason(error) or error)
 
     def _beat_loop(self) -> None:
-        beats, pruned_from = 0, 0
+        beats = 0
         while not self._stopping.wait(self.heartbeat_ms / 1000 / 4):
             self._beat_quietly()
             self._take_over_soon()
             beats += 1
-            if beats % PRUNE_EVERY_BEATS == 0:  # finished sessions leave the index
+            if beats % PRUNE_EVERY_BEATS == 0 and not self._tidying.is_set():
+                self._tidying.set()  # (off the heartbeat's thread: it waits on actors)
                 try:
-                    pruned_from = self.journal.prune_index(pruned_from)
-                except Exception as error:
-                    log.warning("sessions index not pruned: %s", error)
-                try:
-                    self._release_idle()
-                except Exception:  # (the heartbeat must go on)
-                    log.exception("idle sessions not released")
+                    self._blocking.submit(self._tidy)
+                except RuntimeError:  # stopping
+                    self._tidying.clear()
+
+    def _tidy(self) -> None:
+        """Let finished sessions leave the index, and idle sessions go."""
+        try:
+            self._pruned_from = self.journal.prune_index(self._pruned_from)
+        except Exception as error:
+            log.warning("sessions index not pruned: %s", error)
+        try:
+            self._release_idle()
+        except Exception:
+            log.exception("idle sessions not released")
+        finally:
+            self._tidying.clear()
 
     def _release_idle(self) -> None:
         """Sessions nobody used for `idle_release_s`: one whose cells all ended is let

@@ -64,10 +64,13 @@ class WorkerRegistry:
         sessions: Sequence[str],
         ttl_ms: int = DEFAULT_HEARTBEAT_MS,
         watch_until_ms: int | None = None,
+        *,
+        inbox_ttl_ms: int | None = None,
     ) -> bool:
         """Say that `info.worker` lives (for `ttl_ms` more), with its load and sessions
         (watched until `watch_until_ms`, if given: another worker takes them over after
-        it); False if its inbox is gone (Redis lost its data: the worker makes a new one)."""
+        it), and keep its inbox for `inbox_ttl_ms` (`ttl_ms`) more; False if its inbox is
+        gone (Redis lost its data: the worker makes a new one)."""
         k, worker = self.keys, info.worker
         fields: dict[str, Any] = {
             "capacity": info.capacity,
@@ -90,7 +93,7 @@ class WorkerRegistry:
             if watch_until_ms is not None:
                 watched = [part for session in sessions for part in (watch_until_ms, session)]
                 commands.append(("ZADD", k.fleet_watch, *watched))
-        commands.append(("PEXPIRE", k.worker_inbox(worker), ttl_ms))
+        commands.append(("PEXPIRE", k.worker_inbox(worker), inbox_ttl_ms or ttl_ms))
         replies = run_retrying(lambda: self._link.run(commands))
         return bool(replies[-1])
 

@@ -76,11 +76,11 @@ def start_worker(
 
 def wait_for_key(raw: redis.Redis, key: str, done: Any, what: str) -> None:
     """Wait until `done()` holds for `key`, woken by Redis's keyspace notifications of
-    it (a stream or sorted set written, the key deleted or expired): no polling of
-    the clock."""
+    it (a stream, hash or sorted set written, the key deleted or expired): no polling
+    of the clock."""
     if is_cluster(raw):  # a node tells only of its own keys
         raw = raw.get_redis_connection(raw.get_node_from_key(key))  # type: ignore[attr-defined]
-    raw.config_set("notify-keyspace-events", "Kgxtz")
+    raw.config_set("notify-keyspace-events", "Kghxtz")
     db = raw.connection_pool.connection_kwargs.get("db", 0)
     with raw.pubsub() as events:
         events.subscribe(f"__keyspace@{db}__:{key}")

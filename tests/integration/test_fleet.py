@@ -35,7 +35,7 @@ from cellfleet.broker.events import (
     ShutdownFinished,
 )
 from cellfleet.broker.fleet import FleetClient, NoWorkerError, wire
-from cellfleet.broker.fleet.registry import WorkerRegistry
+from cellfleet.broker.fleet.registry import DEFAULT_HEARTBEAT_MS, WorkerRegistry
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import Keys
 from cellfleet.broker.leases import CLAIM_LEASE_MS, Leases
@@ -713,6 +713,63 @@ def test_an_exec_admitted_when_its_worker_died_is_answered_by_its_recovered_cell
     client, session = first_worker_crashing_at("events_appended", fleet, keys, redis_url, steps)
     assert deliveries(client, keys, session, "1") == ["completed"]
     assert "cell ID 2" in output_texts(session.exec("c2", "yield_control()"))[0]
+
+
+def test_a_worker_beats_while_its_lock_is_held(fleet: dict[str, Any], keys: Keys) -> None:
+    """A thread that holds the worker's lock (waiting on a busy session actor, say) does
+    not hold its heartbeat up: its clients would take it for dead."""
+    worker, client = fleet["worker"](), fleet["client"]()
+    raw, info = client.client, keys.worker_info(worker.id)
+    with worker._lock:
+        beats = {raw.hget(info, "beat_ms")}
+
+        def beaten_twice() -> bool:  # (the first may have begun before the lock was taken)
+            beats.add(raw.hget(info, "beat_ms"))
+            return len(beats) > 2
+
+        wait_for_key(raw, info, beaten_twice, "no heartbeat while the lock was held")
+
+
+def test_a_worker_s_inbox_outlives_missed_heartbeats(fleet: dict[str, Any], keys: Keys) -> None:
+    """A worker that stalls past its heartbeat (taken for dead meanwhile) loses none of
+    the messages sent to it: its inbox lives a lease and a heartbeat."""
+    worker, client = fleet["worker"](lease_ms=5_000), fleet["client"]()
+    assert client.client.pttl(keys.worker_inbox(worker.id)) > DEFAULT_HEARTBEAT_MS
+
+
+def test_two_copies_of_a_request_sent_again_are_served_once(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two copies of an exec sent again reach the worker together (its client took it
+    for dead twice): while the first is looked up, the second is dropped; the cell
+    runs once."""
+    worker, client = fleet["worker"](), fleet["client"]()
+    session = client.open_session()
+    cell_of, looked_up = worker._cell_of, []
+    first_looking, go_on = threading.Event(), threading.Event()
+
+    def slow_cell_of(*args: Any) -> Any:
+        looked_up.append(args)
+        if len(looked_up) == 1:
+            first_looking.set()
+            assert go_on.wait(TIMEOUT_S)
+        return cell_of(*args)
+
+    monkeypatch.setattr(worker, "_cell_of", slow_cell_of)
+    message = {
+        "op": "execute", "id": f"{client.id}-copy", "client": client.id, "session": session.id,
+        "call_id": "c1", "source": "text('once')", "yield_time_ms": 10_000, "again": True,
+    }  # fmt: skip
+    worker._serve(message)  # (the first copy, on the worker's pool: its lookup waits)
+    assert first_looking.wait(TIMEOUT_S)
+    worker._serve_again("execute", message, worker._served[session.id])
+    assert len(looked_up) == 1
+    go_on.set()
+    journal = RedisJournal(client.client, worker.keys)
+    completed = cell_1_completed(journal, session.id)
+    wait_for_key(client.client, worker.keys.session(session.id).events, completed, "no answer")
+    admitted = [e.cell for _, e in journal.read(session.id) if isinstance(e, CellAdmitted)]
+    assert admitted == ["1"]
 
 
 def test_a_request_sent_again_to_the_worker_still_serving_it_gets_one_answer(
