@@ -27,6 +27,7 @@ from cellfleet.broker.crash import crash_point
 from cellfleet.broker.errors import SessionOwnedElsewhereError
 from cellfleet.broker.journal import LeanScript, RedisJournal, failure_reason, run_retrying
 from cellfleet.broker.keys import Keys
+from cellfleet.broker.redis.link import ReplicaWait
 from cellfleet.broker.redis.scripts import script_source
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ class Leases:
         self._release = LeanScript(client, journal.link, script_source("release_lease"))
         self._held: dict[str, int] = {}  # session -> token
         self._opening: set[str] = set()  # claimed, not open yet: not renewed
+        # The claim, the opening and `opened` may each wait for replicas (`WAIT`).
+        wait = getattr(journal.link, "wait", None)
+        waits_ms = 3 * wait.timeout_ms if isinstance(wait, ReplicaWait) else 0
+        self._claim_ms = min(ttl_ms, CLAIM_LEASE_MS + waits_ms)
         self._lock = threading.Lock()  # a release never races a renewal of the same lease
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,7 +101,7 @@ class Leases:
         if self.holds(session):
             raise SessionOwnedElsewhereError(session, owner=self.owner)
         k = self.journal.keys.session(session)
-        ttl = str(min(self.ttl_ms, CLAIM_LEASE_MS))
+        ttl = str(self._claim_ms)
         state, value = run_retrying(
             lambda: self._claim(keys=[k.lease, k.meta], args=[self.owner, ttl])
         )
@@ -110,17 +115,19 @@ class Leases:
         crash_point("lease_claimed")
         return token
 
-    def opened(self, session: str) -> None:
+    def opened(self, session: str) -> bool:
         """The session is open here: hold its lease for a whole time to live from now on
-        (renewed at once; a failed renewal is left to the background's next one)."""
+        (renewed at once; a failed renewal is left to the background's next one). False
+        if another owner claimed the session meanwhile (it is fenced off here)."""
         with self._lock:
             self._opening.discard(session)
         try:
-            self.renew([session])
+            return session not in self.renew([session])
         except redis.RedisError as error:
             log.warning(
                 "session %s: lease not renewed: %s", session, failure_reason(error) or error
             )
+            return True
 
     def holds(self, session: str) -> bool:
         with self._lock:

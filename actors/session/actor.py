@@ -175,6 +175,16 @@ class SessionActor(Actor):
         self._tool_sets: set[str] = set()  # digests of the tool sets the log holds
 
     def on_start(self) -> None:
+        try:
+            self._open_log()
+        except Exception:  # the actor stops: another owner (or this process) may open it
+            if self.services.leases is not None:
+                self.services.leases.release(self.session_id)
+            raise
+
+    def _open_log(self) -> None:
+        """Record the session's opening, take up its state, and recover the cells an
+        earlier owner left running."""
         journal = self.services.journal
         time_zone, locale = v8.environment()
         opened = ev.SessionOpened(
@@ -194,8 +204,10 @@ class SessionActor(Actor):
             () if tool_set is None else (tool_set,),
             replies=dispatcher.replies,
         )
-        if self.services.leases is not None:
-            self.services.leases.opened(self.session_id)
+        # (A claim taken over meanwhile: its writes are refused; no cell is recovered here.)
+        taken = self.services.leases is not None and not self.services.leases.opened(
+            self.session_id
+        )
         if tool_set is not None:
             self._tool_sets.add(tool_set.digest)
         self._last_cell = state.last_cell
@@ -221,7 +233,7 @@ class SessionActor(Actor):
             clock=services.clock,
             audit=None if services.audit is None else partial(services.audit, self.session_id),
         )
-        if not state.unended and not state.unclosed:
+        if taken or (not state.unended and not state.unclosed):
             return
         events = [event for _, event in journal.read(self.session_id)]  # (read once)
         if self._shutting_down:  # its cells are ended, not brought back to run

@@ -169,14 +169,41 @@ def test_an_opener_slower_than_its_claim_keeps_the_session_unless_another_claime
         a.claim(session)
         first.client.delete(first.keys.session(session).lease)  # its claim ended
     b.claim("overtaken")
-    a.opened("slow")  # nobody claimed it meanwhile: its token still holds
+    assert a.opened("slow")  # nobody claimed it meanwhile: its token still holds
     assert a.owner_of("slow") == "a"
-    a.opened("overtaken")
+    assert not a.opened("overtaken")
     assert fenced == ["overtaken"]
     assert a.held() == ["slow"]
     first.append([output("slow", 2)])
     with pytest.raises(SessionFencedError):
         first.append([output("overtaken", 2)])
+
+
+def test_a_session_whose_opening_failed_gives_its_lease_up(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The opening's write fails (the session actor stops): its claim is released at
+    once, and this process can open the session again."""
+    host = Host(redis_url)
+    try:
+        journal, leases = host.services.journal, host.services.leases
+        assert leases is not None
+        open_session = journal.open_session
+
+        def refused(*args: object, **kwargs: object) -> object:
+            raise redis.ConnectionError("Redis went away")
+
+        monkeypatch.setattr(journal, "open_session", refused)
+        session = uuid.uuid4().hex
+        failed = host.open_session(session_id=session)
+        assert failed.backend._ref.actor_stopped.wait(10)  # type: ignore[attr-defined]
+        assert not leases.holds(session)
+        assert leases.owner_of(session) is None
+        monkeypatch.setattr(journal, "open_session", open_session)
+        again = host.open_session(session_id=session)
+        assert again.exec("c", "text('open')").items[1]["text"] == "open"
+    finally:
+        host.close()
 
 
 def test_a_released_session_goes_to_the_next_owner_with_a_newer_token(
