@@ -371,8 +371,9 @@ class RedisJournal:
         self._when_fenced.append(listener)
 
     def fence_off(self, session: str) -> None:
-        """A newer owner took `session` over: refuse this process's writes from now on,
-        without asking Redis, and tell the `when_fenced` listeners (once)."""
+        """A newer owner took `session` over (or its opening here failed): refuse this
+        process's writes from now on, without asking Redis, and tell the `when_fenced`
+        listeners (once)."""
         if self._tokens.pop(session, None) is None and session in self._fenced_off:
             return
         self._fenced_off.add(session)

@@ -122,12 +122,13 @@ class Leases:
         with self._lock:
             self._opening.discard(session)
         try:
-            return session not in self.renew([session])
+            lost = self.renew([session])
         except redis.RedisError as error:
             log.warning(
                 "session %s: lease not renewed: %s", session, failure_reason(error) or error
             )
-            return True
+        return session not in lost and self.holds(session)  # (the background may have met
+        # the loss first: it forgot the lease)
 
     def holds(self, session: str) -> bool:
         with self._lock:

@@ -44,7 +44,7 @@ from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.inventory import build_inventory
 from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
 from cellfleet.broker.crash import crash_point
-from cellfleet.broker.errors import BrokerError, SessionOwnedElsewhereError
+from cellfleet.broker.errors import BrokerError, SessionFencedError, SessionOwnedElsewhereError
 from cellfleet.broker.events import CellAdmitted
 from cellfleet.broker.fleet import wire
 from cellfleet.broker.fleet.registry import DEFAULT_HEARTBEAT_MS, WorkerInfo, WorkerRegistry
@@ -304,6 +304,9 @@ class CellWorker:
         """Serve `message` with `serve(*args)`; a failure is its answer."""
         try:
             serve(*args)
+        except SessionFencedError as error:  # a newer owner serves it (this worker stalled):
+            owner = self._owner_elsewhere(error.session)  # the request goes there
+            self._answer(message, {"kind": "moved", "owner": owner})
         except (BrokerError, ActorError) as error:  # the session's refusal: for the model
             self._answer(message, _error(error))
         except (KeyError, TypeError, ValueError) as error:

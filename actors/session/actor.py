@@ -180,6 +180,10 @@ class SessionActor(Actor):
         except Exception:  # the actor stops: another owner (or this process) may open it
             if self.services.leases is not None:
                 self.services.leases.release(self.session_id)
+                # Not served here any more: this process's writes of it are refused (cells
+                # that recovery started stop), and whoever served it through this actor
+                # (a worker, a Host) lets it go.
+                self.services.leases.journal.fence_off(self.session_id)
             raise
 
     def _open_log(self) -> None:

@@ -23,7 +23,11 @@ import redis
 
 from cellfleet.broker import crash
 from cellfleet.broker.contract import texts
-from cellfleet.broker.errors import JournalUnavailableError, SessionOwnedElsewhereError
+from cellfleet.broker.errors import (
+    JournalUnavailableError,
+    SessionFencedError,
+    SessionOwnedElsewhereError,
+)
 from cellfleet.broker.events import (
     CellAdmitted,
     CellClosed,
@@ -735,6 +739,47 @@ def test_a_worker_s_inbox_outlives_missed_heartbeats(fleet: dict[str, Any], keys
     the messages sent to it: its inbox lives a lease and a heartbeat."""
     worker, client = fleet["worker"](lease_ms=5_000), fleet["client"]()
     assert client.client.pttl(keys.worker_inbox(worker.id)) > DEFAULT_HEARTBEAT_MS
+
+
+def test_a_request_met_by_a_fence_is_sent_on_not_failed(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that stalled past its lease serves a request from its backlog, and the
+    log refuses its write (a newer owner serves the session): the client is told to
+    send it on, not handed the refusal as the exec's failure."""
+    worker, answers = fleet["worker"](), []
+    monkeypatch.setattr(worker, "_answer", lambda _message, reply: answers.append(reply))
+
+    def refused() -> None:
+        raise SessionFencedError("s")
+
+    worker._guarded({"id": "r", "session": "s"}, refused)
+    assert answers == [{"kind": "moved", "owner": None}]
+
+
+def test_a_session_whose_opening_failed_is_let_go_and_opened_again(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session actor's opening fails after the worker answered the open (its write
+    was refused, say): the worker lets the session go at once (it is not left served
+    by a dead actor, answering `code mode session is shutting down`), and the next exec
+    opens it again."""
+    worker, client = fleet["worker"](), fleet["client"]()
+    open_session, failures = worker.journal.open_session, [redis.ConnectionError("away")]
+
+    def first_refused(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return open_session(*args, **kwargs)
+
+    monkeypatch.setattr(worker.journal, "open_session", first_refused)
+    session = client.open_session()
+    while True:  # (woken by the worker's own signal that it let a session go)
+        worker._changed.clear()
+        if session.id not in worker.sessions:
+            break
+        assert worker._changed.wait(TIMEOUT_S), "the failed session stayed served"
+    assert output_texts(session.exec("c1", "text('open')"))[1:] == ["open"]
 
 
 def test_two_copies_of_a_request_sent_again_are_served_once(

@@ -179,6 +179,18 @@ def test_an_opener_slower_than_its_claim_keeps_the_session_unless_another_claime
         first.append([output("overtaken", 2)])
 
 
+def test_opened_says_a_session_taken_meanwhile_is_lost_even_if_renewal_met_it_first(
+    journals: tuple[RedisJournal, RedisJournal],
+) -> None:
+    first, second = journals
+    a, b = Leases(first, "a"), Leases(second, "b")
+    a.claim("s")
+    first.client.delete(first.keys.session("s").lease)  # its claim ended
+    b.claim("s")
+    assert a.renew(["s"]) == ["s"]  # (the background renewal met the loss first)
+    assert not a.opened("s")
+
+
 def test_a_session_whose_opening_failed_gives_its_lease_up(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
