@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -73,6 +74,7 @@ from cellfleet.projections.answers import request_trace
 
 log = logging.getLogger(__name__)
 TAKEOVER_BACKOFF_MS = 10_000  # a session not taken over is looked at again this late
+TAKEOVER_LOOK = 64  # due sessions a look fetches (it takes as many as it has room for)
 LEASE_END_MARGIN_MS = 20  # a held session is looked at again this long after its lease ends
 _NO_KEY = -2  # what PTTL says of a lease nobody holds
 ANNOUNCE_AFTER_S = 0.005  # a cell that has not answered by then is announced (`started`)
@@ -627,20 +629,28 @@ class CellWorker:
                 free = 0 if self._draining else self.capacity - len(self._served)
             if free <= 0:
                 return
-            due: Any = self.client.zrangebyscore(
-                self.keys.fleet_watch, "-inf", time.time() * 1000, start=0, num=min(free, 16)
+            names: Any = self.client.zrangebyscore(
+                self.keys.fleet_watch, "-inf", time.time() * 1000, start=0, num=TAKEOVER_LOOK
             )
-            for name in due:
-                self._take_over_one(bytes(name).decode())
+            due = [bytes(name).decode() for name in names]
+            # Workers that look at once take different sessions first: a dead worker's
+            # sessions are opened (their logs read, their cells replayed) by all the
+            # workers in parallel, not by the first to look, one after another.
+            random.shuffle(due)
+            for session in due:
+                if free <= 0:
+                    break
+                free -= self._take_over_one(session)
         except (redis.RedisError, BrokerError) as error:
             log.warning("sessions of dead workers not looked at: %s", error)
         finally:
             self._taking_over.clear()
 
-    def _take_over_one(self, session: str) -> None:
+    def _take_over_one(self, session: str) -> bool:
+        """Take `session` over if it is due; whether it is served here now."""
         with self._lock:
             if session in self._served or self._draining or self._stopping.is_set():
-                return
+                return False
         k = self.keys.session(session)
         state: Any = self.link.run(
             [("HMGET", k.meta, "fleet", "live", "shutdown", "finished"), ("PTTL", k.lease)]
@@ -648,10 +658,10 @@ class CellWorker:
         (record, live, shutdown, finished), lease_left_ms = state
         if lease_left_ms != _NO_KEY:  # served (its owner's next beat watches it again),
             self._rewatch(session, self._when_free(lease_left_ms))  # a claim, or a Host's
-            return
+            return False
         if not record or finished == b"1" or (int(live or 0) <= 0 and shutdown != b"1"):
             self._unwatch(session)  # nothing runs: its next request opens it, wherever
-            return
+            return False
         kept = orjson.loads(record)
         message = {
             "op": "open",
@@ -670,11 +680,10 @@ class CellWorker:
             (lease_left_ms,) = self.link.run([("PTTL", k.lease)])
             held = lease_left_ms != _NO_KEY
             self._rewatch(session, self._when_free(lease_left_ms) if held else TAKEOVER_BACKOFF_MS)
-        else:
-            log.info("session %s taken over from a worker that stopped", session)
-            self._tell_all(
-                entry, {"id": None, "kind": "moved", "session": session, "owner": self.id}
-            )
+            return False
+        log.info("session %s taken over from a worker that stopped", session)
+        self._tell_all(entry, {"id": None, "kind": "moved", "session": session, "owner": self.id})
+        return True
 
     def _config(self, message: dict[str, Any], session: str) -> SessionConfig:
         spec = message["config"]
