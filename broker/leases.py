@@ -121,6 +121,7 @@ class Leases:
         if another owner claimed the session meanwhile (it is fenced off here)."""
         with self._lock:
             self._opening.discard(session)
+        lost: list[str] = []
         try:
             lost = self.renew([session])
         except redis.RedisError as error:

@@ -277,7 +277,10 @@ class CellWorker:
             for entry_id, fields in read_entries(replies[-1]):
                 last = self._last_read = entry_id
                 if WAKE_FIELD not in fields:  # (the inbox's own first entry, or a wake-up)
-                    self._receive(fields)
+                    try:
+                        self._receive(fields)
+                    except Exception:  # the reader lives on: every request needs it
+                        log.exception("a request was not handled")
 
     def _close_inbox(self) -> None:
         """Delete the inbox, sending on what arrived since the last read: its sessions
@@ -292,7 +295,7 @@ class CellWorker:
             if op == "open":
                 self._answer(message, {"kind": "full"})
             elif op not in ("drop", "notified") and isinstance(session, str):
-                self._answer(message, {"kind": "moved", "owner": self._owner_elsewhere(session)})
+                self._answer(message, self._moved(session))
 
     def _receive(self, fields: dict[bytes, bytes]) -> None:
         try:
@@ -307,8 +310,7 @@ class CellWorker:
         try:
             serve(*args)
         except SessionFencedError as error:  # a newer owner serves it (this worker stalled):
-            owner = self._owner_elsewhere(error.session)  # the request goes there
-            self._answer(message, {"kind": "moved", "owner": owner})
+            self._answer(message, self._moved(error.session))  # the request goes there
         except (BrokerError, ActorError) as error:  # the session's refusal: for the model
             self._answer(message, _error(error))
         except (KeyError, TypeError, ValueError) as error:
@@ -339,13 +341,15 @@ class CellWorker:
         else:
             with self._lock:  # (held while the session is asked: no handover meanwhile)
                 served = self._served.get(session)
+                if served is not None and self.journal.fenced_off(session):
+                    served = None  # (a newer owner serves it; it is let go here soon)
                 if served is not None and self._draining and self._moving(served, message):
                     return
                 if served is not None:
                     served.used_at = time.monotonic()
                     self._serve_session(op, message, served)
             if served is None:
-                self._answer(message, {"kind": "moved", "owner": self._owner_elsewhere(session)})
+                self._answer(message, self._moved(session))
 
     def _moving(self, served: _Served, message: dict[str, Any]) -> bool:
         """Draining (with the lock held): whether `message` goes to the session's next
@@ -529,10 +533,13 @@ class CellWorker:
         with self._lock:
             served = self._served.get(session)
             if served is not None:  # served here already: this client hears it too
-                if client and client not in served.clients:
+                reply: dict[str, Any] = {"kind": "opened", "owner": self.id}
+                if self.journal.fenced_off(session):  # (a newer owner took it: let go soon)
+                    reply = self._moved(session)
+                elif client and client not in served.clients:
                     served.clients.append(client)
                     self._blocking.submit(self._remember, session, served)
-                self._answer(message, {"kind": "opened", "owner": self.id})
+                self._answer(message, reply)
                 return
             if self._draining or len(self._served) >= self.capacity:
                 self._answer(message, {"kind": "full"})
@@ -648,8 +655,10 @@ class CellWorker:
 
     def _take_over_one(self, session: str) -> bool:
         """Take `session` over if it is due; whether it is served here now."""
-        with self._lock:
+        with self._lock:  # (no room: it stays due, for the other workers)
             if session in self._served or self._draining or self._stopping.is_set():
+                return False
+            if len(self._served) >= self.capacity:
                 return False
         k = self.keys.session(session)
         state: Any = self.link.run(
@@ -713,17 +722,22 @@ class CellWorker:
         return dispatcher
 
     def _shutdown(self, message: dict[str, Any], served: _Served) -> None:
+        session, fenced = served.backend.session_id, False
         try:
             served.backend.shutdown(float(message.get("timeout_s", 30.0)))
+        except SessionFencedError:  # a newer owner serves it: the shutdown goes there
+            fenced = True
+            self._answer(message, self._moved(session))
         except Exception as error:
             self._answer(message, _error(error))
         else:
             self._answer(message, {"kind": "done"})
         finally:
             with self._lock:
-                if self._served.get(served.backend.session_id) is served:
-                    del self._served[served.backend.session_id]
-            self._unwatch(served.backend.session_id)
+                if self._served.get(session) is served:
+                    del self._served[session]
+            if not fenced:  # (the new owner's watch stays)
+                self._unwatch(session)
             self._changed.set()
             self._beat_soon()
 
@@ -761,8 +775,9 @@ class CellWorker:
             self._blocking.submit(self._stop_serving, session)
 
     def _stop_serving(self, session: str) -> None:
-        with self._lock:
-            entry = self._served.pop(session, None)
+        with self._lock:  # (opened here again since the fence: that one is kept)
+            fenced = self.journal.fenced_off(session)
+            entry = self._served.pop(session, None) if fenced else None
         self._changed.set()
         if entry is not None:
             entry.backend.fenced()
@@ -818,6 +833,14 @@ class CellWorker:
     def _owner_elsewhere(self, session: str) -> str | None:
         owner = self.leases.owner_of(session)
         return None if owner == self.id else owner
+
+    def _moved(self, session: str) -> dict[str, Any]:
+        """The answer that sends a request on to the session's owner (None: the client
+        finds it; so when Redis cannot say)."""
+        try:
+            return {"kind": "moved", "owner": self._owner_elsewhere(session)}
+        except (redis.RedisError, BrokerError):
+            return {"kind": "moved", "owner": None}
 
     # -- heartbeat ---------------------------------------------------------------------
 

@@ -757,6 +757,33 @@ def test_a_request_met_by_a_fence_is_sent_on_not_failed(
     assert answers == [{"kind": "moved", "owner": None}]
 
 
+def test_a_fenced_request_is_sent_on_even_when_redis_cannot_say_where(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker, answers = fleet["worker"](), []
+    monkeypatch.setattr(worker, "_answer", lambda _message, reply: answers.append(reply))
+
+    def away(_session: str) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    def refused() -> None:
+        raise SessionFencedError("s")
+
+    monkeypatch.setattr(worker.leases, "owner_of", away)
+    worker._guarded({"id": "r", "session": "s"}, refused)
+    assert answers == [{"kind": "moved", "owner": None}]
+
+
+def test_a_full_worker_leaves_a_dead_worker_s_session_due_for_the_others(
+    fleet: dict[str, Any], keys: Keys
+) -> None:
+    worker, client = fleet["worker"](capacity=1), fleet["client"]()
+    client.open_session()  # (it is full now)
+    client.client.zadd(keys.fleet_watch, {"orphan": 0})
+    assert not worker._take_over_one("orphan")
+    assert client.client.zscore(keys.fleet_watch, "orphan") == 0  # (not put off 10 s)
+
+
 def test_a_session_whose_opening_failed_is_let_go_and_opened_again(
     fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -191,6 +191,23 @@ def test_opened_says_a_session_taken_meanwhile_is_lost_even_if_renewal_met_it_fi
     assert not a.opened("s")
 
 
+def test_opened_leaves_a_renewal_redis_refused_to_the_background(
+    journals: tuple[RedisJournal, RedisJournal], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _ = journals
+    a = Leases(first, "a")
+    a.claim("s")
+
+    def away(_sessions: object = None) -> list[str]:
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(a, "renew", away)
+    assert a.opened("s")  # (still its own: the next renewal tries again)
+    monkeypatch.undo()
+    assert a.renew() == []
+    assert a.held() == ["s"]
+
+
 def test_a_session_whose_opening_failed_gives_its_lease_up(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
