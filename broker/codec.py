@@ -19,7 +19,7 @@ import dataclasses
 import types
 import typing
 from collections import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from enum import Enum
 from typing import Any
 
@@ -120,17 +120,21 @@ def decode(session: str, fields: Mapping[bytes, bytes] | Mapping[str, Any]) -> A
         raise DecodeError(f"not a cellfleet event: {error!r}") from error
 
 
-def sieve(cell: str | None, mentioning: str | None) -> Callable[[Mapping[Any, Any]], bool] | None:
-    """Which stream entries to decode: those of `cell` whose data holds the JSON string
-    `mentioning` (either may be None: any); None keeps every entry."""
-    if cell is None and mentioning is None:
+def sieve(
+    cells: Collection[str] | None, kinds: Collection[str], mentioning: str | None
+) -> Callable[[Mapping[Any, Any]], bool] | None:
+    """Which stream entries to decode: those of `cells`, or of an event type in `kinds`,
+    whose data holds the JSON string `mentioning` (None: any cell, any data); None
+    keeps every entry."""
+    if cells is None and mentioning is None:
         return None
-    wanted_cell = None if cell is None else cell.encode()
+    wanted = None if cells is None else {cell.encode() for cell in cells}
+    types = {kind.encode() for kind in kinds}
     text = None if mentioning is None else orjson.dumps(mentioning)  # (as the data spells it)
 
     def keep(fields: Mapping[Any, Any]) -> bool:
         get = fields.__getitem__ if b"t" in fields else _getter(fields)
-        return (wanted_cell is None or get(b"c") == wanted_cell) and (
+        return (wanted is None or get(b"c") in wanted or get(b"t") in types) and (
             text is None or text in get(b"d")
         )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -305,7 +305,8 @@ class Journal(Protocol):
         after: str = "0-0",
         count: int = 1000,
         *,
-        cell: str | None = None,
+        cells: Collection[str] | None = None,
+        kinds: Collection[str] = (),
         mentioning: str | None = None,
     ) -> Iterator[tuple[str, AnyEvent]]: ...
 
@@ -615,15 +616,17 @@ class RedisJournal:
         after: str = "0-0",
         count: int = 1000,
         *,
-        cell: str | None = None,
+        cells: Collection[str] | None = None,
+        kinds: Collection[str] = (),
         mentioning: str | None = None,
     ) -> Iterator[tuple[str, AnyEvent]]:
-        """The session's events after stream id `after`, in order, as (id, event); only
-        those of `cell`, and only those whose data holds the string `mentioning` (a cheap
-        first sieve: the caller checks the events), if given. Entries left out are not
-        decoded (a long session's log is mostly other cells')."""
+        """The session's events after stream id `after`, in order, as (id, event); if
+        given, only those of `cells` (and those of the event types `kinds`, whatever
+        their cell), and only those whose data holds the string `mentioning` (a cheap
+        first sieve: the caller checks the events). Entries left out are not decoded
+        (a long session's log is mostly other cells')."""
         stream = self.keys.session(session).events
-        keep = codec.sieve(cell, mentioning)
+        keep = codec.sieve(cells, kinds, mentioning)
         position = after
         while True:
 

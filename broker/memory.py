@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cellfleet.broker import codec
@@ -200,11 +200,12 @@ class MemoryJournal:
         after: str = START,
         count: int = 1000,
         *,
-        cell: str | None = None,
+        cells: Collection[str] | None = None,
+        kinds: Collection[str] = (),
         mentioning: str | None = None,
     ) -> Iterator[tuple[str, AnyEvent]]:
         del count  # everything is in memory: one batch
-        keep = codec.sieve(cell, mentioning)
+        keep = codec.sieve(cells, kinds, mentioning)
         start = stream_id(after)
         with self._changed:
             entries = [

@@ -421,8 +421,8 @@ class CellWorker:
             self._serving_again.add(request)
         try:
             cell = self._cell_of(op, message, session, request)
-            events = () if cell is None else (e for _, e in self.journal.read(session, cell=cell))
-            trace = request_trace(events, request)
+            own = () if cell is None else self.journal.read(session, cells=[cell])
+            trace = request_trace((event for _, event in own), request)
             if trace.answer is not None:
                 answer = wire.encode_answer(trace.answer)
                 self._answer(message, {"kind": "answer", "cell": trace.cell, "answer": answer})

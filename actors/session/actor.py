@@ -150,6 +150,17 @@ class _Call:
     args: tuple[Any, ...] = ()
 
 
+# What recovering cells needs of the session's other events: its opening, its tool sets,
+# and every cell's admission and end (the stored values each cell started from).
+RECOVERY_KINDS = (
+    ev.SessionOpened.TYPE,
+    ev.ToolSetDefined.TYPE,
+    ev.CellAdmitted.TYPE,
+    ev.CellCompleted.TYPE,
+    ev.CellTerminated.TYPE,
+)
+
+
 class SessionActor(Actor):
     """Owns a session's cells: `execute`, `observe`, `terminate`, `shutdown`."""
 
@@ -239,12 +250,15 @@ class SessionActor(Actor):
         )
         if taken or (not state.unended and not state.unclosed):
             return
-        events = [event for _, event in journal.read(self.session_id)]  # (read once)
+        left = (*state.unended, *state.unclosed)
+        # (Read once; of the other cells only what recovery needs: a long session's log
+        # is mostly theirs, and a worker taking many sessions over decodes it all.)
+        events = [e for _, e in journal.read(self.session_id, cells=left, kinds=RECOVERY_KINDS)]
         if self._shutting_down:  # its cells are ended, not brought back to run
             self._end_lost_cells(state.unended, events, shutdown=True)
             self._close_cells(state.unclosed)
         else:
-            self._recover_cells((*state.unended, *state.unclosed), events)
+            self._recover_cells(left, events)
 
     def _recover_cells(self, cells: Sequence[str], events: Sequence[ev.AnyEvent]) -> None:
         """Bring back the cells that an earlier owner left running (or ended and not

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import redis
@@ -284,13 +285,19 @@ def test_read_decodes_only_the_cell_or_the_string_asked_for(journal: Journal, se
     journal.admit([replace(admitted(session, "c2", "2"), request="r-10")])
     journal.append([OutputProduced(session=session, cell=cell, seq=5) for cell in "12"])
 
-    def read(**only: str) -> list[tuple[str, str]]:
+    def read(**only: Any) -> list[tuple[str, str]]:
         return [(type(e).__name__, e.cell) for _, e in journal.read(session, **only)]
 
-    assert read(cell="2") == [("CellAdmitted", "2"), ("OutputProduced", "2")]
+    assert read(cells=["2"]) == [("CellAdmitted", "2"), ("OutputProduced", "2")]
     assert read(mentioning="r-1") == [("CellAdmitted", "1")]
-    assert read(cell="2", mentioning="r-1") == []
-    assert read(mentioning="r-10", cell="2") == [("CellAdmitted", "2")]
+    assert read(cells=["2"], mentioning="r-1") == []
+    assert read(mentioning="r-10", cells=["2"]) == [("CellAdmitted", "2")]
+    assert read(cells=["2"], kinds=["cell_admitted"]) == [
+        ("CellAdmitted", "1"),
+        ("CellAdmitted", "2"),
+        ("OutputProduced", "2"),
+    ]
+    assert read(cells=[]) == []
     assert len(read()) == 4
 
 

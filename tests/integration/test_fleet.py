@@ -682,7 +682,7 @@ def first_worker_crashing_at(
 
 def deliveries(client: FleetClient, keys: Keys, session: Any, cell: str) -> list[str]:
     journal = RedisJournal(client.client, keys)
-    events = journal.read(session.id, cell=cell)
+    events = journal.read(session.id, cells=[cell])
     return [e.kind.value for _, e in events if isinstance(e, ObservationDelivered)]
 
 
