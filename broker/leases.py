@@ -128,8 +128,8 @@ class Leases:
             log.warning(
                 "session %s: lease not renewed: %s", session, failure_reason(error) or error
             )
-        return session not in lost and self.holds(session)  # (the background may have met
-        # the loss first: it forgot the lease)
+        # (`holds`: the background renewal may have met the loss first and forgotten it.)
+        return session not in lost and self.holds(session)
 
     def holds(self, session: str) -> bool:
         with self._lock:

@@ -618,13 +618,18 @@ class CellWorker:
     def _take_over_soon(self) -> None:
         """Look for sessions a dead worker left, off the heartbeat's thread (opening one
         replays its cells, and the lock may be held long: a heartbeat waits for neither)."""
-        if self._taking_over.is_set():
+        self._submit_once(self._taking_over, self._take_over)
+
+    def _submit_once(self, running: threading.Event, job: Callable[[], None]) -> None:
+        """Run `job` on the pool unless a run of it is under way (`running`, which `job`
+        clears when it ends)."""
+        if running.is_set():
             return
-        self._taking_over.set()
+        running.set()
         try:
-            self._blocking.submit(self._take_over)
+            self._blocking.submit(job)
         except RuntimeError:  # stopping
-            self._taking_over.clear()
+            running.clear()
 
     def _take_over(self) -> None:
         """Serve the sessions whose worker died with cells still running (or with its
@@ -633,9 +638,8 @@ class CellWorker:
         Their clients are told where the session went."""
         try:
             with self._lock:
-                free = 0 if self._draining else self.capacity - len(self._served)
-            if free <= 0:
-                return
+                if self._draining or len(self._served) >= self.capacity:
+                    return
             names: Any = self.client.zrangebyscore(
                 self.keys.fleet_watch, "-inf", time.time() * 1000, start=0, num=TAKEOVER_LOOK
             )
@@ -644,22 +648,18 @@ class CellWorker:
             # sessions are opened (their logs read, their cells replayed) by all the
             # workers in parallel, not by the first to look, one after another.
             random.shuffle(due)
-            for session in due:
-                if free <= 0:
-                    break
-                free -= self._take_over_one(session)
+            for session in due:  # (each stops at once when this worker has no room left)
+                self._take_over_one(session)
         except (redis.RedisError, BrokerError) as error:
             log.warning("sessions of dead workers not looked at: %s", error)
         finally:
             self._taking_over.clear()
 
-    def _take_over_one(self, session: str) -> bool:
-        """Take `session` over if it is due; whether it is served here now."""
+    def _take_over_one(self, session: str) -> None:
         with self._lock:  # (no room: it stays due, for the other workers)
-            if session in self._served or self._draining or self._stopping.is_set():
-                return False
-            if len(self._served) >= self.capacity:
-                return False
+            full = self._draining or len(self._served) >= self.capacity
+            if session in self._served or full or self._stopping.is_set():
+                return
         k = self.keys.session(session)
         state: Any = self.link.run(
             [("HMGET", k.meta, "fleet", "live", "shutdown", "finished"), ("PTTL", k.lease)]
@@ -667,10 +667,10 @@ class CellWorker:
         (record, live, shutdown, finished), lease_left_ms = state
         if lease_left_ms != _NO_KEY:  # served (its owner's next beat watches it again),
             self._rewatch(session, self._when_free(lease_left_ms))  # a claim, or a Host's
-            return False
+            return
         if not record or finished == b"1" or (int(live or 0) <= 0 and shutdown != b"1"):
             self._unwatch(session)  # nothing runs: its next request opens it, wherever
-            return False
+            return
         kept = orjson.loads(record)
         message = {
             "op": "open",
@@ -689,10 +689,9 @@ class CellWorker:
             (lease_left_ms,) = self.link.run([("PTTL", k.lease)])
             held = lease_left_ms != _NO_KEY
             self._rewatch(session, self._when_free(lease_left_ms) if held else TAKEOVER_BACKOFF_MS)
-            return False
+            return
         log.info("session %s taken over from a worker that stopped", session)
         self._tell_all(entry, {"id": None, "kind": "moved", "session": session, "owner": self.id})
-        return True
 
     def _config(self, message: dict[str, Any], session: str) -> SessionConfig:
         spec = message["config"]
@@ -887,12 +886,8 @@ class CellWorker:
             self._beat_quietly()
             self._take_over_soon()
             beats += 1
-            if beats % PRUNE_EVERY_BEATS == 0 and not self._tidying.is_set():
-                self._tidying.set()  # (off the heartbeat's thread: it waits on actors)
-                try:
-                    self._blocking.submit(self._tidy)
-                except RuntimeError:  # stopping
-                    self._tidying.clear()
+            if beats % PRUNE_EVERY_BEATS == 0:  # (on the pool: it waits on actors)
+                self._submit_once(self._tidying, self._tidy)
 
     def _tidy(self) -> None:
         """Let finished sessions leave the index, and idle sessions go."""

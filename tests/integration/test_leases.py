@@ -116,26 +116,36 @@ def test_each_write_of_a_stale_owner_is_refused(
     assert b"shutdown" not in meta
 
 
-def test_renewal_finds_a_lost_lease_and_takes_back_an_expired_one(
-    journals: tuple[RedisJournal, RedisJournal],
-) -> None:
+def kept_and_taken(
+    journals: tuple[RedisJournal, RedisJournal], *, opened: bool
+) -> tuple[Leases, list[str]]:
+    """Process a claims sessions "kept" and "taken" (and opens them, if `opened`); both
+    leases lapse, and process b claims "taken". Process a's leases, and the sessions
+    its journal was told are fenced off."""
     first, second = journals
     fenced: list[str] = []
     first.when_fenced(fenced.append)
     a, b = Leases(first, "a"), Leases(second, "b")
-    for session in ("kept", "lost"):
+    for session in ("kept", "taken"):
         a.claim(session)
-        a.opened(session)
-    for session in ("kept", "lost"):
-        first.client.delete(first.keys.session(session).lease)  # both expired
-    b.claim("lost")
-    assert a.renew() == ["lost"]  # "kept": nobody claimed it, so its token still holds
-    assert fenced == ["lost"]
+        if opened:
+            a.opened(session)
+        first.client.delete(first.keys.session(session).lease)  # (it lapsed)
+    b.claim("taken")
+    return a, fenced
+
+
+def test_renewal_finds_a_lost_lease_and_takes_back_an_expired_one(
+    journals: tuple[RedisJournal, RedisJournal],
+) -> None:
+    a, fenced = kept_and_taken(journals, opened=True)
+    assert a.renew() == ["taken"]  # "kept": nobody claimed it, so its token still holds
+    assert fenced == ["taken"]
     assert a.owner_of("kept") == "a"
     assert a.held() == ["kept"]
-    first.append([output("kept", 2)])
+    a.journal.append([output("kept", 2)])
     with pytest.raises(SessionFencedError):
-        first.append([output("lost", 2)])
+        a.journal.append([output("taken", 2)])
 
 
 def test_a_claim_is_short_until_its_session_is_open(
@@ -161,22 +171,15 @@ def test_a_claim_is_short_until_its_session_is_open(
 def test_an_opener_slower_than_its_claim_keeps_the_session_unless_another_claimed_it(
     journals: tuple[RedisJournal, RedisJournal],
 ) -> None:
-    first, second = journals
-    fenced: list[str] = []
-    first.when_fenced(fenced.append)
-    a, b = Leases(first, "a"), Leases(second, "b")
-    for session in ("slow", "overtaken"):
-        a.claim(session)
-        first.client.delete(first.keys.session(session).lease)  # its claim ended
-    b.claim("overtaken")
-    assert a.opened("slow")  # nobody claimed it meanwhile: its token still holds
-    assert a.owner_of("slow") == "a"
-    assert not a.opened("overtaken")
-    assert fenced == ["overtaken"]
-    assert a.held() == ["slow"]
-    first.append([output("slow", 2)])
+    a, fenced = kept_and_taken(journals, opened=False)  # (their claims ended)
+    assert a.opened("kept")  # nobody claimed it meanwhile: its token still holds
+    assert a.owner_of("kept") == "a"
+    assert not a.opened("taken")
+    assert fenced == ["taken"]
+    assert a.held() == ["kept"]
+    a.journal.append([output("kept", 2)])
     with pytest.raises(SessionFencedError):
-        first.append([output("overtaken", 2)])
+        a.journal.append([output("taken", 2)])
 
 
 def test_opened_says_a_session_taken_meanwhile_is_lost_even_if_renewal_met_it_first(
