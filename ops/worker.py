@@ -86,6 +86,7 @@ DEFAULT_IDLE_RELEASE_S = 600.0  # a session unused this long (cells all ended) i
 READ_BLOCK_MS = 1_000  # an idle inbox read returns this often (to notice a stop)
 READ_COUNT = 64  # requests per read
 PRUNE_EVERY_BEATS = 10  # how often (in heartbeats) expired sessions leave the index
+BLOCKING_THREADS = 16  # opens, requests sent again, shutdowns, takeovers, tidying
 NOTIFY_ACK_TIMEOUT_S = 10.0  # a client that never confirms a notification holds it no longer
 
 
@@ -160,6 +161,10 @@ class CellWorker:
             for i in range(tool_workers if self.tools.definitions else 0)
         ]
         self._served: dict[str, _Served] = {}
+        # Sessions being opened here (side by side: their backends start without the
+        # lock), each with the requests that came for it meanwhile, served in order
+        # once it is open.
+        self._opening: dict[str, list[dict[str, Any]]] = {}
         self._observers: dict[str, Future[CellAnswer]] = {}  # request id -> its answer
         self._serving_again: set[str] = set()  # ids of requests sent again, being looked up
         self._notifying: dict[str, threading.Event] = {}  # notification -> callback returned
@@ -174,7 +179,9 @@ class CellWorker:
         # (a request holding it may be asking that actor).
         self._lock = threading.RLock()
         self._changed = threading.Event()  # a cell or session ended (a drain looks again)
-        self._blocking = ThreadPoolExecutor(4, thread_name_prefix="worker-ops")
+        # Mostly waiting (on Redis, on actors): opens of a dead worker's many sessions,
+        # and the requests its clients send again, run side by side.
+        self._blocking = ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="worker-ops")
         self._stopping = threading.Event()
         self._draining = False
         self._started_ms = time.time() * 1000
@@ -209,13 +216,13 @@ class CellWorker:
             self._draining = True
         self._beat_quietly()
         deadline = time.monotonic() + timeout_s
-        while self.sessions and time.monotonic() < deadline:
+        while (self.sessions or self._opening) and time.monotonic() < deadline:
             self._changed.clear()
             with self._lock:
                 for session in list(self._served):
                     if self._served[session].backend.live_cells() == 0:
                         self._hand_over(session)
-            if self.sessions:  # (woken by a cell's end; looks again at least this often)
+            if self.sessions or self._opening:  # (woken by a cell's end, or at least this often)
                 self._changed.wait(min(DRAIN_RECHECK_S, max(0.0, deadline - time.monotonic())))
         with self._lock:
             for session, entry in self._served.items():  # left to their leases
@@ -340,6 +347,10 @@ class CellWorker:
                 dropped.cancel()
         else:
             with self._lock:  # (held while the session is asked: no handover meanwhile)
+                waiting = self._opening.get(session)
+                if waiting is not None:  # (served once it is open here)
+                    waiting.append(message)
+                    return
                 served = self._served.get(session)
                 if served is not None and self.journal.fenced_off(session):
                     served = None  # (a newer owner serves it; it is let go here soon)
@@ -529,8 +540,41 @@ class CellWorker:
     # -- sessions ----------------------------------------------------------------------
 
     def _open(self, message: dict[str, Any]) -> None:
-        session, client = str(message["session"]), str(message["client"])
+        session = str(message["session"])
+        opening = self._start_opening(message, session)
+        if opening is None:  # (answered, or to be once it is open here)
+            return
+        entry, config = opening
+        refusal: dict[str, Any] | None = None
+        try:  # (its lease claimed; its actor opens the log and recovers its cells)
+            entry.backend = ActorSessionBackend(self.services, config)
+        except SessionOwnedElsewhereError as error:
+            refusal = {"kind": "moved", "owner": error.owner}
+        except Exception as error:
+            refusal = _error(error)
+        refusal = self._end_opening(session, entry, refusal)
+        if refusal is not None:
+            self._answer(message, refusal)
+            return
+        if self.journal.fenced_off(session):  # (taken over while it opened)
+            self._fenced(session)
+            self._answer(message, {"kind": "moved", "owner": None})
+            return
+        self._remember(session, entry)
+        self._beat_quietly()  # (before the answer: the client's next placement sees it)
+        self._answer(message, {"kind": "opened", "owner": self.id})
+
+    def _start_opening(
+        self, message: dict[str, Any], session: str
+    ) -> tuple[_Served, SessionConfig] | None:
+        """What opening `session` here needs, or None when this open is answered (or
+        waits for an open under way)."""
+        client = str(message["client"])
         with self._lock:
+            waiting = self._opening.get(session)
+            if waiting is not None:  # (answered once it is open here)
+                waiting.append(message)
+                return None
             served = self._served.get(session)
             if served is not None:  # served here already: this client hears it too
                 reply: dict[str, Any] = {"kind": "opened", "owner": self.id}
@@ -540,15 +584,15 @@ class CellWorker:
                     served.clients.append(client)
                     self._blocking.submit(self._remember, session, served)
                 self._answer(message, reply)
-                return
-            if self._draining or len(self._served) >= self.capacity:
+                return None
+            if self._full():
                 self._answer(message, {"kind": "full"})
-                return
+                return None
             try:
                 config = self._config(message, session)
             except (wire.WireError, LookupError, TypeError, ValueError, AttributeError) as error:
                 self._answer(message, {"kind": "error", "message": f"malformed session: {error!r}"})
-                return
+                return None
             clients = message.get("clients")  # (a handover: everyone who had opened it)
             if not isinstance(clients, list) or not all(isinstance(c, str) for c in clients):
                 clients = [client]
@@ -563,24 +607,31 @@ class CellWorker:
                 )
                 config.dispatcher = entry.delegates
             config.on_cell_closed = partial(self._closed, session, entry)
-            try:
-                entry.backend = ActorSessionBackend(self.services, config)
-            except SessionOwnedElsewhereError as error:
-                self._answer(message, {"kind": "moved", "owner": error.owner})
-                return
-            except Exception as error:
-                self._answer(message, _error(error))
-                return
-            self._served[session] = entry
-        if self.journal.fenced_off(session):  # (taken over while it opened)
-            self._fenced(session)
-            self._answer(message, {"kind": "moved", "owner": None})
-            return
-        self._remember(session, entry)
-        self._beat_quietly()  # (before the answer: the client's next placement sees it)
-        self._answer(message, {"kind": "opened", "owner": self.id})
+            self._opening[session] = []
+            return entry, config
+
+    def _end_opening(
+        self, session: str, entry: _Served, refusal: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Serve `session` unless its open was refused (or the worker stopped
+        meanwhile), then the requests that came for it meanwhile; the refusal."""
+        with self._lock:
+            stopped = refusal is None and self._stopping.is_set()  # (`stop` let the rest go)
+            if refusal is None and not stopped:
+                self._served[session] = entry
+            # In the order they came, before any later one (the lock is held).
+            for waiting in self._opening.pop(session):
+                self._guarded(waiting, self._serve, waiting)
+        if stopped:
+            entry.backend.abandon()
+            return {"kind": "full"}
+        return refusal
 
     # -- takeover ----------------------------------------------------------------------
+
+    def _full(self) -> bool:
+        """(With the lock held.) Whether this worker takes no more sessions."""
+        return self._draining or len(self._served) + len(self._opening) >= self.capacity
 
     def _remember(self, session: str, entry: _Served) -> None:
         """Keep in Redis what another worker needs to serve the session should this one
@@ -638,7 +689,7 @@ class CellWorker:
         Their clients are told where the session went."""
         try:
             with self._lock:
-                if self._draining or len(self._served) >= self.capacity:
+                if self._full():
                     return
             names: Any = self.client.zrangebyscore(
                 self.keys.fleet_watch, "-inf", time.time() * 1000, start=0, num=TAKEOVER_LOOK
@@ -657,8 +708,8 @@ class CellWorker:
 
     def _take_over_one(self, session: str) -> None:
         with self._lock:  # (no room: it stays due, for the other workers)
-            full = self._draining or len(self._served) >= self.capacity
-            if session in self._served or full or self._stopping.is_set():
+            here = session in self._served or session in self._opening
+            if here or self._full() or self._stopping.is_set():
                 return
         k = self.keys.session(session)
         state: Any = self.link.run(
@@ -847,11 +898,11 @@ class CellWorker:
         # Without the lock: a thread that holds it may wait long on a session actor, and
         # a late beat makes clients take this worker for dead. (Copying the keys of a
         # dict is one step under the GIL.)
-        sessions, draining = list(self._served), self._draining
+        sessions, opening, draining = list(self._served), len(self._opening), self._draining
         info = WorkerInfo(
             worker=self.id,
             capacity=self.capacity,
-            sessions=len(sessions),
+            sessions=len(sessions) + opening,
             draining=draining,
             host=socket.gethostname(),
             pid=os.getpid(),

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import orjson
 import pytest
 import redis
 
+from cellfleet.actors.session.actor import ActorSessionBackend
 from cellfleet.broker import crash
 from cellfleet.broker.contract import texts
 from cellfleet.broker.errors import (
@@ -166,8 +168,8 @@ def test_a_draining_worker_waits_for_a_busy_session(fleet: dict[str, Any]) -> No
     finally:
         drain.join(TIMEOUT_S)
     assert not drain.is_alive()
-    assert other.sessions == [session.id]
     assert output_texts(session.exec("c2", "text('on')"))[1:] == ["on"]
+    assert other.sessions == [session.id]  # (after an answer: its adoption may take a while)
 
 
 def test_a_request_for_a_stopped_worker_follows_the_session(
@@ -525,6 +527,39 @@ def test_a_session_an_in_process_host_serves_is_refused_by_the_fleet(
             client.open_session(session_id=served.id)
     finally:
         host.close()
+
+
+def test_a_slow_open_holds_up_neither_the_worker_s_other_sessions_nor_its_own_requests(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opens run side by side: while one session's open is held up (a long log, say),
+    the worker serves its other sessions; a second client's open of that session
+    waits for it and is answered by the same worker once it is open."""
+    worker, client = fleet["worker"](), fleet["client"]()
+    served = client.open_session()
+    slow_id, held, release = uuid.uuid4().hex, threading.Event(), threading.Event()
+    released: list[bool] = []  # (False: held up until it gave up waiting)
+
+    def open_backend(services: Any, config: Any) -> Any:
+        if config.session_id == slow_id:
+            held.set()
+            released.append(release.wait(TIMEOUT_S))
+        return ActorSessionBackend(services, config)
+
+    monkeypatch.setattr("cellfleet.ops.worker.ActorSessionBackend", open_backend)
+    with ThreadPoolExecutor(2) as openers:
+        slow = [
+            openers.submit(c.open_session, session_id=slow_id) for c in (client, fleet["client"]())
+        ]
+        try:
+            assert held.wait(TIMEOUT_S)
+            assert output_texts(served.exec("c1", "text('meanwhile')"))[1:] == ["meanwhile"]
+        finally:
+            release.set()
+        sessions = [opening.result(TIMEOUT_S) for opening in slow]
+    assert output_texts(sessions[1].exec("c1", "text('open')"))[1:] == ["open"]
+    assert sorted(worker.sessions) == sorted([served.id, slow_id])
+    assert released == [True]
 
 
 def test_a_busy_session_whose_clients_are_gone_is_shut_down(fleet: dict[str, Any]) -> None:
