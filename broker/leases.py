@@ -45,6 +45,23 @@ def lease_owner(client: redis.Redis, keys: Keys, session: str) -> str | None:
     return None if held is None else bytes(held).decode().partition(" ")[0]
 
 
+def lease_state(client: redis.Redis, keys: Keys, session: str) -> tuple[str | None, int]:
+    """Who holds the session's lease now (None: nobody) and for how many more
+    milliseconds at most (0 when nobody), in one round trip."""
+    key = keys.session(session).lease
+
+    def read() -> list[Any]:
+        with client.pipeline(transaction=False) as pipe:  # (one key: one slot)
+            pipe.get(key)
+            pipe.pttl(key)
+            return pipe.execute()
+
+    held, left_ms = run_retrying(read)
+    if held is None:
+        return None, 0
+    return bytes(held).decode().partition(" ")[0], max(0, int(left_ms))
+
+
 class Leases:
     """The leases that process `owner` holds; `start` renews them in the background.
 

@@ -48,7 +48,12 @@ from cellfleet.broker.crash import crash_point
 from cellfleet.broker.errors import BrokerError, SessionFencedError, SessionOwnedElsewhereError
 from cellfleet.broker.events import CellAdmitted
 from cellfleet.broker.fleet import wire
-from cellfleet.broker.fleet.registry import DEFAULT_HEARTBEAT_MS, WorkerInfo, WorkerRegistry
+from cellfleet.broker.fleet.registry import (
+    BEATS_PER_TTL,
+    DEFAULT_HEARTBEAT_MS,
+    WorkerInfo,
+    WorkerRegistry,
+)
 from cellfleet.broker.journal import DEFAULT_RETENTION_S, RedisJournal, failure_reason
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.leases import DEFAULT_LEASE_MS, Leases
@@ -933,7 +938,7 @@ class CellWorker:
 
     def _beat_loop(self) -> None:
         beats = 0
-        while not self._stopping.wait(self.heartbeat_ms / 1000 / 4):
+        while not self._stopping.wait(self.heartbeat_ms / 1000 / BEATS_PER_TTL):
             self._beat_quietly()
             self._take_over_soon()
             beats += 1

@@ -41,7 +41,7 @@ from cellfleet.broker.fleet import wire
 from cellfleet.broker.fleet.registry import WorkerRegistry
 from cellfleet.broker.journal import failure_reason, run_retrying
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
-from cellfleet.broker.leases import lease_owner
+from cellfleet.broker.leases import lease_state
 from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.redis.link import (
     WAKE_FIELD,
@@ -70,6 +70,14 @@ LIVENESS_EVERY_S = 0.1
 LIVENESS_EVERY_MS = int(LIVENESS_EVERY_S * 1000)
 MAX_HOPS = 8  # a request sent on from worker to worker this often gives up
 RESEND_THREADS = 64
+# A session held by a dead worker is asked for again this long after its lease ends.
+LEASE_END_MARGIN_S = 0.005
+# An open looks this often at the heartbeat of the worker it waits for; one that missed
+# two beats (half its heartbeat's time to live) is taken for dead and the session asked
+# of another, without waiting for its heartbeat to expire (were it alive after all, the
+# session's lease says so, and the next look asks it again).
+OPEN_LOOK_EVERY_S = 0.05
+SUSPECT_AT_BEAT_AGE = 0.5
 HEARD_NOTIFICATIONS = 4096  # per session: the newest notifications' ids, for repeats
 
 Notify = Callable[[str, str, str], None]
@@ -248,12 +256,19 @@ class FleetClient:
         that is not a live worker (an in-process `Host`) held the session."""
         deadline = time.monotonic() + self.placement_timeout_s
         tried: set[str] = set()
-        held_by: str | None = None  # who held the lease when a worker last said so
+        held_by: str | None = None  # who held the lease when last seen held
         while True:
-            owner = self._current_owner(backend.session_id)
-            target = owner or self._pick(tried)
-            if target is not None:
-                reply = self._open_on(target, backend, adopt)
+            pause = 0.0
+            holder, left_ms = lease_state(self.client, self.keys, backend.session_id)
+            if holder is not None and not self.workers.is_live(holder):
+                # A dead worker's lease (every worker refuses the session until it ends)
+                # or an in-process Host's: wait for its end rather than ask in vain.
+                held_by, pause = holder, left_ms / 1000 + LEASE_END_MARGIN_S
+            elif (target := holder or self._pick(tried)) is None or len(tried) > 8:
+                tried.clear()
+                pause = 0.1  # no worker with room yet: look again shortly
+            else:  # (its lease's holder is waited for: no other worker may open it)
+                reply = self._open_on(target, backend, adopt, patient=target == holder)
                 kind = None if reply is None else reply.get("kind")
                 if kind == "opened":
                     backend.owner = target
@@ -265,37 +280,48 @@ class FleetClient:
                 elif kind == "moved":  # its lease is held (by a worker that may be dead)
                     owner_then = reply.get("owner") if reply else None
                     held_by = owner_then if isinstance(owner_then, str) else None
-                    self._closed.wait(0.05)
-            if time.monotonic() >= deadline:
+                    pause = 0.05
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
                 if held_by is not None:
                     raise SessionOwnedElsewhereError(backend.session_id, owner=held_by)
                 raise NoWorkerError(self.placement_timeout_s)
-            if target is None or len(tried) > 8:
-                tried.clear()
-                self._closed.wait(0.1)  # no worker yet: look again shortly
+            if pause:
+                self._closed.wait(min(pause, left_s))
 
-    def _current_owner(self, session: str) -> str | None:
-        owner = lease_owner(self.client, self.keys, session)
-        return owner if owner is not None and self.workers.is_live(owner) else None
+    def _suspect(self, worker: str) -> bool:
+        """Whether `worker` is dead or missed two heartbeats (False if Redis cannot say)."""
+        try:
+            age = self.workers.beat_age(worker)
+        except (redis.RedisError, BrokerError):
+            return False
+        return age is None or age >= SUSPECT_AT_BEAT_AGE
 
     def _pick(self, tried: set[str]) -> str | None:
         picked = self.workers.pick(exclude=tried)
         return None if picked is None else picked.worker
 
     def _open_on(
-        self, worker: str, backend: FleetSessionBackend, adopt: bool
+        self, worker: str, backend: FleetSessionBackend, adopt: bool, *, patient: bool = False
     ) -> dict[str, Any] | None:
-        """Ask `worker` to serve the session; its reply (None: it is gone or silent)."""
+        """Ask `worker` to serve the session; its reply (None: it is gone, or silent
+        unless `patient`)."""
         message: dict[str, Any] = {"op": "open", "config": backend.config, "adopt": adopt}
         request = self._new_request(backend, message)
         if not self._send_to(worker, request):
             self._forget(request)
             return None
+        deadline = time.monotonic() + self.placement_timeout_s
         try:
-            reply: dict[str, Any] = request.answer.result(self.placement_timeout_s)
-        except TimeoutError:
-            self._forget(request)
-            return None
+            while True:
+                try:
+                    reply: dict[str, Any] = request.answer.result(OPEN_LOOK_EVERY_S)
+                    break
+                except TimeoutError:
+                    silent = not patient and self._suspect(worker)
+                    if silent or time.monotonic() >= deadline:
+                        self._forget(request)
+                        return None
         except FleetAnswerError as error:
             return {"kind": "error", "message": str(error)}
         except WorkerLostError:

@@ -26,6 +26,7 @@ from cellfleet.broker.redis.link import Command, entry_fields, link_to
 # run's double faults (a worker killed while it took a dead one's sessions over) took
 # up to 3.8 s with 1 s here, 2.4 s with 0.5 s (the target: the lease plus 1 s).
 DEFAULT_HEARTBEAT_MS = 500
+BEATS_PER_TTL = 4  # a worker beats this often in its heartbeat's time to live
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class WorkerRegistry:
             "pid": info.pid,
             "started_ms": repr(info.started_ms),
             "beat_ms": repr(time.time() * 1000),
+            "heartbeat_ms": ttl_ms,
         }
         commands: list[Command] = [
             ("ZADD", k.workers, "NX", 0, worker),
@@ -120,6 +122,23 @@ class WorkerRegistry:
         if dead:
             run_retrying(lambda: self.client.zrem(self.keys.workers, *dead))
         return alive
+
+    def beat_age(self, worker: str) -> float | None:
+        """How much of `worker`'s heartbeat's time to live went by since its last beat
+        (0 to 1: it beats every `1 / BEATS_PER_TTL` of it), or None if it is dead."""
+        key = self.keys.worker_info(worker)
+
+        def read() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:  # (one key: one slot)
+                pipe.hget(key, "heartbeat_ms")
+                pipe.pttl(key)
+                return pipe.execute()
+
+        ttl_ms, left_ms = run_retrying(read)
+        if left_ms < 0:
+            return None
+        ttl = int(ttl_ms) if ttl_ms else DEFAULT_HEARTBEAT_MS
+        return max(0.0, 1 - left_ms / ttl) if ttl > 0 else 0.0
 
     def is_live(self, worker: str) -> bool:
         return bool(run_retrying(lambda: self.client.exists(self.keys.worker_info(worker))))

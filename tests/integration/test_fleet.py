@@ -41,7 +41,7 @@ from cellfleet.broker.events import (
     ShutdownFinished,
 )
 from cellfleet.broker.fleet import FleetClient, NoWorkerError, wire
-from cellfleet.broker.fleet.registry import DEFAULT_HEARTBEAT_MS, WorkerRegistry
+from cellfleet.broker.fleet.registry import DEFAULT_HEARTBEAT_MS, WorkerInfo, WorkerRegistry
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.keys import Keys
 from cellfleet.broker.leases import CLAIM_LEASE_MS, Leases
@@ -560,6 +560,47 @@ def test_a_slow_open_holds_up_neither_the_worker_s_other_sessions_nor_its_own_re
     assert output_texts(sessions[1].exec("c1", "text('open')"))[1:] == ["open"]
     assert sorted(worker.sessions) == sorted([served.id, slow_id])
     assert released == [True]
+
+
+def test_an_open_waiting_for_a_worker_that_stopped_beating_goes_to_another_at_once(
+    fleet: dict[str, Any], keys: Keys
+) -> None:
+    """A client waiting for a worker to open a session takes it for dead once it
+    missed two heartbeats, and asks another, before its heartbeat expires."""
+    worker, client = fleet["worker"](), fleet["client"]()
+    first = client.open_session()  # (the live worker is busier: the silent one is picked)
+    raw, info = client.client, keys.worker_info("silent")
+    raw.xadd(keys.worker_inbox("silent"), {"first": "1"})  # (requests reach it, unread)
+    silent = WorkerInfo(worker="silent", capacity=64, sessions=0, draining=False)
+    WorkerRegistry(raw, keys).beat(silent, [], ttl_ms=10_000)
+    raw.pexpire(info, 4_000)  # (its last beat was 6 s ago: it missed a few)
+    second = client.open_session()
+    assert sorted(worker.sessions) == sorted([first.id, second.id])
+    assert raw.exists(info)  # (it still looks alive: taken for dead by its silence)
+
+
+def test_a_client_asks_no_worker_while_a_dead_process_holds_the_session_s_lease(
+    fleet: dict[str, Any], keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session's lease is a claim of a process that is no live worker (one that
+    died while taking the session over): every worker would refuse the session until
+    that claim ends, so the client waits for its end and then asks once (it used to
+    ask a worker every 50 ms meanwhile, each asked in vain)."""
+    worker, client = fleet["worker"](), fleet["client"]()
+    raw, session_id = client.client, uuid.uuid4().hex
+    lease = keys.session(session_id).lease
+    Leases(RedisJournal(raw, keys), "dead-worker").claim(session_id)  # (never renewed)
+    held_when_asked: list[bool] = []
+    open_here = worker._open
+
+    def recording_open(message: dict[str, Any]) -> None:
+        held_when_asked.append(bool(raw.exists(lease)))
+        open_here(message)
+
+    monkeypatch.setattr(worker, "_open", recording_open)
+    session = client.open_session(session_id=session_id)
+    assert held_when_asked == [False]
+    assert output_texts(session.exec("c1", "text('here')"))[1:] == ["here"]
 
 
 def test_a_busy_session_whose_clients_are_gone_is_shut_down(fleet: dict[str, Any]) -> None:
