@@ -27,7 +27,7 @@ from cellfleet.broker.crash import crash_point
 from cellfleet.broker.errors import SessionOwnedElsewhereError
 from cellfleet.broker.journal import LeanScript, RedisJournal, failure_reason, run_retrying
 from cellfleet.broker.keys import Keys
-from cellfleet.broker.redis.link import ReplicaWait
+from cellfleet.broker.redis.link import Link, ReplicaWait
 from cellfleet.broker.redis.scripts import script_source
 
 log = logging.getLogger(__name__)
@@ -45,18 +45,11 @@ def lease_owner(client: redis.Redis, keys: Keys, session: str) -> str | None:
     return None if held is None else bytes(held).decode().partition(" ")[0]
 
 
-def lease_state(client: redis.Redis, keys: Keys, session: str) -> tuple[str | None, int]:
+def lease_state(link: Link, keys: Keys, session: str) -> tuple[str | None, int]:
     """Who holds the session's lease now (None: nobody) and for how many more
     milliseconds at most (0 when nobody), in one round trip."""
     key = keys.session(session).lease
-
-    def read() -> list[Any]:
-        with client.pipeline(transaction=False) as pipe:  # (one key: one slot)
-            pipe.get(key)
-            pipe.pttl(key)
-            return pipe.execute()
-
-    held, left_ms = run_retrying(read)
+    held, left_ms = run_retrying(lambda: link.run([("GET", key), ("PTTL", key)]))
     if held is None:
         return None, 0
     return bytes(held).decode().partition(" ")[0], max(0, int(left_ms))

@@ -221,13 +221,13 @@ class CellWorker:
             self._draining = True
         self._beat_quietly()
         deadline = time.monotonic() + timeout_s
-        while (self.sessions or self._opening) and time.monotonic() < deadline:
+        while self._serving() and time.monotonic() < deadline:
             self._changed.clear()
             with self._lock:
                 for session in list(self._served):
                     if self._served[session].backend.live_cells() == 0:
                         self._hand_over(session)
-            if self.sessions or self._opening:  # (woken by a cell's end, or at least this often)
+            if self._serving():  # (woken by a cell's end or an open's, or at least this often)
                 self._changed.wait(min(DRAIN_RECHECK_S, max(0.0, deadline - time.monotonic())))
         with self._lock:
             for session, entry in self._served.items():  # left to their leases
@@ -265,6 +265,11 @@ class CellWorker:
         self.journal.close()
         self.link.close()
         self.client.close()
+
+    def _serving(self) -> bool:
+        """Whether any session is served or being opened here (one look, under the lock)."""
+        with self._lock:
+            return bool(self._served or self._opening)
 
     @property
     def sessions(self) -> list[str]:
@@ -339,7 +344,7 @@ class CellWorker:
             log.error("request %s names no session or client", message.get("id"))
             return
         if op == "open":
-            self._blocking.submit(self._open, message)
+            self._open_soon(message)
         elif op == "notified":  # a client's notify callback returned
             with self._lock:
                 returned = self._notifying.get(str(message.get("of")))
@@ -544,6 +549,12 @@ class CellWorker:
 
     # -- sessions ----------------------------------------------------------------------
 
+    def _open_soon(self, message: dict[str, Any]) -> None:
+        try:
+            self._blocking.submit(self._open, message)
+        except RuntimeError:  # stopping: another worker opens it
+            self._answer(message, {"kind": "full"})
+
     def _open(self, message: dict[str, Any]) -> None:
         session = str(message["session"])
         opening = self._start_opening(message, session)
@@ -557,17 +568,7 @@ class CellWorker:
             refusal = {"kind": "moved", "owner": error.owner}
         except Exception as error:
             refusal = _error(error)
-        refusal = self._end_opening(session, entry, refusal)
-        if refusal is not None:
-            self._answer(message, refusal)
-            return
-        if self.journal.fenced_off(session):  # (taken over while it opened)
-            self._fenced(session)
-            self._answer(message, {"kind": "moved", "owner": None})
-            return
-        self._remember(session, entry)
-        self._beat_quietly()  # (before the answer: the client's next placement sees it)
-        self._answer(message, {"kind": "opened", "owner": self.id})
+        self._end_opening(message, session, entry, refusal)
 
     def _start_opening(
         self, message: dict[str, Any], session: str
@@ -582,13 +583,7 @@ class CellWorker:
                 return None
             served = self._served.get(session)
             if served is not None:  # served here already: this client hears it too
-                reply: dict[str, Any] = {"kind": "opened", "owner": self.id}
-                if self.journal.fenced_off(session):  # (a newer owner took it: let go soon)
-                    reply = self._moved(session)
-                elif client and client not in served.clients:
-                    served.clients.append(client)
-                    self._blocking.submit(self._remember, session, served)
-                self._answer(message, reply)
+                self._open_again(message, session, served)
                 return None
             if self._full():
                 self._answer(message, {"kind": "full"})
@@ -615,28 +610,63 @@ class CellWorker:
             self._opening[session] = []
             return entry, config
 
+    def _open_again(self, message: dict[str, Any], session: str, served: _Served) -> None:
+        """(With the lock held.) Answer an open of a session served here already; its
+        client (and those a takeover or handover names) hear the session from now on."""
+        if self.journal.fenced_off(session):  # (a newer owner took it: let go soon)
+            self._answer(message, self._moved(session))
+            return
+        named = message.get("clients")
+        openers = [*(named if isinstance(named, list) else []), message["client"]]
+        new = [c for c in openers if isinstance(c, str) and c and c not in served.clients]
+        if new:
+            served.clients.extend(new)
+            self._blocking.submit(self._remember, session, served)
+        self._answer(message, {"kind": "opened", "owner": self.id})
+
     def _end_opening(
-        self, session: str, entry: _Served, refusal: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        """Serve `session` unless its open was refused (or the worker stopped
-        meanwhile), then the requests that came for it meanwhile; the refusal."""
+        self,
+        message: dict[str, Any],
+        session: str,
+        entry: _Served,
+        refusal: dict[str, Any] | None,
+    ) -> None:
+        """Serve `session` unless its open was refused (or the worker stopped meanwhile)
+        and answer its opener; then serve the requests that came for it meanwhile, in
+        the order they came and before any later one (the lock is held throughout)."""
         with self._lock:
             stopped = refusal is None and self._stopping.is_set()  # (`stop` let the rest go)
             if refusal is None and not stopped:
                 self._served[session] = entry
-            # In the order they came, before any later one (the lock is held).
+                self._welcome(message, session, entry)
+            elif refusal is not None:
+                self._answer(message, refusal)
             for waiting in self._opening.pop(session):
                 self._guarded(waiting, self._serve, waiting)
-        if stopped:
-            entry.backend.abandon()
-            return {"kind": "full"}
-        return refusal
+        self._changed.set()  # (a drain looks again)
+        if stopped:  # let go at once (its lease too): the client asks another worker
+            try:
+                entry.backend.hand_over()
+            except Exception:
+                log.exception("session %s: not let go as the worker stopped", session)
+            self._answer(message, {"kind": "full"})
+
+    def _welcome(self, message: dict[str, Any], session: str, entry: _Served) -> None:
+        """(With the lock held.) Answer the opener of a session now served here."""
+        if self.journal.fenced_off(session):  # (taken over while it opened)
+            self._fenced(session)
+            self._answer(message, {"kind": "moved", "owner": None})
+            return
+        self._remember(session, entry)
+        self._beat_quietly()  # (before the answer: the client's next placement sees it)
+        self._answer(message, {"kind": "opened", "owner": self.id})
 
     # -- takeover ----------------------------------------------------------------------
 
     def _full(self) -> bool:
         """(With the lock held.) Whether this worker takes no more sessions."""
-        return self._draining or len(self._served) + len(self._opening) >= self.capacity
+        full = len(self._served) + len(self._opening) >= self.capacity
+        return full or self._draining or self._stopping.is_set()
 
     def _remember(self, session: str, entry: _Served) -> None:
         """Keep in Redis what another worker needs to serve the session should this one
@@ -903,7 +933,8 @@ class CellWorker:
         # Without the lock: a thread that holds it may wait long on a session actor, and
         # a late beat makes clients take this worker for dead. (Copying the keys of a
         # dict is one step under the GIL.)
-        sessions, opening, draining = list(self._served), len(self._opening), self._draining
+        # (Opening first: one that moves to the served meanwhile counts twice, not never.)
+        opening, sessions, draining = len(self._opening), list(self._served), self._draining
         info = WorkerInfo(
             worker=self.id,
             capacity=self.capacity,

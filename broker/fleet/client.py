@@ -72,6 +72,7 @@ MAX_HOPS = 8  # a request sent on from worker to worker this often gives up
 RESEND_THREADS = 64
 # A session held by a dead worker is asked for again this long after its lease ends.
 LEASE_END_MARGIN_S = 0.005
+HELD_LOOK_EVERY_S = 0.1  # meanwhile, how often its holder's liveness is looked at again
 # An open looks this often at the heartbeat of the worker it waits for; one that missed
 # two beats (half its heartbeat's time to live) is taken for dead and the session asked
 # of another, without waiting for its heartbeat to expire (were it alive after all, the
@@ -259,11 +260,14 @@ class FleetClient:
         held_by: str | None = None  # who held the lease when last seen held
         while True:
             pause = 0.0
-            holder, left_ms = lease_state(self.client, self.keys, backend.session_id)
+            holder, left_ms = lease_state(self.link, self.keys, backend.session_id)
+            held_by = None  # (unless held now)
             if holder is not None and not self.workers.is_live(holder):
                 # A dead worker's lease (every worker refuses the session until it ends)
-                # or an in-process Host's: wait for its end rather than ask in vain.
-                held_by, pause = holder, left_ms / 1000 + LEASE_END_MARGIN_S
+                # or an in-process Host's: wait for its end rather than ask in vain
+                # (looking again meanwhile: a worker that missed a beat may beat again).
+                held_by = holder
+                pause = min(left_ms / 1000 + LEASE_END_MARGIN_S, HELD_LOOK_EVERY_S)
             elif (target := holder or self._pick(tried)) is None or len(tried) > 8:
                 tried.clear()
                 pause = 0.1  # no worker with room yet: look again shortly
@@ -277,6 +281,7 @@ class FleetClient:
                     raise FleetAnswerError(str(reply.get("message")) if reply else "")
                 if kind == "full" or reply is None:
                     tried.add(target)
+                    pause = 0.05 if target == holder else 0.0  # (asked again: not at once)
                 elif kind == "moved":  # its lease is held (by a worker that may be dead)
                     owner_then = reply.get("owner") if reply else None
                     held_by = owner_then if isinstance(owner_then, str) else None
@@ -360,16 +365,16 @@ class FleetClient:
     def _dispatch(self, request: _Request) -> None:
         """Send to the session's owner; one that is gone is replaced first."""
         backend = request.backend
-        for _ in range(3):
-            owner = backend.owner
-            if owner is not None and self._send_to(owner, request):
-                return
-            try:
+        try:
+            for _ in range(3):
+                owner = backend.owner
+                if owner is not None and self._send_to(owner, request):
+                    return
                 self.place(backend, adopt=True)
-            except BrokerError as error:
-                self._forget(request)
-                request.fail(error)
-                return
+        except Exception as error:  # (on a pool thread too: the request fails, never hangs)
+            self._forget(request)
+            request.fail(error)
+            return
         self._forget(request)
         request.fail(WorkerLostError())
 

@@ -27,6 +27,7 @@ from cellfleet.broker.redis.link import Command, entry_fields, link_to
 # up to 3.8 s with 1 s here, 2.4 s with 0.5 s (the target: the lease plus 1 s).
 DEFAULT_HEARTBEAT_MS = 500
 BEATS_PER_TTL = 4  # a worker beats this often in its heartbeat's time to live
+_NO_KEY = -2  # PTTL of a key that is not there
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,18 +128,13 @@ class WorkerRegistry:
         """How much of `worker`'s heartbeat's time to live went by since its last beat
         (0 to 1: it beats every `1 / BEATS_PER_TTL` of it), or None if it is dead."""
         key = self.keys.worker_info(worker)
-
-        def read() -> list[Any]:
-            with self.client.pipeline(transaction=False) as pipe:  # (one key: one slot)
-                pipe.hget(key, "heartbeat_ms")
-                pipe.pttl(key)
-                return pipe.execute()
-
-        ttl_ms, left_ms = run_retrying(read)
-        if left_ms < 0:
+        commands: list[Command] = [("HGET", key, "heartbeat_ms"), ("PTTL", key)]
+        ttl_ms, left_ms = run_retrying(lambda: self._link.run(commands))
+        if left_ms == _NO_KEY:
             return None
-        ttl = int(ttl_ms) if ttl_ms else DEFAULT_HEARTBEAT_MS
-        return max(0.0, 1 - left_ms / ttl) if ttl > 0 else 0.0
+        if left_ms < 0 or not ttl_ms or int(ttl_ms) <= 0:  # (not beaten yet: cannot say)
+            return 0.0
+        return max(0.0, 1 - int(left_ms) / int(ttl_ms))
 
     def is_live(self, worker: str) -> bool:
         return bool(run_retrying(lambda: self.client.exists(self.keys.worker_info(worker))))

@@ -579,6 +579,64 @@ def test_an_open_waiting_for_a_worker_that_stopped_beating_goes_to_another_at_on
     assert raw.exists(info)  # (it still looks alive: taken for dead by its silence)
 
 
+def test_a_dead_worker_s_lease_that_ended_with_no_worker_left_says_start_one(
+    fleet: dict[str, Any], keys: Keys
+) -> None:
+    """The client waited out a dead worker's lease; no worker is there to open the
+    session after it: the error says to start one (nobody else owns the session)."""
+    client = fleet["client"](placement_timeout_s=CLAIM_LEASE_MS / 1000 * 2)
+    session_id = uuid.uuid4().hex
+    Leases(RedisJournal(client.client, keys), "dead-worker").claim(session_id)
+    with pytest.raises(NoWorkerError):
+        client.open_session(session_id=session_id)
+
+
+def test_a_worker_that_missed_a_beat_is_asked_again_when_it_beats_not_when_its_lease_ends(
+    fleet: dict[str, Any], keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker holding a 30 s lease looks dead for a moment (its heartbeat key expired,
+    its beats held up): a client opening its session asks it once it beats again, not
+    30 s later."""
+    worker, client = fleet["worker"](lease_ms=30_000), fleet["client"]()
+    first = client.open_session()
+    first.exec("c0", "text(0)")  # (its actor opened it: the lease is a whole one now)
+    beating, held_up, beat = threading.Lock(), threading.Event(), worker._beat
+
+    def held_up_beat() -> None:
+        with beating:
+            if not held_up.is_set():
+                beat()
+
+    monkeypatch.setattr(worker, "_beat", held_up_beat)
+    with beating:  # (no beat under way)
+        held_up.set()
+        client.client.delete(keys.worker_info(worker.id))
+    other = fleet["client"](placement_timeout_s=60)
+    is_live = other.workers.is_live
+
+    def looked_at(name: str) -> bool:  # (the client saw it dead: it beats again)
+        live = is_live(name)
+        held_up.clear()
+        return live
+
+    monkeypatch.setattr(other.workers, "is_live", looked_at)
+    with ThreadPoolExecutor(1) as opener:
+        again = opener.submit(other.open_session, session_id=first.id).result(TIMEOUT_S)
+    assert output_texts(again.exec("c1", "text('here')"))[1:] == ["here"]
+    assert worker.sessions == [first.id]
+
+
+def test_a_heartbeat_s_age_is_read_from_its_time_to_live(fleet: dict[str, Any], keys: Keys) -> None:
+    raw = fleet["client"]().client
+    registry, info = WorkerRegistry(raw, keys), keys.worker_info("w")
+    assert registry.beat_age("w") is None  # (dead)
+    raw.hset(info, "capacity", 1)
+    assert registry.beat_age("w") == 0.0  # (no time to live yet: cannot say)
+    raw.hset(info, "heartbeat_ms", 1000)
+    raw.pexpire(info, 250)
+    assert 0.75 <= registry.beat_age("w") <= 1  # type: ignore[operator]
+
+
 def test_a_client_asks_no_worker_while_a_dead_process_holds_the_session_s_lease(
     fleet: dict[str, Any], keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
