@@ -221,13 +221,13 @@ class CellWorker:
             self._draining = True
         self._beat_quietly()
         deadline = time.monotonic() + timeout_s
-        while self._serving() and time.monotonic() < deadline:
+        while self.sessions and time.monotonic() < deadline:
             self._changed.clear()
             with self._lock:
                 for session in list(self._served):
                     if self._served[session].backend.live_cells() == 0:
                         self._hand_over(session)
-            if self._serving():  # (woken by a cell's end or an open's, or at least this often)
+            if self.sessions:  # (woken by a cell's end or an open's, or at least this often)
                 self._changed.wait(min(DRAIN_RECHECK_S, max(0.0, deadline - time.monotonic())))
         with self._lock:
             for session, entry in self._served.items():  # left to their leases
@@ -266,15 +266,11 @@ class CellWorker:
         self.link.close()
         self.client.close()
 
-    def _serving(self) -> bool:
-        """Whether any session is served or being opened here (one look, under the lock)."""
-        with self._lock:
-            return bool(self._served or self._opening)
-
     @property
     def sessions(self) -> list[str]:
+        """The sessions served here, those being opened too (one look, under the lock)."""
         with self._lock:
-            return list(self._served)
+            return [*self._served, *self._opening]
 
     # -- the inbox ---------------------------------------------------------------------
 
@@ -618,7 +614,8 @@ class CellWorker:
             return
         named = message.get("clients")
         openers = [*(named if isinstance(named, list) else []), message["client"]]
-        new = [c for c in openers if isinstance(c, str) and c and c not in served.clients]
+        named_here = dict.fromkeys(c for c in openers if isinstance(c, str) and c)
+        new = [c for c in named_here if c not in served.clients]
         if new:
             served.clients.extend(new)
             self._blocking.submit(self._remember, session, served)
@@ -631,16 +628,25 @@ class CellWorker:
         entry: _Served,
         refusal: dict[str, Any] | None,
     ) -> None:
-        """Serve `session` unless its open was refused (or the worker stopped meanwhile)
-        and answer its opener; then serve the requests that came for it meanwhile, in
-        the order they came and before any later one (the lock is held throughout)."""
+        """Answer the opener (the session still opening: requests for it wait), serve
+        the session unless its open was refused or the worker stopped meanwhile, then
+        the requests that came for it meanwhile, in the order they came and before any
+        later one (under the lock)."""
+        welcomed = False
+        if refusal is not None:
+            self._answer(message, refusal)
+        elif not self._stopping.is_set():
+            try:
+                self._welcome(message, session, entry)
+                welcomed = True
+            except Exception:  # (never left opening: its requests would wait for ever)
+                log.exception("session %s: its opener was not answered", session)
         with self._lock:
             stopped = refusal is None and self._stopping.is_set()  # (`stop` let the rest go)
             if refusal is None and not stopped:
                 self._served[session] = entry
-                self._welcome(message, session, entry)
-            elif refusal is not None:
-                self._answer(message, refusal)
+                if self.journal.fenced_off(session):  # (taken over while it opened)
+                    self._fenced(session)
             for waiting in self._opening.pop(session):
                 self._guarded(waiting, self._serve, waiting)
         self._changed.set()  # (a drain looks again)
@@ -649,12 +655,12 @@ class CellWorker:
                 entry.backend.hand_over()
             except Exception:
                 log.exception("session %s: not let go as the worker stopped", session)
-            self._answer(message, {"kind": "full"})
+            if not welcomed:
+                self._answer(message, {"kind": "full"})
 
     def _welcome(self, message: dict[str, Any], session: str, entry: _Served) -> None:
-        """(With the lock held.) Answer the opener of a session now served here."""
-        if self.journal.fenced_off(session):  # (taken over while it opened)
-            self._fenced(session)
+        """Answer the opener of a session about to be served here."""
+        if self.journal.fenced_off(session):  # (taken over while it opened: let go soon)
             self._answer(message, {"kind": "moved", "owner": None})
             return
         self._remember(session, entry)

@@ -72,7 +72,7 @@ MAX_HOPS = 8  # a request sent on from worker to worker this often gives up
 RESEND_THREADS = 64
 # A session held by a dead worker is asked for again this long after its lease ends.
 LEASE_END_MARGIN_S = 0.005
-HELD_LOOK_EVERY_S = 0.1  # meanwhile, how often its holder's liveness is looked at again
+HELD_LOOK_EVERY_S = 0.25  # meanwhile, how often its holder's liveness is looked at again
 # An open looks this often at the heartbeat of the worker it waits for; one that missed
 # two beats (half its heartbeat's time to live) is taken for dead and the session asked
 # of another, without waiting for its heartbeat to expire (were it alive after all, the

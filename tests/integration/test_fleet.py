@@ -626,14 +626,27 @@ def test_a_worker_that_missed_a_beat_is_asked_again_when_it_beats_not_when_its_l
     assert worker.sessions == [first.id]
 
 
+def test_the_heartbeat_of_an_open_counts_the_new_session_once(
+    fleet: dict[str, Any], keys: Keys
+) -> None:
+    """The beat an open sends before its answer (the next placement reads it) counts
+    the session it opened once, not as opening and as served both."""
+    worker, client = fleet["worker"](), fleet["client"]()
+    raw, info = client.client, keys.worker_info(worker.id)
+    worker.heartbeat_ms = 10_000_000  # (its regular beats stop after the next one)
+    wait_for_key(raw, info, lambda: raw.pttl(info) > 60_000, "no beat of the new period")
+    client.open_session()
+    assert raw.hget(info, "sessions") == b"1"
+
+
 def test_a_heartbeat_s_age_is_read_from_its_time_to_live(fleet: dict[str, Any], keys: Keys) -> None:
     raw = fleet["client"]().client
     registry, info = WorkerRegistry(raw, keys), keys.worker_info("w")
     assert registry.beat_age("w") is None  # (dead)
     raw.hset(info, "capacity", 1)
     assert registry.beat_age("w") == 0.0  # (no time to live yet: cannot say)
-    raw.hset(info, "heartbeat_ms", 1000)
-    raw.pexpire(info, 250)
+    raw.hset(info, "heartbeat_ms", 100_000)
+    raw.pexpire(info, 25_000)
     assert 0.75 <= registry.beat_age("w") <= 1  # type: ignore[operator]
 
 
