@@ -324,8 +324,12 @@ class CellWorker:
             serve(*args)
         except SessionFencedError as error:  # a newer owner serves it (this worker stalled):
             self._answer(message, self._moved(error.session))  # the request goes there
-        except (BrokerError, ActorError) as error:  # the session's refusal: for the model
-            self._answer(message, _error(error))
+        except (BrokerError, ActorError) as error:  # the session's refusal: for the model,
+            session = message.get("session")  # unless its actor ended as it was fenced off
+            if isinstance(session, str) and self.journal.fenced_off(session):
+                self._answer(message, self._moved(session))  # (here its opening failed)
+            else:
+                self._answer(message, _error(error))
         except (KeyError, TypeError, ValueError) as error:
             log.error("a malformed request %s: %r", message.get("id"), error)
             reply = {"kind": "error", "message": f"cellfleet worker refused a request: {error!r}"}
