@@ -128,12 +128,12 @@ def sieve(
     if cells is None and mentioning is None:
         return None
     wanted = None if cells is None else {cell.encode() for cell in cells}
-    types = {kind.encode() for kind in kinds}
+    kept_types = {kind.encode() for kind in kinds}
     text = None if mentioning is None else orjson.dumps(mentioning)  # (as the data spells it)
 
     def keep(fields: Mapping[Any, Any]) -> bool:
         get = _getter(fields)
-        return (wanted is None or get(b"c") in wanted or get(b"t") in types) and (
+        return (wanted is None or get(b"c") in wanted or get(b"t") in kept_types) and (
             text is None or text in get(b"d")
         )
 

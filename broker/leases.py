@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
-from typing import Any
 
 import redis
 
@@ -36,13 +35,6 @@ DEFAULT_LEASE_MS = 2_000  # a dead owner's sessions wait this long for a new own
 _TAKEN, _RENEWED, _DATA_LOST = 0, 1, 3
 RENEWALS_PER_LEASE = 4  # renewals per time to live: one lost round trip is no loss
 CLAIM_LEASE_MS = 500  # a claim's time to live until its session is open
-
-
-def lease_owner(client: redis.Redis, keys: Keys, session: str) -> str | None:
-    """Who holds the session's lease now (None: nobody)."""
-    key = keys.session(session).lease
-    held: Any = run_retrying(lambda: client.get(key))
-    return None if held is None else bytes(held).decode().partition(" ")[0]
 
 
 def lease_state(link: Link, keys: Keys, session: str) -> tuple[str | None, int]:
@@ -102,7 +94,7 @@ class Leases:
 
     def owner_of(self, session: str) -> str | None:
         """Who holds the session's lease now (None: nobody)."""
-        return lease_owner(self.journal.client, self.journal.keys, session)
+        return lease_state(self.journal.link, self.journal.keys, session)[0]
 
     def claim(self, session: str) -> int:
         """Hold the session's lease (its fencing token); raises

@@ -59,6 +59,7 @@ from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.leases import DEFAULT_LEASE_MS, Leases
 from cellfleet.broker.redis.connect import connect_redis
 from cellfleet.broker.redis.link import (
+    NO_KEY,
     WAKE_FIELD,
     Command,
     create_stream,
@@ -81,7 +82,6 @@ log = logging.getLogger(__name__)
 TAKEOVER_BACKOFF_MS = 10_000  # a session not taken over is looked at again this late
 TAKEOVER_LOOK = 64  # due sessions a look fetches (it takes as many as it has room for)
 LEASE_END_MARGIN_MS = 20  # a held session is looked at again this long after its lease ends
-_NO_KEY = -2  # what PTTL says of a lease nobody holds
 ANNOUNCE_AFTER_S = 0.005  # a cell that has not answered by then is announced (`started`)
 DEFAULT_CAPACITY = 64  # sessions per worker
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
@@ -753,15 +753,14 @@ class CellWorker:
 
     def _take_over_one(self, session: str) -> None:
         with self._lock:  # (no room: it stays due, for the other workers)
-            here = session in self._served or session in self._opening
-            if here or self._full() or self._stopping.is_set():
+            if session in self._served or session in self._opening or self._full():
                 return
         k = self.keys.session(session)
         state: Any = self.link.run(
             [("HMGET", k.meta, "fleet", "live", "shutdown", "finished"), ("PTTL", k.lease)]
         )
         (record, live, shutdown, finished), lease_left_ms = state
-        if lease_left_ms != _NO_KEY:  # served (its owner's next beat watches it again),
+        if lease_left_ms != NO_KEY:  # served (its owner's next beat watches it again),
             self._rewatch(session, self._when_free(lease_left_ms))  # a claim, or a Host's
             return
         if not record or finished == b"1" or (int(live or 0) <= 0 and shutdown != b"1"):
@@ -783,7 +782,7 @@ class CellWorker:
         if entry is None:  # not opened here: another worker claimed it first (it may die
             # before it opens it: looked at again when its claim ends), or it failed (later)
             (lease_left_ms,) = self.link.run([("PTTL", k.lease)])
-            held = lease_left_ms != _NO_KEY
+            held = lease_left_ms != NO_KEY
             self._rewatch(session, self._when_free(lease_left_ms) if held else TAKEOVER_BACKOFF_MS)
             return
         log.info("session %s taken over from a worker that stopped", session)

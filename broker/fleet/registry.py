@@ -19,7 +19,7 @@ import redis
 
 from cellfleet.broker.journal import run_retrying
 from cellfleet.broker.keys import Keys
-from cellfleet.broker.redis.link import Command, entry_fields, link_to
+from cellfleet.broker.redis.link import NO_KEY, Command, entry_fields, link_to
 
 # A worker that stops beating is dead this much later (it beats four times in it). The
 # clients of a worker that died while they waited for it learn it this late: the chaos
@@ -27,7 +27,6 @@ from cellfleet.broker.redis.link import Command, entry_fields, link_to
 # up to 3.8 s with 1 s here, 2.4 s with 0.5 s (the target: the lease plus 1 s).
 DEFAULT_HEARTBEAT_MS = 500
 BEATS_PER_TTL = 4  # a worker beats this often in its heartbeat's time to live
-_NO_KEY = -2  # PTTL of a key that is not there
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +129,7 @@ class WorkerRegistry:
         key = self.keys.worker_info(worker)
         commands: list[Command] = [("HGET", key, "heartbeat_ms"), ("PTTL", key)]
         ttl_ms, left_ms = run_retrying(lambda: self._link.run(commands))
-        if left_ms == _NO_KEY:
+        if left_ms == NO_KEY:
             return None
         if left_ms < 0 or not ttl_ms or int(ttl_ms) <= 0:  # (not beaten yet: cannot say)
             return 0.0

@@ -29,6 +29,7 @@ Command = tuple[bytes | str | int, ...]
 
 
 WAKE_FIELD = b"hello"  # an entry with it is no message: its readers skip it
+NO_KEY = -2  # what PTTL says of a key that is not there
 # Commands that write nothing: a batch of these alone waits for no replica.
 _READS = frozenset(
     {

@@ -135,17 +135,22 @@ def kept_and_taken(
     return a, fenced
 
 
-def test_renewal_finds_a_lost_lease_and_takes_back_an_expired_one(
-    journals: tuple[RedisJournal, RedisJournal],
-) -> None:
-    a, fenced = kept_and_taken(journals, opened=True)
-    assert a.renew() == ["taken"]  # "kept": nobody claimed it, so its token still holds
+def assert_only_kept_is_held(a: Leases, fenced: list[str]) -> None:
+    """`a` still holds "kept" (and writes it) and was fenced off "taken"."""
     assert fenced == ["taken"]
     assert a.owner_of("kept") == "a"
     assert a.held() == ["kept"]
     a.journal.append([output("kept", 2)])
     with pytest.raises(SessionFencedError):
         a.journal.append([output("taken", 2)])
+
+
+def test_renewal_finds_a_lost_lease_and_takes_back_an_expired_one(
+    journals: tuple[RedisJournal, RedisJournal],
+) -> None:
+    a, fenced = kept_and_taken(journals, opened=True)
+    assert a.renew() == ["taken"]  # "kept": nobody claimed it, so its token still holds
+    assert_only_kept_is_held(a, fenced)
 
 
 def test_a_claim_is_short_until_its_session_is_open(
@@ -173,13 +178,8 @@ def test_an_opener_slower_than_its_claim_keeps_the_session_unless_another_claime
 ) -> None:
     a, fenced = kept_and_taken(journals, opened=False)  # (their claims ended)
     assert a.opened("kept")  # nobody claimed it meanwhile: its token still holds
-    assert a.owner_of("kept") == "a"
     assert not a.opened("taken")
-    assert fenced == ["taken"]
-    assert a.held() == ["kept"]
-    a.journal.append([output("kept", 2)])
-    with pytest.raises(SessionFencedError):
-        a.journal.append([output("taken", 2)])
+    assert_only_kept_is_held(a, fenced)
 
 
 def test_opened_says_a_session_taken_meanwhile_is_lost_even_if_renewal_met_it_first(
