@@ -247,7 +247,7 @@ class HostServer:
             if not self._handshake():
                 return 0
             while (payload := read_frame(self._reader)) is not None:
-                self._handle(messages.decode_message(messages.parse(payload)))
+                self._handle(messages.read_message(payload))
         except (DecodeError, FrameError) as error:
             return self._fatal(
                 "failed to read code-mode client message",

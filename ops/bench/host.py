@@ -80,7 +80,7 @@ class _Client:
         self.request({"method": "session/open", "sessionId": "bench"})
 
     def send(self, message: Any) -> None:
-        payload = json.dumps(message).encode()
+        payload = json.dumps(message, separators=(",", ":")).encode()  # (compact, as Codex's)
         assert self.process.stdin is not None
         self.process.stdin.write(struct.pack("<I", len(payload)) + payload)
         self.process.stdin.flush()

@@ -98,3 +98,117 @@ def test_a_long_tool_list_is_checked_each_time_not_kept() -> None:
     assert messages._tools_in.cache_info().currsize == 0
     assert _tools_of([_tool("a")]) == (WireTool("a", "a", None, "d", ToolKind.FUNCTION),)
     assert messages._tools_in.cache_info().currsize == 1
+
+
+# -- `read_message`: a frame whose tool list was read before reads only the rest ---------
+
+
+def _execute_frame(tools_text: bytes, *, body_extra: bytes = b"", request_id: int = 1) -> bytes:
+    """An execute frame as Codex writes it (compact), with `tools_text` as its list."""
+    return (
+        b'{"type":"operation/request","id":%d,"request":{"method":"session/execute",'
+        b'"sessionId":"s","request":{"tool_call_id":"c%d",%s"enabled_tools":%s,'
+        b'"source":"text(1)","yield_time_ms":5,"max_output_tokens":null}}}'
+    ) % (request_id, request_id, body_extra, tools_text)
+
+
+def _read_whole(frame: bytes) -> Any:
+    try:
+        return decode_message(parse(frame))
+    except DecodeError as error:
+        return f"DecodeError: {error}"
+
+
+def _read(frame: bytes) -> Any:
+    try:
+        return messages.read_message(frame)
+    except DecodeError as error:
+        return f"DecodeError: {error}"
+
+
+@pytest.fixture
+def fresh_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(messages, "_TOOL_LISTS", messages._ToolLists())
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every text `parse` reads."""
+    seen: list[bytes] = []
+    real = messages.parse
+
+    def spying(payload: bytes) -> Any:
+        seen.append(payload)
+        return real(payload)
+
+    monkeypatch.setattr(messages, "parse", spying)
+    return seen
+
+
+LIST = orjson.dumps([_tool("a"), _tool("b", "second", input_schema={"type": "object", "p": [1]})])
+
+
+@pytest.mark.usefixtures("fresh_lists")
+def test_a_known_tool_list_is_not_read_again(parsed: list[bytes]) -> None:
+    first, second = _execute_frame(LIST), _execute_frame(LIST, request_id=2)
+    assert _read(first) == _read_whole(first)
+    assert parsed == [first]
+    parsed.clear()
+    read = messages.read_message(second)
+    assert len(parsed) == 1
+    assert LIST not in parsed[0]
+    assert len(parsed[0]) < len(second) - len(LIST) + 100
+    assert read == _read_whole(second)
+    assert isinstance(read, OperationRequest)
+    assert isinstance(read.request, Execute)
+    assert read.request.tool_call_id == "c2"
+    assert read.request.tools[1].description == "second"
+
+
+@pytest.mark.usefixtures("fresh_lists")
+@pytest.mark.parametrize(
+    "frame",
+    [
+        # a key twice beside the known list, before and after it
+        _execute_frame(LIST, body_extra=b'"source":"x",'),
+        _execute_frame(LIST).replace(b'"yield_time_ms":5', b'"yield_time_ms":5,"source":"y"'),
+        _execute_frame(LIST, body_extra=b'"enabled_tools":[],'),
+        # the known list as the value of another key that ends in `enabled_tools`
+        # (its quote escaped), before the execute's own
+        _execute_frame(LIST, body_extra=b'"x\\"enabled_tools":' + LIST + b","),
+        # the known list inside an unknown field, before the execute's own
+        _execute_frame(LIST, body_extra=b'"x":{"enabled_tools":' + LIST + b"},"),
+        # the known list's text followed by more of a list: not the list it was
+        _execute_frame(LIST[:-1] + b',{"name":"c"}]'),
+        # the known list, a key twice inside one of its tools
+        _execute_frame(LIST.replace(b'"kind":"function"', b'"kind":"function","kind":"x"', 1)),
+        # the rest of the frame not JSON, or nested too deep
+        _execute_frame(LIST)[:-1],
+        _execute_frame(LIST, body_extra=b'"x":' + b"[" * 200 + b"]" * 200 + b","),
+        # not an execute
+        _execute_frame(LIST).replace(b"session/execute", b"session/wait"),
+        _execute_frame(LIST).replace(b"operation/request", b"operation/cancel"),
+        _execute_frame(LIST).replace(b'"type":"operation/request",', b""),
+        b'{"type":"delegate/response","id":1,"result":{"enabled_tools":' + LIST + b"}}",
+        b'["enabled_tools":' + LIST + b"]",
+    ],
+)
+def test_a_frame_with_a_known_list_reads_as_the_whole_frame_does(frame: bytes) -> None:
+    """Whatever surrounds a known list's text, the message (or the exact error) is the
+    one the frame read whole gives."""
+    _read(_execute_frame(LIST))  # (now known)
+    assert _read(frame) == _read_whole(frame)
+
+
+@pytest.mark.usefixtures("fresh_lists")
+def test_only_a_compact_list_is_kept_and_only_the_last_few() -> None:
+    spaced = _execute_frame(LIST.replace(b'":', b'": '))
+    assert _read(spaced) == _read_whole(spaced)
+    assert list(messages._TOOL_LISTS._known) == []
+    lists = [orjson.dumps([_tool(f"t{n}")]) for n in range(messages.KNOWN_TOOL_LISTS + 1)]
+    for text in lists:
+        _read(_execute_frame(text))
+    assert list(messages._TOOL_LISTS._known) == lists[1:]
+    big = orjson.dumps([_tool("a", "x" * messages.MAX_CACHED_TOOLS_BYTES)])
+    _read(_execute_frame(big))
+    assert big not in messages._TOOL_LISTS._known
