@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pykka
 
-from cellfleet.actors.base import Actor
+from cellfleet.actors.base import Actor, ask_here
 from cellfleet.actors.cell.context import CellContext, CellEnd
 from cellfleet.actors.cell.deadlines import yield_timeout_ms
 from cellfleet.actors.cell.facts import CellFacts
@@ -700,4 +700,4 @@ class ActorSessionBackend:
 
     def _ask(self, method: Callable[..., Any], *args: Any) -> Any:
         """Call `method` on the actor's thread and return its result (or raise)."""
-        return self._ref.ask(_Call(method, args))
+        return ask_here(self._ref, _Call(method, args))
