@@ -9,6 +9,12 @@ is not at hand: `$CODEX_HOST_BIN`, or `../shared/reference/fetch-codex-host`'s c
   calls one after another, answered by the client at once; the time from one
   `delegate/request` to the next.
 
+The two hosts run side by side and take turns, in blocks of `BLOCK` samples (cell by
+cell for the round trips), so that the machine's drift, which moves figures here by
+20-30% within a minute, falls on both alike. The first `SETTLE` samples of a block are
+not counted: the other host's background work (ours refills its context pool after a
+cell) must not fall on them. Frames are written compact, as Codex writes them.
+
 Targets: `cellfleet host` at most 0.5x the reference's warm exec p50, and at most 2.0x
 its tool round trip. cellfleet's host runs on its own redis-server in a temporary
 directory (every event of its cells is written there).
@@ -25,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +42,9 @@ SAMPLES = 200
 WARMUP = 20
 TOOL_COUNTS = (0, 32, 128)
 TOOL_CALLS = 200
+TOOL_CELLS = 2  # the round trips are measured in this many cells, the hosts taking turns
+BLOCK = 25
+SETTLE = 3
 WARM_TARGET = 0.5
 TOOL_TARGET = 2.0
 # Codex 0.169.0's hello: it offers the capabilities `cellfleet host` grants.
@@ -123,20 +133,18 @@ class _Client:
         self.process.wait(30)
 
 
-def warm_exec(client: _Client, tools: int, samples: int) -> list[float]:
-    definitions = [_tool(index) for index in range(tools)]
-    times = []
-    for index in range(WARMUP + samples):
-        began = time.perf_counter()
-        request_id = client.execute('text("bench");', definitions)
-        client.until("execute/initialResponse", request_id)
-        if index >= WARMUP:
-            times.append(time.perf_counter() - began)
-        client.until("cell/closed")
-    return times
+def warm_exec(client: _Client, definitions: list[dict[str, Any]]) -> float:
+    """One sample: an exec's time to its initial response (then its cell closes)."""
+    began = time.perf_counter()
+    request_id = client.execute('text("bench");', definitions)
+    client.until("execute/initialResponse", request_id)
+    elapsed = time.perf_counter() - began
+    client.until("cell/closed")
+    return elapsed
 
 
 def tool_roundtrip(client: _Client, calls: int) -> list[float]:
+    """One cell's `calls` round trips, back to back."""
     source = f"for (let i = 0; i < {calls}; i++) await tools.echo({{x: 'a'}});"
     request_id = client.execute(source, [_tool(0)])
     stamps = []
@@ -163,31 +171,45 @@ def _summary(name: str, host: str, tools: int, samples: list[float]) -> dict[str
     }
 
 
-def _measure(host: str, command: list[str], env: dict[str, str], samples: int) -> list[Any]:
+def _measure(clients: dict[str, _Client], samples: int) -> list[Any]:
+    """Every row for every host, the hosts taking turns (in alternating order)."""
     rows = []
-    client = _Client(command, env)
-    try:
-        for tools in TOOL_COUNTS:
-            rows.append(_summary("warm_exec", host, tools, warm_exec(client, tools, samples)))
-        rows.append(_summary("tool_roundtrip", host, 1, tool_roundtrip(client, TOOL_CALLS)))
-    finally:
-        client.close()
+    turns = [list(clients.items()), list(reversed(clients.items()))]
+    for tools in TOOL_COUNTS:
+        definitions = [_tool(index) for index in range(tools)]
+        times: dict[str, list[float]] = {host: [] for host in clients}
+        for client in clients.values():
+            for _ in range(WARMUP):
+                warm_exec(client, definitions)
+        for block in range(-(-samples // BLOCK)):
+            for host, client in turns[block % 2]:
+                for index in range(SETTLE + min(BLOCK, samples - block * BLOCK)):
+                    elapsed = warm_exec(client, definitions)
+                    if index >= SETTLE:
+                        times[host].append(elapsed)
+        rows += [_summary("warm_exec", host, tools, times[host]) for host in clients]
+    gaps: dict[str, list[float]] = {host: [] for host in clients}
+    for cell in range(TOOL_CELLS):
+        for host, client in turns[cell % 2]:
+            gaps[host] += tool_roundtrip(client, SETTLE + TOOL_CALLS // TOOL_CELLS)[SETTLE:]
+    rows += [_summary("tool_roundtrip", host, 1, gaps[host]) for host in clients]
     return rows
 
 
 def run(samples: int = SAMPLES) -> dict[str, Any]:
-    rows: list[Any] = []
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:
         server = start_redis(Path(scratch))
-        try:
-            env = {**os.environ, "REDIS_URL": server.url}
-            command = [sys.executable, "-m", "cellfleet.ops.cli", "host"]
-            rows += _measure("cellfleet", command, env, samples)
-            reference = reference_binary()
-            if reference is not None:
-                rows += _measure("reference", [reference], dict(os.environ), samples)
-        finally:
-            server.stop()
+        stack.callback(server.stop)
+        env = {**os.environ, "REDIS_URL": server.url}
+        commands = {"cellfleet": ([sys.executable, "-m", "cellfleet.ops.cli", "host"], env)}
+        reference = reference_binary()
+        if reference is not None:
+            commands["reference"] = ([reference], dict(os.environ))
+        clients = {}
+        for host, (command, host_env) in commands.items():
+            clients[host] = client = _Client(command, host_env)
+            stack.callback(client.close)
+        rows = _measure(clients, samples)
     return {"rows": rows, "targets": {"warm_exec": WARM_TARGET, "tool_roundtrip": TOOL_TARGET}}
 
 
