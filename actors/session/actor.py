@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pykka
 
-from cellfleet.actors.base import Actor, ask_here
+from cellfleet.actors.base import HereAskedActor, ask_here
 from cellfleet.actors.cell.context import CellContext, CellEnd
 from cellfleet.actors.cell.deadlines import yield_timeout_ms
 from cellfleet.actors.cell.facts import CellFacts
@@ -161,7 +161,7 @@ RECOVERY_KINDS = (
 )
 
 
-class SessionActor(Actor):
+class SessionActor(HereAskedActor):
     """Owns a session's cells: `execute`, `observe`, `terminate`, `shutdown`."""
 
     def __init__(
