@@ -479,6 +479,8 @@ class _ToolLists:
                 ),
                 None,
             )
+            if found is not None:
+                self._known.move_to_end(found[0])  # (the last used are kept)
         if found is None:
             return None
         text, tools = found

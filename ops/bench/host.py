@@ -11,9 +11,11 @@ is not at hand: `$CODEX_HOST_BIN`, or `../shared/reference/fetch-codex-host`'s c
 
 The two hosts run side by side and take turns, in blocks of `BLOCK` samples (cell by
 cell for the round trips), so that the machine's drift, which moves figures here by
-20-30% within a minute, falls on both alike. The first `SETTLE` samples of a block are
-not counted: the other host's background work (ours refills its context pool after a
-cell) must not fall on them. Frames are written compact, as Codex writes them.
+20-30% within a minute, falls on both alike. Each turn begins `SWITCH_PAUSE_S` after
+the other host's last answer, so that its background work (ours refills its context
+pool and disposes of the used context some milliseconds after each cell) is done, and
+its first `SETTLE` samples are not counted. Frames are written compact, as Codex
+writes them.
 
 Targets: `cellfleet host` at most 0.5x the reference's warm exec p50, and at most 2.0x
 its tool round trip. cellfleet's host runs on its own redis-server in a temporary
@@ -45,6 +47,7 @@ TOOL_CALLS = 200
 TOOL_CELLS = 2  # the round trips are measured in this many cells, the hosts taking turns
 BLOCK = 25
 SETTLE = 3
+SWITCH_PAUSE_S = 0.05
 WARM_TARGET = 0.5
 TOOL_TARGET = 2.0
 # Codex 0.169.0's hello: it offers the capabilities `cellfleet host` grants.
@@ -172,9 +175,8 @@ def _summary(name: str, host: str, tools: int, samples: list[float]) -> dict[str
 
 
 def _measure(clients: dict[str, _Client], samples: int) -> list[Any]:
-    """Every row for every host, the hosts taking turns (in alternating order)."""
+    """Every row for every host, the hosts taking turns."""
     rows = []
-    turns = [list(clients.items()), list(reversed(clients.items()))]
     for tools in TOOL_COUNTS:
         definitions = [_tool(index) for index in range(tools)]
         times: dict[str, list[float]] = {host: [] for host in clients}
@@ -182,16 +184,18 @@ def _measure(clients: dict[str, _Client], samples: int) -> list[Any]:
             for _ in range(WARMUP):
                 warm_exec(client, definitions)
         for block in range(-(-samples // BLOCK)):
-            for host, client in turns[block % 2]:
+            for host, client in clients.items():
+                time.sleep(SWITCH_PAUSE_S)  # (the other host's background work ends)
                 for index in range(SETTLE + min(BLOCK, samples - block * BLOCK)):
                     elapsed = warm_exec(client, definitions)
                     if index >= SETTLE:
                         times[host].append(elapsed)
         rows += [_summary("warm_exec", host, tools, times[host]) for host in clients]
     gaps: dict[str, list[float]] = {host: [] for host in clients}
-    for cell in range(TOOL_CELLS):
-        for host, client in turns[cell % 2]:
-            gaps[host] += tool_roundtrip(client, SETTLE + TOOL_CALLS // TOOL_CELLS)[SETTLE:]
+    for _ in range(TOOL_CELLS):  # (a cell of n calls: n - 1 gaps)
+        for host, client in clients.items():
+            time.sleep(SWITCH_PAUSE_S)
+            gaps[host] += tool_roundtrip(client, SETTLE + 1 + TOOL_CALLS // TOOL_CELLS)[SETTLE:]
     rows += [_summary("tool_roundtrip", host, 1, gaps[host]) for host in clients]
     return rows
 

@@ -209,6 +209,9 @@ def test_only_a_compact_list_is_kept_and_only_the_last_few() -> None:
     for text in lists:
         _read(_execute_frame(text))
     assert list(messages._TOOL_LISTS._known) == lists[1:]
+    _read(_execute_frame(lists[1]))  # (used again: kept the longest)
+    _read(_execute_frame(lists[0]))
+    assert list(messages._TOOL_LISTS._known) == [*lists[3:], lists[1], lists[0]]
     big = orjson.dumps([_tool("a", "x" * messages.MAX_CACHED_TOOLS_BYTES)])
     _read(_execute_frame(big))
     assert big not in messages._TOOL_LISTS._known
