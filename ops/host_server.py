@@ -54,6 +54,7 @@ from cellfleet.ops.host import Host
 REMEMBERED_REQUEST_IDS = 4096  # finished ids that still count as used
 # Answers to the fleet's calls kept for a worker that took a session over and asks again.
 ANSWERS_KEPT = 4096
+CLOSE_WAIT_S = 10.0  # how long Ctrl-C waits for the frame being handled
 NOTIFICATION_TIMEOUT_S = 60.0  # a client that never acknowledges holds a thread no longer
 RANGE_ERROR = "invalid code-mode execute request: out of range integral type conversion attempted"
 
@@ -213,6 +214,7 @@ class HostServer:
         self._out = FrameWriter(writer)
         self._errors = errors
         self._lock = threading.Lock()
+        self._serving = threading.Lock()  # held while `serve` handles a frame
         self._sessions: dict[str, _Open] = {}
         self._used_sessions: set[str] = set()
         self._opening: set[str] = set()  # (on the fleet: waiting for a worker with room)
@@ -225,6 +227,10 @@ class HostServer:
         # A cell's requests to the client wait until its `execution/started` went out.
         self._started: set[tuple[str, str]] = set()  # (client's session id, cell id)
         self._held: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        # A cell's `cell/closed` goes out after every answer about it that was asked for
+        # before: the cell may close before the thread that asked wrote its answer.
+        self._answering: dict[int, tuple[str, str]] = {}  # request id -> its cell's key
+        self._closed_held: dict[tuple[str, str], dict[str, Any]] = {}
         # Requests for a session whose shutdown is under way: answered after it.
         self._closing: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._ending = False  # the client closed its end: answers go nowhere
@@ -247,7 +253,10 @@ class HostServer:
             if not self._handshake():
                 return 0
             while (payload := read_frame(self._reader)) is not None:
-                self._handle(messages.read_message(payload))
+                with self._serving:  # (`close` waits for the frame in hand)
+                    if self._ending:  # closed from another thread: no frame more
+                        break
+                    self._handle(messages.read_message(payload))
         except (DecodeError, FrameError) as error:
             return self._fatal(
                 "failed to read code-mode client message",
@@ -298,6 +307,17 @@ class HostServer:
         print(text, file=self._errors, flush=True)
         return 1
 
+    def close(self, timeout: float = CLOSE_WAIT_S) -> None:
+        """End the connection as if the client had closed its end, from another thread
+        than `serve`'s: after the frame in hand (waited for up to `timeout`), no frame
+        is handled; `serve` may go on waiting for one."""
+        serving = self._serving.acquire(timeout=timeout)
+        try:
+            self._close()
+        finally:
+            if serving:
+                self._serving.release()
+
     def _close(self) -> None:
         """The client closed its end: its tool calls fail and its sessions shut down.
         Requests still open are not answered (as the reference); what cells were
@@ -341,6 +361,10 @@ class HostServer:
             self._observations.pop(request_id, None)
         if not self._ending:
             self._out.write(frame)
+        with self._lock:
+            key = self._answering.pop(request_id, None)
+            if key is not None:
+                self._write_closed_if_due(key)
 
     def _request(self, request_id: int, request: messages.Request) -> None:
         began = time.monotonic_ns()
@@ -354,6 +378,8 @@ class HostServer:
             if target is None and closing is not None:  # (its shutdown answers first)
                 closing.append((request_id, answers.error(request_id, message)))
                 return
+            if target is not None and isinstance(request, messages.Wait | messages.Terminate):
+                self._answering[request_id] = (request.session_id, request.cell_id)
         if target is None:
             self._finish(request_id, answers.error(request_id, message))
         elif isinstance(request, messages.Execute):
@@ -399,6 +425,8 @@ class HostServer:
 
     def _open_session(self, request_id: int, request: messages.Open) -> None:
         session_id = request.session_id
+        if self._ending:  # (an opening on the fleet outlived the connection)
+            return
         try:
             session = self.host.open_session(
                 [],
@@ -410,9 +438,7 @@ class HostServer:
                 notify=lambda call_id, cell_id, text: self._notify(
                     session_id, call_id, cell_id, text
                 ),
-                on_cell_closed=lambda cell_id: self._out.write(
-                    {"type": "cell/closed", "sessionId": session_id, "cellId": cell_id}
-                ),
+                on_cell_closed=lambda cell_id: self._cell_closed(session_id, cell_id),
                 **self._open_options,
             )
         except BrokerError as error:  # no fleet worker with room, the log unreachable
@@ -457,6 +483,7 @@ class HostServer:
         key = (request.session_id, cell_id)
         with self._lock:  # its delegate requests may be waiting for this frame
             self._observations[request_id] = observation
+            self._answering[request_id] = key
             self._out.write(answers.ok(request_id, started))
             self._started.add(key)
             for frame in self._held.pop(key, ()):
@@ -543,6 +570,10 @@ class HostServer:
             with self._lock:
                 later = self._closing.pop(session_id, [])
                 self._started = {key for key in self._started if key[0] != session_id}
+                held = self._closed_held
+                self._closed_held = {
+                    key: frame for key, frame in held.items() if key[0] != session_id
+                }
             for waiting_id, frame in later:
                 self._finish(waiting_id, frame)
 
@@ -577,6 +608,27 @@ class HostServer:
                 self._held.setdefault(key, []).append(frame)
                 return
             self._out.write(frame)
+
+    def _cell_closed(self, session_id: str, cell_id: str) -> None:
+        """Write the cell's `cell/closed` once its `execution/started` and the answers
+        asked for it so far are out (at once, as a rule)."""
+        key = (session_id, cell_id)
+        with self._lock:
+            self._closed_held[key] = {
+                "type": "cell/closed",
+                "sessionId": session_id,
+                "cellId": cell_id,
+            }
+            self._write_closed_if_due(key)
+
+    def _write_closed_if_due(self, key: tuple[str, str]) -> None:
+        """(Lock held.)"""
+        if (
+            key in self._closed_held
+            and key in self._started
+            and key not in self._answering.values()
+        ):
+            self._out.write(self._closed_held.pop(key))
 
     def _withdraw(self, delegate_id: int) -> None:
         """Tell the client a call is no longer needed (after its request, if that is
@@ -651,6 +703,33 @@ def serve_stdio(
         server = HostServer(
             host, frames_in, frames_out, sys.stderr, memory_limit_bytes=memory_limit_bytes
         )
-        return server.serve()
+        return _serve_off_the_main_thread(server)
     finally:
         host.close()
+
+
+def _serve_off_the_main_thread(server: HostServer) -> int:
+    """`server.serve()` on a thread of its own, while the main thread waits for it.
+
+    There a session's requests run on the reading thread whenever the session is idle
+    (`ask_here`, two thread switches fewer per request), which it must never do on the
+    main thread, where Ctrl-C's KeyboardInterrupt is raised: that now interrupts the
+    wait, and the connection closes as at the end of its input."""
+    outcome: list[int | BaseException] = []
+
+    def serve() -> None:
+        try:
+            outcome.append(server.serve())
+        except BaseException as error:  # re-raised on the main thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=serve, name="host-serve", daemon=True)
+    thread.start()
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.close()
+        raise
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
