@@ -604,6 +604,7 @@ class CellWorker:
                     partial(self._ask_client, (session, entry)),
                     partial(self._withdraw_at_client, (session, entry)),
                     itertools.count(1),
+                    outcomes_here=False,
                 )
                 config.dispatcher = entry.delegates
             config.on_cell_closed = partial(self._closed, session, entry)

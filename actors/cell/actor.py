@@ -3,7 +3,9 @@
 The actor decides, appends, then acts: every event is appended to the session's log
 before anything outside the actor can see its effect (an observer's answer, a tool
 dispatch, a notification, a timer firing into JavaScript). Its parts, each with one
-job and all on the actor's thread:
+job, run in the actor's turn, one message at a time (on the actor's thread, but for
+the first message, `Begin`, which the session's thread handles when it can: the cell
+starts without waking another thread):
 
 * `CellLog` (log.py) numbers, batches and appends the cell's events; the cell's
   admission rides on its first append, so a short cell is admitted, completed,
@@ -33,7 +35,7 @@ from typing import Any
 
 import pykka
 
-from cellfleet.actors.base import Actor
+from cellfleet.actors.base import HereAskedActor, tell_here
 from cellfleet.actors.cell import log as cell_log
 from cellfleet.actors.cell.context import CellContext, CellEnd
 from cellfleet.actors.cell.effects import Effects
@@ -111,7 +113,7 @@ def _told(error: BaseException) -> str:
     return f"internal error ({type(error).__name__})"
 
 
-class CellActor(Actor):
+class CellActor(HereAskedActor):
     """Drives one `CellRuntime`; see the module docstring.
 
     Started ahead of time (see `spares.CellActors`), it learns its cell from its first
@@ -142,7 +144,12 @@ class CellActor(Actor):
             self.handle, self.log, self.ctx.scheduler, self._tell, on_ended=self._close
         )
         self.effects = Effects(
-            self.ctx, self.log, self._tell, cell_id=self.cell_id, call_id=call_id
+            self.ctx,
+            self.log,
+            self._tell,
+            tell_here=self._tell_here,
+            cell_id=self.cell_id,
+            call_id=call_id,
         )
         self._incoming: deque[RuntimeEvent] = deque()
         self._polling = False
@@ -315,6 +322,15 @@ class CellActor(Actor):
             return
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(message)
+
+    def _tell_here(self, message: Any) -> None:
+        """`_tell`, but handled on the sending thread when the actor is idle (`tell_here`)."""
+        failing = self._failing
+        if failing is not None:
+            failing.append(message)
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            tell_here(self.actor_ref, message)
 
     def _receive(self, message: Any) -> None:
         if self._closed:

@@ -51,12 +51,14 @@ class Effects:
         log: CellLog,
         tell: Callable[[Any], None],
         *,
+        tell_here: Callable[[Any], None],
         cell_id: str,
         call_id: str,
     ) -> None:
         self._ctx = ctx
         self._log = log
         self._tell = tell
+        self._tell_here = tell_here  # (for outcomes: see `send_requested_tools`)
         self._cell_id = cell_id
         self._call_id = call_id  # the exec call: notifications belong to it
         self._tools: dict[str, CancelHandle] = {}  # sent, outcome not yet delivered
@@ -115,8 +117,11 @@ class Effects:
             except (BrokerError, Refused):  # kept: cancelled and recorded at the end
                 self._to_send[0:0] = calls
                 raise
-        on_outcome = lambda outcome: self._tell(ToolDone(outcome))  # noqa: E731
         dispatcher = self._ctx.dispatcher
+        # An outcome is handled on the thread that received it when the cell is idle
+        # (and the dispatcher allows it): the cell's thread is not woken for it.
+        tell = self._tell_here if dispatcher.outcomes_here else self._tell
+        on_outcome = lambda outcome: tell(ToolDone(outcome))  # noqa: E731
         recorded_first: list[ToolInvocation] = []
         run_here: list[ToolInvocation] = []
         for call in calls:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pykka
 
+from cellfleet.actors.base import tell_here
 from cellfleet.actors.cell.actor import CellActor
 from cellfleet.actors.cell.context import CellContext
 from cellfleet.actors.cell.handle import CellHandle
@@ -52,7 +53,10 @@ class CellActors:
             self._scheduler.call_later(BACKGROUND_DELAY_S, self._refill)
         if ref is None:
             ref = CellActor.start()
-        ref.tell(first)
+        if isinstance(first, Begin):  # (a recovery may take long: on the actor's thread)
+            tell_here(ref, first)
+        else:
+            ref.tell(first)
         return ref
 
     def close(self) -> None:

@@ -53,7 +53,12 @@ class DelegateDispatcher:
         send: Send,
         withdrawn: Callable[[int], None],
         ids: itertools.count[int],
+        *,
+        outcomes_here: bool = True,
     ) -> None:
+        # (False on a fleet worker: its answers come on the thread that serves every
+        # session of the worker.)
+        self.outcomes_here = outcomes_here
         self._link = link
         self._send = send
         self._withdrawn = withdrawn  # tell the harness a call is no longer needed

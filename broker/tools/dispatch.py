@@ -93,6 +93,10 @@ class BrokerDispatcher:
     """Sends tool calls to the worker fleet; routes their outcomes back to cells."""
 
     sends_every_call = False  # a call withdrawn before it was sent never reaches a worker
+    # Not on its reader, which serves every session of the host (and an outcome there
+    # would overtake a caller's drop of its observer, on its way through Redis, more
+    # often than it does now).
+    outcomes_here = False
 
     def __init__(
         self,

@@ -100,6 +100,13 @@ class ToolDispatcher(Protocol):
         (`adopt`)."""
         ...
 
+    @property
+    def outcomes_here(self) -> bool:
+        """A cell may handle an outcome on the thread that delivers it (when the cell is
+        idle), which then writes the cell's log meanwhile: not a thread that serves
+        other sessions under a lock."""
+        ...
+
     def sends_to(self, invocation: ToolInvocation) -> str:
         """The tools (a registry's fingerprint) whose workers of the fleet run the call:
         its `ToolRequested` is appended before it goes out, naming them (a worker may

@@ -71,6 +71,10 @@ class LocalTools:
     def replies(self) -> str:
         return self.remote.replies
 
+    @property
+    def outcomes_here(self) -> bool:
+        return self.remote.outcomes_here
+
     def sends_to(self, invocation: ToolInvocation) -> str:
         return "" if invocation.raw_name in self._local else self.remote.sends_to(invocation)
 

@@ -1,5 +1,6 @@
-"""`ask_here`: an ask handled on the caller's thread when the actor is idle, and only
-then: messages sent before it are handled first, and the actor's own thread waits."""
+"""`ask_here` and `tell_here`: a message handled on the sender's thread when the actor is
+idle, and only then: messages sent before it are handled first, and the actor's own
+thread waits."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import pykka
 import pytest
 
-from cellfleet.actors.base import HereAskedActor, ask_here
+from cellfleet.actors.base import HereAskedActor, ask_here, tell_here
 
 
 class _Recorder(HereAskedActor):
@@ -189,3 +190,109 @@ def test_an_ask_after_a_tell_that_stops_the_actor_finds_it_stopped(actors: Any) 
     finally:
         release.set()
         logging.getLogger("pykka").removeHandler(slow)
+
+
+def _tell_from_a_thread(ref: pykka.ActorRef[Any], message: Any) -> str:
+    """`tell_here` on a thread of its own (not the main thread); that thread's name."""
+    teller = threading.Thread(target=tell_here, args=(ref, message))
+    teller.start()
+    teller.join(5)
+    return teller.name
+
+
+def test_an_idle_actor_handles_a_tell_on_the_sending_thread(actors: Any) -> None:
+    ref = actors()
+    ref.ask(("first", lambda: None))
+    teller = _tell_from_a_thread(ref, ("told", lambda: None))
+    assert _threads(ref)["told"] == teller  # (handled before tell_here returned)
+    ref.ask(("next", lambda: None))  # (and the actor goes on on its own thread)
+    assert _threads(ref)["next"] == _threads(ref)["first"]
+
+
+def test_a_busy_actor_handles_the_tell_on_its_own_thread_in_order(actors: Any) -> None:
+    ref = actors()
+    ref.ask(("first", lambda: None))
+    release = threading.Event()
+    ref.tell(("slow", lambda: release.wait(5)))
+    teller = _tell_from_a_thread(ref, ("told", lambda: None))
+    release.set()
+    ref.ask(("last", lambda: None))
+    assert [name for name, _ in ref.proxy().handled.get()] == ["first", "slow", "told", "last"]
+    assert _threads(ref)["told"] == _threads(ref)["slow"] != teller
+    may_start = threading.Event()  # (nor before on_start ran)
+    unstarted = actors(started=may_start)
+    teller = _tell_from_a_thread(unstarted, ("early", lambda: None))
+    may_start.set()
+    unstarted.ask(("after", lambda: None))
+    assert _threads(unstarted)["early"] != teller
+
+
+def test_a_tell_on_the_main_thread_goes_to_the_actor_s_thread(actors: Any) -> None:
+    ref = actors()
+    ref.ask(("first", lambda: None))
+    tell_here(ref, ("told", lambda: None))
+    ref.ask(("last", lambda: None))
+    assert _threads(ref)["told"] == _threads(ref)["first"] != threading.current_thread().name
+
+
+def test_a_tell_that_fails_here_stops_the_actor_and_ends_its_thread(actors: Any) -> None:
+    """As on the actor's thread: the failure is logged, the actor stops, an ask sent
+    after it fails as a dead actor's does, and the actor's thread ends."""
+    ref = actors()
+    ref.ask(("first", lambda: None))
+    actor_thread = next(t for t in threading.enumerate() if t.name == _threads(ref)["first"])
+    _tell_from_a_thread(ref, ("fails", _fails))
+    assert not ref.is_alive()
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask(("after", lambda: 1))
+    actor_thread.join(5)
+    assert not actor_thread.is_alive()
+
+
+def test_nothing_sent_while_a_tell_fails_here_is_handled_after_it(actors: Any) -> None:
+    """The actor's thread, woken meanwhile by a message, finds the actor stopped: it
+    handles nothing more (an ask among them fails as a dead actor's does)."""
+    ref = actors()
+    ref.ask(("first", lambda: None))
+    actor = ref._actor_weakref()  # (kept: the stopped actor's record is read)
+    asked: list[Any] = []
+
+    def fails_after_sends() -> None:
+        ref.tell(("sent-while-failing", lambda: None))
+        asked.append(ref.ask(("asked-while-failing", lambda: None), block=False))
+        raise ValueError("bad")
+
+    _tell_from_a_thread(ref, ("fails", fails_after_sends))
+    with pytest.raises(pykka.ActorDeadError):
+        asked[0].get(timeout=5)
+    assert [name for name, _ in actor.handled] == ["first", "fails"]
+
+
+def test_a_tell_that_stops_everything_here_does_not_wait_for_the_others(
+    actors: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BaseException stops every actor (pykka's rule), but not by waiting on the
+    sending thread: it may hold another actor's turn, whose own thread waits for it."""
+    stopping: list[str] = []
+    stopped = threading.Event()
+
+    def stop_all(*args: Any, **kwargs: Any) -> None:
+        stopping.append(threading.current_thread().name)
+        stopped.set()
+
+    monkeypatch.setattr(pykka.ActorRegistry, "stop_all", stop_all)
+    outer, inner = actors(), actors()
+    outer.ask(("first", lambda: None))
+    inner.ask(("first", lambda: None))
+    inner_actor = inner._actor_weakref()  # (kept: the stopped actor's record is read)
+
+    def exits() -> None:
+        raise SystemExit
+
+    asker = _Asker(outer, ("tells", lambda: tell_here(inner, ("exits", exits))))
+    asker.start()
+    assert asker.result() is None  # (returned: `outer`'s turn is not held for ever)
+    assert not inner.is_alive()
+    assert _threads(outer)["tells"] == asker.name == dict(inner_actor.handled)["exits"]
+    assert stopped.wait(5)
+    assert stopping != [asker.name]
