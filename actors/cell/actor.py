@@ -147,7 +147,7 @@ class CellActor(HereAskedActor):
             self.ctx,
             self.log,
             self._tell,
-            tell_here=self._tell_here,
+            tell_here=partial(self._tell, here=True),
             cell_id=self.cell_id,
             call_id=call_id,
         )
@@ -314,23 +314,18 @@ class CellActor(HereAskedActor):
             return
         self._fail(BrokerError(texts.cell_failed(self.cell_id, _told(exception_value))))
 
-    def _tell(self, message: Any) -> None:
-        """Send this actor a message from another thread; a finished cell drops it."""
+    def _tell(self, message: Any, *, here: bool = False) -> None:
+        """Send this actor a message from another thread; a finished cell drops it
+        (`here`: handled on the sending thread when the actor is idle, `tell_here`)."""
         failing = self._failing
         if failing is not None:
             failing.append(message)
             return
         with contextlib.suppress(pykka.ActorDeadError):
-            self.actor_ref.tell(message)
-
-    def _tell_here(self, message: Any) -> None:
-        """`_tell`, but handled on the sending thread when the actor is idle (`tell_here`)."""
-        failing = self._failing
-        if failing is not None:
-            failing.append(message)
-            return
-        with contextlib.suppress(pykka.ActorDeadError):
-            tell_here(self.actor_ref, message)
+            if here:
+                tell_here(self.actor_ref, message)
+            else:
+                self.actor_ref.tell(message)
 
     def _receive(self, message: Any) -> None:
         if self._closed:
