@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sys
 import threading
+from collections import deque
 from typing import Any, cast
 
 import pykka
 from pykka._envelope import Envelope  # (pykka 4 internals: pinned below 5)
 
 _pykka_log = logging.getLogger("pykka")
+# The most messages a thread handles for an actor after its own (`tell_here`): it may
+# have its own work waiting (the frames of a connection, say).
+MAX_DRAINED = 4
 
 
 class Actor(pykka.ThreadingActor):
@@ -29,16 +34,29 @@ class Actor(pykka.ThreadingActor):
 
 
 class _CountingInbox(queue.SimpleQueue[Any]):
-    """An actor's inbox that counts the messages put in it and not yet handled."""
+    """An actor's inbox that counts the messages put in it and not yet handled
+    (`unhandled`), and those not yet taken out of it (`queued`)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.unhandled = 0
+        self.queued = 0
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         with self.lock:
             self.unhandled += 1
+            self.queued += 1
         super().put(item, block, timeout)
+
+    def count_in(self) -> None:
+        """A message was added past the queue (`tell_self`)."""
+        with self.lock:
+            self.unhandled += 1
+
+    def taken(self) -> None:
+        """A message got out of the queue (its `unhandled` count stays)."""
+        with self.lock:
+            self.queued -= 1
 
     def handled(self) -> None:
         with self.lock:
@@ -50,12 +68,21 @@ class HereAskedActor(Actor):
     sending thread.
 
     One message is handled at a time, in its turn (a lock): its `on_start`, each
-    message with its answer or the failure that stops the actor, its `on_stop`."""
+    message with its answer or the failure that stops the actor, its `on_stop`. The
+    actor's thread takes each message from the inbox into `_taken`; whoever has the turn
+    then hands it on before the turn ends (`_end_turn`), so that messages keep the
+    order in which they were sent, whichever thread handles them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._turn = threading.Lock()
         self._started = False  # `on_start` ran (on the actor's thread)
+        # Messages out of the inbox, not yet handled: whoever has the turn hands them on
+        # before it ends (`_end_turn`). Guarded by `_taking`, as is giving up the turn.
+        self._taken: deque[Any] = deque()
+        self._taking = threading.Lock()
+        # The message in hand is handled on another thread than the actor's (`here`).
+        self.borrowed = False
 
     @staticmethod
     def _create_actor_inbox() -> Any:
@@ -66,26 +93,103 @@ class HereAskedActor(Actor):
         return cast("_CountingInbox", self.actor_inbox)
 
     def _actor_loop_setup(self) -> None:
-        with self._turn:
+        self._turn.acquire()
+        try:
             super()._actor_loop_setup()
             self._started = True
+        finally:
+            self._end_turn(here=False)
+
+    def tell_self(self, message: Any) -> None:
+        """`tell` this actor `message` from any thread. While a thread has the actor's
+        turn and nothing waits in the inbox, the message is left with that thread, to
+        be handled (or handed on) before its turn ends, instead of waking the actor's
+        thread through the inbox. Raises `pykka.ActorDeadError` as `tell` does."""
+        with self._taking:
+            if self._turn.locked() and not self.actor_stopped.is_set():
+                with self._inbox.lock:
+                    ahead = self._inbox.queued  # (sent before: it must go first)
+                if not ahead:
+                    self._inbox.count_in()
+                    self._taken.append(Envelope(message))
+                    return
+        self.actor_ref.tell(message)
 
     def _actor_loop_running(self) -> None:
         while not self.actor_stopped.is_set():
             envelope = self.actor_inbox.get()
-            with self._turn:
+            with self._taking:
+                self._taken.append(envelope)
+                self._inbox.taken()
+                if not self._turn.acquire(blocking=False):
+                    continue  # the turn's holder hands it on (`_end_turn`)
+            self._end_turn(here=False)
+
+    def _end_turn(self, *, here: bool, drain: int = 0) -> None:
+        """Hand on what was taken meanwhile, then give up the turn (held).
+
+        The actor's thread handles it all. Another thread (`here`) handles at most
+        `drain` messages, in order, and only while `_drains` accepts the next one; the
+        actor's thread is woken for the rest. If handling fails, the turn is given up
+        all the same."""
+        handled, given_up = 0, False
+        try:
+            while True:
+                with self._taking:
+                    taken = self._taken
+                    passes = here and not self.actor_stopped.is_set()
+                    if not taken or (
+                        passes and (handled >= drain or not self._drains(taken[0].message))
+                    ):
+                        given_up = True
+                        self._give_up_turn()
+                        return
+                    envelope = taken.popleft()
                 try:
                     if self.actor_stopped.is_set():  # (by a message handled elsewhere)
                         _refuse(envelope)
-                    else:
-                        self._handle_envelope(envelope)
+                    elif not isinstance(envelope.message, _Wake):
+                        handled += 1
+                        self._handle_envelope(envelope, here=here)
                 finally:
                     self._inbox.handled()
+        finally:
+            if not given_up:
+                with self._taking:
+                    self._give_up_turn()
+
+    def _give_up_turn(self) -> None:
+        """Release the turn (`_taking` held); wake the actor's thread for what is left."""
+        self._turn.release()
+        if self._taken:
+            self.actor_inbox.put(Envelope(_Wake()))
+
+    def _drains(self, message: Any) -> bool:
+        """Whether a thread that ends its turn (`tell_here(..., drain=True)`) may handle
+        `message`, sent meanwhile, on the actor's behalf (none by default: a subclass
+        names those that may run on any thread). Called with `_taking` held: it must
+        only look at the message."""
+        del message
+        return False
+
+    def _take_unhandled(self) -> list[Any]:
+        """Take every message sent and not handled yet, in order (turn held): for an
+        actor that ends without its loop. They count as handled."""
+        with self._taking:
+            envelopes, self._taken = list(self._taken), deque()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    envelopes.append(self._inbox.get_nowait())
+                    self._inbox.taken()
+        for _ in envelopes:
+            self._inbox.handled()
+        return [e.message for e in envelopes if not isinstance(e.message, _Wake)]
 
     def _handle_envelope(self, envelope: Any, *, here: bool = False) -> None:
         """One message, as pykka 4's actor loop handles it (`here`: on another thread
         than the actor's, which must not wait there for the other actors to stop: it
         may hold one's turn)."""
+        self.borrowed = here
         try:
             response = self._handle_receive(envelope.message)
             if envelope.reply_to is not None:
@@ -107,6 +211,8 @@ class HereAskedActor(Actor):
                 threading.Thread(target=pykka.ActorRegistry.stop_all, daemon=True).start()
             else:
                 pykka.ActorRegistry.stop_all()
+        finally:
+            self.borrowed = False
 
     def _actor_loop_teardown(self) -> None:
         with self._turn:
@@ -119,24 +225,31 @@ class HereAskedActor(Actor):
         try:
             if not self._idle():
                 return False, None
-            return True, pykka.ThreadingActor._handle_receive(self, message)
+            self.borrowed = True
+            try:
+                return True, pykka.ThreadingActor._handle_receive(self, message)
+            finally:
+                self.borrowed = False
         finally:
-            self._turn.release()
+            self._end_turn(here=True)
 
-    def _handle_told_here(self, message: Any) -> bool:
+    def _handle_told_here(self, message: Any, drain: int = 0) -> bool:
         """Whether `message` could be handled on this thread now (as a tell: a failure
-        stops the actor, as on its own thread, which then ends too)."""
+        stops the actor, as on its own thread, which then ends too); then up to `drain`
+        messages sent meanwhile (`_end_turn`)."""
         if not self._turn.acquire(blocking=False):
             return False
+        handled = False
         try:
             if not self._idle():
                 return False
+            handled = True
             self._handle_envelope(Envelope(message), here=True)
-            if self.actor_stopped.is_set():  # its thread waits for a message: end it
-                self.actor_inbox.put(Envelope(_Wake()))
             return True
         finally:
-            self._turn.release()
+            self._end_turn(here=True, drain=drain if handled else 0)
+            if self.actor_stopped.is_set() and handled:  # its thread waits: end it
+                self.actor_inbox.put(Envelope(_Wake()))
 
     def _idle(self) -> bool:
         """Started, not stopped, and nothing sent to it is unhandled (turn held)."""
@@ -146,7 +259,8 @@ class HereAskedActor(Actor):
 
 
 class _Wake:
-    """What wakes an actor stopped by a message handled on another thread (`tell_here`)."""
+    """What wakes an actor's thread: to end, stopped by a message handled on another
+    thread, or to handle what it took while another thread had the turn."""
 
 
 def _refuse(envelope: Any) -> None:
@@ -176,14 +290,18 @@ def ask_here(ref: pykka.ActorRef[Any], message: Any) -> Any:
     return ref.ask(message)
 
 
-def tell_here(ref: pykka.ActorRef[Any], message: Any) -> None:
+def tell_here(ref: pykka.ActorRef[Any], message: Any, *, drain: bool = False) -> None:
     """`ref.tell(message)`, but handled on the calling thread when the actor is idle
     (as `ask_here`, and not on the main thread either): the actor's thread is not woken
     for it. A failure stops the actor as it would on the actor's own thread.
 
+    `drain`: then also handle, up to `MAX_DRAINED`, the messages the actor's `_drains`
+    accepts that arrived meanwhile (what a V8 thread reported while this thread
+    waited on the log, say), instead of waking the actor's thread for them.
+
     For messages whose handler may run on the sender's thread and keep it meanwhile."""
     actor = _here(ref)
-    if actor is None or not actor._handle_told_here(message):
+    if actor is None or not actor._handle_told_here(message, MAX_DRAINED if drain else 0):
         ref.tell(message)
 
 

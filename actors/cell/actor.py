@@ -3,9 +3,12 @@
 The actor decides, appends, then acts: every event is appended to the session's log
 before anything outside the actor can see its effect (an observer's answer, a tool
 dispatch, a notification, a timer firing into JavaScript). Its parts, each with one
-job, run in the actor's turn, one message at a time (on the actor's thread, but for
-the first message, `Begin`, which the session's thread handles when it can: the cell
-starts without waking another thread):
+job, run in the actor's turn, one message at a time: on the actor's thread, but for
+the first message, `Begin`, which the session's thread handles when it can (the cell
+starts without waking another thread), and for a harness's tool outcome, which the
+thread that received it handles when it can, with what the V8 thread reports while
+that thread waits on the log (the next call goes out without a thread switch). The
+cell's ending always runs on the actor's own thread (`Continue`):
 
 * `CellLog` (log.py) numbers, batches and appends the cell's events; the cell's
   admission rides on its first append, so a short cell is admitted, completed,
@@ -27,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import queue
 from collections import deque
 from concurrent.futures import Future
 from functools import partial
@@ -53,6 +55,7 @@ from cellfleet.actors.cell.messages import (
     AdmitDue,
     Begin,
     CleanUp,
+    Continue,
     NotificationsSettled,
     Poll,
     Recover,
@@ -80,7 +83,7 @@ from cellfleet.actors.runtime.protocol import (
     ToolCallRequested,
     YieldRequested,
 )
-from cellfleet.actors.runtime.runtime import POLL_INTERVAL_S, CellRuntime
+from cellfleet.actors.runtime.runtime import POLL_INTERVAL_S, CellRuntime, RuntimeMessage
 from cellfleet.actors.scheduler import Scheduled
 from cellfleet.actors.session import store as store_module
 from cellfleet.broker import events as ev
@@ -152,6 +155,7 @@ class CellActor(HereAskedActor):
             call_id=call_id,
         )
         self._incoming: deque[RuntimeEvent] = deque()
+        self._continuing = False  # its ending waits in `_incoming` for `Continue`
         self._polling = False
         self._terminal_reason = ev.TerminationReason.TERMINATE
         self._closed = False  # the terminal answer went out; only the runtime's end remains
@@ -323,14 +327,27 @@ class CellActor(HereAskedActor):
             return
         with contextlib.suppress(pykka.ActorDeadError):
             if here:
-                tell_here(self.actor_ref, message)
+                tell_here(self.actor_ref, message, drain=True)
             else:
-                self.actor_ref.tell(message)
+                self.tell_self(message)
+
+    def _drains(self, message: Any) -> bool:
+        """What the V8 thread reported while a sender handled its message here (a tool's
+        outcome, whose write JavaScript does not wait for) is handled by that sender
+        too: the cell's next call goes out without waking this actor's thread (not
+        once it left its ending to this thread: nothing goes before that)."""
+        return isinstance(message, RuntimeMessage) and not self._continuing
 
     def _receive(self, message: Any) -> None:
+        if self._continuing and not self.borrowed and not self._closed:
+            self._continuing = False  # the ending left to this thread: before anything
+            self._go_on()
         if self._closed:
             self._after_close(message)
-            return
+        else:
+            self._receive_running(message)
+
+    def _receive_running(self, message: Any) -> None:
         runtime = self.runtime
         assert runtime is not None
         answers = self.answers
@@ -354,13 +371,19 @@ class CellActor(HereAskedActor):
             answers.release(now=True)
         elif isinstance(message, NotificationsSettled):
             self.effects.record_settled_notifications()
-        else:  # a message from the V8 thread
+        elif not isinstance(message, Continue):  # (`Continue`: handled above)
+            # a message from the V8 thread
             answers.preempt_with_due_yield()
             runtime.handle(message)
-        self._process_incoming()
-        answers.release()
-        self._start_notifications()
-        self._schedule_poll()
+        self._go_on()
+
+    def _go_on(self) -> None:
+        """After a message: what the runtime reported, then the answers, notifications
+        and polls that allows (unless the cell's ending was left to its own thread)."""
+        if self._process_incoming():
+            self.answers.release()
+            self._start_notifications()
+            self._schedule_poll()
 
     def _start_notifications(self) -> None:
         """Notifications go to the harness once the answers decided before them went
@@ -392,14 +415,24 @@ class CellActor(HereAskedActor):
 
     # -- what the runtime reports -------------------------------------------------------
 
-    def _process_incoming(self) -> None:
+    def _process_incoming(self) -> bool:
+        """Apply what the runtime reported; False if the cell's ending was left to the
+        actor's own thread: on another thread, an ending that waits for notifications
+        may wait for answers that only that thread reads (the harness's, in `cellfleet
+        host`). It is then applied before any message sent after it (`_receive`)."""
         while self._incoming:
+            ending = isinstance(self._incoming[0], Finished | Stopped)
+            if ending and self.borrowed and self.effects.notifying:
+                self._continuing = True
+                self._tell(Continue())
+                return False
             self._apply(self._incoming.popleft())
             runtime = self.runtime
             if self.log.over_budget and runtime is not None and not runtime.done:
                 self._incoming.clear()  # what it did beyond its budget is not recorded
                 runtime.fail(texts.log_budget_exceeded(cell_log.MAX_CELL_EVENTS))
         self.effects.send_requested_tools()
+        return True
 
     def _apply(self, event: RuntimeEvent) -> None:
         log = self.log
@@ -577,10 +610,7 @@ class CellActor(HereAskedActor):
         runtime = self.runtime
         if runtime is None or runtime.done:
             return
-        queued: list[Any] = []
-        with contextlib.suppress(queue.Empty):
-            while True:
-                queued.append(self.actor_inbox.get_nowait().message)  # type: ignore[attr-defined]
+        queued = self._take_unhandled()
         self._failing = queued
         runtime.terminate()  # reports through `_tell`, i.e. into `queued`
         for message in queued:

@@ -7,8 +7,8 @@ worker's outcome are recorded before JavaScript gets them; an outcome recorded h
 written while JavaScript goes on with it, and whatever the cell does next is handled
 only after that write returned (`tool_done`); a notification is recorded before it is
 handed to the harness. Outcomes come back to the actor as messages
-(`ToolDone`, `TimerDue`, `NotificationsSettled`) through `tell`. Runs on the cell
-actor's thread.
+(`ToolDone`, `TimerDue`, `NotificationsSettled`) through `tell`. Runs in the cell
+actor's turn (see actor.py for the threads that may have it).
 """
 
 from __future__ import annotations
@@ -303,6 +303,11 @@ class Effects:
         )
         self._log.flush()
         self._notifications.send(notification_id, text)
+
+    @property
+    def notifying(self) -> bool:
+        """Notifications are queued or on their way to the harness."""
+        return self._notifications.pending
 
     def start_notifications(self) -> None:
         """Hand the notifications recorded so far to the harness."""

@@ -82,6 +82,12 @@ class CleanUp:
 
 
 @dataclass(frozen=True, slots=True)
+class Continue:
+    """Go on with what the runtime reported: its ending, which a message handled on
+    another thread than the actor's leaves to the actor's own (`_process_incoming`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Abandon:
     """A newer owner took the session over: end the cell here at once, writing nothing,
     and say so through `done`."""
@@ -102,4 +108,5 @@ OWN_MESSAGES = (
     NotificationsSettled,
     AdmitDue,
     CleanUp,
+    Continue,
 )

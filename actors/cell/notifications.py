@@ -72,6 +72,12 @@ class Notifications:
         with self._cond:
             self._queued.append((notification_id, text))
 
+    @property
+    def pending(self) -> bool:
+        """Some are queued or in the harness's callback."""
+        with self._cond:
+            return self._running or bool(self._queued)
+
     def start(self) -> None:
         """Hand what is queued to the harness, in order (unless it is on its way)."""
         with self._cond:

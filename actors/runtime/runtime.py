@@ -1,9 +1,10 @@
 """One cell's runtime: feeds inputs into V8 one at a time and reports what the cell does.
 
-Threading: a `CellRuntime` belongs to one owner thread (the cell actor). V8 runs on
-its own thread and reports back through `sink`, which must enqueue the message for the
-owner; the owner then calls `handle(message)`. Every other method is called on the
-owner thread too, so the runtime's state has exactly one writer.
+Threading: a `CellRuntime` belongs to one owner (the cell actor, in its turn, whichever
+thread has it). V8 runs on its own thread and reports back through `sink`, which must
+enqueue the message for the owner; the owner then calls `handle(message)`. Every other
+method is called in the owner's turn too, so the runtime's state has exactly one writer
+at a time.
 
 Each input (the start, a tool result or error, a timer firing) is one script, followed
 by a marker script: mini-racer runs the microtask checkpoint between the two, so the

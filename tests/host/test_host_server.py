@@ -1,7 +1,9 @@
 """`HostServer` in this process, over pipes: `cell/closed` comes after the answers
 asked for the cell, even when the cell closes before the thread that asked has written
 them (the race is forced by holding that thread until the session saw the cell close);
-once closed from another thread (Ctrl-C), no frame more is handled."""
+once closed from another thread (Ctrl-C), no frame more is handled; a cell's end, which
+waits for the client's answers to its notifications, never runs on the thread that reads
+them."""
 
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ from typing import Any
 
 import pytest
 
+from cellfleet.actors.cell import actor as cell_actor
+from cellfleet.actors.cell.effects import Effects
+from cellfleet.actors.cell.log import CellLog
+from cellfleet.actors.runtime.runtime import RuntimeMessage
 from cellfleet.actors.session.actor import ActorSessionBackend, SessionActor
 from cellfleet.ops.bench.host import HELLO
 from cellfleet.ops.host import Host
@@ -121,8 +127,8 @@ def closed_first(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     return hold
 
 
-def _execute(pipes: _Pipes, source: str) -> int:
-    body = {"tool_call_id": "c", "enabled_tools": [], "source": source,
+def _execute(pipes: _Pipes, source: str, tools: list[Any] | None = None) -> int:
+    body = {"tool_call_id": "c", "enabled_tools": tools or [], "source": source,
             "yield_time_ms": 30_000, "max_output_tokens": None}  # fmt: skip
     return pipes.request("session/execute", request=body)
 
@@ -166,3 +172,78 @@ def test_after_close_no_frame_is_handled(pipes: _Pipes) -> None:
     assert not pipes.thread.is_alive()  # (it read the frame, and stopped there)
     assert pipes.pending_output() == b""
     assert "later" not in pipes.server._used_sessions
+
+
+ECHO = {"name": "echo", "tool_name": {"name": "echo", "namespace": None}, "description": "",
+        "kind": "function", "input_schema": None, "output_schema": None}  # fmt: skip
+
+
+def _answered_until_closed(pipes: _Pipes, request_id: int) -> list[str]:
+    """Answer the cell's delegate requests until it closes (it must complete without an
+    error); what they asked for: a tool call's type, a notification's text."""
+    asked = []
+    while (frame := pipes.read())["type"] != "cell/closed":
+        if frame["type"] == "delegate/request":
+            request = frame["request"]
+            asked.append(request.get("text") or request["type"])
+            value = {"type": "notification/delivered"}
+            if request["type"] == "tool/invoke":
+                value = {"type": "tool/result", "result": "done"}
+            result = {"status": "ok", "value": value}
+            pipes.send({"type": "delegate/response", "id": frame["id"], "result": result})
+        elif frame["type"] == "execute/initialResponse":
+            assert frame["id"] == request_id
+            assert frame["result"]["value"]["Result"]["error_text"] is None
+    return asked
+
+
+def test_a_cell_s_end_waits_for_its_notifications_off_the_reading_thread(
+    pipes: _Pipes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tool's answer is handled on the reading thread, with what JavaScript reports
+    while the answer's write waits; but not the cell's end, which waits for the client to
+    answer the cell's notifications, answers only that thread reads. (Forced: the
+    write waits until JavaScript, notifications and end included, has reported.)"""
+    reported, armed = threading.Event(), threading.Event()
+    waited: list[bool] = []
+    notified_on: list[str] = []
+    ended_on: list[str] = []
+    tool_done, flush, notify = Effects.tool_done, CellLog.flush, Effects.notify
+    tell_self, on_finished = cell_actor.CellActor.tell_self, cell_actor.CellActor._on_finished
+
+    def doing(self: Effects, *args: Any) -> None:
+        reported.clear()
+        armed.set()
+        tool_done(self, *args)
+
+    def flushing(self: CellLog) -> None:
+        if armed.is_set() and threading.current_thread() is pipes.thread:
+            armed.clear()
+            waited.append(reported.wait(WAIT_S))
+        flush(self)
+
+    def notifying(self: Effects, text: str) -> None:
+        notified_on.append(threading.current_thread().name)
+        notify(self, text)
+
+    def telling(self: cell_actor.CellActor, message: Any) -> None:
+        tell_self(self, message)
+        if isinstance(message, RuntimeMessage):
+            reported.set()
+
+    def ending(self: cell_actor.CellActor, *args: Any) -> None:
+        ended_on.append(threading.current_thread().name)
+        on_finished(self, *args)
+
+    monkeypatch.setattr(Effects, "tool_done", doing)
+    monkeypatch.setattr(cell_actor, "ADMIT_WITHIN_S", 3600.0)  # (the cell idle meanwhile)
+    monkeypatch.setattr(CellLog, "flush", flushing)
+    monkeypatch.setattr(Effects, "notify", notifying)
+    monkeypatch.setattr(cell_actor.CellActor, "tell_self", telling)
+    monkeypatch.setattr(cell_actor.CellActor, "_on_finished", ending)
+    request_id = _execute(pipes, 'await tools.echo({}); notify("a"); notify("b");', [ECHO])
+    assert _answered_until_closed(pipes, request_id) == ["tool/invoke", "a", "b"]
+    assert waited == [True]
+    assert notified_on == [pipes.thread.name] * 2  # (JavaScript's last report: drained)
+    assert ended_on
+    assert pipes.thread.name not in ended_on

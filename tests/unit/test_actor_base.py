@@ -6,24 +6,32 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pykka
 import pytest
 
+from cellfleet.actors import base
 from cellfleet.actors.base import HereAskedActor, ask_here, tell_here
 
 
 class _Recorder(HereAskedActor):
     """Handles callables: runs each and records its name and the thread it ran on."""
 
-    def __init__(self, started: threading.Event | None = None) -> None:
+    def __init__(
+        self, started: threading.Event | None = None, starting: threading.Event | None = None
+    ) -> None:
         super().__init__()
         self.handled: list[tuple[str, str]] = []
         self._may_start = started
+        self._starting = starting
+        self.idle = threading.Event()  # (`_first`)
 
     def on_start(self) -> None:
+        if self._starting is not None:
+            self._starting.set()
         if self._may_start is not None:
             self._may_start.wait(5)
 
@@ -31,6 +39,18 @@ class _Recorder(HereAskedActor):
         name, action = message
         self.handled.append((name, threading.current_thread().name))
         return action()
+
+    def _give_up_turn(self) -> None:
+        super()._give_up_turn()
+        if self.handled and not self._taken:
+            self.idle.set()  # (`_first`: the turn was given up after `first`)
+
+
+def _first(ref: pykka.ActorRef[Any]) -> None:
+    """Send `first` and wait until it was handled and the actor is idle again (its
+    thread gave up the turn: an asker learns its answer a moment before that)."""
+    ref.ask(("first", lambda: None))
+    assert ref._actor_weakref().idle.wait(5)
 
 
 @pytest.fixture
@@ -83,7 +103,7 @@ def _threads(ref: pykka.ActorRef[Any]) -> dict[str, str]:
 
 def test_an_idle_actor_handles_the_ask_on_the_calling_thread(actors: Any) -> None:
     ref = actors()
-    ref.ask(("first", lambda: None))  # (started, and idle again)
+    _first(ref)  # (started, and idle again)
     asker = _Asker(ref, ("here", lambda: 42))
     asker.start()
     assert asker.result() == 42
@@ -93,14 +113,14 @@ def test_an_idle_actor_handles_the_ask_on_the_calling_thread(actors: Any) -> Non
 def test_on_the_main_thread_the_actor_s_own_thread_handles_it(actors: Any) -> None:
     """(A KeyboardInterrupt there must not stop a handler half way.)"""
     ref = actors()
-    ref.ask(("first", lambda: None))
+    _first(ref)
     assert ask_here(ref, ("ask", lambda: 1)) == 1
     assert _threads(ref)["ask"] == _threads(ref)["first"] != threading.current_thread().name
 
 
 def test_an_ask_waits_for_what_was_sent_before_it(actors: Any) -> None:
     ref = actors()
-    ref.ask(("first", lambda: None))
+    _first(ref)
     release = threading.Event()
     ref.tell(("slow", lambda: release.wait(5)))
     ref.tell(("queued", lambda: None))
@@ -129,7 +149,7 @@ def test_nothing_is_handled_here_before_the_actor_started(actors: Any) -> None:
 
 def test_the_actor_waits_while_an_ask_is_handled_here(actors: Any) -> None:
     ref = actors()
-    ref.ask(("first", lambda: None))
+    _first(ref)
     inside, release = threading.Event(), threading.Event()
 
     def held() -> str:
@@ -153,7 +173,7 @@ def _fails() -> None:
 
 def test_errors_and_a_stopped_actor_answer_as_an_ask_does(actors: Any) -> None:
     ref = actors()
-    ref.ask(("first", lambda: None))
+    _first(ref)
     for message, outcome in ((("fails", _fails), ValueError), (("after", lambda: 2), int)):
         asker = _Asker(ref, message)
         asker.start()
@@ -168,7 +188,7 @@ def test_an_ask_after_a_tell_that_stops_the_actor_finds_it_stopped(actors: Any) 
     """A told message that fails stops the actor, after pykka logs it: an ask in that
     moment is not handled here on an actor about to stop."""
     ref = actors()
-    ref.ask(("first", lambda: None))
+    _first(ref)
     logging_it, release = threading.Event(), threading.Event()
 
     class Slow(logging.Handler):
@@ -202,7 +222,7 @@ def _tell_from_a_thread(ref: pykka.ActorRef[Any], message: Any) -> str:
 
 def test_an_idle_actor_handles_a_tell_on_the_sending_thread(actors: Any) -> None:
     ref = actors()
-    ref.ask(("first", lambda: None))
+    _first(ref)
     teller = _tell_from_a_thread(ref, ("told", lambda: None))
     assert _threads(ref)["told"] == teller  # (handled before tell_here returned)
     ref.ask(("next", lambda: None))  # (and the actor goes on on its own thread)
@@ -211,7 +231,7 @@ def test_an_idle_actor_handles_a_tell_on_the_sending_thread(actors: Any) -> None
 
 def test_a_busy_actor_handles_the_tell_on_its_own_thread_in_order(actors: Any) -> None:
     ref = actors()
-    ref.ask(("first", lambda: None))
+    _first(ref)
     release = threading.Event()
     ref.tell(("slow", lambda: release.wait(5)))
     teller = _tell_from_a_thread(ref, ("told", lambda: None))
@@ -229,7 +249,7 @@ def test_a_busy_actor_handles_the_tell_on_its_own_thread_in_order(actors: Any) -
 
 def test_a_tell_on_the_main_thread_goes_to_the_actor_s_thread(actors: Any) -> None:
     ref = actors()
-    ref.ask(("first", lambda: None))
+    _first(ref)
     tell_here(ref, ("told", lambda: None))
     ref.ask(("last", lambda: None))
     assert _threads(ref)["told"] == _threads(ref)["first"] != threading.current_thread().name
@@ -239,7 +259,7 @@ def test_a_tell_that_fails_here_stops_the_actor_and_ends_its_thread(actors: Any)
     """As on the actor's thread: the failure is logged, the actor stops, an ask sent
     after it fails as a dead actor's does, and the actor's thread ends."""
     ref = actors()
-    ref.ask(("first", lambda: None))
+    _first(ref)
     actor_thread = next(t for t in threading.enumerate() if t.name == _threads(ref)["first"])
     _tell_from_a_thread(ref, ("fails", _fails))
     assert not ref.is_alive()
@@ -253,7 +273,7 @@ def test_nothing_sent_while_a_tell_fails_here_is_handled_after_it(actors: Any) -
     """The actor's thread, woken meanwhile by a message, finds the actor stopped: it
     handles nothing more (an ask among them fails as a dead actor's does)."""
     ref = actors()
-    ref.ask(("first", lambda: None))
+    _first(ref)
     actor = ref._actor_weakref()  # (kept: the stopped actor's record is read)
     asked: list[Any] = []
 
@@ -282,8 +302,8 @@ def test_a_tell_that_stops_everything_here_does_not_wait_for_the_others(
 
     monkeypatch.setattr(pykka.ActorRegistry, "stop_all", stop_all)
     outer, inner = actors(), actors()
-    outer.ask(("first", lambda: None))
-    inner.ask(("first", lambda: None))
+    _first(outer)
+    _first(inner)
     inner_actor = inner._actor_weakref()  # (kept: the stopped actor's record is read)
 
     def exits() -> None:
@@ -296,3 +316,246 @@ def test_a_tell_that_stops_everything_here_does_not_wait_for_the_others(
     assert _threads(outer)["tells"] == asker.name == dict(inner_actor.handled)["exits"]
     assert stopped.wait(5)
     assert stopping != [asker.name]
+
+
+# -- what arrives while a thread has the turn (`tell_here(..., drain=True)`, `tell_self`) --
+
+
+class _Draining(_Recorder):
+    """Lets a sending thread handle, after its own message, those named `drains...`."""
+
+    def _drains(self, message: Any) -> bool:
+        return isinstance(message, tuple) and str(message[0]).startswith("drains")
+
+
+@pytest.fixture
+def draining() -> Iterator[pykka.ActorRef[Any]]:
+    ref = _Draining.start()
+    _first(ref)
+    yield ref
+    ref.stop(block=False)
+
+
+def _on_a_thread(target: Callable[[], Any]) -> str:
+    """Run `target` on a thread of its own (not the main thread); that thread's name."""
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive()
+    return thread.name
+
+
+def _tell_draining(ref: pykka.ActorRef[Any], action: Callable[[], None]) -> str:
+    """`tell_here(ref, ("told", action), drain=True)` on a thread of its own; its name."""
+    return _on_a_thread(lambda: tell_here(ref, ("told", action), drain=True))
+
+
+def _handled(ref: pykka.ActorRef[Any]) -> list[str]:
+    ref.ask(("last", lambda: None))  # (everything sent before it was handled)
+    return [name for name, _ in ref.proxy().handled.get() if name not in ("first", "last")]
+
+
+def _tell_self(ref: pykka.ActorRef[Any], *names: str) -> Callable[[], None]:
+    actor = ref._actor_weakref()
+    return lambda: [actor.tell_self((name, lambda: None)) for name in names] and None
+
+
+def test_tell_self_leaves_the_message_with_the_thread_that_has_the_turn(
+    draining: pykka.ActorRef[Any],
+) -> None:
+    """Not through the inbox (the actor's thread is not woken for it): a sender that
+    drains handles it after its own."""
+    queued = _when_queued(draining)
+    teller = _tell_draining(draining, _tell_self(draining, "drains"))
+    assert not queued.is_set()
+    assert _handled(draining) == ["told", "drains"]
+    assert _threads(draining)["told"] == _threads(draining)["drains"] == teller
+
+
+def test_a_sender_drains_what_the_actor_s_thread_took_from_the_inbox_meanwhile(
+    draining: pykka.ActorRef[Any],
+) -> None:
+    actor = draining._actor_weakref()
+    took = threading.Event()
+
+    class Taken(deque[Any]):
+        def append(self, envelope: Any) -> None:
+            super().append(envelope)
+            took.set()
+
+    actor._taken = Taken()
+
+    def sends() -> None:
+        draining.tell(("drains", lambda: None))
+        assert took.wait(5)  # (the actor's thread took it: it is not this thread's turn)
+
+    teller = _tell_draining(draining, sends)
+    assert _handled(draining) == ["told", "drains"]
+    assert _threads(draining)["drains"] == teller
+
+
+def test_what_the_actor_keeps_for_its_own_thread_is_handled_there_in_order(
+    draining: pykka.ActorRef[Any],
+) -> None:
+    teller = _tell_draining(draining, _tell_self(draining, "kept", "drains"))
+    assert _handled(draining) == ["told", "kept", "drains"]  # (not here: behind `kept`)
+    threads = _threads(draining)
+    assert threads["told"] == teller
+    assert threads["kept"] == threads["drains"] == threads["first"] != teller
+
+
+def test_a_sender_drains_at_most_max_drained_and_the_actor_s_thread_the_rest(
+    draining: pykka.ActorRef[Any],
+) -> None:
+    names = [f"drains-{index}" for index in range(base.MAX_DRAINED + 2)]
+    teller = _tell_draining(draining, _tell_self(draining, *names))
+    assert _handled(draining) == ["told", *names]
+    threads = _threads(draining)
+    assert [threads[name] == teller for name in names] == [True] * base.MAX_DRAINED + [False] * 2
+
+
+def test_a_sender_that_does_not_drain_leaves_it_all_to_the_actor_s_thread(
+    draining: pykka.ActorRef[Any],
+) -> None:
+    teller = _tell_from_a_thread(draining, ("told", _tell_self(draining, "drains")))
+    assert _handled(draining) == ["told", "drains"]
+    threads = _threads(draining)
+    assert threads["told"] == teller
+    assert threads["drains"] == threads["first"] != teller
+
+
+def test_an_ask_here_leaves_what_arrived_meanwhile_to_the_actor_s_thread(
+    draining: pykka.ActorRef[Any],
+) -> None:
+    asker = _Asker(draining, ("asked", _tell_self(draining, "drains")))
+    asker.start()
+    asker.result()
+    assert _handled(draining) == ["asked", "drains"]
+    threads = _threads(draining)
+    assert threads["asked"] == asker.name
+    assert threads["drains"] == threads["first"] != asker.name
+
+
+def test_after_a_drain_the_actor_is_idle_again(draining: pykka.ActorRef[Any]) -> None:
+    """(Nothing is counted twice or left uncounted: the next tell is handled here.)"""
+    _tell_draining(draining, _tell_self(draining, "drains"))
+    actor = draining._actor_weakref()
+    assert actor._inbox.unhandled == 0
+    assert actor._inbox.queued == 0
+    teller = _tell_from_a_thread(draining, ("next", lambda: None))
+    assert _threads(draining)["next"] == teller
+
+
+def test_tell_self_keeps_the_order_of_what_waits_in_the_inbox(
+    draining: pykka.ActorRef[Any],
+) -> None:
+    """A message sent while the turn is held goes behind those sent before it and still
+    in the inbox (the actor's thread, busy, has not taken them yet)."""
+    actor = draining._actor_weakref()
+    inside, a_sent = threading.Event(), threading.Event()
+
+    def sends_b_after_a() -> None:
+        inside.set()
+        assert a_sent.wait(5)
+        actor.tell_self(("b", lambda: None))
+
+    draining.tell(("x", sends_b_after_a))
+    assert inside.wait(5)
+    draining.tell(("a", lambda: None))  # (in the inbox: the actor's thread handles `x`)
+    a_sent.set()
+    assert _handled(draining) == ["x", "a", "b"]
+
+
+def test_a_message_handled_on_its_actor_s_thread_may_tell_itself_more(
+    draining: pykka.ActorRef[Any],
+) -> None:
+    """Handled next, in order, with what other threads sent meanwhile, and none of it
+    through the inbox (the actor's thread has the turn)."""
+    actor = draining._actor_weakref()
+    inside, release = threading.Event(), threading.Event()
+
+    def tells_itself() -> None:
+        actor.tell_self(("self-told", lambda: None))
+        inside.set()
+        release.wait(5)
+
+    draining.tell(("slow", tells_itself))
+    assert inside.wait(5)
+    queued = _when_queued(draining)
+    _on_a_thread(_tell_self(draining, "from-outside"))
+    assert not queued.is_set()
+    release.set()
+    assert _handled(draining) == ["slow", "self-told", "from-outside"]
+    threads = _threads(draining)
+    assert threads["self-told"] == threads["from-outside"] == threads["first"]
+
+
+def test_tell_self_to_an_idle_actor_goes_through_its_inbox(
+    draining: pykka.ActorRef[Any],
+) -> None:
+    queued = _when_queued(draining)
+    _tell_self(draining, "idle")()
+    assert queued.is_set()
+    assert _handled(draining) == ["idle"]
+    assert _threads(draining)["idle"] == _threads(draining)["first"]
+
+
+def test_tell_self_while_the_actor_starts_is_handled_after_on_start() -> None:
+    starting, may_start = threading.Event(), threading.Event()
+    ref = _Recorder.start(started=may_start, starting=starting)
+    try:
+        assert starting.wait(5)  # (on_start runs with the turn held)
+        queued = _when_queued(ref)
+        _tell_self(ref, "early")()
+        assert not queued.is_set()
+        may_start.set()
+        assert _handled(ref) == ["early"]
+    finally:
+        ref.stop(block=False)
+
+
+def test_a_drained_failure_stops_the_actor_and_what_was_sent_after_it_is_refused(
+    draining: pykka.ActorRef[Any],
+) -> None:
+    actor = draining._actor_weakref()  # (kept: the stopped actor's record is read)
+    asked: list[Any] = []
+
+    def sends() -> None:
+        actor.tell_self(("drains-fails", _fails))
+        asked.append(draining.ask(("asked", lambda: None), block=False))
+
+    teller = _tell_draining(draining, sends)
+    with pytest.raises(pykka.ActorDeadError):
+        asked[0].get(timeout=5)
+    assert not draining.is_alive()
+    assert actor.handled == [
+        ("first", actor.handled[0][1]),
+        ("told", teller),
+        ("drains-fails", teller),
+    ]
+
+
+def test_a_turn_is_given_up_even_when_handling_escapes(
+    draining: pykka.ActorRef[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(A BaseException out of `on_failure`, say: the next message still has a turn.)"""
+    actor = draining._actor_weakref()
+
+    def escapes(envelope: Any, *, here: bool = False) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(actor, "_handle_envelope", escapes)
+    actor._turn.acquire()
+    actor.tell_self(("drains", lambda: None))
+    with pytest.raises(KeyboardInterrupt):
+        actor._end_turn(here=True, drain=1)
+    assert not actor._turn.locked()
+
+
+def test_tell_self_to_a_stopped_actor_raises_as_tell_does(
+    draining: pykka.ActorRef[Any],
+) -> None:
+    actor = draining._actor_weakref()
+    draining.stop()
+    with pytest.raises(pykka.ActorDeadError):
+        actor.tell_self(("late", lambda: None))
