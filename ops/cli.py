@@ -642,6 +642,11 @@ def run_bench(
 ) -> int:
     # Imported on demand: the benchmarks are not part of the other commands.
     module: Any = importlib.import_module(f"cellfleet.ops.bench.{suite}")
+    least, why = getattr(module, "MIN_SAMPLES", (1, "a benchmark needs a sample"))
+    if samples is not None and samples < least:
+        problem = f"--samples must be at least {least}: {why}"
+        print(f"cellfleet bench {suite}: {problem}", file=sys.stderr)
+        return 2
     options: dict[str, int] = {"soak": soak} if soak else {}
     if kills:
         options["kills"] = kills

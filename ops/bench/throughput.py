@@ -47,6 +47,12 @@ MEMORY_CELLS = 10_000
 MEMORY_FIRST = 1_000
 MEMORY_SESSION_CELLS = 100
 MEMORY_THREADS = 4
+# `--samples`: the memory run's cells (split among its threads); RSS is read after
+# `MEMORY_FIRST` of them and at its end.
+MIN_SAMPLES = (
+    MEMORY_FIRST + MEMORY_THREADS,
+    f"the memory run reads RSS after {MEMORY_FIRST} cells and at its end",
+)
 TOOL_TIMER = (
     'await tools.echo({x: "a"}); await new Promise((resolve) => setTimeout(resolve, 1));'
     ' text("bench");'
