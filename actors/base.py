@@ -137,9 +137,10 @@ class HereAskedActor(Actor):
             while True:
                 with self._taking:
                     taken = self._taken
-                    passes = here and not self.actor_stopped.is_set()
+                    # (a stopped actor's messages are all refused, by any thread)
+                    selective = here and not self.actor_stopped.is_set()
                     if not taken or (
-                        passes and (handled >= drain or not self._drains(taken[0].message))
+                        selective and (handled >= drain or not self._drains(taken[0].message))
                     ):
                         given_up = True
                         self._give_up_turn()
