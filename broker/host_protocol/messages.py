@@ -115,7 +115,7 @@ class DelegateResponse:
 ClientMessage = Hello | OperationRequest | Cancel | Yield | DelegateResponse
 
 
-MAX_DEPTH = 128  # serde_json's recursion limit
+MAX_DEPTH = 127  # serde_json refuses a 128th level (its recursion limit)
 _TOO_DEEP = b"\n" + b" " * (2 * MAX_DEPTH)  # (in orjson's 2-space indentation)
 _SPACED_KEY_END = re.compile(rb'"\s+:')  # (not compact: judged the slow way)
 _SPACE_THEN_COLON = (b" :", b"\t:", b"\n:", b"\r:")  # (what `_SPACED_KEY_END` needs)

@@ -91,6 +91,15 @@ def raw(payload: bytes) -> Step:
     return ["raw", (len(payload).to_bytes(4, "little") + payload).hex()]
 
 
+def _deep_delegate_answer(levels: int, *, array: bool = False) -> bytes:
+    """An answer to a delegate request nobody made (ignored), whose frame nests `levels`
+    deep: its own three objects, then the tool's result (objects, or empty arrays)."""
+    inner = levels - 3
+    result = b"[" * inner + b"]" * inner if array else b'{"a":' * inner + b"1" + b"}" * inner
+    value = b'{"type":"tool/result","result":' + result + b"}"
+    return b'{"type":"delegate/response","id":99,"result":{"status":"ok","value":' + value + b"}}"
+
+
 SCENARIOS: dict[str, list[Step]] = {
     # -- the handshake ------------------------------------------------------------------
     "hello_ready": [["send", HELLO], ["until", {"type": "connection/ready"}]],
@@ -379,6 +388,24 @@ SCENARIOS: dict[str, list[Step]] = {
             + b"}" * 131
             + b"}"
         ),
+    ],
+    # serde_json's recursion limit: a frame 127 levels deep is read, 128 is fatal
+    "nesting_127_levels_is_read": [
+        *start(),
+        raw(_deep_delegate_answer(127)),
+        ["send", op(3, "session/open", sessionId="s3")],
+        answered(3),
+    ],
+    "nesting_128_levels_is_fatal": [*start(), raw(_deep_delegate_answer(128))],
+    "nesting_127_levels_of_arrays_is_read": [
+        *start(),
+        raw(_deep_delegate_answer(127, array=True)),
+        ["send", op(3, "session/open", sessionId="s3")],
+        answered(3),
+    ],
+    "nesting_128_levels_of_arrays_is_fatal": [
+        *start(),
+        raw(_deep_delegate_answer(128, array=True)),
     ],
     # -- frames the host cannot decode --------------------------------------------------
     "bad_json": [*start(), raw(b"{oops")],
