@@ -583,7 +583,12 @@ class ActorSessionBackend:
             # Each owner numbers the session's own events in a range of its own (its
             # fencing token's), so that (cell, seq) stays unique across owners.
             first_seq = (self._leases.claim(config.session_id) - 1) << 32
-        self._ref = SessionActor.start(services, config, first_seq)
+        try:
+            self._ref = SessionActor.start(services, config, first_seq)
+        except BaseException:  # (no actor, no thread: nobody else lets the claim go)
+            if self._leases is not None:
+                self._leases.release(config.session_id)
+            raise
         self._shutdown_lock = threading.Lock()
 
     def execute(

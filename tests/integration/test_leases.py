@@ -13,6 +13,7 @@ from functools import partial
 import pytest
 import redis
 
+from cellfleet.actors.session.actor import SessionActor
 from cellfleet.broker import events as ev
 from cellfleet.broker.contract.tools import ToolKind
 from cellfleet.broker.errors import SessionFencedError, SessionOwnedElsewhereError
@@ -209,6 +210,33 @@ def test_opened_leaves_a_renewal_redis_refused_to_the_background(
     monkeypatch.undo()
     assert a.renew() == []
     assert a.held() == ["s"]
+
+
+def test_a_session_actor_that_cannot_start_lets_its_claim_go(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(No thread, so no `on_start` to release it: the claim would be renewed for
+    ever, and no other process could serve the session.)"""
+    host = Host(redis_url)
+    try:
+        leases = host.services.leases
+        assert leases is not None
+        start = SessionActor.start
+
+        def fails(*args: object, **kwargs: object) -> object:
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(SessionActor, "start", fails)
+        session = uuid.uuid4().hex
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            host.open_session(session_id=session)
+        assert not leases.holds(session)
+        assert leases.owner_of(session) is None
+        monkeypatch.setattr(SessionActor, "start", start)
+        again = host.open_session(session_id=session)
+        assert again.exec("c", "text('open')").items[1]["text"] == "open"
+    finally:
+        host.close()
 
 
 def test_a_session_whose_opening_failed_gives_its_lease_up(
