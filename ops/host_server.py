@@ -647,7 +647,7 @@ class HostServer:
         delegate_id = next(self._delegate_ids)
         delivered = threading.Event()
         with self._lock:
-            if self._out.closed:
+            if self._out.closed or self._ending:  # (no client left to acknowledge it)
                 return
             self._notifications[delegate_id] = delivered
         frame = answers.notification(delegate_id, session_id, call_id, cell_id, text)

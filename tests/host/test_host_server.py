@@ -3,7 +3,7 @@ asked for the cell, even when the cell closes before the thread that asked has w
 them (the race is forced by holding that thread until the session saw the cell close);
 once closed from another thread (Ctrl-C), no frame more is handled; a cell's end, which
 waits for the client's answers to its notifications, never runs on the thread that reads
-them."""
+them; a notification started while the connection closes waits for no answer."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from cellfleet.actors.cell.effects import Effects
 from cellfleet.actors.cell.log import CellLog
 from cellfleet.actors.runtime.runtime import RuntimeMessage
 from cellfleet.actors.session.actor import ActorSessionBackend, SessionActor
+from cellfleet.ops import host_server
 from cellfleet.ops.bench.host import HELLO
 from cellfleet.ops.host import Host
 from cellfleet.ops.host_server import HostServer
@@ -247,3 +248,28 @@ def test_a_cell_s_end_waits_for_its_notifications_off_the_reading_thread(
     assert notified_on == [pipes.thread.name] * 2  # (JavaScript's last report: drained)
     assert ended_on
     assert pipes.thread.name not in ended_on
+
+
+def test_a_notification_started_while_the_connection_closes_waits_for_no_answer(
+    pipes: _Pipes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(The client is gone: nobody would acknowledge it. Forced: a session's shutdown,
+    on the way out, starts one.)"""
+    monkeypatch.setattr(host_server, "NOTIFICATION_TIMEOUT_S", 3600.0)
+    server = pipes.server
+    session = server._sessions["s"].session
+    shutdown = session.shutdown
+    notified: list[str] = []
+
+    def notifying_shutdown(*args: Any, **kwargs: Any) -> None:
+        server._notify("s", "c", "1", "late")
+        notified.append("returned")
+        shutdown(*args, **kwargs)
+
+    monkeypatch.setattr(session, "shutdown", notifying_shutdown)
+    closing = threading.Thread(target=server.close)
+    closing.start()
+    closing.join(WAIT_S)
+    assert not closing.is_alive()
+    assert notified == ["returned"]
+    assert pipes.pending_output() == b""  # (no frame for it either)
