@@ -212,29 +212,33 @@ def test_opened_leaves_a_renewal_redis_refused_to_the_background(
     assert a.held() == ["s"]
 
 
+def _let_go_and_served_again(host: Host, session: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody holds `session`'s lease; once the fault is undone, `host` serves it."""
+    leases = host.services.leases
+    assert leases is not None
+    assert not leases.holds(session)
+    assert leases.owner_of(session) is None
+    monkeypatch.undo()
+    again = host.open_session(session_id=session)
+    assert again.exec("c", "text('open')").items[1]["text"] == "open"
+
+
 def test_a_session_actor_that_cannot_start_lets_its_claim_go(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """(No thread, so no `on_start` to release it: the claim would be renewed for
     ever, and no other process could serve the session.)"""
+
+    def fails(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("can't start new thread")
+
     host = Host(redis_url)
     try:
-        leases = host.services.leases
-        assert leases is not None
-        start = SessionActor.start
-
-        def fails(*args: object, **kwargs: object) -> object:
-            raise RuntimeError("can't start new thread")
-
         monkeypatch.setattr(SessionActor, "start", fails)
         session = uuid.uuid4().hex
         with pytest.raises(RuntimeError, match="can't start new thread"):
             host.open_session(session_id=session)
-        assert not leases.holds(session)
-        assert leases.owner_of(session) is None
-        monkeypatch.setattr(SessionActor, "start", start)
-        again = host.open_session(session_id=session)
-        assert again.exec("c", "text('open')").items[1]["text"] == "open"
+        _let_go_and_served_again(host, session, monkeypatch)
     finally:
         host.close()
 
@@ -244,24 +248,17 @@ def test_a_session_whose_opening_failed_gives_its_lease_up(
 ) -> None:
     """The opening's write fails (the session actor stops): its claim is released at
     once, and this process can open the session again."""
+
+    def refused(*args: object, **kwargs: object) -> object:
+        raise redis.ConnectionError("Redis went away")
+
     host = Host(redis_url)
     try:
-        journal, leases = host.services.journal, host.services.leases
-        assert leases is not None
-        open_session = journal.open_session
-
-        def refused(*args: object, **kwargs: object) -> object:
-            raise redis.ConnectionError("Redis went away")
-
-        monkeypatch.setattr(journal, "open_session", refused)
+        monkeypatch.setattr(host.services.journal, "open_session", refused)
         session = uuid.uuid4().hex
         failed = host.open_session(session_id=session)
         assert failed.backend._ref.actor_stopped.wait(10)  # type: ignore[attr-defined]
-        assert not leases.holds(session)
-        assert leases.owner_of(session) is None
-        monkeypatch.setattr(journal, "open_session", open_session)
-        again = host.open_session(session_id=session)
-        assert again.exec("c", "text('open')").items[1]["text"] == "open"
+        _let_go_and_served_again(host, session, monkeypatch)
     finally:
         host.close()
 
