@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ READ_BLOCK_MS = 1_000  # an idle inbox read returns this often (to notice a stop
 READ_COUNT = 64  # requests per read
 PRUNE_EVERY_BEATS = 10  # how often (in heartbeats) expired sessions leave the index
 BLOCKING_THREADS = 16  # opens, requests sent again, shutdowns, takeovers, tidying
+DROPPED_EARLY_KEPT = 4096  # drops that found no observer, remembered for a late request
 NOTIFY_ACK_TIMEOUT_S = 10.0  # a client that never confirms a notification holds it no longer
 
 
@@ -172,6 +174,9 @@ class CellWorker:
         self._opening: dict[str, list[dict[str, Any]]] = {}
         self._observers: dict[str, Future[CellAnswer]] = {}  # request id -> its answer
         self._serving_again: set[str] = set()  # ids of requests sent again, being looked up
+        # Drops that found no observer: their request was answered already, or is yet
+        # to be served (it waits for its session's opening, say): then it is dropped.
+        self._dropped_early: OrderedDict[str, None] = OrderedDict()
         self._notifying: dict[str, threading.Event] = {}  # notification -> callback returned
         self._taking_over = threading.Event()  # a look for dead workers' sessions is on
         self._tidying = threading.Event()  # idle sessions and the index are being tidied
@@ -351,10 +356,7 @@ class CellWorker:
             if returned is not None:
                 returned.set()
         elif op == "drop":  # the caller went away: its observer is gone (spec §4.3)
-            with self._lock:
-                dropped = self._observers.pop(str(message.get("of")), None)
-            if dropped is not None:
-                dropped.cancel()
+            self._drop(message)
         else:
             with self._lock:  # (held while the session is asked: no handover meanwhile)
                 waiting = self._opening.get(session)
@@ -371,6 +373,20 @@ class CellWorker:
                     self._serve_session(op, message, served)
             if served is None:
                 self._answer(message, self._moved(session))
+
+    def _drop(self, message: dict[str, Any]) -> None:
+        """Cancel the observer of the request a caller left; the client is told it was
+        dropped unless its answer went out first (the client keeps that one for the
+        cell's next observer, as the cell would have)."""
+        of = str(message.get("of"))
+        with self._lock:
+            dropped = self._observers.pop(of, None)
+            if dropped is None:
+                self._dropped_early[of] = None
+                while len(self._dropped_early) > DROPPED_EARLY_KEPT:
+                    self._dropped_early.popitem(last=False)
+        if dropped is not None and dropped.cancel():
+            self._tell(str(message.get("client")), {"id": of, "kind": "dropped"})
 
     def _moving(self, served: _Served, message: dict[str, Any]) -> bool:
         """Draining (with the lock held): whether `message` goes to the session's next
@@ -391,7 +407,11 @@ class CellWorker:
     def _serve_session(self, op: Any, message: dict[str, Any], served: _Served) -> None:
         backend = served.backend
         request = str(message.get("id") or "")
-        if message.get("again") and op in ("execute", "observe", "terminate"):
+        if (message.get("again") or message.get("dropped")) and op in (
+            "execute",
+            "observe",
+            "terminate",
+        ):
             self._blocking.submit(self._guarded, message, self._serve_again, op, message, served)
         elif op == "execute":
             cell, future = backend.execute(
@@ -447,6 +467,8 @@ class CellWorker:
             if trace.answer is not None:
                 answer = wire.encode_answer(trace.answer)
                 self._answer(message, {"kind": "answer", "cell": trace.cell, "answer": answer})
+            elif message.get("dropped"):  # its caller went away: nobody is to observe
+                self._answer(message, {"kind": "dropped"})
             elif op == "execute" and trace.cell is not None:
                 mode = ObserveMode(message.get("mode", "yield"))
                 yield_time_ms = int(message["yield_time_ms"])
@@ -495,7 +517,14 @@ class CellWorker:
         """Answer the request when `future` settles (a client may drop it first)."""
         request_id = str(message.get("id"))
         with self._lock:
-            self._observers[request_id] = future
+            dropped = request_id in self._dropped_early
+            if dropped:
+                del self._dropped_early[request_id]
+            else:
+                self._observers[request_id] = future
+        if dropped and future.cancel():  # its drop came first
+            self._answer(message, {"kind": "dropped"})
+            return
 
         def settled(done: Future[CellAnswer]) -> None:
             with self._lock:

@@ -30,7 +30,7 @@ from redis.retry import Retry
 from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session, missing_cell
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.inventory import build_inventory
-from cellfleet.broker.contract.responses import CellAnswer, ObserveMode
+from cellfleet.broker.contract.responses import CellAnswer, ContentItem, ObserveMode
 from cellfleet.broker.contract.tools import JsonValue, NamespaceInfo, ToolDefinition
 from cellfleet.broker.errors import (
     BrokerError,
@@ -38,6 +38,7 @@ from cellfleet.broker.errors import (
     SessionShuttingDownError,
 )
 from cellfleet.broker.fleet import wire
+from cellfleet.broker.fleet.kept import KeptAnswers, Step, with_front
 from cellfleet.broker.fleet.registry import WorkerRegistry
 from cellfleet.broker.journal import failure_reason, run_retrying
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
@@ -143,15 +144,53 @@ class _Request:
     hops: int = 0  # times a worker said the session is elsewhere
     started: Future[str] = field(default_factory=Future)  # the cell id (execute)
     answer: Future[Any] = field(default_factory=Future)
+    # An exec's or a wait's whose caller went away: told what became of its answer
+    # (None: none came), for the cell's next observer (`broker.fleet.kept`).
+    on_gone: Callable[[_Request, CellAnswer | None], None] | None = None
+    _left: tuple[CellAnswer | None] | None = None  # what it got before `on_gone` was set
+    before: Sequence[ContentItem] = ()  # output a dropped caller left, for its answer
 
     def fail(self, error: BaseException) -> None:
         for future in (self.started, self.answer):
             with contextlib.suppress(InvalidStateError):  # (settled, or dropped)
                 future.set_exception(error)
+        if self.answer.cancelled():
+            self._gone(None)
 
     def settle(self, future: Future[Any], result: Any) -> None:
-        with contextlib.suppress(InvalidStateError):  # a caller that went away dropped it
+        try:
             future.set_result(result)
+        except InvalidStateError:  # a caller that went away dropped it
+            if future is self.answer:
+                self._gone(result)
+
+    def _gone(self, answer: CellAnswer | None) -> None:
+        with _GONE_LOCK:
+            on_gone, self.on_gone = self.on_gone, None
+            if on_gone is None:  # (not told yet where: `when_gone` passes it on)
+                self._left = (answer,)
+                return
+        on_gone(self, answer)
+
+    def when_gone(self, on_gone: Callable[[_Request, CellAnswer | None], None]) -> None:
+        """Tell `on_gone` what became of the answer its caller left (now, if known)."""
+        with _GONE_LOCK:
+            left, self._left = self._left, None
+            if left is None:
+                self.on_gone = on_gone
+                return
+        on_gone(self, left[0])
+
+    @property
+    def cell(self) -> str | None:
+        """The cell it is about (an exec's, once started)."""
+        cell = self.message.get("cell")
+        if cell is None and self.started.done() and self.started.exception() is None:
+            cell = self.started.result()
+        return None if cell is None else str(cell)
+
+
+_GONE_LOCK = threading.Lock()  # (rarely taken: only by requests whose caller left)
 
 
 class FleetClient:
@@ -343,16 +382,72 @@ class FleetClient:
         request.answer.add_done_callback(partial(self._dropped, request))
         return request
 
+    def ask_about(self, backend: FleetSessionBackend, message: dict[str, Any]) -> _Request:
+        """As `request`, for a request about a cell (`message["cell"]`): an answer that
+        a caller of the cell left (see `broker.fleet.kept`) answers it, or goes in
+        front of its answer; it waits until the cell's dropped requests are settled."""
+        request = self._new_request(backend, message)
+        request.answer.add_done_callback(partial(self._dropped, request))
+        self._ask(request)
+        return request
+
+    def _ask(self, request: _Request, released: bool = False) -> None:
+        """Send `request` (or answer it with what is kept); `released`: it was held."""
+        backend = request.backend
+        cell = str(request.message["cell"])
+        if backend.shut:  # (held until after the shutdown: the cell is gone)
+            self._forget(request)
+            request.settle(request.answer, missing_cell(cell).result())
+            return
+        pending = request.message.get("mode") == str(ObserveMode.PENDING)
+        step = backend.kept.take(cell, request, pending=pending, released=released)
+        if step.step is Step.FORGET:
+            self._forget(request)
+        elif step.step is Step.ANSWER:
+            self._forget(request)
+            request.settle(request.answer, step.answer)
+            if step.closed:
+                self._callbacks.submit(backend.session_id, _quietly, backend.on_cell_closed, cell)
+        elif step.step is Step.SEND:
+            request.before = step.before
+            self._dispatch(request)
+
     def _dropped(self, request: _Request, answer: Future[Any]) -> None:
+        """A caller cancelled its answer: the owner is told, and an exec's or a wait's
+        request waits for what becomes of its answer (for the cell's next observer)."""
         if not answer.cancelled():
             return
-        self._forget(request)
-        drop = self._new_request(request.backend, {"op": "drop", "of": request.message["id"]})
+        cell = request.cell
+        backend = request.backend
+        if request.message.get("op") in ("execute", "observe") and cell is not None:
+            if not backend.kept.dropped(cell, request):
+                self._forget(request)  # (held, never sent)
+                return
+            request.message["dropped"] = True  # (a copy sent again is dropped there)
+            request.when_gone(partial(self._answer_gone, cell))
+        else:
+            self._forget(request)
+        drop = self._new_request(backend, {"op": "drop", "of": request.message["id"]})
         self._forget(drop)  # (no answer comes)
         owner = request.message.get("to")
         if isinstance(owner, str):
             with contextlib.suppress(redis.RedisError, BrokerError):
                 self._send_to(owner, drop)
+
+    def kept_ended(self, backend: FleetSessionBackend) -> None:
+        """The session shut down: requests held for a dropped one find their cell gone,
+        and closed callbacks that waited for a kept completion are due."""
+        held, closed = backend.kept.close()
+        for request in held:
+            self._ask(request)  # (answered: not found)
+        for cell in closed:
+            self._callbacks.submit(backend.session_id, _quietly, backend.on_cell_closed, cell)
+
+    def _answer_gone(self, cell: str, request: _Request, answer: CellAnswer | None) -> None:
+        """What a dropped request got, kept for the cell's next observer; the requests
+        that waited for it go now (off the reader's thread: a send may wait)."""
+        for waiting in request.backend.kept.settled(cell, request, answer, request.before):
+            self._resends.submit(self._ask, waiting, True)
 
     def _new_request(self, backend: FleetSessionBackend, message: dict[str, Any]) -> _Request:
         request_id = f"{self.id}-{next(self._ids)}"
@@ -487,7 +582,9 @@ class FleetClient:
                 request.fail(FleetAnswerError(f"cellfleet worker answered badly: {error}"))
                 return
             request.settle(request.started, str(message.get("cell")))
-            request.settle(request.answer, answer)
+            request.settle(request.answer, with_front(answer, request.before))
+        elif kind == "dropped":  # (its caller went away: no answer comes)
+            request.fail(FleetAnswerError("dropped"))
         elif kind == "error":
             request.fail(FleetAnswerError(str(message.get("message")), str(message.get("error"))))
         elif kind == "moved":
@@ -527,7 +624,8 @@ class FleetClient:
             self._callbacks.submit(backend.session_id, self._deliver, backend, notification, args)
         elif kind == "closed":
             cell = str(message["cell"])
-            self._callbacks.submit(backend.session_id, _quietly, backend.on_cell_closed, cell)
+            if not backend.kept.closing(cell):  # (else once its kept completion is claimed)
+                self._callbacks.submit(backend.session_id, _quietly, backend.on_cell_closed, cell)
         elif kind == "moved":
             owner = message.get("owner")
             backend.owner = owner if isinstance(owner, str) else None
@@ -645,8 +743,13 @@ class FleetSessionBackend:
         self.on_cell_closed = on_cell_closed
         self.client_tools = client_tools
         self.owner: str | None = None  # the worker that serves it (None: find it)
+        self.kept: KeptAnswers[_Request] = KeptAnswers()
         self._shut = threading.Event()
         self._heard: OrderedDict[tuple[str, int], None] = OrderedDict()  # notifications
+
+    @property
+    def shut(self) -> bool:
+        return self._shut.is_set()
 
     def first_hearing(self, cell: str, number: int) -> bool:
         """Whether notification `number` of `cell` is new: a worker that took the
@@ -694,12 +797,12 @@ class FleetSessionBackend:
             "mode": str(mode),
             "yield_time_ms": yield_time_ms,
         }
-        return self.client.request(self, message).answer
+        return self.client.ask_about(self, message).answer
 
     def terminate(self, cell_id: str) -> Future[CellAnswer]:
         if self._shut.is_set():
             return missing_cell(cell_id)
-        return self.client.request(self, {"op": "terminate", "cell": cell_id}).answer
+        return self.client.ask_about(self, {"op": "terminate", "cell": cell_id}).answer
 
     def yield_now(self, cell_id: str) -> None:
         if self._shut.is_set():
@@ -722,6 +825,7 @@ class FleetSessionBackend:
         try:
             request = self.client.request(self, {"op": "shutdown", "timeout_s": timeout})
             request.answer.result(timeout + 5)
+            self.client.kept_ended(self)
             # The cells' closed callbacks came before the answer: they have run on return,
             # as the in-process session's have.
             self.client._callbacks.wait_for(self.session_id, timeout)

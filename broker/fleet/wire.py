@@ -13,10 +13,15 @@ answers repeat. This module is the only code that knows these shapes.
 | `observe`   | `cell`, `mode`, `yield_time_ms`                        | `answer`                |
 | `terminate` | `cell`                                                 | `answer`                |
 | `yield_now` | `cell`                                                 | (none)                  |
-| `drop`      | `of`: the request whose caller went away               | (none)                  |
+| `drop`      | `of`: the request whose caller went away               | `dropped` (to `of`)     |
 | `notified`  | `of`: a notification whose callback returned           | (none)                  |
 | `shutdown`  | `timeout_s`                                            | `done`                  |
 | `tool_outcome` | `delegate`, `key`, `result`, `error` (a `tool_call`'s) | (none)               |
+
+A `drop` is answered (with the id `of`) `dropped` when it cancelled the request's
+observer; else the request's own answer went out, or goes out, instead. An `execute` or
+`observe` sent again after its drop carries `dropped: true`: it is answered from the log,
+or `dropped`.
 
 Any request may be answered `error` (`kind`, `message`: the model sees the message) or
 `moved` (`owner`: send it there; None: find the owner from the session's lease). A

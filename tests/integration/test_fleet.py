@@ -25,6 +25,7 @@ import redis
 from cellfleet.actors.session.actor import ActorSessionBackend
 from cellfleet.broker import crash
 from cellfleet.broker.contract import texts
+from cellfleet.broker.contract.responses import ObserveMode, Result
 from cellfleet.broker.errors import (
     JournalUnavailableError,
     SessionFencedError,
@@ -1034,3 +1035,154 @@ def test_an_exec_whose_answer_died_with_its_worker_is_answered_from_the_log(
     journal = RedisJournal(client.client, keys)
     admitted = [e.cell for _, e in journal.read(session.id) if isinstance(e, CellAdmitted)]
     assert admitted == ["1", "2"]
+
+
+# -- callers that went away (spec §4.9) --------------------------------------------------
+
+
+class HeldAnswers:
+    """Holds the client's reader at the first answer about `cell` once `arm`ed: the
+    worker has sent it, the client has not taken it, so a caller can still go away
+    (cancel) while it is on its way, as when its drop crosses the answer."""
+
+    def __init__(self, client: FleetClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.armed = False
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self.closed_told = threading.Event()  # the reader handled a `closed` message
+        received, told = client._received, client._told
+
+        def holding(fields: dict[bytes, bytes]) -> None:
+            message = wire.decode(fields)
+            if self.armed and message.get("kind") == "answer":
+                self.armed = False
+                self.arrived.set()
+                assert self.release.wait(TIMEOUT_S)
+            received(fields)
+
+        def telling(message: dict[str, Any]) -> None:
+            told(message)
+            if message.get("kind") == "closed":
+                self.closed_told.set()
+
+        monkeypatch.setattr(client, "_received", holding)
+        monkeypatch.setattr(client, "_told", telling)
+
+
+def gated_client(fleet: dict[str, Any]) -> tuple[FleetClient, dict[str, threading.Event]]:
+    """A client whose `gate` tool waits for its test to set `gates[name]`."""
+    gates: dict[str, threading.Event] = {"1": threading.Event(), "2": threading.Event()}
+
+    def gate(value: Any) -> Any:
+        assert gates[str(value["name"])].wait(TIMEOUT_S)
+        return value
+
+    return fleet["client"](handlers={"gate": gate}), gates
+
+
+def texts_of(answer: Any) -> list[str]:
+    return [item["text"] for item in answer.content_items]
+
+
+def test_a_completion_that_crossed_its_caller_s_drop_goes_to_the_next_wait(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait sent meanwhile waits for it: sent at once, it would find the cell gone."""
+    fleet["worker"]()
+    client, gates = gated_client(fleet)
+    held = HeldAnswers(client, monkeypatch)
+    session = client.open_session()
+    out = session.exec(
+        "c", "text('a');\nyield_control();\nawait tools.gate({name: '1'});\ntext('b')"
+    )
+    assert output_texts(out)[1:] == ["a"]
+    dropped = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    held.armed = True
+    gates["1"].set()
+    assert held.arrived.wait(TIMEOUT_S)  # the completion is on its way to the caller...
+    assert dropped.cancel()  # ... who goes away
+    following = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    held.release.set()
+    answer = following.result(TIMEOUT_S)
+    assert isinstance(answer, Result)
+    assert not answer.missing
+    assert texts_of(answer) == ["b"]
+    assert answer.error_text is None
+    assert session.backend.observe("1", ObserveMode.YIELD, 1000).result(TIMEOUT_S).missing
+
+
+def test_a_cell_whose_completion_is_kept_closes_when_it_is_claimed(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet["worker"]()
+    client, gates = gated_client(fleet)
+    held = HeldAnswers(client, monkeypatch)
+    closed = Tally()
+    session = client.open_session(on_cell_closed=closed.add)
+    session.exec("c", "yield_control();\nawait tools.gate({name: '1'});\ntext('b')")
+    dropped = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    held.armed = True
+    gates["1"].set()
+    assert held.arrived.wait(TIMEOUT_S)
+    assert dropped.cancel()
+    held.release.set()
+    assert held.closed_told.wait(TIMEOUT_S)  # the worker closed the cell
+    client._callbacks.wait_for(session.id, TIMEOUT_S)
+    assert closed.items == []  # in-process, a cell with a buffered completion is open
+    assert texts_of(session.backend.terminate("1").result(TIMEOUT_S)) == ["b"]  # (claims it)
+    closed.wait_for(lambda: closed.items == ["1"], "the cell's closed callback")
+
+
+def test_a_yield_that_crossed_its_caller_s_drop_goes_in_front_of_the_next_answer(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet["worker"]()
+    client, gates = gated_client(fleet)
+    held = HeldAnswers(client, monkeypatch)
+    session = client.open_session()
+    source = (
+        "yield_control();\nawait tools.gate({name: '1'});\ntext('b');\nyield_control();\n"
+        "text('c');\nawait tools.gate({name: '2'});\ntext('d')"
+    )
+    session.exec("c", source)
+    dropped = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    held.armed = True
+    gates["1"].set()
+    assert held.arrived.wait(TIMEOUT_S)  # the yield with 'b'
+    assert dropped.cancel()
+    held.release.set()
+    following = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    gates["2"].set()
+    answer = following.result(TIMEOUT_S)
+    assert isinstance(answer, Result)
+    assert texts_of(answer) == ["b", "c", "d"]
+
+
+def test_a_worker_confirms_a_drop_that_overtook_its_request(
+    fleet: dict[str, Any], keys: Keys, redis_url: str
+) -> None:
+    """A drop read before its request was served (which waited for its session's
+    opening, say): the request is dropped as it is served, and the cell stays free."""
+    worker = fleet["worker"]()
+    client, gates = gated_client(fleet)
+    session = client.open_session()
+    session.exec("c", "yield_control();\nawait tools.gate({name: '1'});\ntext('b')")
+    raw = connect_redis(redis_url)
+    probe = keys.client_answers("probe")
+    after = raw.xadd(probe, {"hello": "1"})
+    base = {"client": "probe", "session": session.id}
+    inbox = keys.worker_inbox(worker.id)
+    raw.xadd(inbox, {wire.FIELD: wire.encode({**base, "id": "d", "op": "drop", "of": "w"})})
+    observe = {**base, "id": "w", "op": "observe", "cell": "1", "yield_time_ms": 30_000}
+    raw.xadd(inbox, {wire.FIELD: wire.encode(observe)})
+    answer, after = read_final_answer(raw, probe, after)
+    assert answer == {"id": "w", "kind": "dropped"}
+    again = {**observe, "id": "w2", "dropped": True}  # (a copy sent again after its drop)
+    raw.xadd(inbox, {wire.FIELD: wire.encode(again)})
+    answer, after = read_final_answer(raw, probe, after)
+    assert answer == {"id": "w2", "kind": "dropped"}
+    gates["1"].set()
+    assert texts_of(session.backend.observe("1", ObserveMode.YIELD, 30_000).result(TIMEOUT_S)) == [
+        "b"
+    ]
+    raw.close()
