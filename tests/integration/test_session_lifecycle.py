@@ -119,10 +119,12 @@ def test_the_initial_yield_timer_starts_when_the_runtime_started(
     slow = threading.Event()
 
     def slow_acquire(*args: object, **kwargs: object) -> object:
+        # The simulated isolate creation takes 300 ms from the acquisition's start (a
+        # timer started with the test would count a fleet's admission against it).
+        threading.Timer(0.3, slow.set).start()
         slow.wait(TIMEOUT_S)
         return original(*args, **kwargs)
 
-    threading.Timer(0.3, slow.set).start()  # the simulated isolate creation takes 300 ms
     monkeypatch.setattr(pool, "acquire", slow_acquire)
     out = harness.exec(
         "// @exec: {\"yield_time_ms\": 250}\nawait tools.sleep({ ms: 100 });\ntext('done')"
