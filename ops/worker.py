@@ -457,9 +457,15 @@ class CellWorker:
         else it is served as if new."""
         session, request = served.backend.session_id, str(message.get("id") or "")
         with self._lock:  # served here still (a copy, or the first): its one answer comes
-            if request and (request in self._observers or request in self._serving_again):
-                return  # (a late heartbeat made its client take this worker for dead)
-            self._serving_again.add(request)
+            live = self._observers.pop(request, None) if message.get("dropped") else None
+            if live is None:
+                if request and (request in self._observers or request in self._serving_again):
+                    return  # (a late heartbeat made its client take this worker for dead)
+                self._serving_again.add(request)
+        if live is not None:  # its caller went away: dropped now (its drop was not heard)
+            if live.cancel():
+                self._answer(message, {"kind": "dropped"})
+            return
         try:
             cell = self._cell_of(op, message, session, request)
             own = () if cell is None else self.journal.read(session, cells=[cell])

@@ -38,7 +38,7 @@ from cellfleet.broker.errors import (
     SessionShuttingDownError,
 )
 from cellfleet.broker.fleet import wire
-from cellfleet.broker.fleet.kept import KeptAnswers, Step, with_front
+from cellfleet.broker.fleet.kept import Asks, KeptAnswers, Next, Step, with_front
 from cellfleet.broker.fleet.registry import WorkerRegistry
 from cellfleet.broker.journal import failure_reason, run_retrying
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
@@ -69,6 +69,9 @@ REPEATABLE_OPS = frozenset({"execute", "observe", "terminate", "shutdown"})
 # sent on this long after its heartbeat expired, at most.
 LIVENESS_EVERY_S = 0.1
 LIVENESS_EVERY_MS = int(LIVENESS_EVERY_S * 1000)
+# A dropped request (see `broker.fleet.kept`) still unsettled this long after its drop
+# is sent again: the cell's next requests wait for it.
+DROP_SETTLED_WITHIN_S = 1.0
 MAX_HOPS = 8  # a request sent on from worker to worker this often gives up
 RESEND_THREADS = 64
 # A session held by a dead worker is asked for again this long after its lease ends.
@@ -148,14 +151,21 @@ class _Request:
     # (None: none came), for the cell's next observer (`broker.fleet.kept`).
     on_gone: Callable[[_Request, CellAnswer | None], None] | None = None
     _left: tuple[CellAnswer | None] | None = None  # what it got before `on_gone` was set
+    dropped_at: float | None = None  # when its caller went away
     before: Sequence[ContentItem] = ()  # output a dropped caller left, for its answer
+    put_back: Callable[[Sequence[ContentItem]], None] | None = None  # `before`, if it fails
 
     def fail(self, error: BaseException) -> None:
-        for future in (self.started, self.answer):
-            with contextlib.suppress(InvalidStateError):  # (settled, or dropped)
-                future.set_exception(error)
-        if self.answer.cancelled():
-            self._gone(None)
+        with contextlib.suppress(InvalidStateError):  # (settled)
+            self.started.set_exception(error)
+        try:
+            self.answer.set_exception(error)
+        except InvalidStateError:  # (settled, or dropped)
+            if self.answer.cancelled():
+                self._gone(None)
+            return
+        if self.before and self.put_back is not None:  # (in-process, it stays in the cell)
+            self.put_back(self.before)
 
     def settle(self, future: Future[Any], result: Any) -> None:
         try:
@@ -382,35 +392,45 @@ class FleetClient:
         request.answer.add_done_callback(partial(self._dropped, request))
         return request
 
-    def ask_about(self, backend: FleetSessionBackend, message: dict[str, Any]) -> _Request:
+    def ask_about(
+        self, backend: FleetSessionBackend, message: dict[str, Any], asks: Asks
+    ) -> _Request:
         """As `request`, for a request about a cell (`message["cell"]`): an answer that
         a caller of the cell left (see `broker.fleet.kept`) answers it, or goes in
         front of its answer; it waits until the cell's dropped requests are settled."""
         request = self._new_request(backend, message)
+        if asks is Asks.NOTHING:
+            self._forget(request)  # (no answer comes)
         request.answer.add_done_callback(partial(self._dropped, request))
-        self._ask(request)
-        return request
-
-    def _ask(self, request: _Request, released: bool = False) -> None:
-        """Send `request` (or answer it with what is kept); `released`: it was held."""
-        backend = request.backend
-        cell = str(request.message["cell"])
-        if backend.shut:  # (held until after the shutdown: the cell is gone)
+        cell = str(message["cell"])
+        if backend.shut:  # (the cell is gone with the session)
             self._forget(request)
             request.settle(request.answer, missing_cell(cell).result())
-            return
-        pending = request.message.get("mode") == str(ObserveMode.PENDING)
-        step = backend.kept.take(cell, request, pending=pending, released=released)
-        if step.step is Step.FORGET:
-            self._forget(request)
-        elif step.step is Step.ANSWER:
+        else:
+            self._go(request, cell, backend.kept.take(cell, request, asks))
+        return request
+
+    def _go(self, request: _Request, cell: str, step: Next) -> None:
+        """Do `step` for a request about `cell`."""
+        backend = request.backend
+        if step.step is Step.ANSWER:
             self._forget(request)
             request.settle(request.answer, step.answer)
             if step.closed:
                 self._callbacks.submit(backend.session_id, _quietly, backend.on_cell_closed, cell)
         elif step.step is Step.SEND:
-            request.before = step.before
+            if step.before:
+                request.before = step.before
+                request.put_back = partial(backend.kept.put_back, cell)
             self._dispatch(request)
+
+    def _release(self, backend: FleetSessionBackend, cell: str) -> None:
+        """Send the requests held for the cell's dropped ones, in the order they came."""
+        while not backend.shut and (taken := backend.kept.release_next(cell, _unanswered)):
+            request, step = taken
+            self._go(request, cell, step)
+        if backend.shut:  # (released after the session's end: the cell is gone)
+            self.kept_ended(backend)
 
     def _dropped(self, request: _Request, answer: Future[Any]) -> None:
         """A caller cancelled its answer: the owner is told, and an exec's or a wait's
@@ -424,10 +444,14 @@ class FleetClient:
                 self._forget(request)  # (held, never sent)
                 return
             request.message["dropped"] = True  # (a copy sent again is dropped there)
+            request.dropped_at = time.monotonic()
             request.when_gone(partial(self._answer_gone, cell))
         else:
             self._forget(request)
-        drop = self._new_request(backend, {"op": "drop", "of": request.message["id"]})
+        self._send_drop(request)
+
+    def _send_drop(self, request: _Request) -> None:
+        drop = self._new_request(request.backend, {"op": "drop", "of": request.message["id"]})
         self._forget(drop)  # (no answer comes)
         owner = request.message.get("to")
         if isinstance(owner, str):
@@ -439,15 +463,18 @@ class FleetClient:
         and closed callbacks that waited for a kept completion are due."""
         held, closed = backend.kept.close()
         for request in held:
-            self._ask(request)  # (answered: not found)
+            self._forget(request)
+            request.settle(request.answer, missing_cell(str(request.message["cell"])).result())
         for cell in closed:
             self._callbacks.submit(backend.session_id, _quietly, backend.on_cell_closed, cell)
 
     def _answer_gone(self, cell: str, request: _Request, answer: CellAnswer | None) -> None:
         """What a dropped request got, kept for the cell's next observer; the requests
         that waited for it go now (off the reader's thread: a send may wait)."""
-        for waiting in request.backend.kept.settled(cell, request, answer, request.before):
-            self._resends.submit(self._ask, waiting, True)
+        first = request.message.get("op") == "execute"
+        backend = request.backend
+        if backend.kept.settled(cell, request, answer, request.before, first=first):
+            self._resends.submit(self._release, backend, cell)
 
     def _new_request(self, backend: FleetSessionBackend, message: dict[str, Any]) -> _Request:
         request_id = f"{self.id}-{next(self._ids)}"
@@ -686,6 +713,13 @@ class FleetClient:
             return
         for request in waiting:
             if str(request.message.get("to")) not in dead:
+                dropped_at = request.dropped_at
+                if dropped_at is not None and now - dropped_at > DROP_SETTLED_WITHIN_S:
+                    # Its drop's confirmation (or its answer) was lost, say to a Redis
+                    # failover: asked again, its owner answers from the log, or `dropped`.
+                    request.dropped_at = now
+                    request.message["again"] = True
+                    self._resends.submit(self._dispatch, request)
                 continue
             if request.message.get("op") in REPEATABLE_OPS and request.hops < MAX_HOPS:
                 request.hops += 1
@@ -797,18 +831,20 @@ class FleetSessionBackend:
             "mode": str(mode),
             "yield_time_ms": yield_time_ms,
         }
-        return self.client.ask_about(self, message).answer
+        asks = Asks.PENDING if mode == ObserveMode.PENDING else Asks.YIELD
+        return self.client.ask_about(self, message, asks).answer
 
     def terminate(self, cell_id: str) -> Future[CellAnswer]:
         if self._shut.is_set():
             return missing_cell(cell_id)
-        return self.client.ask_about(self, {"op": "terminate", "cell": cell_id}).answer
+        message = {"op": "terminate", "cell": cell_id}
+        return self.client.ask_about(self, message, Asks.TERMINATE).answer
 
     def yield_now(self, cell_id: str) -> None:
         if self._shut.is_set():
             return
-        request = self.client.request(self, {"op": "yield_now", "cell": cell_id})
-        self.client._forget(request)  # (no answer comes)
+        # (after the waits held before it: it is for them)
+        self.client.ask_about(self, {"op": "yield_now", "cell": cell_id}, Asks.NOTHING)
 
     def answer_tool(self, delegate: int, key: str, result: Any, error: str | None) -> None:
         """The outcome of a nested call the worker asked this client (`ClientTools`), to
@@ -831,6 +867,7 @@ class FleetSessionBackend:
             self.client._callbacks.wait_for(self.session_id, timeout)
         except Exception as error:  # the worker stopped serving it: nothing left to stop
             log.warning("session %s: shutdown not confirmed: %s", self.session_id, error)
+            self.client.kept_ended(self)
         finally:
             self.client.forget_session(self.session_id)
 
@@ -884,6 +921,10 @@ class _InOrderBySession:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _unanswered(request: _Request) -> bool:
+    return not request.answer.done()
 
 
 def _quietly(callback: Callable[..., Any], *args: Any) -> None:

@@ -1,19 +1,21 @@
 """Answers that reached a fleet client after their caller went away (spec §4.9).
 
 In-process, a caller that cancels its wait is gone before the cell answers again: the
-cell keeps what it produced (a completion stays buffered, a yield's output goes in front
-of the next answer) for the cell's next observer. Through the fleet, the cancellation
-travels to the worker as a `drop`, and an answer the worker sent before the drop reached
-it arrives for nobody. Such an answer is kept here, per cell, and given to the cell's
-next observer as the cell would have given it: a completion as it is (and the cell's
-closed callback waits until then, as the in-process cell's close does), a pending
-frontier to the next pending observer as it is, any other answer's output in front of
-the next answer.
+cell keeps what it produced for the cell's next observer (a completion stays buffered,
+an exec's first yield is kept apart, other output goes in front of the next answer).
+Through the fleet, the cancellation travels to the worker as a `drop`, and an answer the
+worker sent before the drop reached it arrives for nobody. Such an answer is kept here,
+per cell, and given to the cell's next observer as the cell would have given it: a
+completion as it is (and the cell's closed callback waits until then, as the in-process
+cell's close does), a pending frontier to the next pending observer as it is, an exec's
+first yield to the next waiting observer as it is, any other output in front of the
+next answer.
 
-A dropped request is settled by its answer, by the worker's word that it dropped it,
-or by its failure. Until every dropped request of a cell is settled, that cell's next
-requests are held here: one sent meanwhile could be answered before the answer it must
-carry arrives (a completion's cell is gone at the worker: "not found").
+A dropped request is settled by its answer, by the worker's word that it dropped it, or
+by its failure. Until every dropped request of a cell is settled, the cell's next
+requests are held here, in order (one sent meanwhile could be answered before the answer
+it must carry arrives: a completed cell is gone at the worker, "not found"), and they
+then go one after another, in the order they came.
 
 One client's answers are kept for that client's observers only: a cell shared by two
 clients whose dropped answer crossed the drop is answered "not found" to the other.
@@ -23,7 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Hashable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, TypeVar
@@ -40,11 +43,19 @@ from cellfleet.broker.contract.responses import (
 R = TypeVar("R", bound=Hashable)
 
 
+class Asks(Enum):
+    """What a request about a cell wants of it."""
+
+    YIELD = "yield"  # the next answer (a wait, `exec`'s observer mode)
+    PENDING = "pending"  # the next pending frontier or the end
+    TERMINATE = "terminate"  # the end, now
+    NOTHING = "nothing"  # no answer (a `yield_now`): only its order matters
+
+
 class Step(Enum):
     HOLD = "hold"  # a dropped request of the cell is not settled yet: sent once it is
     ANSWER = "answer"  # answered with the kept answer, not sent
     SEND = "send"  # sent, its answer to carry `before` in front
-    FORGET = "forget"  # held, and its caller went away before it could go
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,21 +83,20 @@ class KeptAnswers(Generic[R]):
         self._lock = threading.Lock()
         self._unsettled: dict[str, set[R]] = {}
         self._kept: dict[str, CellAnswer] = {}
-        self._held: dict[str, list[R]] = {}
-        self._released: set[R] = set()  # held ones that may go, not taken again yet
+        self._initial: set[str] = set()  # cells whose kept answer is an exec's first yield
+        self._held: dict[str, deque[tuple[R, Asks]]] = {}
+        self._releasing: set[str] = set()  # cells whose held requests are going now
         self._closed: set[str] = set()  # closed cells whose kept completion is unclaimed
 
     def dropped(self, cell: str, request: R) -> bool:
-        """The caller of `request` (about `cell`) went away. False if the request was
-        held here, never sent: it is forgotten; else it is unsettled until `settled`."""
+        """The caller of `request` (about `cell`) went away. False if it was held here,
+        never sent: it is forgotten; else it is unsettled until `settled`."""
         with self._lock:
-            held = self._held.get(cell, [])
-            if request in held:
-                held.remove(request)
-                return False
-            if request in self._released:
-                self._released.discard(request)
-                return False
+            held = self._held.get(cell, deque())
+            for entry in held:
+                if entry[0] == request:
+                    held.remove(entry)
+                    return False
             self._unsettled.setdefault(cell, set()).add(request)
             return True
 
@@ -96,56 +106,93 @@ class KeptAnswers(Generic[R]):
         request: R,
         answer: CellAnswer | None,
         before: Sequence[ContentItem] = (),
-    ) -> list[R]:
-        """A dropped request's end: the answer it got (None: none came; `before`, the
-        kept output it was to carry, is kept again). Returns the requests held for
-        the cell that may go now."""
+        *,
+        first: bool = False,
+    ) -> bool:
+        """A dropped request's end: the answer it got (`first`: an exec's, the cell's
+        first), or None if none came (then `before`, the kept output it was to carry,
+        is kept again). Whether the cell's held requests may go now: then the caller
+        sends them, one `release_next` after another."""
         with self._lock:
             waiting = self._unsettled.get(cell)
             if waiting is not None:
                 waiting.discard(request)
                 if not waiting:
                     del self._unsettled[cell]
-            self._keep(
-                cell,
-                Yielded(cell_id=cell, content_items=list(before)) if answer is None else answer,
-            )
-            if cell in self._unsettled:
-                return []
-            released = self._held.pop(cell, [])
-            self._released.update(released)
-            return released
+            if answer is None:
+                self._keep(cell, Yielded(cell_id=cell, content_items=list(before)), front=True)
+            else:
+                self._keep(cell, answer, initial=first)
+            if cell in self._unsettled or cell in self._releasing or not self._held.get(cell):
+                return False
+            self._releasing.add(cell)
+            return True
 
-    def _keep(self, cell: str, answer: CellAnswer) -> None:
+    def put_back(self, cell: str, before: Sequence[ContentItem]) -> None:
+        """A request that carried kept output failed: the output waits for the next."""
+        with self._lock:
+            self._keep(cell, Yielded(cell_id=cell, content_items=list(before)), front=True)
+
+    def _keep(
+        self, cell: str, answer: CellAnswer, *, front: bool = False, initial: bool = False
+    ) -> None:
+        """Keep `answer` for the cell's next observer: after what is kept already, or
+        (`front`: its output only) in front of it."""
         if isinstance(answer, Terminated) or (isinstance(answer, Result) and answer.missing):
             return  # the cell ended for another caller, who has its answer
         if isinstance(answer, Yielded) and not answer.content_items:
             return
         earlier = self._kept.pop(cell, None)
         if earlier is not None:
-            answer = with_front(answer, earlier.content_items)
+            initial = False
+            answer = (
+                with_front(earlier, answer.content_items)
+                if front
+                else with_front(answer, earlier.content_items)
+            )
         self._kept[cell] = answer
+        if initial and isinstance(answer, Yielded):
+            self._initial.add(cell)
+        else:
+            self._initial.discard(cell)
 
-    def take(self, cell: str, request: R, *, pending: bool, released: bool = False) -> Next:
-        """What to do with a new request about `cell`, or a `released` one (`pending`:
-        an observer that wants the next pending frontier)."""
+    def take(self, cell: str, request: R, asks: Asks) -> Next:
+        """What to do with a new request about `cell`."""
         with self._lock:
-            if released:
-                if request not in self._released:
-                    return Next(Step.FORGET)  # (`dropped` meanwhile)
-                self._released.discard(request)
-            if cell in self._unsettled:
-                self._held.setdefault(cell, []).append(request)
+            if cell in self._unsettled or cell in self._releasing:
+                self._held.setdefault(cell, deque()).append((request, asks))
                 return Next(Step.HOLD)
-            kept = self._kept.pop(cell, None)
-            if kept is None:
-                return Next(Step.SEND)
-            if isinstance(kept, Result) or (isinstance(kept, Pending) and pending):
-                closed = cell in self._closed
-                self._closed.discard(cell)
-                return Next(Step.ANSWER, answer=kept, closed=closed)
-            # Spec §4.7: an observer that is not a pending one forgets the frontier's ids.
-            return Next(Step.SEND, before=kept.content_items)
+            return self._decide(cell, asks)
+
+    def release_next(self, cell: str, alive: Callable[[R], bool]) -> tuple[R, Next] | None:
+        """The next held request of `cell` that is `alive`, and what to do with it; None
+        when none is left, or when one that went was dropped since (the rest waits)."""
+        with self._lock:
+            held = self._held.get(cell, deque())
+            while held and cell not in self._unsettled:
+                request, asks = held.popleft()
+                if alive(request):
+                    return request, self._decide(cell, asks)
+            if not held:
+                self._held.pop(cell, None)
+            self._releasing.discard(cell)
+            return None
+
+    def _decide(self, cell: str, asks: Asks) -> Next:
+        if asks is Asks.NOTHING or (kept := self._kept.pop(cell, None)) is None:
+            return Next(Step.SEND)
+        initial = cell in self._initial
+        self._initial.discard(cell)
+        if (
+            isinstance(kept, Result)
+            or (isinstance(kept, Pending) and asks is Asks.PENDING)
+            or (initial and asks is Asks.YIELD)
+        ):
+            closed = cell in self._closed
+            self._closed.discard(cell)
+            return Next(Step.ANSWER, answer=kept, closed=closed)
+        # Spec §4.7: an observer that is not a pending one forgets the frontier's ids.
+        return Next(Step.SEND, before=kept.content_items)
 
     def closing(self, cell: str) -> bool:
         """The worker closed `cell`: whether its closed callback waits for the kept
@@ -160,11 +207,10 @@ class KeptAnswers(Generic[R]):
         """The session ended: the requests still held, and the cells whose closed
         callback waited (both due now); nothing is kept any longer."""
         with self._lock:
-            held = [request for requests in self._held.values() for request in requests]
+            held = [request for entries in self._held.values() for request, _ in entries]
             closed = sorted(self._closed)
-            self._unsettled.clear()
-            self._kept.clear()
-            self._held.clear()
-            self._released.clear()
-            self._closed.clear()
+            for table in (self._unsettled, self._kept, self._held):
+                table.clear()
+            for cells in (self._initial, self._releasing, self._closed):
+                cells.clear()
             return held, closed

@@ -25,7 +25,7 @@ import redis
 from cellfleet.actors.session.actor import ActorSessionBackend
 from cellfleet.broker import crash
 from cellfleet.broker.contract import texts
-from cellfleet.broker.contract.responses import ObserveMode, Result
+from cellfleet.broker.contract.responses import ObserveMode, Result, Terminated, Yielded
 from cellfleet.broker.errors import (
     JournalUnavailableError,
     SessionFencedError,
@@ -51,7 +51,7 @@ from cellfleet.ops.host import Host
 from cellfleet.ops.redis_server import RedisClusterProcess, RedisProcess
 from cellfleet.ops.worker import LEASE_END_MARGIN_MS, CellWorker
 from tests.integration.fleet_support import start_worker, wait_for_key
-from tests.integration.session_support import TIMEOUT_S
+from tests.integration.session_support import TIMEOUT_S, text
 
 ECHO = {"echo": lambda value: value}
 
@@ -1186,3 +1186,76 @@ def test_a_worker_confirms_a_drop_that_overtook_its_request(
         "b"
     ]
     raw.close()
+
+
+def test_requests_held_for_a_dropped_one_go_in_the_order_they_came(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait then a terminate: the wait is attached first and ends with the cell, as
+    in-process (sent side by side, the terminate could win: the wait, "not found")."""
+    fleet["worker"]()
+    client, gates = gated_client(fleet)
+    held = HeldAnswers(client, monkeypatch)
+    session = client.open_session()
+    source = "yield_control();\nawait tools.gate({name: '1'});\ntext('b');\nyield_control();\n"
+    session.exec("c", source + "await tools.gate({name: '2'})")
+    dropped = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    held.armed = True
+    gates["1"].set()
+    assert held.arrived.wait(TIMEOUT_S)  # the yield with 'b'
+    assert dropped.cancel()
+    following = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    terminated = session.backend.terminate("1")
+    held.release.set()
+    assert terminated.result(TIMEOUT_S) == Terminated(cell_id="1")
+    assert following.result(TIMEOUT_S) == Terminated(cell_id="1", content_items=[text("b")])
+    gates["2"].set()  # (its tool call ends with it)
+
+
+def test_a_yield_asked_of_a_held_wait_reaches_it(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Codex's `operation/yield` for a wait held behind a dropped one goes after it."""
+    fleet["worker"]()
+    client, gates = gated_client(fleet)
+    held = HeldAnswers(client, monkeypatch)
+    session = client.open_session()
+    source = "yield_control();\nawait tools.gate({name: '1'});\ntext('b');\nyield_control();\n"
+    session.exec("c", source + "text('c');\nawait tools.gate({name: '2'})")
+    dropped = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    held.armed = True
+    gates["1"].set()
+    assert held.arrived.wait(TIMEOUT_S)
+    assert dropped.cancel()
+    following = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    session.backend.yield_now("1")
+    held.release.set()
+    assert following.result(TIMEOUT_S) == Yielded(cell_id="1", content_items=[text("b"), text("c")])
+    gates["2"].set()
+
+
+def test_a_lost_confirmation_of_a_drop_holds_the_cell_s_next_wait_a_moment_only(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its `dropped` reply lost (to a Redis failover, say), the dropped wait is sent
+    again: its worker answers `dropped` from the log, and the next wait goes on."""
+    worker = fleet["worker"]()
+    client, gates = gated_client(fleet)
+    session = client.open_session()
+    session.exec("c", "yield_control();\nawait tools.gate({name: '1'});\ntext('b')")
+    lost = Tally()
+    tell = worker._tell
+
+    def losing(to: str, reply: dict[str, Any]) -> bool:
+        if reply.get("kind") == "dropped" and not lost:
+            lost.add(reply)
+            return True
+        return tell(to, reply)
+
+    monkeypatch.setattr(worker, "_tell", losing)
+    dropped = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    assert dropped.cancel()
+    lost.wait_for(lambda: len(lost) == 1, "the drop's confirmation")
+    following = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    gates["1"].set()
+    assert following.result(TIMEOUT_S) == Result(cell_id="1", content_items=[text("b")])

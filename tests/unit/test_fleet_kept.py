@@ -3,68 +3,126 @@
 from __future__ import annotations
 
 from cellfleet.broker.contract.responses import Pending, Result, Terminated, Yielded
-from cellfleet.broker.fleet.kept import KeptAnswers, Next, Step, with_front
+from cellfleet.broker.fleet.kept import Asks, KeptAnswers, Next, Step, with_front
+
+SEND = Next(Step.SEND)
+HOLD = Next(Step.HOLD)
 
 
 def item(text: str) -> dict[str, str]:
     return {"type": "input_text", "text": text}
 
 
+def alive(_request: str) -> bool:
+    return True
+
+
+def released(kept: KeptAnswers[str], cell: str = "1") -> list[tuple[str, Next]]:
+    out = []
+    while (taken := kept.release_next(cell, alive)) is not None:
+        out.append(taken)
+    return out
+
+
 def test_nothing_kept_sends_the_request_as_it_is() -> None:
     kept: KeptAnswers[str] = KeptAnswers()
-    assert kept.take("1", "w", pending=False) == Next(Step.SEND)
+    assert kept.take("1", "w", Asks.YIELD) == SEND
 
 
-def test_requests_about_a_cell_wait_until_its_dropped_requests_are_settled() -> None:
+def test_requests_about_a_cell_wait_in_order_until_its_dropped_requests_are_settled() -> None:
     kept: KeptAnswers[str] = KeptAnswers()
     assert kept.dropped("1", "r1")
     assert kept.dropped("1", "r2")
-    assert kept.take("1", "w", pending=False) == Next(Step.HOLD)
-    assert kept.take("2", "x", pending=False) == Next(Step.SEND)  # (another cell's go on)
-    assert kept.settled("1", "r1", None) == []
-    assert kept.settled("1", "r2", None) == ["w"]
-    assert kept.take("1", "w", pending=False) == Next(Step.SEND)
+    assert kept.take("1", "w", Asks.YIELD) == HOLD
+    assert kept.take("1", "y", Asks.NOTHING) == HOLD
+    assert kept.take("1", "t", Asks.TERMINATE) == HOLD
+    assert kept.take("2", "x", Asks.YIELD) == SEND  # (another cell's go on)
+    assert not kept.settled("1", "r1", None)
+    assert kept.settled("1", "r2", None)
+    assert kept.take("1", "late", Asks.YIELD) == HOLD  # (behind those going now)
+    assert released(kept) == [("w", SEND), ("y", SEND), ("t", SEND), ("late", SEND)]
+    assert kept.take("1", "z", Asks.YIELD) == SEND
+
+
+def test_a_released_request_dropped_in_turn_holds_the_rest_again() -> None:
+    kept: KeptAnswers[str] = KeptAnswers()
+    kept.dropped("1", "r")
+    kept.take("1", "w1", Asks.YIELD)
+    kept.take("1", "w2", Asks.YIELD)
+    assert kept.settled("1", "r", None)
+    assert kept.release_next("1", alive) == ("w1", SEND)
+    assert kept.dropped("1", "w1")  # (sent: its drop is awaited like any other)
+    assert kept.release_next("1", alive) is None
+    assert kept.settled("1", "w1", None)
+    assert released(kept) == [("w2", SEND)]
 
 
 def test_a_held_request_whose_caller_went_away_is_forgotten() -> None:
     kept: KeptAnswers[str] = KeptAnswers()
     kept.dropped("1", "r")
-    kept.take("1", "w", pending=False)
+    kept.take("1", "w", Asks.YIELD)
     assert not kept.dropped("1", "w")
-    assert kept.settled("1", "r", None) == []
+    assert not kept.settled("1", "r", None)  # (nothing waits)
+
+
+def test_a_held_request_answered_meanwhile_is_skipped() -> None:
+    kept: KeptAnswers[str] = KeptAnswers()
+    kept.dropped("1", "r")
+    kept.take("1", "failed", Asks.YIELD)
+    kept.take("1", "w", Asks.YIELD)
+    kept.settled("1", "r", None)
+    assert kept.release_next("1", lambda request: request != "failed") == ("w", SEND)
 
 
 def test_a_kept_completion_answers_the_next_request_and_only_it() -> None:
-    kept: KeptAnswers[str] = KeptAnswers()
-    kept.dropped("1", "r")
     completion = Result(cell_id="1", content_items=[item("b")])
-    kept.settled("1", "r", completion)
-    assert kept.take("1", "t", pending=False) == Next(Step.ANSWER, answer=completion)
-    assert kept.take("1", "w", pending=False) == Next(Step.SEND)
+    for asks in (Asks.YIELD, Asks.PENDING, Asks.TERMINATE):
+        kept: KeptAnswers[str] = KeptAnswers()
+        kept.dropped("1", "r")
+        kept.settled("1", "r", completion)
+        assert kept.take("1", "y", Asks.NOTHING) == SEND  # (takes no answer)
+        assert kept.take("1", "t", asks) == Next(Step.ANSWER, answer=completion)
+        assert kept.take("1", "w", Asks.YIELD) == SEND
 
 
 def test_a_kept_output_goes_in_front_of_the_next_answer() -> None:
     kept: KeptAnswers[str] = KeptAnswers()
     kept.dropped("1", "r")
     kept.settled("1", "r", Yielded(cell_id="1", content_items=[item("a")]))
-    step = kept.take("1", "w", pending=True)
+    step = kept.take("1", "w", Asks.YIELD)
     assert step == Next(Step.SEND, before=[item("a")])
     later = Result(cell_id="1", content_items=[item("b")])
     assert with_front(later, step.before) == Result(
         cell_id="1", content_items=[item("a"), item("b")]
     )
+    missing = Result(cell_id="1", error_text="exec cell 1 not found", missing=True)
+    assert with_front(missing, step.before) is missing
+
+
+def test_an_exec_s_first_yield_answers_the_next_wait_as_it_is() -> None:
+    """Spec §4.9: the first yield before anyone observed is kept for the next wait."""
+    first = Yielded(cell_id="1", content_items=[item("a")])
+    for asks, expected in (
+        (Asks.YIELD, Next(Step.ANSWER, answer=first)),
+        (Asks.PENDING, Next(Step.SEND, before=[item("a")])),
+        (Asks.TERMINATE, Next(Step.SEND, before=[item("a")])),
+    ):
+        kept: KeptAnswers[str] = KeptAnswers()
+        kept.dropped("1", "exec")
+        kept.settled("1", "exec", first, first=True)
+        assert kept.take("1", "w", asks) == expected
 
 
 def test_a_kept_frontier_answers_a_pending_observer_and_fronts_any_other() -> None:
     frontier = Pending(cell_id="1", content_items=[item("a")], pending_tool_call_ids=["tool-1"])
-    for pending, expected in (
-        (True, Next(Step.ANSWER, answer=frontier)),
-        (False, Next(Step.SEND, before=[item("a")])),  # (spec §4.7: its ids are forgotten)
+    for asks, expected in (
+        (Asks.PENDING, Next(Step.ANSWER, answer=frontier)),
+        (Asks.YIELD, Next(Step.SEND, before=[item("a")])),  # (spec §4.7: ids forgotten)
     ):
         kept: KeptAnswers[str] = KeptAnswers()
         kept.dropped("1", "r")
         kept.settled("1", "r", frontier)
-        assert kept.take("1", "w", pending=pending) == expected
+        assert kept.take("1", "w", asks) == expected
 
 
 def test_an_answer_that_ended_the_cell_for_another_caller_is_not_kept() -> None:
@@ -75,23 +133,29 @@ def test_an_answer_that_ended_the_cell_for_another_caller_is_not_kept() -> None:
         kept: KeptAnswers[str] = KeptAnswers()
         kept.dropped("1", "r")
         kept.settled("1", "r", answer)
-        assert kept.take("1", "w", pending=False) == Next(Step.SEND)
+        assert kept.take("1", "w", Asks.YIELD) == SEND
 
 
-def test_the_output_a_dropped_request_carried_is_kept_again_when_no_answer_came() -> None:
+def test_output_that_went_nowhere_is_kept_in_front_of_what_came_since() -> None:
     kept: KeptAnswers[str] = KeptAnswers()
-    kept.dropped("1", "r")
-    kept.settled("1", "r", None, before=[item("a")])
-    assert kept.take("1", "w", pending=False) == Next(Step.SEND, before=[item("a")])
+    kept.dropped("1", "r1")
+    kept.dropped("1", "r2")
+    kept.settled("1", "r2", Result(cell_id="1", content_items=[item("b")]))
+    kept.settled("1", "r1", None, before=[item("a")])  # (no answer: its output stays)
+    completion = Result(cell_id="1", content_items=[item("a"), item("b")])
+    assert kept.take("1", "w", Asks.YIELD) == Next(Step.ANSWER, answer=completion)
+    kept.put_back("1", [item("c")])  # (a request that carried it failed)
+    kept.put_back("1", [item("b")])
+    assert kept.take("1", "w", Asks.YIELD) == Next(Step.SEND, before=[item("b"), item("c")])
 
 
 def test_outputs_kept_one_after_another_stay_in_order() -> None:
     kept: KeptAnswers[str] = KeptAnswers()
     kept.dropped("1", "r1")
     kept.dropped("1", "r2")
-    kept.settled("1", "r1", Yielded(cell_id="1", content_items=[item("a")]))
+    kept.settled("1", "r1", Yielded(cell_id="1", content_items=[item("a")]), first=True)
     kept.settled("1", "r2", Result(cell_id="1", content_items=[item("b")]))
-    step = kept.take("1", "w", pending=False)
+    step = kept.take("1", "w", Asks.YIELD)
     assert step.answer == Result(cell_id="1", content_items=[item("a"), item("b")])
 
 
@@ -101,34 +165,16 @@ def test_a_closed_callback_waits_for_the_kept_completion_alone() -> None:
     kept.dropped("1", "r")
     kept.settled("1", "r", Result(cell_id="1"))
     assert kept.closing("1")
-    assert kept.take("1", "w", pending=False).closed
+    assert kept.take("1", "w", Asks.TERMINATE).closed
 
 
 def test_the_session_s_end_returns_what_still_waited() -> None:
     kept: KeptAnswers[str] = KeptAnswers()
     kept.dropped("1", "r")
-    kept.take("1", "w", pending=False)
+    kept.take("1", "w", Asks.YIELD)
     kept.dropped("2", "r2")
     kept.settled("2", "r2", Result(cell_id="2"))
     kept.closing("2")
     assert kept.close() == (["w"], ["2"])
-    assert kept.take("2", "x", pending=False) == Next(Step.SEND)
-
-
-def test_a_released_request_whose_caller_left_before_it_went_is_forgotten() -> None:
-    kept: KeptAnswers[str] = KeptAnswers()
-    kept.dropped("1", "r")
-    kept.take("1", "w", pending=False)
-    assert kept.settled("1", "r", None) == ["w"]
-    assert not kept.dropped("1", "w")  # (nothing to wait for: it never went)
-    assert kept.take("1", "w", pending=False, released=True) == Next(Step.FORGET)
-    assert kept.take("1", "x", pending=False) == Next(Step.SEND)
-
-
-def test_a_released_request_goes_once() -> None:
-    kept: KeptAnswers[str] = KeptAnswers()
-    kept.dropped("1", "r")
-    kept.take("1", "w", pending=False)
-    kept.settled("1", "r", None)
-    assert kept.take("1", "w", pending=False, released=True) == Next(Step.SEND)
-    assert kept.dropped("1", "w")  # (sent: its drop is awaited like any other)
+    assert kept.take("2", "x", Asks.YIELD) == SEND
+    assert kept.take("1", "x", Asks.YIELD) == SEND
