@@ -174,8 +174,8 @@ class CellWorker:
         self._opening: dict[str, list[dict[str, Any]]] = {}
         self._observers: dict[str, Future[CellAnswer]] = {}  # request id -> its answer
         self._serving_again: set[str] = set()  # ids of requests sent again, being looked up
-        # Drops that found no observer: their request was answered already, or is yet
-        # to be served (it waits for its session's opening, say): then it is dropped.
+        # Drops that came before their request was served (it waited for its session's
+        # opening, say): it is dropped as it is served.
         self._dropped_early: OrderedDict[str, None] = OrderedDict()
         self._notifying: dict[str, threading.Event] = {}  # notification -> callback returned
         self._taking_over = threading.Event()  # a look for dead workers' sessions is on
@@ -381,12 +381,19 @@ class CellWorker:
         of = str(message.get("of"))
         with self._lock:
             dropped = self._observers.pop(of, None)
-            if dropped is None:
+            if dropped is None and self._waits_here(str(message.get("session")), of):
                 self._dropped_early[of] = None
                 while len(self._dropped_early) > DROPPED_EARLY_KEPT:
                     self._dropped_early.popitem(last=False)
         if dropped is not None and dropped.cancel():
             self._tell(str(message.get("client")), {"id": of, "kind": "dropped"})
+
+    def _waits_here(self, session: str, request: str) -> bool:
+        """Whether `request` waits here to be served (with the lock held): for its
+        session's opening, a handover, or a look in the log (sent again)."""
+        served = self._served.get(session)
+        waiting = [*self._opening.get(session, ()), *((served and served.deferred) or ())]
+        return request in self._serving_again or any(m.get("id") == request for m in waiting)
 
     def _moving(self, served: _Served, message: dict[str, Any]) -> bool:
         """Draining (with the lock held): whether `message` goes to the session's next

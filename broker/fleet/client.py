@@ -415,9 +415,14 @@ class FleetClient:
         backend = request.backend
         if step.step is Step.ANSWER:
             self._forget(request)
-            request.settle(request.answer, step.answer)
+            try:
+                request.answer.set_result(step.answer)
+            except InvalidStateError:  # its caller went away meanwhile: kept again
+                backend.kept.answered(cell, request, taken=False)
+                return
+            backend.kept.answered(cell, request, taken=True)
             if step.closed:
-                self._callbacks.submit(backend.session_id, _quietly, backend.on_cell_closed, cell)
+                self._cell_closed(backend, cell)
         elif step.step is Step.SEND:
             if step.before:
                 request.before = step.before
@@ -426,11 +431,12 @@ class FleetClient:
 
     def _release(self, backend: FleetSessionBackend, cell: str) -> None:
         """Send the requests held for the cell's dropped ones, in the order they came."""
-        while not backend.shut and (taken := backend.kept.release_next(cell, _unanswered)):
+        while (taken := backend.kept.release_next(cell, _unanswered)) is not None:
             request, step = taken
-            self._go(request, cell, step)
-        if backend.shut:  # (released after the session's end: the cell is gone)
-            self.kept_ended(backend)
+            try:
+                self._go(request, cell, step)
+            except Exception:  # (the rest go all the same)
+                log.exception("a request held for a dropped one was not sent")
 
     def _dropped(self, request: _Request, answer: Future[Any]) -> None:
         """A caller cancelled its answer: the owner is told, and an exec's or a wait's
@@ -461,12 +467,17 @@ class FleetClient:
     def kept_ended(self, backend: FleetSessionBackend) -> None:
         """The session shut down: requests held for a dropped one find their cell gone,
         and closed callbacks that waited for a kept completion are due."""
-        held, closed = backend.kept.close()
+        held, unsettled, closed = backend.kept.close()
+        for request in unsettled:  # (its caller is gone: nothing is to be asked again)
+            self._forget(request)
         for request in held:
             self._forget(request)
             request.settle(request.answer, missing_cell(str(request.message["cell"])).result())
         for cell in closed:
-            self._callbacks.submit(backend.session_id, _quietly, backend.on_cell_closed, cell)
+            self._cell_closed(backend, cell)
+
+    def _cell_closed(self, backend: FleetSessionBackend, cell: str) -> None:
+        self._callbacks.submit(backend.session_id, _quietly, backend.on_cell_closed, cell)
 
     def _answer_gone(self, cell: str, request: _Request, answer: CellAnswer | None) -> None:
         """What a dropped request got, kept for the cell's next observer; the requests
@@ -491,6 +502,11 @@ class FleetClient:
             for _ in range(3):
                 owner = backend.owner
                 if owner is not None and self._send_to(owner, request):
+                    return
+                if backend.shut and "cell" in request.message:  # (never opened again)
+                    self._forget(request)
+                    cell = str(request.message["cell"])
+                    request.settle(request.answer, missing_cell(cell).result())
                     return
                 self.place(backend, adopt=True)
         except Exception as error:  # (on a pool thread too: the request fails, never hangs)
@@ -574,6 +590,11 @@ class FleetClient:
         log.warning("the answers stream was gone (Redis lost its data?): made anew")
         with self._lock:  # (before the stream is back: later requests are answered on it)
             waiting, self._pending = list(self._pending.values()), {}
+            sessions = list(self._sessions.values())
+        for backend in sessions:  # (held requests fail below, none is sent meanwhile)
+            _, _, closed = backend.kept.close()
+            for cell in closed:
+                self._cell_closed(backend, cell)
         with contextlib.suppress(redis.RedisError):
             self._create_answers()
         for request in waiting:
@@ -652,7 +673,7 @@ class FleetClient:
         elif kind == "closed":
             cell = str(message["cell"])
             if not backend.kept.closing(cell):  # (else once its kept completion is claimed)
-                self._callbacks.submit(backend.session_id, _quietly, backend.on_cell_closed, cell)
+                self._cell_closed(backend, cell)
         elif kind == "moved":
             owner = message.get("owner")
             backend.owner = owner if isinstance(owner, str) else None
@@ -858,6 +879,7 @@ class FleetSessionBackend:
         if self._shut.is_set():
             return
         self._shut.set()
+        self.kept.wait_released(timeout)  # (requests held before it go first, as sent)
         try:
             request = self.client.request(self, {"op": "shutdown", "timeout_s": timeout})
             request.answer.result(timeout + 5)

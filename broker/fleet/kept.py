@@ -17,8 +17,15 @@ requests are held here, in order (one sent meanwhile could be answered before th
 it must carry arrives: a completed cell is gone at the worker, "not found"), and they
 then go one after another, in the order they came.
 
-One client's answers are kept for that client's observers only: a cell shared by two
-clients whose dropped answer crossed the drop is answered "not found" to the other.
+Known limits (each needs a drop to cross its answer first):
+- Kept answers live in this client's memory: another client of the cell, or this one
+  after a restart, finds a kept completion's cell "not found" (the log records it as
+  delivered to the dropped request).
+- Kept output goes to the first request that takes it: a wait and a terminate held
+  together both end with the cell, and only the wait's answer carries it (in-process,
+  both answers do).
+- A worker older than the `dropped` reply never confirms a drop: the cell's next
+  requests wait for the dropped one's answer (at most its yield time).
 """
 
 from __future__ import annotations
@@ -80,22 +87,32 @@ class KeptAnswers(Generic[R]):
     requests waiting for them. Thread-safe."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._unsettled: dict[str, set[R]] = {}
         self._kept: dict[str, CellAnswer] = {}
         self._initial: set[str] = set()  # cells whose kept answer is an exec's first yield
         self._held: dict[str, deque[tuple[R, Asks]]] = {}
         self._releasing: set[str] = set()  # cells whose held requests are going now
         self._closed: set[str] = set()  # closed cells whose kept completion is unclaimed
+        # Requests answered with a kept answer, until `answered`: what to put back if
+        # their caller went away meanwhile (and, in `_local`, that they were never sent).
+        self._answering: dict[R, tuple[CellAnswer, bool, bool]] = {}
+        self._local: set[R] = set()
 
     def dropped(self, cell: str, request: R) -> bool:
         """The caller of `request` (about `cell`) went away. False if it was held here,
         never sent: it is forgotten; else it is unsettled until `settled`."""
         with self._lock:
+            if request in self._local:  # (answered here: `answered` puts it back)
+                self._local.discard(request)
+                return False
             held = self._held.get(cell, deque())
             for entry in held:
                 if entry[0] == request:
                     held.remove(entry)
+                    if not held:
+                        del self._held[cell]
+                        self._lock.notify_all()
                     return False
             self._unsettled.setdefault(cell, set()).add(request)
             return True
@@ -127,6 +144,18 @@ class KeptAnswers(Generic[R]):
                 return False
             self._releasing.add(cell)
             return True
+
+    def answered(self, cell: str, request: R, *, taken: bool) -> None:
+        """A request `take` or `release_next` answered with a kept answer: `taken` by
+        its caller, or not (it went away meanwhile): then the answer is kept again."""
+        with self._lock:
+            answer, initial, closed = self._answering.pop(request)
+            if taken:
+                self._local.discard(request)
+                return
+            self._keep(cell, answer, front=True, initial=initial)
+            if closed:
+                self._closed.add(cell)
 
     def put_back(self, cell: str, before: Sequence[ContentItem]) -> None:
         """A request that carried kept output failed: the output waits for the next."""
@@ -162,7 +191,7 @@ class KeptAnswers(Generic[R]):
             if cell in self._unsettled or cell in self._releasing:
                 self._held.setdefault(cell, deque()).append((request, asks))
                 return Next(Step.HOLD)
-            return self._decide(cell, asks)
+            return self._decide(cell, request, asks)
 
     def release_next(self, cell: str, alive: Callable[[R], bool]) -> tuple[R, Next] | None:
         """The next held request of `cell` that is `alive`, and what to do with it; None
@@ -172,13 +201,20 @@ class KeptAnswers(Generic[R]):
             while held and cell not in self._unsettled:
                 request, asks = held.popleft()
                 if alive(request):
-                    return request, self._decide(cell, asks)
+                    return request, self._decide(cell, request, asks)
             if not held:
                 self._held.pop(cell, None)
             self._releasing.discard(cell)
+            self._lock.notify_all()
             return None
 
-    def _decide(self, cell: str, asks: Asks) -> Next:
+    def wait_released(self, timeout: float) -> None:
+        """Until no request is held (the session's shutdown goes after them), at most
+        `timeout` s (a dropped request is asked again 1 s after its drop)."""
+        with self._lock:
+            self._lock.wait_for(lambda: not self._held and not self._releasing, timeout)
+
+    def _decide(self, cell: str, request: R, asks: Asks) -> Next:
         if asks is Asks.NOTHING or (kept := self._kept.pop(cell, None)) is None:
             return Next(Step.SEND)
         initial = cell in self._initial
@@ -190,6 +226,8 @@ class KeptAnswers(Generic[R]):
         ):
             closed = cell in self._closed
             self._closed.discard(cell)
+            self._answering[request] = (kept, initial, closed)
+            self._local.add(request)
             return Next(Step.ANSWER, answer=kept, closed=closed)
         # Spec §4.7: an observer that is not a pending one forgets the frontier's ids.
         return Next(Step.SEND, before=kept.content_items)
@@ -203,14 +241,17 @@ class KeptAnswers(Generic[R]):
                 return True
             return False
 
-    def close(self) -> tuple[list[R], list[str]]:
-        """The session ended: the requests still held, and the cells whose closed
-        callback waited (both due now); nothing is kept any longer."""
+    def close(self) -> tuple[list[R], list[R], list[str]]:
+        """The session ended: the requests still held (due an answer), the dropped ones
+        still unsettled (due nothing), and the cells whose closed callback waited (due
+        now); nothing is kept any longer."""
         with self._lock:
             held = [request for entries in self._held.values() for request, _ in entries]
+            unsettled = [request for requests in self._unsettled.values() for request in requests]
             closed = sorted(self._closed)
             for table in (self._unsettled, self._kept, self._held):
                 table.clear()
             for cells in (self._initial, self._releasing, self._closed):
                 cells.clear()
-            return held, closed
+            self._lock.notify_all()
+            return held, unsettled, closed

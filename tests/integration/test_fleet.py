@@ -1041,11 +1041,13 @@ def test_an_exec_whose_answer_died_with_its_worker_is_answered_from_the_log(
 
 
 class HeldAnswers:
-    """Holds the client's reader at the first answer about `cell` once `arm`ed: the
-    worker has sent it, the client has not taken it, so a caller can still go away
-    (cancel) while it is on its way, as when its drop crosses the answer."""
+    """Holds the client's reader at the first answer (or other reply `kind`) once
+    `armed`: the worker has sent it, the client has not taken it, so a caller can still
+    go away (cancel) while it is on its way, as when its drop crosses the answer."""
 
-    def __init__(self, client: FleetClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(
+        self, client: FleetClient, monkeypatch: pytest.MonkeyPatch, kind: str = "answer"
+    ) -> None:
         self.armed = False
         self.arrived = threading.Event()
         self.release = threading.Event()
@@ -1054,7 +1056,7 @@ class HeldAnswers:
 
         def holding(fields: dict[bytes, bytes]) -> None:
             message = wire.decode(fields)
-            if self.armed and message.get("kind") == "answer":
+            if self.armed and message.get("kind") == kind:
                 self.armed = False
                 self.arrived.set()
                 assert self.release.wait(TIMEOUT_S)
@@ -1159,32 +1161,47 @@ def test_a_yield_that_crossed_its_caller_s_drop_goes_in_front_of_the_next_answer
 
 
 def test_a_worker_confirms_a_drop_that_overtook_its_request(
-    fleet: dict[str, Any], keys: Keys, redis_url: str
+    fleet: dict[str, Any], keys: Keys, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A drop read before its request was served (which waited for its session's
-    opening, say): the request is dropped as it is served, and the cell stays free."""
+    """A drop read while its request still waited to be served (sent again, it was
+    being looked up in the log): the request is dropped as it is served, and the cell
+    stays free for the next observer."""
     worker = fleet["worker"]()
     client, gates = gated_client(fleet)
     session = client.open_session()
     session.exec("c", "yield_control();\nawait tools.gate({name: '1'});\ntext('b')")
+    looking, dropped = threading.Event(), threading.Event()
+    cell_of, drop = worker._cell_of, worker._drop
+
+    def slow_cell_of(*args: Any) -> Any:
+        looking.set()
+        assert dropped.wait(TIMEOUT_S)
+        return cell_of(*args)
+
+    def drop_while_looking(message: dict[str, Any]) -> None:
+        assert looking.wait(TIMEOUT_S)
+        drop(message)
+        dropped.set()
+
+    monkeypatch.setattr(worker, "_cell_of", slow_cell_of)
+    monkeypatch.setattr(worker, "_drop", drop_while_looking)
     raw = connect_redis(redis_url)
     probe = keys.client_answers("probe")
     after = raw.xadd(probe, {"hello": "1"})
     base = {"client": "probe", "session": session.id}
     inbox = keys.worker_inbox(worker.id)
+    observe = {**base, "op": "observe", "cell": "1", "yield_time_ms": 30_000}
+    raw.xadd(inbox, {wire.FIELD: wire.encode({**observe, "id": "w", "again": True})})
     raw.xadd(inbox, {wire.FIELD: wire.encode({**base, "id": "d", "op": "drop", "of": "w"})})
-    observe = {**base, "id": "w", "op": "observe", "cell": "1", "yield_time_ms": 30_000}
-    raw.xadd(inbox, {wire.FIELD: wire.encode(observe)})
     answer, after = read_final_answer(raw, probe, after)
     assert answer == {"id": "w", "kind": "dropped"}
-    again = {**observe, "id": "w2", "dropped": True}  # (a copy sent again after its drop)
+    again = {**observe, "id": "w2", "again": True, "dropped": True}  # (sent after its drop)
     raw.xadd(inbox, {wire.FIELD: wire.encode(again)})
     answer, after = read_final_answer(raw, probe, after)
     assert answer == {"id": "w2", "kind": "dropped"}
     gates["1"].set()
-    assert texts_of(session.backend.observe("1", ObserveMode.YIELD, 30_000).result(TIMEOUT_S)) == [
-        "b"
-    ]
+    answer = session.backend.observe("1", ObserveMode.YIELD, 30_000).result(TIMEOUT_S)
+    assert answer == Result(cell_id="1", content_items=[text("b")])
     raw.close()
 
 
@@ -1192,7 +1209,9 @@ def test_requests_held_for_a_dropped_one_go_in_the_order_they_came(
     fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A wait then a terminate: the wait is attached first and ends with the cell, as
-    in-process (sent side by side, the terminate could win: the wait, "not found")."""
+    in-process (sent side by side, the terminate could win: the wait, "not found").
+    The kept output goes to the first of them only (in-process, the terminate's answer
+    has it too: see `broker.fleet.kept`)."""
     fleet["worker"]()
     client, gates = gated_client(fleet)
     held = HeldAnswers(client, monkeypatch)
@@ -1256,6 +1275,81 @@ def test_a_lost_confirmation_of_a_drop_holds_the_cell_s_next_wait_a_moment_only(
     dropped = session.backend.observe("1", ObserveMode.YIELD, 30_000)
     assert dropped.cancel()
     lost.wait_for(lambda: len(lost) == 1, "the drop's confirmation")
+    following = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    gates["1"].set()
+    assert following.result(TIMEOUT_S) == Result(cell_id="1", content_items=[text("b")])
+
+
+def test_a_shutdown_goes_after_the_requests_held_before_it(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait held for a dropped one when the session shuts down is attached first and
+    ends with the cell, as in-process (it was answered "not found")."""
+    fleet["worker"]()
+    client, gates = gated_client(fleet)
+    held = HeldAnswers(client, monkeypatch, kind="dropped")
+    session = client.open_session()
+    session.exec("c", "yield_control();\ntext('a');\nawait tools.gate({name: '1'})")
+    dropped = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    held.armed = True
+    assert dropped.cancel()
+    assert held.arrived.wait(TIMEOUT_S)  # the drop's confirmation, on its way
+    following = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    shutting = threading.Thread(target=session.shutdown)
+    shutting.start()
+    assert session.backend._shut.wait(TIMEOUT_S)
+    held.release.set()
+    assert following.result(TIMEOUT_S) == Terminated(cell_id="1", content_items=[text("a")])
+    shutting.join(TIMEOUT_S)
+    gates["1"].set()
+
+
+def test_a_dropped_request_unsettled_at_the_shutdown_is_forgotten(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked again after the session's end, it would have opened the session anew."""
+    worker = fleet["worker"]()
+    client, gates = gated_client(fleet)
+    session = client.open_session()
+    session.exec("c", "yield_control();\nawait tools.gate({name: '1'})")
+    lost = Tally()
+    tell = worker._tell
+
+    def losing(to: str, reply: dict[str, Any]) -> bool:
+        if reply.get("kind") == "dropped":
+            lost.add(reply)
+            return True
+        return tell(to, reply)
+
+    monkeypatch.setattr(worker, "_tell", losing)
+    dropped = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    (request,) = [r for r in client._pending.values() if r.answer is dropped]
+    assert dropped.cancel()
+    lost.wait_for(lambda: len(lost) == 1, "the drop's confirmation")
+    session.shutdown()
+    assert request.message["id"] not in client._pending
+    assert worker.sessions == []
+    gates["1"].set()
+
+
+def test_requests_held_when_redis_lost_the_answers_fail_and_are_not_sent(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sent after its caller got the failure, a held wait would stay attached: the
+    cell's next wait would be refused as busy."""
+    fleet["worker"]()
+    client, gates = gated_client(fleet)
+    held = HeldAnswers(client, monkeypatch, kind="dropped")
+    session = client.open_session()
+    session.exec("c", "yield_control();\nawait tools.gate({name: '1'});\ntext('b')")
+    dropped = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    held.armed = True
+    assert dropped.cancel()
+    assert held.arrived.wait(TIMEOUT_S)
+    orphan = session.backend.observe("1", ObserveMode.YIELD, 30_000)
+    client._lost_answers()
+    assert orphan.exception(TIMEOUT_S) is not None
+    held.release.set()
     following = session.backend.observe("1", ObserveMode.YIELD, 30_000)
     gates["1"].set()
     assert following.result(TIMEOUT_S) == Result(cell_id="1", content_items=[text("b")])

@@ -175,6 +175,42 @@ def test_the_session_s_end_returns_what_still_waited() -> None:
     kept.dropped("2", "r2")
     kept.settled("2", "r2", Result(cell_id="2"))
     kept.closing("2")
-    assert kept.close() == (["w"], ["2"])
+    kept.dropped("3", "r3")
+    assert kept.close() == (["w"], ["r", "r3"], ["2"])
     assert kept.take("2", "x", Asks.YIELD) == SEND
     assert kept.take("1", "x", Asks.YIELD) == SEND
+
+
+def test_a_kept_answer_whose_taker_left_meanwhile_is_kept_again_as_it_was() -> None:
+    first = Yielded(cell_id="1", content_items=[item("a")])
+    kept: KeptAnswers[str] = KeptAnswers()
+    kept.dropped("1", "exec")
+    kept.settled("1", "exec", first, first=True)
+    assert kept.take("1", "w", Asks.YIELD).step is Step.ANSWER
+    assert not kept.dropped("1", "w")  # (never sent: nothing to wait for)
+    kept.answered("1", "w", taken=False)
+    assert kept.take("1", "w2", Asks.YIELD) == Next(Step.ANSWER, answer=first)  # (still first)
+    kept.answered("1", "w2", taken=True)
+    assert kept.take("1", "w3", Asks.YIELD) == SEND
+
+
+def test_a_completion_put_back_still_holds_its_cell_s_closed_callback() -> None:
+    completion = Result(cell_id="1", content_items=[item("b")])
+    kept: KeptAnswers[str] = KeptAnswers()
+    kept.dropped("1", "r")
+    kept.settled("1", "r", completion)
+    kept.closing("1")
+    assert kept.take("1", "t", Asks.TERMINATE).closed
+    kept.answered("1", "t", taken=False)  # (its caller left before it was answered)
+    assert not kept.dropped("1", "t")  # (told after: nothing to wait for either)
+    assert kept.take("1", "w", Asks.YIELD) == Next(Step.ANSWER, answer=completion, closed=True)
+
+
+def test_a_cell_s_held_queue_goes_with_its_last_request() -> None:
+    kept: KeptAnswers[str] = KeptAnswers()
+    kept.dropped("1", "r")
+    kept.take("1", "w", Asks.YIELD)
+    kept.dropped("1", "w")
+    kept.settled("1", "r", None)
+    assert kept._held == {}
+    kept.wait_released(0)  # (nothing held: at once)
