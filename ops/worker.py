@@ -174,6 +174,7 @@ class CellWorker:
         self._opening: dict[str, list[dict[str, Any]]] = {}
         self._observers: dict[str, Future[CellAnswer]] = {}  # request id -> its answer
         self._serving_again: set[str] = set()  # ids of requests sent again, being looked up
+        self._queued_again: set[str] = set()  # ... and of those waiting for a thread to
         # Drops that came before their request was served (it waited for its session's
         # opening, say): it is dropped as it is served.
         self._dropped_early: OrderedDict[str, None] = OrderedDict()
@@ -393,7 +394,8 @@ class CellWorker:
         session's opening, a handover, or a look in the log (sent again)."""
         served = self._served.get(session)
         waiting = [*self._opening.get(session, ()), *((served and served.deferred) or ())]
-        return request in self._serving_again or any(m.get("id") == request for m in waiting)
+        looking = request in self._serving_again or request in self._queued_again
+        return looking or any(m.get("id") == request for m in waiting)
 
     def _moving(self, served: _Served, message: dict[str, Any]) -> bool:
         """Draining (with the lock held): whether `message` goes to the session's next
@@ -419,6 +421,8 @@ class CellWorker:
             "observe",
             "terminate",
         ):
+            with self._lock:
+                self._queued_again.add(request)
             self._blocking.submit(self._guarded, message, self._serve_again, op, message, served)
         elif op == "execute":
             cell, future = backend.execute(
@@ -464,6 +468,7 @@ class CellWorker:
         else it is served as if new."""
         session, request = served.backend.session_id, str(message.get("id") or "")
         with self._lock:  # served here still (a copy, or the first): its one answer comes
+            self._queued_again.discard(request)
             live = self._observers.pop(request, None) if message.get("dropped") else None
             if live is None:
                 if request and (request in self._observers or request in self._serving_again):

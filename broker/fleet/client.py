@@ -418,11 +418,15 @@ class FleetClient:
             try:
                 request.answer.set_result(step.answer)
             except InvalidStateError:  # its caller went away meanwhile: kept again
-                backend.kept.answered(cell, request, taken=False)
+                left = request.answer.cancelled()
+                backend.kept.answered(cell, request, taken=False, left=left)
                 return
-            backend.kept.answered(cell, request, taken=True)
+            backend.kept.answered(cell, request, taken=True, left=False)
             if step.closed:
                 self._cell_closed(backend, cell)
+        elif step.step is Step.SEND and request.answer.done():  # (failed meanwhile)
+            if step.before:
+                backend.kept.put_back(cell, step.before)
         elif step.step is Step.SEND:
             if step.before:
                 request.before = step.before
@@ -484,7 +488,10 @@ class FleetClient:
         that waited for it go now (off the reader's thread: a send may wait)."""
         first = request.message.get("op") == "execute"
         backend = request.backend
-        if backend.kept.settled(cell, request, answer, request.before, first=first):
+        settled = backend.kept.settled(cell, request, answer, request.before, first=first)
+        if settled.closed:
+            self._cell_closed(backend, cell)
+        if settled.release:
             self._resends.submit(self._release, backend, cell)
 
     def _new_request(self, backend: FleetSessionBackend, message: dict[str, Any]) -> _Request:
@@ -503,9 +510,8 @@ class FleetClient:
                 owner = backend.owner
                 if owner is not None and self._send_to(owner, request):
                     return
-                if backend.shut and "cell" in request.message:  # (never opened again)
+                if backend.shut and (cell := request.cell) is not None:  # (not opened anew)
                     self._forget(request)
-                    cell = str(request.message["cell"])
                     request.settle(request.answer, missing_cell(cell).result())
                     return
                 self.place(backend, adopt=True)
@@ -879,7 +885,9 @@ class FleetSessionBackend:
         if self._shut.is_set():
             return
         self._shut.set()
-        self.kept.wait_released(timeout)  # (requests held before it go first, as sent)
+        # Requests held before it go first, as sent (a dropped one they wait for is
+        # asked again after `DROP_SETTLED_WITHIN_S`: a longer hold is a worker's fault).
+        self.kept.wait_released(min(timeout, 3 * DROP_SETTLED_WITHIN_S))
         try:
             request = self.client.request(self, {"op": "shutdown", "timeout_s": timeout})
             request.answer.result(timeout + 5)

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from cellfleet.broker.contract.responses import (
     CellAnswer,
@@ -63,6 +63,13 @@ class Step(Enum):
     HOLD = "hold"  # a dropped request of the cell is not settled yet: sent once it is
     ANSWER = "answer"  # answered with the kept answer, not sent
     SEND = "send"  # sent, its answer to carry `before` in front
+
+
+class Settled(NamedTuple):
+    """What a dropped request's end makes due (see `KeptAnswers.settled`)."""
+
+    release: bool  # the cell's held requests go now: one `release_next` after another
+    closed: bool  # the cell's closed callback, which waited for this answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +132,10 @@ class KeptAnswers(Generic[R]):
         before: Sequence[ContentItem] = (),
         *,
         first: bool = False,
-    ) -> bool:
+    ) -> Settled:
         """A dropped request's end: the answer it got (`first`: an exec's, the cell's
         first), or None if none came (then `before`, the kept output it was to carry,
-        is kept again). Whether the cell's held requests may go now: then the caller
-        sends them, one `release_next` after another."""
+        is kept again)."""
         with self._lock:
             waiting = self._unsettled.get(cell)
             if waiting is not None:
@@ -140,18 +146,27 @@ class KeptAnswers(Generic[R]):
                 self._keep(cell, Yielded(cell_id=cell, content_items=list(before)), front=True)
             else:
                 self._keep(cell, answer, initial=first)
+            closed = (
+                cell in self._closed
+                and cell not in self._unsettled
+                and not isinstance(self._kept.get(cell), Result)
+            )
+            if closed:  # (no completion came to be kept after all)
+                self._closed.discard(cell)
             if cell in self._unsettled or cell in self._releasing or not self._held.get(cell):
-                return False
+                return Settled(release=False, closed=closed)
             self._releasing.add(cell)
-            return True
+            return Settled(release=True, closed=closed)
 
-    def answered(self, cell: str, request: R, *, taken: bool) -> None:
+    def answered(self, cell: str, request: R, *, taken: bool, left: bool) -> None:
         """A request `take` or `release_next` answered with a kept answer: `taken` by
-        its caller, or not (it went away meanwhile): then the answer is kept again."""
+        its caller, or not: then the answer is kept again (`left`: its caller cancelled,
+        and `dropped` is told, or was)."""
         with self._lock:
             answer, initial, closed = self._answering.pop(request)
-            if taken:
+            if taken or not left:
                 self._local.discard(request)
+            if taken:
                 return
             self._keep(cell, answer, front=True, initial=initial)
             if closed:
@@ -233,10 +248,12 @@ class KeptAnswers(Generic[R]):
         return Next(Step.SEND, before=kept.content_items)
 
     def closing(self, cell: str) -> bool:
-        """The worker closed `cell`: whether its closed callback waits for the kept
-        completion to be claimed (until then the cell is not closed in-process)."""
+        """The worker closed `cell`: whether its closed callback waits for a kept
+        completion to be claimed (until then the cell is not closed in-process), or
+        for a dropped request, whose answer may be that completion (`settled` says
+        when the callback is due after all)."""
         with self._lock:
-            if isinstance(self._kept.get(cell), Result):
+            if isinstance(self._kept.get(cell), Result) or cell in self._unsettled:
                 self._closed.add(cell)
                 return True
             return False

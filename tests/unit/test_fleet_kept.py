@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cellfleet.broker.contract.responses import Pending, Result, Terminated, Yielded
-from cellfleet.broker.fleet.kept import Asks, KeptAnswers, Next, Step, with_front
+from cellfleet.broker.fleet.kept import Asks, KeptAnswers, Next, Settled, Step, with_front
 
 SEND = Next(Step.SEND)
 HOLD = Next(Step.HOLD)
@@ -37,8 +37,8 @@ def test_requests_about_a_cell_wait_in_order_until_its_dropped_requests_are_sett
     assert kept.take("1", "y", Asks.NOTHING) == HOLD
     assert kept.take("1", "t", Asks.TERMINATE) == HOLD
     assert kept.take("2", "x", Asks.YIELD) == SEND  # (another cell's go on)
-    assert not kept.settled("1", "r1", None)
-    assert kept.settled("1", "r2", None)
+    assert kept.settled("1", "r1", None) == Settled(release=False, closed=False)
+    assert kept.settled("1", "r2", None) == Settled(release=True, closed=False)
     assert kept.take("1", "late", Asks.YIELD) == HOLD  # (behind those going now)
     assert released(kept) == [("w", SEND), ("y", SEND), ("t", SEND), ("late", SEND)]
     assert kept.take("1", "z", Asks.YIELD) == SEND
@@ -49,11 +49,11 @@ def test_a_released_request_dropped_in_turn_holds_the_rest_again() -> None:
     kept.dropped("1", "r")
     kept.take("1", "w1", Asks.YIELD)
     kept.take("1", "w2", Asks.YIELD)
-    assert kept.settled("1", "r", None)
+    assert kept.settled("1", "r", None).release
     assert kept.release_next("1", alive) == ("w1", SEND)
     assert kept.dropped("1", "w1")  # (sent: its drop is awaited like any other)
     assert kept.release_next("1", alive) is None
-    assert kept.settled("1", "w1", None)
+    assert kept.settled("1", "w1", None).release
     assert released(kept) == [("w2", SEND)]
 
 
@@ -62,7 +62,7 @@ def test_a_held_request_whose_caller_went_away_is_forgotten() -> None:
     kept.dropped("1", "r")
     kept.take("1", "w", Asks.YIELD)
     assert not kept.dropped("1", "w")
-    assert not kept.settled("1", "r", None)  # (nothing waits)
+    assert not kept.settled("1", "r", None).release  # (nothing waits)
 
 
 def test_a_held_request_answered_meanwhile_is_skipped() -> None:
@@ -188,9 +188,9 @@ def test_a_kept_answer_whose_taker_left_meanwhile_is_kept_again_as_it_was() -> N
     kept.settled("1", "exec", first, first=True)
     assert kept.take("1", "w", Asks.YIELD).step is Step.ANSWER
     assert not kept.dropped("1", "w")  # (never sent: nothing to wait for)
-    kept.answered("1", "w", taken=False)
+    kept.answered("1", "w", taken=False, left=True)
     assert kept.take("1", "w2", Asks.YIELD) == Next(Step.ANSWER, answer=first)  # (still first)
-    kept.answered("1", "w2", taken=True)
+    kept.answered("1", "w2", taken=True, left=False)
     assert kept.take("1", "w3", Asks.YIELD) == SEND
 
 
@@ -201,7 +201,7 @@ def test_a_completion_put_back_still_holds_its_cell_s_closed_callback() -> None:
     kept.settled("1", "r", completion)
     kept.closing("1")
     assert kept.take("1", "t", Asks.TERMINATE).closed
-    kept.answered("1", "t", taken=False)  # (its caller left before it was answered)
+    kept.answered("1", "t", taken=False, left=True)  # (its caller left before it was answered)
     assert not kept.dropped("1", "t")  # (told after: nothing to wait for either)
     assert kept.take("1", "w", Asks.YIELD) == Next(Step.ANSWER, answer=completion, closed=True)
 
@@ -214,3 +214,27 @@ def test_a_cell_s_held_queue_goes_with_its_last_request() -> None:
     kept.settled("1", "r", None)
     assert kept._held == {}
     kept.wait_released(0)  # (nothing held: at once)
+
+
+def test_a_closed_callback_waits_for_a_dropped_request_that_may_bring_the_completion() -> None:
+    for answer, closed_now in (
+        (Result(cell_id="1", content_items=[item("b")]), False),  # (kept: when claimed)
+        (None, True),  # (its drop was confirmed: no completion is kept)
+        (Terminated(cell_id="1"), True),
+    ):
+        kept: KeptAnswers[str] = KeptAnswers()
+        kept.dropped("1", "r")
+        assert kept.closing("1")
+        assert kept.settled("1", "r", answer).closed is closed_now
+        assert kept.take("1", "w", Asks.YIELD).closed is not closed_now
+
+
+def test_a_kept_answer_whose_taker_failed_is_kept_again_and_forgotten() -> None:
+    completion = Result(cell_id="1")
+    kept: KeptAnswers[str] = KeptAnswers()
+    kept.dropped("1", "r")
+    kept.settled("1", "r", completion)
+    kept.take("1", "w", Asks.YIELD)
+    kept.answered("1", "w", taken=False, left=False)  # (failed, not cancelled)
+    assert kept._local == set()
+    assert kept.take("1", "w2", Asks.YIELD) == Next(Step.ANSWER, answer=completion)
