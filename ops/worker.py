@@ -55,7 +55,12 @@ from cellfleet.broker.fleet.registry import (
     WorkerInfo,
     WorkerRegistry,
 )
-from cellfleet.broker.journal import DEFAULT_RETENTION_S, RedisJournal, failure_reason
+from cellfleet.broker.journal import (
+    DEFAULT_RETENTION_S,
+    RedisJournal,
+    failure_reason,
+    run_retrying,
+)
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.leases import DEFAULT_LEASE_MS, Leases
 from cellfleet.broker.redis.connect import connect_redis
@@ -575,12 +580,15 @@ class CellWorker:
         self._tell(str(message.get("client")), {"id": message.get("id"), **reply})
 
     def _tell(self, client: str, reply: dict[str, Any]) -> bool:
-        """Send `reply` to `client`; False if its answers stream is gone (so is it)."""
+        """Send `reply` to `client`; False if its answers stream is gone (so is it). An
+        answer to a request is tried again on a transient error (a connection that
+        Redis closed, say): a copy that got through twice is ignored by the client."""
         stream = self.keys.client_answers(client)
         command: Command = ("XADD", stream, "NOMKSTREAM", "*", wire.FIELD, wire.encode(reply))
+        send = partial(self.link.run, [command])
         try:
-            (entry,) = self.link.run([command])
-        except redis.RedisError as error:
+            (entry,) = run_retrying(send) if reply.get("id") is not None else send()
+        except (redis.RedisError, BrokerError) as error:
             log.warning("client %s not answered: %s", client, failure_reason(error) or error)
             return True  # (maybe there: Redis is away)
         return entry is not None

@@ -1358,3 +1358,27 @@ def test_requests_held_when_redis_lost_the_answers_fail_and_are_not_sent(
     following = session.backend.observe("1", ObserveMode.YIELD, 30_000)
     gates["1"].set()
     assert following.result(TIMEOUT_S) == Result(cell_id="1", content_items=[text("b")])
+
+
+def test_an_answer_that_met_a_closed_connection_is_sent_again(
+    fleet: dict[str, Any], keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection Redis closed (a restart, an idle timeout) fails one write: the
+    answer it carried is not lost with it (its caller would wait for ever)."""
+    worker = fleet["worker"]()
+    client = fleet["client"]()
+    session = client.open_session()
+    answers, failed = keys.client_answers(client.id), Tally()
+    run = worker.link.run
+
+    def closed_once(commands: Any, **options: Any) -> Any:
+        command = commands[0]
+        if command[:2] == ("XADD", answers) and b'"answer"' in command[-1] and not failed:
+            failed.add(command)
+            raise redis.ConnectionError("Connection closed by server.")
+        return run(commands, **options)
+
+    monkeypatch.setattr(worker.link, "run", closed_once)
+    _, answer = session.backend.execute("c", "text('here')", 10_000, None)
+    assert answer.result(TIMEOUT_S) == Result(cell_id="1", content_items=[text("here")])
+    assert len(failed) == 1
