@@ -100,7 +100,7 @@ class KeptAnswers(Generic[R]):
         self._initial: set[str] = set()  # cells whose kept answer is an exec's first yield
         self._held: dict[str, deque[tuple[R, Asks]]] = {}
         self._releasing: set[str] = set()  # cells whose held requests are going now
-        self._closed: set[str] = set()  # closed cells whose kept completion is unclaimed
+        self._closed: set[str] = set()  # closed cells whose callback waits (`closing`)
         # Requests answered with a kept answer, until `answered`: what to put back if
         # their caller went away meanwhile (and, in `_local`, that they were never sent).
         self._answering: dict[R, tuple[CellAnswer, bool, bool]] = {}
