@@ -72,6 +72,10 @@ LIVENESS_EVERY_MS = int(LIVENESS_EVERY_S * 1000)
 # A dropped request (see `broker.fleet.kept`) still unsettled this long after its drop
 # is sent again: the cell's next requests wait for it.
 DROP_SETTLED_WITHIN_S = 1.0
+# A request about a cell whose live owner has not answered this long after its yield
+# time is sent again: an answer lost to a Redis outage is given again from the log.
+ASKED_AGAIN_OPS = frozenset({"execute", "observe", "terminate"})
+DEFAULT_ANSWER_LATE_S = 5.0
 MAX_HOPS = 8  # a request sent on from worker to worker this often gives up
 RESEND_THREADS = 64
 # A session held by a dead worker is asked for again this long after its lease ends.
@@ -218,11 +222,13 @@ class FleetClient:
         handlers: Mapping[str, Callable[[JsonValue], JsonValue]] | None = None,
         tool_workers: int = 1,
         placement_timeout_s: float = DEFAULT_PLACEMENT_TIMEOUT_S,
+        answer_late_s: float = DEFAULT_ANSWER_LATE_S,
         keys: Keys = DEFAULT_KEYS,
     ) -> None:
         self.id = uuid.uuid4().hex[:16]
         self.keys = keys
         self.placement_timeout_s = placement_timeout_s
+        self.answer_late_s = answer_late_s
         self.client = connect_redis(
             redis_url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
         )
@@ -727,7 +733,8 @@ class FleetClient:
 
     def _check_owners(self) -> None:
         """Send again, to the session's next owner, the requests whose worker died
-        before answering them (see `REPEATABLE_OPS`); fail the others."""
+        before answering them (see `REPEATABLE_OPS`); fail the others. Ask a live
+        owner again for an answer overdue (see `_lost_after`)."""
         now = time.monotonic()
         with self._lock:
             waiting = [r for r in self._pending.values() if now - r.sent_at > LIVENESS_EVERY_S]
@@ -740,11 +747,14 @@ class FleetClient:
             return
         for request in waiting:
             if str(request.message.get("to")) not in dead:
-                dropped_at = request.dropped_at
-                if dropped_at is not None and now - dropped_at > DROP_SETTLED_WITHIN_S:
-                    # Its drop's confirmation (or its answer) was lost, say to a Redis
-                    # failover: asked again, its owner answers from the log, or `dropped`.
-                    request.dropped_at = now
+                lost_after = self._lost_after(request)
+                if lost_after is not None and now > lost_after:
+                    # Its answer (or its drop's confirmation) was lost, say to a Redis
+                    # outage: asked again, its owner answers from the log, says it is
+                    # still on it (nothing), or serves it (it never got it).
+                    request.sent_at = now
+                    if request.dropped_at is not None:
+                        request.dropped_at = now
                     request.message["again"] = True
                     self._resends.submit(self._dispatch, request)
                 continue
@@ -757,6 +767,18 @@ class FleetClient:
             else:
                 self._forget(request)
                 request.fail(WorkerLostError())
+
+    def _lost_after(self, request: _Request) -> float | None:
+        """When a live owner's answer still missing is taken for lost (None: never)."""
+        if request.dropped_at is not None:
+            return request.dropped_at + DROP_SETTLED_WITHIN_S
+        message = request.message
+        if message.get("op") not in ASKED_AGAIN_OPS:
+            return None
+        waits_s = 0.0  # (a pending observer has no yield time: asked this often)
+        if message.get("mode", str(ObserveMode.YIELD)) == str(ObserveMode.YIELD):
+            waits_s = int(message.get("yield_time_ms") or 0) / 1000
+        return request.sent_at + waits_s + self.answer_late_s
 
     # -- the end -----------------------------------------------------------------------
 

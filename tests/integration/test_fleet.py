@@ -1382,3 +1382,26 @@ def test_an_answer_that_met_a_closed_connection_is_sent_again(
     _, answer = session.backend.execute("c", "text('here')", 10_000, None)
     assert answer.result(TIMEOUT_S) == Result(cell_id="1", content_items=[text("here")])
     assert len(failed) == 1
+
+
+def test_an_answer_lost_to_a_long_redis_outage_is_given_again_from_the_log(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written in vain for longer than its retries, an answer is lost; its caller
+    asks again once it is overdue, and the worker answers from the log."""
+    worker = fleet["worker"]()
+    client = fleet["client"](answer_late_s=0.2)
+    session = client.open_session()
+    lost = Tally()
+    tell = worker._tell
+
+    def outage(to: str, reply: dict[str, Any]) -> bool:
+        if reply.get("kind") == "answer" and not lost:
+            lost.add(reply)
+            return True  # (as `_tell` says when Redis stayed away)
+        return tell(to, reply)
+
+    monkeypatch.setattr(worker, "_tell", outage)
+    _, answer = session.backend.execute("c", "text('here')", 100, None)
+    assert answer.result(TIMEOUT_S) == Result(cell_id="1", content_items=[text("here")])
+    assert len(lost) == 1
