@@ -55,12 +55,7 @@ from cellfleet.broker.fleet.registry import (
     WorkerInfo,
     WorkerRegistry,
 )
-from cellfleet.broker.journal import (
-    DEFAULT_RETENTION_S,
-    RedisJournal,
-    failure_reason,
-    run_retrying,
-)
+from cellfleet.broker.journal import DEFAULT_RETENTION_S, RedisJournal, failure_reason
 from cellfleet.broker.keys import DEFAULT_KEYS, Keys
 from cellfleet.broker.leases import DEFAULT_LEASE_MS, Leases
 from cellfleet.broker.redis.connect import connect_redis
@@ -387,7 +382,8 @@ class CellWorker:
         of = str(message.get("of"))
         with self._lock:
             dropped = self._observers.pop(of, None)
-            if dropped is None and self._waits_here(str(message.get("session")), of):
+            # (a copy of it may wait too, sent again: it is dropped as it is served)
+            if self._waits_here(str(message.get("session")), of):
                 self._dropped_early[of] = None
                 while len(self._dropped_early) > DROPPED_EARLY_KEPT:
                     self._dropped_early.popitem(last=False)
@@ -581,14 +577,20 @@ class CellWorker:
 
     def _tell(self, client: str, reply: dict[str, Any]) -> bool:
         """Send `reply` to `client`; False if its answers stream is gone (so is it). An
-        answer to a request is tried again on a transient error (a connection that
-        Redis closed, say): a copy that got through twice is ignored by the client."""
+        answer to a request that met a connection Redis closed is sent once more, on a
+        new one (a copy that got through twice is ignored by the client; not a `moved`,
+        which sends its request on: nor a timeout, which may hold an actor's thread)."""
         stream = self.keys.client_answers(client)
         command: Command = ("XADD", stream, "NOMKSTREAM", "*", wire.FIELD, wire.encode(reply))
-        send = partial(self.link.run, [command])
+        again = reply.get("id") is not None and reply.get("kind") != "moved"
         try:
-            (entry,) = run_retrying(send) if reply.get("id") is not None else send()
-        except (redis.RedisError, BrokerError) as error:
+            try:
+                (entry,) = self.link.run([command])
+            except redis.ConnectionError:
+                if not again:
+                    raise
+                (entry,) = self.link.run([command])
+        except redis.RedisError as error:  # (a longer outage: the client asks again)
             log.warning("client %s not answered: %s", client, failure_reason(error) or error)
             return True  # (maybe there: Redis is away)
         return entry is not None

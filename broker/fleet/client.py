@@ -756,7 +756,7 @@ class FleetClient:
                     if request.dropped_at is not None:
                         request.dropped_at = now
                     request.message["again"] = True
-                    self._resends.submit(self._dispatch, request)
+                    self._resends.submit(self._ask_again, request)
                 continue
             if request.message.get("op") in REPEATABLE_OPS and request.hops < MAX_HOPS:
                 request.hops += 1
@@ -767,6 +767,17 @@ class FleetClient:
             else:
                 self._forget(request)
                 request.fail(WorkerLostError())
+
+    def _ask_again(self, request: _Request) -> None:
+        """Send a copy of `request` to its live owner; one that cannot go now leaves it
+        waiting (its owner may be on it: it is not failed for that)."""
+        owner = request.backend.owner
+        try:
+            if owner is not None:
+                self._send_to(owner, request)
+        except (redis.RedisError, BrokerError) as error:
+            request.message["to"] = owner  # (its owner's liveness is still looked at)
+            log.warning("request %s not asked again: %s", request.message["id"], error)
 
     def _lost_after(self, request: _Request) -> float | None:
         """When a live owner's answer still missing is taken for lost (None: never)."""

@@ -1405,3 +1405,47 @@ def test_an_answer_lost_to_a_long_redis_outage_is_given_again_from_the_log(
     _, answer = session.backend.execute("c", "text('here')", 100, None)
     assert answer.result(TIMEOUT_S) == Result(cell_id="1", content_items=[text("here")])
     assert len(lost) == 1
+
+
+def test_a_drop_that_crosses_a_copy_asked_again_drops_the_copy_too(
+    fleet: dict[str, Any], keys: Keys, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy (its answer was overdue) waits for a thread while the caller's drop
+    cancels the first: served as new, it would hold the cell (the next wait: busy)."""
+    worker = fleet["worker"]()
+    client, gates = gated_client(fleet)
+    session = client.open_session()
+    session.exec("c", "yield_control();\nawait tools.gate({name: '1'});\ntext('b')")
+    waiting, dropped = threading.Event(), threading.Event()
+    serve_again, drop = worker._serve_again, worker._drop
+
+    def serve_after_the_drop(*args: Any) -> None:
+        waiting.set()
+        assert dropped.wait(TIMEOUT_S)
+        serve_again(*args)
+
+    def drop_and_tell(message: dict[str, Any]) -> None:
+        drop(message)
+        dropped.set()
+
+    monkeypatch.setattr(worker, "_serve_again", serve_after_the_drop)
+    monkeypatch.setattr(worker, "_drop", drop_and_tell)
+    raw = connect_redis(redis_url)
+    probe = keys.client_answers("probe")
+    after = raw.xadd(probe, {"hello": "1"})
+    base = {"client": "probe", "session": session.id}
+    inbox = keys.worker_inbox(worker.id)
+    observe = {**base, "op": "observe", "cell": "1", "yield_time_ms": 30_000}
+    raw.xadd(inbox, {wire.FIELD: wire.encode({**observe, "id": "w"})})
+    raw.xadd(inbox, {wire.FIELD: wire.encode({**observe, "id": "w", "again": True})})
+    assert waiting.wait(TIMEOUT_S)
+    raw.xadd(inbox, {wire.FIELD: wire.encode({**base, "id": "d", "op": "drop", "of": "w"})})
+    for _ in range(2):  # (the first, then its copy)
+        answer, after = read_final_answer(raw, probe, after)
+        assert answer == {"id": "w", "kind": "dropped"}
+    raw.xadd(inbox, {wire.FIELD: wire.encode({**observe, "id": "w2"})})
+    gates["1"].set()
+    answer, after = read_final_answer(raw, probe, after)
+    assert (answer["id"], answer["kind"]) == ("w2", "answer")
+    assert wire.decode_answer(answer["answer"]) == Result(cell_id="1", content_items=[text("b")])
+    raw.close()
