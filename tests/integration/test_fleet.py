@@ -1074,6 +1074,45 @@ class HeldAnswers:
         monkeypatch.setattr(client, "_told", telling)
 
 
+def lose_replies(
+    worker: CellWorker, monkeypatch: pytest.MonkeyPatch, kind: str, *, once: bool = True
+) -> Tally:
+    """Make the worker lose its replies of `kind` (the first only, if `once`) as
+    `_tell` does when Redis stayed away (it says they went); the lost ones."""
+    lost, tell = Tally(), worker._tell
+
+    def losing(to: str, reply: dict[str, Any]) -> bool:
+        if reply.get("kind") == kind and not (once and lost):
+            lost.add(reply)
+            return True
+        return tell(to, reply)
+
+    monkeypatch.setattr(worker, "_tell", losing)
+    return lost
+
+
+class WireProbe:
+    """Requests written straight into a worker's inbox for `session`, and their
+    answers read from a client stream of the probe's own."""
+
+    def __init__(self, redis_url: str, keys: Keys, worker: CellWorker, session: str) -> None:
+        self.raw = connect_redis(redis_url)
+        self.answers = keys.client_answers("probe")
+        self.after = self.raw.xadd(self.answers, {"hello": "1"})
+        self.base = {"client": "probe", "session": session}
+        self.inbox = keys.worker_inbox(worker.id)
+
+    def send(self, **message: Any) -> None:
+        self.raw.xadd(self.inbox, {wire.FIELD: wire.encode({**self.base, **message})})
+
+    def answer(self) -> dict[str, Any]:
+        answer, self.after = read_final_answer(self.raw, self.answers, self.after)
+        return answer
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 def gated_client(fleet: dict[str, Any]) -> tuple[FleetClient, dict[str, threading.Event]]:
     """A client whose `gate` tool waits for its test to set `gates[name]`."""
     gates: dict[str, threading.Event] = {"1": threading.Event(), "2": threading.Event()}
@@ -1188,24 +1227,17 @@ def test_a_worker_confirms_a_drop_that_overtook_its_request(
 
     monkeypatch.setattr(worker, "_cell_of", slow_cell_of)
     monkeypatch.setattr(worker, "_drop", drop_while_looking)
-    raw = connect_redis(redis_url)
-    probe = keys.client_answers("probe")
-    after = raw.xadd(probe, {"hello": "1"})
-    base = {"client": "probe", "session": session.id}
-    inbox = keys.worker_inbox(worker.id)
-    observe = {**base, "op": "observe", "cell": "1", "yield_time_ms": 30_000}
-    raw.xadd(inbox, {wire.FIELD: wire.encode({**observe, "id": "w", "again": True})})
-    raw.xadd(inbox, {wire.FIELD: wire.encode({**base, "id": "d", "op": "drop", "of": "w"})})
-    answer, after = read_final_answer(raw, probe, after)
-    assert answer == {"id": "w", "kind": "dropped"}
-    again = {**observe, "id": "w2", "again": True, "dropped": True}  # (sent after its drop)
-    raw.xadd(inbox, {wire.FIELD: wire.encode(again)})
-    answer, after = read_final_answer(raw, probe, after)
-    assert answer == {"id": "w2", "kind": "dropped"}
+    probe = WireProbe(redis_url, keys, worker, session.id)
+    observe = {"op": "observe", "cell": "1", "yield_time_ms": 30_000}
+    probe.send(**observe, id="w", again=True)
+    probe.send(id="d", op="drop", of="w")
+    assert probe.answer() == {"id": "w", "kind": "dropped"}
+    probe.send(**observe, id="w2", again=True, dropped=True)  # (sent after its drop)
+    assert probe.answer() == {"id": "w2", "kind": "dropped"}
     gates["1"].set()
     answer = session.backend.observe("1", ObserveMode.YIELD, 30_000).result(TIMEOUT_S)
     assert answer == Result(cell_id="1", content_items=[text("b")])
-    raw.close()
+    probe.close()
 
 
 def test_requests_held_for_a_dropped_one_go_in_the_order_they_came(
@@ -1265,16 +1297,7 @@ def test_a_lost_confirmation_of_a_drop_holds_the_cell_s_next_wait_a_moment_only(
     client, gates = gated_client(fleet)
     session = client.open_session()
     session.exec("c", "yield_control();\nawait tools.gate({name: '1'});\ntext('b')")
-    lost = Tally()
-    tell = worker._tell
-
-    def losing(to: str, reply: dict[str, Any]) -> bool:
-        if reply.get("kind") == "dropped" and not lost:
-            lost.add(reply)
-            return True
-        return tell(to, reply)
-
-    monkeypatch.setattr(worker, "_tell", losing)
+    lost = lose_replies(worker, monkeypatch, "dropped")
     dropped = session.backend.observe("1", ObserveMode.YIELD, 30_000)
     assert dropped.cancel()
     lost.wait_for(lambda: len(lost) == 1, "the drop's confirmation")
@@ -1317,16 +1340,7 @@ def test_a_dropped_request_unsettled_at_the_shutdown_is_forgotten(
     client, gates = gated_client(fleet)
     session = client.open_session()
     session.exec("c", "yield_control();\nawait tools.gate({name: '1'})")
-    lost = Tally()
-    tell = worker._tell
-
-    def losing(to: str, reply: dict[str, Any]) -> bool:
-        if reply.get("kind") == "dropped":
-            lost.add(reply)
-            return True
-        return tell(to, reply)
-
-    monkeypatch.setattr(worker, "_tell", losing)
+    lost = lose_replies(worker, monkeypatch, "dropped", once=False)
     dropped = session.backend.observe("1", ObserveMode.YIELD, 30_000)
     (request,) = [r for r in client._pending.values() if r.answer is dropped]
     assert dropped.cancel()
@@ -1392,16 +1406,7 @@ def test_an_answer_lost_to_a_long_redis_outage_is_given_again_from_the_log(
     worker = fleet["worker"]()
     client = fleet["client"](answer_late_s=0.2)
     session = client.open_session()
-    lost = Tally()
-    tell = worker._tell
-
-    def outage(to: str, reply: dict[str, Any]) -> bool:
-        if reply.get("kind") == "answer" and not lost:
-            lost.add(reply)
-            return True  # (as `_tell` says when Redis stayed away)
-        return tell(to, reply)
-
-    monkeypatch.setattr(worker, "_tell", outage)
+    lost = lose_replies(worker, monkeypatch, "answer")
     _, answer = session.backend.execute("c", "text('here')", 100, None)
     assert answer.result(TIMEOUT_S) == Result(cell_id="1", content_items=[text("here")])
     assert len(lost) == 1
@@ -1430,22 +1435,17 @@ def test_a_drop_that_crosses_a_copy_asked_again_drops_the_copy_too(
 
     monkeypatch.setattr(worker, "_serve_again", serve_after_the_drop)
     monkeypatch.setattr(worker, "_drop", drop_and_tell)
-    raw = connect_redis(redis_url)
-    probe = keys.client_answers("probe")
-    after = raw.xadd(probe, {"hello": "1"})
-    base = {"client": "probe", "session": session.id}
-    inbox = keys.worker_inbox(worker.id)
-    observe = {**base, "op": "observe", "cell": "1", "yield_time_ms": 30_000}
-    raw.xadd(inbox, {wire.FIELD: wire.encode({**observe, "id": "w"})})
-    raw.xadd(inbox, {wire.FIELD: wire.encode({**observe, "id": "w", "again": True})})
+    probe = WireProbe(redis_url, keys, worker, session.id)
+    observe = {"op": "observe", "cell": "1", "yield_time_ms": 30_000}
+    probe.send(**observe, id="w")
+    probe.send(**observe, id="w", again=True)
     assert waiting.wait(TIMEOUT_S)
-    raw.xadd(inbox, {wire.FIELD: wire.encode({**base, "id": "d", "op": "drop", "of": "w"})})
+    probe.send(id="d", op="drop", of="w")
     for _ in range(2):  # (the first, then its copy)
-        answer, after = read_final_answer(raw, probe, after)
-        assert answer == {"id": "w", "kind": "dropped"}
-    raw.xadd(inbox, {wire.FIELD: wire.encode({**observe, "id": "w2"})})
+        assert probe.answer() == {"id": "w", "kind": "dropped"}
+    probe.send(**observe, id="w2")
     gates["1"].set()
-    answer, after = read_final_answer(raw, probe, after)
+    answer = probe.answer()
     assert (answer["id"], answer["kind"]) == ("w2", "answer")
     assert wire.decode_answer(answer["answer"]) == Result(cell_id="1", content_items=[text("b")])
-    raw.close()
+    probe.close()
