@@ -177,6 +177,7 @@ class CellActor(HereAskedActor):
             sink=self._tell,
             release=self.ctx.pool.release,
             memory_limit_bytes=limit,
+            quiescent_sink=self._tell_from_v8,
         )
         self.runtime.start()
         crash_point("cell_started")
@@ -329,6 +330,18 @@ class CellActor(HereAskedActor):
             if here:
                 tell_here(self.actor_ref, message, drain=True)
             else:
+                self.tell_self(message)
+
+    def _tell_from_v8(self, message: Any) -> None:
+        """`_tell` from the V8 thread, JavaScript idle (the quiescent point of an input):
+        handled on that thread if the actor is idle (its thread is not woken for it,
+        the cell's next call or its answer goes out at once), else as `_tell`."""
+        failing = self._failing
+        if failing is not None:
+            failing.append(message)
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            if not self._handle_told_here(message):
                 self.tell_self(message)
 
     def _drains(self, message: Any) -> bool:

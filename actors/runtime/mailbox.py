@@ -18,6 +18,10 @@ a part at a time (header[2] = units in this part, header[3] = 1 while more follo
 JavaScript asks for the next with `REQUEST_MORE`), or sets header[1] to `ANSWER_NONE`
 for a key that is not stored. A key longer than the log comes in parts the same way
 (`REQUEST_KEY_PART`, then `REQUEST_LOAD` with its last part).
+
+The buffer's last `INBOX_BYTES` are the host's inbox: one input at a time (a tool's
+result or error, a timer), left there by the cell's owner for the prelude's `take()`,
+which empties it (`leave_input`).
 """
 
 from __future__ import annotations
@@ -41,12 +45,27 @@ REQUEST_LOAD = 2
 REQUEST_MORE = 3
 ANSWER_NONE = -1
 
+# The inbox (prelude.js has the same numbers): Int32 kind, id, text length in units, (unused);
+# Float64 clock at byte 16; the text's UTF-16 units from byte 32.
+INBOX_BYTES = 8224
+_INBOX_TEXT_AT = 32
+INBOX_UNITS = (INBOX_BYTES - _INBOX_TEXT_AT) // 2
+INPUT_NONE = 0
+INPUT_RESOLVE = 1
+INPUT_REJECT = 2
+INPUT_FIRE = 3
+_INT32_MAX = 2**31 - 1
+
 
 class Mailbox:
     """Reads the records of one context's log; `drain` is safe from any thread."""
 
     def __init__(self, buffer: memoryview, max_units: int = MAX_STRING_UNITS) -> None:
-        self._buffer = buffer
+        inbox_at = len(buffer) - INBOX_BYTES
+        self._buffer = buffer[:inbox_at]  # the log
+        self._inbox = buffer[inbox_at:]
+        self._inbox_header = self._inbox[0:16].cast("i")
+        self._inbox_clock = self._inbox[16:24].cast("d")
         # No record or key the prelude writes is longer than a string the cell's heap can
         # hold: past that, parts that say "more follows" are not the prelude's.
         self._max_units = max_units
@@ -120,6 +139,22 @@ class Mailbox:
         header[2] = len(part) // 2
         header[3] = int(more)
         header[1] = REQUEST_NONE
+
+    def leave_input(self, kind: int, ident: int, clock_ms: float, text: str = "") -> bool:
+        """Leave one input in the inbox for the prelude's `take()` (owner thread): False,
+        and nothing written, if the last one is not taken yet or this one does not fit."""
+        header = self._inbox_header
+        if header[0] != INPUT_NONE or not 0 <= ident <= _INT32_MAX or len(text) > INBOX_UNITS:
+            return False
+        data = text.encode("utf-16-le", "surrogatepass")
+        if len(data) > 2 * INBOX_UNITS:
+            return False
+        self._inbox[_INBOX_TEXT_AT : _INBOX_TEXT_AT + len(data)] = data
+        header[1] = ident
+        header[2] = len(data) // 2
+        self._inbox_clock[0] = clock_ms
+        header[0] = kind  # last: the input is whole before `take()` can see it
+        return True
 
     def _parse(self, raw: bytes, records: list[list[Any]]) -> None:
         offset = 0

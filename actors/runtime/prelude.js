@@ -88,8 +88,11 @@ const __cellfleet_host = (function (post, mailbox, toolNames) {
   // Header: Int32 [0] = committed length in UTF-16 units (Python resets it to 0 when it
   // has consumed everything). Records: two u16 of length (bit 31 = more chunks follow),
   // then the record's UTF-16 code units.
+  // The buffer's last INBOX_BYTES are the host's inbox (see `takeInput`), not the log.
+  const INBOX_BYTES = 8224;
+  const inboxStart = mailbox.byteLength - INBOX_BYTES;
   const header = new Int32Array(mailbox, 0, 4);
-  const units = new Uint16Array(mailbox, 16);
+  const units = new Uint16Array(mailbox, 16, (inboxStart - 16) / 2);
   const CAPACITY = units.length;
 
   function writeChunk(text, start, count, more) {
@@ -183,6 +186,37 @@ const __cellfleet_host = (function (post, mailbox, toolNames) {
     }
     return text;
   }
+  // ---- the host's inputs, through the inbox (actors/runtime/mailbox.py) -------------
+  // Header: Int32 [0] = the input's kind (INPUT; NONE once taken), [1] = its tool call's
+  // sequence number or timer id, [2] = its text's length in UTF-16 units; Float64 at byte
+  // 16 = its clock; its text's units from byte 32. The host leaves one input there at a
+  // time and runs `take()`, the same script every time: V8 compiles it once per context
+  // (an input written into its own script was compiled each time). Inputs that find the
+  // inbox taken or do not fit come as scripts of their own (`resolve`, `reject`, `fire`).
+  const INPUT = ObjectFreeze({ NONE: 0, RESOLVE: 1, REJECT: 2, FIRE: 3 });
+  const inboxHeader = new Int32Array(mailbox, inboxStart, 4);
+  const inboxClock = new Float64Array(mailbox, inboxStart + 16, 1);
+  const INBOX_UNITS = (INBOX_BYTES - 32) / 2; // (a constant: `length` is a getter)
+  const inboxUnits = new Uint16Array(mailbox, inboxStart + 32, INBOX_UNITS);
+  function takeInput() {
+    const kind = inboxHeader[0];
+    const id = inboxHeader[1];
+    const clock = inboxClock[0];
+    const count = inboxHeader[2] < INBOX_UNITS ? inboxHeader[2] : INBOX_UNITS;
+    const u = inboxUnits;
+    let text = "";
+    let i = 0;
+    for (; i + 8 <= count; i += 8) {
+      text += StringFromCharCode(u[i], u[i + 1], u[i + 2], u[i + 3], u[i + 4], u[i + 5],
+        u[i + 6], u[i + 7]);
+    }
+    for (; i < count; i++) text += StringFromCharCode(u[i]);
+    AtomicsStore(inboxHeader, 0, INPUT.NONE); // the host may leave the next one
+    if (kind === INPUT.RESOLVE) resolveInput(id, clock, text);
+    else if (kind === INPUT.REJECT) rejectInput(id, clock, text);
+    else if (kind === INPUT.FIRE) fireInput(id, clock);
+  }
+
   function askStored(key) {
     post(); // the log is drained and empty: the question and its answer go there
     let start = 0;
@@ -889,6 +923,32 @@ const __cellfleet_host = (function (post, mailbox, toolNames) {
   define("as_settled", as_settled);
   define("stream_settled", stream_settled);
 
+  function resolveInput(seq, clock, json) {
+    clockMs = clockMs > clock ? clockMs : clock;
+    const pending = mapGet(pendingTools, seq);
+    if (pending === undefined) return;
+    mapDelete(pendingTools, seq);
+    guard(() => pending.resolve(JSONParse(json)));
+  }
+  function rejectInput(seq, clock, message) {
+    clockMs = clockMs > clock ? clockMs : clock;
+    const pending = mapGet(pendingTools, seq);
+    if (pending === undefined) return;
+    mapDelete(pendingTools, seq);
+    guard(() => pending.reject(message));
+  }
+  function fireInput(id, clock) {
+    clockMs = clockMs > clock ? clockMs : clock;
+    const callback = mapGet(timers, id);
+    if (callback === undefined) return;
+    mapDelete(timers, id);
+    try {
+      ReflectApply(callback, undefined, []);
+    } catch (error) {
+      finish(uncaughtText(error));
+    }
+  }
+
   if (toolNames !== null) installTools(JSONParse(toolNames), true);
   post(); // the host learns this isolate, to watch its memory outside the heap (v8.py)
   return ObjectFreeze({
@@ -914,31 +974,11 @@ const __cellfleet_host = (function (post, mailbox, toolNames) {
           (error) => finish(uncaughtText(error)));
       };
     },
-    resolve(seq, clock, json) {
-      clockMs = clockMs > clock ? clockMs : clock;
-      const pending = mapGet(pendingTools, seq);
-      if (pending === undefined) return;
-      mapDelete(pendingTools, seq);
-      guard(() => pending.resolve(JSONParse(json)));
-    },
-    reject(seq, clock, message) {
-      clockMs = clockMs > clock ? clockMs : clock;
-      const pending = mapGet(pendingTools, seq);
-      if (pending === undefined) return;
-      mapDelete(pendingTools, seq);
-      guard(() => pending.reject(message));
-    },
-    fire(id, clock) {
-      clockMs = clockMs > clock ? clockMs : clock;
-      const callback = mapGet(timers, id);
-      if (callback === undefined) return;
-      mapDelete(timers, id);
-      try {
-        ReflectApply(callback, undefined, []);
-      } catch (error) {
-        finish(uncaughtText(error));
-      }
-    },
+    // Host inputs: the one in the inbox, or one given in its own script.
+    take: takeInput,
+    resolve: resolveInput,
+    reject: rejectInput,
+    fire: fireInput,
   });
 })(__cellfleet_post, __cellfleet_mailbox, __cellfleet_tools);
 delete globalThis.__cellfleet_post;

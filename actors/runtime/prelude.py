@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 
+from cellfleet.actors.runtime.mailbox import INBOX_BYTES
+
 PRELUDE_SOURCE = resources.files(__package__).joinpath("prelude.js").read_text("utf-8")
-MAILBOX_BYTES = 256 * 1024
+MAILBOX_BYTES = 256 * 1024 + INBOX_BYTES  # the log, then the host's inbox (mailbox.py)
 _HOST_BINDING = "const __cellfleet_host ="  # renamed in each context
 _HEAD = "const __cellfleet_host = (function (post, mailbox, toolNames) {"
 _CALL = "})(__cellfleet_post, __cellfleet_mailbox, __cellfleet_tools);"

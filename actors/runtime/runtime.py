@@ -2,15 +2,20 @@
 
 Threading: a `CellRuntime` belongs to one owner (the cell actor, in its turn, whichever
 thread has it). V8 runs on its own thread and reports back through `sink`, which must
-enqueue the message for the owner; the owner then calls `handle(message)`. Every other
-method is called in the owner's turn too, so the runtime's state has exactly one writer
-at a time.
+enqueue the message for the owner; the owner then calls `handle(message)`. The quiescent
+point of the last input in flight goes to `quiescent_sink` instead, which may take the
+owner's turn and handle it on the V8 thread itself (JavaScript is idle then, and the
+owner's thread is not woken); its handling must not wait for that thread (`V8Context`
+says which calls do). Every other method is called in the owner's turn too, so the
+runtime's state has exactly one writer at a time.
 
 Each input (the start, a tool result or error, a timer firing) is one script, followed
 by a marker script: mini-racer runs the microtask checkpoint between the two, so the
 marker's answer means "this input and every promise reaction it caused have run". Only
 then is the next input delivered; that is the single ordered input queue that makes a
-cell's behaviour a function of its recorded inputs.
+cell's behaviour a function of its recorded inputs. A tool's result or error and a timer
+are left in the context's inbox for the prelude's `take()` when it fits (the script is
+then the same every time, compiled once), else written into a script of their own.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 import orjson
 
 from cellfleet.actors.runtime import source as src
-from cellfleet.actors.runtime.mailbox import loads
+from cellfleet.actors.runtime.mailbox import INPUT_FIRE, INPUT_REJECT, INPUT_RESOLVE, loads
 from cellfleet.actors.runtime.pool import PreparedContext
 from cellfleet.actors.runtime.protocol import (
     CellSpec,
@@ -84,6 +89,24 @@ class _Stop:
 RuntimeMessage = _Records | _Delivered | _Quiescent | _Stop
 
 
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """A host input: left in the context's inbox for the prelude's `take()`, or (the
+    inbox taken, or the input too long for it) given in a script of its own."""
+
+    kind: int  # INPUT_RESOLVE, INPUT_REJECT or INPUT_FIRE
+    ident: int  # the tool call's sequence number, or the timer's id
+    clock_ms: float
+    text: str = ""  # the result's JSON text, or the error's message
+
+    def call(self) -> str:
+        """The prelude call that gives this input in a script of its own."""
+        if self.kind == INPUT_FIRE:
+            return f"fire({self.ident}, {self.clock_ms!r})"
+        name = "resolve" if self.kind == INPUT_RESOLVE else "reject"
+        return f"{name}({self.ident}, {self.clock_ms!r}, {_js_string(self.text)})"
+
+
 class CellRuntime:
     """Runs one cell in a prepared context; see the module docstring for threading."""
 
@@ -96,8 +119,10 @@ class CellRuntime:
         sink: Callable[[RuntimeMessage], None],
         release: Callable[[V8Context], None],
         memory_limit_bytes: int,
+        quiescent_sink: Callable[[RuntimeMessage], None] | None = None,
     ) -> None:
         self.spec = spec
+        self._quiescent_sink = quiescent_sink or sink
         self._context = prepared.context
         self._mailbox = prepared.mailbox
         self._host = prepared.host_name  # the prelude's host interface, by its secret name
@@ -108,7 +133,8 @@ class CellRuntime:
         self._memory_limit_bytes = memory_limit_bytes
         self._kinds = {tool.name: tool.kind for tool in spec.tools}
         self._tools_installed = prepared.tools == tuple(spec.tools)
-        self._inputs: deque[str] = deque()
+        self._inputs: deque[_Input] = deque()
+        self._take = src.host_script(self._host, "take()")  # (the same text every time)
         self._in_flight = 0  # inputs submitted whose marker has not answered yet
         self._frontier = False  # report Pending at each quiescent point and pause
         self._paused = False
@@ -177,13 +203,13 @@ class CellRuntime:
 
     def deliver_tool_result(self, call_id: str, value: JsonValue, clock_ms: float) -> None:
         text = orjson.dumps(value).decode()
-        self._enqueue(f"resolve({_seq(call_id)}, {clock_ms!r}, {_js_string(text)})")
+        self._enqueue(_Input(INPUT_RESOLVE, _seq(call_id), clock_ms, text))
 
     def deliver_tool_error(self, call_id: str, message: str, clock_ms: float) -> None:
-        self._enqueue(f"reject({_seq(call_id)}, {clock_ms!r}, {_js_string(message)})")
+        self._enqueue(_Input(INPUT_REJECT, _seq(call_id), clock_ms, message))
 
     def deliver_timer(self, timer_id: int, clock_ms: float) -> None:
-        self._enqueue(f"fire({timer_id}, {clock_ms!r})")
+        self._enqueue(_Input(INPUT_FIRE, timer_id, clock_ms))
 
     def set_frontier_mode(self, enabled: bool) -> None:
         """Frontier mode: report `Pending` at every quiescent point and pause there."""
@@ -264,10 +290,10 @@ class CellRuntime:
 
     # -- input queue -----------------------------------------------------------------
 
-    def _enqueue(self, call: str) -> None:
+    def _enqueue(self, item: _Input) -> None:
         if self._done or self._stopping:
             return
-        self._inputs.append(src.host_script(self._host, call))
+        self._inputs.append(item)
         self._pump()
 
     def _pump(self) -> None:
@@ -276,11 +302,16 @@ class CellRuntime:
         may be queued in V8 at once (frontier mode must stop at every quiescent point)."""
         limit = 1 if self._frontier else MAX_INPUTS_IN_FLIGHT
         while self._inputs and not self._paused and not self._done and self._in_flight < limit:
-            self._submit(self._inputs.popleft())
+            item = self._inputs.popleft()
+            if self._mailbox.leave_input(item.kind, item.ident, item.clock_ms, item.text):
+                self._submit(self._take, keep=True)
+            else:
+                self._submit(src.host_script(self._host, item.call()))
 
-    def _submit(self, script: str) -> None:
+    def _submit(self, script: str, *, keep: bool = False) -> None:
         self._in_flight += 1
         sink = self._sink
+        quiescent_sink = self._quiescent_sink
         mailbox = self._mailbox
 
         def on_input(outcome: EvalOutcome) -> None:  # V8 thread
@@ -288,14 +319,17 @@ class CellRuntime:
                 sink(_Delivered(outcome))
 
         def on_marker(outcome: EvalOutcome) -> None:  # V8 thread, JS idle
-            # One message for the owner: the last records and the quiescent point.
-            mailbox.drain_into(
-                lambda records: sink(_Quiescent(outcome, records)), reset=True, always=True
-            )
+            # One message for the owner: the last records and the quiescent point (sent
+            # outside the mailbox's lock: `quiescent_sink` may handle it on this thread).
+            drained: list[list[list[Any]]] = []
+            mailbox.drain_into(drained.append, reset=True, always=True)
+            # (with more inputs queued in V8, this thread runs the next one meanwhile)
+            last = self._in_flight <= 1
+            (quiescent_sink if last else sink)(_Quiescent(outcome, drained[0]))
 
-        self._context.eval_async(script, on_input)
+        self._context.eval_async(script, on_input, keep=keep)
 
-        self._context.eval_async("0", on_marker)
+        self._context.eval_async("0", on_marker, keep=True)
 
     # -- V8 thread ------------------------------------------------------------------
 

@@ -339,6 +339,7 @@ class V8Context:
     def __init__(self, *, memory_limit_bytes: int) -> None:
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[Callable[[EvalOutcome], None], ValueHandle]] = {}
+        self._kept: dict[str, ValueHandle] = {}  # scripts run again and again (`eval_async`)
         self._ids = itertools.count(_POST_CALLBACK_ID + 1)
         self._on_post: Callable[[], None] = _ignore
         self._disposed = False
@@ -380,13 +381,22 @@ class V8Context:
 
     # -- evaluation -------------------------------------------------------------------
 
-    def eval_async(self, code: str, on_result: Callable[[EvalOutcome], None]) -> None:
-        """Queue `code`; `on_result` is called on the V8 thread once it has run."""
-        handle = _FACTORY.python_to_value_handle(self, code)  # type: ignore[arg-type]
+    def eval_async(
+        self, code: str, on_result: Callable[[EvalOutcome], None], *, keep: bool = False
+    ) -> None:
+        """Queue `code`; `on_result` is called on the V8 thread once it has run.
+
+        `keep`: a script this context runs again and again; its text is handed to V8
+        once, and freed with the context."""
+        handle = self._kept.get(code) if keep else None
+        if handle is None:
+            handle = _FACTORY.python_to_value_handle(self, code)  # type: ignore[arg-type]
         callback_id = next(self._ids)
         with self._lock:
             if self._disposed:
                 return
+            if keep:
+                self._kept[code] = handle
             # The code handle must outlive the queued task, which reads it when it runs.
             self._pending[callback_id] = (on_result, handle)
             self._dll.mr_eval(self._ctx, handle.raw, callback_id)
@@ -399,10 +409,13 @@ class V8Context:
         return outcome.value
 
     def compile_error(self, code: str, timeout: float = 30.0) -> str | None:
-        """Evaluate `code` (a declaration-only script); return V8's parse error, if any."""
+        """Evaluate `code` (a declaration-only script); return V8's parse error, if any
+        (never on the V8 thread, as `eval_sync`)."""
         return self._eval_blocking(code, timeout).parse_error
 
     def _eval_blocking(self, code: str, timeout: float) -> EvalOutcome:
+        if threading.get_ident() == self._v8_thread:  # (it would wait for itself)
+            raise RuntimeError("a blocking evaluation on the isolate's own thread")
         done = threading.Event()
         box: list[EvalOutcome] = []
 
@@ -455,7 +468,12 @@ class V8Context:
         if external > 2 * limit:
             return True
         if idle:  # a full collection now, on the isolate's thread (it has nothing to run)
-            self._dll.mr_low_memory_notification(self._ctx)
+            if threading.get_ident() == self._v8_thread:  # (mini-racer's would wait on it)
+                with self._lock:
+                    if not self._disposed and self._isolate is not None:
+                        _isolate_api().memory_pressure(self._isolate, _MEMORY_PRESSURE_CRITICAL)
+            else:
+                self._dll.mr_low_memory_notification(self._ctx)
             return self.external_memory_bytes() > limit
         if asked is None:
             self._collection_asked = (time.monotonic(), external)
@@ -491,6 +509,7 @@ class V8Context:
                 return
             self._disposed = True
             self._pending.clear()
+            self._kept.clear()
         free = partial(self._dll.mr_free_context, self._ctx)
         if threading.get_ident() == self._v8_thread:
             _ISOLATE_THREADS.free_later(free)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -9,6 +11,12 @@ import orjson
 from cellfleet.actors.runtime.mailbox import (
     ANSWER_NONE,
     HEADER_BYTES,
+    INBOX_BYTES,
+    INBOX_UNITS,
+    INPUT_FIRE,
+    INPUT_NONE,
+    INPUT_REJECT,
+    INPUT_RESOLVE,
     REQUEST_KEY_PART,
     REQUEST_LOAD,
     REQUEST_MORE,
@@ -20,7 +28,7 @@ CAPACITY_UNITS = 64
 
 
 def _mailbox(max_units: int = 1000) -> tuple[Mailbox, memoryview]:
-    buffer = memoryview(bytearray(HEADER_BYTES + 2 * CAPACITY_UNITS))
+    buffer = memoryview(bytearray(HEADER_BYTES + 2 * CAPACITY_UNITS + INBOX_BYTES))
     return Mailbox(buffer, max_units), buffer
 
 
@@ -106,3 +114,37 @@ def test_a_key_longer_than_any_string_the_cell_can_hold_is_not_stored() -> None:
     mailbox, buffer = _mailbox(max_units=100)
     assert _ask(mailbox, buffer, "k" * 130, {"k" * 130: "1"}) is None
     assert _ask(mailbox, buffer, "k", {"k": "2"}) == "2"  # the next question is fine
+
+
+def test_the_inbox_takes_one_input_at_a_time_and_only_what_fits() -> None:
+    mailbox, buffer = _mailbox()
+    inbox = buffer[len(buffer) - INBOX_BYTES :]
+    header = inbox[0:16].cast("i")
+    assert mailbox.leave_input(INPUT_RESOLVE, 7, 1234.5, "😀x")
+    assert list(header) == [INPUT_RESOLVE, 7, 3, 0]
+    assert inbox[16:24].cast("d")[0] == 1234.5
+    assert bytes(inbox[32 : 32 + 6]).decode("utf-16-le") == "😀x"
+    assert not mailbox.leave_input(INPUT_FIRE, 8, 1.0)  # the first is not taken yet
+    header[0] = INPUT_NONE  # as the prelude's take() does
+    assert not mailbox.leave_input(INPUT_RESOLVE, 9, 1.0, "x" * (INBOX_UNITS + 1))
+    assert not mailbox.leave_input(INPUT_RESOLVE, 2**31, 1.0, "x")  # not an Int32
+    assert not mailbox.leave_input(INPUT_RESOLVE, 10, 1.0, "😀" * (INBOX_UNITS // 2 + 1))
+    assert header[0] == INPUT_NONE  # nothing was left by a refused input
+    assert mailbox.leave_input(INPUT_REJECT, 11, 2.0, "x" * INBOX_UNITS)
+    assert list(header)[:3] == [INPUT_REJECT, 11, INBOX_UNITS]
+
+
+def test_the_prelude_lays_the_inbox_out_as_the_mailbox_does() -> None:
+    prelude = resources.files("cellfleet.actors.runtime").joinpath("prelude.js").read_text()
+    size = re.search(r"const INBOX_BYTES = (\d+);", prelude)
+    kinds = re.search(r"const INPUT = ObjectFreeze\(\{(?P<body>[^}]*)\}\);", prelude)
+    assert size is not None
+    assert kinds is not None
+    assert int(size.group(1)) == INBOX_BYTES
+    table = dict(re.findall(r"(\w+): (\d+)", kinds.group("body")))
+    assert {name: int(value) for name, value in table.items()} == {
+        "NONE": INPUT_NONE,
+        "RESOLVE": INPUT_RESOLVE,
+        "REJECT": INPUT_REJECT,
+        "FIRE": INPUT_FIRE,
+    }

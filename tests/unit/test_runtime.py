@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 
 from cellfleet.actors.runtime import source as source_module
 from cellfleet.actors.runtime.local import LocalCell
+from cellfleet.actors.runtime.mailbox import Mailbox
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.runtime.protocol import (
     CellSpec,
@@ -326,16 +328,20 @@ def _watch_order(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], threading.
     reported = threading.Event()
     submit, scan = CellRuntime._submit, source_module.module_compile_error
 
-    def watched_submit(self: CellRuntime, script: str) -> None:
+    def watched_submit(self: CellRuntime, script: str, **kwargs: Any) -> None:
         order.append("submit")
-        sink = self._sink
+        sink, quiescent_sink = self._sink, self._quiescent_sink
 
-        def watched_sink(message: Any) -> None:
-            sink(message)
-            reported.set()
+        def watched(to: Any) -> Any:
+            def watched_sink(message: Any) -> None:
+                to(message)
+                reported.set()
 
-        self._sink = watched_sink  # type: ignore[method-assign]
-        submit(self, script)
+            return watched_sink
+
+        self._sink = watched(sink)  # type: ignore[method-assign]
+        self._quiescent_sink = watched(quiescent_sink)  # type: ignore[method-assign]
+        submit(self, script, **kwargs)
 
     def watched_scan(text: str) -> str | None:
         order.append("scan")
@@ -388,3 +394,36 @@ def test_a_long_cell_is_scanned_before_v8_runs_it(run_cell, monkeypatch):
     order.clear()
     assert texts(run_cell('text("short");')[0]) == ["short"]
     assert order == ["submit", "scan"]
+
+
+def test_inputs_arrive_whole_through_the_inbox_and_in_scripts_of_their_own(run_cell, monkeypatch):
+    """Tool results, errors and timers reach the cell unchanged whichever way they go:
+    left in the context's inbox for `take()`, or (the inbox still taken, or the input
+    too long for it) in a script of their own. Both ways are taken here."""
+    ways: list[bool] = []
+    leave = Mailbox.leave_input
+
+    def counted(self: Mailbox, *args: Any) -> bool:
+        ways.append(leave(self, *args))
+        return ways[-1]
+
+    monkeypatch.setattr(Mailbox, "leave_input", counted)
+    values = ["plain", 'quotes " and \\ backslash', "\u2028 line sep, 😀 pair", "x" * 5000]
+    source = (
+        f"const values = {json.dumps(values)};"
+        " for (const v of values) text(JSON.stringify(await tools.echo({v})));"
+        " text(JSON.stringify(await Promise.all(values.map((v) => tools.echo({v})))));"
+        " try { await tools.fail({message: '😀 no \"way\"'}) } catch (e) { text('caught ' + e) }"
+        " await new Promise((resolve) => setTimeout(resolve, 1)); text('timer');"
+    )
+    items, end = run_cell(source)
+    assert end == Finished(None, {}, False)
+    expected = [json.dumps({"v": v}, separators=(",", ":"), ensure_ascii=False) for v in values]
+    assert texts(items) == [
+        *expected,
+        "[" + ",".join(expected) + "]",
+        'caught 😀 no "way"',
+        "timer",
+    ]
+    assert ways.count(True) >= 4  # the inbox (the short values one at a time, the timer)
+    assert ways.count(False) >= 2  # scripts (the long value; results queued together)
