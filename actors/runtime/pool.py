@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from cellfleet.actors.runtime import snapshot
+from cellfleet.actors.runtime import source as src
 from cellfleet.actors.runtime.mailbox import MAX_STRING_UNITS, Mailbox
 from cellfleet.actors.runtime.prelude import context_script, prelude_digest
 from cellfleet.actors.runtime.protocol import RuntimeTool, tools_payload
@@ -90,6 +91,8 @@ def prepare_context(
         # A string as long as the heap limit (in one-byte characters) is the most a
         # record or a key can be.
         mailbox = Mailbox(buffer, memory_limit_bytes or MAX_STRING_UNITS)
+        context.keep(src.MARKER)  # (each input's; a cell's first would pay for it)
+        context.keep(src.take_script(host_name))
         owner.append(PreparedContext(context, mailbox, host_name, tools))
     except BaseException:
         context.dispose()

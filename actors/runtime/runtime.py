@@ -134,7 +134,7 @@ class CellRuntime:
         self._kinds = {tool.name: tool.kind for tool in spec.tools}
         self._tools_installed = prepared.tools == tuple(spec.tools)
         self._inputs: deque[_Input] = deque()
-        self._take = src.host_script(self._host, "take()")  # (the same text every time)
+        self._take = src.take_script(self._host)
         self._in_flight = 0  # inputs submitted whose marker has not answered yet
         self._frontier = False  # report Pending at each quiescent point and pause
         self._paused = False
@@ -329,7 +329,7 @@ class CellRuntime:
 
         self._context.eval_async(script, on_input, keep=keep)
 
-        self._context.eval_async("0", on_marker, keep=True)
+        self._context.eval_async(src.MARKER, on_marker, keep=True)
 
     # -- V8 thread ------------------------------------------------------------------
 

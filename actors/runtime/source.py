@@ -65,6 +65,15 @@ def host_script(host: str, call: str) -> str:
     return f"{host}.{call}\n//# sourceURL={HOST_FILE}"
 
 
+# The script after each input: its answer comes once the input's promise reactions ran.
+MARKER = "0"
+
+
+def take_script(host: str) -> str:
+    """The script that gives the cell the input left in its inbox (the same every time)."""
+    return host_script(host, "take()")
+
+
 def syntax_error_text(parse_error: str) -> str:
     """The model-facing text of V8's compile error: `SyntaxError: message`."""
     _location, sep, rest = parse_error.rpartition("\n\n")

@@ -401,6 +401,14 @@ class V8Context:
             self._pending[callback_id] = (on_result, handle)
             self._dll.mr_eval(self._ctx, handle.raw, callback_id)
 
+    def keep(self, code: str) -> None:
+        """Hand V8 the text of a script this context will run again and again now (off
+        the cells' path: the first `eval_async(code, keep=True)` would do it)."""
+        handle = _FACTORY.python_to_value_handle(self, code)  # type: ignore[arg-type]
+        with self._lock:
+            if not self._disposed:
+                self._kept[code] = handle
+
     def eval_sync(self, code: str, timeout: float = 30.0) -> Any:
         """Run `code` and return its value (setup only; never call it on the V8 thread)."""
         outcome = self._eval_blocking(code, timeout)
