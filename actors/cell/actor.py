@@ -5,10 +5,12 @@ before anything outside the actor can see its effect (an observer's answer, a to
 dispatch, a notification, a timer firing into JavaScript). Its parts, each with one
 job, run in the actor's turn, one message at a time: on the actor's thread, but for
 the first message, `Begin`, which the session's thread handles when it can (the cell
-starts without waking another thread), and for a harness's tool outcome, which the
+starts without waking another thread), for a harness's tool outcome, which the
 thread that received it handles when it can, with what the V8 thread reports while
-that thread waits on the log (the next call goes out without a thread switch). The
-cell's ending always runs on the actor's own thread (`Continue`):
+that thread waits on the log (the next call goes out without a thread switch), and for
+the quiescent point of an input, which the V8 thread handles when the actor is idle
+(`_tell_from_v8`). A cell's ending that waits for notifications runs on the actor's own
+thread (`Continue`):
 
 * `CellLog` (log.py) numbers, batches and appends the cell's events; the cell's
   admission rides on its first append, so a short cell is admitted, completed,
@@ -30,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections import deque
 from concurrent.futures import Future
 from functools import partial
@@ -84,6 +87,7 @@ from cellfleet.actors.runtime.protocol import (
     YieldRequested,
 )
 from cellfleet.actors.runtime.runtime import POLL_INTERVAL_S, CellRuntime, RuntimeMessage
+from cellfleet.actors.runtime.v8 import V8Context
 from cellfleet.actors.scheduler import Scheduled
 from cellfleet.actors.session import store as store_module
 from cellfleet.broker import events as ev
@@ -156,6 +160,8 @@ class CellActor(HereAskedActor):
         )
         self._incoming: deque[RuntimeEvent] = deque()
         self._continuing = False  # its ending waits in `_incoming` for `Continue`
+        self._v8_handler: int | None = None  # the V8 thread handling a message here
+        self._released_later: V8Context | None = None  # (`_release_context`)
         self._polling = False
         self._terminal_reason = ev.TerminationReason.TERMINATE
         self._closed = False  # the terminal answer went out; only the runtime's end remains
@@ -175,7 +181,7 @@ class CellActor(HereAskedActor):
             prepared,
             listener=self._incoming.append,
             sink=self._tell,
-            release=self.ctx.pool.release,
+            release=self._release_context,
             memory_limit_bytes=limit,
             quiescent_sink=self._tell_from_v8,
         )
@@ -340,9 +346,28 @@ class CellActor(HereAskedActor):
         if failing is not None:
             failing.append(message)
             return
-        with contextlib.suppress(pykka.ActorDeadError):
-            if not self._handle_told_here(message):
-                self.tell_self(message)
+        self._v8_handler = threading.get_ident()
+        try:
+            with contextlib.suppress(pykka.ActorDeadError):
+                if not self._handle_told_here(message):
+                    self.tell_self(message)
+        finally:
+            self._v8_handler = None
+            released, self._released_later = self._released_later, None
+            if released is not None:
+                self.ctx.pool.release(released)
+
+    def _release_context(self, context: V8Context) -> None:
+        """Give the cell's context back to the pool. Handling a message on the context's
+        own thread, that comes once the handling ended: disposing of it waits for that
+        thread, and the pool's one reaper would wait meanwhile for what the handling
+        does (the cell's end written to the log, its answer sent). Its JavaScript
+        stops now all the same."""
+        if threading.get_ident() == self._v8_handler:
+            context.stop_javascript()
+            self._released_later = context
+        else:
+            self.ctx.pool.release(context)
 
     def _drains(self, message: Any) -> bool:
         """What the V8 thread reported while a sender handled its message here (a tool's

@@ -19,9 +19,9 @@ JavaScript asks for the next with `REQUEST_MORE`), or sets header[1] to `ANSWER_
 for a key that is not stored. A key longer than the log comes in parts the same way
 (`REQUEST_KEY_PART`, then `REQUEST_LOAD` with its last part).
 
-The buffer's last `INBOX_BYTES` are the host's inbox: one input at a time (a tool's
-result or error, a timer), left there by the cell's owner for the prelude's `take()`,
-which empties it (`leave_input`).
+The buffer's last `INBOX_BYTES` are the host's inbox: `INBOX_SLOTS` slots, where the
+cell's owner leaves its inputs (a tool's result or error, a timer), input n in slot
+n % INBOX_SLOTS, for the prelude's `take()`, which empties the slot (`leave_input`).
 """
 
 from __future__ import annotations
@@ -45,16 +45,16 @@ REQUEST_LOAD = 2
 REQUEST_MORE = 3
 ANSWER_NONE = -1
 
-# The inbox (prelude.js has the same numbers): Int32 kind, id, text length in units, (unused);
-# Float64 clock at byte 16; the text's UTF-16 units from byte 32.
-INBOX_BYTES = 8224
-_INBOX_TEXT_AT = 32
-INBOX_UNITS = (INBOX_BYTES - _INBOX_TEXT_AT) // 2
+# The inbox (prelude.js has the same numbers): per slot a header of 32 bytes (Int32 kind,
+# staged, text length in units; Float64 clock and id at byte 16), then the slots' texts.
+INBOX_SLOTS = 8
+SLOT_UNITS = 2048
+_SLOT_HEADER = 32
+INBOX_BYTES = INBOX_SLOTS * (_SLOT_HEADER + 2 * SLOT_UNITS)
 INPUT_NONE = 0
 INPUT_RESOLVE = 1
 INPUT_REJECT = 2
 INPUT_FIRE = 3
-_INT32_MAX = 2**31 - 1
 
 
 class Mailbox:
@@ -63,9 +63,19 @@ class Mailbox:
     def __init__(self, buffer: memoryview, max_units: int = MAX_STRING_UNITS) -> None:
         inbox_at = len(buffer) - INBOX_BYTES
         self._buffer = buffer[:inbox_at]  # the log
-        self._inbox = buffer[inbox_at:]
-        self._inbox_header = self._inbox[0:16].cast("i")
-        self._inbox_clock = self._inbox[16:24].cast("d")
+        inbox = buffer[inbox_at:]
+        texts_at = INBOX_SLOTS * _SLOT_HEADER
+        # Per slot: its kind, staged flag and text length; its clock and id; its text.
+        self._slots: list[tuple[memoryview[int], memoryview[float], memoryview[int]]] = []
+        for k in range(INBOX_SLOTS):
+            at, text_at = k * _SLOT_HEADER, texts_at + 2 * SLOT_UNITS * k
+            self._slots.append(
+                (
+                    inbox[at : at + 12].cast("i"),
+                    inbox[at + 16 : at + 32].cast("d"),
+                    inbox[text_at : text_at + 2 * SLOT_UNITS],
+                )
+            )
         # No record or key the prelude writes is longer than a string the cell's heap can
         # hold: past that, parts that say "more follows" are not the prelude's.
         self._max_units = max_units
@@ -73,7 +83,8 @@ class Mailbox:
         self._length = buffer[0:4].cast("i")
         self._read = 0  # in UTF-16 units
         self._partial: list[str] = []
-        self._lock = threading.Lock()
+        # (reentrant: what the consumer of a drain does may drain again, `drain_into`)
+        self._lock = threading.RLock()
         self._header = buffer[0:HEADER_BYTES].cast("i")
         self._key_parts: list[bytes] = []
         self._key_units = 0
@@ -140,21 +151,26 @@ class Mailbox:
         header[3] = int(more)
         header[1] = REQUEST_NONE
 
-    def leave_input(self, kind: int, ident: int, clock_ms: float, text: str = "") -> bool:
-        """Leave one input in the inbox for the prelude's `take()` (owner thread): False,
-        and nothing written, if the last one is not taken yet or this one does not fit."""
-        header = self._inbox_header
-        if header[0] != INPUT_NONE or not 0 <= ident <= _INT32_MAX or len(text) > INBOX_UNITS:
-            return False
+    def leave_input(
+        self, slot: int, kind: int, ident: int, clock_ms: float, text: str = ""
+    ) -> bool:
+        """Leave an input in inbox slot `slot` for the prelude's `take()` (owner thread;
+        the slot's last input was taken: at most `INBOX_SLOTS` are in flight). False if
+        its text is too long for the slot: the prelude must then be given it first
+        (`stage`), before its `take()`."""
+        header, numbers, units = self._slots[slot]
+        if header[0] != INPUT_NONE:
+            raise RuntimeError(f"inbox slot {slot} is still taken")
         data = text.encode("utf-16-le", "surrogatepass")
-        if len(data) > 2 * INBOX_UNITS:
-            return False
-        self._inbox[_INBOX_TEXT_AT : _INBOX_TEXT_AT + len(data)] = data
-        header[1] = ident
-        header[2] = len(data) // 2
-        self._inbox_clock[0] = clock_ms
+        fits = len(data) <= len(units)
+        if fits:
+            units[: len(data)] = data
+        header[1] = int(not fits)
+        header[2] = len(data) // 2 if fits else 0
+        numbers[0] = clock_ms
+        numbers[1] = ident
         header[0] = kind  # last: the input is whole before `take()` can see it
-        return True
+        return fits
 
     def _parse(self, raw: bytes, records: list[list[Any]]) -> None:
         offset = 0

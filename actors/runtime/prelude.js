@@ -89,7 +89,9 @@ const __cellfleet_host = (function (post, mailbox, toolNames) {
   // has consumed everything). Records: two u16 of length (bit 31 = more chunks follow),
   // then the record's UTF-16 code units.
   // The buffer's last INBOX_BYTES are the host's inbox (see `takeInput`), not the log.
-  const INBOX_BYTES = 8224;
+  const SLOTS = 8;
+  const SLOT_UNITS = 2048;
+  const INBOX_BYTES = SLOTS * (32 + 2 * SLOT_UNITS);
   const inboxStart = mailbox.byteLength - INBOX_BYTES;
   const header = new Int32Array(mailbox, 0, 4);
   const units = new Uint16Array(mailbox, 16, (inboxStart - 16) / 2);
@@ -187,34 +189,54 @@ const __cellfleet_host = (function (post, mailbox, toolNames) {
     return text;
   }
   // ---- the host's inputs, through the inbox (actors/runtime/mailbox.py) -------------
-  // Header: Int32 [0] = the input's kind (INPUT; NONE once taken), [1] = its tool call's
-  // sequence number or timer id, [2] = its text's length in UTF-16 units; Float64 at byte
-  // 16 = its clock; its text's units from byte 32. The host leaves one input there at a
-  // time and runs `take()`, the same script every time: V8 compiles it once per context
-  // (an input written into its own script was compiled each time). Inputs that find the
-  // inbox taken or do not fit come as scripts of their own (`resolve`, `reject`, `fire`).
+  // Every input (a tool's result or error, a timer) is given by `take()`, the same script
+  // every time: V8 compiles it once per context, and every input reaches the cell through
+  // the same frames (how deep its stack can go must not depend on how an input came: a
+  // replay gives the inputs back to back). The host leaves input n in slot n % SLOTS, at
+  // most SLOTS in flight. A slot's header: Int32 [0] = the input's kind (INPUT; NONE once
+  // taken), [1] = 1 if its text was staged (`stage`: too long for the slot), [2] = its
+  // text's length in UTF-16 units; Float64 at byte 16 = its clock, at byte 24 = its tool
+  // call's sequence number or timer id. The slots' texts follow the headers.
   const INPUT = ObjectFreeze({ NONE: 0, RESOLVE: 1, REJECT: 2, FIRE: 3 });
-  const inboxHeader = new Int32Array(mailbox, inboxStart, 4);
-  const inboxClock = new Float64Array(mailbox, inboxStart + 16, 1);
-  const INBOX_UNITS = (INBOX_BYTES - 32) / 2; // (a constant: `length` is a getter)
-  const inboxUnits = new Uint16Array(mailbox, inboxStart + 32, INBOX_UNITS);
+  const slotHeaders = [];
+  const slotNumbers = [];
+  const slotTexts = [];
+  for (let k = 0; k < SLOTS; k++) {
+    arrayPush(slotHeaders, new Int32Array(mailbox, inboxStart + 32 * k, 3));
+    arrayPush(slotNumbers, new Float64Array(mailbox, inboxStart + 32 * k + 16, 2));
+    arrayPush(slotTexts, new Uint16Array(mailbox,
+      inboxStart + 32 * SLOTS + 2 * SLOT_UNITS * k, SLOT_UNITS));
+  }
+  const staged = new MapCtor(); // slot -> the text of its input, too long for the slot
+  let taken = 0;
   function takeInput() {
-    const kind = inboxHeader[0];
-    const id = inboxHeader[1];
-    const clock = inboxClock[0];
-    const count = inboxHeader[2] < INBOX_UNITS ? inboxHeader[2] : INBOX_UNITS;
-    const u = inboxUnits;
+    const slot = taken % SLOTS;
+    taken++;
+    const header = slotHeaders[slot];
+    const kind = header[0];
+    const clock = slotNumbers[slot][0];
+    const id = slotNumbers[slot][1];
     let text = "";
-    let i = 0;
-    for (; i + 8 <= count; i += 8) {
-      text += StringFromCharCode(u[i], u[i + 1], u[i + 2], u[i + 3], u[i + 4], u[i + 5],
-        u[i + 6], u[i + 7]);
+    if (header[1]) {
+      text = mapGet(staged, slot);
+      mapDelete(staged, slot);
+    } else {
+      const count = header[2] < SLOT_UNITS ? header[2] : SLOT_UNITS;
+      const u = slotTexts[slot];
+      let i = 0;
+      for (; i + 8 <= count; i += 8) {
+        text += StringFromCharCode(u[i], u[i + 1], u[i + 2], u[i + 3], u[i + 4], u[i + 5],
+          u[i + 6], u[i + 7]);
+      }
+      for (; i < count; i++) text += StringFromCharCode(u[i]);
     }
-    for (; i < count; i++) text += StringFromCharCode(u[i]);
-    AtomicsStore(inboxHeader, 0, INPUT.NONE); // the host may leave the next one
+    AtomicsStore(header, 0, INPUT.NONE); // the slot may take the host's next input
     if (kind === INPUT.RESOLVE) resolveInput(id, clock, text);
     else if (kind === INPUT.REJECT) rejectInput(id, clock, text);
     else if (kind === INPUT.FIRE) fireInput(id, clock);
+  }
+  function stageInput(slot, text) {
+    mapSet(staged, slot, text);
   }
 
   function askStored(key) {
@@ -974,11 +996,9 @@ const __cellfleet_host = (function (post, mailbox, toolNames) {
           (error) => finish(uncaughtText(error)));
       };
     },
-    // Host inputs: the one in the inbox, or one given in its own script.
+    // Host inputs: the next one in the inbox, and the text of one too long for its slot.
     take: takeInput,
-    resolve: resolveInput,
-    reject: rejectInput,
-    fire: fireInput,
+    stage: stageInput,
   });
 })(__cellfleet_post, __cellfleet_mailbox, __cellfleet_tools);
 delete globalThis.__cellfleet_post;

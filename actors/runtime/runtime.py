@@ -20,6 +20,7 @@ then the same every time, compiled once), else written into a script of their ow
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -28,7 +29,13 @@ from typing import Any
 import orjson
 
 from cellfleet.actors.runtime import source as src
-from cellfleet.actors.runtime.mailbox import INPUT_FIRE, INPUT_REJECT, INPUT_RESOLVE, loads
+from cellfleet.actors.runtime.mailbox import (
+    INBOX_SLOTS,
+    INPUT_FIRE,
+    INPUT_REJECT,
+    INPUT_RESOLVE,
+    loads,
+)
 from cellfleet.actors.runtime.pool import PreparedContext
 from cellfleet.actors.runtime.protocol import (
     CellSpec,
@@ -54,7 +61,7 @@ from cellfleet.broker.contract.tools import JsonValue
 # While JavaScript runs, its owner collects what it reports this often.
 POLL_INTERVAL_S = 0.005
 
-MAX_INPUTS_IN_FLIGHT = 32
+MAX_INPUTS_IN_FLIGHT = INBOX_SLOTS  # (an input in flight keeps its slot until taken)
 # A source this long or shorter is scanned while V8 runs it (`start`): about 10 ms of
 # scan here, two of the owner's polls, before the memory it takes is watched.
 OVERLAPPED_SCAN_CHARS = 4096
@@ -91,20 +98,12 @@ RuntimeMessage = _Records | _Delivered | _Quiescent | _Stop
 
 @dataclass(frozen=True, slots=True)
 class _Input:
-    """A host input: left in the context's inbox for the prelude's `take()`, or (the
-    inbox taken, or the input too long for it) given in a script of its own."""
+    """A host input, left in the context's inbox for the prelude's `take()`."""
 
     kind: int  # INPUT_RESOLVE, INPUT_REJECT or INPUT_FIRE
     ident: int  # the tool call's sequence number, or the timer's id
     clock_ms: float
     text: str = ""  # the result's JSON text, or the error's message
-
-    def call(self) -> str:
-        """The prelude call that gives this input in a script of its own."""
-        if self.kind == INPUT_FIRE:
-            return f"fire({self.ident}, {self.clock_ms!r})"
-        name = "resolve" if self.kind == INPUT_RESOLVE else "reject"
-        return f"{name}({self.ident}, {self.clock_ms!r}, {_js_string(self.text)})"
 
 
 class CellRuntime:
@@ -135,6 +134,7 @@ class CellRuntime:
         self._tools_installed = prepared.tools == tuple(spec.tools)
         self._inputs: deque[_Input] = deque()
         self._take = src.take_script(self._host)
+        self._given = 0  # inputs left in the inbox: the next goes to slot _given % SLOTS
         self._in_flight = 0  # inputs submitted whose marker has not answered yet
         self._frontier = False  # report Pending at each quiescent point and pause
         self._paused = False
@@ -303,10 +303,12 @@ class CellRuntime:
         limit = 1 if self._frontier else MAX_INPUTS_IN_FLIGHT
         while self._inputs and not self._paused and not self._done and self._in_flight < limit:
             item = self._inputs.popleft()
-            if self._mailbox.leave_input(item.kind, item.ident, item.clock_ms, item.text):
-                self._submit(self._take, keep=True)
-            else:
-                self._submit(src.host_script(self._host, item.call()))
+            slot = self._given % INBOX_SLOTS
+            self._given += 1
+            if not self._mailbox.leave_input(slot, item.kind, item.ident, item.clock_ms, item.text):
+                stage = f"stage({slot}, {_js_string(item.text)})"  # (too long for its slot)
+                self._context.eval_async(src.host_script(self._host, stage), _ignore_outcome)
+            self._submit(self._take, keep=True)
 
     def _submit(self, script: str, *, keep: bool = False) -> None:
         self._in_flight += 1
@@ -321,11 +323,11 @@ class CellRuntime:
         def on_marker(outcome: EvalOutcome) -> None:  # V8 thread, JS idle
             # One message for the owner: the last records and the quiescent point (sent
             # outside the mailbox's lock: `quiescent_sink` may handle it on this thread).
-            drained: list[list[list[Any]]] = []
-            mailbox.drain_into(drained.append, reset=True, always=True)
             # (with more inputs queued in V8, this thread runs the next one meanwhile)
-            last = self._in_flight <= 1
-            (quiescent_sink if last else sink)(_Quiescent(outcome, drained[0]))
+            to = quiescent_sink if self._in_flight <= 1 else sink
+            mailbox.drain_into(
+                lambda records: to(_Quiescent(outcome, records)), reset=True, always=True
+            )
 
         self._context.eval_async(script, on_input, keep=keep)
 
@@ -475,7 +477,15 @@ def _seq(call_id: str) -> int:
 
 
 def _js_string(text: str) -> str:
-    return orjson.dumps(text).decode()
+    """`text` as a JavaScript string literal (lone surrogates too, which orjson refuses)."""
+    try:
+        return orjson.dumps(text).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(text)
+
+
+def _ignore_outcome(outcome: EvalOutcome) -> None:
+    del outcome
 
 
 def _tool_input(text: str) -> tuple[JsonValue, str | None]:

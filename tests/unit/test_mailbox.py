@@ -7,12 +7,13 @@ from importlib import resources
 from typing import Any
 
 import orjson
+import pytest
 
 from cellfleet.actors.runtime.mailbox import (
     ANSWER_NONE,
     HEADER_BYTES,
     INBOX_BYTES,
-    INBOX_UNITS,
+    INBOX_SLOTS,
     INPUT_FIRE,
     INPUT_NONE,
     INPUT_REJECT,
@@ -21,6 +22,7 @@ from cellfleet.actors.runtime.mailbox import (
     REQUEST_LOAD,
     REQUEST_MORE,
     REQUEST_NONE,
+    SLOT_UNITS,
     Mailbox,
 )
 
@@ -116,31 +118,44 @@ def test_a_key_longer_than_any_string_the_cell_can_hold_is_not_stored() -> None:
     assert _ask(mailbox, buffer, "k", {"k": "2"}) == "2"  # the next question is fine
 
 
-def test_the_inbox_takes_one_input_at_a_time_and_only_what_fits() -> None:
+def test_an_input_goes_in_its_slot_or_says_its_text_must_be_staged() -> None:
     mailbox, buffer = _mailbox()
     inbox = buffer[len(buffer) - INBOX_BYTES :]
-    header = inbox[0:16].cast("i")
-    assert mailbox.leave_input(INPUT_RESOLVE, 7, 1234.5, "😀x")
-    assert list(header) == [INPUT_RESOLVE, 7, 3, 0]
-    assert inbox[16:24].cast("d")[0] == 1234.5
-    assert bytes(inbox[32 : 32 + 6]).decode("utf-16-le") == "😀x"
-    assert not mailbox.leave_input(INPUT_FIRE, 8, 1.0)  # the first is not taken yet
-    header[0] = INPUT_NONE  # as the prelude's take() does
-    assert not mailbox.leave_input(INPUT_RESOLVE, 9, 1.0, "x" * (INBOX_UNITS + 1))
-    assert not mailbox.leave_input(INPUT_RESOLVE, 2**31, 1.0, "x")  # not an Int32
-    assert not mailbox.leave_input(INPUT_RESOLVE, 10, 1.0, "😀" * (INBOX_UNITS // 2 + 1))
-    assert header[0] == INPUT_NONE  # nothing was left by a refused input
-    assert mailbox.leave_input(INPUT_REJECT, 11, 2.0, "x" * INBOX_UNITS)
-    assert list(header)[:3] == [INPUT_REJECT, 11, INBOX_UNITS]
+
+    def slot(k: int) -> tuple[list[int], list[float], bytes]:
+        at, text_at = 32 * k, 32 * INBOX_SLOTS + 2 * SLOT_UNITS * k
+        return (
+            list(inbox[at : at + 12].cast("i")),
+            list(inbox[at + 16 : at + 32].cast("d")),
+            bytes(inbox[text_at : text_at + 2 * SLOT_UNITS]),
+        )
+
+    assert mailbox.leave_input(0, INPUT_RESOLVE, 7, 1234.5, "😀x")
+    header, numbers, text = slot(0)
+    assert header == [INPUT_RESOLVE, 0, 3]
+    assert numbers == [1234.5, 7.0]
+    assert text[:6].decode("utf-16-le") == "😀x"
+    with pytest.raises(RuntimeError, match="still taken"):  # (not taken yet: a bug)
+        mailbox.leave_input(0, INPUT_FIRE, 8, 1.0)
+    assert not mailbox.leave_input(1, INPUT_REJECT, 2**40, 2.0, "x" * (SLOT_UNITS + 1))
+    assert slot(1)[:2] == ([INPUT_REJECT, 1, 0], [2.0, float(2**40)])  # staged
+    assert mailbox.leave_input(2, INPUT_RESOLVE, 9, 3.0, "y" * SLOT_UNITS)  # just fits
+    assert slot(2)[0] == [INPUT_RESOLVE, 0, SLOT_UNITS]
+    inbox[0:4] = INPUT_NONE.to_bytes(4, "little")  # taken, as the prelude's take() does
+    assert mailbox.leave_input(0, INPUT_FIRE, 8, 4.0)
+    assert slot(0)[0] == [INPUT_FIRE, 0, 0]
 
 
 def test_the_prelude_lays_the_inbox_out_as_the_mailbox_does() -> None:
     prelude = resources.files("cellfleet.actors.runtime").joinpath("prelude.js").read_text()
-    size = re.search(r"const INBOX_BYTES = (\d+);", prelude)
+    slots = re.search(r"const SLOTS = (\d+);", prelude)
+    units = re.search(r"const SLOT_UNITS = (\d+);", prelude)
     kinds = re.search(r"const INPUT = ObjectFreeze\(\{(?P<body>[^}]*)\}\);", prelude)
-    assert size is not None
+    assert slots is not None
+    assert units is not None
     assert kinds is not None
-    assert int(size.group(1)) == INBOX_BYTES
+    assert (int(slots.group(1)), int(units.group(1))) == (INBOX_SLOTS, SLOT_UNITS)
+    assert "const INBOX_BYTES = SLOTS * (32 + 2 * SLOT_UNITS);" in prelude
     table = dict(re.findall(r"(\w+): (\d+)", kinds.group("body")))
     assert {name: int(value) for name, value in table.items()} == {
         "NONE": INPUT_NONE,

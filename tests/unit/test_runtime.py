@@ -396,10 +396,9 @@ def test_a_long_cell_is_scanned_before_v8_runs_it(run_cell, monkeypatch):
     assert order == ["submit", "scan"]
 
 
-def test_inputs_arrive_whole_through_the_inbox_and_in_scripts_of_their_own(run_cell, monkeypatch):
-    """Tool results, errors and timers reach the cell unchanged whichever way they go:
-    left in the context's inbox for `take()`, or (the inbox still taken, or the input
-    too long for it) in a script of their own. Both ways are taken here."""
+def test_inputs_arrive_whole_through_the_inbox_slots_and_staged(run_cell, monkeypatch):
+    """Tool results, errors and timers reach the cell unchanged whichever way their text
+    goes: in their inbox slot, or (too long for it) staged first. Both are taken here."""
     ways: list[bool] = []
     leave = Mailbox.leave_input
 
@@ -425,5 +424,47 @@ def test_inputs_arrive_whole_through_the_inbox_and_in_scripts_of_their_own(run_c
         'caught 😀 no "way"',
         "timer",
     ]
-    assert ways.count(True) >= 4  # the inbox (the short values one at a time, the timer)
-    assert ways.count(False) >= 2  # scripts (the long value; results queued together)
+    assert ways.count(False) == 2  # the long value, twice: staged
+    assert ways.count(True) == len(ways) - 2 >= 8
+
+
+def test_how_an_input_came_does_not_change_how_deep_the_cell_can_go(run_cell):
+    """Timers due together are given back to back, as a replay gives every input; alone,
+    each comes after the last one's quiescent point. The cell's stack is as deep either
+    way (a replay must see what the live cell saw)."""
+    items, end = run_cell(
+        "function depth() { let n = 0; const f = () => { n++; f(); };"
+        " try { f(); } catch (e) {} return n; }"
+        " const seen = [];"
+        " const later = () =>"
+        "   new Promise((r) => setTimeout(() => { seen.push(depth()); r(); }, 1));"
+        " await Promise.all([later(), later(), later()]); await later();"
+        " text(JSON.stringify(seen));"
+    )
+    assert end == Finished(None, {}, False)
+    seen = json.loads(texts(items)[0])
+    assert len(seen) == 4
+    assert len(set(seen)) == 1, seen
+
+
+def test_a_terminate_while_v8_reports_a_quiescent_point_keeps_the_output_before_it(
+    start_cell, monkeypatch
+):
+    """The quiescent point's records reach the owner before anything a terminate sends
+    after draining the same log (the terminate's drain waits for the marker's)."""
+    drained = threading.Event()
+    drain = Mailbox.drain_into
+
+    def slow_after_the_marker(self: Mailbox, consumer: Any, **kwargs: Any) -> None:
+        drain(self, consumer, **kwargs)
+        if kwargs.get("always") and not drained.is_set():
+            drained.set()
+            time.sleep(0.2)  # (widens the window after the marker's drain; waits for none)
+
+    monkeypatch.setattr(Mailbox, "drain_into", slow_after_the_marker)
+    cell = start_cell("text('A'); text('B'); await new Promise(() => {})")
+    assert drained.wait(10)
+    cell.terminate()
+    end = cell.wait(10)
+    assert isinstance(end, Stopped)
+    assert texts([e.item for e in cell.events if isinstance(e, OutputItem)]) == ["A", "B"]
