@@ -86,6 +86,14 @@ def _registry(release: threading.Event) -> ToolRegistry:
         return args
 
     @registry.function(local=True)
+    def garble_here() -> str:
+        raise ToolCallError("half \ud83d pair")  # (a lone surrogate: not UTF-8)
+
+    @registry.function()
+    def garble() -> str:
+        raise ToolCallError("half \ud83d pair")
+
+    @registry.function(local=True)
     def leave() -> str:
         sys.exit(1)
 
@@ -183,6 +191,20 @@ def test_a_handler_changing_its_input_or_result_changes_neither_record(host: Hos
     assert _texts(output) == ['[{"n":1,"seen":true},{"n":2,"seen":true}]']
     events = [event for _, event in host.journal.read(session.id)]
     assert [e.input for e in events if isinstance(e, ev.ToolRequested)] == [{"n": 1}, {"n": 2}]
+    session.shutdown()
+    assert replay(host.journal.read(session.id)).identical
+
+
+def test_an_error_text_with_a_lone_surrogate_fails_its_call_with_u_fffd(host: Host) -> None:
+    """The outcome is recorded (with U+FFFD, as JavaScript's own lone surrogates are):
+    it could not be, and the cell waited for ever."""
+    session = host.open_session()
+    output = session.exec(
+        "c",
+        "for (const call of [tools.garble_here, tools.garble]) {"
+        " try { await call({}) } catch (e) { text(String(e)) } }",
+    )
+    assert _texts(output) == ["half \ufffd pair", "half \ufffd pair"]
     session.shutdown()
     assert replay(host.journal.read(session.id)).identical
 
