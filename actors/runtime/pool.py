@@ -123,7 +123,7 @@ class ContextPool:
         self._cond = threading.Condition()
         self._closed = False
         self._tools: tuple[RuntimeTool, ...] = ()  # what the next cells are expected to use
-        self._graveyard: queue.SimpleQueue[V8Context | None] = queue.SimpleQueue()
+        self._graveyard: queue.SimpleQueue[tuple[V8Context, bool] | None] = queue.SimpleQueue()
         self._disposing = 0  # contexts released and not yet disposed
         self._filler = threading.Thread(target=self._fill, name="v8-pool", daemon=True)
         self._reaper = threading.Thread(target=self._reap, name="v8-reaper", daemon=True)
@@ -155,13 +155,14 @@ class ContextPool:
             warm(prepared)
         return prepared
 
-    def release(self, context: V8Context) -> None:
+    def release(self, context: V8Context, *, at_once: bool = False) -> None:
         """Dispose a used context in the background; its JavaScript ends now (a cell
-        terminated while allocating would otherwise allocate until its turn comes)."""
+        terminated while allocating would otherwise allocate until its turn comes).
+        `at_once`: its cell's owner is done with it (else disposal waits a moment)."""
         context.stop_javascript()
         with self._cond:  # (reentrant: also called with it held)
             self._disposing += 1
-        self._graveyard.put(context)
+        self._graveyard.put((context, at_once))
 
     def wait_ready(self, count: int, timeout: float = 30.0) -> bool:
         """Block until `count` warmed contexts are in stock (for benchmarks and tests)."""
@@ -235,14 +236,15 @@ class ContextPool:
         return next((prepared for prepared in self._ready if not prepared.warmed), None)
 
     def _reap(self) -> None:
-        while (context := self._graveyard.get()) is not None:
-            if self._graveyard.empty():  # no backlog: let the cell's owner finish first
+        while (released := self._graveyard.get()) is not None:
+            context, at_once = released
+            if not at_once and self._graveyard.empty():  # let the cell's owner finish first
                 time.sleep(BACKGROUND_DELAY_S)
             try:
                 context.dispose()
             except Exception:
                 log.exception("could not dispose a V8 context")
-            del context  # (its cell's state must not live on while we wait)
+            del context, released  # (its cell's state must not live on while we wait)
             with self._cond:
                 self._disposing -= 1
                 self._cond.notify_all()
