@@ -354,7 +354,7 @@ class CellActor(HereAskedActor):
         finally:
             self._v8_handler = None
             released, self._released_later = self._released_later, None
-            if released is not None:  # (its cell was answered: disposed of at once)
+            if released is not None:  # (its JavaScript is done with it: disposed of at once)
                 self.ctx.pool.release(released, at_once=True)
 
     def _release_context(self, context: V8Context) -> None:

@@ -220,6 +220,11 @@ const __cellfleet_host = (function (post, mailbox, toolNames) {
     if (header[1]) {
       text = mapGet(staged, slot);
       mapDelete(staged, slot);
+      if (typeof text !== "string") { // its staging failed: the host ends the cell
+        AtomicsStore(header, 0, INPUT.NONE);
+        send([RECORD.DEFECT, "an input's staged text is missing"]);
+        return;
+      }
     } else {
       const count = header[2] < SLOT_UNITS ? header[2] : SLOT_UNITS;
       const u = slotTexts[slot];

@@ -307,8 +307,14 @@ class CellRuntime:
             self._given += 1
             if not self._mailbox.leave_input(slot, item.kind, item.ident, item.clock_ms, item.text):
                 stage = f"stage({slot}, {_js_string(item.text)})"  # (too long for its slot)
-                self._context.eval_async(src.host_script(self._host, stage), _ignore_outcome)
+                self._context.eval_async(src.host_script(self._host, stage), self._on_staged)
             self._submit(self._take, keep=True)
+
+    def _on_staged(self, outcome: EvalOutcome) -> None:  # V8 thread
+        """A text that could not be staged (the cell's memory limit, say) ends the cell
+        as its input's own failure would, before its `take()` is seen."""
+        if not outcome.ok:
+            self._sink(_Delivered(outcome))
 
     def _submit(self, script: str, *, keep: bool = False) -> None:
         self._in_flight += 1
@@ -482,10 +488,6 @@ def _js_string(text: str) -> str:
         return orjson.dumps(text).decode()
     except orjson.JSONEncodeError:
         return json.dumps(text)
-
-
-def _ignore_outcome(outcome: EvalOutcome) -> None:
-    del outcome
 
 
 def _tool_input(text: str) -> tuple[JsonValue, str | None]:

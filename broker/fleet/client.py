@@ -55,6 +55,7 @@ from cellfleet.broker.redis.link import (
 )
 from cellfleet.broker.tools.invocation import ToolInvocation
 from cellfleet.broker.tools.registry import ToolRegistry
+from cellfleet.broker.tools.running import well_formed
 from cellfleet.broker.tools.worker import ToolWorker
 
 log = logging.getLogger(__name__)
@@ -911,6 +912,7 @@ class FleetSessionBackend:
         the session's owner as known now: if that one is gone, the next owner asks again
         (a client that remembers its answers gives that one at once)."""
         message = {"op": "tool_outcome", "delegate": delegate, "key": key}
+        error = None if error is None else well_formed(error)  # (the wire is UTF-8)
         self.client.tell_owner(self, message | {"result": result, "error": error})
 
     def shutdown(self, timeout: float = 30.0) -> None:

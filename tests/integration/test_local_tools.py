@@ -93,6 +93,15 @@ def _registry(release: threading.Event) -> ToolRegistry:
     def garble() -> str:
         raise ToolCallError("half \ud83d pair")
 
+    garbled_once: list[bool] = []
+
+    @registry.function(retry=RetryPolicy(attempts=3, initial_backoff_s=0.01))
+    def garble_once() -> str:
+        if not garbled_once:
+            garbled_once.append(True)
+            raise RetryableToolError("half \ud83d pair")  # (its attempt is recorded)
+        return "tried again"
+
     @registry.function(local=True)
     def leave() -> str:
         sys.exit(1)
@@ -201,10 +210,10 @@ def test_an_error_text_with_a_lone_surrogate_fails_its_call_with_u_fffd(host: Ho
     session = host.open_session()
     output = session.exec(
         "c",
-        "for (const call of [tools.garble_here, tools.garble]) {"
-        " try { await call({}) } catch (e) { text(String(e)) } }",
+        "for (const call of [tools.garble_here, tools.garble, tools.garble_once]) {"
+        " try { text(await call({})) } catch (e) { text(String(e)) } }",
     )
-    assert _texts(output) == ["half \ufffd pair", "half \ufffd pair"]
+    assert _texts(output) == ["half \ufffd pair", "half \ufffd pair", "tried again"]
     session.shutdown()
     assert replay(host.journal.read(session.id)).identical
 

@@ -194,9 +194,9 @@ def test_a_cell_that_cannot_record_its_progress_fails_clearly_and_closes(
     host = Host(server.url, handlers=handlers(Gates()))
     release = host.pool.release
 
-    def releasing(context: Any) -> None:
+    def releasing(context: Any, **options: Any) -> None:
         released.set()
-        release(context)
+        release(context, **options)
 
     host.pool.release = releasing  # type: ignore[method-assign]
     restarted = None

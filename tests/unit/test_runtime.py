@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from cellfleet.actors.runtime import runtime as runtime_module
 from cellfleet.actors.runtime import source as source_module
 from cellfleet.actors.runtime.local import LocalCell
-from cellfleet.actors.runtime.mailbox import Mailbox
+from cellfleet.actors.runtime.mailbox import INPUT_RESOLVE, SLOT_UNITS, Mailbox
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.runtime.protocol import (
     CellSpec,
@@ -25,7 +26,9 @@ from cellfleet.actors.runtime.protocol import (
     ToolCallRequested,
     YieldRequested,
 )
+from cellfleet.actors.runtime.records import RecordKind
 from cellfleet.actors.runtime.runtime import OVERLAPPED_SCAN_CHARS, CellRuntime
+from cellfleet.actors.runtime.source import take_script
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
 from tests.conftest import runtime_tools, texts
 
@@ -468,3 +471,37 @@ def test_a_terminate_while_v8_reports_a_quiescent_point_keeps_the_output_before_
     end = cell.wait(10)
     assert isinstance(end, Stopped)
     assert texts([e.item for e in cell.events if isinstance(e, OutputItem)]) == ["A", "B"]
+
+
+def test_a_staged_text_that_fails_ends_the_cell_before_its_input_is_taken(run_cell, monkeypatch):
+    """A text too long for its inbox slot is staged by a script of its own. If that
+    script fails (the cell's memory limit, say; here its literal does not parse), the
+    cell ends with that failure: its `take()` never gives it `undefined` instead."""
+    literal = runtime_module._js_string
+    monkeypatch.setattr(
+        runtime_module,
+        "_js_string",
+        lambda text: literal(text)[:-1] if len(text) > SLOT_UNITS else literal(text),
+    )
+    items, end = run_cell(
+        "try { const r = await tools.echo({s: 'x'.repeat(5000)}); text('got ' + typeof r); }"
+        " catch (e) { text('caught ' + typeof e); }"
+    )
+    assert items == []
+    assert isinstance(end, Finished)
+    assert end.error_text is not None
+    assert end.error_text.startswith("SyntaxError"), end.error_text
+
+
+def test_take_reports_a_staged_text_that_never_came_as_a_defect(pool: ContextPool) -> None:
+    """The prelude's own guard: a slot that says its text was staged, with none staged,
+    is a defect of the host's (the cell fails loudly), never an input of `undefined`."""
+    prepared = pool.acquire()
+    try:
+        assert not prepared.mailbox.leave_input(0, INPUT_RESOLVE, 1, 1.0, "x" * (SLOT_UNITS + 1))
+        prepared.context.eval_sync(take_script(prepared.host_name) + "; 0")
+        records: list[list[Any]] = []
+        prepared.mailbox.drain_into(records.extend, reset=True)
+    finally:
+        pool.release(prepared.context)
+    assert records == [[RecordKind.DEFECT, "an input's staged text is missing"]]
