@@ -87,7 +87,10 @@ from cellfleet.ops.host import Host
 from tests.integration.recovery_tools import HANDLERS  # (no tool worker here: calls wait)
 host = Host(sys.argv[1], keys=Keys(sys.argv[2]), pool_size=1, workers=0, handlers=HANDLERS)
 release = host.pool.release  # (a cell's context released: its JavaScript stopped)
-host.pool.release = lambda context: (print("released", flush=True), release(context))
+def releasing(context, **options):
+    print("released", flush=True)
+    release(context, **options)
+host.pool.release = releasing
 session = host.open_session(session_id=sys.argv[3])
 print(session.exec("c", sys.argv[4]).running_cell_id, flush=True)
 if sys.argv[5:] == ["late"]:  # (its renewal never comes first: as if late, or cut off)
