@@ -455,16 +455,21 @@ def test_a_terminate_while_v8_reports_a_quiescent_point_keeps_the_output_before_
 ):
     """The quiescent point's records reach the owner before anything a terminate sends
     after draining the same log (the terminate's drain waits for the marker's)."""
-    drained = threading.Event()
-    drain = Mailbox.drain_into
+    drained, terminated = threading.Event(), threading.Event()
+    drain, terminate = Mailbox.drain_into, CellRuntime.terminate
 
-    def slow_after_the_marker(self: Mailbox, consumer: Any, **kwargs: Any) -> None:
+    def held_after_the_marker(self: Mailbox, consumer: Any, **kwargs: Any) -> None:
         drain(self, consumer, **kwargs)
         if kwargs.get("always") and not drained.is_set():
             drained.set()
-            time.sleep(0.2)  # (widens the window after the marker's drain; waits for none)
+            assert terminated.wait(10)  # (the terminate runs between drain and send)
 
-    monkeypatch.setattr(Mailbox, "drain_into", slow_after_the_marker)
+    def terminating(self: CellRuntime) -> None:
+        terminate(self)
+        terminated.set()
+
+    monkeypatch.setattr(Mailbox, "drain_into", held_after_the_marker)
+    monkeypatch.setattr(CellRuntime, "terminate", terminating)
     cell = start_cell("text('A'); text('B'); await new Promise(() => {})")
     assert drained.wait(10)
     cell.terminate()
