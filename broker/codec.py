@@ -69,6 +69,13 @@ _HINTS: dict[type[Any], dict[str, Any]] = {
 _VERSION = b"%d" % SCHEMA_VERSION
 
 
+def well_formed(text: str) -> str:
+    """A text the log and the wire can hold: a lone surrogate (a handler's message made
+    from undecodable bytes, say) becomes U+FFFD, as in what JavaScript writes
+    (mailbox.loads). Such a text could not be recorded: its cell waited for ever."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def encode_flat(event: AnyEvent) -> list[bytes]:
     """Stream fields for `event` as XADD takes them: name, value, name, value, …
 

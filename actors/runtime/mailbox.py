@@ -33,6 +33,8 @@ from typing import Any
 
 import orjson
 
+from cellfleet.broker import codec
+
 HEADER_BYTES = 16
 _MORE = 0x80000000
 
@@ -209,7 +211,7 @@ def loads(text: str) -> Any:
 
 def _well_formed(value: Any) -> Any:
     if isinstance(value, str):
-        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return codec.well_formed(value)
     if isinstance(value, list):
         return [_well_formed(item) for item in value]
     if isinstance(value, dict):

@@ -14,8 +14,8 @@ by a marker script: mini-racer runs the microtask checkpoint between the two, so
 marker's answer means "this input and every promise reaction it caused have run". Only
 then is the next input delivered; that is the single ordered input queue that makes a
 cell's behaviour a function of its recorded inputs. A tool's result or error and a timer
-are left in the context's inbox for the prelude's `take()` when it fits (the script is
-then the same every time, compiled once), else written into a script of their own.
+are left in the context's inbox for the prelude's `take()`, the same script every time
+(compiled once); a text too long for its slot is staged first by a script of its own.
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ class CellRuntime:
 
         def on_marker(outcome: EvalOutcome) -> None:  # V8 thread, JS idle
             # One message for the owner: the last records and the quiescent point (sent
-            # outside the mailbox's lock: `quiescent_sink` may handle it on this thread).
+            # under the mailbox's lock, reentrant: `quiescent_sink` may handle it here).
             # (with more inputs queued in V8, this thread runs the next one meanwhile)
             to = quiescent_sink if self._in_flight <= 1 else sink
             mailbox.drain_into(

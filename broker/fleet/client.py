@@ -27,6 +27,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from cellfleet.broker import codec
 from cellfleet.broker.client import DEFAULT_EXEC_YIELD_TIME_MS, Session, missing_cell
 from cellfleet.broker.contract import texts
 from cellfleet.broker.contract.inventory import build_inventory
@@ -55,7 +56,6 @@ from cellfleet.broker.redis.link import (
 )
 from cellfleet.broker.tools.invocation import ToolInvocation
 from cellfleet.broker.tools.registry import ToolRegistry
-from cellfleet.broker.tools.running import well_formed
 from cellfleet.broker.tools.worker import ToolWorker
 
 log = logging.getLogger(__name__)
@@ -912,7 +912,7 @@ class FleetSessionBackend:
         the session's owner as known now: if that one is gone, the next owner asks again
         (a client that remembers its answers gives that one at once)."""
         message = {"op": "tool_outcome", "delegate": delegate, "key": key}
-        error = None if error is None else well_formed(error)  # (the wire is UTF-8)
+        error = None if error is None else codec.well_formed(error)  # (the wire is UTF-8)
         self.client.tell_owner(self, message | {"result": result, "error": error})
 
     def shutdown(self, timeout: float = 30.0) -> None:

@@ -57,17 +57,10 @@ def run_call(
                     return None, texts.tool_result_not_json(invocation.raw_name, problem)
                 return result, None
     except ToolCallError as error:
-        return None, well_formed(str(error))
+        return None, codec.well_formed(str(error))
     except BaseException as error:  # a handler bug (even `sys.exit`) is a tool failure
-        return None, well_formed(texts.tool_failed(invocation.raw_name, error))
+        return None, codec.well_formed(texts.tool_failed(invocation.raw_name, error))
     return None, texts.tool_failed(invocation.raw_name)
-
-
-def well_formed(text: str) -> str:
-    """An error text the log and the wire can hold: a lone surrogate (a handler's message
-    made from undecodable bytes, say) becomes U+FFFD, as in what JavaScript writes
-    (mailbox.loads). Such a text could not be recorded: its cell waited for ever."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _attempt(

@@ -46,7 +46,7 @@ from cellfleet.broker.tools.registry import (
     ToolContext,
     ToolRegistry,
 )
-from cellfleet.broker.tools.running import run_call, well_formed
+from cellfleet.broker.tools.running import run_call
 
 log = logging.getLogger(__name__)
 LISTEN_WITHIN_S = 5.0  # how long `start` waits for the subscription to cancellations
@@ -430,7 +430,7 @@ class ToolWorker:
             at_ms=self.clock(),
             call_id=invocation.call_id,
             attempt=state.attempt_number,
-            error=well_formed(str(error)),
+            error=codec.well_formed(str(error)),
         )
         self.journal.append([event])
 
