@@ -12,6 +12,8 @@ through one C callback. This module keeps that interface small and explicit:
 * `dispose()` stops any running JavaScript (also inside a microtask checkpoint, which
   task cancellation cannot reach) and frees the isolate. It blocks for a few
   milliseconds, so callers run it off their hot path.
+* Callbacks on an isolate's thread share one Python thread state, kept from the first
+  until the context is disposed of (`V8Context._keep_thread_state`).
 
 This is the only module that touches mini-racer internals; they are pinned to the
 0.14 line in pyproject.toml and covered by tests/unit/test_v8.py.
@@ -48,6 +50,11 @@ from py_mini_racer._value_handle import ValueHandle
 log = logging.getLogger(__name__)
 
 _POST_CALLBACK_ID = 1
+_RELEASE_CALLBACK_ID = 2  # a disposed context's last task (`V8Context._keep_thread_state`)
+_GILSTATE_ENSURE = ctypes.pythonapi.PyGILState_Ensure
+_GILSTATE_RELEASE = ctypes.pythonapi.PyGILState_Release
+_GILSTATE_RELEASE.argtypes = [ctypes.c_int]
+_GILSTATE_LOCKED = 0  # (what a thread already in Python got from `PyGILState_Ensure`)
 # JSON.stringify's fast path walks any depth with an explicit stack outside the heap,
 # in time that grows with the square of the depth (3 million levels: 3.7 s and 300 MB
 # the heap limit does not see). Without it, deep values end in V8's usual
@@ -313,6 +320,7 @@ def _ignore_result(callback_id: int, raw: Any) -> None:
 
 
 _ISOLATE_THREADS = _IsolateThreads()
+_RELEASING: set[V8Context] = set()  # disposed of, their last task not run yet
 
 
 def create_isolate(factory: Callable[[], T]) -> T:
@@ -340,14 +348,17 @@ class V8Context:
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[Callable[[EvalOutcome], None], ValueHandle]] = {}
         self._kept: dict[str, ValueHandle] = {}  # scripts run again and again (`eval_async`)
-        self._ids = itertools.count(_POST_CALLBACK_ID + 1)
+        self._ids = itertools.count(_RELEASE_CALLBACK_ID + 1)
         self._on_post: Callable[[], None] = _ignore
         self._disposed = False
         self._v8_thread: int | None = None  # the isolate's own thread, once known
-        self._isolate: int | None = None  # v8::Isolate*, learnt at the first post()
+        self._isolate: int | None = None  # v8::Isolate*, learnt at the first callback
         self._memory_limit_bytes = memory_limit_bytes
         # Over the limit outside the heap: when a collection was asked for, at what count.
         self._collection_asked: tuple[float, int] | None = None
+        self._thread_state_kept = False  # (see `_keep_thread_state`)
+        self._free_after_release: Callable[[], None] | None = None
+        self.freed = threading.Event()  # set once the isolate is freed
 
         def callback(callback_id: int, raw: Any) -> None:
             self._dispatch(callback_id, raw)
@@ -511,16 +522,30 @@ class V8Context:
 
         On the isolate's own thread (from a callback) freeing cannot wait for that
         thread to end: it is handed to the freeing thread, and this returns at once.
+        So it is when that thread kept a Python thread state (`_keep_thread_state`):
+        a last task there gives it back, then hands the freeing on (`freed` tells when
+        it is done).
         """
         with self._lock:
             if self._disposed:
                 return
-            self._disposed = True
+            self._disposed = True  # (no thread state kept from now on)
             self._pending.clear()
             self._kept.clear()
-        free = partial(self._dll.mr_free_context, self._ctx)
+            kept, isolate = self._thread_state_kept, self._isolate
+        free = partial(_free_context, self._dll, self._ctx, self._c_callback, self.freed)
         if threading.get_ident() == self._v8_thread:
+            self._release_thread_state()
             _ISOLATE_THREADS.free_later(free)
+        elif kept:
+            # Not freed before that task ran: mini-racer frees a context's parts while
+            # a task that runs still uses them.
+            self._free_after_release = free
+            _RELEASING.add(self)  # (its callback must live until then)
+            if isolate is not None:
+                _isolate_api().terminate(isolate)  # (JavaScript still running ends)
+            code = _FACTORY.python_to_value_handle(self, "0")  # type: ignore[arg-type]
+            self._dll.mr_eval(self._ctx, code.raw, _RELEASE_CALLBACK_ID)
         else:
             free_isolate(free)
 
@@ -528,9 +553,17 @@ class V8Context:
 
     def _dispatch(self, callback_id: int, raw: Any) -> None:
         self._v8_thread = threading.get_ident()  # (callbacks run on it)
+        if callback_id == _RELEASE_CALLBACK_ID:  # (`raw` goes with the context)
+            self._release_thread_state()
+            assert self._free_after_release is not None
+            _ISOLATE_THREADS.free_later(self._free_after_release)
+            _RELEASING.discard(self)
+            return
+        if not self._thread_state_kept:
+            self._keep_thread_state()
         if callback_id == _POST_CALLBACK_ID:
             self._dll.mr_free_value(self._ctx, raw)  # the arguments array: unused
-            if self._isolate is None:  # (JavaScript runs: the isolate is entered)
+            if self._isolate is None:  # (its thread has it entered while it runs tasks)
                 self._isolate = _isolate_api().get_current()
             self._on_post()
             return
@@ -539,6 +572,30 @@ class V8Context:
         outcome = self._convert(raw)
         if entry is not None:
             entry[0](outcome)
+
+    def _keep_thread_state(self) -> None:
+        """Keep this thread's Python thread state until the context is disposed of.
+
+        mini-racer calls back on a thread Python did not start: ctypes makes a thread
+        state for each call and destroys it after, with its frame stack (an mmap, and a
+        munmap whose TLB shootdown interrupts every other CPU of the process): measured
+        here, a quarter of the process's CPU time in a tool round trip. One more
+        `PyGILState_Ensure` keeps it. Disposing of the context gives it back, on this
+        thread (`_release_thread_state`): from a callback here, or else from a last
+        task, which freeing the context runs (cancelled) if nothing did before."""
+        with self._lock:  # (`dispose` learns under it whether one is kept)
+            if not self._disposed:
+                _GILSTATE_ENSURE()
+                self._thread_state_kept = True
+                if self._isolate is None:  # (for `dispose` to end its JavaScript)
+                    self._isolate = _isolate_api().get_current()
+
+    def _release_thread_state(self) -> None:
+        """In a callback on the isolate's thread: the kept thread state goes when the
+        callback returns (ctypes' own `PyGILState_Release` is then the last)."""
+        if self._thread_state_kept:
+            self._thread_state_kept = False
+            _GILSTATE_RELEASE(_GILSTATE_LOCKED)
 
     def _convert(self, raw: Any) -> EvalOutcome:
         try:
@@ -556,3 +613,10 @@ class V8Context:
 
 def _ignore() -> None:
     return None
+
+
+def _free_context(dll: Any, context: Any, callback: Any, freed: threading.Event) -> None:
+    """Free a context; its C `callback` lives until then (freeing may call it)."""
+    dll.mr_free_context(context)
+    del callback
+    freed.set()

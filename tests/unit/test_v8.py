@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import subprocess
 import sys
@@ -62,6 +63,9 @@ class _RecordingDll:
 
         return recorded
 
+    def __getitem__(self, name: str) -> Any:
+        return self._dll[name]
+
 
 def test_contexts_are_made_and_freed_on_the_isolate_threads(
     monkeypatch: pytest.MonkeyPatch,
@@ -71,6 +75,7 @@ def test_contexts_are_made_and_freed_on_the_isolate_threads(
     context = V8Context(memory_limit_bytes=0)
     assert context.eval_sync("6 * 7") == 42
     context.dispose()
+    assert context.freed.wait(10)
     assert dll.threads == {
         "mr_init_context": v8.create_isolate(threading.current_thread),
         "mr_free_context": v8.free_isolate(threading.current_thread),
@@ -161,6 +166,62 @@ def test_a_context_disposed_from_its_own_v8_thread_frees_without_blocking_others
     done.start()
     done.join(10)
     assert not done.is_alive()  # the freeing thread is not stuck behind the first
+
+
+def _thread_states() -> int:
+    """How many Python thread states the interpreter holds (call it with no thread
+    making or dropping one)."""
+    api = ctypes.pythonapi
+    api.PyInterpreterState_Get.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.argtypes = [ctypes.c_void_p]
+    api.PyThreadState_Next.restype = ctypes.c_void_p
+    api.PyThreadState_Next.argtypes = [ctypes.c_void_p]
+    count, state = 0, api.PyInterpreterState_ThreadHead(api.PyInterpreterState_Get())
+    while state:
+        count, state = count + 1, api.PyThreadState_Next(state)
+    return count
+
+
+def test_the_callbacks_on_an_isolate_thread_share_one_python_thread_state() -> None:
+    """ctypes would make and destroy one per callback (a thread-local set in one would
+    be gone in the next), with an mmap and a munmap each."""
+    context = V8Context(memory_limit_bytes=0)
+    local = threading.local()
+    seen: list[Any] = []
+    done = threading.Event()
+
+    def first(outcome: v8.EvalOutcome) -> None:
+        local.mark = "kept"
+
+    def second(outcome: v8.EvalOutcome) -> None:
+        seen.append(getattr(local, "mark", None))
+        done.set()
+
+    context.eval_async("1", first)
+    context.eval_async("2", second)
+    assert done.wait(10)
+    context.dispose()
+    assert seen == ["kept"]
+
+
+@pytest.mark.parametrize("how", ["idle", "from_its_own_thread", "running_javascript"])
+def test_a_disposed_context_gives_back_its_threads_python_thread_state(how: str) -> None:
+    contexts = [V8Context(memory_limit_bytes=0) for _ in range(5)]
+    before = _thread_states()
+    for context in contexts:
+        assert context.eval_sync("1 + 1") == 2  # (a callback: a thread state kept)
+    assert _thread_states() == before + len(contexts)
+    for context in contexts:
+        if how == "from_its_own_thread":
+            context.eval_async("1", lambda _, context=context: context.dispose())
+        else:
+            if how == "running_javascript":
+                context.eval_async("while (true) {}", lambda _: None)
+            context.dispose()
+    for context in contexts:
+        assert context.freed.wait(10)
+    assert _thread_states() == before
 
 
 FORKED = """
