@@ -697,7 +697,7 @@ def serve_stdio(
     """Serve one client on standard input and output; the process's exit status."""
     frames_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray writes: not into the frames
-    frames_in = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+    frames_in = os.fdopen(os.dup(sys.stdin.fileno()), "rb")  # (a frame: one read)
     host = host_factory()
     try:
         server = HostServer(

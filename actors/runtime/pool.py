@@ -41,6 +41,7 @@ DEFAULT_MEMORY_LIMIT_BYTES = 256 * 1024 * 1024
 # disposal do not compete with the cell that just started for the machine's cores.
 BACKGROUND_DELAY_S = 0.005
 FILLER_JOIN_S = 5.0  # how long `close` waits for a context being prepared
+CLOSE_FREE_WAIT_S = 10.0  # ... and for the contexts disposed of to be freed
 
 
 @dataclass(slots=True)
@@ -124,7 +125,7 @@ class ContextPool:
         self._closed = False
         self._tools: tuple[RuntimeTool, ...] = ()  # what the next cells are expected to use
         self._graveyard: queue.SimpleQueue[tuple[V8Context, bool] | None] = queue.SimpleQueue()
-        self._disposing = 0  # contexts released and not yet disposed
+        self._disposing = 0  # contexts released and not yet freed
         self._filler = threading.Thread(target=self._fill, name="v8-pool", daemon=True)
         self._reaper = threading.Thread(target=self._reap, name="v8-reaper", daemon=True)
         if size > 0:
@@ -193,6 +194,8 @@ class ContextPool:
             self.release(prepared.context)
         self._graveyard.put(None)
         self._reaper.join()
+        with self._cond:  # (every context freed, as when it was disposed of)
+            self._cond.wait_for(lambda: not self._disposing, CLOSE_FREE_WAIT_S)
 
     def _fill(self) -> None:
         while True:
@@ -244,7 +247,12 @@ class ContextPool:
                 context.dispose()
             except Exception:
                 log.exception("could not dispose a V8 context")
+                self._freed_one()
+            else:  # (at once, or once its thread gave back its Python thread state)
+                context.when_freed(self._freed_one)
             del context, released  # (its cell's state must not live on while we wait)
-            with self._cond:
-                self._disposing -= 1
-                self._cond.notify_all()
+
+    def _freed_one(self) -> None:
+        with self._cond:
+            self._disposing -= 1
+            self._cond.notify_all()

@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -357,8 +356,8 @@ class V8Context:
         # Over the limit outside the heap: when a collection was asked for, at what count.
         self._collection_asked: tuple[float, int] | None = None
         self._thread_state_kept = False  # (see `_keep_thread_state`)
-        self._free_after_release: Callable[[], None] | None = None
         self.freed = threading.Event()  # set once the isolate is freed
+        self._when_freed: list[Callable[[], None]] = []
 
         def callback(callback_id: int, raw: Any) -> None:
             self._dispatch(callback_id, raw)
@@ -523,8 +522,8 @@ class V8Context:
         On the isolate's own thread (from a callback) freeing cannot wait for that
         thread to end: it is handed to the freeing thread, and this returns at once.
         So it is when that thread kept a Python thread state (`_keep_thread_state`):
-        a last task there gives it back, then hands the freeing on (`freed` tells when
-        it is done).
+        a last task there gives it back, then hands the freeing on (`when_freed`
+        tells when it is done).
         """
         with self._lock:
             if self._disposed:
@@ -533,21 +532,38 @@ class V8Context:
             self._pending.clear()
             self._kept.clear()
             kept, isolate = self._thread_state_kept, self._isolate
-        free = partial(_free_context, self._dll, self._ctx, self._c_callback, self.freed)
         if threading.get_ident() == self._v8_thread:
             self._release_thread_state()
-            _ISOLATE_THREADS.free_later(free)
+            _ISOLATE_THREADS.free_later(self._free)
         elif kept:
             # Not freed before that task ran: mini-racer frees a context's parts while
             # a task that runs still uses them.
-            self._free_after_release = free
             _RELEASING.add(self)  # (its callback must live until then)
             if isolate is not None:
                 _isolate_api().terminate(isolate)  # (JavaScript still running ends)
             code = _FACTORY.python_to_value_handle(self, "0")  # type: ignore[arg-type]
             self._dll.mr_eval(self._ctx, code.raw, _RELEASE_CALLBACK_ID)
         else:
-            free_isolate(free)
+            free_isolate(self._free)
+
+    def when_freed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the isolate is freed (now, if it is: on the freeing
+        thread otherwise)."""
+        with self._lock:
+            if not self.freed.is_set():
+                self._when_freed.append(callback)
+                return
+        callback()
+
+    def _free(self) -> None:
+        """(On the freeing thread.) Its C callback lives until then: freeing calls it
+        for the tasks left."""
+        self._dll.mr_free_context(self._ctx)
+        with self._lock:
+            self.freed.set()
+            callbacks, self._when_freed = self._when_freed, []
+        for callback in callbacks:
+            callback()
 
     # -- the V8 thread ------------------------------------------------------------------
 
@@ -555,8 +571,7 @@ class V8Context:
         self._v8_thread = threading.get_ident()  # (callbacks run on it)
         if callback_id == _RELEASE_CALLBACK_ID:  # (`raw` goes with the context)
             self._release_thread_state()
-            assert self._free_after_release is not None
-            _ISOLATE_THREADS.free_later(self._free_after_release)
+            _ISOLATE_THREADS.free_later(self._free)
             _RELEASING.discard(self)
             return
         if not self._thread_state_kept:
@@ -613,10 +628,3 @@ class V8Context:
 
 def _ignore() -> None:
     return None
-
-
-def _free_context(dll: Any, context: Any, callback: Any, freed: threading.Event) -> None:
-    """Free a context; its C `callback` lives until then (freeing may call it)."""
-    dll.mr_free_context(context)
-    del callback
-    freed.set()
