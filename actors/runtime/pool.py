@@ -195,7 +195,8 @@ class ContextPool:
         self._graveyard.put(None)
         self._reaper.join()
         with self._cond:  # (every context freed, as when it was disposed of)
-            self._cond.wait_for(lambda: not self._disposing, CLOSE_FREE_WAIT_S)
+            if not self._cond.wait_for(lambda: not self._disposing, CLOSE_FREE_WAIT_S):
+                log.warning("%d V8 contexts were not freed in time", self._disposing)
 
     def _fill(self) -> None:
         while True:

@@ -21,6 +21,7 @@ This is the only module that touches mini-racer internals; they are pinned to th
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import itertools
@@ -319,7 +320,17 @@ def _ignore_result(callback_id: int, raw: Any) -> None:
 
 
 _ISOLATE_THREADS = _IsolateThreads()
-_RELEASING: set[V8Context] = set()  # disposed of, their last task not run yet
+_FREEING: set[V8Context] = set()  # disposed of, waiting for their last task, not freed
+EXIT_FREEING_WAIT_S = 2.0
+
+
+@atexit.register
+def _await_freeing() -> None:
+    """At exit, contexts still to be freed get a moment: the last task of a context
+    calls back into Python, which must not happen once the interpreter is finalised."""
+    deadline = time.monotonic() + EXIT_FREEING_WAIT_S
+    for context in list(_FREEING):
+        context.freed.wait(max(0.0, deadline - time.monotonic()))
 
 
 def create_isolate(factory: Callable[[], T]) -> T:
@@ -346,6 +357,7 @@ class V8Context:
     def __init__(self, *, memory_limit_bytes: int) -> None:
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[Callable[[EvalOutcome], None], ValueHandle]] = {}
+        self._tasks: dict[int, int] = {}  # callback id -> mini-racer's task id, until answered
         self._kept: dict[str, ValueHandle] = {}  # scripts run again and again (`eval_async`)
         self._ids = itertools.count(_RELEASE_CALLBACK_ID + 1)
         self._on_post: Callable[[], None] = _ignore
@@ -409,7 +421,7 @@ class V8Context:
                 self._kept[code] = handle
             # The code handle must outlive the queued task, which reads it when it runs.
             self._pending[callback_id] = (on_result, handle)
-            self._dll.mr_eval(self._ctx, handle.raw, callback_id)
+            self._tasks[callback_id] = self._dll.mr_eval(self._ctx, handle.raw, callback_id)
 
     def keep(self, code: str) -> None:
         """Hand V8 the text of a script this context will run again and again now (off
@@ -521,9 +533,9 @@ class V8Context:
 
         On the isolate's own thread (from a callback) freeing cannot wait for that
         thread to end: it is handed to the freeing thread, and this returns at once.
-        So it is when that thread kept a Python thread state (`_keep_thread_state`):
-        a last task there gives it back, then hands the freeing on (`when_freed`
-        tells when it is done).
+        So it does when that thread kept a Python thread state (`_keep_thread_state`):
+        the tasks queued are cancelled, and a last task gives the thread state back,
+        then hands the freeing on (`freed` and `when_freed` tell when it is done).
         """
         with self._lock:
             if self._disposed:
@@ -532,15 +544,18 @@ class V8Context:
             self._pending.clear()
             self._kept.clear()
             kept, isolate = self._thread_state_kept, self._isolate
+            tasks, self._tasks = list(self._tasks.values()), {}
         if threading.get_ident() == self._v8_thread:
             self._release_thread_state()
             _ISOLATE_THREADS.free_later(self._free)
         elif kept:
             # Not freed before that task ran: mini-racer frees a context's parts while
             # a task that runs still uses them.
-            _RELEASING.add(self)  # (its callback must live until then)
-            if isolate is not None:
-                _isolate_api().terminate(isolate)  # (JavaScript still running ends)
+            _FREEING.add(self)  # (its C callback must live until then)
+            for task in tasks:  # (none of them runs JavaScript any more: the task
+                self._dll.mr_cancel_task(self._ctx, task)  # running is terminated)
+            if isolate is not None:  # (and JavaScript of a microtask checkpoint)
+                _isolate_api().terminate(isolate)
             code = _FACTORY.python_to_value_handle(self, "0")  # type: ignore[arg-type]
             self._dll.mr_eval(self._ctx, code.raw, _RELEASE_CALLBACK_ID)
         else:
@@ -559,6 +574,7 @@ class V8Context:
         """(On the freeing thread.) Its C callback lives until then: freeing calls it
         for the tasks left."""
         self._dll.mr_free_context(self._ctx)
+        _FREEING.discard(self)
         with self._lock:
             self.freed.set()
             callbacks, self._when_freed = self._when_freed, []
@@ -572,7 +588,6 @@ class V8Context:
         if callback_id == _RELEASE_CALLBACK_ID:  # (`raw` goes with the context)
             self._release_thread_state()
             _ISOLATE_THREADS.free_later(self._free)
-            _RELEASING.discard(self)
             return
         if not self._thread_state_kept:
             self._keep_thread_state()
@@ -584,6 +599,7 @@ class V8Context:
             return
         with self._lock:
             entry = self._pending.pop(callback_id, None)
+            self._tasks.pop(callback_id, None)
         outcome = self._convert(raw)
         if entry is not None:
             entry[0](outcome)

@@ -183,6 +183,9 @@ def _thread_states() -> int:
     return count
 
 
+FOREVER_IN_A_MICROTASK = "Promise.resolve().then(() => { while (true) {} }); 0"
+
+
 def test_the_callbacks_on_an_isolate_thread_share_one_python_thread_state() -> None:
     """ctypes would make and destroy one per callback (a thread-local set in one would
     be gone in the next), with an mmap and a munmap each."""
@@ -205,7 +208,9 @@ def test_the_callbacks_on_an_isolate_thread_share_one_python_thread_state() -> N
     assert seen == ["kept"]
 
 
-@pytest.mark.parametrize("how", ["idle", "from_its_own_thread", "running_javascript"])
+@pytest.mark.parametrize(
+    "how", ["idle", "from_its_own_thread", "running_javascript", "javascript_queued"]
+)
 def test_a_disposed_context_gives_back_its_threads_python_thread_state(how: str) -> None:
     contexts = [V8Context(memory_limit_bytes=0) for _ in range(5)]
     before = _thread_states()
@@ -218,6 +223,9 @@ def test_a_disposed_context_gives_back_its_threads_python_thread_state(how: str)
         else:
             if how == "running_javascript":
                 context.eval_async("while (true) {}", lambda _: None)
+            if how == "javascript_queued":  # (one termination would end only the first)
+                for script in ["while (true) {}"] * 3 + [FOREVER_IN_A_MICROTASK]:
+                    context.eval_async(script, lambda _: None)
             context.dispose()
     for context in contexts:
         assert context.freed.wait(10)
