@@ -10,8 +10,8 @@ through one C callback. This module keeps that interface small and explicit:
 * Isolates are created on one thread of the process and freed on another, both with
   access to V8's memory protection key (`create_isolate`, `free_isolate`).
 * `dispose()` stops any running JavaScript (also inside a microtask checkpoint, which
-  task cancellation cannot reach) and frees the isolate. It blocks for a few
-  milliseconds, so callers run it off their hot path.
+  task cancellation cannot reach) and frees the isolate, at once or soon after
+  (`freed`, `when_freed`); callers run it off their hot path all the same.
 * Callbacks on an isolate's thread share one Python thread state, kept from the first
   until the context is disposed of (`V8Context._keep_thread_state`).
 
@@ -515,7 +515,7 @@ class V8Context:
         return external < asked_bytes or time.monotonic() - asked_at > COLLECTION_GRACE_S
 
     def external_memory_bytes(self) -> int:
-        """Bytes the isolate holds outside its heap (0 before its first `post()`)."""
+        """Bytes the isolate holds outside its heap (0 before its first callback)."""
         with self._lock:  # dispose() cannot free the isolate meanwhile
             if self._disposed or self._isolate is None:
                 return 0
@@ -529,7 +529,8 @@ class V8Context:
                 _isolate_api().terminate(self._isolate)
 
     def dispose(self) -> None:
-        """Stop all JavaScript and free the isolate (blocks until its thread ended).
+        """Stop all JavaScript and free the isolate (blocks until its thread ended, but
+        in the two cases below).
 
         On the isolate's own thread (from a callback) freeing cannot wait for that
         thread to end: it is handed to the freeing thread, and this returns at once.
@@ -552,9 +553,11 @@ class V8Context:
             # Not freed before that task ran: mini-racer frees a context's parts while
             # a task that runs still uses them.
             _FREEING.add(self)  # (its C callback must live until then)
-            for task in tasks:  # (none of them runs JavaScript any more: the task
-                self._dll.mr_cancel_task(self._ctx, task)  # running is terminated)
-            if isolate is not None:  # (and JavaScript of a microtask checkpoint)
+            # No queued task runs JavaScript any more (the running one is terminated),
+            # nor does a microtask checkpoint: else the last task might never come.
+            for task in tasks:
+                self._dll.mr_cancel_task(self._ctx, task)
+            if isolate is not None:
                 _isolate_api().terminate(isolate)
             code = _FACTORY.python_to_value_handle(self, "0")  # type: ignore[arg-type]
             self._dll.mr_eval(self._ctx, code.raw, _RELEASE_CALLBACK_ID)
@@ -593,8 +596,6 @@ class V8Context:
             self._keep_thread_state()
         if callback_id == _POST_CALLBACK_ID:
             self._dll.mr_free_value(self._ctx, raw)  # the arguments array: unused
-            if self._isolate is None:  # (its thread has it entered while it runs tasks)
-                self._isolate = _isolate_api().get_current()
             self._on_post()
             return
         with self._lock:
@@ -613,13 +614,13 @@ class V8Context:
         here, a quarter of the process's CPU time in a tool round trip. One more
         `PyGILState_Ensure` keeps it. Disposing of the context gives it back, on this
         thread (`_release_thread_state`): from a callback here, or else from a last
-        task, which freeing the context runs (cancelled) if nothing did before."""
+        task, which then hands the freeing on (`dispose`)."""
         with self._lock:  # (`dispose` learns under it whether one is kept)
             if not self._disposed:
                 _GILSTATE_ENSURE()
                 self._thread_state_kept = True
-                if self._isolate is None:  # (for `dispose` to end its JavaScript)
-                    self._isolate = _isolate_api().get_current()
+                # (its thread has it entered while it runs tasks)
+                self._isolate = _isolate_api().get_current()
 
     def _release_thread_state(self) -> None:
         """In a callback on the isolate's thread: the kept thread state goes when the
