@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import os
 import queue
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 
 import pykka
@@ -19,18 +22,75 @@ _pykka_log = logging.getLogger("pykka")
 MAX_DRAINED = 4
 
 
+class _ActorThreads:
+    """Daemon threads that each run one actor's loop at a time and then wait, up to
+    `IDLE_S`, for the next actor's: an actor lives as long as its cell, and starting a
+    thread (and ending it) for each cell cost about as much as a short cell's own work
+    in Python. Each thread is named after the actor it runs, as pykka names its own."""
+
+    IDLE_S = 30.0
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # (a child has none of them)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue[tuple[Callable[[], None], str]]] = []
+
+    def run(self, loop: Callable[[], None], name: str) -> None:
+        """Run `loop` on an idle thread, or on a new one."""
+        with self._lock:
+            jobs = self._idle.pop() if self._idle else None
+        if jobs is not None:
+            jobs.put((loop, name))
+            return
+        thread = threading.Thread(target=self._serve, args=(loop, name), name=name, daemon=True)
+        thread.start()
+
+    def _serve(self, loop: Callable[[], None], name: str) -> None:
+        jobs: queue.SimpleQueue[tuple[Callable[[], None], str]] = queue.SimpleQueue()
+        thread = threading.current_thread()
+        while True:
+            thread.name = name
+            try:
+                loop()
+            except BaseException:  # (pykka's loop handles its own: never expected)
+                _pykka_log.exception("an actor's loop failed")
+            del loop  # (the actor must not live on while this thread waits)
+            with self._lock:
+                self._idle.append(jobs)
+            thread.name = "actor-idle"  # (until its next job: named after it)
+            try:
+                loop, name = jobs.get(timeout=self.IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if jobs in self._idle:  # (else taken meanwhile: its job comes)
+                        self._idle.remove(jobs)
+                        return
+                loop, name = jobs.get()
+
+
+_ACTOR_THREADS = _ActorThreads()
+_actor_numbers = itertools.count(1)
+
+
 class Actor(pykka.ThreadingActor):
     """A pykka threading actor on a daemon thread (a harness that exits without shutting
     its sessions down must not hang: to the log that is a worker that died, which it is
-    built to survive), whose inbox is a `queue.SimpleQueue`: pykka's `queue.Queue` wakes
-    its reader through a Condition written in Python, with the GIL held, for every
-    message (pykka only puts, gets and asks whether it is empty)."""
+    built to survive), kept for the next actor once it stopped (`_ActorThreads`), whose
+    inbox is a `queue.SimpleQueue`: pykka's `queue.Queue` wakes its reader through a
+    Condition written in Python, with the GIL held, for every message (pykka only puts,
+    gets and asks whether it is empty)."""
 
     use_daemon_thread = True
 
     @staticmethod
     def _create_actor_inbox() -> Any:
         return queue.SimpleQueue()
+
+    def _start_actor_loop(self) -> None:
+        _ACTOR_THREADS.run(self._actor_loop, f"{type(self).__name__}-{next(_actor_numbers)}")
 
 
 class _CountingInbox(queue.SimpleQueue[Any]):

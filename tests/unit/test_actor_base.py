@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -257,16 +258,20 @@ def test_a_tell_on_the_main_thread_goes_to_the_actor_s_thread(actors: Any) -> No
 
 def test_a_tell_that_fails_here_stops_the_actor_and_ends_its_thread(actors: Any) -> None:
     """As on the actor's thread: the failure is logged, the actor stops, an ask sent
-    after it fails as a dead actor's does, and the actor's thread ends."""
+    after it fails as a dead actor's does, and the actor's loop ends (its thread waits
+    for another actor's, or ends)."""
     ref = actors()
     _first(ref)
-    actor_thread = next(t for t in threading.enumerate() if t.name == _threads(ref)["first"])
+    name = _threads(ref)["first"]
+    actor_thread = next(t for t in threading.enumerate() if t.name == name)
     _tell_from_a_thread(ref, ("fails", _fails))
     assert not ref.is_alive()
     with pytest.raises(pykka.ActorDeadError):
         ref.ask(("after", lambda: 1))
-    actor_thread.join(5)
-    assert not actor_thread.is_alive()
+    deadline = time.monotonic() + 5
+    while actor_thread.is_alive() and actor_thread.name == name and time.monotonic() < deadline:
+        actor_thread.join(0.01)
+    assert not actor_thread.is_alive() or actor_thread.name != name
 
 
 def test_nothing_sent_while_a_tell_fails_here_is_handled_after_it(actors: Any) -> None:
@@ -559,3 +564,46 @@ def test_tell_self_to_a_stopped_actor_raises_as_tell_does(
     draining.stop()
     with pytest.raises(pykka.ActorDeadError):
         actor.tell_self(("late", lambda: None))
+
+
+def test_an_actor_started_after_another_stopped_runs_on_its_thread(actors: Any) -> None:
+    """Actors' threads are kept for the next actor (`_ActorThreads`), each named after
+    the actor it runs, as pykka names its own."""
+    first = actors()
+    _first(first)
+    name = _threads(first)["first"]
+    thread = next(t for t in threading.enumerate() if t.name == name)
+    first.stop()
+    deadline = time.monotonic() + 5
+    while thread.name != "actor-idle" and time.monotonic() < deadline:  # (kept, idle)
+        thread.join(0.01)
+    second = actors()
+    _first(second)
+    assert _threads(second)["first"] == thread.name != name
+    assert thread.name.startswith("_Recorder-")
+
+
+def test_actor_threads_left_idle_end_and_new_ones_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads = base._ActorThreads()
+    monkeypatch.setattr(threads, "IDLE_S", 0.05)
+    ran: list[str] = []
+    workers: list[threading.Thread] = []
+    done = threading.Event()
+
+    def job() -> None:
+        ran.append(threading.current_thread().name)
+        workers.append(threading.current_thread())
+        done.set()
+
+    threads.run(job, "job-1")
+    assert done.wait(5)
+    worker = workers[0]
+    worker.join(5)  # (idle longer than IDLE_S: it ends)
+    assert not worker.is_alive()
+    done.clear()
+    threads.run(job, "job-2")
+    assert done.wait(5)
+    assert ran == ["job-1", "job-2"]
+    assert workers[1] is not worker
