@@ -172,7 +172,7 @@ class CellActor(HereAskedActor):
         self._timers: list[Scheduled | None] = [None, None]
 
     def _start_runtime(self) -> None:
-        prepared = self.ctx.pool.acquire(self.spec.tools)
+        prepared = self.ctx.pool.acquire(self.spec.tools, source=self.spec.source)
         limit = self.ctx.memory_limit_bytes
         if limit != self.ctx.pool.memory_limit_bytes:  # the session's own limit
             prepared.context.set_memory_limit(limit)
@@ -364,7 +364,8 @@ class CellActor(HereAskedActor):
         does (the cell's end written to the log, its answer sent). Its JavaScript
         stops now all the same."""
         if threading.get_ident() == self._v8_handler:
-            context.stop_javascript()
+            if not context.done_cleanly:  # (a hub's next realm may be made in it)
+                context.stop_javascript()
             self._released_later = context
         else:
             self.ctx.pool.release(context)

@@ -127,7 +127,11 @@ class CellReplayer:
     def _new_runtime(self) -> CellRuntime:
         return CellRuntime(
             self.record.spec,
-            self._pool.acquire(self.record.spec.tools, warmed=self.record.warmed),
+            self._pool.acquire(
+                self.record.spec.tools,
+                warmed=self.record.warmed,
+                source=self.record.spec.source,
+            ),
             listener=self._on_event,
             sink=self._inbox.put,
             release=V8Context.dispose,  # now, on this thread: see the module docstring

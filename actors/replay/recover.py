@@ -94,7 +94,7 @@ class _Recoverer(CellReplayer):
 
     def _new_runtime(self) -> CellRuntime:
         spec = self.record.spec
-        prepared = self._pool.acquire(spec.tools, warmed=self.record.warmed)
+        prepared = self._pool.acquire(spec.tools, warmed=self.record.warmed, source=spec.source)
         if self._memory_limit_bytes != self._pool.memory_limit_bytes:  # the session's own
             prepared.context.set_memory_limit(self._memory_limit_bytes)
         return CellRuntime(

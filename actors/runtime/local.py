@@ -98,7 +98,7 @@ class LocalCell:
         self._changed = threading.Condition()
         self.runtime = CellRuntime(
             spec,
-            pool.acquire(spec.tools, warmed=warmed),
+            pool.acquire(spec.tools, warmed=warmed, source=spec.source),
             listener=self._record,
             sink=self._inbox.put,
             release=pool.release,

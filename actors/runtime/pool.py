@@ -19,18 +19,19 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from cellfleet.actors.runtime import snapshot
 from cellfleet.actors.runtime import source as src
+from cellfleet.actors.runtime.hubs import Hub, make_realm, make_realm_now, new_hub, realm_suits
 from cellfleet.actors.runtime.mailbox import MAX_STRING_UNITS, Mailbox
 from cellfleet.actors.runtime.prelude import context_script, prelude_digest
+from cellfleet.actors.runtime.prepared import PreparedContext
 from cellfleet.actors.runtime.protocol import RuntimeTool, tools_payload
-from cellfleet.actors.runtime.v8 import V8Context, v8_flags, v8_version
+from cellfleet.actors.runtime.v8 import V8Context, realms_enabled, v8_flags, v8_version
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +43,13 @@ DEFAULT_MEMORY_LIMIT_BYTES = 256 * 1024 * 1024
 BACKGROUND_DELAY_S = 0.005
 FILLER_JOIN_S = 5.0  # how long `close` waits for a context being prepared
 CLOSE_FREE_WAIT_S = 10.0  # ... and for the contexts disposed of to be freed
-
-
-@dataclass(slots=True)
-class PreparedContext:
-    """A context with the prelude installed and its log mapped, not yet used by a cell."""
-
-    context: V8Context
-    mailbox: Mailbox
-    # The global (lexical) name of the prelude's host interface in this context: random,
-    # so that the cell's code cannot name it (it could forge its inputs through it).
-    host_name: str
-    tools: tuple[RuntimeTool, ...] = ()  # the tool set installed ahead of time
-    on_post: Callable[[], None] = field(default=lambda: None)
-    warmed: bool = False  # its start and output paths ran once (`warm`)
+# Hubs back from their cells go into the stock, past its size: up to `MAX_STOCK`, each
+# disposed of once no cell took it for `STOCK_IDLE_S`. The stock is warmed only once no
+# cell took a context for `WARM_AFTER_S`.
+MAX_STOCK = 64
+RECYCLED_WAIT_S = 0.05  # a cell finding no stock waits this long for a hub coming back
+STOCK_IDLE_S = 2.0
+WARM_AFTER_S = 0.05
 
 
 @functools.cache
@@ -63,10 +57,12 @@ def runtime_identity() -> str:
     """What runs cells here, as recorded with each cell: V8's version and flags and the
     prelude's digest (a cell replays exactly only where all are the same: `--no-lazy`,
     say, moves where a deep recursion overflows), and whether contexts come from the
-    prelude's snapshot (the same behaviour, told in case it is not)."""
+    prelude's snapshot (the same behaviour, told in case it is not), and whether cells
+    may run in hubs' realms (hubs.py)."""
     version = v8_version()  # (starts V8: the snapshot is in use from then on, or never)
+    where = ", cells in realms" if realms_enabled() else ""
     how = " from a snapshot" if snapshot.in_use() else ""
-    return f"V8 {version} ({v8_flags()}), prelude {prelude_digest()}{how}"
+    return f"V8 {version} ({v8_flags()}){where}, prelude {prelude_digest()}{how}"
 
 
 def prepare_context(
@@ -116,8 +112,13 @@ class ContextPool:
     """A bounded stock of prepared contexts, refilled by a background thread."""
 
     def __init__(
-        self, size: int = 2, *, memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES
+        self,
+        size: int = 2,
+        *,
+        memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
+        realms: bool | None = None,
     ) -> None:
+        """`realms`: whether cells may run in hubs' realms (None: wherever V8 can)."""
         self.size = size
         self.memory_limit_bytes = memory_limit_bytes
         self._ready: deque[PreparedContext] = deque()
@@ -126,6 +127,10 @@ class ContextPool:
         self._tools: tuple[RuntimeTool, ...] = ()  # what the next cells are expected to use
         self._graveyard: queue.SimpleQueue[tuple[V8Context, bool] | None] = queue.SimpleQueue()
         self._disposing = 0  # contexts released and not yet freed
+        self._realms = realms_enabled() if realms is None else realms and realms_enabled()
+        self._hubs: dict[V8Context, Hub] = {}  # every hub alive, by its context
+        self._recycling = 0  # hubs making their next realm
+        self._acquired_at = 0.0  # (monotonic) when a cell last took a context
         self._filler = threading.Thread(target=self._fill, name="v8-pool", daemon=True)
         self._reaper = threading.Thread(target=self._reap, name="v8-reaper", daemon=True)
         if size > 0:
@@ -133,37 +138,78 @@ class ContextPool:
         self._reaper.start()
 
     def acquire(
-        self, tools: Sequence[RuntimeTool] = (), *, warmed: bool | None = None
+        self, tools: Sequence[RuntimeTool] = (), *, warmed: bool | None = None, source: str = ""
     ) -> PreparedContext:
         """A prepared context (from the stock if one is ready, else made now: cold).
 
         `tools` is the cell's tool set; the pool prepares the next contexts with it.
         `warmed`: a context warmed (or not) exactly so (a replayed cell starts from what
         its record says: warming changes how deep its stack can go).
+        `source`: the cell's code, which decides whether a realm suits it (hubs.py).
         """
         wanted = tuple(tools)
+        realm = self._realms and realm_suits(source)
         with self._cond:
             if wanted != self._tools:
                 self._tools = wanted
                 # Stock made for another tool set still works, it just installs at start.
-            for prepared in self._ready:
-                if warmed is None or prepared.warmed == warmed:
-                    self._ready.remove(prepared)
-                    self._cond.notify()
-                    return prepared
-        prepared = prepare_context(self.memory_limit_bytes)
+            self._acquired_at = deadline = time.monotonic()
+            deadline += RECYCLED_WAIT_S
+            while True:
+                # (the oldest first: under a steady load each hub is used in turn, and
+                # only a stock the load no longer needs ages, and goes: `_trim`)
+                for prepared in self._ready:
+                    if (warmed is None or prepared.warmed == warmed) and prepared.realm == realm:
+                        self._ready.remove(prepared)
+                        self._cond.notify()
+                        return prepared
+                # A hub about to be back beats a new one (made now: ~3 ms, and kept).
+                remaining = deadline - time.monotonic()
+                if not (realm and not warmed and self._recycling and remaining > 0):
+                    break
+                self._cond.wait(remaining)
+        prepared = self._prepare((), realm=realm)
         if warmed:
             warm(prepared)
         return prepared
 
     def release(self, context: V8Context, *, at_once: bool = False) -> None:
-        """Dispose a used context in the background; its JavaScript ends now (a cell
-        terminated while allocating would otherwise allocate until its turn comes).
-        `at_once`: its cell's owner is done with it (else disposal waits a moment)."""
-        context.stop_javascript()
+        """Take back a used context. A hub whose cell ended cleanly makes its next
+        realm and goes back into the stock; any other context is disposed of in the
+        background, its JavaScript ended now (a cell terminated while allocating would
+        otherwise allocate until its turn comes). `at_once`: its cell's owner is done
+        with it (else disposal waits a moment)."""
         with self._cond:  # (reentrant: also called with it held)
-            self._disposing += 1
+            hub = self._hubs.get(context)
+            reuse = (
+                hub is not None and context.done_cleanly and not hub.used_up()
+                and not self._closed and context.idle()
+            )  # fmt: skip
+            context.done_cleanly = False
+            if reuse:
+                self._recycling += 1
+            else:
+                self._hubs.pop(context, None)
+                self._disposing += 1
+        if reuse:
+            assert hub is not None
+            make_realm(hub, self._tools, functools.partial(self._recycled, hub))
+            return
+        context.stop_javascript()
         self._graveyard.put((context, at_once))
+
+    def _recycled(self, hub: Hub, prepared: PreparedContext | None) -> None:
+        """(On the hub's isolate thread.) Its next realm made, or None: freed instead."""
+        with self._cond:
+            self._recycling -= 1
+            keep = prepared is not None and not self._closed and len(self._ready) < MAX_STOCK
+            if keep:
+                assert prepared is not None
+                prepared.stocked()
+                self._ready.append(prepared)
+            self._cond.notify_all()
+        if not keep:
+            self.release(hub.context, at_once=True)
 
     def wait_ready(self, count: int, timeout: float = 30.0) -> bool:
         """Block until `count` warmed contexts are in stock (for benchmarks and tests)."""
@@ -175,7 +221,8 @@ class ContextPool:
         disposed, i.e. the pool has no background work left (for benchmarks)."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: self._warmed() >= self.size and not self._disposing, timeout
+                lambda: self._warmed() >= self.size and not self._disposing and not self._recycling,
+                timeout,
             )
 
     def _warmed(self) -> int:
@@ -187,7 +234,8 @@ class ContextPool:
             self._cond.notify_all()
         if self._filler.is_alive():  # (what it prepares meanwhile goes to the reaper)
             self._filler.join(FILLER_JOIN_S)
-        with self._cond:
+        with self._cond:  # (hubs making a realm are then disposed of: `_recycled`)
+            self._cond.wait_for(lambda: not self._recycling, CLOSE_FREE_WAIT_S)
             stock = list(self._ready)
             self._ready.clear()
         for prepared in stock:
@@ -201,14 +249,18 @@ class ContextPool:
     def _fill(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(
-                    lambda: self._closed or len(self._ready) < self.size or self._cold()
-                )
+                cold = None
+                # (a hub making its next realm will stock it: not made twice)
+                while not self._closed and len(self._ready) + self._recycling >= self.size:
+                    cold = self._cold()
+                    if cold is not None:
+                        break
+                    self._trim()
+                    self._cond.wait(self._next_check())
                 if self._closed:
                     return
                 tools = self._tools
                 delay = BACKGROUND_DELAY_S if self._ready else 0.0
-                cold = self._cold() if len(self._ready) >= self.size else None
                 if cold is not None:
                     self._ready.remove(cold)
             time.sleep(delay)  # let the cell that just took a context run first
@@ -222,7 +274,7 @@ class ContextPool:
                 prepared = cold
             else:
                 try:
-                    prepared = prepare_context(self.memory_limit_bytes, tools)
+                    prepared = self._prepare(tools, realm=self._realms)
                 except Exception:
                     log.exception("could not prepare a V8 context")
                     return
@@ -230,14 +282,57 @@ class ContextPool:
                 if self._closed:
                     self.release(prepared.context)
                     return
+                prepared.stocked()
                 self._ready.append(prepared)
                 self._cond.notify_all()
 
+    def _prepare(self, tools: tuple[RuntimeTool, ...], *, realm: bool) -> PreparedContext:
+        """A context made now: a realm in a new hub, or an isolate of its own."""
+        if not realm:
+            return prepare_context(self.memory_limit_bytes, tools)
+        hub = new_hub(self.memory_limit_bytes)
+        with self._cond:
+            self._hubs[hub.context] = hub
+        # (however it is disposed of: a replay disposes of its context itself)
+        hub.context.when_freed(functools.partial(self._forget_hub, hub.context))
+        try:
+            prepared = make_realm_now(hub, tools)
+        except BaseException:
+            self.release(hub.context, at_once=True)
+            raise
+        if prepared is None:  # (never expected of a new hub)
+            self.release(hub.context, at_once=True)
+            raise RuntimeError("a new hub could not make a realm")
+        return prepared
+
+    def _forget_hub(self, context: V8Context) -> None:
+        with self._cond:
+            self._hubs.pop(context, None)
+
     def _cold(self) -> PreparedContext | None:
-        """A stocked context not yet warmed, if the stock is full (no cell waits)."""
-        if len(self._ready) < self.size:
+        """A stocked context not yet warmed, if the stock is full and no cell took one
+        for `WARM_AFTER_S` (hubs back from their cells fill it under load too)."""
+        if len(self._ready) < self.size or self._since_acquired() < WARM_AFTER_S:
             return None
         return next((prepared for prepared in self._ready if not prepared.warmed), None)
+
+    def _since_acquired(self) -> float:
+        return time.monotonic() - self._acquired_at
+
+    def _trim(self) -> None:
+        """Dispose of the stock beyond its size that no cell took for `STOCK_IDLE_S`
+        (hubs back from their cells, more than the load now needs), oldest first."""
+        while len(self._ready) > self.size and self._ready[0].age() > STOCK_IDLE_S:
+            self.release(self._ready.popleft().context, at_once=True)
+
+    def _next_check(self) -> float | None:
+        """How long the filler may wait before it has something to trim or warm."""
+        waits = []
+        if len(self._ready) > self.size:
+            waits.append(STOCK_IDLE_S - self._ready[0].age())
+        if len(self._ready) >= self.size and not all(p.warmed for p in self._ready):
+            waits.append(WARM_AFTER_S - self._since_acquired())
+        return max(0.0, min(waits)) + 0.001 if waits else None
 
     def _reap(self) -> None:
         while (released := self._graveyard.get()) is not None:

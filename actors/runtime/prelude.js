@@ -354,9 +354,25 @@ const __cellfleet_host = (function (post, mailbox, toolNames) {
     }
     let out = head;
     for (let i = 0; i < frames.length; i++) {
-      if (!dropped[i]) out += "\n    at " + adjust(frames[i].toString());
+      if (!dropped[i]) out += "\n    at " + adjust(frameText(frames[i]));
     }
     return out;
+  }
+  // A frame as V8 writes it. In a realm the model's code is compiled by `eval`, and V8
+  // names its anonymous functions "eval" (CallSiteInfo::GetFunctionName); such a frame
+  // is written as V8 writes it for a script's (SerializeJSStackFrame, without a name).
+  // (The pool gives a realm only to code that never says "eval": pool.py.)
+  function frameText(frame) {
+    if (frame.getFunctionName() !== "eval" || !frame.isEval() ||
+        frame.getScriptNameOrSourceURL() !== MAIN) return frame.toString();
+    const location = `${MAIN}:${frame.getLineNumber()}:${frame.getColumnNumber()}`;
+    const prefix = frame.isAsync() ? "async " : "";
+    if (frame.isConstructor()) return `${prefix}new <anonymous> (${location})`;
+    if (frame.isToplevel()) return prefix + location;
+    const type = frame.getTypeName();
+    const method = frame.getMethodName();
+    const name = (type ? type + "." : "") + (method ? method : "<anonymous>");
+    return `${prefix}${name} (${location})`;
   }
   ObjectDefineProperty(Error, "prepareStackTrace", {
     value: prepareStackTrace, writable: true, enumerable: false, configurable: true,
@@ -836,8 +852,9 @@ const __cellfleet_host = (function (post, mailbox, toolNames) {
   };
 
   // ---- the global object (spec §2.2) -------------------------------------------------
+  // (ShadowRealm: what makes a cell's realm, realms.py; never the cell's)
   for (const name of ["console", "Atomics", "SharedArrayBuffer", "WebAssembly", "Temporal",
-    "setTimeout", "clearTimeout", "__timer_manager"]) {
+    "setTimeout", "clearTimeout", "__timer_manager", "ShadowRealm"]) {
     delete G[name];
   }
 

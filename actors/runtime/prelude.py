@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 
+import orjson
+
 from cellfleet.actors.runtime.mailbox import INBOX_BYTES
 
 PRELUDE_SOURCE = resources.files(__package__).joinpath("prelude.js").read_text("utf-8")
@@ -62,3 +64,67 @@ def factory_source() -> str:
     lines_after = body[end:].count("\n")
     # (line 1 is a comment in the prelude too: the inputs go there)
     return "//" + body[:end] + "}) });" + "\n" * (lines_after - 1) + _SOURCE_URL + "\n"
+
+
+# ---- hubs: isolates whose cells each run in a realm of their own (realms.py) ----------
+HUB = "__cellfleet_hub"  # the hub's interface, a lexical binding of its own context's
+REALMS = "__cellfleet_realms"  # each realm's host interface, by the realm's name
+_HUB_SCRIPT = """const __cellfleet_realms = Object.create(null);
+const __cellfleet_hub = (function (post) {
+  "use strict";
+  const hub = globalThis;
+  const NewRealm = hub.ShadowRealm; // (only to have V8 call the hook: realms.py)
+  delete hub.ShadowRealm;
+  delete hub.__cellfleet_post;
+  post(); // the host learns this isolate, and lets it make realms
+  const compilers = new WeakMap(); // a realm's host -> its own eval and SyntaxError
+  let current = null;
+  return Object.freeze({
+    // A new realm, its prelude installed as __cellfleet_realms[name] (the previous
+    // realm's dropped): the value is its log's buffer.
+    realm(name, bytes, tools, factorySource) {
+      if (current !== null) delete __cellfleet_realms[current];
+      current = null;
+      new NewRealm();
+      const realm = hub.REALM_GLOBAL;
+      delete hub.REALM_GLOBAL;
+      if (factorySource !== null) realm.eval(factorySource);
+      const mailbox = new realm.ArrayBuffer(bytes);
+      const host = realm.FACTORY(post, mailbox, tools);
+      delete realm.FACTORY;
+      compilers.set(host, [realm.eval, realm.SyntaxError]);
+      __cellfleet_realms[name] = host;
+      current = name;
+      return mailbox;
+    },
+    // The cell's function, compiled in its realm; or, if it does not compile, the
+    // text of the SyntaxError.
+    compile(host, code) {
+      const [evaluate, SyntaxErrorCtor] = compilers.get(host);
+      try {
+        return evaluate(code);
+      } catch (error) {
+        if (error instanceof SyntaxErrorCtor) return "SyntaxError: " + error.message;
+        throw error;
+      }
+    },
+  });
+})(globalThis.__cellfleet_post);
+0
+"""
+
+
+def hub_script() -> str:
+    """The script that makes an isolate a hub (`__cellfleet_post` set)."""
+    from cellfleet.actors.runtime.realms import REALM_GLOBAL  # noqa: PLC0415 - (a leaf)
+
+    return (
+        _HUB_SCRIPT.replace("REALM_GLOBAL", REALM_GLOBAL).replace("FACTORY", FACTORY)
+        + "//# sourceURL=cellfleet-host.js\n"
+    )
+
+
+def realm_script(name: str, tools_literal: str, *, from_snapshot: bool) -> str:
+    """The script that makes a new realm in a hub; its value is the realm's log buffer."""
+    factory = "null" if from_snapshot else orjson.dumps(factory_source()).decode()
+    return f'{HUB}.realm("{name}", {MAILBOX_BYTES}, {tools_literal}, {factory}); '

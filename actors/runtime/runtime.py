@@ -20,7 +20,6 @@ are left in the context's inbox for the prelude's `take()`, the same script ever
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from cellfleet.actors.runtime.mailbox import (
     INPUT_RESOLVE,
     loads,
 )
-from cellfleet.actors.runtime.pool import PreparedContext
+from cellfleet.actors.runtime.prepared import PreparedContext
 from cellfleet.actors.runtime.protocol import (
     CellSpec,
     Finished,
@@ -134,6 +133,8 @@ class CellRuntime:
         self._tools_installed = prepared.tools == tuple(spec.tools)
         self._inputs: deque[_Input] = deque()
         self._take = src.take_script(self._host)
+        self.in_realm = prepared.realm  # (a realm in a hub: hubs.py)
+        self._wrap = src.realm_wrap if prepared.realm else src.wrap
         self._given = 0  # inputs left in the inbox: the next goes to slot _given % SLOTS
         self._in_flight = 0  # inputs submitted whose marker has not answered yet
         self._frontier = False  # report Pending at each quiescent point and pause
@@ -154,6 +155,11 @@ class CellRuntime:
     @property
     def done(self) -> bool:
         return self._done
+
+    @property
+    def context(self) -> V8Context:
+        """The isolate the cell runs in."""
+        return self._context
 
     @property
     def paused(self) -> bool:
@@ -191,15 +197,15 @@ class CellRuntime:
         # does reaches the owner only as messages handled after this, so a cell that
         # fails it ends now with none of its effects. A long one is scanned first: while
         # the owner scans, nobody watches the memory it takes outside V8's heap.
-        script = src.wrap(self._host, literal, self._source)
+        script = self._wrap(self._host, literal, self._source)
         overlapped = len(self._source) <= OVERLAPPED_SCAN_CHARS
         if overlapped:
-            self._submit(script)
+            self._submit(script, start=True)
         early_error = src.module_compile_error(self._source)
         if early_error is not None:
             self._finish(early_error)
         elif not overlapped:
-            self._submit(script)
+            self._submit(script, start=True)
 
     def deliver_tool_result(self, call_id: str, value: JsonValue, clock_ms: float) -> None:
         text = orjson.dumps(value).decode()
@@ -306,7 +312,7 @@ class CellRuntime:
             slot = self._given % INBOX_SLOTS
             self._given += 1
             if not self._mailbox.leave_input(slot, item.kind, item.ident, item.clock_ms, item.text):
-                stage = f"stage({slot}, {_js_string(item.text)})"  # (too long for its slot)
+                stage = f"stage({slot}, {src.js_string(item.text)})"  # (too long for its slot)
                 self._context.eval_async(src.host_script(self._host, stage), self._on_staged)
             self._submit(self._take, keep=True)
 
@@ -316,7 +322,9 @@ class CellRuntime:
         if not outcome.ok:
             self._sink(_Delivered(outcome))
 
-    def _submit(self, script: str, *, keep: bool = False) -> None:
+    def _submit(self, script: str, *, keep: bool = False, start: bool = False) -> None:
+        """`start`: the start script (a realm's says so by its value if the model's code
+        does not compile: `src.realm_wrap`)."""
         self._in_flight += 1
         sink = self._sink
         quiescent_sink = self._quiescent_sink
@@ -325,6 +333,8 @@ class CellRuntime:
         def on_input(outcome: EvalOutcome) -> None:  # V8 thread
             if not outcome.ok:  # only failures need the owner before the marker's answer
                 sink(_Delivered(outcome))
+            elif start and isinstance(outcome.value, str):
+                sink(_Delivered(EvalOutcome(parse_error=outcome.value)))
 
         def on_marker(outcome: EvalOutcome) -> None:  # V8 thread, JS idle
             # One message for the owner: the last records and the quiescent point (sent
@@ -377,7 +387,7 @@ class CellRuntime:
                 self._finish(texts.unsupported_import(specifiers[0]))
             elif stripped != source:  # only exports: run the cell without them
                 self._source = stripped
-                self._submit(src.wrap(self._host, self._config_literal, stripped))
+                self._submit(self._wrap(self._host, self._config_literal, stripped), start=True)
             else:
                 self._finish(text)
             return
@@ -390,6 +400,9 @@ class CellRuntime:
             self._finish_out_of_memory()
             return
         if self._settled is not None:  # inputs still queued in V8 no longer matter
+            # Ended on its own, nothing of it left in the isolate: its realm's hub may
+            # take another cell (pool.py).
+            self._context.done_cleanly = idle
             self._finish(self._settled[0])
             return
         if self._frontier and not self._in_flight:
@@ -480,14 +493,6 @@ class CellRuntime:
 
 def _seq(call_id: str) -> int:
     return int(call_id.removeprefix("tool-"))
-
-
-def _js_string(text: str) -> str:
-    """`text` as a JavaScript string literal (lone surrogates too, which orjson refuses)."""
-    try:
-        return orjson.dumps(text).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(text)
 
 
 def _tool_input(text: str) -> tuple[JsonValue, str | None]:

@@ -21,9 +21,13 @@ follow script rules.
 
 from __future__ import annotations
 
+import json
 import re
 
+import orjson
+
 from cellfleet.actors.runtime.js_scan import has_top_level_return
+from cellfleet.actors.runtime.prelude import HUB
 from cellfleet.broker.contract import texts
 
 MAIN_FILE = "exec_main.mjs"
@@ -58,6 +62,27 @@ def wrap(host: str, config_literal: str, source: str) -> str:
         f'{host}.start({config_literal})(async function () {{"use strict";\n'
         f"{source}\n}})\n//# sourceURL={MAIN_FILE}"
     )
+
+
+def realm_wrap(host: str, config_literal: str, source: str) -> str:
+    """The start script of a cell in a realm (`wrap`'s, run in the realm's hub): the
+    model's code is compiled in the realm by the realm's `eval` (a script compiled by
+    the hub would belong to the hub), into the same lines as `wrap`'s. Its value is
+    the text of the SyntaxError if the code does not compile, else null."""
+    code = f'(async function () {{"use strict";\n{source}\n}})\n//# sourceURL={MAIN_FILE}'
+    return (
+        f"{{ const main = {HUB}.compile({host}, {js_string(code)});"
+        f' typeof main === "string" ? main : ({host}.start({config_literal})(main), null); }}'
+        f"\n//# sourceURL={HOST_FILE}"
+    )
+
+
+def js_string(text: str) -> str:
+    """`text` as a JavaScript string literal (lone surrogates too, which orjson refuses)."""
+    try:
+        return orjson.dumps(text).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(text)
 
 
 def host_script(host: str, call: str) -> str:

@@ -47,6 +47,8 @@ from py_mini_racer._exc import JSTerminatedException
 from py_mini_racer._objects import ObjectFactoryImpl
 from py_mini_racer._value_handle import ValueHandle
 
+from cellfleet.actors.runtime import realms
+
 log = logging.getLogger(__name__)
 
 _POST_CALLBACK_ID = 1
@@ -66,7 +68,14 @@ _GILSTATE_LOCKED = 0  # (what a thread already in Python got from `PyGILState_En
 # snapshot (`snapshot.py`), instead of per cell (measured here: a cell in an unwarmed
 # context 2.1 -> 1.0 ms, warming a context 1.9 -> 0.7 ms). A cell's own functions are
 # compiled up front too: the same errors, a little more work for functions never called.
-V8_FLAGS = (*DEFAULT_V8_FLAGS, "--no-json-stringify-fast-path", "--no-lazy")
+#
+# `--harmony-shadow-realm`: how a context is made in an isolate that exists (realms.py).
+V8_FLAGS = (
+    *DEFAULT_V8_FLAGS,
+    "--no-json-stringify-fast-path",
+    "--no-lazy",
+    *((realms.FLAG,) if realms.wanted() else ()),
+)
 
 
 _EXTERNAL_MEMORY_SYMBOL = (  # v8::ExternalMemoryAccounter::GetTotalAmountOf...(const Isolate*)
@@ -152,6 +161,11 @@ def v8_flags() -> str:
     cell can see (how deep its stack goes), so a replay must know them."""
     _v8()
     return "flags unknown" if _started_elsewhere else " ".join(V8_FLAGS)
+
+
+def realms_enabled() -> bool:
+    """Whether cells may run in realms of hubs here (realms.py; starts V8 if it was not)."""
+    return not _started_elsewhere and realms.available(_v8())
 
 
 def v8_version() -> str:
@@ -368,6 +382,9 @@ class V8Context:
         # Over the limit outside the heap: when a collection was asked for, at what count.
         self._collection_asked: tuple[float, int] | None = None
         self._thread_state_kept = False  # (see `_keep_thread_state`)
+        # Its last cell's JavaScript ended on its own, nothing of it left queued: the
+        # isolate may host another cell's realm (the cell's runtime says so, pool.py).
+        self.done_cleanly = False
         self.freed = threading.Event()  # set once the isolate is freed
         self._when_freed: list[Callable[[], None]] = []
 
@@ -520,6 +537,39 @@ class V8Context:
             if self._disposed or self._isolate is None:
                 return 0
             return int(_isolate_api().external_bytes(self._isolate))
+
+    @property
+    def memory_limit_bytes(self) -> int:
+        return self._memory_limit_bytes
+
+    def forget_kept(self) -> None:
+        """Drop the scripts kept so far (a hub's, when its realm changes: hubs.py)."""
+        with self._lock:
+            self._kept.clear()
+
+    def idle(self) -> bool:
+        """Nothing runs or waits in the isolate that this context queued."""
+        with self._lock:
+            return not self._pending
+
+    def realms_available(self) -> bool:
+        """Whether this process's isolates can make realms (`realms.py`)."""
+        return realms.available(self._dll)
+
+    def enable_realms(self) -> None:
+        """(In a callback, on the isolate's thread.) Let `new ShadowRealm()` make realms."""
+        assert self._isolate is not None
+        realms.enable(self._dll, self._isolate)
+
+    def heap_used_bytes(self) -> int:
+        """(In a callback, on the isolate's thread.) The heap's bytes, garbage included."""
+        assert self._isolate is not None
+        return realms.heap_used_bytes(self._dll, self._isolate)
+
+    def collect_garbage(self) -> None:
+        """(In a callback, on the isolate's thread.) A full collection, now (~1.5 ms)."""
+        assert self._isolate is not None
+        _isolate_api().memory_pressure(self._isolate, _MEMORY_PRESSURE_CRITICAL)
 
     def stop_javascript(self) -> None:
         """End the JavaScript running in the isolate now, from any thread (its freeing

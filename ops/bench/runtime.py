@@ -58,7 +58,7 @@ def run_once(pool: ContextPool, tools: list[RuntimeTool], source: str = SCRIPT) 
     began = time.perf_counter()
     runtime = CellRuntime(
         spec,
-        pool.acquire(spec.tools),
+        pool.acquire(spec.tools, source=spec.source),
         listener=listener,
         sink=inbox.put,
         release=pool.release,

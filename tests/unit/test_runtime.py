@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from cellfleet.actors.runtime import runtime as runtime_module
 from cellfleet.actors.runtime import source as source_module
 from cellfleet.actors.runtime.local import LocalCell
 from cellfleet.actors.runtime.mailbox import INPUT_RESOLVE, SLOT_UNITS, Mailbox
@@ -482,10 +481,10 @@ def test_a_staged_text_that_fails_ends_the_cell_before_its_input_is_taken(run_ce
     """A text too long for its inbox slot is staged by a script of its own. If that
     script fails (the cell's memory limit, say; here its literal does not parse), the
     cell ends with that failure: its `take()` never gives it `undefined` instead."""
-    literal = runtime_module._js_string
+    literal = source_module.js_string
     monkeypatch.setattr(
-        runtime_module,
-        "_js_string",
+        source_module,
+        "js_string",
         lambda text: literal(text)[:-1] if len(text) > SLOT_UNITS else literal(text),
     )
     items, end = run_cell(
