@@ -12,7 +12,8 @@ once the next realm replaces it (the hub keeps one host interface at a time), an
 hub is freed when its heap holds more than `STALE_HEAP_FRACTION` of the memory limit
 after its cell (so a cell never starts with much of another's garbage counted against
 its limit) or after `MAX_REALMS` cells. Code that could reach past its realm's end or
-tell a realm from a fresh isolate gets a fresh isolate instead (`realm_suits`).
+tell a realm from a fresh isolate gets a fresh isolate instead (`realm_suits`); a cell
+that registers a finalizer (which V8 may run at any later time) has its hub freed.
 """
 
 from __future__ import annotations
@@ -37,11 +38,14 @@ MAX_REALMS = 256  # cells per hub; then its isolate is freed
 # itself: a full collection every `COLLECT_EVERY` realms (~1.5 ms) keeps it under 2 MB.
 COLLECT_EVERY = 16
 STALE_HEAP_FRACTION = 8  # a hub holding more than limit/8 after its cell is freed
-# Code that gets a fresh isolate: `eval` and `Function` (a realm's stack traces name
-# their frames by the realm's own `eval`), a stack hook of its own (it would see the
-# frames as V8 gives them), FinalizationRegistry (its callbacks run whenever V8
-# collects: in a hub, maybe during a later cell), and `import` (a realm's host hooks).
-_FRESH_ISOLATE = re.compile(r"eval|Function|prepareStackTrace|FinalizationRegistry|import")
+# Code that gets a fresh isolate, for its answer's sake: `eval` and `Function` (a realm's
+# stack traces name their frames by the realm's own `eval`), a stack hook of its own
+# (it would see the frames as V8 gives them), and `import` (a realm's host hooks). Code
+# that reaches them without naming them runs in a realm all the same: only its frames
+# may then read differently (a realm is no weaker a boundary). What a cell could leave
+# running in its hub (a finalizer) is told by the cell itself (the prelude's FINALIZER
+# record), and its hub is then freed.
+_FRESH_ISOLATE = re.compile(r"eval|Function|prepareStackTrace|import")
 
 
 def realm_suits(source: str) -> bool:

@@ -28,6 +28,7 @@ const __cellfleet_host = (function (post, mailbox, toolNames) {
     EXIT: "x",
     DEFECT: "b",
     SITE: "at",
+    FINALIZER: "f",
   });
 
   // ---- intrinsics captured before user code can touch them -----------------------
@@ -322,6 +323,24 @@ const __cellfleet_host = (function (post, mailbox, toolNames) {
   }, "toString");
   ObjectDefineProperty(FunctionPrototype, "toString", {
     value: patchedToString, writable: true, enumerable: false, configurable: true,
+  });
+
+  // ---- finalizers --------------------------------------------------------------------
+  // V8 runs a finalizer whenever it collects what it watches, with nothing of the host's
+  // asking: for a cell in a hub's realm, maybe during a later cell. The first one a cell
+  // registers tells the host, which then frees the cell's isolate (hubs.py).
+  const FinalizationRegistryPrototype = FinalizationRegistry.prototype;
+  const finalizationRegister = FinalizationRegistryPrototype.register;
+  let finalizing = false;
+  ObjectDefineProperty(FinalizationRegistryPrototype, "register", {
+    value: native(function register(target, heldValue) {
+      if (!finalizing) {
+        finalizing = true;
+        send([RECORD.FINALIZER]);
+      }
+      return ReflectApply(finalizationRegister, this, arguments);
+    }, "register"),
+    writable: true, enumerable: false, configurable: true,
   });
 
   // ---- stack traces ------------------------------------------------------------------

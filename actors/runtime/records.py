@@ -17,6 +17,7 @@ tests/unit/test_records.py checks that they agree.
 | `EXIT`        | `["x"]`                          | `exit()`                                      |
 | `DEFECT`      | `["b", message]`                 | a defect inside the prelude (never expected)  |
 | `SITE`        | `["at", line, column]`           | replay only: where the next record was made   |
+| `FINALIZER`   | `["f"]`                          | the cell registered a finalizer (once)        |
 
 `SITE` is written only when a cell is replayed (`CellSpec.record_sites`); a live cell
 that writes one has got around its prelude.
@@ -44,6 +45,7 @@ class RecordKind(StrEnum):
     EXIT = "x"
     DEFECT = "b"
     SITE = "at"
+    FINALIZER = "f"
 
 
 REPLAY_ONLY = frozenset({RecordKind.SITE})
@@ -141,4 +143,5 @@ _ARGS: dict[RecordKind, tuple[Callable[[Any], bool], ...]] = {
     RecordKind.EXIT: (),
     RecordKind.DEFECT: (_text,),
     RecordKind.SITE: (_integer, _integer),
+    RecordKind.FINALIZER: (),
 }

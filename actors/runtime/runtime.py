@@ -144,6 +144,7 @@ class CellRuntime:
         self._writes: dict[str, str] = {}
         self._done = False
         self._stopping = False
+        self._finalizers = False  # the cell registered one: its isolate must go (hubs.py)
         # Replay only (`spec.record_sites`): the source location (line, column) of the
         # record being applied, for the listener, and of each key's last `store()`.
         self.site: tuple[int, int] | None = None
@@ -402,7 +403,7 @@ class CellRuntime:
         if self._settled is not None:  # inputs still queued in V8 no longer matter
             # Ended on its own, nothing of it left in the isolate: its realm's hub may
             # take another cell (pool.py).
-            self._context.done_cleanly = idle
+            self._context.done_cleanly = idle and not self._finalizers
             self._finish(self._settled[0])
             return
         if self._frontier and not self._in_flight:
@@ -430,6 +431,8 @@ class CellRuntime:
                 return
             if record[0] in REPLAY_ONLY:  # line 0: made where none of the model's code is
                 self.site = (record[1], record[2]) if record[1] else None
+            elif record[0] == RecordKind.FINALIZER:
+                self._finalizers = True
             else:
                 self._apply(record)
 

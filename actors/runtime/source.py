@@ -67,12 +67,22 @@ def wrap(host: str, config_literal: str, source: str) -> str:
 def realm_wrap(host: str, config_literal: str, source: str) -> str:
     """The start script of a cell in a realm (`wrap`'s, run in the realm's hub): the
     model's code is compiled in the realm by the realm's `eval` (a script compiled by
-    the hub would belong to the hub), into the same lines as `wrap`'s. Its value is
-    the text of the SyntaxError if the code does not compile, else null."""
-    code = f'(async function () {{"use strict";\n{source}\n}})\n//# sourceURL={MAIN_FILE}'
+    the hub would belong to the hub), into the same lines as `wrap`'s, as a function
+    that nothing of the model's runs in until it is called with the cell's runner
+    (code that closes the wrapper early runs after the start, as with `wrap`). Its
+    value is the text of the SyntaxError if the code does not compile, else null.
+
+    The code goes to V8 as a string literal, not as the script's UTF-8: a lone
+    surrogate in it is first replaced as V8 decodes it in a script (each byte of its
+    encoding, U+FFFD)."""
+    source = source.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    code = (
+        f'(function (run) {{ run(async function () {{"use strict";\n{source}\n}}) }})'
+        f"\n//# sourceURL={MAIN_FILE}"
+    )
     return (
-        f"{{ const main = {HUB}.compile({host}, {js_string(code)});"
-        f' typeof main === "string" ? main : ({host}.start({config_literal})(main), null); }}'
+        f"{{ const cell = {HUB}.compile({host}, {js_string(code)});"
+        f' typeof cell === "string" ? cell : (cell({host}.start({config_literal})), null); }}'
         f"\n//# sourceURL={HOST_FILE}"
     )
 

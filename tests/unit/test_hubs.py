@@ -107,6 +107,13 @@ SOURCES = [
     'await tools.fail({message: "no"})',
     "const r = await tools.echo({x: [1, 2]}); text(JSON.stringify(r))",
     'setTimeout(() => { throw new Error("in timer") }, 1); await new Promise(() => {})',
+    # Code that closes the wrapper early runs after the start, as in a script.
+    '}); text("escaped"); (async function () {',
+    '}); throw new SyntaxError("thrown"); (async function () {',
+    # A lone surrogate, decoded as V8 decodes a script's UTF-8.
+    'text("\ud800 and \udfff")',
+    "const r = FinalizationRegistry.prototype.register;"
+    ' text([r.name, r.length, String(r)].join(" "))',
 ]
 
 
@@ -152,7 +159,6 @@ def test_a_realm_names_a_function_by_what_it_was_assigned_to(
         "text(String(eval('1 + 1')))",
         "text(String(new Function('return 2')()))",
         "Error.prepareStackTrace = (e, frames) => frames.length; text(new Error().stack)",
-        "new FinalizationRegistry(() => {}); text('registry')",
         "const m = await import('x').catch((e) => e.message); text(String(m))",
     ],
 )
@@ -204,3 +210,25 @@ def test_a_cells_stack_is_as_deep_in_every_realm_of_a_hub(hub_pool: ContextPool)
     cells = [_run(hub_pool, source) for _ in range(60)]
     assert len({cell.runtime.context for cell in cells}) == 1
     assert len({str(_answer(cell)) for cell in cells}) == 1
+
+
+def test_a_cell_that_registers_a_finalizer_has_its_hub_freed(hub_pool: ContextPool) -> None:
+    """V8 may run a finalizer at any later time, in a hub during another cell: whoever
+    registers one (under any name) is told of by the prelude, and its isolate is freed."""
+    registering = _run(
+        hub_pool,
+        'const Registry = globalThis["Finaliz" + "ationRegistry"];'
+        " globalThis.registry = new Registry(() => { for (;;) {} });"
+        " for (let i = 0; i < 1000; i++) registry.register({i}, i);"
+        " const r = Registry.prototype.register;"
+        ' text([r.name, r.length, String(r)].join(" "))',
+    )
+    assert registering.runtime.in_realm
+    assert _answer(registering) == (
+        [{"type": "input_text", "text": "register 2 function register() { [native code] }"}],
+        Finished(None, {}, False),
+    )
+    assert registering.runtime.context.freed.wait(10)
+    after = _run(hub_pool, "const junk = Array.from({length: 1e5}, (_, i) => [i]); text('after')")
+    assert after.runtime.context is not registering.runtime.context
+    assert _answer(after)[1] == Finished(None, {}, False)
