@@ -45,7 +45,8 @@ STALE_HEAP_FRACTION = 8  # a hub holding more than limit/8 after its cell is fre
 # may then read differently (a realm is no weaker a boundary). What a cell could leave
 # running in its hub (a finalizer) is told by the cell itself (the prelude's FINALIZER
 # record), and its hub is then freed.
-_FRESH_ISOLATE = re.compile(r"eval|Function|prepareStackTrace|import")
+# (Whole words: "retrieval" or "important" say nothing of the kind.)
+_FRESH_ISOLATE = re.compile(r"\b(?:eval|Function|prepareStackTrace|import)\b")
 
 
 def realm_suits(source: str) -> bool:

@@ -169,6 +169,12 @@ def test_code_that_could_tell_a_realm_gets_an_isolate_of_its_own(
     assert not _run(hub_pool, source).runtime.in_realm
 
 
+def test_words_that_only_contain_those_names_do_not_count() -> None:
+    assert hubs.realm_suits('text("retrieval is important; evaluate the Functions")')
+    assert not hubs.realm_suits("globalThis.eval('1')")
+    assert not hubs.realm_suits("x = $ => import('m')")
+
+
 def test_a_terminated_cells_hub_is_freed(hub_pool: ContextPool) -> None:
     cell = LocalCell(CellSpec(cell_id="loop", source="for (;;) {}", tools=[], clock_ms=0), hub_pool)
     time.sleep(0.05)  # (what it tests: a cell stopped while its JavaScript runs)
