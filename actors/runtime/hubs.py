@@ -8,12 +8,13 @@ any other end (terminated, out of memory, a limit of the host's) frees the isola
 before.
 
 What a cell could leave behind in its hub is bounded: its realm's objects are garbage
-once the next realm replaces it (the hub keeps one host interface at a time), and a
-hub is freed when its heap holds more than `STALE_HEAP_FRACTION` of the memory limit
-after its cell (so a cell never starts with much of another's garbage counted against
-its limit) or after `MAX_REALMS` cells. Code that could reach past its realm's end or
-tell a realm from a fresh isolate gets a fresh isolate instead (`realm_suits`); a cell
-that registers a finalizer (which V8 may run at any later time) has its hub freed.
+once the next realm replaces it (the hub keeps one host interface at a time, and
+collects every `COLLECT_EVERY` realms), and a hub is freed when its heap holds more
+than `STALE_HEAP_FRACTION` of the memory limit after its cell (so a cell never starts
+with much of another's garbage counted against its limit) or after `MAX_REALMS` cells.
+A cell that registers a finalizer (which V8 may run at any later time) has its hub
+freed. Code whose answer could tell a realm from a fresh isolate gets a fresh isolate
+instead (`realm_suits`).
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ STALE_HEAP_FRACTION = 8  # a hub holding more than limit/8 after its cell is fre
 # stack traces name their frames by the realm's own `eval`), a stack hook of its own
 # (it would see the frames as V8 gives them), and `import` (a realm's host hooks). Code
 # that reaches them without naming them runs in a realm all the same: only its frames
-# may then read differently (a realm is no weaker a boundary). What a cell could leave
-# running in its hub (a finalizer) is told by the cell itself (the prelude's FINALIZER
-# record), and its hub is then freed.
-# (Whole words: "retrieval" or "important" say nothing of the kind.)
+# may then read differently (and V8 refuses CallSite's `getThis` and `getFunction` in a
+# realm, which would reach the hub's frames). What a cell could leave running in its
+# hub (a finalizer) is told by the cell itself (the prelude's FINALIZER record), and its
+# hub is then freed. (Whole words: "retrieval" or "important" say nothing of the kind.)
 _FRESH_ISOLATE = re.compile(r"\b(?:eval|Function|prepareStackTrace|import)\b")
 
 
