@@ -24,14 +24,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import orjson
-
 from cellfleet.actors.runtime import snapshot
 from cellfleet.actors.runtime import source as src
 from cellfleet.actors.runtime.mailbox import MAX_STRING_UNITS, Mailbox
 from cellfleet.actors.runtime.prelude import REALMS, hub_script, realm_script
 from cellfleet.actors.runtime.prepared import PreparedContext
-from cellfleet.actors.runtime.protocol import RuntimeTool, tools_payload
+from cellfleet.actors.runtime.protocol import RuntimeTool, tools_literal
 from cellfleet.actors.runtime.v8 import EvalOutcome, V8Context
 
 MAX_REALMS = 256  # cells per hub; then its isolate is freed
@@ -101,8 +99,7 @@ def make_realm(
     hub.realms += 1
     name = f"r{hub.realms}"
     host_name = f"{REALMS}.{name}"  # (a name per realm: its scripts compile afresh)
-    names = orjson.dumps(orjson.dumps(tools_payload(tools)).decode()) if tools else b"null"
-    script = realm_script(name, names.decode(), from_snapshot=snapshot.in_use())
+    script = realm_script(name, tools_literal(tools), from_snapshot=snapshot.in_use())
     hub.current = None  # (the prelude's first `post()`, and any of the last realm's)
     context.forget_kept()  # the last realm's scripts
     if context.memory_limit_bytes != hub.memory_limit_bytes:  # (its last cell's own)

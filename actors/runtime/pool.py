@@ -22,15 +22,13 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from cellfleet.actors.runtime import snapshot
 from cellfleet.actors.runtime import source as src
 from cellfleet.actors.runtime.hubs import Hub, make_realm, make_realm_now, new_hub, realm_suits
 from cellfleet.actors.runtime.mailbox import MAX_STRING_UNITS, Mailbox
 from cellfleet.actors.runtime.prelude import context_script, prelude_digest
 from cellfleet.actors.runtime.prepared import PreparedContext
-from cellfleet.actors.runtime.protocol import RuntimeTool, tools_payload
+from cellfleet.actors.runtime.protocol import RuntimeTool, tools_literal
 from cellfleet.actors.runtime.v8 import V8Context, realms_enabled, v8_flags, v8_version
 
 log = logging.getLogger(__name__)
@@ -82,8 +80,7 @@ def prepare_context(
 
         context.set_global("__cellfleet_post", context.make_post_function(post_hook))
         host_name = f"__cellfleet_host_{secrets.token_hex(16)}"
-        names = orjson.dumps(orjson.dumps(tools_payload(tools)).decode()) if tools else b"null"
-        script = context_script(host_name, names.decode(), from_snapshot=snapshot.in_use())
+        script = context_script(host_name, tools_literal(tools), from_snapshot=snapshot.in_use())
         buffer = context.eval_sync(script)  # (its value: the log's buffer)
         # A string as long as the heap limit (in one-byte characters) is the most a
         # record or a key can be.

@@ -8,9 +8,12 @@ inputs into a fresh runtime yields the same events.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
+
+import orjson
 
 from cellfleet.broker.contract.responses import ContentItem
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
@@ -28,6 +31,14 @@ class RuntimeTool:
 def tools_payload(tools: Sequence[RuntimeTool]) -> list[str]:
     """How a tool set travels into V8: global names alternating with descriptions."""
     return [part for tool in tools for part in (tool.name, tool.description)]
+
+
+@functools.lru_cache(maxsize=8)
+def tools_literal(tools: tuple[RuntimeTool, ...]) -> str:
+    """A tool set installed ahead of a cell, as the prelude takes it: its payload's JSON
+    text as a JavaScript string literal, or `null` (the same few sets, context after
+    context)."""
+    return orjson.dumps(orjson.dumps(tools_payload(tools)).decode()).decode() if tools else "null"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

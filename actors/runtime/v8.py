@@ -552,10 +552,6 @@ class V8Context:
         with self._lock:
             return not self._pending
 
-    def realms_available(self) -> bool:
-        """Whether this process's isolates can make realms (`realms.py`)."""
-        return realms.available(self._dll)
-
     def enable_realms(self) -> None:
         """(In a callback, on the isolate's thread.) Let `new ShadowRealm()` make realms."""
         assert self._isolate is not None

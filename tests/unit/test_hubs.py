@@ -5,7 +5,6 @@ have in an isolate of its own; a hub is reused only after a cell that ended clea
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,13 @@ import pytest
 from cellfleet.actors.runtime import hubs
 from cellfleet.actors.runtime.local import LocalCell
 from cellfleet.actors.runtime.pool import ContextPool
-from cellfleet.actors.runtime.protocol import CellSpec, Finished, OutputItem, Stopped
+from cellfleet.actors.runtime.protocol import (
+    CellSpec,
+    Finished,
+    OutputItem,
+    Stopped,
+    YieldRequested,
+)
 from cellfleet.actors.runtime.v8 import realms_enabled
 from tests.conftest import DEFAULT_TOOLS, runtime_tools
 
@@ -176,8 +181,12 @@ def test_words_that_only_contain_those_names_do_not_count() -> None:
 
 
 def test_a_terminated_cells_hub_is_freed(hub_pool: ContextPool) -> None:
-    cell = LocalCell(CellSpec(cell_id="loop", source="for (;;) {}", tools=[], clock_ms=0), hub_pool)
-    time.sleep(0.05)  # (what it tests: a cell stopped while its JavaScript runs)
+    cell = LocalCell(
+        CellSpec(cell_id="loop", source="yield_control(); for (;;) {}", tools=[], clock_ms=0),
+        hub_pool,
+    )
+    # (its yield is reported at once, its JavaScript going on into the loop)
+    cell.wait_for(lambda events: any(isinstance(e, YieldRequested) for e in events))
     cell.terminate()
     assert isinstance(cell.wait(), Stopped)
     assert hub_pool.wait_idle(10)
