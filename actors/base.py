@@ -42,15 +42,15 @@ class _ActorThreads:
         """Run `loop` on an idle thread, or on a new one."""
         with self._lock:
             jobs = self._idle.pop() if self._idle else None
-        if jobs is not None:
-            jobs.put((loop, name))
-            return
-        thread = threading.Thread(target=self._serve, args=(loop, name), name=name, daemon=True)
-        thread.start()
+        if jobs is None:  # (the job goes through the queue: a thread's arguments would
+            # hold its first actor for as long as the thread lives)
+            jobs = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(jobs,), name=name, daemon=True).start()
+        jobs.put((loop, name))
 
-    def _serve(self, loop: Callable[[], None], name: str) -> None:
-        jobs: queue.SimpleQueue[tuple[Callable[[], None], str]] = queue.SimpleQueue()
+    def _serve(self, jobs: queue.SimpleQueue[tuple[Callable[[], None], str]]) -> None:
         thread = threading.current_thread()
+        loop, name = jobs.get()
         while True:
             thread.name = name
             try:
@@ -101,12 +101,23 @@ class _CountingInbox(queue.SimpleQueue[Any]):
         self.lock = threading.Lock()
         self.unhandled = 0
         self.queued = 0
+        # A lazy actor's (`HereAskedActor.lazy_thread`) until its first message is put
+        # here: it starts the thread that takes the messages out.
+        self.attach: Callable[[], None] | None = None
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         with self.lock:
             self.unhandled += 1
             self.queued += 1
+            attach, self.attach = self.attach, None
         super().put(item, block, timeout)
+        if attach is not None:
+            attach()
+
+    def threadless(self) -> bool:
+        """A lazy actor's inbox that no thread reads yet (nothing was ever put in it)."""
+        with self.lock:
+            return self.attach is not None
 
     def count_in(self) -> None:
         """A message was added past the queue (`tell_self`)."""
@@ -144,9 +155,45 @@ class HereAskedActor(Actor):
         # The message in hand is handled on another thread than the actor's (`here`).
         self.borrowed = False
 
+    # A lazy actor gets its thread only when a message must wait in its inbox (none while
+    # its senders handle every message here); it starts on the thread that creates it,
+    # so it must not have an `on_start` that cares which thread runs it. A short cell's
+    # actor then never wakes a thread, to start, to take its first message, or to end.
+    lazy_thread = False
+
     @staticmethod
     def _create_actor_inbox() -> Any:
         return _CountingInbox()
+
+    def _start_actor_loop(self) -> None:
+        if not self.lazy_thread:
+            super()._start_actor_loop()
+            return
+        self._inbox.attach = self._attach_thread
+        self._actor_loop_setup()
+
+    def _attach_thread(self) -> None:
+        name = f"{type(self).__name__}-{next(_actor_numbers)}"
+        _ACTOR_THREADS.run(self._lazy_loop, name)
+
+    def _lazy_loop(self) -> None:
+        """A lazy actor's loop, on the thread it got (its setup ran when it started)."""
+        self._actor_loop_running()
+        self._actor_loop_teardown()
+
+    def stop(self) -> None:
+        """pykka's (handled after the messages sent before it), but a lazy actor without
+        a thread that stops itself while nothing else waits stops at once: no thread is
+        started just to end it."""
+        with self._taking:
+            at_once = (
+                self._turn.locked() and not self._taken
+                and self._inbox.threadless() and not self.actor_stopped.is_set()
+            )  # fmt: skip
+        if at_once:
+            self._stop()
+        else:
+            super().stop()
 
     @property
     def _inbox(self) -> _CountingInbox:
@@ -309,8 +356,8 @@ class HereAskedActor(Actor):
             return True
         finally:
             self._end_turn(here=True, drain=drain if handled else 0)
-            if self.actor_stopped.is_set() and handled:  # its thread waits: end it
-                self.actor_inbox.put(Envelope(_Wake()))
+            if self.actor_stopped.is_set() and handled and not self._inbox.threadless():
+                self.actor_inbox.put(Envelope(_Wake()))  # its thread waits: end it
 
     def _idle(self) -> bool:
         """Started, not stopped, and nothing sent to it is unhandled (turn held)."""

@@ -123,9 +123,11 @@ def _told(error: BaseException) -> str:
 class CellActor(HereAskedActor):
     """Drives one `CellRuntime`; see the module docstring.
 
-    Started ahead of time (see `spares.CellActors`), it learns its cell from its first
-    message, `Begin`.
+    It learns its cell from its first message, `Begin`, handled on the thread that
+    started it when it may (see `spares.CellActors`).
     """
+
+    lazy_thread = True  # (a short cell's messages are all handled by their senders)
 
     def __init__(self) -> None:
         super().__init__()
@@ -357,6 +359,18 @@ class CellActor(HereAskedActor):
             if released is not None:  # (its JavaScript is done with it: disposed of at once)
                 self.ctx.pool.release(released, at_once=True)
 
+    def _tell_from_timer(self, message: Poll | CleanUp) -> None:
+        """`_tell` from the scheduler's thread: handled there if the actor is idle (a
+        short cell's actor then needs no thread of its own: `lazy_thread`), as far as
+        that is quick; what would wait on the log is left to the actor's thread."""
+        failing = self._failing
+        if failing is not None:
+            failing.append(message)
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            if not self._handle_told_here(message):
+                self.tell_self(message)
+
     def _release_context(self, context: V8Context) -> None:
         """Give the cell's context back to the pool. Handling a message on the context's
         own thread, that comes once the handling ended: disposing of it waits for that
@@ -403,6 +417,9 @@ class CellActor(HereAskedActor):
         elif isinstance(message, Poll):
             self._polling = False
             runtime.poll()
+            if self.borrowed and self._incoming:  # (what it found may write to the log)
+                self.tell_self(Continue())
+                return
         elif isinstance(message, AdmitDue):
             if not self.log.admitted:
                 self.log.flush()
@@ -435,7 +452,7 @@ class CellActor(HereAskedActor):
         runtime = self.runtime
         if runtime is not None and runtime.busy and not self._polling and not self._closed:
             self._polling = True
-            poll = partial(self._tell, Poll())
+            poll = partial(self._tell_from_timer, Poll())
             self._timers[1] = self.ctx.scheduler.call_later(POLL_INTERVAL_S, poll)
 
     def _after_close(self, message: Any) -> None:
@@ -443,7 +460,10 @@ class CellActor(HereAskedActor):
         registered before the cell closed) is answered as for a missing cell."""
         runtime = self.runtime
         if isinstance(message, CleanUp):
-            self._clean_up()
+            if self.borrowed and not self.log.facts.closed:  # (a write: not on a timer)
+                self.tell_self(message)
+            else:
+                self._clean_up()
         elif isinstance(message, ObserveRequest):
             future = message.observer.future
             if not future.done() and future.set_running_or_notify_cancel():
@@ -594,7 +614,7 @@ class CellActor(HereAskedActor):
         self.effects.cancel_outstanding()
         if self.runtime is not None and not self.runtime.done:
             self.runtime.terminate()
-        self.ctx.scheduler.call_later(BACKGROUND_DELAY_S, partial(self._tell, CleanUp()))
+        self.ctx.scheduler.call_later(BACKGROUND_DELAY_S, partial(self._tell_from_timer, CleanUp()))
 
     def _clean_up(self) -> None:
         log = self.log

@@ -83,8 +83,9 @@ class CleanUp:
 
 @dataclass(frozen=True, slots=True)
 class Continue:
-    """Go on with what the runtime reported: its ending, which a message handled on
-    another thread than the actor's leaves to the actor's own (`_process_incoming`)."""
+    """Go on with what the runtime reported, on the actor's own thread: its ending,
+    which a message handled on another thread leaves there (`_process_incoming`), or
+    what a poll on the scheduler's thread found."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,24 +46,22 @@ def tracked(monkeypatch: pytest.MonkeyPatch) -> _Tracked:
 
 @pytest.fixture
 def host(redis_url: str, tracked: _Tracked) -> Iterator[Host]:
-    del tracked  # (installed first: the host's spare actor is tracked too)
+    del tracked  # (installed first: every actor the host starts is tracked)
     host = Host(redis_url, handlers={"echo": lambda value: value})
     yield host
     host.close()
 
 
-def _alive_after_closing(tracked: _Tracked, spare_actors: int) -> list[Any]:
-    """What is still alive once the closed cells' actor threads have ended: at most the
-    spare actor started ahead of time may remain."""
+def _alive_after_closing(tracked: _Tracked) -> list[Any]:
+    """What is still alive once the closed cells' actor threads have ended."""
     deadline = time.monotonic() + DEADLINE_S
     while True:
         alive = tracked.alive()
-        extra = [obj for obj in alive if not isinstance(obj, CellActor)]
-        if not extra and len(alive) <= spare_actors:
+        if not alive:
             return []
         if time.monotonic() > deadline:
             return alive
-        del alive, extra  # (held here, they would stay alive through the next collection)
+        del alive  # (held here, they would stay alive through the next collection)
         # An actor's thread drops its last reference as it ends, after its cell closed.
         for thread in threading.enumerate():
             if thread.name.startswith("CellActor"):
@@ -98,6 +96,6 @@ def test_closed_cells_are_collected(host: Host, tracked: _Tracked) -> None:
     session.wait('{"cell_id": "31", "yield_time_ms": 10000}')
     assert all_closed.wait(DEADLINE_S), (len(closed), cells)
     session.shutdown()
-    assert _alive_after_closing(tracked, spare_actors=1) == []
+    assert _alive_after_closing(tracked) == []
     assert sum(isinstance(ref(), CellRuntime) for ref in tracked.refs) == 0
     assert len(tracked.refs) >= 2 * cells  # every cell's actor and runtime was tracked
