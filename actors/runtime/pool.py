@@ -119,7 +119,11 @@ class ContextPool:
         self.size = size
         self.memory_limit_bytes = memory_limit_bytes
         self._ready: deque[PreparedContext] = deque()
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)  # the stock changed
+        # The filler's own: woken only when the stock fell below its size (a cell took
+        # one, a hub was freed) or the pool closed, not by every cell's comings and goings.
+        self._stock_low = threading.Condition(lock)
         self._closed = False
         self._tools: tuple[RuntimeTool, ...] = ()  # what the next cells are expected to use
         self._graveyard: queue.SimpleQueue[tuple[V8Context, bool] | None] = queue.SimpleQueue()
@@ -158,7 +162,7 @@ class ContextPool:
                 for prepared in self._ready:
                     if (warmed is None or prepared.warmed == warmed) and prepared.realm == realm:
                         self._ready.remove(prepared)
-                        self._cond.notify()
+                        self._note_taken()
                         return prepared
                 # A hub about to be back beats a new one (made now: ~3 ms, and kept).
                 remaining = deadline - time.monotonic()
@@ -204,6 +208,8 @@ class ContextPool:
                 assert prepared is not None
                 prepared.stocked()
                 self._ready.append(prepared)
+            else:
+                self._note_taken()
             self._cond.notify_all()
         if not keep:
             self.release(hub.context, at_once=True)
@@ -225,10 +231,16 @@ class ContextPool:
     def _warmed(self) -> int:
         return sum(prepared.warmed for prepared in self._ready)
 
+    def _note_taken(self) -> None:
+        """(Lock held.) The stock lost one: wake the filler if it is short now."""
+        if len(self._ready) + self._recycling < self.size:
+            self._stock_low.notify()
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._stock_low.notify_all()
         if self._filler.is_alive():  # (what it prepares meanwhile goes to the reaper)
             self._filler.join(FILLER_JOIN_S)
         with self._cond:  # (hubs making a realm are then disposed of: `_recycled`)
@@ -253,7 +265,7 @@ class ContextPool:
                     if cold is not None:
                         break
                     self._trim()
-                    self._cond.wait(self._next_check())
+                    self._stock_low.wait(self._next_check())
                 if self._closed:
                     return
                 tools = self._tools
@@ -322,14 +334,15 @@ class ContextPool:
         while len(self._ready) > self.size and self._ready[0].age() > STOCK_IDLE_S:
             self.release(self._ready.popleft().context, at_once=True)
 
-    def _next_check(self) -> float | None:
-        """How long the filler may wait before it has something to trim or warm."""
-        waits = []
+    def _next_check(self) -> float:
+        """How long the filler may wait before it has something to trim or warm (at
+        most `STOCK_IDLE_S`: the stock may outgrow its size meanwhile, unannounced)."""
+        waits = [STOCK_IDLE_S]
         if len(self._ready) > self.size:
             waits.append(STOCK_IDLE_S - self._ready[0].age())
         if len(self._ready) >= self.size and not all(p.warmed for p in self._ready):
             waits.append(WARM_AFTER_S - self._since_acquired())
-        return max(0.0, min(waits)) + 0.001 if waits else None
+        return max(0.0, min(waits)) + 0.001
 
     def _reap(self) -> None:
         while (released := self._graveyard.get()) is not None:
