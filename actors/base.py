@@ -112,7 +112,12 @@ class _CountingInbox(queue.SimpleQueue[Any]):
             attach, self.attach = self.attach, None
         super().put(item, block, timeout)
         if attach is not None:
-            attach()
+            try:
+                attach()
+            except BaseException:  # (no thread to be had: the next put tries again)
+                with self.lock:
+                    self.attach = attach
+                raise
 
     def threadless(self) -> bool:
         """A lazy actor's inbox that no thread reads yet (nothing was ever put in it)."""
@@ -154,6 +159,7 @@ class HereAskedActor(Actor):
         self._taking = threading.Lock()
         # The message in hand is handled on another thread than the actor's (`here`).
         self.borrowed = False
+        self._handler: int | None = None  # the thread handling a message now
 
     # A lazy actor gets its thread only when a message must wait in its inbox (none while
     # its senders handle every message here); it starts on the thread that creates it,
@@ -171,6 +177,7 @@ class HereAskedActor(Actor):
             return
         self._inbox.attach = self._attach_thread
         self._actor_loop_setup()
+        self._end_thread_if_stopped()  # (stopped meanwhile by a message that got it one)
 
     def _attach_thread(self) -> None:
         name = f"{type(self).__name__}-{next(_actor_numbers)}"
@@ -183,11 +190,11 @@ class HereAskedActor(Actor):
 
     def stop(self) -> None:
         """pykka's (handled after the messages sent before it), but a lazy actor without
-        a thread that stops itself while nothing else waits stops at once: no thread is
-        started just to end it."""
+        a thread that stops itself (in a handler, on this thread) while nothing else
+        waits stops at once: no thread is started just to end it."""
         with self._taking:
             at_once = (
-                self._turn.locked() and not self._taken
+                self._handler == threading.get_ident() and not self._taken
                 and self._inbox.threadless() and not self.actor_stopped.is_set()
             )  # fmt: skip
         if at_once:
@@ -297,7 +304,7 @@ class HereAskedActor(Actor):
         """One message, as pykka 4's actor loop handles it (`here`: on another thread
         than the actor's, which must not wait there for the other actors to stop: it
         may hold one's turn)."""
-        self.borrowed = here
+        self.borrowed, self._handler = here, threading.get_ident()
         try:
             response = self._handle_receive(envelope.message)
             if envelope.reply_to is not None:
@@ -320,7 +327,7 @@ class HereAskedActor(Actor):
             else:
                 pykka.ActorRegistry.stop_all()
         finally:
-            self.borrowed = False
+            self.borrowed, self._handler = False, None
 
     def _actor_loop_teardown(self) -> None:
         with self._turn:
@@ -333,13 +340,14 @@ class HereAskedActor(Actor):
         try:
             if not self._idle():
                 return False, None
-            self.borrowed = True
+            self.borrowed, self._handler = True, threading.get_ident()
             try:
                 return True, pykka.ThreadingActor._handle_receive(self, message)
             finally:
-                self.borrowed = False
+                self.borrowed, self._handler = False, None
         finally:
             self._end_turn(here=True)
+            self._end_thread_if_stopped()
 
     def _handle_told_here(self, message: Any, drain: int = 0) -> bool:
         """Whether `message` could be handled on this thread now (as a tell: a failure
@@ -356,8 +364,14 @@ class HereAskedActor(Actor):
             return True
         finally:
             self._end_turn(here=True, drain=drain if handled else 0)
-            if self.actor_stopped.is_set() and handled and not self._inbox.threadless():
-                self.actor_inbox.put(Envelope(_Wake()))  # its thread waits: end it
+            if handled:
+                self._end_thread_if_stopped()
+
+    def _end_thread_if_stopped(self) -> None:
+        """Stopped by a message handled on another thread than its own: its thread, if
+        it has one, waits for a message: wake it to end."""
+        if self.actor_stopped.is_set() and not self._inbox.threadless():
+            self.actor_inbox.put(Envelope(_Wake()))
 
     def _idle(self) -> bool:
         """Started, not stopped, and nothing sent to it is unhandled (turn held)."""

@@ -607,3 +607,97 @@ def test_actor_threads_left_idle_end_and_new_ones_start(
     assert done.wait(5)
     assert ran == ["job-1", "job-2"]
     assert workers[1] is not worker
+
+
+class _Lazy(HereAskedActor):
+    """A lazy actor (`lazy_thread`) that records where each message ran; `stop` as a
+    message stops it from within its handler."""
+
+    lazy_thread = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handled: list[tuple[str, str]] = []
+        self.in_handler = threading.Event()
+        self.go_on = threading.Event()
+        self.stopped_in: list[str] = []
+
+    def on_receive(self, message: Any) -> Any:
+        self.handled.append((message, threading.current_thread().name))
+        if message == "hold":
+            self.in_handler.set()
+            assert self.go_on.wait(5)
+        elif message == "stop":
+            self.stop()
+        return message
+
+    def on_stop(self) -> None:
+        self.stopped_in.append(threading.current_thread().name)
+
+
+def _on(thread: str, action: Callable[[], None]) -> None:
+    runner = threading.Thread(target=action, name=thread)
+    runner.start()
+    runner.join(5)
+
+
+def test_a_lazy_actor_whose_senders_handle_everything_never_gets_a_thread() -> None:
+    ref = _Lazy.start()
+    actor = ref._actor_weakref()
+    _on("sender", lambda: tell_here(ref, "first"))
+    _on("sender", lambda: tell_here(ref, "stop"))
+    assert actor.handled == [("first", "sender"), ("stop", "sender")]
+    assert actor.stopped_in == ["sender"]  # (at once: no thread was started to end it)
+    assert not ref.is_alive()
+    assert actor._inbox.threadless()
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell("late")
+
+
+def test_a_lazy_actor_gets_a_thread_for_what_waits_in_its_inbox() -> None:
+    ref = _Lazy.start()
+    actor = ref._actor_weakref()
+    assert ref.ask("asked") == "asked"  # (an ask waits in the inbox: a thread takes it)
+    _on("sender", lambda: tell_here(ref, "told"))
+    assert ref.ask("stop") == "stop"
+    assert [name for name, _ in actor.handled] == ["asked", "told", "stop"]
+    assert actor.handled[0][1].startswith("_Lazy-")
+    assert not actor._inbox.threadless()
+    assert actor.stopped_in == [actor.handled[0][1]]
+
+
+def test_a_lazy_actor_stopped_from_another_thread_stops_after_the_message_in_hand() -> None:
+    ref = _Lazy.start()
+    actor = ref._actor_weakref()
+    sender = threading.Thread(target=lambda: tell_here(ref, "hold"), name="sender")
+    sender.start()
+    assert actor.in_handler.wait(5)
+    _on("stopper", actor.stop)  # (pykka's `stop()`: the same as ref.stop(block=False))
+    assert actor.stopped_in == []
+    assert ref.is_alive()
+    actor.go_on.set()
+    sender.join(5)
+    assert actor.actor_stopped.wait(5)
+    assert actor.stopped_in[0] != "stopper"  # (its own thread, after the message)
+
+
+def test_a_lazy_actor_whose_thread_could_not_start_gets_one_at_its_next_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ref = _Lazy.start()
+    actor = ref._actor_weakref()
+    real = base._ACTOR_THREADS.run
+    failures = []
+
+    def failing_once(loop: Callable[[], None], name: str) -> None:
+        if not failures:
+            failures.append(name)
+            raise RuntimeError("can't start new thread")
+        real(loop, name)
+
+    monkeypatch.setattr(base._ACTOR_THREADS, "run", failing_once)
+    with pytest.raises(RuntimeError):
+        ref.tell("first")
+    assert ref.ask("second") == "second"
+    assert [name for name, _ in actor.handled] == ["first", "second"]
+    ref.stop()
