@@ -103,7 +103,7 @@ class _IsolateApi:
         self.get_current.argtypes = []
         # A static that reads the isolate's external-memory counter (an atomic): safe
         # from any thread while the isolate lives, also while its JavaScript runs.
-        self.external_bytes = dll[_EXTERNAL_MEMORY_SYMBOL]
+        self.external_bytes = _holding_gil(dll)[_EXTERNAL_MEMORY_SYMBOL]  # (a read)
         # Isolate::MemoryPressureNotification: callable from any thread while JavaScript
         # runs (V8 then collects at its next interrupt check).
         self.memory_pressure = (
@@ -195,6 +195,47 @@ def environment() -> tuple[str, str]:
 @functools.cache
 def _isolate_api() -> _IsolateApi:
     return _IsolateApi(_v8())
+
+
+@functools.cache
+def _holding_gil(dll: Any) -> ctypes.PyDLL:
+    """mini-racer's library, its functions called without letting go of the GIL.
+
+    ctypes lets go of it for every call, and takes it back after: from a thread among
+    many that want it (every cell's isolate has one), taking it back means waiting, and
+    a thread switch, for a call that took a microsecond (measured here with 16
+    sessions: 52 voluntary context switches per cell on the isolates' threads, 30 with
+    the calls below holding it). Only for calls that never wait for another thread:
+    one that waited for a thread that waits for the GIL would never return."""
+    return ctypes.PyDLL(dll._name)
+
+
+class _QuickCalls:
+    """The calls of mini-racer's that a cell makes, holding the GIL (`_holding_gil`):
+    they queue a task, allocate or free a value, read a flag; none waits for another
+    thread. Made on the isolate's own thread only: elsewhere the isolate may be freed
+    meanwhile, and the call that drops its last reference then waits for its thread."""
+
+    NAMES = (
+        "mr_eval",
+        "mr_alloc_string_val",
+        "mr_alloc_int_val",
+        "mr_alloc_double_val",
+        "mr_free_value",
+        "mr_hard_memory_limit_reached",
+    )
+
+    def __init__(self, dll: Any) -> None:
+        fast = _holding_gil(dll)
+        for name in self.NAMES:
+            slow, quick = getattr(dll, name), getattr(fast, name)
+            quick.argtypes, quick.restype = slow.argtypes, slow.restype
+            setattr(self, name, quick)
+
+
+@functools.cache
+def _quick_calls(dll: Any) -> _QuickCalls:
+    return _QuickCalls(dll)
 
 
 _FACTORY = ObjectFactoryImpl()
@@ -376,7 +417,8 @@ class V8Context:
         self._ids = itertools.count(_RELEASE_CALLBACK_ID + 1)
         self._on_post: Callable[[], None] = _ignore
         self._disposed = False
-        self._v8_thread: int | None = None  # the isolate's own thread, once known
+        # The isolate's own thread, once known (in a list: its values' handles read it).
+        self._thread: list[int | None] = [None]
         self._isolate: int | None = None  # v8::Isolate*, learnt at the first callback
         self._memory_limit_bytes = memory_limit_bytes
         # Over the limit outside the heap: when a collection was asked for, at what count.
@@ -394,6 +436,7 @@ class V8Context:
         c_callback = mr_callback_func(cast("Any", callback))
         self._c_callback = c_callback  # keep alive: V8 calls it until dispose()
         self._dll, self._ctx = create_isolate(lambda: _new_context(c_callback))
+        self._quick: Any = _quick_calls(self._dll)
         if memory_limit_bytes:
             self._dll.mr_set_hard_memory_limit(self._ctx, memory_limit_bytes)
 
@@ -406,17 +449,29 @@ class V8Context:
 
     def create_string_val(self, val: str, typ: int) -> ValueHandle:
         data = val.encode("utf-8", "surrogatepass")
-        return self._handle(self._dll.mr_alloc_string_val(self._ctx, data, len(data), typ))
+        return self._handle(self._calls().mr_alloc_string_val(self._ctx, data, len(data), typ))
 
     def create_intish_val(self, val: int, typ: int) -> ValueHandle:
-        return self._handle(self._dll.mr_alloc_int_val(self._ctx, val, typ))
+        return self._handle(self._calls().mr_alloc_int_val(self._ctx, val, typ))
 
     def create_doublish_val(self, val: float, typ: int) -> ValueHandle:
-        return self._handle(self._dll.mr_alloc_double_val(self._ctx, val, typ))
+        return self._handle(self._calls().mr_alloc_double_val(self._ctx, val, typ))
 
     def _handle(self, raw: Any) -> ValueHandle:
-        dll, ctx = self._dll, self._ctx
-        return ValueHandle(lambda: dll.mr_free_value(ctx, raw), raw)
+        quick, dll, ctx, thread = self._quick, self._dll, self._ctx, self._thread
+
+        def free() -> None:
+            (quick if threading.get_ident() == thread[0] else dll).mr_free_value(ctx, raw)
+
+        return ValueHandle(free, raw)
+
+    @property
+    def _v8_thread(self) -> int | None:
+        return self._thread[0]
+
+    def _calls(self) -> Any:
+        """mini-racer's library, or its quick calls on the isolate's thread (`_QuickCalls`)."""
+        return self._quick if threading.get_ident() == self._thread[0] else self._dll
 
     # -- evaluation -------------------------------------------------------------------
 
@@ -438,7 +493,7 @@ class V8Context:
                 self._kept[code] = handle
             # The code handle must outlive the queued task, which reads it when it runs.
             self._pending[callback_id] = (on_result, handle)
-            self._tasks[callback_id] = self._dll.mr_eval(self._ctx, handle.raw, callback_id)
+            self._tasks[callback_id] = self._calls().mr_eval(self._ctx, handle.raw, callback_id)
 
     def keep(self, code: str) -> None:
         """Hand V8 the text of a script this context will run again and again now (off
@@ -504,7 +559,7 @@ class V8Context:
         the count is still over it once it has gone down, or has not gone down within
         `COLLECTION_GRACE_S`, or at once beyond twice that.
         """
-        if self._dll.mr_hard_memory_limit_reached(self._ctx):
+        if self._calls().mr_hard_memory_limit_reached(self._ctx):
             return True
         limit = self._memory_limit_bytes * EXTERNAL_FACTOR
         external = self.external_memory_bytes()
@@ -633,7 +688,7 @@ class V8Context:
     # -- the V8 thread ------------------------------------------------------------------
 
     def _dispatch(self, callback_id: int, raw: Any) -> None:
-        self._v8_thread = threading.get_ident()  # (callbacks run on it)
+        self._thread[0] = threading.get_ident()  # (callbacks run on it)
         if callback_id == _RELEASE_CALLBACK_ID:  # (`raw` goes with the context)
             self._release_thread_state()
             _ISOLATE_THREADS.free_later(self._free)
@@ -641,7 +696,7 @@ class V8Context:
         if not self._thread_state_kept:
             self._keep_thread_state()
         if callback_id == _POST_CALLBACK_ID:
-            self._dll.mr_free_value(self._ctx, raw)  # the arguments array: unused
+            self._quick.mr_free_value(self._ctx, raw)  # the arguments array: unused
             self._on_post()
             return
         with self._lock:
