@@ -76,8 +76,10 @@ class _Api:
     """V8's functions this module calls, and the hook (one for every isolate)."""
 
     def __init__(self, dll: Any) -> None:
-        # All but `Context::New` (~0.4 ms) hold the GIL: quick calls on the isolate's
-        # own thread, which wait for no other (see v8.py's `_holding_gil`).
+        # All but two hold the GIL: quick calls on the isolate's own thread, which wait
+        # for no other thread and run no JavaScript (see v8.py's `_holding_gil`). Not
+        # `Context::New` (~0.4 ms), nor `Object::Set`, which runs any setter of the name
+        # on the creator's global (a JavaScript loop must not hold every thread).
         holding_gil = ctypes.PyDLL(dll._name)
 
         def function(symbol: str, result: Any, *arguments: Any, library: Any = holding_gil) -> Any:
@@ -95,7 +97,7 @@ class _Api:
         self.get_token = function(_GET_TOKEN, _P, _P)
         self.set_token = function(_SET_TOKEN, None, _P, _P)
         self.global_of = function(_GLOBAL, _P, _P)
-        self.object_set = function(_OBJECT_SET, ctypes.c_uint16, _P, _P, _P, _P)
+        self.object_set = function(_OBJECT_SET, ctypes.c_uint16, _P, _P, _P, _P, library=dll)
         self.new_string = function(_NEW_STRING, _P, _P, ctypes.c_char_p, ctypes.c_int, ctypes.c_int)
         self.heap_statistics = function(_HEAP_STATISTICS, None, _P, _P)
         self.hook = _HOOK_TYPE(self._new_realm_context)  # (alive as long as the process)

@@ -213,8 +213,10 @@ def _holding_gil(dll: Any) -> ctypes.PyDLL:
 class _QuickCalls:
     """The calls of mini-racer's that a cell makes, holding the GIL (`_holding_gil`):
     they queue a task, allocate or free a value, read a flag; none waits for another
-    thread. Made on the isolate's own thread only: elsewhere the isolate may be freed
-    meanwhile, and the call that drops its last reference then waits for its thread."""
+    thread, but one: a call that drops the context's last reference (mini-racer holds
+    one for each call) destroys it, and that waits for the isolate's thread. So they
+    hold it only through `_Gate`: on the isolate's own thread (nothing else waits for
+    it), while the context is not disposed of (it cannot be freed meanwhile)."""
 
     NAMES = (
         "mr_eval",
@@ -236,6 +238,30 @@ class _QuickCalls:
 @functools.cache
 def _quick_calls(dll: Any) -> _QuickCalls:
     return _QuickCalls(dll)
+
+
+class _Gate:
+    """Whether a call may hold the GIL now (`_QuickCalls`): on the isolate's thread,
+    and the context not disposed of, checked under the context's lock (which `dispose`
+    takes to say so, before the context can be freed) and held through the call. A
+    thread that has the lock already (a value freed by the garbage collector in the
+    middle of `eval_async`, say) lets go of the GIL, as any other thread does."""
+
+    __slots__ = ("disposed", "lock", "quick", "slow", "thread")
+
+    def __init__(self, lock: threading.Lock, quick: Any, slow: Any) -> None:
+        self.lock, self.quick, self.slow = lock, quick, slow
+        self.thread: int | None = None  # the isolate's own, once known
+        self.disposed = False
+
+    def call(self, name: str, *args: Any) -> Any:
+        if threading.get_ident() == self.thread and self.lock.acquire(blocking=False):
+            try:
+                if not self.disposed:
+                    return getattr(self.quick, name)(*args)
+            finally:
+                self.lock.release()
+        return getattr(self.slow, name)(*args)
 
 
 _FACTORY = ObjectFactoryImpl()
@@ -417,8 +443,6 @@ class V8Context:
         self._ids = itertools.count(_RELEASE_CALLBACK_ID + 1)
         self._on_post: Callable[[], None] = _ignore
         self._disposed = False
-        # The isolate's own thread, once known (in a list: its values' handles read it).
-        self._thread: list[int | None] = [None]
         self._isolate: int | None = None  # v8::Isolate*, learnt at the first callback
         self._memory_limit_bytes = memory_limit_bytes
         # Over the limit outside the heap: when a collection was asked for, at what count.
@@ -436,7 +460,7 @@ class V8Context:
         c_callback = mr_callback_func(cast("Any", callback))
         self._c_callback = c_callback  # keep alive: V8 calls it until dispose()
         self._dll, self._ctx = create_isolate(lambda: _new_context(c_callback))
-        self._quick: Any = _quick_calls(self._dll)
+        self._gate = _Gate(self._lock, _quick_calls(self._dll), self._dll)
         if memory_limit_bytes:
             self._dll.mr_set_hard_memory_limit(self._ctx, memory_limit_bytes)
 
@@ -449,29 +473,22 @@ class V8Context:
 
     def create_string_val(self, val: str, typ: int) -> ValueHandle:
         data = val.encode("utf-8", "surrogatepass")
-        return self._handle(self._calls().mr_alloc_string_val(self._ctx, data, len(data), typ))
+        raw = self._gate.call("mr_alloc_string_val", self._ctx, data, len(data), typ)
+        return self._handle(raw)
 
     def create_intish_val(self, val: int, typ: int) -> ValueHandle:
-        return self._handle(self._calls().mr_alloc_int_val(self._ctx, val, typ))
+        return self._handle(self._gate.call("mr_alloc_int_val", self._ctx, val, typ))
 
     def create_doublish_val(self, val: float, typ: int) -> ValueHandle:
-        return self._handle(self._calls().mr_alloc_double_val(self._ctx, val, typ))
+        return self._handle(self._gate.call("mr_alloc_double_val", self._ctx, val, typ))
 
     def _handle(self, raw: Any) -> ValueHandle:
-        quick, dll, ctx, thread = self._quick, self._dll, self._ctx, self._thread
-
-        def free() -> None:
-            (quick if threading.get_ident() == thread[0] else dll).mr_free_value(ctx, raw)
-
-        return ValueHandle(free, raw)
+        gate, ctx = self._gate, self._ctx
+        return ValueHandle(lambda: gate.call("mr_free_value", ctx, raw), raw)
 
     @property
     def _v8_thread(self) -> int | None:
-        return self._thread[0]
-
-    def _calls(self) -> Any:
-        """mini-racer's library, or its quick calls on the isolate's thread (`_QuickCalls`)."""
-        return self._quick if threading.get_ident() == self._thread[0] else self._dll
+        return self._gate.thread
 
     # -- evaluation -------------------------------------------------------------------
 
@@ -493,7 +510,9 @@ class V8Context:
                 self._kept[code] = handle
             # The code handle must outlive the queued task, which reads it when it runs.
             self._pending[callback_id] = (on_result, handle)
-            self._tasks[callback_id] = self._calls().mr_eval(self._ctx, handle.raw, callback_id)
+            # (the lock held, not disposed of: `_Gate`'s terms, its lock taken already)
+            calls = self._gate.quick if threading.get_ident() == self._v8_thread else self._dll
+            self._tasks[callback_id] = calls.mr_eval(self._ctx, handle.raw, callback_id)
 
     def keep(self, code: str) -> None:
         """Hand V8 the text of a script this context will run again and again now (off
@@ -559,7 +578,7 @@ class V8Context:
         the count is still over it once it has gone down, or has not gone down within
         `COLLECTION_GRACE_S`, or at once beyond twice that.
         """
-        if self._calls().mr_hard_memory_limit_reached(self._ctx):
+        if self._gate.call("mr_hard_memory_limit_reached", self._ctx):
             return True
         limit = self._memory_limit_bytes * EXTERNAL_FACTOR
         external = self.external_memory_bytes()
@@ -642,7 +661,7 @@ class V8Context:
         with self._lock:
             if self._disposed:
                 return
-            self._disposed = True  # (no thread state kept from now on)
+            self._disposed = self._gate.disposed = True  # (no thread state kept from now on)
             self._pending.clear()
             self._kept.clear()
             kept, isolate = self._thread_state_kept, self._isolate
@@ -688,7 +707,7 @@ class V8Context:
     # -- the V8 thread ------------------------------------------------------------------
 
     def _dispatch(self, callback_id: int, raw: Any) -> None:
-        self._thread[0] = threading.get_ident()  # (callbacks run on it)
+        self._gate.thread = threading.get_ident()  # (callbacks run on it)
         if callback_id == _RELEASE_CALLBACK_ID:  # (`raw` goes with the context)
             self._release_thread_state()
             _ISOLATE_THREADS.free_later(self._free)
@@ -696,7 +715,7 @@ class V8Context:
         if not self._thread_state_kept:
             self._keep_thread_state()
         if callback_id == _POST_CALLBACK_ID:
-            self._quick.mr_free_value(self._ctx, raw)  # the arguments array: unused
+            self._gate.call("mr_free_value", self._ctx, raw)  # the arguments array: unused
             self._on_post()
             return
         with self._lock:
