@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.actors.cell.notifications import DeliveryThreads
-from cellfleet.actors.cell.spares import CellActors
 from cellfleet.actors.runtime.pool import DEFAULT_MEMORY_LIMIT_BYTES, ContextPool
 from cellfleet.actors.scheduler import Scheduler
 from cellfleet.actors.session.actor import ActorSessionBackend, SessionConfig, SessionServices
@@ -80,7 +79,6 @@ class Host:
             pool=self.pool,
             scheduler=self.scheduler,
             dispatcher=with_local_tools(self.registry, self.dispatcher),
-            cell_actors=CellActors(self.scheduler),
             notifier=DeliveryThreads(),
             retention_s=retention_s,
             leases=self.leases,
@@ -169,7 +167,6 @@ class Host:
         for worker in self.workers:
             worker.stop()
         self.services.dispatcher.close()  # (and the broker's behind it)
-        self.services.cell_actors.close()
         self.services.notifier.shutdown()
         self.scheduler.close()
         self.pool.close()

@@ -32,7 +32,6 @@ import redis
 
 from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.actors.cell.notifications import DeliveryThreads
-from cellfleet.actors.cell.spares import CellActors
 from cellfleet.actors.errors import ActorError
 from cellfleet.actors.runtime.pool import DEFAULT_MEMORY_LIMIT_BYTES, ContextPool
 from cellfleet.actors.scheduler import Scheduler
@@ -157,7 +156,6 @@ class CellWorker:
             pool=self.pool,
             scheduler=self.scheduler,
             dispatcher=self._dispatcher(self.tools.fingerprint),
-            cell_actors=CellActors(self.scheduler),
             notifier=DeliveryThreads(),
             retention_s=retention_s,
             leases=self.leases,
@@ -264,7 +262,6 @@ class CellWorker:
             worker.stop()
         for dispatcher in self._dispatchers.values():
             dispatcher.close()
-        self.services.cell_actors.close()
         self.services.notifier.shutdown()
         self.scheduler.close()
         self.pool.close()

@@ -124,7 +124,7 @@ class CellActor(HereAskedActor):
     """Drives one `CellRuntime`; see the module docstring.
 
     It learns its cell from its first message, `Begin`, handled on the thread that
-    started it when it may (see `spares.CellActors`).
+    started it (the session's `execute`) when it may.
     """
 
     lazy_thread = True  # (a short cell's messages are all handled by their senders)

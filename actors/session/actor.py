@@ -23,14 +23,14 @@ from typing import Any
 import orjson
 import pykka
 
-from cellfleet.actors.base import HereAskedActor, ask_here
+from cellfleet.actors.base import HereAskedActor, ask_here, tell_here
+from cellfleet.actors.cell.actor import CellActor
 from cellfleet.actors.cell.context import CellContext, CellEnd
 from cellfleet.actors.cell.deadlines import yield_timeout_ms
 from cellfleet.actors.cell.facts import CellFacts
 from cellfleet.actors.cell.handle import CellHandle, Observer, missing
 from cellfleet.actors.cell.log import FailedEnding
-from cellfleet.actors.cell.messages import Abandon, YieldDue
-from cellfleet.actors.cell.spares import CellActors
+from cellfleet.actors.cell.messages import Abandon, Begin, Recover, YieldDue
 from cellfleet.actors.replay.plan import plan
 from cellfleet.actors.runtime import v8
 from cellfleet.actors.runtime.pool import ContextPool, runtime_identity
@@ -69,7 +69,6 @@ class SessionServices:
     pool: ContextPool
     scheduler: Scheduler
     dispatcher: ToolDispatcher
-    cell_actors: CellActors
     notifier: Executor  # hands notifications to the sessions' `notify` callbacks
     clock: Callable[[], float] = wall_clock_ms
     retention_s: int = DEFAULT_RETENTION_S  # a finished session's keys expire this later
@@ -271,7 +270,8 @@ class SessionActor(HereAskedActor):
                 continue  # nothing to replay from: ended as lost below
             handle = CellHandle(record.cell, self.config.max_yield_time_ms)
             self._cells[record.cell] = handle
-            handle.actor = self.services.cell_actors.recover(handle, record, self._context)
+            handle.actor = CellActor.start()  # (a replay may take long: on its own thread)
+            handle.actor.tell(Recover(handle, record, self._context))
         self._end_lost_cells([cell for cell in cells if cell not in self._cells], events)
 
     def _close_cells(self, cells: Sequence[str]) -> None:
@@ -401,7 +401,8 @@ class SessionActor(HereAskedActor):
             stored=stored,
         )
         self._cells[cell_id] = handle
-        handle.actor = self.services.cell_actors.start(handle, spec, context, admitted)
+        handle.actor = CellActor.start()  # (no thread of its own yet: `lazy_thread`)
+        tell_here(handle.actor, Begin(handle, spec, context, admitted))  # (here, if it may)
         return cell_id, observer.future
 
     def observe(
