@@ -70,7 +70,8 @@ class MemoryJournal:
     def append(self, events: Sequence[AnyEvent]) -> None:
         with self._changed:
             for event in events:
-                self._add(event)
+                if self._session(event.session).meta.get("finished") != "1":
+                    self._add(event)  # (a finished session's log takes nothing more)
 
     def open_session(
         self, event: AnyEvent, also: Sequence[AnyEvent] = (), replies: str = ""
@@ -148,8 +149,8 @@ class MemoryJournal:
     def finish_session(self, event: AnyEvent, retention_s: int) -> None:
         del retention_s  # (nothing here outlives the process)
         with self._changed:
+            self._add(event)
             self._session(event.session).meta["finished"] = "1"
-        self.append([event])
 
     def begin_shutdown(self, event: ShutdownBegun) -> bool:
         with self._changed:
@@ -170,6 +171,8 @@ class MemoryJournal:
             state = log.tools.get(field_name)
             if state is not None:
                 return RecordedOutcome(state, replies_to)
+            if log.meta.get("finished") == "1":  # its late outcome is dropped
+                return RecordedOutcome(CANCELLED, replies_to)
             self._add(event)
             recorded = codec.encode_tool_reply(reply)
             log.tools[field_name] = recorded

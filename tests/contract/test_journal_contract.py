@@ -31,6 +31,8 @@ from cellfleet.broker.events import (
     OutputProduced,
     SessionOpened,
     ShutdownBegun,
+    ShutdownFinished,
+    ToolAttemptFailed,
     ToolCompleted,
     ToolFailed,
 )
@@ -264,6 +266,20 @@ def test_the_first_tool_outcome_wins(journal: Journal, session: str) -> None:
     assert won == again  # the first reply, recorded for a worker that takes over
     assert b'"result":1' in won.reply
     assert kinds(journal, session) == ["ToolCompleted"]
+
+
+def test_a_finished_session_takes_no_more_events(journal: Journal, session: str) -> None:
+    """A tool worker's late write (its outcome, a failed attempt) lands after the
+    session's shutdown finished: it is dropped, and the outcome counts as cancelled."""
+    journal.open_session(SessionOpened(session=session))
+    journal.finish_session(ShutdownFinished(session=session), retention_s=60)
+    call = _tool_call(session)
+    reply = ToolReply(call.idempotency_key, ToolOutcome("tool-1", result=1, clock_ms=5.0))
+    completed = ToolCompleted(session=session, cell="1", call_id="tool-1", result=1)
+    assert journal.record_tool_outcome(call, completed, reply).reply == b"cancelled"
+    failed = ToolAttemptFailed(session=session, cell="1", call_id="tool-1", attempt=1, error="x")
+    journal.append([failed])
+    assert kinds(journal, session) == ["SessionOpened", "ShutdownFinished"]
 
 
 def test_read_resumes_after_a_position_in_order(journal: Journal, session: str) -> None:

@@ -2,7 +2,8 @@
 -- Guarantees, atomically on the session's slot:
 --   * the first outcome recorded for a call wins; later ones (a redelivered call that
 --     ran again, a worker that took over) append nothing;
---   * a call that was cancelled records nothing;
+--   * a call that was cancelled records nothing, nor does a finished session (its
+--     shutdown ended its cells: the outcome, arriving late, is dropped as cancelled);
 --   * the reply for the host is stored with the record, so a worker that takes over a
 --     call whose first worker died after recording can still answer the host.
 -- Returns what holds afterwards (the stored reply, or "cancelled"), and the replies
@@ -14,6 +15,9 @@ local replies = redis.call('HGET', KEYS[3], 'replies') or ''
 local state = redis.call('HGET', KEYS[1], ARGV[1])
 if state then
   return {state, replies}
+end
+if redis.call('HGET', KEYS[3], 'finished') == '1' then
+  return {'cancelled', replies}
 end
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
