@@ -27,6 +27,7 @@ from typing import IO, Any
 import orjson
 
 from cellfleet.actors.replay import replay, use_environment_of
+from cellfleet.actors.runtime import allocator
 from cellfleet.actors.runtime.pool import DEFAULT_MEMORY_LIMIT_BYTES
 from cellfleet.actors.runtime.v8 import v8_version
 from cellfleet.broker import trace_file
@@ -58,6 +59,7 @@ READER_GONE = threading.Event()  # standard output's reader left
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    allocator.limit_arenas()  # (before any thread of ours: a long-running process)
     if sys.stdout is None:  # started with standard output closed (`cellfleet ... >&-`)
         print("cellfleet: standard output is closed", file=sys.stderr)
         return USAGE_ERROR

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from cellfleet.actors.runtime import snapshot
+from cellfleet.actors.runtime import allocator, snapshot
 from cellfleet.actors.runtime import source as src
 from cellfleet.actors.runtime.hubs import Hub, make_realm, make_realm_now, new_hub, realm_suits
 from cellfleet.actors.runtime.mailbox import MAX_STRING_UNITS, Mailbox
@@ -43,7 +43,8 @@ FILLER_JOIN_S = 5.0  # how long `close` waits for a context being prepared
 CLOSE_FREE_WAIT_S = 10.0  # ... and for the contexts disposed of to be freed
 # Hubs back from their cells go into the stock, past its size: up to `MAX_STOCK`, each
 # disposed of once no cell took it for `STOCK_IDLE_S`. The stock is warmed only once no
-# cell took a context for `WARM_AFTER_S`.
+# cell took a context for `WARM_AFTER_S`; once none took one for `STOCK_IDLE_S`, the pool
+# gives back the memory it no longer needs (`give_back_memory`).
 MAX_STOCK = 64
 RECYCLED_WAIT_S = 0.05  # a cell finding no stock waits this long for a hub coming back
 STOCK_IDLE_S = 2.0
@@ -132,6 +133,7 @@ class ContextPool:
         self._hubs: dict[V8Context, Hub] = {}  # every hub alive, by its context
         self._recycling = 0  # hubs making their next realm
         self._acquired_at = 0.0  # (monotonic) when a cell last took a context
+        self._gave_back_at = 0.0  # ... as it was when the pool last gave back memory
         self._filler = threading.Thread(target=self._fill, name="v8-pool", daemon=True)
         self._reaper = threading.Thread(target=self._reap, name="v8-reaper", daemon=True)
         if size > 0:
@@ -256,34 +258,23 @@ class ContextPool:
                 log.warning("%d V8 contexts were not freed in time", self._disposing)
 
     def _fill(self) -> None:
-        while True:
-            with self._cond:
-                cold = None
-                # (a hub making its next realm will stock it: not made twice)
-                while not self._closed and len(self._ready) + self._recycling >= self.size:
-                    cold = self._cold()
-                    if cold is not None:
-                        break
-                    self._trim()
-                    self._stock_low.wait(self._next_check())
-                if self._closed:
-                    return
-                tools = self._tools
-                delay = BACKGROUND_DELAY_S if self._ready else 0.0
-                if cold is not None:
-                    self._ready.remove(cold)
-            time.sleep(delay)  # let the cell that just took a context run first
-            if cold is not None:
+        while (job := self._next_job()) is not None:
+            if isinstance(job, str):  # "give back"
+                self.give_back_memory()
+                continue
+            if isinstance(job, PreparedContext):
+                time.sleep(BACKGROUND_DELAY_S)  # let the cell that just took one run first
                 try:
-                    warm(cold)
+                    warm(job)
                 except Exception:  # (never expected) it is not stocked again
                     log.exception("could not warm a V8 context")
-                    self.release(cold.context)
+                    self.release(job.context)
                     continue
-                prepared = cold
+                prepared = job
             else:
+                time.sleep(job)  # (as above, when a cell may have just taken one)
                 try:
-                    prepared = self._prepare(tools, realm=self._realms)
+                    prepared = self._prepare(self._tools, realm=self._realms)
                 except Exception:
                     log.exception("could not prepare a V8 context")
                     return
@@ -294,6 +285,26 @@ class ContextPool:
                 prepared.stocked()
                 self._ready.append(prepared)
                 self._cond.notify_all()
+
+    def _next_job(self) -> PreparedContext | float | str | None:
+        """Wait for the filler's next job: a stocked context to warm (taken out of the
+        stock), "give back" (idle memory), a delay before it makes a context, or None
+        (closed)."""
+        with self._cond:
+            # (a hub making its next realm will stock it: not made twice)
+            while not self._closed and len(self._ready) + self._recycling >= self.size:
+                cold = self._cold()
+                if cold is not None:
+                    self._ready.remove(cold)
+                    return cold
+                self._trim()
+                if self._idle_long() and self._gave_back_at != self._acquired_at:
+                    self._gave_back_at = self._acquired_at
+                    return "give back"
+                self._stock_low.wait(self._next_check())
+            if self._closed:
+                return None
+            return BACKGROUND_DELAY_S if self._ready else 0.0
 
     def _prepare(self, tools: tuple[RuntimeTool, ...], *, realm: bool) -> PreparedContext:
         """A context made now: a realm in a new hub, or an isolate of its own."""
@@ -334,10 +345,40 @@ class ContextPool:
         while len(self._ready) > self.size and self._ready[0].age() > STOCK_IDLE_S:
             self.release(self._ready.popleft().context, at_once=True)
 
+    def _idle_long(self) -> bool:
+        return self._since_acquired() >= STOCK_IDLE_S
+
+    def give_back_memory(self) -> int:
+        """Return what the pool holds and no longer needs: a full collection in each
+        stocked context (a hub's heap holds its past realms' garbage), one at a time and
+        out of the stock meanwhile, then the C allocator's free memory. The pool does it
+        itself once no cell took a context for `STOCK_IDLE_S`. Returns the heap bytes
+        the collections freed."""
+        freed = 0
+        with self._cond:
+            stocked = list(self._ready)
+        for prepared in stocked:
+            with self._cond:
+                if self._closed or prepared not in self._ready:  # (a cell took it)
+                    continue
+                self._ready.remove(prepared)
+                self._recycling += 1  # (a cell that wants a hub waits a moment for it)
+            try:
+                freed += prepared.context.release_memory()
+            finally:
+                with self._cond:
+                    self._recycling -= 1
+                    self._ready.appendleft(prepared)  # (as old as it was)
+                    self._cond.notify_all()
+        allocator.give_back_free_memory()
+        return freed
+
     def _next_check(self) -> float:
-        """How long the filler may wait before it has something to trim or warm (at
-        most `STOCK_IDLE_S`: the stock may outgrow its size meanwhile, unannounced)."""
+        """How long the filler may wait before it has something to trim, warm or give
+        back (at most `STOCK_IDLE_S`: the stock may outgrow its size meanwhile)."""
         waits = [STOCK_IDLE_S]
+        if self._gave_back_at != self._acquired_at:
+            waits.append(STOCK_IDLE_S - self._since_acquired())
         if len(self._ready) > self.size:
             waits.append(STOCK_IDLE_S - self._ready[0].age())
         if len(self._ready) >= self.size and not all(p.warmed for p in self._ready):

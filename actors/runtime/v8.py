@@ -641,6 +641,26 @@ class V8Context:
         assert self._isolate is not None
         _isolate_api().memory_pressure(self._isolate, _MEMORY_PRESSURE_CRITICAL)
 
+    def release_memory(self, timeout: float = 10.0) -> int:
+        """A full collection once the JavaScript queued before it has run (never on the
+        isolate's thread); the heap bytes it freed (0 if disposed of meanwhile)."""
+        if threading.get_ident() == self._v8_thread:  # (it would wait for itself)
+            raise RuntimeError("a blocking collection on the isolate's own thread")
+        done = threading.Event()
+        freed = [0]
+
+        def collect(_: EvalOutcome) -> None:  # (the isolate's thread, JavaScript idle)
+            try:
+                before = self.heap_used_bytes()
+                self.collect_garbage()
+                freed[0] = before - self.heap_used_bytes()
+            finally:
+                done.set()
+
+        self.eval_async("0", collect)
+        done.wait(timeout)
+        return freed[0]
+
     def stop_javascript(self) -> None:
         """End the JavaScript running in the isolate now, from any thread (its freeing
         may come later: a cell stopped mid-allocation must not go on allocating)."""

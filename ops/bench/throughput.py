@@ -14,7 +14,9 @@ next to Codex's own `codex-code-mode-host` running the same workload in the same
 * CPU per cell: for cellfleet, this process's CPU (the harness's client threads
   included) plus its redis-server's; for the reference, its process's CPU alone.
 * Memory: `samples` cells (10,000 by default) in sessions of 100 cells, four at a time,
-  each session shut down when done; this process's RSS after 1,000 cells and at the end.
+  each session shut down when done; this process's RSS after 1,000 cells and at the end,
+  on a host of its own, each read with every session shut down and the pool's idle
+  memory given back.
 
 Targets (ratios in the same run): sustained `text` cells/s at least 1.3x the
 reference's with 4 sessions and at least 1.0x with 1 and 16; RSS growth from 1,000
@@ -23,6 +25,7 @@ cells to the end under 1 MiB.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import subprocess
@@ -218,38 +221,73 @@ def _rss_kib() -> int:
     return round(bench_runtime.rss_mib() * 1024)
 
 
-def _memory(host: Host, cells: int) -> dict[str, Any]:
-    """RSS after `MEMORY_FIRST` cells and after `cells`, in short sessions."""
-    done = itertools.count(1)
-    marks: dict[int, int] = {}
-    lock = threading.Lock()
-    per_thread = cells // MEMORY_THREADS
+@contextmanager
+def _host(redis_url: str) -> Iterator[Host]:
+    host = Host(redis_url, tools=_tools())
+    try:
+        yield host
+    finally:
+        host.close()
 
-    def loop() -> None:
-        for first in range(0, per_thread, MEMORY_SESSION_CELLS):
+
+def _memory(host: Host, cells: int) -> dict[str, Any]:
+    """RSS after `MEMORY_FIRST` cells and after `cells`, in short sessions; each read
+    idle (`_idle_rss_kib`), every session shut down."""
+    per_thread = cells // MEMORY_THREADS
+    first = MEMORY_FIRST // MEMORY_THREADS
+    paused = threading.Barrier(MEMORY_THREADS + 1)  # (twice: paused, then let go on)
+    failures: list[BaseException] = []
+
+    def cells_of(start: int, end: int) -> None:
+        for opened in range(start, end, MEMORY_SESSION_CELLS):
             session = host.open_session()
-            for index in range(first, min(first + MEMORY_SESSION_CELLS, per_thread)):
+            for index in range(opened, min(opened + MEMORY_SESSION_CELLS, end)):
                 output = session.exec(f"m{index}", 'text("bench");')
                 if not output.success:
                     raise RuntimeError(f"a benchmark cell failed: {output}")
-                with lock:
-                    if next(done) == MEMORY_FIRST:
-                        marks[MEMORY_FIRST] = _rss_kib()
             session.shutdown()
+
+    def loop() -> None:
+        try:
+            cells_of(0, first)
+            paused.wait()
+            paused.wait()
+            cells_of(first, per_thread)
+        except BaseException as error:
+            failures.append(error)
+            paused.abort()  # (the others, and the reading, stop waiting)
 
     threads = [threading.Thread(target=loop) for _ in range(MEMORY_THREADS)]
     for thread in threads:
         thread.start()
+    try:
+        paused.wait()
+        after_first = _idle_rss_kib(host)
+        paused.wait()
+    except threading.BrokenBarrierError:
+        after_first = 0
     for thread in threads:
         thread.join()
-    total = per_thread * MEMORY_THREADS
-    marks[total] = _rss_kib()
+    if failures:
+        raise failures[0]
+    at_end = _idle_rss_kib(host)
     return {
-        "cells": total,
-        "rss_kib_after_first": marks[MEMORY_FIRST],
-        "rss_kib_at_end": marks[total],
-        "growth_kib": marks[total] - marks[MEMORY_FIRST],
+        "cells": per_thread * MEMORY_THREADS,
+        "rss_kib_after_first": after_first,
+        "rss_kib_at_end": at_end,
+        "growth_kib": at_end - after_first,
     }
+
+
+def _idle_rss_kib(host: Host) -> int:
+    """RSS with no cell running: the pool's background work done and its idle memory
+    given back (what it does itself after `STOCK_IDLE_S` idle), Python's garbage
+    collected. Read in the middle of a load, RSS moves by megabytes with what the hubs'
+    heaps and the allocator hold at that moment, whatever the process keeps for good."""
+    host.pool.wait_idle()
+    host.pool.give_back_memory()
+    gc.collect()
+    return _rss_kib()
 
 
 @contextmanager
@@ -280,16 +318,20 @@ def run(samples: int = MEMORY_CELLS, seconds: float = SECONDS) -> dict[str, Any]
     rows = []
     with tempfile.TemporaryDirectory() as scratch, _reference_client() as reference:
         server = start_redis(Path(scratch))
-        host = Host(server.url, tools=_tools())
         try:
-            for workload in WORKLOADS:
-                for sessions in SESSIONS:
-                    rows.append(_cellfleet(host, server.process.pid, workload, sessions, seconds))
-                    if reference is not None:
-                        rows.append(_reference(reference, workload, sessions, seconds))
-            memory = _memory(host, samples)
+            with _host(server.url) as host:
+                for workload in WORKLOADS:
+                    for sessions in SESSIONS:
+                        rows.append(
+                            _cellfleet(host, server.process.pid, workload, sessions, seconds)
+                        )
+                        if reference is not None:
+                            rows.append(_reference(reference, workload, sessions, seconds))
+            # A host of its own: not the stock the 16 sessions left (the process's own
+            # memory, its allocator's arenas, are as those runs left them).
+            with _host(server.url) as host:
+                memory = _memory(host, samples)
         finally:
-            host.close()
             server.stop()
     targets = {str(sessions): ratio for sessions, ratio in TARGETS.items()}  # (JSON keys)
     return {"rows": rows, "memory": memory, "targets": {"cells_per_s": targets,

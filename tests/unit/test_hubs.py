@@ -5,12 +5,14 @@ have in an isolate of its own; a hub is reused only after a cell that ended clea
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from cellfleet.actors.runtime import hubs
+from cellfleet.actors.runtime import pool as pool_module
 from cellfleet.actors.runtime.local import LocalCell
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.runtime.protocol import (
@@ -203,6 +205,34 @@ def test_a_hub_left_holding_much_garbage_is_freed(hub_pool: ContextPool) -> None
     assert _answer(big)[1] == Finished(None, {}, False)
     assert big.runtime.context.freed.wait(10)
     assert _run(hub_pool, 'text("next")').runtime.context is not big.runtime.context
+
+
+def test_the_pool_gives_back_what_its_stocked_hubs_hold(hub_pool: ContextPool) -> None:
+    """A cell's garbage (too little to free its hub) stays in the hub's heap until V8
+    collects it; giving back memory collects it now, and the hub stays in stock."""
+    source = "globalThis.kept = Array.from({length: 1e5}, (_, i) => ({i})); text('x')"
+    hub = _run(hub_pool, source).runtime.context
+    assert hub_pool.give_back_memory() > 1_000_000
+    assert hub_pool.give_back_memory() < 100_000  # (nothing more to collect)
+    assert _run(hub_pool, 'text("next")').runtime.context is hub
+
+
+def test_an_idle_pool_gives_back_memory_by_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_module, "STOCK_IDLE_S", 0.2)
+    gave_back = threading.Event()
+    give_back = ContextPool.give_back_memory
+
+    def giving_back(self: ContextPool) -> int:
+        gave_back.set()
+        return give_back(self)
+
+    monkeypatch.setattr(ContextPool, "give_back_memory", giving_back)
+    pool = ContextPool(1)
+    try:
+        _run(pool, 'text("x")')
+        assert gave_back.wait(10)
+    finally:
+        pool.close()
 
 
 def test_a_hub_is_freed_after_its_last_realm(
