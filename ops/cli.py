@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import errno
 import importlib
+import logging
 import math
 import os
 import shlex
@@ -55,6 +56,38 @@ Sessions = Host | FleetClient  # what opens the sessions of `run` and `play`
 USAGE_ERROR = 2  # the exit status of a bad command line or input, as argparse's
 _OUTPUT_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 READER_GONE = threading.Event()  # standard output's reader left
+
+
+EXIT_SLACK_S = 5.0  # how long the program's exit waits for threads it did not end itself
+
+
+def entry() -> None:
+    """The `cellfleet` program: `main`, then an exit no thread holds for good (one that
+    a tools file started, say, when the command failed before it could serve)."""
+    status = main()
+    _exit_within(EXIT_SLACK_S, status)
+    sys.exit(status)
+
+
+def _exit_within(seconds: float, status: int) -> None:
+    """Wait up to `seconds` for the threads the interpreter's exit would wait for; if
+    some still run then, say so and end the process without them."""
+    deadline = time.monotonic() + seconds
+    me = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not me and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
+    if left:
+        print(
+            f"cellfleet: exiting without {len(left)} thread(s) still running after"
+            f" {seconds:.0f} s: {', '.join(left)}",
+            file=sys.stderr,
+        )
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        logging.shutdown()
+        os._exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -692,4 +725,4 @@ def show_fleet(args: argparse.Namespace, keys: Keys) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

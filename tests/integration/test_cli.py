@@ -18,6 +18,7 @@ import redis
 from cellfleet.broker.client import Session
 from cellfleet.broker.journal import RedisJournal
 from cellfleet.broker.tools.registry import ToolRegistry
+from cellfleet.ops import cli
 from cellfleet.ops.host import Host
 from cellfleet.ops.play import PLAY_EXEC_YIELD_TIME_MS, Player, TranscriptError
 from cellfleet.ops.redis_server import RedisProcess, free_port
@@ -320,6 +321,26 @@ def test_unreachable_redis_is_named_in_one_line(command: list[str], tmp_path: Pa
         f"cellfleet: cannot reach Redis at redis://:***@127.0.0.1:{port}/0: "
         f"Error 111 connecting to 127.0.0.1:{port}. Connection refused.\n"
     )
+
+
+def test_a_thread_a_tools_file_started_does_not_hold_the_exit(tmp_path: Path) -> None:
+    """`cellfleet tools` failing before it serves (Redis unreachable) still ends, though
+    its tools file started a thread that never ends (the exit would wait for it)."""
+    (tmp_path / "tools.py").write_text(
+        "import threading\n"
+        "from cellfleet.broker.tools.registry import ToolRegistry\n"
+        "tools = ToolRegistry()\n"
+        "threading.Thread(target=threading.Event().wait, name='forever').start()\n"
+    )
+    port = free_port()  # nothing listens there
+    run = _cellfleet(["tools", "--tools", "tools.py"], tmp_path, f"redis://127.0.0.1:{port}/0")
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr.splitlines() == [
+        f"cellfleet: cannot reach Redis at redis://127.0.0.1:{port}/0: "
+        f"Error 111 connecting to 127.0.0.1:{port}. Connection refused.",
+        f"cellfleet: exiting without 1 thread(s) still running after"
+        f" {cli.EXIT_SLACK_S:.0f} s: forever",
+    ]
 
 
 def test_a_password_in_the_query_is_not_shown_either(tmp_path: Path) -> None:
