@@ -32,9 +32,12 @@ def _libc() -> Any:
 
 def limit_arenas() -> None:
     """Cap the arenas made from now on at `ARENAS` (call it before the threads start),
-    unless the environment chose a number (glibc reads MALLOC_ARENA_MAX itself)."""
+    unless the environment chose a number (glibc reads it there itself)."""
     libc = _libc()
-    if libc is not None and "MALLOC_ARENA_MAX" not in os.environ:
+    chosen = "MALLOC_ARENA_MAX" in os.environ or "glibc.malloc.arena_max" in os.environ.get(
+        "GLIBC_TUNABLES", ""
+    )
+    if libc is not None and not chosen:
         libc.mallopt(_M_ARENA_MAX, ARENAS)
 
 

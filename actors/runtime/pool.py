@@ -133,7 +133,8 @@ class ContextPool:
         self._hubs: dict[V8Context, Hub] = {}  # every hub alive, by its context
         self._recycling = 0  # hubs making their next realm
         self._acquired_at = 0.0  # (monotonic) when a cell last took a context
-        self._gave_back_at = 0.0  # ... as it was when the pool last gave back memory
+        self._busy_at = 0.0  # ... or a hub came back from its cell
+        self._gave_back_at = 0.0  # `_busy_at` as it was when the pool last gave back
         self._filler = threading.Thread(target=self._fill, name="v8-pool", daemon=True)
         self._reaper = threading.Thread(target=self._reap, name="v8-reaper", daemon=True)
         if size > 0:
@@ -156,7 +157,7 @@ class ContextPool:
             if wanted != self._tools:
                 self._tools = wanted
                 # Stock made for another tool set still works, it just installs at start.
-            self._acquired_at = deadline = time.monotonic()
+            self._acquired_at = self._busy_at = deadline = time.monotonic()
             deadline += RECYCLED_WAIT_S
             while True:
                 # (the oldest first: under a steady load each hub is used in turn, and
@@ -210,6 +211,7 @@ class ContextPool:
                 assert prepared is not None
                 prepared.stocked()
                 self._ready.append(prepared)
+                self._busy_at = prepared.stocked_at  # (with its last cell's garbage)
             else:
                 self._note_taken()
             self._cond.notify_all()
@@ -260,7 +262,10 @@ class ContextPool:
     def _fill(self) -> None:
         while (job := self._next_job()) is not None:
             if isinstance(job, str):  # "give back"
-                self.give_back_memory()
+                try:
+                    self.give_back_memory()
+                except Exception:  # (never expected) the filler goes on
+                    log.exception("could not give back the pool's idle memory")
                 continue
             if isinstance(job, PreparedContext):
                 time.sleep(BACKGROUND_DELAY_S)  # let the cell that just took one run first
@@ -298,8 +303,8 @@ class ContextPool:
                     self._ready.remove(cold)
                     return cold
                 self._trim()
-                if self._idle_long() and self._gave_back_at != self._acquired_at:
-                    self._gave_back_at = self._acquired_at
+                if self._idle_long() and self._gave_back_at != self._busy_at:
+                    self._gave_back_at = self._busy_at
                     return "give back"
                 self._stock_low.wait(self._next_check())
             if self._closed:
@@ -346,17 +351,17 @@ class ContextPool:
             self.release(self._ready.popleft().context, at_once=True)
 
     def _idle_long(self) -> bool:
-        return self._since_acquired() >= STOCK_IDLE_S
+        return time.monotonic() - self._busy_at >= STOCK_IDLE_S
 
     def give_back_memory(self) -> int:
         """Return what the pool holds and no longer needs: a full collection in each
-        stocked context (a hub's heap holds its past realms' garbage), one at a time and
-        out of the stock meanwhile, then the C allocator's free memory. The pool does it
-        itself once no cell took a context for `STOCK_IDLE_S`. Returns the heap bytes
-        the collections freed."""
+        stocked context not collected yet (a hub's heap holds its past realms' garbage),
+        one at a time and out of the stock meanwhile, then the C allocator's free
+        memory. The pool does it itself once no cell took a context and no hub came
+        back for `STOCK_IDLE_S`. Returns the heap bytes the collections freed."""
         freed = 0
         with self._cond:
-            stocked = list(self._ready)
+            stocked = [prepared for prepared in self._ready if not prepared.given_back]
         for prepared in stocked:
             with self._cond:
                 if self._closed or prepared not in self._ready:  # (a cell took it)
@@ -366,19 +371,28 @@ class ContextPool:
             try:
                 freed += prepared.context.release_memory()
             finally:
+                prepared.given_back = True
                 with self._cond:
                     self._recycling -= 1
-                    self._ready.appendleft(prepared)  # (as old as it was)
+                    self._restock(prepared)
                     self._cond.notify_all()
         allocator.give_back_free_memory()
         return freed
+
+    def _restock(self, prepared: PreparedContext) -> None:
+        """(Lock held.) Put `prepared` back where its age puts it (oldest first)."""
+        index = next(
+            (i for i, other in enumerate(self._ready) if other.stocked_at > prepared.stocked_at),
+            len(self._ready),
+        )
+        self._ready.insert(index, prepared)
 
     def _next_check(self) -> float:
         """How long the filler may wait before it has something to trim, warm or give
         back (at most `STOCK_IDLE_S`: the stock may outgrow its size meanwhile)."""
         waits = [STOCK_IDLE_S]
-        if self._gave_back_at != self._acquired_at:
-            waits.append(STOCK_IDLE_S - self._since_acquired())
+        if self._gave_back_at != self._busy_at:
+            waits.append(STOCK_IDLE_S - (time.monotonic() - self._busy_at))
         if len(self._ready) > self.size:
             waits.append(STOCK_IDLE_S - self._ready[0].age())
         if len(self._ready) >= self.size and not all(p.warmed for p in self._ready):

@@ -26,6 +26,10 @@ class PreparedContext:
     warmed: bool = False  # its start and output paths ran once (`warm`)
     realm: bool = False  # a realm in a hub (hubs.py), not an isolate of its own
     stocked_at: float = 0.0  # (monotonic) when it went into the pool's stock
+    # Collected in stock once already (`give_back_memory`): never again, for each
+    # collection ages its compiled code, and enough of them would discard what warming
+    # compiled (a cell recorded as warmed would then run as a cold one).
+    given_back: bool = False
 
     def stocked(self) -> None:
         self.stocked_at = time.monotonic()

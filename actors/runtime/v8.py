@@ -494,8 +494,9 @@ class V8Context:
 
     def eval_async(
         self, code: str, on_result: Callable[[EvalOutcome], None], *, keep: bool = False
-    ) -> None:
-        """Queue `code`; `on_result` is called on the V8 thread once it has run.
+    ) -> bool:
+        """Queue `code`; `on_result` is called on the V8 thread once it has run. False:
+        nothing was queued (disposed of), `on_result` is never called.
 
         `keep`: a script this context runs again and again; its text is handed to V8
         once, and freed with the context."""
@@ -505,7 +506,7 @@ class V8Context:
         callback_id = next(self._ids)
         with self._lock:
             if self._disposed:
-                return
+                return False
             if keep:
                 self._kept[code] = handle
             # The code handle must outlive the queued task, which reads it when it runs.
@@ -513,6 +514,7 @@ class V8Context:
             # (the lock held, not disposed of: `_Gate`'s terms, its lock taken already)
             calls = self._gate.quick if threading.get_ident() == self._v8_thread else self._dll
             self._tasks[callback_id] = calls.mr_eval(self._ctx, handle.raw, callback_id)
+        return True
 
     def keep(self, code: str) -> None:
         """Hand V8 the text of a script this context will run again and again now (off
@@ -657,8 +659,8 @@ class V8Context:
             finally:
                 done.set()
 
-        self.eval_async("0", collect)
-        done.wait(timeout)
+        if self.eval_async("0", collect):
+            done.wait(timeout)
         return freed[0]
 
     def stop_javascript(self) -> None:

@@ -264,8 +264,11 @@ def _memory(host: Host, cells: int) -> dict[str, Any]:
         paused.wait()
         after_first = _idle_rss_kib(host)
         paused.wait()
-    except threading.BrokenBarrierError:
+    except threading.BrokenBarrierError:  # (a client thread failed: raised below)
         after_first = 0
+    except BaseException:
+        paused.abort()  # (the client threads stop waiting, and end)
+        raise
     for thread in threads:
         thread.join()
     if failures:

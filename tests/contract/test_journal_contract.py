@@ -37,7 +37,7 @@ from cellfleet.broker.events import (
     ToolFailed,
 )
 from cellfleet.broker.journal import FinishOutcome, Journal, RedisJournal
-from cellfleet.broker.keys import Keys
+from cellfleet.broker.keys import Keys, tool_call_field
 from cellfleet.broker.memory import MemoryJournal
 from cellfleet.broker.tools.invocation import ToolInvocation, ToolOutcome, ToolReply
 from cellfleet.projections.ports import stream_id
@@ -277,6 +277,10 @@ def test_a_finished_session_takes_no_more_events(journal: Journal, session: str)
     reply = ToolReply(call.idempotency_key, ToolOutcome("tool-1", result=1, clock_ms=5.0))
     completed = ToolCompleted(session=session, cell="1", call_id="tool-1", result=1)
     assert journal.record_tool_outcome(call, completed, reply).reply == b"cancelled"
+    if isinstance(journal, RedisJournal):  # (what a redelivered call's worker looks up)
+        tools = journal.keys.session(session).tools
+        assert journal.client.hget(tools, tool_call_field("1", "tool-1")) == b"cancelled"
+        assert 0 < journal.client.pttl(tools) <= 60_000  # (it expires with the session)
     failed = ToolAttemptFailed(session=session, cell="1", call_id="tool-1", attempt=1, error="x")
     journal.append([failed])
     assert kinds(journal, session) == ["SessionOpened", "ShutdownFinished"]

@@ -32,14 +32,19 @@ def libc(monkeypatch: pytest.MonkeyPatch) -> _Libc:
 
 def test_arenas_are_capped(libc: _Libc, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     allocator.limit_arenas()
     assert libc.calls == [("mallopt", -8, allocator.ARENAS)]
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MALLOC_ARENA_MAX", "8"), ("GLIBC_TUNABLES", "glibc.malloc.arena_max=8")],
+)
 def test_an_arena_count_chosen_by_the_environment_stays(
-    libc: _Libc, monkeypatch: pytest.MonkeyPatch
+    libc: _Libc, monkeypatch: pytest.MonkeyPatch, name: str, value: str
 ) -> None:
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    monkeypatch.setenv(name, value)
     allocator.limit_arenas()
     assert libc.calls == []
 

@@ -17,6 +17,13 @@ if state then
   return {state, replies}
 end
 if redis.call('HGET', KEYS[3], 'finished') == '1' then
+  -- Kept as cancelled, so that a redelivery of the call does not run it again; it
+  -- expires with the session's other keys.
+  redis.call('HSET', KEYS[1], ARGV[1], 'cancelled')
+  if redis.call('PTTL', KEYS[1]) < 0 then
+    local left = redis.call('PTTL', KEYS[3])
+    if left > 0 then redis.call('PEXPIRE', KEYS[1], left) end
+  end
   return {'cancelled', replies}
 end
 local fields = {}

@@ -1,0 +1,43 @@
+"""The end a failed cell still owes the log (actors/cell/log.py's FailedEnding): its
+open tool calls are cancelled where a tool worker looks, so a worker's outcome that
+arrives later is not recorded after the cell's end."""
+
+from __future__ import annotations
+
+from cellfleet.actors.cell.log import FailedEnding
+from cellfleet.broker import events as ev
+from cellfleet.broker.contract.tools import ToolKind
+from cellfleet.broker.memory import MemoryJournal
+from cellfleet.broker.tools.invocation import ToolInvocation, ToolOutcome, ToolReply
+
+
+def test_a_tool_outcome_after_a_recorded_failed_ending_is_not_recorded() -> None:
+    journal, session = MemoryJournal(), "s1"
+    journal.open_session(ev.SessionOpened(session=session))
+    journal.admit(
+        [
+            ev.CellAdmitted(session=session, cell="1", seq=1, call_id="call-1", source="x"),
+            ev.ToolRequested(
+                session=session, cell="1", seq=2, call_id="tool-1", name="gate", kind="function"
+            ),
+        ]
+    )
+    FailedEnding(
+        [ev.ToolCancelled(session=session, cell="1", seq=3, call_id="tool-1")],
+        ev.CellCompleted(session=session, cell="1", seq=4, error_text="lost", by_host=True),
+        [ev.CellClosed(session=session, cell="1", seq=5)],
+    ).record(journal)  # type: ignore[arg-type]
+    call = ToolInvocation(
+        session=session,
+        cell="1",
+        call_id="tool-1",
+        name="gate",
+        raw_name="gate",
+        kind=ToolKind.FUNCTION,
+        input={},
+    )
+    late = ev.ToolCompleted(session=session, cell="1", call_id="tool-1", result=1)
+    reply = ToolReply(call.idempotency_key, ToolOutcome("tool-1", result=1, clock_ms=1.0))
+    assert journal.record_tool_outcome(call, late, reply).reply == b"cancelled"
+    kinds = [type(event).__name__ for _, event in journal.read(session)]
+    assert kinds[-3:] == ["ToolCancelled", "CellCompleted", "CellClosed"]
