@@ -578,7 +578,8 @@ class RedisJournal:
         self, invocation: ToolInvocation, event: ToolCompleted | ToolFailed, reply: ToolReply
     ) -> RecordedOutcome:
         """Append a nested tool call's outcome and keep the host's `reply` with the call,
-        unless an outcome is recorded already or the call was cancelled (Lua, atomic).
+        unless an outcome is recorded already, the call was cancelled, its cell ended or
+        its session finished (Lua, atomic).
 
         Returns what holds afterwards (the reply recorded first, or `b"cancelled"`) and
         where the session's owner now takes its replies.
@@ -587,10 +588,11 @@ class RedisJournal:
         args: list[bytes | str] = [
             tool_call_field(invocation.cell, invocation.call_id),
             codec.encode_tool_reply(reply),
+            invocation.cell,
             *codec.encode_flat(event),
         ]
         state, replies = _retrying(
-            lambda: self._record_tool(keys=[k.tools, k.events, k.meta], args=args)
+            lambda: self._record_tool(keys=[k.tools, k.events, k.meta, k.terminal], args=args)
         )
         return RecordedOutcome(bytes(state), bytes(replies).decode() or None)
 

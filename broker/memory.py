@@ -171,8 +171,8 @@ class MemoryJournal:
             state = log.tools.get(field_name)
             if state is not None:
                 return RecordedOutcome(state, replies_to)
-            if log.meta.get("finished") == "1":  # its late outcome is dropped, for good
-                log.tools[field_name] = CANCELLED
+            if log.meta.get("finished") == "1" or invocation.cell in log.terminal:
+                log.tools[field_name] = CANCELLED  # (its late outcome is dropped, for good)
                 return RecordedOutcome(CANCELLED, replies_to)
             self._add(event)
             recorded = codec.encode_tool_reply(reply)

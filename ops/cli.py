@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import errno
 import importlib
-import logging
 import math
 import os
 import shlex
@@ -64,30 +63,34 @@ EXIT_SLACK_S = 5.0  # how long the program's exit waits for threads it did not e
 def entry() -> None:
     """The `cellfleet` program: `main`, then an exit no thread holds for good (one that
     a tools file started, say, when the command failed before it could serve)."""
-    status = main()
-    _exit_within(EXIT_SLACK_S, status)
+    status = 1  # (an exception's, as Python's own exit says)
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        status = 130
+        raise
+    finally:
+        _exit_within(EXIT_SLACK_S, status)
     sys.exit(status)
 
 
 def _exit_within(seconds: float, status: int) -> None:
-    """Wait up to `seconds` for the threads the interpreter's exit would wait for; if
-    some still run then, say so and end the process without them."""
-    deadline = time.monotonic() + seconds
-    me = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not me and not thread.daemon:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    left = [t.name for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
-    if left:
+    """End the process `seconds` from now with `status` if its exit has not ended it by
+    then (threads it waits for, its atexit handlers), saying which threads held it."""
+
+    def watch() -> None:
+        time.sleep(seconds)  # (a deadline: the process is normally gone before it)
+        main = threading.main_thread()  # (in the exit, waiting for the others)
+        left = [t.name for t in threading.enumerate() if t is not main and not t.daemon]
         print(
             f"cellfleet: exiting without {len(left)} thread(s) still running after"
-            f" {seconds:.0f} s: {', '.join(left)}",
+            f" {seconds:.0f} s: {', '.join(left) or '(none: its exit handlers)'}",
             file=sys.stderr,
+            flush=True,
         )
-        with contextlib.suppress(OSError, ValueError):
-            sys.stdout.flush()
-        logging.shutdown()
         os._exit(status)
+
+    threading.Thread(target=watch, name="exit-deadline", daemon=True).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -92,6 +92,7 @@ def run_worker(
     finally:
         worker.stop()
         client.close()
+        signal.setitimer(signal.ITIMER_REAL, 0)  # (the program's exit has its own deadline)
     if worker.unfinished:  # their threads would hold the exit; other workers take over
         log.warning(
             "%d tool call(s) still running after %.0f s: left to other workers",

@@ -38,9 +38,6 @@ class FailedEnding:
     after: list[ev.AnyEvent]
 
     def record(self, journal: RedisJournal) -> None:
-        for event in self.before:  # first: a tool worker records no outcome after the end
-            if isinstance(event, ev.ToolCancelled):
-                journal.cancel_tool(event.session, event.cell, event.call_id)
         journal.finish(self.terminal, self.before, self.after)
 
 

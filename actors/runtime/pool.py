@@ -133,7 +133,7 @@ class ContextPool:
         self._hubs: dict[V8Context, Hub] = {}  # every hub alive, by its context
         self._recycling = 0  # hubs making their next realm
         self._acquired_at = 0.0  # (monotonic) when a cell last took a context
-        self._busy_at = 0.0  # ... or a hub came back from its cell
+        self._busy_at = 0.0  # ... or a hub came back from its cell, or one was freed
         self._gave_back_at = 0.0  # `_busy_at` as it was when the pool last gave back
         self._filler = threading.Thread(target=self._fill, name="v8-pool", daemon=True)
         self._reaper = threading.Thread(target=self._reap, name="v8-reaper", daemon=True)
@@ -363,15 +363,18 @@ class ContextPool:
         with self._cond:
             stocked = [prepared for prepared in self._ready if not prepared.given_back]
         for prepared in stocked:
-            with self._cond:
-                if self._closed or prepared not in self._ready:  # (a cell took it)
+            with self._cond:  # (a cell took it, or another give-back collects it)
+                if self._closed or prepared.given_back or prepared not in self._ready:
                     continue
                 self._ready.remove(prepared)
+                prepared.given_back = True
                 self._recycling += 1  # (a cell that wants a hub waits a moment for it)
             try:
                 freed += prepared.context.release_memory()
+            except BaseException:
+                prepared.given_back = False
+                raise
             finally:
-                prepared.given_back = True
                 with self._cond:
                     self._recycling -= 1
                     self._restock(prepared)
@@ -415,5 +418,6 @@ class ContextPool:
 
     def _freed_one(self) -> None:
         with self._cond:
+            self._busy_at = time.monotonic()  # (what the allocator then holds: given back)
             self._disposing -= 1
             self._cond.notify_all()

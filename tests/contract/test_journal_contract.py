@@ -268,6 +268,21 @@ def test_the_first_tool_outcome_wins(journal: Journal, session: str) -> None:
     assert kinds(journal, session) == ["ToolCompleted"]
 
 
+def test_a_tool_outcome_after_its_cells_end_is_dropped(journal: Journal, session: str) -> None:
+    """A cell that ended cancelled its open calls, whether or not the cancellation
+    reached the tool workers (Redis down when it failed, say): an outcome arriving
+    later is not appended after the cell's end, and the call stays cancelled."""
+    journal.admit([admitted(session, "a", "1")])
+    journal.finish(CellTerminated(session=session, cell="1", seq=2), after=[CellClosed(
+        session=session, cell="1", seq=3)])  # fmt: skip
+    call = _tool_call(session)
+    reply = ToolReply(call.idempotency_key, ToolOutcome("tool-1", result=1, clock_ms=5.0))
+    completed = ToolCompleted(session=session, cell="1", call_id="tool-1", result=1)
+    assert journal.record_tool_outcome(call, completed, reply).reply == b"cancelled"
+    assert journal.record_tool_outcome(call, completed, reply).reply == b"cancelled"
+    assert kinds(journal, session) == ["CellAdmitted", "CellTerminated", "CellClosed"]
+
+
 def test_a_finished_session_takes_no_more_events(journal: Journal, session: str) -> None:
     """A tool worker's late write (its outcome, a failed attempt) lands after the
     session's shutdown finished: it is dropped, and the outcome counts as cancelled."""

@@ -1,6 +1,7 @@
-"""The end a failed cell still owes the log (actors/cell/log.py's FailedEnding): its
-open tool calls are cancelled where a tool worker looks, so a worker's outcome that
-arrives later is not recorded after the cell's end."""
+"""The end a failed cell still owes the log (actors/cell/log.py's FailedEnding), with
+its open tool calls cancelled in the log though not where a tool worker looks (Redis
+was unreachable when the cell failed): a worker's outcome arriving after that end is
+not recorded after it (record_tool_outcome: the cell has ended)."""
 
 from __future__ import annotations
 
