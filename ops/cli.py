@@ -63,6 +63,7 @@ EXIT_SLACK_S = 5.0  # how long the program's exit waits for threads it did not e
 def entry() -> None:
     """The `cellfleet` program: `main`, then an exit no thread holds for good (one that
     a tools file started, say, when the command failed before it could serve)."""
+    allocator.limit_arenas()  # (before any thread of ours: a long-running process)
     status = 1  # (an exception's, as Python's own exit says)
     try:
         status = main()
@@ -95,7 +96,6 @@ def _exit_within(seconds: float, status: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    allocator.limit_arenas()  # (before any thread of ours: a long-running process)
     if sys.stdout is None:  # started with standard output closed (`cellfleet ... >&-`)
         print("cellfleet: standard output is closed", file=sys.stderr)
         return USAGE_ERROR

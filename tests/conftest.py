@@ -16,6 +16,7 @@ from cellfleet.actors.runtime.local import LocalCell, ToolError, ToolHandler
 from cellfleet.actors.runtime.pool import ContextPool
 from cellfleet.actors.runtime.protocol import CellSpec, Finished, OutputItem, RuntimeTool, Stopped
 from cellfleet.broker.contract.tools import JsonValue, ToolKind
+from cellfleet.broker.tools.invocation import ToolInvocation
 from cellfleet.ops.redis_server import (
     RedisClusterProcess,
     RedisProcess,
@@ -102,6 +103,19 @@ DEFAULT_TOOLS: Mapping[str, ToolHandler] = {
     "fail": _fail,
     "sleep": _sleep,
 }
+
+
+def tool_invocation(session: str, name: str = "echo") -> ToolInvocation:
+    """Cell 1's nested call `tool-1` of the function `name` (the log's tests)."""
+    return ToolInvocation(
+        session=session,
+        cell="1",
+        call_id="tool-1",
+        name=name,
+        raw_name=name,
+        kind=ToolKind.FUNCTION,
+        input={},
+    )
 
 
 def runtime_tools(names: Sequence[str], kind: ToolKind = ToolKind.FUNCTION) -> list[RuntimeTool]:

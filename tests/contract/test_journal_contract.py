@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import redis
 
-from cellfleet.broker.contract.tools import ToolKind
 from cellfleet.broker.errors import (
     CellIdSpaceExhaustedError,
     SessionOwnedElsewhereError,
@@ -39,8 +38,9 @@ from cellfleet.broker.events import (
 from cellfleet.broker.journal import FinishOutcome, Journal, RedisJournal
 from cellfleet.broker.keys import Keys, tool_call_field
 from cellfleet.broker.memory import MemoryJournal
-from cellfleet.broker.tools.invocation import ToolInvocation, ToolOutcome, ToolReply
+from cellfleet.broker.tools.invocation import ToolOutcome, ToolReply
 from cellfleet.projections.ports import stream_id
+from tests.conftest import tool_invocation
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -241,20 +241,8 @@ def test_completion_after_shutdown_began_loses(journal: Journal, session: str) -
     assert "CellCompleted" not in kinds(journal, session)
 
 
-def _tool_call(session: str) -> ToolInvocation:
-    return ToolInvocation(
-        session=session,
-        cell="1",
-        call_id="tool-1",
-        name="echo",
-        raw_name="echo",
-        kind=ToolKind.FUNCTION,
-        input={},
-    )
-
-
 def test_the_first_tool_outcome_wins(journal: Journal, session: str) -> None:
-    call = _tool_call(session)
+    call = tool_invocation(session)
     first = ToolReply(call.idempotency_key, ToolOutcome("tool-1", result=1, clock_ms=5.0))
     second = ToolReply(call.idempotency_key, ToolOutcome("tool-1", error="late", clock_ms=6.0))
     won = journal.record_tool_outcome(
@@ -275,7 +263,7 @@ def test_a_tool_outcome_after_its_cells_end_is_dropped(journal: Journal, session
     journal.admit([admitted(session, "a", "1")])
     journal.finish(CellTerminated(session=session, cell="1", seq=2), after=[CellClosed(
         session=session, cell="1", seq=3)])  # fmt: skip
-    call = _tool_call(session)
+    call = tool_invocation(session)
     reply = ToolReply(call.idempotency_key, ToolOutcome("tool-1", result=1, clock_ms=5.0))
     completed = ToolCompleted(session=session, cell="1", call_id="tool-1", result=1)
     assert journal.record_tool_outcome(call, completed, reply).reply == b"cancelled"
@@ -288,7 +276,7 @@ def test_a_finished_session_takes_no_more_events(journal: Journal, session: str)
     session's shutdown finished: it is dropped, and the outcome counts as cancelled."""
     journal.open_session(SessionOpened(session=session))
     journal.finish_session(ShutdownFinished(session=session), retention_s=60)
-    call = _tool_call(session)
+    call = tool_invocation(session)
     reply = ToolReply(call.idempotency_key, ToolOutcome("tool-1", result=1, clock_ms=5.0))
     completed = ToolCompleted(session=session, cell="1", call_id="tool-1", result=1)
     assert journal.record_tool_outcome(call, completed, reply).reply == b"cancelled"

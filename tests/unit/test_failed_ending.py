@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from cellfleet.actors.cell.log import FailedEnding
 from cellfleet.broker import events as ev
-from cellfleet.broker.contract.tools import ToolKind
 from cellfleet.broker.memory import MemoryJournal
-from cellfleet.broker.tools.invocation import ToolInvocation, ToolOutcome, ToolReply
+from cellfleet.broker.tools.invocation import ToolOutcome, ToolReply
+from tests.conftest import tool_invocation
 
 
 def test_a_tool_outcome_after_a_recorded_failed_ending_is_not_recorded() -> None:
@@ -28,15 +28,7 @@ def test_a_tool_outcome_after_a_recorded_failed_ending_is_not_recorded() -> None
         ev.CellCompleted(session=session, cell="1", seq=4, error_text="lost", by_host=True),
         [ev.CellClosed(session=session, cell="1", seq=5)],
     ).record(journal)  # type: ignore[arg-type]
-    call = ToolInvocation(
-        session=session,
-        cell="1",
-        call_id="tool-1",
-        name="gate",
-        raw_name="gate",
-        kind=ToolKind.FUNCTION,
-        input={},
-    )
+    call = tool_invocation(session, "gate")
     late = ev.ToolCompleted(session=session, cell="1", call_id="tool-1", result=1)
     reply = ToolReply(call.idempotency_key, ToolOutcome("tool-1", result=1, clock_ms=1.0))
     assert journal.record_tool_outcome(call, late, reply).reply == b"cancelled"
