@@ -94,7 +94,8 @@ def make_realm(
 ) -> None:
     """Queue a new realm in `hub` (idle: nothing of its last cell left); `done` gets,
     on the isolate's thread, the realm prepared, or None if the hub should be freed
-    instead (its heap holds too much, or the realm could not be made)."""
+    instead (its heap holds too much, or the realm could not be made; None at once, on
+    this thread, if the hub's context was disposed of)."""
     context = hub.context
     hub.realms += 1
     name = f"r{hub.realms}"
@@ -122,7 +123,8 @@ def make_realm(
         hub.current = PreparedContext(context, mailbox, host_name, tools, realm=True)
         done(hub.current)
 
-    context.eval_async(script, on_result)
+    if not context.eval_async(script, on_result):  # (disposed of meanwhile)
+        done(None)
 
 
 def make_realm_now(hub: Hub, tools: tuple[RuntimeTool, ...]) -> PreparedContext | None:

@@ -47,6 +47,16 @@ CLOSE_FREE_WAIT_S = 10.0  # ... and for the contexts disposed of to be freed
 # gives back the memory it no longer needs (`give_back_memory`).
 MAX_STOCK = 64
 RECYCLED_WAIT_S = 0.05  # a cell finding no stock waits this long for a hub coming back
+# A hub back from its cell makes its next realm `RECYCLE_DELAY_S` later ("parked"
+# meanwhile) when the stock holds `SPARE_REALMS` others for the cells to come: made at
+# once, on the hub's thread right after the cell's answer, the realm (about 0.5 ms of
+# CPU) competes for the cores with whoever reads that answer (a harness reads it in
+# 0.1-0.3 ms here). Made before the cell's close goes out (`BACKGROUND_DELAY_S` after
+# the answer), so that a harness that waits for it finds the hub ready. With fewer in
+# stock (under load) it is made at once, and a cell that finds no stock has a parked
+# hub's made now.
+RECYCLE_DELAY_S = 0.002
+SPARE_REALMS = 2
 STOCK_IDLE_S = 2.0
 WARM_AFTER_S = 0.05
 
@@ -132,6 +142,8 @@ class ContextPool:
         self._realms = realms_enabled() if realms is None else realms and realms_enabled()
         self._hubs: dict[V8Context, Hub] = {}  # every hub alive, by its context
         self._recycling = 0  # hubs making their next realm
+        self._parked: deque[tuple[float, Hub]] = deque()  # (when due, hub), due first
+        self._filler_wakes = 0.0  # (monotonic) when the waiting filler wakes (0: busy)
         self._acquired_at = 0.0  # (monotonic) when a cell last took a context
         self._busy_at = 0.0  # ... or a hub came back from its cell, or one was freed
         self._gave_back_at = 0.0  # `_busy_at` as it was when the pool last gave back
@@ -168,6 +180,8 @@ class ContextPool:
                         self._note_taken()
                         return prepared
                 # A hub about to be back beats a new one (made now: ~3 ms, and kept).
+                if realm and not warmed and self._parked and not self._recycling:
+                    self._unpark(self._parked.popleft()[1])
                 remaining = deadline - time.monotonic()
                 if not (realm and not warmed and self._recycling and remaining > 0):
                     break
@@ -179,10 +193,11 @@ class ContextPool:
 
     def release(self, context: V8Context, *, at_once: bool = False) -> None:
         """Take back a used context. A hub whose cell ended cleanly makes its next
-        realm and goes back into the stock; any other context is disposed of in the
-        background, its JavaScript ended now (a cell terminated while allocating would
-        otherwise allocate until its turn comes). `at_once`: its cell's owner is done
-        with it (else disposal waits a moment)."""
+        realm (at once, or parked until `RECYCLE_DELAY_S` later) and goes back into the
+        stock; any other context is disposed of in the background, its JavaScript ended
+        now (a cell terminated while allocating would otherwise allocate until its turn
+        comes). `at_once`: its cell's owner is done with it (else disposal waits a
+        moment)."""
         with self._cond:  # (reentrant: also called with it held)
             hub = self._hubs.get(context)
             reuse = (
@@ -190,6 +205,14 @@ class ContextPool:
                 and not self._closed and context.idle()
             )  # fmt: skip
             context.done_cleanly = False
+            if reuse and self._may_park():
+                assert hub is not None
+                hub.current = None  # (its last cell's: not kept alive meanwhile)
+                due = time.monotonic() + RECYCLE_DELAY_S
+                self._parked.append((due, hub))
+                if self._filler_wakes > due:  # (waiting longer: it must look again)
+                    self._stock_low.notify()
+                return
             if reuse:
                 self._recycling += 1
             else:
@@ -201,6 +224,34 @@ class ContextPool:
             return
         context.stop_javascript()
         self._graveyard.put((context, at_once))
+
+    def _may_park(self) -> bool:
+        """(Lock held.) Whether a hub back from its cell may make its next realm later:
+        the stock is full and holds enough realms meanwhile, and the filler, which makes
+        it, waits for work (it does not refill the stock)."""
+        if len(self._ready) < self.size or self._closed or not self._filler.is_alive():
+            return False
+        return sum(1 for prepared in self._ready if prepared.realm) >= SPARE_REALMS
+
+    def _unpark(self, hub: Hub) -> None:
+        """(Lock held.) A parked hub makes its next realm now."""
+        self._recycling += 1
+        try:
+            make_realm(hub, self._tools, functools.partial(self._recycled, hub))
+        except Exception:  # (never expected) freed instead
+            log.exception("could not make a parked hub's next realm")
+            self._recycling -= 1
+            self.release(hub.context, at_once=True)
+
+    def _unpark_due(self) -> None:
+        """(Lock held.) The parked hubs whose time came make their next realm."""
+        now = time.monotonic()
+        while self._parked and self._parked[0][0] <= now:
+            self._unpark(self._parked.popleft()[1])
+
+    def _coming(self) -> int:
+        """(Lock held.) Hubs that will be back in stock: making a realm, or parked."""
+        return self._recycling + len(self._parked)
 
     def _recycled(self, hub: Hub, prepared: PreparedContext | None) -> None:
         """(On the hub's isolate thread.) Its next realm made, or None: freed instead."""
@@ -228,7 +279,7 @@ class ContextPool:
         disposed, i.e. the pool has no background work left (for benchmarks)."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: self._warmed() >= self.size and not self._disposing and not self._recycling,
+                lambda: self._warmed() >= self.size and not self._disposing and not self._coming(),
                 timeout,
             )
 
@@ -237,7 +288,7 @@ class ContextPool:
 
     def _note_taken(self) -> None:
         """(Lock held.) The stock lost one: wake the filler if it is short now."""
-        if len(self._ready) + self._recycling < self.size:
+        if len(self._ready) + self._coming() < self.size:
             self._stock_low.notify()
 
     def close(self) -> None:
@@ -247,6 +298,11 @@ class ContextPool:
             self._stock_low.notify_all()
         if self._filler.is_alive():  # (what it prepares meanwhile goes to the reaper)
             self._filler.join(FILLER_JOIN_S)
+        with self._cond:
+            parked = [hub for _, hub in self._parked]
+            self._parked.clear()
+        for hub in parked:  # (closed: disposed of)
+            self.release(hub.context, at_once=True)
         with self._cond:  # (hubs making a realm are then disposed of: `_recycled`)
             self._cond.wait_for(lambda: not self._recycling, CLOSE_FREE_WAIT_S)
             stock = list(self._ready)
@@ -297,7 +353,8 @@ class ContextPool:
         (closed)."""
         with self._cond:
             # (a hub making its next realm will stock it: not made twice)
-            while not self._closed and len(self._ready) + self._recycling >= self.size:
+            while not self._closed and len(self._ready) + self._coming() >= self.size:
+                self._unpark_due()
                 cold = self._cold()
                 if cold is not None:
                     self._ready.remove(cold)
@@ -306,9 +363,14 @@ class ContextPool:
                 if self._idle_long() and self._gave_back_at != self._busy_at:
                     self._gave_back_at = self._busy_at
                     return "give back"
-                self._stock_low.wait(self._next_check())
+                wait = self._next_check()
+                self._filler_wakes = time.monotonic() + wait
+                self._stock_low.wait(wait)
+                self._filler_wakes = 0.0
             if self._closed:
                 return None
+            while self._parked:  # (the stock is short: they are needed now)
+                self._unpark(self._parked.popleft()[1])
             return BACKGROUND_DELAY_S if self._ready else 0.0
 
     def _prepare(self, tools: tuple[RuntimeTool, ...], *, realm: bool) -> PreparedContext:
@@ -394,6 +456,8 @@ class ContextPool:
         """How long the filler may wait before it has something to trim, warm or give
         back (at most `STOCK_IDLE_S`: the stock may outgrow its size meanwhile)."""
         waits = [STOCK_IDLE_S]
+        if self._parked:
+            waits.append(self._parked[0][0] - time.monotonic())
         if self._gave_back_at != self._busy_at:
             waits.append(STOCK_IDLE_S - (time.monotonic() - self._busy_at))
         if len(self._ready) > self.size:

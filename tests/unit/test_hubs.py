@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -310,3 +311,69 @@ def test_a_cell_that_registers_a_finalizer_has_its_hub_freed(hub_pool: ContextPo
     after = _run(hub_pool, "const junk = Array.from({length: 1e5}, (_, i) => [i]); text('after')")
     assert after.runtime.context is not registering.runtime.context
     assert _answer(after)[1] == Finished(None, {}, False)
+
+
+def _parked_hub(pool: ContextPool) -> Any:
+    """A hub given back by its cell while the stock holds two other realms: its context
+    (its next realm waits `RECYCLE_DELAY_S`)."""
+    assert pool.wait_ready(2)
+    taken = pool.acquire(source='text("x")')
+    assert taken.realm
+    assert pool.wait_ready(2)  # (the filler made another: two spare realms)
+    taken.context.done_cleanly = True  # (as its runtime says of a cell that ended so)
+    pool.release(taken.context)
+    return taken.context
+
+
+def test_a_hub_back_while_the_stock_has_spares_makes_its_next_realm_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its realm is not made on its thread right after the cell's answer (it would
+    compete with the answer's reader), but a moment later, and it goes back in stock."""
+    monkeypatch.setattr(pool_module, "RECYCLE_DELAY_S", 0.5)
+    pool = ContextPool(2)
+    try:
+        hub = _parked_hub(pool)
+        assert not pool.wait_idle(0.2)  # (parked: background work still to do)
+        assert pool.wait_idle(10)
+        taken = [pool.acquire(source='text("x")') for _ in range(3)]
+        assert hub in {prepared.context for prepared in taken}
+        for prepared in taken:
+            pool.release(prepared.context)
+    finally:
+        pool.close()
+
+
+def test_a_cell_that_finds_no_stock_gets_a_parked_hubs_realm_made_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a new hub (~3 ms), nor a wait for the parked hub's time."""
+    monkeypatch.setattr(pool_module, "RECYCLE_DELAY_S", 3600.0)
+    pool = ContextPool(2)
+    try:
+        hub = _parked_hub(pool)
+        made = pool_module.new_hub
+
+        def slow_new_hub(memory_limit_bytes: int) -> hubs.Hub:  # (the filler's, as it refills)
+            time.sleep(1.0)
+            return made(memory_limit_bytes)
+
+        monkeypatch.setattr(pool_module, "new_hub", slow_new_hub)
+        spares = [pool.acquire(source='text("x")') for _ in range(2)]
+        assert hub not in {prepared.context for prepared in spares}
+        assert pool.acquire(source='text("x")').context is hub
+        for prepared in spares:
+            pool.release(prepared.context)
+        pool.release(hub)
+    finally:
+        pool.close()
+
+
+def test_closing_the_pool_frees_a_parked_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_module, "RECYCLE_DELAY_S", 3600.0)
+    pool = ContextPool(2)
+    try:
+        hub = _parked_hub(pool)
+    finally:
+        pool.close()
+    assert hub.freed.wait(10)
