@@ -348,10 +348,12 @@ def test_a_yielded_cell_that_fails_unobserved_tells_the_next_wait(private: Fixtu
     and the next `wait` said `exec cell 1 not found`, never why."""
     closed = threading.Event()
     session = private.host.open_session(TOOLS, on_cell_closed=lambda _: closed.set())
+    # (a yield long enough for the start even on a busy machine: the first cell of a new
+    # host may wait for its pool's first isolates)
     output = session.exec(
         "c",
-        '// @exec: {"yield_time_ms": 10}\n'
-        "text('before'); await new Promise((r) => setTimeout(r, 300)); text('after')",
+        '// @exec: {"yield_time_ms": 200}\n'
+        "text('before'); await new Promise((r) => setTimeout(r, 1000)); text('after')",
     )
     assert_output(output, "Script running with cell ID 1", ["before"])
     private.admin.config_set("maxmemory-policy", "noeviction")
