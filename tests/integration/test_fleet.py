@@ -135,20 +135,26 @@ def test_a_session_is_served_by_one_worker_whoever_opens_it(fleet: dict[str, Any
     assert [e.cell for _, e in events if isinstance(e, CellAdmitted)] == ["1", "2"]
 
 
-def test_a_draining_worker_hands_its_idle_sessions_over(fleet: dict[str, Any]) -> None:
+def test_a_draining_worker_hands_its_idle_sessions_over(
+    fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     draining = fleet["worker"]()
     client = fleet["client"]()
     sessions = [client.open_session() for _ in range(3)]
     for number, session in enumerate(sessions):
         session.exec("c", f"store('n', {number})")
     other = fleet["worker"]()
-    draining.drain(timeout_s=TIMEOUT_S)
     # (told through its inbox: it adopts them as it reads it, maybe after the drain)
-    expected = sorted(s.id for s in sessions)
-    deadline = time.monotonic() + TIMEOUT_S
-    while sorted(other.sessions) != expected and time.monotonic() < deadline:
-        time.sleep(0.01)  # (no event tells a test that a worker adopted a session)
-    assert sorted(other.sessions) == expected
+    adopted, open_here = Tally(), other._open
+
+    def adopting(message: dict[str, Any]) -> None:
+        open_here(message)
+        adopted.add(message["session"])
+
+    monkeypatch.setattr(other, "_open", adopting)
+    draining.drain(timeout_s=TIMEOUT_S)
+    adopted.wait_for(lambda: len(adopted) == len(sessions), f"adopted {adopted.items}")
+    assert sorted(other.sessions) == sorted(s.id for s in sessions)
     for number, session in enumerate(sessions):  # ids and stored values go on
         out = session.exec("again", "text(load('n'))")
         assert output_texts(out)[1:] == [str(number)]

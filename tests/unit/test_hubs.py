@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import queue
-import time
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -349,16 +349,15 @@ def test_a_cell_that_finds_no_stock_gets_a_parked_hubs_realm_made_at_once(
 ) -> None:
     """Not a new hub (~3 ms), nor a wait for the parked hub's time."""
     monkeypatch.setattr(pool_module, "RECYCLE_DELAY_S", 3600.0)
-    pool = ContextPool(2)
+    pool, made, refill = ContextPool(2), pool_module.new_hub, threading.Event()
     try:
         hub = _parked_hub(pool)
-        made = pool_module.new_hub
 
-        def slow_new_hub(memory_limit_bytes: int) -> hubs.Hub:  # (the filler's, as it refills)
-            time.sleep(1.0)
+        def held_new_hub(memory_limit_bytes: int) -> hubs.Hub:  # (the filler's, refilling)
+            refill.wait(10)
             return made(memory_limit_bytes)
 
-        monkeypatch.setattr(pool_module, "new_hub", slow_new_hub)
+        monkeypatch.setattr(pool_module, "new_hub", held_new_hub)
         spares = [pool.acquire(source='text("x")') for _ in range(2)]
         assert hub not in {prepared.context for prepared in spares}
         assert pool.acquire(source='text("x")').context is hub
@@ -366,6 +365,7 @@ def test_a_cell_that_finds_no_stock_gets_a_parked_hubs_realm_made_at_once(
             pool.release(prepared.context)
         pool.release(hub)
     finally:
+        refill.set()
         pool.close()
 
 
