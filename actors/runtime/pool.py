@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import queue
 import secrets
 import threading
@@ -243,10 +244,10 @@ class ContextPool:
             self._recycling -= 1
             self.release(hub.context, at_once=True)
 
-    def _unpark_due(self) -> None:
-        """(Lock held.) The parked hubs whose time came make their next realm."""
-        now = time.monotonic()
-        while self._parked and self._parked[0][0] <= now:
+    def _unpark_due(self, by: float | None = None) -> None:
+        """(Lock held.) The parked hubs due by `by` (default: now) make their next realm."""
+        by = time.monotonic() if by is None else by
+        while self._parked and self._parked[0][0] <= by:
             self._unpark(self._parked.popleft()[1])
 
     def _coming(self) -> int:
@@ -369,8 +370,7 @@ class ContextPool:
                 self._filler_wakes = 0.0
             if self._closed:
                 return None
-            while self._parked:  # (the stock is short: they are needed now)
-                self._unpark(self._parked.popleft()[1])
+            self._unpark_due(by=math.inf)  # (the stock is short: they are needed now)
             return BACKGROUND_DELAY_S if self._ready else 0.0
 
     def _prepare(self, tools: tuple[RuntimeTool, ...], *, realm: bool) -> PreparedContext:
